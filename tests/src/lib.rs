@@ -1,0 +1,1 @@
+//! Harness for booting guests under daxvmm (directly or nested in the test host VM).
