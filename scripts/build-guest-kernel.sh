@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Builds the daxvmm guest kernel: the pinned Debian linux-source (guest-kernel/PIN), the patch series in
+# guest-kernel/patches, and the config fragments in guest-kernel/config on top of tinyconfig. Every option
+# a fragment asks for must survive olddefconfig, or the build stops and names the ones that did not.
+# Results are cached in $DAXVMM_CACHE/kernels/<hash of pin + fragments + patches + this script>; a second
+# run with nothing changed takes a second. Progress goes to stderr; the bzImage path to stdout.
+#
+# usage: scripts/build-guest-kernel.sh [--variant default|debug] [--force] [--print-key]
+source "$(dirname "$0")/lib.sh"
+
+variant=default
+force=0
+print_key=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--variant) variant=$2; shift 2 ;;
+	--force) force=1; shift ;;
+	--print-key) print_key=1; shift ;;
+	-h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) die "unknown argument '$1' (see --help)" ;;
+	esac
+done
+
+gk=$DAXVMM_ROOT/guest-kernel
+pin=$gk/PIN
+fragments=("$gk"/config/*.config)
+if [ "$variant" != default ]; then
+	[ -f "$gk/config/variants/$variant.config" ] || die "no config variant '$variant' (guest-kernel/config/variants/$variant.config)"
+	fragments+=("$gk/config/variants/$variant.config")
+fi
+mapfile -t patches < <(grep -v '^\s*#' "$gk/patches/series" | sed '/^\s*$/d')
+patch_files=()
+for p in "${patches[@]}"; do
+	[ -f "$gk/patches/$p" ] || die "series names $p but guest-kernel/patches/$p does not exist"
+	patch_files+=("$gk/patches/$p")
+done
+key=$(hash_files "$pin" "${fragments[@]}" "$gk/patches/series" "${patch_files[@]}" "$0" | cut -c1-12)
+key="$(pin_get "$pin" KERNEL_VERSION)-$variant-$key"
+out=$DAXVMM_CACHE/kernels/$key
+if [ $print_key = 1 ]; then echo "$key"; exit 0; fi
+if [ $force = 0 ] && [ -f "$out/bzImage" ]; then
+	log "guest kernel $key is cached"
+	echo "$out/bzImage"
+	exit 0
+fi
+
+# Toolchain for the kernel's Rust.
+rustc_ver=$(pin_get "$pin" KERNEL_RUSTC)
+rustc_path=$(rustup which --toolchain "$rustc_ver" rustc 2>/dev/null) ||
+	die "rustc $rustc_ver is not installed; run scripts/setup-host.sh"
+bindgen_path=$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")
+[ -x "$bindgen_path" ] || die "bindgen is not installed; run scripts/setup-host.sh"
+libclang=$(pin_get "$pin" LIBCLANG_PATH)
+[ -d "$libclang" ] || die "libclang not found at $libclang; run scripts/setup-host.sh"
+export PATH="$(dirname "$rustc_path"):$PATH" LIBCLANG_PATH="$libclang"
+
+deb=$(apt_download "$(pin_get "$pin" SUITE)" "$(pin_get "$pin" PKG)" "$(pin_get "$pin" PKG_VERSION)" "$(pin_get "$pin" PKG_SHA256)")
+work=$DAXVMM_CACHE/build/$key
+rm -rf "$work"
+mkdir -p "$work"
+log "unpacking $(basename "$deb")"
+dpkg-deb --fsys-tarfile "$deb" | tar -x -O "./$(pin_get "$pin" TARBALL)" | tar -xJ -C "$work"
+src=$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -n1)
+for p in "${patch_files[@]}"; do
+	log "applying $(basename "$p")"
+	patch -d "$src" -p1 --forward --quiet <"$p" || die "patch $(basename "$p") does not apply to $(pin_get "$pin" PKG) $(pin_get "$pin" PKG_VERSION)"
+done
+
+make_k() { make -C "$src" ARCH=x86_64 RUSTC="$rustc_path" BINDGEN="$bindgen_path" "$@"; }
+log "checking the Rust toolchain (make rustavailable)"
+make_k rustavailable >"$work/rustavailable.log" 2>&1 || { cat "$work/rustavailable.log" >&2; die "the kernel cannot use this Rust toolchain; run scripts/setup-host.sh"; }
+
+log "configuring: tinyconfig + ${#fragments[@]} fragments"
+make_k tinyconfig >"$work/config.log" 2>&1 || { tail -20 "$work/config.log" >&2; die "make tinyconfig failed"; }
+"$src/scripts/kconfig/merge_config.sh" -m -O "$src" "$src/.config" "${fragments[@]}" >>"$work/config.log" 2>&1 ||
+	{ tail -20 "$work/config.log" >&2; die "merging config fragments failed"; }
+make_k olddefconfig >>"$work/config.log" 2>&1 || { tail -20 "$work/config.log" >&2; die "make olddefconfig failed"; }
+
+# Every request in the fragments must be in the final config, or we would test a kernel we did not ask for.
+missing=()
+while IFS= read -r line; do
+	case $line in
+	CONFIG_*=*) grep -qxF "$line" "$src/.config" || missing+=("$line (got: $(grep -E "^(# )?${line%%=*}[= ]" "$src/.config" || echo unset))") ;;
+	"# CONFIG_"*" is not set") opt=${line#\# }; opt=${opt%% *}; grep -q "^$opt=" "$src/.config" && missing+=("$line (got: $(grep "^$opt=" "$src/.config"))") ;;
+	esac
+done < <(cat "${fragments[@]}")
+if [ ${#missing[@]} -gt 0 ]; then
+	printf 'error: these requested options did not survive olddefconfig (a dependency is missing):\n' >&2
+	printf '  %s\n' "${missing[@]}" >&2
+	exit 1
+fi
+
+jobs=$(jobs_count)
+log "building bzImage with $jobs jobs (a few minutes; log: $work/build.log)"
+start=$(date +%s)
+make_k -j"$jobs" bzImage >"$work/build.log" 2>&1 &
+pid=$!
+while kill -0 $pid 2>/dev/null; do
+	sleep 20
+	kill -0 $pid 2>/dev/null && log "  ... $(( $(date +%s) - start ))s, $(grep -cE '^\s+(CC|RUSTC|AS|LD)' "$work/build.log") objects built"
+done
+wait $pid || { tail -40 "$work/build.log" >&2; die "kernel build failed (full log: $work/build.log)"; }
+mkdir -p "$out.tmp"
+cp "$src/arch/x86/boot/bzImage" "$src/.config" "$src/System.map" "$out.tmp/"
+cp "$src/vmlinux" "$out.tmp/" 2>/dev/null || true
+rm -rf "$out"
+mv "$out.tmp" "$out"
+log "guest kernel built in $(( $(date +%s) - start ))s: $out/bzImage"
+# The tree is kept for the patch and driver work (incremental rebuilds); remove it to save ~2 GiB.
+echo "$out/bzImage"
