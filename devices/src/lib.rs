@@ -1,1 +1,12 @@
-//! Device models for daxvmm.
+//! Device models for daxvmm. Everything here is a pure state machine behind the [`bus::BusDevice`] trait,
+//! plus builders that turn the machine description into ACPI table bytes; nothing needs KVM, so all of it
+//! is unit-tested on a plain host.
+
+pub mod acpi;
+pub mod bus;
+pub mod debug_port;
+pub mod events;
+pub mod layout;
+pub mod power;
+pub mod pvpanic;
+pub mod serial;

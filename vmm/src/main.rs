@@ -1,1 +1,104 @@
-fn main() {}
+//! daxvmm: boots a Linux guest under KVM for fs-dax refcount testing. This file owns only the process:
+//! parsing the command line, logging, and turning the run's outcome into the documented exit code.
+
+mod acpi;
+mod boot;
+mod cli;
+mod console;
+mod exit;
+mod kvm_host;
+mod memory;
+mod pmem_spec;
+mod units;
+mod vcpu;
+mod vm;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+use crate::vm::{Outcome, VmConfig};
+
+/// Exit codes (docs/guest-interface.md).
+const EXIT_ERROR: u8 = 1;
+const EXIT_PANIC: u8 = 3;
+const EXIT_TIMEOUT: u8 = 4;
+const EXIT_RESET: u8 = 5;
+const EXIT_GUEST_FAILED: u8 = 6;
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .filter_level(cli.log_level)
+        .parse_env("RUST_LOG")
+        .format(|buf, rec| {
+            use std::io::Write;
+            writeln!(buf, "daxvmm: {}{}", level_prefix(rec.level()), rec.args())
+        })
+        .init();
+    let code = match run(&cli, started) {
+        Ok(outcome) => exit_code(outcome),
+        Err(e) => {
+            console::restore_terminal();
+            // One line, whatever the chain: users grep for it.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            log::error!("{}", chain.join(": "));
+            EXIT_ERROR
+        }
+    };
+    console::restore_terminal();
+    // The vCPU threads are still in KVM_RUN; exiting the process is how they stop.
+    std::process::exit(i32::from(code))
+}
+
+fn level_prefix(level: log::Level) -> &'static str {
+    match level {
+        log::Level::Error => "error: ",
+        log::Level::Warn => "warning: ",
+        _ => "",
+    }
+}
+
+fn run(cli: &Cli, started: Instant) -> anyhow::Result<Outcome> {
+    cli.validate(cli::host_ram())?;
+    if !cli.pmem.is_empty() {
+        anyhow::bail!("--pmem is parsed but the NFIT NVDIMM device is not part of this build yet");
+    }
+    let cfg = VmConfig {
+        kernel: cli.kernel.clone(),
+        initrd: cli.initrd.clone(),
+        cmdline: cli.kernel_cmdline(),
+        mem: cli.mem,
+        cpus: cli.cpus,
+        timeout: cli.timeout,
+    };
+    Ok(vm::run(&cfg, started)?)
+}
+
+fn exit_code(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::PowerOff => {
+            log::info!("guest powered off");
+            0
+        }
+        Outcome::GuestFailed(s) => {
+            log::info!("guest powered off after reporting exit status {s}");
+            EXIT_GUEST_FAILED
+        }
+        Outcome::Panic(v) => {
+            log::error!("guest kernel panicked (pvpanic {v:#x})");
+            EXIT_PANIC
+        }
+        Outcome::Reset => {
+            log::info!("guest reset");
+            EXIT_RESET
+        }
+        Outcome::Timeout => {
+            log::error!("timeout: the guest was still running; stopped it");
+            EXIT_TIMEOUT
+        }
+    }
+}

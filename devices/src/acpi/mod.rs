@@ -1,0 +1,146 @@
+//! ACPI table builders for the guest: one function per table, each returning the table's bytes, ready to be
+//! copied into guest memory. This module owns the identity every table carries (OEM and creator ids), the
+//! builders' error type and the helpers they share; the VMM decides where each table goes and links them
+//! (RSDP -> XSDT -> FADT/MADT/..., FADT -> DSDT).
+//!
+//! The tables describe a hardware-reduced ACPI 6.x x86 machine (docs/guest-interface.md): no PM1 event or
+//! control blocks, no GPEs and no SCI; power-off and reset go through the FADT's sleep control and reset
+//! registers in the PM block at [`crate::layout::ACPI_PM_PORT`].
+
+mod dsdt;
+mod fadt;
+mod madt;
+mod rsdp;
+mod xsdt;
+
+pub use dsdt::{dsdt, DsdtConfig};
+pub use fadt::{fadt, HYPERVISOR_VENDOR_ID};
+pub use madt::{madt, IOAPIC_ID};
+pub use rsdp::rsdp;
+pub use xsdt::xsdt;
+
+use acpi_tables::sdt::Sdt;
+use acpi_tables::Aml;
+
+use crate::layout::MAX_VCPUS;
+
+/// OEM id in every table header and in the RSDP.
+pub const OEM_ID: [u8; 6] = *b"DAXVMM";
+/// OEM table id in every table header. Linux keys its ACPI quirks on (OEM id, OEM table id), so one stable
+/// value for the whole machine keeps us out of any real platform's quirk list.
+pub const OEM_TABLE_ID: [u8; 8] = *b"DAXVMM  ";
+/// OEM revision in every table header; bump it when the tables change in a way a guest could care about.
+pub const OEM_REVISION: u32 = 1;
+/// Creator id in every table header. The `acpi_tables` crate would write its own ("RVAT"); ours makes
+/// `acpidump` in the guest say which VMM laid the tables out.
+pub const CREATOR_ID: [u8; 4] = *b"DAXV";
+/// Creator revision in every table header.
+pub const CREATOR_REVISION: u32 = 1;
+
+/// Why a table could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcpiError {
+    /// The vCPU count is outside what the machine supports.
+    #[error("invalid vCPU count {cpus}: must be 1..={max}", max = MAX_VCPUS)]
+    InvalidCpuCount {
+        /// The count that was asked for.
+        cpus: u8,
+    },
+}
+
+/// Offsets inside the common 36-byte system description table header (ACPI 6.5, 5.2.6).
+const HEADER_CREATOR_ID_OFFSET: usize = 28;
+const HEADER_CREATOR_REVISION_OFFSET: usize = 32;
+/// Size of the common system description table header.
+pub(crate) const HEADER_LEN: u32 = 36;
+
+/// A table with our header and `length` bytes in all (zero-filled past the header); the checksum is kept
+/// valid by every `Sdt` write and append.
+pub(crate) fn new_sdt(signature: [u8; 4], length: u32, revision: u8) -> Sdt {
+    let mut sdt = Sdt::new(
+        signature,
+        length,
+        revision,
+        OEM_ID,
+        OEM_TABLE_ID,
+        OEM_REVISION,
+    );
+    sdt.write_bytes(HEADER_CREATOR_ID_OFFSET, &CREATOR_ID);
+    sdt.write_u32(HEADER_CREATOR_REVISION_OFFSET, CREATOR_REVISION);
+    sdt
+}
+
+/// Serializes any `acpi_tables` object (typed table, MADT structure, AML term) to bytes.
+pub(crate) fn to_bytes(aml: &dyn Aml) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    aml.to_aml_bytes(&mut bytes);
+    bytes
+}
+
+/// Checks shared by every table's tests, written from the spec's header layout rather than from
+/// `acpi_tables`, so a builder that gets the header wrong fails here.
+#[cfg(test)]
+pub(crate) mod test_util {
+    /// Little-endian u16 at `offset`.
+    pub fn u16_at(bytes: &[u8], offset: usize) -> u16 {
+        u16::from_le_bytes([bytes[offset], bytes[offset + 1]])
+    }
+
+    /// Little-endian u32 at `offset`.
+    pub fn u32_at(bytes: &[u8], offset: usize) -> u32 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&bytes[offset..offset + 4]);
+        u32::from_le_bytes(b)
+    }
+
+    /// Little-endian u64 at `offset`.
+    pub fn u64_at(bytes: &[u8], offset: usize) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[offset..offset + 8]);
+        u64::from_le_bytes(b)
+    }
+
+    /// Sum of all bytes mod 256; a valid ACPI table sums to zero.
+    pub fn byte_sum(bytes: &[u8]) -> u8 {
+        bytes.iter().fold(0u8, |acc, b| acc.wrapping_add(*b))
+    }
+
+    /// Asserts the 36-byte header (ACPI 6.5, table 5.4): signature, length == actual size, revision,
+    /// zero byte sum, and our OEM/creator identity.
+    pub fn assert_header(bytes: &[u8], signature: &[u8; 4], revision: u8) {
+        assert!(bytes.len() >= 36, "table shorter than its header");
+        assert_eq!(&bytes[0..4], signature, "signature");
+        assert_eq!(u32_at(bytes, 4) as usize, bytes.len(), "length field");
+        assert_eq!(bytes[8], revision, "revision");
+        assert_eq!(byte_sum(bytes), 0, "checksum");
+        assert_eq!(&bytes[10..16], b"DAXVMM", "OEM id");
+        assert_eq!(&bytes[16..24], b"DAXVMM  ", "OEM table id");
+        assert_eq!(u32_at(bytes, 24), 1, "OEM revision");
+        assert_eq!(&bytes[28..32], b"DAXV", "creator id");
+        assert_eq!(u32_at(bytes, 32), 1, "creator revision");
+    }
+
+    /// Position of the first occurrence of `needle` in `haystack`.
+    pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+        haystack.windows(needle.len()).position(|w| w == needle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::assert_header;
+    use super::*;
+
+    #[test]
+    fn new_sdt_header_carries_our_identity() {
+        let sdt = new_sdt(*b"TEST", 40, 3);
+        assert_header(sdt.as_slice(), b"TEST", 3);
+        assert_eq!(sdt.len(), 40);
+    }
+
+    #[test]
+    fn cpu_count_error_names_the_limit() {
+        let msg = AcpiError::InvalidCpuCount { cpus: 9 }.to_string();
+        assert!(msg.contains('9') && msg.contains("1..=8"), "{msg}");
+    }
+}

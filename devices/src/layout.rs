@@ -1,0 +1,46 @@
+//! The guest-visible I/O port and address map every device and table builder agrees on
+//! (docs/guest-interface.md is the prose version).
+
+/// COM1, a 16550A UART.
+pub const COM1_PORT: u16 = 0x3f8;
+/// Number of COM1 registers.
+pub const COM1_LEN: u16 = 8;
+/// COM1's ISA interrupt (and IOAPIC GSI).
+pub const COM1_IRQ: u32 = 4;
+/// The pvpanic device's port (ACPI `_HID` QEMU0001).
+pub const PVPANIC_PORT: u16 = 0x505;
+/// The ACPI power-management block: sleep control (+0), sleep status (+1), reset (+2).
+pub const ACPI_PM_PORT: u16 = 0x600;
+/// Size of the ACPI power-management block.
+pub const ACPI_PM_LEN: u16 = 3;
+/// Offset of the FADT sleep control register in the PM block.
+pub const ACPI_SLEEP_CONTROL_OFFSET: u16 = 0;
+/// Offset of the FADT sleep status register in the PM block.
+pub const ACPI_SLEEP_STATUS_OFFSET: u16 = 1;
+/// Offset of the FADT reset register in the PM block.
+pub const ACPI_RESET_OFFSET: u16 = 2;
+/// The value the FADT tells the guest to write to the reset register.
+pub const ACPI_RESET_VALUE: u8 = 1;
+/// The sleep type of S5 (soft off), as the DSDT's `\_S5_` package declares it.
+pub const ACPI_S5_SLEEP_TYPE: u8 = 5;
+/// i8042 command port; writing 0xFE pulses the CPU reset line.
+pub const I8042_COMMAND_PORT: u16 = 0x64;
+/// Debug port: +0 takes boot progress markers, +1 the guest's exit status.
+pub const DEBUG_PORT: u16 = 0x6f0;
+/// Size of the debug port block.
+pub const DEBUG_PORT_LEN: u16 = 2;
+
+/// Where the RSDP goes; Linux also finds it by scanning 0xE0000..0x100000.
+pub const ACPI_RSDP_ADDR: u64 = 0x000e_0000;
+/// End (exclusive) of the area reserved for ACPI tables.
+pub const ACPI_TABLES_END: u64 = 0x0010_0000;
+/// The IOAPIC's MMIO base.
+pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
+/// The local APIC's MMIO base.
+pub const LAPIC_ADDR: u64 = 0xfee0_0000;
+/// Start of the 32-bit MMIO hole (RAM stops here and resumes at 4 GiB).
+pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+/// End of the 32-bit MMIO hole.
+pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
+/// Most vCPUs a guest may have.
+pub const MAX_VCPUS: u8 = 8;

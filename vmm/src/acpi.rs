@@ -1,0 +1,112 @@
+//! ACPI assembly: lays the tables the device crate builds (DSDT, FADT, MADT, XSDT, RSDP) out in the
+//! guest's ACPI area below 1 MiB and writes them there.
+
+use daxvmm_devices::acpi::{dsdt, fadt, madt, rsdp, xsdt, AcpiError, DsdtConfig};
+use daxvmm_devices::layout::{ACPI_RSDP_ADDR, ACPI_TABLES_END};
+use thiserror::Error;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Tables start after the RSDP, 64-byte aligned as firmware usually places them.
+const TABLES_START: u64 = ACPI_RSDP_ADDR + 0x40;
+
+/// Errors assembling the ACPI tables.
+#[derive(Debug, Error)]
+pub enum AcpiSetupError {
+    /// A builder refused its input.
+    #[error("building ACPI tables: {0}")]
+    Build(#[from] AcpiError),
+    /// The tables outgrew their area.
+    #[error("ACPI tables need {needed:#x} bytes but only {room:#x} are reserved for them")]
+    TooLarge {
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        room: u64,
+    },
+    /// Guest memory rejected the write.
+    #[error("cannot write ACPI tables into guest memory: {0}")]
+    GuestMemory(#[from] vm_memory::GuestMemoryError),
+}
+
+/// Where each table went, for tests and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcpiLayout {
+    /// (signature, address, length) in the order written.
+    pub tables: Vec<([u8; 4], u64, usize)>,
+}
+
+fn align64(x: u64) -> u64 {
+    (x + 63) & !63
+}
+
+/// Builds the tables for a machine with `cpus` vCPUs and writes them; returns where they went.
+pub fn write_tables(gm: &GuestMemoryMmap, cpus: u8) -> Result<AcpiLayout, AcpiSetupError> {
+    let mut placed: Vec<([u8; 4], u64, Vec<u8>)> = Vec::new();
+    let mut next = TABLES_START;
+    let mut place = |sig: [u8; 4], bytes: Vec<u8>, placed: &mut Vec<_>| {
+        let addr = next;
+        next = align64(addr + bytes.len() as u64);
+        placed.push((sig, addr, bytes));
+        addr
+    };
+    let dsdt_addr = place(*b"DSDT", dsdt(&DsdtConfig { com1: true, ..Default::default() }), &mut placed);
+    let fadt_addr = place(*b"FACP", fadt(dsdt_addr), &mut placed);
+    let madt_addr = place(*b"APIC", madt(cpus)?, &mut placed);
+    let xsdt_addr = place(*b"XSDT", xsdt(&[fadt_addr, madt_addr]), &mut placed);
+    if next > ACPI_TABLES_END {
+        return Err(AcpiSetupError::TooLarge { needed: next - ACPI_RSDP_ADDR, room: ACPI_TABLES_END - ACPI_RSDP_ADDR });
+    }
+    gm.write_slice(&rsdp(xsdt_addr), GuestAddress(ACPI_RSDP_ADDR))?;
+    for (_, addr, bytes) in &placed {
+        gm.write_slice(bytes, GuestAddress(*addr))?;
+    }
+    Ok(AcpiLayout { tables: placed.into_iter().map(|(s, a, b)| (s, a, b.len())).collect() })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn read_u64(gm: &GuestMemoryMmap, addr: u64) -> u64 {
+        gm.read_obj(GuestAddress(addr)).unwrap()
+    }
+
+    #[test]
+    fn tables_are_linked_and_checksummed_in_memory() {
+        let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let layout = write_tables(&gm, 2).unwrap();
+        let mut sig = [0u8; 8];
+        gm.read_slice(&mut sig, GuestAddress(ACPI_RSDP_ADDR)).unwrap();
+        assert_eq!(&sig, b"RSD PTR ");
+        let xsdt_addr = read_u64(&gm, ACPI_RSDP_ADDR + 24);
+        let xsdt = layout.tables.iter().find(|t| &t.0 == b"XSDT").unwrap();
+        assert_eq!(xsdt.1, xsdt_addr);
+        // XSDT entries point at FACP and APIC; the FADT's X_DSDT points at the DSDT.
+        let entries = [read_u64(&gm, xsdt_addr + 36), read_u64(&gm, xsdt_addr + 44)];
+        let mut sigs = Vec::new();
+        for e in entries {
+            let mut s = [0u8; 4];
+            gm.read_slice(&mut s, GuestAddress(e)).unwrap();
+            sigs.push(s);
+        }
+        assert_eq!(sigs, vec![*b"FACP", *b"APIC"]);
+        let dsdt = read_u64(&gm, entries[0] + 140);
+        let mut s = [0u8; 4];
+        gm.read_slice(&mut s, GuestAddress(dsdt)).unwrap();
+        assert_eq!(&s, b"DSDT");
+        for (_, addr, len) in &layout.tables {
+            let mut bytes = vec![0u8; *len];
+            gm.read_slice(&mut bytes, GuestAddress(*addr)).unwrap();
+            assert_eq!(bytes.iter().fold(0u8, |a, b| a.wrapping_add(*b)), 0);
+            assert_eq!(addr % 64, 0);
+        }
+        assert!(layout.tables.windows(2).all(|w| w[0].1 + w[0].2 as u64 <= w[1].1), "no overlap");
+    }
+
+    #[test]
+    fn rejects_bad_cpu_count() {
+        let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        assert!(matches!(write_tables(&gm, 0), Err(AcpiSetupError::Build(_))));
+    }
+}

@@ -1,0 +1,202 @@
+//! The command line: what a user can ask daxvmm for, with the checks that need no KVM (sizes, counts,
+//! files). Everything that fails here fails before any guest memory is allocated or any file touched.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use daxvmm_devices::layout::MAX_VCPUS;
+
+use crate::pmem_spec::PmemSpec;
+use crate::units::{format_size, parse_duration, parse_size, MIB};
+
+/// The kernel command line every guest gets before the user's `--cmdline`.
+pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
+
+/// Smallest guest RAM that leaves room for a kernel and initramfs.
+pub const MIN_MEM: u64 = 64 * MIB;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "daxvmm",
+    version,
+    about = "Boot a Linux guest under KVM with an emulated ACPI NFIT NVDIMM, for testing fs-dax page refcounting",
+    after_help = "\
+Examples:
+  daxvmm --kernel bzImage --initrd initrd.cpio.gz
+  daxvmm --kernel bzImage --initrd initrd.cpio.gz --cpus 2 --mem 1G --cmdline '-- cat /proc/cpuinfo'
+  daxvmm --kernel bzImage --initrd initrd.cpio.gz --timeout 2m --cmdline 'quiet'
+
+Exit codes: 0 guest powered off, 1 daxvmm error, 2 usage error, 3 guest kernel panic (pvpanic),
+4 --timeout expired, 5 guest reset/reboot, 6 guest reported a non-zero exit status.
+See docs/guest-interface.md for the ports and the initramfs contract."
+)]
+pub struct Cli {
+    /// Guest kernel: a bzImage (x86 boot protocol 2.12+), e.g. from scripts/build-guest-kernel.sh.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: PathBuf,
+
+    /// Initial ramdisk (a cpio archive, optionally gzip-compressed) loaded at the top of low RAM.
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+
+    /// Extra kernel command line, appended to "console=ttyS0 reboot=k panic=1".
+    /// Everything after "--" goes to the guest's init as arguments, e.g. --cmdline '-- cat /proc/iomem'.
+    #[arg(long, value_name = "STR", default_value = "", allow_hyphen_values = true)]
+    pub cmdline: String,
+
+    /// Guest RAM with a K/M/G suffix, e.g. 512M or 2G (at least 64M, at most the host's RAM).
+    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = parse_size)]
+    pub mem: u64,
+
+    /// Number of vCPUs (1-8). More than one uses ACPI's MADT to bring up the others.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=MAX_VCPUS as i64))]
+    pub cpus: u8,
+
+    /// Stop the guest after this long and exit with code 4, e.g. 90s, 5m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Persistent memory: SIZE[,file=PATH][,backing=auto|hugetlb-2m|hugetlb-1g|thp|anon][,share=on|off]
+    /// [,prefault=on|off]; repeat for several NVDIMMs. SIZE is a multiple of 2M, e.g. --pmem 16G.
+    #[arg(long, value_name = "SPEC", value_parser = PmemSpec::parse)]
+    pub pmem: Vec<PmemSpec>,
+
+    /// Log level for daxvmm's own messages (error, warn, info, debug, trace); RUST_LOG overrides.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: log::LevelFilter,
+}
+
+/// A problem with the command line found after parsing.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The guest RAM size is outside what we can give.
+    #[error("--mem {given}: {why}")]
+    Mem {
+        /// What the user asked for.
+        given: String,
+        /// Why it cannot be had.
+        why: String,
+    },
+    /// A file the user named is missing or unreadable.
+    #[error("{what} {path}: {err}")]
+    File {
+        /// Which flag.
+        what: &'static str,
+        /// The path given.
+        path: String,
+        /// The OS error.
+        err: std::io::Error,
+    },
+    /// A file the user named is not a regular file.
+    #[error("{what} {path} is not a regular file")]
+    NotAFile {
+        /// Which flag.
+        what: &'static str,
+        /// The path given.
+        path: String,
+    },
+}
+
+impl Cli {
+    /// The full guest kernel command line.
+    pub fn kernel_cmdline(&self) -> String {
+        if self.cmdline.trim().is_empty() {
+            BASE_CMDLINE.to_string()
+        } else {
+            format!("{BASE_CMDLINE} {}", self.cmdline.trim())
+        }
+    }
+
+    /// Checks that need the host (its RAM size, the files) but not KVM.
+    pub fn validate(&self, host_ram: u64) -> Result<(), CliError> {
+        let mem_err = |why: String| CliError::Mem { given: format_size(self.mem), why };
+        if self.mem < MIN_MEM {
+            return Err(mem_err(format!("a guest needs at least {}", format_size(MIN_MEM))));
+        }
+        if self.mem > host_ram {
+            return Err(mem_err(format!("this host has only {} of RAM", format_size(host_ram - host_ram % MIB))));
+        }
+        if self.mem % (2 * MIB) != 0 {
+            return Err(mem_err("must be a multiple of 2M".into()));
+        }
+        check_file("--kernel", &self.kernel)?;
+        if let Some(initrd) = &self.initrd {
+            check_file("--initrd", initrd)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_file(what: &'static str, path: &std::path::Path) -> Result<(), CliError> {
+    let shown = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(|err| CliError::File { what, path: shown.clone(), err })?;
+    if !meta.is_file() {
+        return Err(CliError::NotAFile { what, path: shown });
+    }
+    std::fs::File::open(path).map_err(|err| CliError::File { what, path: shown, err })?;
+    Ok(())
+}
+
+/// Total RAM of this host, from sysinfo(2).
+pub fn host_ram() -> u64 {
+    // SAFETY: sysinfo only writes into the zeroed struct we pass, which lives for the call.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is a valid, writable sysinfo struct.
+    if unsafe { libc::sysinfo(&mut info) } != 0 {
+        return u64::MAX;
+    }
+    (info.totalram as u64).saturating_mul(u64::from(info.mem_unit))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("daxvmm").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_and_cmdline() {
+        let c = parse(&["--kernel", "/k"]).unwrap();
+        assert_eq!(c.mem, 512 * MIB);
+        assert_eq!(c.cpus, 1);
+        assert_eq!(c.kernel_cmdline(), BASE_CMDLINE);
+        let c = parse(&["--kernel", "/k", "--cmdline", "-- echo hi"]).unwrap();
+        assert_eq!(c.kernel_cmdline(), format!("{BASE_CMDLINE} -- echo hi"));
+    }
+
+    #[test]
+    fn rejects_bad_values_at_parse_time() {
+        for args in [
+            &["--kernel", "/k", "--cpus", "0"][..],
+            &["--kernel", "/k", "--cpus", "9"],
+            &["--kernel", "/k", "--mem", "12Q"],
+            &["--kernel", "/k", "--timeout", "soon"],
+            &["--kernel", "/k", "--pmem", "3M"],
+            &["--mem", "1G"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn validate_mem_and_files() {
+        let host = 24 << 30;
+        let c = parse(&["--kernel", "/nonexistent/bzImage"]).unwrap();
+        assert!(matches!(c.validate(host), Err(CliError::File { .. })));
+        let c = parse(&["--kernel", "/"]).unwrap();
+        assert!(matches!(c.validate(host), Err(CliError::NotAFile { .. })));
+        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_str().unwrap();
+        for (mem, ok) in [("0", false), ("32M", false), ("100T", false), ("513M", false), ("64M", true), ("24G", true)] {
+            let c = parse(&["--kernel", exe, "--mem", mem]).unwrap();
+            assert_eq!(c.validate(host).is_ok(), ok, "--mem {mem}");
+        }
+        let c = parse(&["--kernel", exe, "--mem", "100T"]).unwrap();
+        assert!(c.validate(host).unwrap_err().to_string().contains("only 24G"));
+    }
+}

@@ -1,0 +1,203 @@
+//! The one place vCPU exits are decided: [`handle_exit`] takes an exit (real, from KVM_RUN, or synthetic,
+//! from a test) and says whether the vCPU goes on or the run stops, routing port and MMIO accesses to
+//! the device buses on the way.
+
+use daxvmm_devices::bus::Bus;
+use kvm_ioctls::VcpuExit;
+
+/// The port and MMIO buses the vCPUs share.
+#[derive(Debug, Default)]
+pub struct Buses {
+    /// Port I/O devices.
+    pub pio: Bus,
+    /// MMIO devices.
+    pub mmio: Bus,
+}
+
+/// A vCPU exit, detached from KVM's run structure so tests can make one.
+#[derive(Debug)]
+pub enum Exit<'a> {
+    /// IN from a port; fill `data`.
+    IoIn {
+        /// Port.
+        port: u16,
+        /// Where the value goes.
+        data: &'a mut [u8],
+    },
+    /// OUT to a port.
+    IoOut {
+        /// Port.
+        port: u16,
+        /// What was written.
+        data: &'a [u8],
+    },
+    /// Load from unbacked guest-physical memory; fill `data`.
+    MmioRead {
+        /// Guest-physical address.
+        addr: u64,
+        /// Where the value goes.
+        data: &'a mut [u8],
+    },
+    /// Store to unbacked guest-physical memory.
+    MmioWrite {
+        /// Guest-physical address.
+        addr: u64,
+        /// What was written.
+        data: &'a [u8],
+    },
+    /// HLT reached userspace (only happens without an in-kernel LAPIC).
+    Hlt,
+    /// Triple fault.
+    Shutdown,
+    /// KVM_EXIT_SYSTEM_EVENT of this type.
+    SystemEvent(u32),
+    /// VM entry failed with this hardware reason.
+    FailEntry(u64),
+    /// KVM could not emulate an instruction.
+    InternalError,
+    /// Anything else, by name.
+    Other(String),
+}
+
+impl<'a> From<VcpuExit<'a>> for Exit<'a> {
+    fn from(e: VcpuExit<'a>) -> Self {
+        match e {
+            VcpuExit::IoIn(port, data) => Exit::IoIn { port, data },
+            VcpuExit::IoOut(port, data) => Exit::IoOut { port, data },
+            VcpuExit::MmioRead(addr, data) => Exit::MmioRead { addr, data },
+            VcpuExit::MmioWrite(addr, data) => Exit::MmioWrite { addr, data },
+            VcpuExit::Hlt => Exit::Hlt,
+            VcpuExit::Shutdown => Exit::Shutdown,
+            VcpuExit::SystemEvent(kind, _) => Exit::SystemEvent(kind),
+            VcpuExit::FailEntry(reason, _) => Exit::FailEntry(reason),
+            VcpuExit::InternalError => Exit::InternalError,
+            other => Exit::Other(format!("{other:?}")),
+        }
+    }
+}
+
+/// Why a vCPU stopped the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// The guest reset (triple fault or a reset system event).
+    Reset,
+    /// The guest powered off through KVM (PSCI-like system event).
+    PowerOff,
+    /// The guest crashed through KVM's crash system event.
+    Crash,
+    /// Something the VMM cannot continue from.
+    Fatal(String),
+}
+
+/// What the vCPU loop does next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Enter the guest again.
+    Continue,
+    /// Stop the run.
+    Stop(Stop),
+}
+
+const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+const KVM_SYSTEM_EVENT_RESET: u32 = 2;
+const KVM_SYSTEM_EVENT_CRASH: u32 = 3;
+
+/// Decides what an exit of vCPU `cpu` means.
+pub fn handle_exit(exit: Exit<'_>, buses: &Buses, cpu: u8) -> Action {
+    match exit {
+        Exit::IoIn { port, data } => {
+            if !buses.pio.read(u64::from(port), data) {
+                // Reads from nothing float high on a PC; drivers probing for hardware expect that.
+                data.fill(0xff);
+                log::trace!("vCPU {cpu}: IN {port:#x} unclaimed");
+            }
+            Action::Continue
+        }
+        Exit::IoOut { port, data } => {
+            if !buses.pio.write(u64::from(port), data) {
+                log::trace!("vCPU {cpu}: OUT {port:#x} {data:x?} unclaimed");
+            }
+            Action::Continue
+        }
+        Exit::MmioRead { addr, data } => {
+            if !buses.mmio.read(addr, data) {
+                data.fill(0xff);
+                log::debug!("vCPU {cpu}: MMIO read at {addr:#x} unclaimed");
+            }
+            Action::Continue
+        }
+        Exit::MmioWrite { addr, data } => {
+            if !buses.mmio.write(addr, data) {
+                log::debug!("vCPU {cpu}: MMIO write at {addr:#x} unclaimed");
+            }
+            Action::Continue
+        }
+        Exit::Shutdown => {
+            log::info!("vCPU {cpu}: triple fault (KVM_EXIT_SHUTDOWN); treating it as a reset");
+            Action::Stop(Stop::Reset)
+        }
+        Exit::SystemEvent(KVM_SYSTEM_EVENT_SHUTDOWN) => Action::Stop(Stop::PowerOff),
+        Exit::SystemEvent(KVM_SYSTEM_EVENT_RESET) => Action::Stop(Stop::Reset),
+        Exit::SystemEvent(KVM_SYSTEM_EVENT_CRASH) => Action::Stop(Stop::Crash),
+        Exit::SystemEvent(kind) => Action::Stop(Stop::Fatal(format!("unknown KVM system event {kind}"))),
+        Exit::Hlt => Action::Stop(Stop::Fatal("vCPU halted with no in-kernel LAPIC to wake it".into())),
+        Exit::FailEntry(reason) => {
+            Action::Stop(Stop::Fatal(format!("VM entry failed (hardware reason {reason:#x})")))
+        }
+        Exit::InternalError => Action::Stop(Stop::Fatal(
+            "KVM internal error: it could not emulate a guest instruction (on kvm-pvm this is expected)".into(),
+        )),
+        Exit::Other(what) => Action::Stop(Stop::Fatal(format!("unexpected vCPU exit {what}"))),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::{mpsc, Arc, Mutex};
+
+    use daxvmm_devices::events::{EventSink, GuestEvent};
+    use daxvmm_devices::layout::{ACPI_PM_LEN, ACPI_PM_PORT, DEBUG_PORT};
+    use daxvmm_devices::power::AcpiPm;
+
+    use super::*;
+
+    fn buses_with_pm() -> (Buses, mpsc::Receiver<GuestEvent>) {
+        let (tx, rx) = mpsc::channel();
+        let mut b = Buses::default();
+        b.pio.insert(Arc::new(Mutex::new(AcpiPm::new(EventSink::new(tx)))), u64::from(ACPI_PM_PORT), u64::from(ACPI_PM_LEN)).unwrap();
+        (b, rx)
+    }
+
+    #[test]
+    fn port_write_reaches_device() {
+        let (b, rx) = buses_with_pm();
+        let a = handle_exit(Exit::IoOut { port: ACPI_PM_PORT, data: &[0x34] }, &b, 0);
+        assert_eq!(a, Action::Continue);
+        assert_eq!(rx.try_recv().unwrap(), GuestEvent::PowerOff);
+    }
+
+    #[test]
+    fn unclaimed_reads_float_high() {
+        let (b, _rx) = buses_with_pm();
+        let mut d = [0u8; 2];
+        assert_eq!(handle_exit(Exit::IoIn { port: DEBUG_PORT, data: &mut d }, &b, 1), Action::Continue);
+        assert_eq!(d, [0xff, 0xff]);
+        let mut m = [0u8; 4];
+        assert_eq!(handle_exit(Exit::MmioRead { addr: 0xd000_0000, data: &mut m }, &b, 0), Action::Continue);
+        assert_eq!(m, [0xff; 4]);
+        assert_eq!(handle_exit(Exit::MmioWrite { addr: 0xd000_0000, data: &[1] }, &b, 0), Action::Continue);
+    }
+
+    #[test]
+    fn terminal_exits() {
+        let b = Buses::default();
+        assert_eq!(handle_exit(Exit::Shutdown, &b, 0), Action::Stop(Stop::Reset));
+        assert_eq!(handle_exit(Exit::SystemEvent(1), &b, 0), Action::Stop(Stop::PowerOff));
+        assert_eq!(handle_exit(Exit::SystemEvent(2), &b, 0), Action::Stop(Stop::Reset));
+        assert_eq!(handle_exit(Exit::SystemEvent(3), &b, 0), Action::Stop(Stop::Crash));
+        for e in [Exit::SystemEvent(99), Exit::Hlt, Exit::FailEntry(0x21), Exit::InternalError, Exit::Other("X".into())] {
+            assert!(matches!(handle_exit(e, &b, 0), Action::Stop(Stop::Fatal(_))));
+        }
+    }
+}

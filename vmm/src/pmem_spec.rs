@@ -1,0 +1,146 @@
+//! The `--pmem` specification: size, backing file and host page policy of one emulated NVDIMM.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::units::{format_size, parse_size, UnitError, GIB, MIB};
+
+/// How the host backs a pmem region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// hugetlb 2M if the pool can hold it, else shared memory with transparent huge pages.
+    Auto,
+    /// memfd with MFD_HUGETLB, 2 MiB pages.
+    Hugetlb2M,
+    /// memfd with MFD_HUGETLB, 1 GiB pages.
+    Hugetlb1G,
+    /// Shared memory advised with MADV_HUGEPAGE.
+    Thp,
+    /// Plain shared memory, 4 KiB pages.
+    Anon,
+}
+
+/// One `--pmem` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PmemSpec {
+    /// Region size in bytes, a multiple of 2 MiB (1 GiB with 1 GiB pages).
+    pub size: u64,
+    /// A file to map, so the contents outlive daxvmm.
+    pub file: Option<PathBuf>,
+    /// Host page policy.
+    pub backing: Backing,
+    /// Map shared (writes reach the file); defaults to on.
+    pub share: bool,
+    /// Touch every page before the guest starts.
+    pub prefault: bool,
+    /// Allow changing the size of an existing file to `size`.
+    pub resize: bool,
+}
+
+/// A `--pmem` argument that cannot be used.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PmemSpecError {
+    /// The size did not parse.
+    #[error(transparent)]
+    Size(#[from] UnitError),
+    /// Zero, or not a multiple of the alignment the guest and host page size need.
+    #[error("pmem size {size} must be a non-zero multiple of {align}")]
+    Alignment {
+        /// Size given.
+        size: String,
+        /// Alignment needed.
+        align: String,
+    },
+    /// An option we do not know.
+    #[error("unknown pmem option '{0}' (known: file=, backing=, share=, prefault=, resize=)")]
+    UnknownOption(String),
+    /// An option with a value we do not know.
+    #[error("pmem option {key}={value}: expected {expected}")]
+    BadValue {
+        /// Option name.
+        key: String,
+        /// Value given.
+        value: String,
+        /// What would be accepted.
+        expected: &'static str,
+    },
+}
+
+fn on_off(key: &str, value: &str) -> Result<bool, PmemSpecError> {
+    match value {
+        "on" | "yes" | "true" | "1" => Ok(true),
+        "off" | "no" | "false" | "0" => Ok(false),
+        _ => Err(PmemSpecError::BadValue { key: key.into(), value: value.into(), expected: "on or off" }),
+    }
+}
+
+impl PmemSpec {
+    /// Parses `SIZE[,file=PATH][,backing=...][,share=on|off][,prefault=on|off][,resize=on|off]`.
+    pub fn parse(s: &str) -> Result<Self, PmemSpecError> {
+        let mut parts = s.split(',');
+        let size = parse_size(parts.next().unwrap_or_default())?;
+        let mut spec =
+            PmemSpec { size, file: None, backing: Backing::Auto, share: true, prefault: false, resize: false };
+        for opt in parts {
+            let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
+            match key {
+                "file" if !value.is_empty() => spec.file = Some(PathBuf::from(value)),
+                "backing" => {
+                    spec.backing = match value {
+                        "auto" => Backing::Auto,
+                        "hugetlb-2m" | "hugetlb" => Backing::Hugetlb2M,
+                        "hugetlb-1g" => Backing::Hugetlb1G,
+                        "thp" => Backing::Thp,
+                        "anon" => Backing::Anon,
+                        _ => {
+                            return Err(PmemSpecError::BadValue {
+                                key: key.into(),
+                                value: value.into(),
+                                expected: "auto, hugetlb-2m, hugetlb-1g, thp or anon",
+                            })
+                        }
+                    }
+                }
+                "share" => spec.share = on_off(key, value)?,
+                "prefault" => spec.prefault = on_off(key, value)?,
+                "resize" => spec.resize = on_off(key, value)?,
+                _ => return Err(PmemSpecError::UnknownOption(opt.to_string())),
+            }
+        }
+        let align = if spec.backing == Backing::Hugetlb1G { GIB } else { 2 * MIB };
+        if spec.size == 0 || spec.size % align != 0 {
+            return Err(PmemSpecError::Alignment { size: format_size(spec.size), align: format_size(align) });
+        }
+        Ok(spec)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_full_spec() {
+        let s = PmemSpec::parse("16G,file=/tmp/p.img,backing=hugetlb-1g,share=off,prefault=on").unwrap();
+        assert_eq!(s.size, 16 * GIB);
+        assert_eq!(s.file.as_deref(), Some(std::path::Path::new("/tmp/p.img")));
+        assert_eq!(s.backing, Backing::Hugetlb1G);
+        assert!(!s.share && s.prefault && !s.resize);
+        let s = PmemSpec::parse("2M").unwrap();
+        assert_eq!((s.size, s.backing, s.share), (2 * MIB, Backing::Auto, true));
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        assert!(matches!(PmemSpec::parse("3M"), Err(PmemSpecError::Alignment { .. })));
+        assert!(matches!(PmemSpec::parse("0"), Err(PmemSpecError::Alignment { .. })));
+        assert!(matches!(PmemSpec::parse("512M,backing=hugetlb-1g"), Err(PmemSpecError::Alignment { .. })));
+        assert!(matches!(PmemSpec::parse("1G,color=red"), Err(PmemSpecError::UnknownOption(_))));
+        assert!(matches!(PmemSpec::parse("1G,backing=fast"), Err(PmemSpecError::BadValue { .. })));
+        assert!(matches!(PmemSpec::parse("1G,share=maybe"), Err(PmemSpecError::BadValue { .. })));
+        assert!(matches!(PmemSpec::parse("1G,file="), Err(PmemSpecError::UnknownOption(_))));
+        assert!(matches!(PmemSpec::parse("lots"), Err(PmemSpecError::Size(_))));
+    }
+}

@@ -1,0 +1,227 @@
+//! One guest run from start to end: KVM VM with in-kernel irqchip and PIT, guest RAM, boot images, ACPI,
+//! devices on the port bus, vCPU threads, and the main loop that turns guest events (power-off, panic,
+//! reset, exit status) and the timeout into an [`Outcome`].
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use daxvmm_devices::bus::{BusError, SharedDevice};
+use daxvmm_devices::debug_port::{DebugPort, MARKER_INIT_STARTED};
+use daxvmm_devices::events::{EventSink, GuestEvent};
+use daxvmm_devices::layout::*;
+use daxvmm_devices::power::{AcpiPm, I8042};
+use daxvmm_devices::pvpanic::PvPanic;
+use daxvmm_devices::serial::SerialDevice;
+use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
+use thiserror::Error;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::acpi::{self, AcpiSetupError};
+use crate::boot::loader::{self, BootSpec, LoaderError};
+use crate::boot::regs::{self, RegsError};
+use crate::console;
+use crate::exit::Buses;
+use crate::kvm_host::{self, KvmHostError};
+use crate::memory::{self, MemoryError};
+use crate::vcpu::{self, VcpuError};
+
+/// Where KVM puts the TSS it needs on Intel (three pages just below the BIOS area at 4 GiB).
+const KVM_TSS_ADDR: usize = 0xfffb_d000;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    /// bzImage.
+    pub kernel: PathBuf,
+    /// Optional initrd.
+    pub initrd: Option<PathBuf>,
+    /// Full kernel command line.
+    pub cmdline: String,
+    /// RAM bytes.
+    pub mem: u64,
+    /// vCPUs.
+    pub cpus: u8,
+    /// Stop the guest after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Clean power-off with exit status 0 (or none reported).
+    PowerOff,
+    /// Power-off after the guest reported a non-zero exit status.
+    GuestFailed(u8),
+    /// The guest kernel panicked.
+    Panic(u8),
+    /// The guest reset or triple-faulted.
+    Reset,
+    /// The timeout expired.
+    Timeout,
+}
+
+/// Errors that prevent or abort a run.
+#[derive(Debug, Error)]
+pub enum VmError {
+    /// KVM unusable.
+    #[error(transparent)]
+    Kvm(#[from] KvmHostError),
+    /// A VM-level KVM ioctl failed.
+    #[error("KVM {0} failed: {1}")]
+    Ioctl(&'static str, kvm_ioctls::Error),
+    /// Guest RAM.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Kernel/initrd loading.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// Boot page tables.
+    #[error(transparent)]
+    Regs(#[from] RegsError),
+    /// ACPI tables.
+    #[error(transparent)]
+    Acpi(#[from] AcpiSetupError),
+    /// vCPUs.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// Device wiring.
+    #[error("device setup: {0}")]
+    Bus(#[from] BusError),
+    /// Host resources (eventfds, threads).
+    #[error("{0}: {1}")]
+    Host(&'static str, std::io::Error),
+    /// A vCPU failed while the guest ran.
+    #[error("vCPU {0} stopped on an error (see the log line above)")]
+    VcpuFailed(u8),
+}
+
+/// Boots the guest and waits for it to end.
+pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
+    let kvm = kvm_host::open()?;
+    let vm = kvm.create_vm().map_err(|e| VmError::Ioctl("KVM_CREATE_VM", e))?;
+    vm.set_tss_address(KVM_TSS_ADDR).map_err(|e| VmError::Ioctl("KVM_SET_TSS_ADDR", e))?;
+    vm.create_irq_chip().map_err(|e| VmError::Ioctl("KVM_CREATE_IRQCHIP", e))?;
+    let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+    vm.create_pit2(pit).map_err(|e| VmError::Ioctl("KVM_CREATE_PIT2", e))?;
+
+    let gm = memory::create(cfg.mem)?;
+    memory::register(&vm, &gm, 0)?;
+    regs::write_boot_tables(&gm)?;
+    acpi::write_tables(&gm, cfg.cpus)?;
+    let boot = loader::load(
+        &gm,
+        &BootSpec { kernel: &cfg.kernel, initrd: cfg.initrd.as_deref(), cmdline: &cfg.cmdline, mem: cfg.mem, rsdp: ACPI_RSDP_ADDR },
+    )?;
+
+    let (tx, rx) = mpsc::channel();
+    let sink = EventSink::new(tx);
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Host("creating the serial eventfd", e))?;
+    vm.register_irqfd(&serial_irq, COM1_IRQ).map_err(|e| VmError::Ioctl("KVM_IRQFD", e))?;
+    let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, Box::new(console::RawStdout))));
+
+    let mut buses = Buses::default();
+    let port_devices: [(SharedDevice, u16, u16); 5] = [
+        (serial.clone(), COM1_PORT, COM1_LEN),
+        (Arc::new(Mutex::new(PvPanic::new(sink.clone()))), PVPANIC_PORT, 1),
+        (Arc::new(Mutex::new(AcpiPm::new(sink.clone()))), ACPI_PM_PORT, ACPI_PM_LEN),
+        (Arc::new(Mutex::new(I8042::new(sink.clone()))), I8042_COMMAND_PORT, 1),
+        (Arc::new(Mutex::new(DebugPort::new(sink.clone()))), DEBUG_PORT, DEBUG_PORT_LEN),
+    ];
+    for (dev, port, len) in port_devices {
+        buses.pio.insert(dev, u64::from(port), u64::from(len))?;
+    }
+    let buses = Arc::new(buses);
+
+    let vcpus = (0..cfg.cpus)
+        .map(|cpu| vcpu::create(&kvm, &vm, cpu, cfg.cpus, boot.entry.0))
+        .collect::<Result<Vec<_>, _>>()?;
+    console::enter_raw_mode();
+    console::spawn_stdin_forwarder(serial).map_err(|e| VmError::Host("starting the stdin thread", e))?;
+    log::info!(
+        "booting {} with {} vCPU(s), {} MiB RAM; setup took {} ms",
+        cfg.kernel.display(),
+        cfg.cpus,
+        cfg.mem >> 20,
+        started.elapsed().as_millis()
+    );
+    for (cpu, fd) in vcpus.into_iter().enumerate() {
+        vcpu::spawn(fd, cpu as u8, buses.clone(), sink.clone(), started)?;
+    }
+    drop(sink);
+    // `gm` and `vm` stay alive here until the process exits, as the vCPU threads need them.
+    wait(&rx, cfg.timeout, started)
+}
+
+/// The main loop: the first terminal guest event (or the timeout) decides the outcome.
+fn wait(rx: &mpsc::Receiver<GuestEvent>, timeout: Option<Duration>, started: Instant) -> Result<Outcome, VmError> {
+    let deadline = timeout.map(|t| started + t);
+    let mut status = None;
+    loop {
+        let ev = match deadline {
+            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
+                Ok(ev) => ev,
+                Err(RecvTimeoutError::Timeout) => return Ok(Outcome::Timeout),
+                Err(RecvTimeoutError::Disconnected) => return Ok(Outcome::PowerOff),
+            },
+            None => match rx.recv() {
+                Ok(ev) => ev,
+                Err(_) => return Ok(Outcome::PowerOff),
+            },
+        };
+        match ev {
+            GuestEvent::PowerOff => {
+                return Ok(match status {
+                    Some(s) if s != 0 => Outcome::GuestFailed(s),
+                    _ => Outcome::PowerOff,
+                })
+            }
+            GuestEvent::Reset => return Ok(Outcome::Reset),
+            GuestEvent::Panic(v) => return Ok(Outcome::Panic(v)),
+            GuestEvent::VcpuFailed(cpu) => return Err(VmError::VcpuFailed(cpu)),
+            GuestEvent::ExitStatus(s) => status = Some(s),
+            GuestEvent::BootMarker(MARKER_INIT_STARTED) => {
+                log::info!("guest userspace init started {} ms after start", started.elapsed().as_millis());
+            }
+            GuestEvent::BootMarker(code) => {
+                log::info!("guest boot marker {code:#04x} at {} ms", started.elapsed().as_millis());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn outcome(events: &[GuestEvent], timeout: Option<Duration>) -> Result<Outcome, VmError> {
+        let (tx, rx) = mpsc::channel();
+        for e in events {
+            tx.send(*e).unwrap();
+        }
+        // Keep the sender alive so that only the events (or the timeout) decide.
+        let r = wait(&rx, timeout, Instant::now());
+        drop(tx);
+        r
+    }
+
+    #[test]
+    fn status_then_poweroff() {
+        let t = Some(Duration::from_secs(5));
+        assert_eq!(outcome(&[GuestEvent::BootMarker(1), GuestEvent::PowerOff], t).unwrap(), Outcome::PowerOff);
+        assert_eq!(outcome(&[GuestEvent::ExitStatus(0), GuestEvent::PowerOff], t).unwrap(), Outcome::PowerOff);
+        assert_eq!(outcome(&[GuestEvent::ExitStatus(7), GuestEvent::PowerOff], t).unwrap(), Outcome::GuestFailed(7));
+        assert_eq!(outcome(&[GuestEvent::Panic(1), GuestEvent::PowerOff], t).unwrap(), Outcome::Panic(1));
+        assert_eq!(outcome(&[GuestEvent::Reset], t).unwrap(), Outcome::Reset);
+        assert!(matches!(outcome(&[GuestEvent::VcpuFailed(1)], t), Err(VmError::VcpuFailed(1))));
+    }
+
+    #[test]
+    fn timeout_expires() {
+        let start = Instant::now();
+        assert_eq!(outcome(&[GuestEvent::BootMarker(1)], Some(Duration::from_millis(50))).unwrap(), Outcome::Timeout);
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+}
