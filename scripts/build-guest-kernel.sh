@@ -43,6 +43,17 @@ if [ $force = 0 ] && [ -f "$out/bzImage" ]; then
 	echo "$out/bzImage"
 	exit 0
 fi
+# One build per key at a time: a second caller waits and then finds the result cached.
+mkdir -p "$DAXVMM_CACHE/kernels"
+exec 9>"$DAXVMM_CACHE/kernels/.lock-$key"
+if ! flock -n 9; then
+	log "another build of $key is running; waiting for it"
+	flock 9
+fi
+if [ $force = 0 ] && [ -f "$out/bzImage" ]; then
+	echo "$out/bzImage"
+	exit 0
+fi
 
 # Toolchain for the kernel's Rust.
 rustc_ver=$(pin_get "$pin" KERNEL_RUSTC)

@@ -72,17 +72,8 @@ impl Bus {
         if len == 0 || base.checked_add(len).is_none() {
             return Err(BusError::InvalidWindow { base, len });
         }
-        if let Some(w) = self
-            .windows
-            .iter()
-            .find(|w| base < w.base + w.len && w.base < base + len)
-        {
-            return Err(BusError::Overlap {
-                base,
-                len,
-                other_base: w.base,
-                other_len: w.len,
-            });
+        if let Some(w) = self.windows.iter().find(|w| base < w.base + w.len && w.base < base + len) {
+            return Err(BusError::Overlap { base, len, other_base: w.base, other_len: w.len });
         }
         let at = self.windows.partition_point(|w| w.base < base);
         self.windows.insert(at, Window { base, len, device });
@@ -90,10 +81,7 @@ impl Bus {
     }
 
     fn find(&self, addr: u64, size: usize) -> Option<(&Window, u64)> {
-        let idx = self
-            .windows
-            .partition_point(|w| w.base <= addr)
-            .checked_sub(1)?;
+        let idx = self.windows.partition_point(|w| w.base <= addr).checked_sub(1)?;
         let w = &self.windows[idx];
         let offset = addr - w.base;
         // An access that straddles the window's end is not the device's.
@@ -184,22 +172,10 @@ mod tests {
         let mut bus = Bus::new();
         let a = Arc::new(Mutex::new(Recorder::default()));
         bus.insert(a.clone(), 0x100, 0x10).unwrap();
-        assert!(matches!(
-            bus.insert(a.clone(), 0x10f, 1),
-            Err(BusError::Overlap { .. })
-        ));
-        assert!(matches!(
-            bus.insert(a.clone(), 0xf8, 0x9),
-            Err(BusError::Overlap { .. })
-        ));
-        assert!(matches!(
-            bus.insert(a.clone(), 0x200, 0),
-            Err(BusError::InvalidWindow { .. })
-        ));
-        assert!(matches!(
-            bus.insert(a.clone(), u64::MAX, 2),
-            Err(BusError::InvalidWindow { .. })
-        ));
+        assert!(matches!(bus.insert(a.clone(), 0x10f, 1), Err(BusError::Overlap { .. })));
+        assert!(matches!(bus.insert(a.clone(), 0xf8, 0x9), Err(BusError::Overlap { .. })));
+        assert!(matches!(bus.insert(a.clone(), 0x200, 0), Err(BusError::InvalidWindow { .. })));
+        assert!(matches!(bus.insert(a.clone(), u64::MAX, 2), Err(BusError::InvalidWindow { .. })));
         // Adjacent windows are fine, and lookups pick the right one.
         let b = Arc::new(Mutex::new(Recorder::default()));
         bus.insert(b.clone(), 0x110, 4).unwrap();

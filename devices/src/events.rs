@@ -1,7 +1,9 @@
 //! Events the guest causes that end or mark the run (power-off, reset, panic, exit status, boot markers).
 //! Devices send them; the VMM's main loop decides what they mean for the process.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 /// Something the guest did that the VMM must know about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,20 +22,60 @@ pub enum GuestEvent {
     VcpuFailed(u8),
 }
 
-/// Where devices deliver [`GuestEvent`]s.
+impl GuestEvent {
+    /// Whether this event ends the run.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::PowerOff | Self::Reset | Self::Panic(_) | Self::VcpuFailed(_))
+    }
+}
+
+/// Where devices deliver [`GuestEvent`]s. It also remembers whether a terminal event was sent, so vCPUs
+/// stop entering a guest that has already powered off, reset or crashed.
 #[derive(Debug, Clone)]
-pub struct EventSink(Sender<GuestEvent>);
+pub struct EventSink {
+    tx: Sender<GuestEvent>,
+    stopping: Arc<AtomicBool>,
+}
 
 impl EventSink {
     /// Wraps the sending half of the VMM's event channel.
     pub fn new(tx: Sender<GuestEvent>) -> Self {
-        Self(tx)
+        Self { tx, stopping: Arc::new(AtomicBool::new(false)) }
     }
 
     /// Delivers an event. The receiver is gone only while the VMM is exiting, when nobody cares.
     pub fn send(&self, ev: GuestEvent) {
-        if self.0.send(ev).is_err() {
+        if ev.is_terminal() {
+            self.stopping.store(true, Ordering::SeqCst);
+        }
+        if self.tx.send(ev).is_err() {
             log::debug!("guest event {ev:?} after the VMM stopped listening");
         }
+    }
+
+    /// True once any clone of this sink delivered a terminal event.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::mpsc::channel;
+
+    use super::*;
+
+    #[test]
+    fn terminal_events_set_stopping_for_all_clones() {
+        let (tx, rx) = channel();
+        let a = EventSink::new(tx);
+        let b = a.clone();
+        a.send(GuestEvent::BootMarker(1));
+        a.send(GuestEvent::ExitStatus(3));
+        assert!(!b.stopping());
+        a.send(GuestEvent::Reset);
+        assert!(b.stopping());
+        assert_eq!(rx.try_iter().count(), 3);
     }
 }

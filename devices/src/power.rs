@@ -34,10 +34,7 @@ impl BusDevice for AcpiPm {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         let [value] = data else {
-            log::warn!(
-                "ACPI PM block: ignoring {}-byte write at offset {offset}",
-                data.len()
-            );
+            log::warn!("ACPI PM block: ignoring {}-byte write at offset {offset}", data.len());
             return;
         };
         match offset as u16 {
@@ -46,7 +43,9 @@ impl BusDevice for AcpiPm {
                 if sleep_type == ACPI_S5_SLEEP_TYPE {
                     self.events.send(GuestEvent::PowerOff);
                 } else {
-                    log::warn!("guest asked for ACPI sleep type {sleep_type}; only S5 (power off) is supported");
+                    log::warn!(
+                        "guest asked for ACPI sleep type {sleep_type}; only S5 (power off) is supported"
+                    );
                 }
             }
             ACPI_RESET_OFFSET if *value == ACPI_RESET_VALUE => self.events.send(GuestEvent::Reset),

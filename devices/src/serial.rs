@@ -45,9 +45,7 @@ impl std::fmt::Debug for SerialDevice {
 impl SerialDevice {
     /// A UART that interrupts through `irq` and writes the guest's output to `out`.
     pub fn new(irq: EventFd, out: SerialOut) -> Self {
-        Self {
-            uart: Serial::new(EventFdTrigger::new(irq), out),
-        }
+        Self { uart: Serial::new(EventFdTrigger::new(irq), out) }
     }
 
     /// Queues host input for the guest; returns how many bytes fit in the receive FIFO (0 when full).

@@ -54,7 +54,10 @@ pub fn write_tables(gm: &GuestMemoryMmap, cpus: u8) -> Result<AcpiLayout, AcpiSe
     let madt_addr = place(*b"APIC", madt(cpus)?, &mut placed);
     let xsdt_addr = place(*b"XSDT", xsdt(&[fadt_addr, madt_addr]), &mut placed);
     if next > ACPI_TABLES_END {
-        return Err(AcpiSetupError::TooLarge { needed: next - ACPI_RSDP_ADDR, room: ACPI_TABLES_END - ACPI_RSDP_ADDR });
+        return Err(AcpiSetupError::TooLarge {
+            needed: next - ACPI_RSDP_ADDR,
+            room: ACPI_TABLES_END - ACPI_RSDP_ADDR,
+        });
     }
     gm.write_slice(&rsdp(xsdt_addr), GuestAddress(ACPI_RSDP_ADDR))?;
     for (_, addr, bytes) in &placed {

@@ -63,9 +63,25 @@ pub struct Cli {
     #[arg(long, value_name = "SPEC", value_parser = PmemSpec::parse)]
     pub pmem: Vec<PmemSpec>,
 
+    /// Whether the guest may use XSAVE (and AVX): on, off, or auto, which turns it off when daxvmm itself
+    /// runs inside a VM (nested KVM on an emulated CPU can lose track of the guest's XCR0).
+    #[arg(long, value_name = "POLICY", default_value = "auto")]
+    pub xsave: XsaveArg,
+
     /// Log level for daxvmm's own messages (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
+}
+
+/// The `--xsave` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum XsaveArg {
+    /// Off inside a VM, on on bare metal.
+    Auto,
+    /// Everything KVM supports.
+    On,
+    /// No XSAVE, like the guest's `noxsave`.
+    Off,
 }
 
 /// A problem with the command line found after parsing.
@@ -116,9 +132,12 @@ impl Cli {
             return Err(mem_err(format!("a guest needs at least {}", format_size(MIN_MEM))));
         }
         if self.mem > host_ram {
-            return Err(mem_err(format!("this host has only {} of RAM", format_size(host_ram - host_ram % MIB))));
+            return Err(mem_err(format!(
+                "this host has only {} of RAM",
+                format_size(host_ram - host_ram % MIB)
+            )));
         }
-        if self.mem % (2 * MIB) != 0 {
+        if !self.mem.is_multiple_of(2 * MIB) {
             return Err(mem_err("must be a multiple of 2M".into()));
         }
         check_file("--kernel", &self.kernel)?;
@@ -192,7 +211,9 @@ mod tests {
         assert!(matches!(c.validate(host), Err(CliError::NotAFile { .. })));
         let exe = std::env::current_exe().unwrap();
         let exe = exe.to_str().unwrap();
-        for (mem, ok) in [("0", false), ("32M", false), ("100T", false), ("513M", false), ("64M", true), ("24G", true)] {
+        for (mem, ok) in
+            [("0", false), ("32M", false), ("100T", false), ("513M", false), ("64M", true), ("24G", true)]
+        {
             let c = parse(&["--kernel", exe, "--mem", mem]).unwrap();
             assert_eq!(c.validate(host).is_ok(), ok, "--mem {mem}");
         }

@@ -145,7 +145,8 @@ pub fn handle_exit(exit: Exit<'_>, buses: &Buses, cpu: u8) -> Action {
             Action::Stop(Stop::Fatal(format!("VM entry failed (hardware reason {reason:#x})")))
         }
         Exit::InternalError => Action::Stop(Stop::Fatal(
-            "KVM internal error: it could not emulate a guest instruction (on kvm-pvm this is expected)".into(),
+            "KVM internal error: it could not emulate a guest instruction (on kvm-pvm this is expected)"
+                .into(),
         )),
         Exit::Other(what) => Action::Stop(Stop::Fatal(format!("unexpected vCPU exit {what}"))),
     }
@@ -165,7 +166,13 @@ mod tests {
     fn buses_with_pm() -> (Buses, mpsc::Receiver<GuestEvent>) {
         let (tx, rx) = mpsc::channel();
         let mut b = Buses::default();
-        b.pio.insert(Arc::new(Mutex::new(AcpiPm::new(EventSink::new(tx)))), u64::from(ACPI_PM_PORT), u64::from(ACPI_PM_LEN)).unwrap();
+        b.pio
+            .insert(
+                Arc::new(Mutex::new(AcpiPm::new(EventSink::new(tx)))),
+                u64::from(ACPI_PM_PORT),
+                u64::from(ACPI_PM_LEN),
+            )
+            .unwrap();
         (b, rx)
     }
 
@@ -196,7 +203,13 @@ mod tests {
         assert_eq!(handle_exit(Exit::SystemEvent(1), &b, 0), Action::Stop(Stop::PowerOff));
         assert_eq!(handle_exit(Exit::SystemEvent(2), &b, 0), Action::Stop(Stop::Reset));
         assert_eq!(handle_exit(Exit::SystemEvent(3), &b, 0), Action::Stop(Stop::Crash));
-        for e in [Exit::SystemEvent(99), Exit::Hlt, Exit::FailEntry(0x21), Exit::InternalError, Exit::Other("X".into())] {
+        for e in [
+            Exit::SystemEvent(99),
+            Exit::Hlt,
+            Exit::FailEntry(0x21),
+            Exit::InternalError,
+            Exit::Other("X".into()),
+        ] {
             assert!(matches!(handle_exit(e, &b, 0), Action::Stop(Stop::Fatal(_))));
         }
     }

@@ -13,11 +13,11 @@ mod units;
 mod vcpu;
 mod vm;
 
-use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
 
+use crate::boot::cpuid::XsavePolicy;
 use crate::cli::Cli;
 use crate::vm::{Outcome, VmConfig};
 
@@ -28,7 +28,7 @@ const EXIT_TIMEOUT: u8 = 4;
 const EXIT_RESET: u8 = 5;
 const EXIT_GUEST_FAILED: u8 = 6;
 
-fn main() -> ExitCode {
+fn main() {
     let started = Instant::now();
     let cli = Cli::parse();
     env_logger::Builder::new()
@@ -74,8 +74,21 @@ fn run(cli: &Cli, started: Instant) -> anyhow::Result<Outcome> {
         mem: cli.mem,
         cpus: cli.cpus,
         timeout: cli.timeout,
+        xsave: xsave_policy(cli.xsave),
     };
     Ok(vm::run(&cfg, started)?)
+}
+
+fn xsave_policy(arg: cli::XsaveArg) -> XsavePolicy {
+    match arg {
+        cli::XsaveArg::On => XsavePolicy::On,
+        cli::XsaveArg::Off => XsavePolicy::Off,
+        cli::XsaveArg::Auto if boot::cpuid::host_is_virtual() => {
+            log::info!("running nested (host CPUID has the hypervisor bit): guest XSAVE off (--xsave on to override)");
+            XsavePolicy::Off
+        }
+        cli::XsaveArg::Auto => XsavePolicy::On,
+    }
 }
 
 fn exit_code(outcome: Outcome) -> u8 {

@@ -63,11 +63,6 @@ pub fn ram_ranges(mem: u64) -> Vec<(GuestAddress, u64)> {
     ranges
 }
 
-/// The end of guest RAM in the guest-physical address space (where pmem may start above).
-pub fn ram_end(mem: u64) -> u64 {
-    ram_ranges(mem).last().map_or(0, |(a, s)| a.0 + s)
-}
-
 /// The e820 map Linux sees: the legacy area below 1 MiB with its BIOS hole reserved, then RAM.
 pub fn e820_map(mem: u64) -> Vec<E820Entry> {
     let mut map = vec![
@@ -87,7 +82,8 @@ pub fn e820_map(mem: u64) -> Vec<E820Entry> {
 
 /// Allocates guest RAM (anonymous, private, not committed until the guest touches it).
 pub fn create(mem: u64) -> Result<GuestMemoryMmap, MemoryError> {
-    let ranges: Vec<(GuestAddress, usize)> = ram_ranges(mem).into_iter().map(|(a, s)| (a, s as usize)).collect();
+    let ranges: Vec<(GuestAddress, usize)> =
+        ram_ranges(mem).into_iter().map(|(a, s)| (a, s as usize)).collect();
     GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Allocate { size: mem, source })
 }
 
@@ -113,7 +109,12 @@ pub fn register(vm: &VmFd, gm: &GuestMemoryMmap, first_slot: u32) -> Result<u32,
         };
         // SAFETY: the mapping behind `host` belongs to `gm`, which the caller keeps alive for as long as
         // the VM runs (the Vm struct owns both), and it is exactly `size` bytes long.
-        unsafe { vm.set_user_memory_region(mr) }.map_err(|source| MemoryError::Register { slot, gpa, size, source })?;
+        unsafe { vm.set_user_memory_region(mr) }.map_err(|source| MemoryError::Register {
+            slot,
+            gpa,
+            size,
+            source,
+        })?;
         slot += 1;
     }
     Ok(slot)
@@ -128,10 +129,12 @@ mod tests {
     #[test]
     fn small_guest_has_one_range() {
         assert_eq!(ram_ranges(512 * MIB), vec![(GuestAddress(0), 512 * MIB)]);
-        assert_eq!(ram_end(512 * MIB), 512 * MIB);
         let map = e820_map(512 * MIB);
         assert_eq!(map.len(), 3);
-        assert_eq!(map[2], E820Entry { addr: HIGH_MEMORY_START, size: 512 * MIB - HIGH_MEMORY_START, kind: E820_RAM });
+        assert_eq!(
+            map[2],
+            E820Entry { addr: HIGH_MEMORY_START, size: 512 * MIB - HIGH_MEMORY_START, kind: E820_RAM }
+        );
         assert_eq!(map[1].kind, E820_RESERVED);
         assert_eq!(map[0].addr + map[0].size, map[1].addr);
     }
@@ -141,7 +144,6 @@ mod tests {
         let mem = 4 * GIB;
         let r = ram_ranges(mem);
         assert_eq!(r, vec![(GuestAddress(0), 3 * GIB), (GuestAddress(4 * GIB), GIB)]);
-        assert_eq!(ram_end(mem), 5 * GIB);
         let map = e820_map(mem);
         let ram: u64 = map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
         assert_eq!(ram, mem - (HIGH_MEMORY_START - LOW_RAM_END));

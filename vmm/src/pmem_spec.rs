@@ -80,8 +80,14 @@ impl PmemSpec {
     pub fn parse(s: &str) -> Result<Self, PmemSpecError> {
         let mut parts = s.split(',');
         let size = parse_size(parts.next().unwrap_or_default())?;
-        let mut spec =
-            PmemSpec { size, file: None, backing: Backing::Auto, share: true, prefault: false, resize: false };
+        let mut spec = PmemSpec {
+            size,
+            file: None,
+            backing: Backing::Auto,
+            share: true,
+            prefault: false,
+            resize: false,
+        };
         for opt in parts {
             let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
             match key {
@@ -109,7 +115,7 @@ impl PmemSpec {
             }
         }
         let align = if spec.backing == Backing::Hugetlb1G { GIB } else { 2 * MIB };
-        if spec.size == 0 || spec.size % align != 0 {
+        if spec.size == 0 || !spec.size.is_multiple_of(align) {
             return Err(PmemSpecError::Alignment { size: format_size(spec.size), align: format_size(align) });
         }
         Ok(spec)

@@ -68,7 +68,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
 /// Formats a byte count the way users wrote it where that is exact ("512M"), else in bytes.
 pub fn format_size(bytes: u64) -> String {
     for (mult, suffix) in [(TIB, "T"), (GIB, "G"), (MIB, "M"), (KIB, "K")] {
-        if bytes >= mult && bytes % mult == 0 {
+        if bytes >= mult && bytes.is_multiple_of(mult) {
             return format!("{}{suffix}", bytes / mult);
         }
     }

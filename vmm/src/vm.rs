@@ -19,6 +19,7 @@ use thiserror::Error;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::acpi::{self, AcpiSetupError};
+use crate::boot::cpuid::XsavePolicy;
 use crate::boot::loader::{self, BootSpec, LoaderError};
 use crate::boot::regs::{self, RegsError};
 use crate::console;
@@ -45,6 +46,8 @@ pub struct VmConfig {
     pub cpus: u8,
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
+    /// XSAVE state the guest may enable.
+    pub xsave: XsavePolicy,
 }
 
 /// How the run ended.
@@ -112,12 +115,19 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
     acpi::write_tables(&gm, cfg.cpus)?;
     let boot = loader::load(
         &gm,
-        &BootSpec { kernel: &cfg.kernel, initrd: cfg.initrd.as_deref(), cmdline: &cfg.cmdline, mem: cfg.mem, rsdp: ACPI_RSDP_ADDR },
+        &BootSpec {
+            kernel: &cfg.kernel,
+            initrd: cfg.initrd.as_deref(),
+            cmdline: &cfg.cmdline,
+            mem: cfg.mem,
+            rsdp: ACPI_RSDP_ADDR,
+        },
     )?;
 
     let (tx, rx) = mpsc::channel();
     let sink = EventSink::new(tx);
-    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Host("creating the serial eventfd", e))?;
+    let serial_irq =
+        EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Host("creating the serial eventfd", e))?;
     vm.register_irqfd(&serial_irq, COM1_IRQ).map_err(|e| VmError::Ioctl("KVM_IRQFD", e))?;
     let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, Box::new(console::RawStdout))));
 
@@ -135,7 +145,7 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
     let buses = Arc::new(buses);
 
     let vcpus = (0..cfg.cpus)
-        .map(|cpu| vcpu::create(&kvm, &vm, cpu, cfg.cpus, boot.entry.0))
+        .map(|cpu| vcpu::create(&kvm, &vm, cpu, cfg.cpus, boot.entry.0, cfg.xsave))
         .collect::<Result<Vec<_>, _>>()?;
     console::enter_raw_mode();
     console::spawn_stdin_forwarder(serial).map_err(|e| VmError::Host("starting the stdin thread", e))?;
@@ -155,7 +165,11 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
 }
 
 /// The main loop: the first terminal guest event (or the timeout) decides the outcome.
-fn wait(rx: &mpsc::Receiver<GuestEvent>, timeout: Option<Duration>, started: Instant) -> Result<Outcome, VmError> {
+fn wait(
+    rx: &mpsc::Receiver<GuestEvent>,
+    timeout: Option<Duration>,
+    started: Instant,
+) -> Result<Outcome, VmError> {
     let deadline = timeout.map(|t| started + t);
     let mut status = None;
     loop {
@@ -210,9 +224,18 @@ mod tests {
     #[test]
     fn status_then_poweroff() {
         let t = Some(Duration::from_secs(5));
-        assert_eq!(outcome(&[GuestEvent::BootMarker(1), GuestEvent::PowerOff], t).unwrap(), Outcome::PowerOff);
-        assert_eq!(outcome(&[GuestEvent::ExitStatus(0), GuestEvent::PowerOff], t).unwrap(), Outcome::PowerOff);
-        assert_eq!(outcome(&[GuestEvent::ExitStatus(7), GuestEvent::PowerOff], t).unwrap(), Outcome::GuestFailed(7));
+        assert_eq!(
+            outcome(&[GuestEvent::BootMarker(1), GuestEvent::PowerOff], t).unwrap(),
+            Outcome::PowerOff
+        );
+        assert_eq!(
+            outcome(&[GuestEvent::ExitStatus(0), GuestEvent::PowerOff], t).unwrap(),
+            Outcome::PowerOff
+        );
+        assert_eq!(
+            outcome(&[GuestEvent::ExitStatus(7), GuestEvent::PowerOff], t).unwrap(),
+            Outcome::GuestFailed(7)
+        );
         assert_eq!(outcome(&[GuestEvent::Panic(1), GuestEvent::PowerOff], t).unwrap(), Outcome::Panic(1));
         assert_eq!(outcome(&[GuestEvent::Reset], t).unwrap(), Outcome::Reset);
         assert!(matches!(outcome(&[GuestEvent::VcpuFailed(1)], t), Err(VmError::VcpuFailed(1))));
@@ -221,7 +244,10 @@ mod tests {
     #[test]
     fn timeout_expires() {
         let start = Instant::now();
-        assert_eq!(outcome(&[GuestEvent::BootMarker(1)], Some(Duration::from_millis(50))).unwrap(), Outcome::Timeout);
+        assert_eq!(
+            outcome(&[GuestEvent::BootMarker(1)], Some(Duration::from_millis(50))).unwrap(),
+            Outcome::Timeout
+        );
         assert!(start.elapsed() >= Duration::from_millis(50));
     }
 }

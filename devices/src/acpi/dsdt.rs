@@ -2,9 +2,7 @@
 //! interpreter loads. It declares the S5 sleep type that power-off writes to the sleep control register,
 //! and under `\_SB_` the devices Linux cannot find by probing: COM1 and the pvpanic port.
 
-use acpi_tables::aml::{
-    Device, EISAName, Interrupt, Name, Package, Path, ResourceTemplate, Scope, IO,
-};
+use acpi_tables::aml::{Device, EISAName, Interrupt, Name, Package, Path, ResourceTemplate, Scope, IO};
 use acpi_tables::{Aml, AmlSink};
 
 use super::{new_sdt, to_bytes, HEADER_LEN};
@@ -38,10 +36,7 @@ pub struct DsdtConfig {
 impl Default for DsdtConfig {
     /// COM1 on, as the guest interface always has it; nothing extra.
     fn default() -> Self {
-        Self {
-            com1: true,
-            extra_sb_aml: Vec::new(),
-        }
+        Self { com1: true, extra_sb_aml: Vec::new() }
     }
 }
 
@@ -81,10 +76,7 @@ fn pvpanic_device() -> Vec<u8> {
 pub fn dsdt(cfg: &DsdtConfig) -> Vec<u8> {
     // Package {SLP_TYPa, SLP_TYPb, reserved, reserved}. A hardware-reduced machine has no PM1b block, so
     // only SLP_TYPa matters: Linux shifts it into the sleep control register's SLP_TYP field on power-off.
-    let s5 = Name::new(
-        Path::new("\\_S5_"),
-        &Package::new(vec![&ACPI_S5_SLEEP_TYPE, &0u8, &0u8, &0u8]),
-    );
+    let s5 = Name::new(Path::new("\\_S5_"), &Package::new(vec![&ACPI_S5_SLEEP_TYPE, &0u8, &0u8, &0u8]));
 
     let com1 = if cfg.com1 { com1_device() } else { Vec::new() };
     let pvpanic = pvpanic_device();
@@ -147,10 +139,7 @@ mod tests {
     #[test]
     fn header() {
         for com1 in [true, false] {
-            let b = dsdt(&DsdtConfig {
-                com1,
-                ..Default::default()
-            });
+            let b = dsdt(&DsdtConfig { com1, ..Default::default() });
             assert_header(&b, b"DSDT", 2);
         }
     }
@@ -164,16 +153,8 @@ mod tests {
         assert_eq!(pkg[0], 0x12, "PackageOp");
         let (len, used) = pkg_length(&pkg[1..]);
         assert_eq!(pkg[1 + used], 4, "NumElements");
-        assert_eq!(
-            &pkg[2 + used..4 + used],
-            &[0x0a, 0x05],
-            "first element: BytePrefix 5"
-        );
-        assert_eq!(
-            &pkg[4 + used..1 + len],
-            &[0x00, 0x00, 0x00],
-            "then three Zeros"
-        );
+        assert_eq!(&pkg[2 + used..4 + used], &[0x0a, 0x05], "first element: BytePrefix 5");
+        assert_eq!(&pkg[4 + used..1 + len], &[0x00, 0x00, 0x00], "then three Zeros");
     }
 
     #[test]
@@ -181,19 +162,9 @@ mod tests {
         let a = aml(&DsdtConfig::default());
         let dev = object(&a, &[0x5b, 0x82], b"COM1");
         let hid = find(dev, b"_HID").unwrap();
-        assert_eq!(
-            &dev[hid + 4..hid + 9],
-            &[0x0c, 0x41, 0xd0, 0x05, 0x01],
-            "EISAID(PNP0501)"
-        );
-        assert!(
-            find(dev, &[b'_', b'U', b'I', b'D', 0x00]).is_some(),
-            "_UID Zero"
-        );
-        assert!(
-            find(dev, &[b'_', b'S', b'T', b'A', 0x0a, 0x0f]).is_some(),
-            "_STA 0x0F"
-        );
+        assert_eq!(&dev[hid + 4..hid + 9], &[0x0c, 0x41, 0xd0, 0x05, 0x01], "EISAID(PNP0501)");
+        assert!(find(dev, &[b'_', b'U', b'I', b'D', 0x00]).is_some(), "_UID Zero");
+        assert!(find(dev, &[b'_', b'S', b'T', b'A', 0x0a, 0x0f]).is_some(), "_STA 0x0F");
         // IO(Decode16, 0x3F8, 0x3F8, 1, 8)
         let io = [0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08];
         let io_at = find(dev, &io).unwrap();
@@ -209,10 +180,7 @@ mod tests {
         let dev = object(&a, &[0x5b, 0x82], b"PEVT");
         let hid = find(dev, b"_HID").unwrap();
         assert_eq!(&dev[hid + 4..hid + 14], b"\x0dQEMU0001\x00", "_HID string");
-        assert!(
-            find(dev, &[b'_', b'S', b'T', b'A', 0x0a, 0x0f]).is_some(),
-            "_STA 0x0F"
-        );
+        assert!(find(dev, &[b'_', b'S', b'T', b'A', 0x0a, 0x0f]).is_some(), "_STA 0x0F");
         // IO(Decode16, 0x505, 0x505, 1, 1), then EndTag.
         let io = [0x47, 0x01, 0x05, 0x05, 0x05, 0x05, 0x01, 0x01, 0x79, 0x00];
         assert!(find(dev, &io).is_some());
@@ -222,26 +190,16 @@ mod tests {
     fn devices_live_in_sb_scope_which_ends_the_table() {
         let a = aml(&DsdtConfig::default());
         let sb = object(&a, &[0x10], b"\\_SB_");
-        assert_eq!(
-            sb.as_ptr_range().end,
-            a.as_ptr_range().end,
-            "\\_SB_ runs to the end"
-        );
+        assert_eq!(sb.as_ptr_range().end, a.as_ptr_range().end, "\\_SB_ runs to the end");
         assert!(find(sb, b"COM1").is_some());
         assert!(find(sb, b"PEVT").is_some());
     }
 
     #[test]
     fn without_com1() {
-        let a = aml(&DsdtConfig {
-            com1: false,
-            ..Default::default()
-        });
+        let a = aml(&DsdtConfig { com1: false, ..Default::default() });
         assert!(find(&a, &[0x41, 0xd0, 0x05, 0x01]).is_none(), "no PNP0501");
-        assert!(
-            find(&a, &[0x47, 0x01, 0xf8, 0x03]).is_none(),
-            "no 0x3F8 range"
-        );
+        assert!(find(&a, &[0x47, 0x01, 0xf8, 0x03]).is_none(), "no 0x3F8 range");
         assert!(find(&a, b"COM1").is_none());
         assert!(find(&a, b"QEMU0001").is_some(), "pvpanic stays");
     }
@@ -250,22 +208,9 @@ mod tests {
     fn extra_aml_goes_inside_sb() {
         // Device(NVDR) {} as raw AML: DeviceOp, PkgLength 5, NameSeg.
         let extra = vec![0x5b, 0x82, 0x05, b'N', b'V', b'D', b'R'];
-        let a = aml(&DsdtConfig {
-            extra_sb_aml: extra.clone(),
-            ..Default::default()
-        });
+        let a = aml(&DsdtConfig { extra_sb_aml: extra.clone(), ..Default::default() });
         let sb = object(&a, &[0x10], b"\\_SB_");
-        assert!(
-            sb.ends_with(&extra),
-            "extra AML is the last thing in \\_SB_"
-        );
-        assert_header(
-            &dsdt(&DsdtConfig {
-                extra_sb_aml: extra,
-                ..Default::default()
-            }),
-            b"DSDT",
-            2,
-        );
+        assert!(sb.ends_with(&extra), "extra AML is the last thing in \\_SB_");
+        assert_header(&dsdt(&DsdtConfig { extra_sb_aml: extra, ..Default::default() }), b"DSDT", 2);
     }
 }

@@ -7,8 +7,7 @@ use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 
 use super::{to_bytes, CREATOR_ID, CREATOR_REVISION, OEM_ID, OEM_REVISION, OEM_TABLE_ID};
 use crate::layout::{
-    ACPI_PM_PORT, ACPI_RESET_OFFSET, ACPI_RESET_VALUE, ACPI_SLEEP_CONTROL_OFFSET,
-    ACPI_SLEEP_STATUS_OFFSET,
+    ACPI_PM_PORT, ACPI_RESET_OFFSET, ACPI_RESET_VALUE, ACPI_SLEEP_CONTROL_OFFSET, ACPI_SLEEP_STATUS_OFFSET,
 };
 
 /// The FADT's hypervisor vendor identity (offset 268), which guests may use to tell which VMM they run on.
@@ -25,13 +24,7 @@ const IAPC_BOOT_ARCH: u16 = 1 << 5;
 
 /// A byte-wide register in I/O port space, the form every register of the PM block takes.
 fn io_byte_register(port: u16) -> GAS {
-    GAS::new(
-        AddressSpace::SystemIo,
-        8,
-        0,
-        AccessSize::ByteAccess,
-        u64::from(port),
-    )
+    GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, u64::from(port))
 }
 
 /// The FADT for a hardware-reduced machine whose DSDT is at guest physical address `dsdt_addr`.
@@ -83,11 +76,7 @@ mod tests {
     fn hardware_reduced_with_reset_register() {
         let b = fadt(0x000e_0100);
         let flags = u32_at(&b, 112);
-        assert_eq!(
-            flags,
-            (1 << 20) | (1 << 10),
-            "exactly HW_REDUCED_ACPI and RESET_REG_SUP"
-        );
+        assert_eq!(flags, (1 << 20) | (1 << 10), "exactly HW_REDUCED_ACPI and RESET_REG_SUP");
         assert_eq!(u16_at(&b, 109), 1 << 5, "IA-PC boot arch flags: CMOS RTC not present");
         assert_io_byte_gas(&b, 116, 0x602, "RESET_REG");
         assert_eq!(b[128], 0x01, "RESET_VALUE");
@@ -99,14 +88,8 @@ mod tests {
         assert_io_byte_gas(&b, 244, 0x600, "SLEEP_CONTROL_REG");
         assert_io_byte_gas(&b, 256, 0x601, "SLEEP_STATUS_REG");
         // Legacy PM1/GPE blocks are absent: their 32-bit and extended forms are all zero.
-        assert!(
-            b[56..88].iter().all(|&x| x == 0),
-            "PM1/PM2/PM_TMR/GPE blocks"
-        );
-        assert!(
-            b[148..244].iter().all(|&x| x == 0),
-            "X_PM1a_EVT_BLK..X_GPE1_BLK"
-        );
+        assert!(b[56..88].iter().all(|&x| x == 0), "PM1/PM2/PM_TMR/GPE blocks");
+        assert!(b[148..244].iter().all(|&x| x == 0), "X_PM1a_EVT_BLK..X_GPE1_BLK");
         assert_eq!(u16_at(&b, 46), 0, "no SCI");
     }
 

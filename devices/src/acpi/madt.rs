@@ -76,11 +76,7 @@ pub fn madt(cpus: u8) -> Result<Vec<u8>, AcpiError> {
     sdt.write_u32(LOCAL_APIC_ADDRESS_OFFSET, LAPIC_ADDR as u32);
     sdt.write_u32(FLAGS_OFFSET, PCAT_COMPAT);
     for id in 0..cpus {
-        sdt.append_slice(&to_bytes(&ProcessorLocalApic::new(
-            id,
-            id,
-            EnabledStatus::Enabled,
-        )));
+        sdt.append_slice(&to_bytes(&ProcessorLocalApic::new(id, id, EnabledStatus::Enabled)));
     }
     sdt.append_slice(&to_bytes(&IoApic::new(IOAPIC_ID, IOAPIC_ADDR as u32, 0)));
     sdt.append_slice(&pit_override());
@@ -101,10 +97,7 @@ mod tests {
         let mut off = 44;
         while off < b.len() {
             let len = b[off + 1] as usize;
-            assert!(
-                len >= 2 && off + len <= b.len(),
-                "structure at {off} overruns the table"
-            );
+            assert!(len >= 2 && off + len <= b.len(), "structure at {off} overruns the table");
             out.push((b[off], &b[off..off + len]));
             off += len;
         }
@@ -125,11 +118,8 @@ mod tests {
             let b = madt(cpus).unwrap();
             assert_header(&b, b"APIC", 6);
             assert_eq!(b.len(), 44 + 8 * cpus as usize + 12 + 10 + 6);
-            let lapics: Vec<&[u8]> = structures(&b)
-                .into_iter()
-                .filter(|(t, _)| *t == 0)
-                .map(|(_, s)| s)
-                .collect();
+            let lapics: Vec<&[u8]> =
+                structures(&b).into_iter().filter(|(t, _)| *t == 0).map(|(_, s)| s).collect();
             assert_eq!(lapics.len(), cpus as usize);
             for (i, s) in lapics.iter().enumerate() {
                 assert_eq!(s.len(), 8, "LAPIC {i} length");
@@ -155,10 +145,7 @@ mod tests {
         let ioapic = s[3].1;
         assert_eq!(ioapic.len(), 12);
         assert_eq!(ioapic[2], 8, "IOAPIC id");
-        assert!(
-            ioapic[2] >= 8,
-            "IOAPIC id must not collide with any local APIC id (0..8)"
-        );
+        assert!(ioapic[2] >= 8, "IOAPIC id must not collide with any local APIC id (0..8)");
         assert_eq!(ioapic[3], 0, "reserved");
         assert_eq!(u32_at(ioapic, 4), 0xfec0_0000, "IOAPIC address");
         assert_eq!(u32_at(ioapic, 8), 0, "GSI base");

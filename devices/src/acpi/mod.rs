@@ -57,14 +57,7 @@ pub(crate) const HEADER_LEN: u32 = 36;
 /// A table with our header and `length` bytes in all (zero-filled past the header); the checksum is kept
 /// valid by every `Sdt` write and append.
 pub(crate) fn new_sdt(signature: [u8; 4], length: u32, revision: u8) -> Sdt {
-    let mut sdt = Sdt::new(
-        signature,
-        length,
-        revision,
-        OEM_ID,
-        OEM_TABLE_ID,
-        OEM_REVISION,
-    );
+    let mut sdt = Sdt::new(signature, length, revision, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     sdt.write_bytes(HEADER_CREATOR_ID_OFFSET, &CREATOR_ID);
     sdt.write_u32(HEADER_CREATOR_REVISION_OFFSET, CREATOR_REVISION);
     sdt

@@ -36,11 +36,7 @@ mod tests {
     fn both_checksums_hold() {
         for addr in [0, 0x000e_0040, 0xdead_beef_cafe_f00d] {
             let b = rsdp(addr);
-            assert_eq!(
-                byte_sum(&b[..20]),
-                0,
-                "ACPI 1.0 checksum over the first 20 bytes"
-            );
+            assert_eq!(byte_sum(&b[..20]), 0, "ACPI 1.0 checksum over the first 20 bytes");
             assert_eq!(byte_sum(&b), 0, "extended checksum over all 36 bytes");
         }
     }

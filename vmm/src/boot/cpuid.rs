@@ -12,6 +12,9 @@ const LEAF_AMD_EXT_APIC_ID: u32 = 0x8000_001e;
 const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const ECX_HYPERVISOR: u32 = 1 << 31;
 const EDX_HTT: u32 = 1 << 28;
+const ECX_XSAVE: u32 = 1 << 26;
+const ECX_OSXSAVE: u32 = 1 << 27;
+const ECX_AVX: u32 = 1 << 28;
 
 /// Adjusts KVM's supported CPUID for vCPU `cpu` of `cpus`.
 pub fn patch_cpuid(entries: &mut [kvm_cpuid_entry2], cpu: u8, cpus: u8, tsc_deadline: bool) {
@@ -35,6 +38,37 @@ pub fn patch_cpuid(entries: &mut [kvm_cpuid_entry2], cpu: u8, cpus: u8, tsc_dead
     }
 }
 
+/// Whether the guest may use XSAVE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XsavePolicy {
+    /// Everything KVM supports (XSAVE, AVX, AVX-512, PKRU, ...).
+    On,
+    /// No XSAVE (and so no AVX), as if the guest booted with `noxsave`. Under nested virtualization on
+    /// an emulated CPU the outer hypervisor may let the guest's XSETBV through without KVM seeing it;
+    /// KVM then reports save-area sizes for the old XCR0, Linux finds sizes that disagree, disables
+    /// XSAVE half-way and crashes in the first signal frame or earlier.
+    Off,
+}
+
+/// Hides XSAVE and the features whose state lives only in XSAVE areas when `policy` is Off; Linux
+/// clears the remaining dependent features (AVX2, AVX-512, PKU) itself once XSAVE is gone.
+pub fn apply_xsave_policy(entries: &mut [kvm_cpuid_entry2], policy: XsavePolicy) {
+    if policy == XsavePolicy::On {
+        return;
+    }
+    for e in entries.iter_mut().filter(|e| e.function == LEAF_FEATURES) {
+        e.ecx &= !(ECX_XSAVE | ECX_OSXSAVE | ECX_AVX);
+    }
+}
+
+/// True when daxvmm itself runs in a virtual machine (the CPUID hypervisor bit).
+pub fn host_is_virtual() -> bool {
+    // SAFETY: CPUID leaf 1 exists on every x86_64 CPU and has no side effects.
+    #[allow(unused_unsafe)]
+    let leaf1 = unsafe { std::arch::x86_64::__cpuid(LEAF_FEATURES) };
+    leaf1.ecx & ECX_HYPERVISOR != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +89,18 @@ mod tests {
         assert_ne!(e[1].ecx & ECX_TSC_DEADLINE, 0);
         assert_ne!(e[1].edx & EDX_HTT, 0);
         assert_eq!((e[2].edx, e[3].edx, e[4].eax), (3, 3, 3));
+    }
+
+    #[test]
+    fn xsave_off_hides_xsave_and_avx() {
+        let mut e = vec![leaf(1, 0), leaf(0xd, 0)];
+        e[0].ecx = ECX_XSAVE | ECX_OSXSAVE | ECX_AVX | 1;
+        e[1].eax = 0x207;
+        apply_xsave_policy(&mut e, XsavePolicy::On);
+        assert_eq!(e[0].ecx, ECX_XSAVE | ECX_OSXSAVE | ECX_AVX | 1);
+        apply_xsave_policy(&mut e, XsavePolicy::Off);
+        assert_eq!(e[0].ecx, 1, "SSE3 and the rest untouched");
+        assert_eq!(e[1].eax, 0x207, "leaf 0xD left alone: Linux does not read it without XSAVE");
     }
 
     #[test]

@@ -57,7 +57,9 @@ pub enum LoaderError {
         source: std::io::Error,
     },
     /// Kernel and initrd do not fit into guest RAM together.
-    #[error("the initrd ({initrd} bytes) does not fit in guest RAM above the kernel; give the guest more --mem")]
+    #[error(
+        "the initrd ({initrd} bytes) does not fit in guest RAM above the kernel; give the guest more --mem"
+    )]
     InitrdTooLarge {
         /// Initrd size.
         initrd: u64,
@@ -105,7 +107,8 @@ pub struct BootSpec<'a> {
 /// Loads kernel, initrd and command line and writes the zero page.
 pub fn load(gm: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootInfo, LoaderError> {
     let kpath = spec.kernel.display().to_string();
-    let mut kfile = File::open(spec.kernel).map_err(|source| LoaderError::OpenKernel { path: kpath.clone(), source })?;
+    let mut kfile =
+        File::open(spec.kernel).map_err(|source| LoaderError::OpenKernel { path: kpath.clone(), source })?;
     let not_bz = |why: String| LoaderError::NotBzImage { path: kpath.clone(), why };
     let loaded = BzImage::load(gm, None, &mut kfile, Some(GuestAddress(HIGH_MEMORY_START)))
         .map_err(|e| not_bz(e.to_string()))?;
@@ -138,7 +141,8 @@ pub fn load(gm: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootInfo, Loade
     params.hdr.cmdline_size = spec.cmdline.len() as u32;
 
     if let Some(initrd) = spec.initrd {
-        let (addr, size) = load_initrd(gm, initrd, spec.mem, loaded.kernel_end, u64::from(hdr.initrd_addr_max))?;
+        let (addr, size) =
+            load_initrd(gm, initrd, spec.mem, loaded.kernel_end, u64::from(hdr.initrd_addr_max))?;
         params.hdr.ramdisk_image = addr as u32;
         params.hdr.ramdisk_size = size as u32;
     }
@@ -151,19 +155,32 @@ pub fn load(gm: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootInfo, Loade
     params.e820_entries = map.len() as u8;
 
     LinuxBootConfigurator::write_bootparams(&BootParams::new(&params, GuestAddress(ZERO_PAGE_ADDR)), gm)
-        .map_err(|_| LoaderError::GuestMemory { what: "the zero page", source: vm_memory::GuestMemoryError::InvalidBackendAddress })?;
+        .map_err(|_| LoaderError::GuestMemory {
+            what: "the zero page",
+            source: vm_memory::GuestMemoryError::InvalidBackendAddress,
+        })?;
     Ok(BootInfo { entry: GuestAddress(loaded.kernel_load.0 + ENTRY_64_OFFSET) })
 }
 
 /// Places the initrd at the top of low RAM, as high as the kernel allows, page aligned.
-fn load_initrd(gm: &GuestMemoryMmap, path: &Path, mem: u64, kernel_end: u64, addr_max: u64) -> Result<(u64, u64), LoaderError> {
+fn load_initrd(
+    gm: &GuestMemoryMmap,
+    path: &Path,
+    mem: u64,
+    kernel_end: u64,
+    addr_max: u64,
+) -> Result<(u64, u64), LoaderError> {
     let shown = path.display().to_string();
     let data = std::fs::read(path).map_err(|source| LoaderError::ReadInitrd { path: shown, source })?;
     let size = data.len() as u64;
     let low_end = crate::memory::ram_ranges(mem).first().map_or(0, |(a, s)| a.0 + s);
     let top = low_end.min(addr_max.saturating_add(1));
-    let addr = top.checked_sub(size).map(|a| a & !0xfff).filter(|&a| a >= kernel_end)
+    let addr = top
+        .checked_sub(size)
+        .map(|a| a & !0xfff)
+        .filter(|&a| a >= kernel_end)
         .ok_or(LoaderError::InitrdTooLarge { initrd: size })?;
-    gm.write_slice(&data, GuestAddress(addr)).map_err(|source| LoaderError::GuestMemory { what: "the initrd", source })?;
+    gm.write_slice(&data, GuestAddress(addr))
+        .map_err(|source| LoaderError::GuestMemory { what: "the initrd", source })?;
     Ok((addr, size))
 }

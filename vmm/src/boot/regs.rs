@@ -7,7 +7,7 @@ use kvm_ioctls::VcpuFd;
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use super::{BOOT_STACK_POINTER, GDT_ADDR, IDT_ADDR, PD_ADDR, PDPT_ADDR, PML4_ADDR, ZERO_PAGE_ADDR};
+use super::{BOOT_STACK_POINTER, GDT_ADDR, IDT_ADDR, PDPT_ADDR, PD_ADDR, PML4_ADDR, ZERO_PAGE_ADDR};
 
 const X86_CR0_PE: u64 = 1 << 0;
 const X86_CR0_ET: u64 = 1 << 4;
@@ -94,7 +94,12 @@ fn segment(entry: u64, selector: u16) -> kvm_segment {
 
 /// The boot GDT: null, 64-bit code, data, TSS.
 pub fn boot_gdt() -> [u64; 4] {
-    [gdt_entry(0, 0, 0), gdt_entry(0xa09b, 0, 0xfffff), gdt_entry(0xc093, 0, 0xfffff), gdt_entry(0x808b, 0, 0xfffff)]
+    [
+        gdt_entry(0, 0, 0),
+        gdt_entry(0xa09b, 0, 0xfffff),
+        gdt_entry(0xc093, 0, 0xfffff),
+        gdt_entry(0x808b, 0, 0xfffff),
+    ]
 }
 
 /// Writes the GDT, IDT and the 4 GiB identity map (2 MiB pages) into guest memory.
@@ -107,10 +112,12 @@ pub fn write_boot_tables(gm: &GuestMemoryMmap) -> Result<(), RegsError> {
     gm.write_obj(PDPT_ADDR | 0x3, GuestAddress(PML4_ADDR)).map_err(|_| RegsError::GuestMemory("PML4"))?;
     for gib in 0..4u64 {
         let pd = PD_ADDR + gib * 0x1000;
-        gm.write_obj(pd | 0x3, GuestAddress(PDPT_ADDR + gib * 8)).map_err(|_| RegsError::GuestMemory("PDPT"))?;
+        gm.write_obj(pd | 0x3, GuestAddress(PDPT_ADDR + gib * 8))
+            .map_err(|_| RegsError::GuestMemory("PDPT"))?;
         for i in 0..512u64 {
             let phys = (gib << 30) | (i << 21);
-            gm.write_obj(phys | 0x83, GuestAddress(pd + i * 8)).map_err(|_| RegsError::GuestMemory("page directory"))?;
+            gm.write_obj(phys | 0x83, GuestAddress(pd + i * 8))
+                .map_err(|_| RegsError::GuestMemory("page directory"))?;
         }
     }
     Ok(())
