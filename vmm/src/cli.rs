@@ -133,8 +133,8 @@ impl Cli {
         }
         if self.mem > host_ram {
             return Err(mem_err(format!(
-                "this host has only {} of RAM",
-                format_size(host_ram - host_ram % MIB)
+                "this host has only {:.1}G of RAM",
+                host_ram as f64 / (1u64 << 30) as f64
             )));
         }
         if !self.mem.is_multiple_of(2 * MIB) {
@@ -218,6 +218,6 @@ mod tests {
             assert_eq!(c.validate(host).is_ok(), ok, "--mem {mem}");
         }
         let c = parse(&["--kernel", exe, "--mem", "100T"]).unwrap();
-        assert!(c.validate(host).unwrap_err().to_string().contains("only 24G"));
+        assert!(c.validate(host).unwrap_err().to_string().contains("only 24.0G"));
     }
 }

@@ -64,6 +64,7 @@ fn level_prefix(level: log::Level) -> &'static str {
 
 fn run(cli: &Cli, started: Instant) -> anyhow::Result<Outcome> {
     cli.validate(cli::host_ram())?;
+    boot::loader::check_bzimage(&cli.kernel)?;
     if !cli.pmem.is_empty() {
         anyhow::bail!("--pmem is parsed but the NFIT NVDIMM device is not part of this build yet");
     }

@@ -104,6 +104,40 @@ pub struct BootSpec<'a> {
     pub rsdp: u64,
 }
 
+/// Offsets in a bzImage (Documentation/arch/x86/boot.rst).
+const BOOT_FLAG_OFFSET: usize = 0x1fe;
+const HEADER_OFFSET: usize = 0x202;
+const VERSION_OFFSET: usize = 0x206;
+const XLOADFLAGS_OFFSET: usize = 0x236;
+
+/// Checks the setup header of `path` without guest memory or KVM, so that a wrong file is reported as
+/// such before anything else is set up.
+pub fn check_bzimage(path: &Path) -> Result<(), LoaderError> {
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let not_bz = |why: &str| LoaderError::NotBzImage { path: shown.clone(), why: why.to_string() };
+    let mut head = Vec::with_capacity(0x240);
+    File::open(path)
+        .and_then(|f| f.take(0x240).read_to_end(&mut head))
+        .map_err(|source| LoaderError::OpenKernel { path: shown.clone(), source })?;
+    if head.len() < 0x240 {
+        return Err(not_bz("too short to hold an x86 boot sector and setup header"));
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]);
+    let u32_at = |o: usize| u32::from_le_bytes([head[o], head[o + 1], head[o + 2], head[o + 3]]);
+    if u16_at(BOOT_FLAG_OFFSET) != BOOT_FLAG || u32_at(HEADER_OFFSET) != HDRS_MAGIC {
+        return Err(not_bz("no x86 boot sector signature (0xAA55) and HdrS setup header"));
+    }
+    let version = u16_at(VERSION_OFFSET);
+    if version < MIN_BOOT_PROTOCOL {
+        return Err(not_bz(&format!("boot protocol {}.{} is older than 2.12", version >> 8, version & 0xff)));
+    }
+    if u16_at(XLOADFLAGS_OFFSET) & XLF_KERNEL_64 == 0 {
+        return Err(not_bz("no 64-bit entry point (XLF_KERNEL_64); build it for x86_64"));
+    }
+    Ok(())
+}
+
 /// Loads kernel, initrd and command line and writes the zero page.
 pub fn load(gm: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootInfo, LoaderError> {
     let kpath = spec.kernel.display().to_string();
@@ -183,4 +217,42 @@ fn load_initrd(
     gm.write_slice(&data, GuestAddress(addr))
         .map_err(|source| LoaderError::GuestMemory { what: "the initrd", source })?;
     Ok((addr, size))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn image(boot_flag: u16, magic: u32, version: u16, xload: u16) -> std::path::PathBuf {
+        let mut b = vec![0u8; 0x400];
+        b[BOOT_FLAG_OFFSET..BOOT_FLAG_OFFSET + 2].copy_from_slice(&boot_flag.to_le_bytes());
+        b[HEADER_OFFSET..HEADER_OFFSET + 4].copy_from_slice(&magic.to_le_bytes());
+        b[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&version.to_le_bytes());
+        b[XLOADFLAGS_OFFSET..XLOADFLAGS_OFFSET + 2].copy_from_slice(&xload.to_le_bytes());
+        let p = std::env::temp_dir()
+            .join(format!("daxvmm-bz-{}-{boot_flag:x}-{magic:x}-{version:x}-{xload:x}", std::process::id()));
+        std::fs::write(&p, b).unwrap();
+        p
+    }
+
+    #[test]
+    fn header_checks() {
+        let good = image(0xaa55, HDRS_MAGIC, 0x020f, 1);
+        check_bzimage(&good).unwrap();
+        for (bad, why) in [
+            (image(0, HDRS_MAGIC, 0x020f, 1), "signature"),
+            (image(0xaa55, 0x1234, 0x020f, 1), "signature"),
+            (image(0xaa55, HDRS_MAGIC, 0x020a, 1), "2.12"),
+            (image(0xaa55, HDRS_MAGIC, 0x020f, 0), "64-bit"),
+        ] {
+            let e = check_bzimage(&bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+            std::fs::remove_file(bad).unwrap();
+        }
+        std::fs::remove_file(good).unwrap();
+        let e = check_bzimage(Path::new("/etc/hostname")).unwrap_err().to_string();
+        assert!(e.contains("is not a bzImage"), "{e}");
+        assert!(matches!(check_bzimage(Path::new("/nonexistent")), Err(LoaderError::OpenKernel { .. })));
+    }
 }
