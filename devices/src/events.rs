@@ -20,12 +20,17 @@ pub enum GuestEvent {
     BootMarker(u8),
     /// A vCPU hit an error the VMM cannot continue from (already logged by the vCPU thread).
     VcpuFailed(u8),
+    /// The host asked daxvmm to stop (SIGINT, SIGTERM, SIGHUP: the signal number).
+    HostSignal(u8),
 }
 
 impl GuestEvent {
     /// Whether this event ends the run.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::PowerOff | Self::Reset | Self::Panic(_) | Self::VcpuFailed(_))
+        matches!(
+            self,
+            Self::PowerOff | Self::Reset | Self::Panic(_) | Self::VcpuFailed(_) | Self::HostSignal(_)
+        )
     }
 }
 

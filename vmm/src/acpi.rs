@@ -1,7 +1,9 @@
 //! ACPI assembly: lays the tables the device crate builds (DSDT, FADT, MADT, XSDT, RSDP) out in the
 //! guest's ACPI area below 1 MiB and writes them there.
 
-use daxvmm_devices::acpi::{dsdt, fadt, madt, rsdp, xsdt, AcpiError, DsdtConfig};
+use daxvmm_devices::acpi::{
+    dsdt, fadt, madt, nfit, nvdimm_root_aml, rsdp, xsdt, AcpiError, DsdtConfig, NvdimmRegion,
+};
 use daxvmm_devices::layout::{ACPI_RSDP_ADDR, ACPI_TABLES_END};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -39,8 +41,13 @@ fn align64(x: u64) -> u64 {
     (x + 63) & !63
 }
 
-/// Builds the tables for a machine with `cpus` vCPUs and writes them; returns where they went.
-pub fn write_tables(gm: &GuestMemoryMmap, cpus: u8) -> Result<AcpiLayout, AcpiSetupError> {
+/// Builds the tables for a machine with `cpus` vCPUs and the given NVDIMMs (an NFIT and the NVDIMM root
+/// device in the DSDT when there are any) and writes them; returns where they went.
+pub fn write_tables(
+    gm: &GuestMemoryMmap,
+    cpus: u8,
+    nvdimms: &[NvdimmRegion],
+) -> Result<AcpiLayout, AcpiSetupError> {
     let mut placed: Vec<([u8; 4], u64, Vec<u8>)> = Vec::new();
     let mut next = TABLES_START;
     let mut place = |sig: [u8; 4], bytes: Vec<u8>, placed: &mut Vec<_>| {
@@ -49,10 +56,14 @@ pub fn write_tables(gm: &GuestMemoryMmap, cpus: u8) -> Result<AcpiLayout, AcpiSe
         placed.push((sig, addr, bytes));
         addr
     };
-    let dsdt_addr = place(*b"DSDT", dsdt(&DsdtConfig { com1: true, ..Default::default() }), &mut placed);
-    let fadt_addr = place(*b"FACP", fadt(dsdt_addr), &mut placed);
-    let madt_addr = place(*b"APIC", madt(cpus)?, &mut placed);
-    let xsdt_addr = place(*b"XSDT", xsdt(&[fadt_addr, madt_addr]), &mut placed);
+    let extra_sb_aml = if nvdimms.is_empty() { Vec::new() } else { nvdimm_root_aml(nvdimms) };
+    let dsdt_addr = place(*b"DSDT", dsdt(&DsdtConfig { com1: true, extra_sb_aml }), &mut placed);
+    let mut xsdt_entries =
+        vec![place(*b"FACP", fadt(dsdt_addr), &mut placed), place(*b"APIC", madt(cpus)?, &mut placed)];
+    if !nvdimms.is_empty() {
+        xsdt_entries.push(place(*b"NFIT", nfit(nvdimms)?, &mut placed));
+    }
+    let xsdt_addr = place(*b"XSDT", xsdt(&xsdt_entries), &mut placed);
     if next > ACPI_TABLES_END {
         return Err(AcpiSetupError::TooLarge {
             needed: next - ACPI_RSDP_ADDR,
@@ -78,7 +89,7 @@ mod tests {
     #[test]
     fn tables_are_linked_and_checksummed_in_memory() {
         let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        let layout = write_tables(&gm, 2).unwrap();
+        let layout = write_tables(&gm, 2, &[]).unwrap();
         let mut sig = [0u8; 8];
         gm.read_slice(&mut sig, GuestAddress(ACPI_RSDP_ADDR)).unwrap();
         assert_eq!(&sig, b"RSD PTR ");
@@ -110,6 +121,23 @@ mod tests {
     #[test]
     fn rejects_bad_cpu_count() {
         let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        assert!(matches!(write_tables(&gm, 0), Err(AcpiSetupError::Build(_))));
+        assert!(matches!(write_tables(&gm, 0, &[]), Err(AcpiSetupError::Build(_))));
+    }
+
+    #[test]
+    fn nvdimms_add_an_nfit_and_the_root_device() {
+        let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let nv = [NvdimmRegion { slot: 0, base: 1 << 32, size: 1 << 30 }];
+        let layout = write_tables(&gm, 1, &nv).unwrap();
+        let nfit = layout.tables.iter().find(|t| &t.0 == b"NFIT").unwrap();
+        // The XSDT's third entry is the NFIT.
+        let xsdt_addr = read_u64(&gm, ACPI_RSDP_ADDR + 24);
+        assert_eq!(read_u64(&gm, xsdt_addr + 36 + 16), nfit.1);
+        let dsdt = layout.tables.iter().find(|t| &t.0 == b"DSDT").unwrap();
+        let mut bytes = vec![0u8; dsdt.2];
+        gm.read_slice(&mut bytes, GuestAddress(dsdt.1)).unwrap();
+        assert!(bytes.windows(8).any(|w| w == b"ACPI0012"));
+        let without = write_tables(&gm, 1, &[]).unwrap();
+        assert!(without.tables.iter().all(|t| &t.0 != b"NFIT"));
     }
 }

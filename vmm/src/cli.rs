@@ -28,7 +28,8 @@ Examples:
   daxvmm --kernel bzImage --initrd initrd.cpio.gz --timeout 2m --cmdline 'quiet'
 
 Exit codes: 0 guest powered off, 1 daxvmm error, 2 usage error, 3 guest kernel panic (pvpanic),
-4 --timeout expired, 5 guest reset/reboot, 6 guest reported a non-zero exit status.
+4 --timeout expired, 5 guest reset/reboot, 6 guest reported a non-zero exit status,
+128+N stopped by signal N (file-backed pmem is flushed first).
 See docs/guest-interface.md for the ports and the initramfs contract."
 )]
 pub struct Cli {
@@ -58,8 +59,11 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
-    /// Persistent memory: SIZE[,file=PATH][,backing=auto|hugetlb-2m|hugetlb-1g|thp|anon][,share=on|off]
-    /// [,prefault=on|off]; repeat for several NVDIMMs. SIZE is a multiple of 2M, e.g. --pmem 16G.
+    /// An emulated NFIT NVDIMM (the guest sees /dev/pmemN): SIZE[,file=PATH][,backing=auto|hugetlb-2m|
+    /// hugetlb-1g|thp|anon][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA]. Repeat for up to
+    /// 8 NVDIMMs. SIZE is a multiple of 2M. Memory is committed only as the guest touches it. Default
+    /// backing: 2M hugetlb pages when the pool has room, else THP. file= keeps the data across runs.
+    /// Example: --pmem 16G --pmem 1G,file=/var/tmp/pmem1.img
     #[arg(long, value_name = "SPEC", value_parser = PmemSpec::parse)]
     pub pmem: Vec<PmemSpec>,
 

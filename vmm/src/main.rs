@@ -8,7 +8,9 @@ mod console;
 mod exit;
 mod kvm_host;
 mod memory;
+mod pmem;
 mod pmem_spec;
+mod signals;
 mod units;
 mod vcpu;
 mod vm;
@@ -65,9 +67,8 @@ fn level_prefix(level: log::Level) -> &'static str {
 fn run(cli: &Cli, started: Instant) -> anyhow::Result<Outcome> {
     cli.validate(cli::host_ram())?;
     boot::loader::check_bzimage(&cli.kernel)?;
-    if !cli.pmem.is_empty() {
-        anyhow::bail!("--pmem is parsed but the NFIT NVDIMM device is not part of this build yet");
-    }
+    // Placement errors (overlaps, alignment, too many) are reported before KVM or any file is touched.
+    pmem::place(cli.mem, &cli.pmem, pmem::host_phys_bits())?;
     let cfg = VmConfig {
         kernel: cli.kernel.clone(),
         initrd: cli.initrd.clone(),
@@ -76,6 +77,7 @@ fn run(cli: &Cli, started: Instant) -> anyhow::Result<Outcome> {
         cpus: cli.cpus,
         timeout: cli.timeout,
         xsave: xsave_policy(cli.xsave),
+        pmem: cli.pmem.clone(),
     };
     Ok(vm::run(&cfg, started)?)
 }
@@ -109,6 +111,10 @@ fn exit_code(outcome: Outcome) -> u8 {
         Outcome::Reset => {
             log::info!("guest reset");
             EXIT_RESET
+        }
+        Outcome::Signal(sig) => {
+            log::info!("stopped by signal {sig}");
+            128u8.saturating_add(sig)
         }
         Outcome::Timeout => {
             log::error!("timeout: the guest was still running; stopped it");

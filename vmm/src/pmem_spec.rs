@@ -36,6 +36,8 @@ pub struct PmemSpec {
     pub prefault: bool,
     /// Allow changing the size of an existing file to `size`.
     pub resize: bool,
+    /// Guest-physical address; by default regions go above RAM and 4 GiB, 1 GiB aligned.
+    pub addr: Option<u64>,
 }
 
 /// A `--pmem` argument that cannot be used.
@@ -53,7 +55,7 @@ pub enum PmemSpecError {
         align: String,
     },
     /// An option we do not know.
-    #[error("unknown pmem option '{0}' (known: file=, backing=, share=, prefault=, resize=)")]
+    #[error("unknown pmem option '{0}' (known: file=, backing=, share=, prefault=, resize=, addr=)")]
     UnknownOption(String),
     /// An option with a value we do not know.
     #[error("pmem option {key}={value}: expected {expected}")]
@@ -67,6 +69,18 @@ pub enum PmemSpecError {
     },
 }
 
+fn parse_addr(value: &str) -> Result<u64, PmemSpecError> {
+    let parsed = match value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => parse_size(value).ok(),
+    };
+    parsed.ok_or_else(|| PmemSpecError::BadValue {
+        key: "addr".into(),
+        value: value.into(),
+        expected: "a guest-physical address (0x... or a size like 8G)",
+    })
+}
+
 fn on_off(key: &str, value: &str) -> Result<bool, PmemSpecError> {
     match value {
         "on" | "yes" | "true" | "1" => Ok(true),
@@ -76,7 +90,7 @@ fn on_off(key: &str, value: &str) -> Result<bool, PmemSpecError> {
 }
 
 impl PmemSpec {
-    /// Parses `SIZE[,file=PATH][,backing=...][,share=on|off][,prefault=on|off][,resize=on|off]`.
+    /// Parses `SIZE[,file=PATH][,backing=...][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA]`.
     pub fn parse(s: &str) -> Result<Self, PmemSpecError> {
         let mut parts = s.split(',');
         let size = parse_size(parts.next().unwrap_or_default())?;
@@ -87,6 +101,7 @@ impl PmemSpec {
             share: true,
             prefault: false,
             resize: false,
+            addr: None,
         };
         for opt in parts {
             let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
@@ -111,6 +126,7 @@ impl PmemSpec {
                 "share" => spec.share = on_off(key, value)?,
                 "prefault" => spec.prefault = on_off(key, value)?,
                 "resize" => spec.resize = on_off(key, value)?,
+                "addr" => spec.addr = Some(parse_addr(value)?),
                 _ => return Err(PmemSpecError::UnknownOption(opt.to_string())),
             }
         }
@@ -134,6 +150,9 @@ mod tests {
         assert_eq!(s.file.as_deref(), Some(std::path::Path::new("/tmp/p.img")));
         assert_eq!(s.backing, Backing::Hugetlb1G);
         assert!(!s.share && s.prefault && !s.resize);
+        assert_eq!(PmemSpec::parse("2M,addr=0x200000000").unwrap().addr, Some(8 * GIB));
+        assert_eq!(PmemSpec::parse("2M,addr=8G").unwrap().addr, Some(8 * GIB));
+        assert!(PmemSpec::parse("2M,addr=0xzz").is_err());
         let s = PmemSpec::parse("2M").unwrap();
         assert_eq!((s.size, s.backing, s.share), (2 * MIB, Backing::Auto, true));
     }

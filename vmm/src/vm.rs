@@ -26,7 +26,13 @@ use crate::console;
 use crate::exit::Buses;
 use crate::kvm_host::{self, KvmHostError};
 use crate::memory::{self, MemoryError};
+use crate::pmem::{self, PmemError};
+use crate::pmem_spec::PmemSpec;
+use crate::signals;
 use crate::vcpu::{self, VcpuError};
+
+/// Where the host's hugetlb pools are described.
+const HUGEPAGES_SYSFS: &str = "/sys/kernel/mm/hugepages";
 
 /// Where KVM puts the TSS it needs on Intel (three pages just below the BIOS area at 4 GiB).
 const KVM_TSS_ADDR: usize = 0xfffb_d000;
@@ -48,6 +54,8 @@ pub struct VmConfig {
     pub timeout: Option<Duration>,
     /// XSAVE state the guest may enable.
     pub xsave: XsavePolicy,
+    /// Emulated NVDIMMs.
+    pub pmem: Vec<PmemSpec>,
 }
 
 /// How the run ended.
@@ -63,6 +71,8 @@ pub enum Outcome {
     Reset,
     /// The timeout expired.
     Timeout,
+    /// daxvmm got this termination signal.
+    Signal(u8),
 }
 
 /// Errors that prevent or abort a run.
@@ -95,6 +105,9 @@ pub enum VmError {
     /// Host resources (eventfds, threads).
     #[error("{0}: {1}")]
     Host(&'static str, std::io::Error),
+    /// Persistent memory.
+    #[error(transparent)]
+    Pmem(#[from] PmemError),
     /// A vCPU failed while the guest ran.
     #[error("vCPU {0} stopped on an error (see the log line above)")]
     VcpuFailed(u8),
@@ -110,9 +123,11 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
     vm.create_pit2(pit).map_err(|e| VmError::Ioctl("KVM_CREATE_PIT2", e))?;
 
     let gm = memory::create(cfg.mem)?;
-    memory::register(&vm, &gm, 0)?;
+    let next_slot = memory::register(&vm, &gm, 0)?;
+    let pmem = pmem::setup(cfg.mem, &cfg.pmem, std::path::Path::new(HUGEPAGES_SYSFS))?;
+    pmem::register(&vm, &pmem, next_slot)?;
     regs::write_boot_tables(&gm)?;
-    acpi::write_tables(&gm, cfg.cpus)?;
+    acpi::write_tables(&gm, cfg.cpus, &pmem::acpi_regions(&pmem))?;
     let boot = loader::load(
         &gm,
         &BootSpec {
@@ -126,6 +141,8 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
 
     let (tx, rx) = mpsc::channel();
     let sink = EventSink::new(tx);
+    signals::block();
+    signals::spawn_waiter(sink.clone()).map_err(|e| VmError::Host("starting the signal thread", e))?;
     let serial_irq =
         EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Host("creating the serial eventfd", e))?;
     vm.register_irqfd(&serial_irq, COM1_IRQ).map_err(|e| VmError::Ioctl("KVM_IRQFD", e))?;
@@ -160,8 +177,10 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
         vcpu::spawn(fd, cpu as u8, buses.clone(), sink.clone(), started)?;
     }
     drop(sink);
-    // `gm` and `vm` stay alive here until the process exits, as the vCPU threads need them.
-    wait(&rx, cfg.timeout, started)
+    // `gm`, `pmem` and `vm` stay alive here until the process exits, as the vCPU threads need them.
+    let outcome = wait(&rx, cfg.timeout, started);
+    pmem::flush_all(&pmem);
+    outcome
 }
 
 /// The main loop: the first terminal guest event (or the timeout) decides the outcome.
@@ -194,6 +213,7 @@ fn wait(
             GuestEvent::Reset => return Ok(Outcome::Reset),
             GuestEvent::Panic(v) => return Ok(Outcome::Panic(v)),
             GuestEvent::VcpuFailed(cpu) => return Err(VmError::VcpuFailed(cpu)),
+            GuestEvent::HostSignal(sig) => return Ok(Outcome::Signal(sig)),
             GuestEvent::ExitStatus(s) => status = Some(s),
             GuestEvent::BootMarker(MARKER_INIT_STARTED) => {
                 log::info!("guest userspace init started {} ms after start", started.elapsed().as_millis());
@@ -239,6 +259,7 @@ mod tests {
         assert_eq!(outcome(&[GuestEvent::Panic(1), GuestEvent::PowerOff], t).unwrap(), Outcome::Panic(1));
         assert_eq!(outcome(&[GuestEvent::Reset], t).unwrap(), Outcome::Reset);
         assert!(matches!(outcome(&[GuestEvent::VcpuFailed(1)], t), Err(VmError::VcpuFailed(1))));
+        assert_eq!(outcome(&[GuestEvent::HostSignal(15)], t).unwrap(), Outcome::Signal(15));
     }
 
     #[test]

@@ -10,12 +10,16 @@
 mod dsdt;
 mod fadt;
 mod madt;
+mod nfit;
+mod nvdimm_aml;
 mod rsdp;
 mod xsdt;
 
 pub use dsdt::{dsdt, DsdtConfig};
 pub use fadt::{fadt, HYPERVISOR_VENDOR_ID};
 pub use madt::{madt, IOAPIC_ID};
+pub use nfit::{nfit, nvdimm_handle, NvdimmRegion, MAX_NVDIMM_SLOTS, NVDIMM_ALIGN};
+pub use nvdimm_aml::{nvdimm_root_aml, NVDIMM_ROOT_HID};
 pub use rsdp::rsdp;
 pub use xsdt::xsdt;
 
@@ -45,6 +49,52 @@ pub enum AcpiError {
     InvalidCpuCount {
         /// The count that was asked for.
         cpus: u8,
+    },
+    /// An NVDIMM slot has no AML device name or NFIT indexes.
+    #[error("NVDIMM slot {slot} out of range: must be below {max}", max = MAX_NVDIMM_SLOTS)]
+    NvdimmSlotOutOfRange {
+        /// The slot that was asked for.
+        slot: u16,
+    },
+    /// Two NVDIMM regions claim the same slot.
+    #[error("NVDIMM slot {slot} is used twice")]
+    NvdimmDuplicateSlot {
+        /// The repeated slot.
+        slot: u16,
+    },
+    /// An NVDIMM region has size 0.
+    #[error("NVDIMM slot {slot}: region is empty")]
+    NvdimmEmptyRegion {
+        /// The region's slot.
+        slot: u16,
+    },
+    /// An NVDIMM region's base or size is not a multiple of [`NVDIMM_ALIGN`].
+    #[error("NVDIMM slot {slot}: base {base:#x} and size {size:#x} must be multiples of {NVDIMM_ALIGN:#x}")]
+    NvdimmMisaligned {
+        /// The region's slot.
+        slot: u16,
+        /// The region's base.
+        base: u64,
+        /// The region's size.
+        size: u64,
+    },
+    /// An NVDIMM region ends beyond the 64-bit address space.
+    #[error("NVDIMM slot {slot}: region at {base:#x} of size {size:#x} ends beyond 2^64")]
+    NvdimmRegionOverflow {
+        /// The region's slot.
+        slot: u16,
+        /// The region's base.
+        base: u64,
+        /// The region's size.
+        size: u64,
+    },
+    /// Two NVDIMM regions share guest-physical addresses.
+    #[error("NVDIMM regions of slots {slot} and {other} overlap")]
+    NvdimmOverlap {
+        /// The slot of the region with the lower base.
+        slot: u16,
+        /// The slot of the other region.
+        other: u16,
     },
 }
 

@@ -1,0 +1,254 @@
+//! Emulated NVDIMMs: where each `--pmem` region sits in the guest-physical address space, the host
+//! memory behind it (`backing`), its KVM memory slot, and the description the NFIT and DSDT give of it.
+//! Placement is checked before any backing is mapped, so bad input never touches a user's file.
+
+pub mod backing;
+pub mod hugetlb;
+
+use std::path::Path;
+
+use daxvmm_devices::acpi::NvdimmRegion;
+use daxvmm_devices::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
+use thiserror::Error;
+
+use self::backing::{BackingError, HostMapping};
+use crate::memory::ram_ranges;
+use crate::pmem_spec::{Backing, PmemSpec};
+use crate::units::{format_size, GIB, MIB};
+
+/// Most NVDIMMs a guest may have.
+pub const MAX_PMEM: usize = 8;
+/// Where automatic placement aligns regions: 1 GiB suits 1 GiB pages and memory-hotplug sections.
+pub const AUTO_ALIGN: u64 = GIB;
+/// The least alignment of an explicit `addr=` (the guest maps pmem with 2 MiB pages).
+pub const MIN_ALIGN: u64 = 2 * MIB;
+
+/// Errors setting up pmem.
+#[derive(Debug, Error)]
+pub enum PmemError {
+    /// More regions than slots.
+    #[error("{0} --pmem regions given; at most {MAX_PMEM} are supported")]
+    TooMany(usize),
+    /// An explicit address with the wrong alignment.
+    #[error("pmem{index}: addr={addr:#x} must be a multiple of {align}")]
+    Misaligned {
+        /// Region.
+        index: usize,
+        /// Address given.
+        addr: u64,
+        /// Needed alignment.
+        align: String,
+    },
+    /// A region overlapping RAM, the MMIO hole or another region.
+    #[error("pmem{index}: {start:#x}..{end:#x} overlaps {what}")]
+    Overlap {
+        /// Region.
+        index: usize,
+        /// Start.
+        start: u64,
+        /// End.
+        end: u64,
+        /// What it overlaps.
+        what: String,
+    },
+    /// Beyond what the CPU can address.
+    #[error("pmem{index}: {end:#x} is beyond the {bits}-bit guest-physical address space")]
+    TooHigh {
+        /// Region.
+        index: usize,
+        /// End address.
+        end: u64,
+        /// Physical address bits.
+        bits: u32,
+    },
+    /// Host memory for a region.
+    #[error(transparent)]
+    Backing(#[from] BackingError),
+    /// KVM refused the memory slot.
+    #[error("KVM refused the memory slot for pmem{index}: {err}")]
+    Register {
+        /// Region.
+        index: usize,
+        /// KVM's error.
+        err: kvm_ioctls::Error,
+    },
+}
+
+/// One NVDIMM, mapped.
+#[derive(Debug)]
+pub struct PmemRegion {
+    /// Guest-physical base.
+    pub gpa: u64,
+    /// Host memory.
+    pub mapping: HostMapping,
+}
+
+fn align_up(x: u64, a: u64) -> u64 {
+    x.div_ceil(a) * a
+}
+
+/// Guest-physical bases for `specs` in a guest with `mem` bytes of RAM and `phys_bits` address bits.
+pub fn place(mem: u64, specs: &[PmemSpec], phys_bits: u32) -> Result<Vec<u64>, PmemError> {
+    if specs.len() > MAX_PMEM {
+        return Err(PmemError::TooMany(specs.len()));
+    }
+    let ram_end = ram_ranges(mem).last().map_or(0, |(a, s)| a.0 + s);
+    let mut next = align_up(ram_end.max(MMIO_HOLE_END), AUTO_ALIGN);
+    let mut taken: Vec<(u64, u64, String)> =
+        ram_ranges(mem).iter().map(|(a, s)| (a.0, a.0 + s, "guest RAM".into())).collect();
+    taken.push((MMIO_HOLE_START, MMIO_HOLE_END, "the 32-bit MMIO hole (LAPIC, IOAPIC)".into()));
+    let limit = 1u64.checked_shl(phys_bits).unwrap_or(u64::MAX);
+    let mut bases = Vec::with_capacity(specs.len());
+    for (index, spec) in specs.iter().enumerate() {
+        let base = match spec.addr {
+            Some(a) => {
+                let align = if spec.backing == Backing::Hugetlb1G { GIB } else { MIN_ALIGN };
+                if a % align != 0 {
+                    return Err(PmemError::Misaligned { index, addr: a, align: format_size(align) });
+                }
+                a
+            }
+            None => next,
+        };
+        let end = base.checked_add(spec.size).ok_or(PmemError::TooHigh {
+            index,
+            end: u64::MAX,
+            bits: phys_bits,
+        })?;
+        if let Some((_, _, what)) = taken.iter().find(|(s, e, _)| base < *e && *s < end) {
+            return Err(PmemError::Overlap { index, start: base, end, what: what.clone() });
+        }
+        if end > limit {
+            return Err(PmemError::TooHigh { index, end, bits: phys_bits });
+        }
+        taken.push((base, end, format!("pmem{index}")));
+        next = next.max(align_up(end, AUTO_ALIGN));
+        bases.push(base);
+    }
+    Ok(bases)
+}
+
+/// The host CPU's physical address width (CPUID 0x80000008), which bounds guest-physical addresses.
+pub fn host_phys_bits() -> u32 {
+    // SAFETY: CPUID has no side effects; leaf 0x80000000 tells whether 0x80000008 exists.
+    #[allow(unused_unsafe)]
+    let max_ext = unsafe { std::arch::x86_64::__cpuid(0x8000_0000) }.eax;
+    if max_ext < 0x8000_0008 {
+        return 36;
+    }
+    // SAFETY: as above; the leaf exists.
+    #[allow(unused_unsafe)]
+    let bits = unsafe { std::arch::x86_64::__cpuid(0x8000_0008) }.eax & 0xff;
+    bits
+}
+
+/// Places and maps every region; logs what backs each one.
+pub fn setup(mem: u64, specs: &[PmemSpec], pools: &Path) -> Result<Vec<PmemRegion>, PmemError> {
+    let bases = place(mem, specs, host_phys_bits())?;
+    let mut regions = Vec::with_capacity(specs.len());
+    for (index, (spec, gpa)) in specs.iter().zip(bases).enumerate() {
+        let mapping = backing::map(index, spec, pools)?;
+        if gpa % mapping.align() != 0 {
+            log::warn!(
+                "pmem{index}: guest address {gpa:#x} is not {}-aligned; KVM will use smaller pages",
+                format_size(mapping.align())
+            );
+        }
+        log::info!("{} at guest-physical {gpa:#x}", backing::describe(index, &mapping));
+        regions.push(PmemRegion { gpa, mapping });
+    }
+    Ok(regions)
+}
+
+/// Registers each region as a KVM memory slot from `first_slot` on.
+pub fn register(vm: &VmFd, regions: &[PmemRegion], first_slot: u32) -> Result<(), PmemError> {
+    for (index, r) in regions.iter().enumerate() {
+        let mr = kvm_userspace_memory_region {
+            slot: first_slot + index as u32,
+            flags: 0,
+            guest_phys_addr: r.gpa,
+            memory_size: r.mapping.size(),
+            userspace_addr: r.mapping.host_addr(),
+        };
+        // SAFETY: the mapping is owned by `r`, which lives as long as the VM (the VMM keeps the regions
+        // until it exits), and is exactly memory_size bytes long.
+        unsafe { vm.set_user_memory_region(mr) }.map_err(|err| PmemError::Register { index, err })?;
+    }
+    Ok(())
+}
+
+/// How the ACPI tables describe the regions.
+pub fn acpi_regions(regions: &[PmemRegion]) -> Vec<NvdimmRegion> {
+    regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| NvdimmRegion { slot: i as u16, base: r.gpa, size: r.mapping.size() })
+        .collect()
+}
+
+/// Writes file-backed regions back to their files; errors are logged, not fatal, so every region gets
+/// its chance.
+pub fn flush_all(regions: &[PmemRegion]) {
+    for (i, r) in regions.iter().enumerate() {
+        if let Some(f) = r.mapping.file() {
+            match r.mapping.flush() {
+                Ok(()) => log::info!("pmem{i}: flushed to {}", f.display()),
+                Err(e) => log::error!("pmem{i}: msync of {} failed: {e}", f.display()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn specs(list: &[&str]) -> Vec<PmemSpec> {
+        list.iter().map(|s| PmemSpec::parse(s).unwrap()).collect()
+    }
+
+    #[test]
+    fn automatic_placement_above_ram_and_4g() {
+        let b = place(512 * MIB, &specs(&["16G", "2M", "1G"]), 46).unwrap();
+        assert_eq!(b, vec![4 * GIB, 20 * GIB, 21 * GIB]);
+        // 6 GiB of RAM: 3 GiB low, 3 GiB from 4 GiB to 7 GiB; pmem starts at 7 GiB.
+        assert_eq!(place(6 * GIB, &specs(&["1G"]), 46).unwrap(), vec![7 * GIB]);
+    }
+
+    #[test]
+    fn explicit_addresses_are_checked() {
+        assert_eq!(place(512 * MIB, &specs(&["2M,addr=0x200000000"]), 46).unwrap(), vec![8 * GIB]);
+        let e = place(512 * MIB, &specs(&["2M,addr=0x10000000"]), 46).unwrap_err().to_string();
+        assert!(e.contains("overlaps guest RAM"), "{e}");
+        let e = place(512 * MIB, &specs(&["2M,addr=0xfec00000"]), 46).unwrap_err().to_string();
+        assert!(e.contains("MMIO hole"), "{e}");
+        let e = place(512 * MIB, &specs(&["2M,addr=0x100100000"]), 46).unwrap_err().to_string();
+        assert!(e.contains("multiple of 2M"), "{e}");
+        let e = place(512 * MIB, &specs(&["4G", "2M,addr=5G"]), 46).unwrap_err().to_string();
+        assert!(e.contains("overlaps pmem0"), "{e}");
+        let e = place(512 * MIB, &specs(&["1G,addr=0,backing=hugetlb-1g"]), 46).unwrap_err().to_string();
+        assert!(e.contains("overlaps guest RAM"), "{e}");
+    }
+
+    #[test]
+    fn limits() {
+        let nine: Vec<&str> = vec!["2M"; 9];
+        assert!(matches!(place(512 * MIB, &specs(&nine), 46), Err(PmemError::TooMany(9))));
+        let e = place(512 * MIB, &specs(&["64G"]), 36).unwrap_err();
+        assert!(matches!(e, PmemError::TooHigh { bits: 36, .. }), "{e}");
+    }
+
+    #[test]
+    fn acpi_view_matches_placement() {
+        let regions =
+            setup(512 * MIB, &specs(&["4M,backing=anon", "2M,backing=thp"]), Path::new("/nonexistent"))
+                .unwrap();
+        let acpi = acpi_regions(&regions);
+        assert_eq!(acpi.len(), 2);
+        assert_eq!((acpi[0].slot, acpi[0].base, acpi[0].size), (0, 4 * GIB, 4 * MIB));
+        assert_eq!((acpi[1].slot, acpi[1].base, acpi[1].size), (1, 5 * GIB, 2 * MIB));
+    }
+}
