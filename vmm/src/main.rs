@@ -10,6 +10,7 @@ mod kvm_host;
 mod memory;
 mod pmem;
 mod pmem_spec;
+mod procfs;
 mod signals;
 mod units;
 mod vcpu;

@@ -26,8 +26,9 @@ use crate::console;
 use crate::exit::Buses;
 use crate::kvm_host::{self, KvmHostError};
 use crate::memory::{self, MemoryError};
-use crate::pmem::{self, PmemError};
+use crate::pmem::{self, PmemError, PmemRegion};
 use crate::pmem_spec::PmemSpec;
+use crate::procfs;
 use crate::signals;
 use crate::vcpu::{self, VcpuError};
 
@@ -178,7 +179,7 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
     }
     drop(sink);
     // `gm`, `pmem` and `vm` stay alive here until the process exits, as the vCPU threads need them.
-    let outcome = wait(&rx, cfg.timeout, started);
+    let outcome = wait(&rx, cfg.timeout, started, &pmem);
     pmem::flush_all(&pmem);
     outcome
 }
@@ -188,6 +189,7 @@ fn wait(
     rx: &mpsc::Receiver<GuestEvent>,
     timeout: Option<Duration>,
     started: Instant,
+    pmem: &[PmemRegion],
 ) -> Result<Outcome, VmError> {
     let deadline = timeout.map(|t| started + t);
     let mut status = None;
@@ -217,10 +219,28 @@ fn wait(
             GuestEvent::ExitStatus(s) => status = Some(s),
             GuestEvent::BootMarker(MARKER_INIT_STARTED) => {
                 log::info!("guest userspace init started {} ms after start", started.elapsed().as_millis());
+                log_memory(pmem);
             }
             GuestEvent::BootMarker(code) => {
                 log::info!("guest boot marker {code:#04x} at {} ms", started.elapsed().as_millis());
             }
+        }
+    }
+}
+
+/// daxvmm's own footprint, and what really backs each pmem region (the smaps page size).
+fn log_memory(pmem: &[PmemRegion]) {
+    if let Some(rss) = procfs::vm_rss() {
+        log::info!("daxvmm RSS {} MiB", rss >> 20);
+    }
+    for (i, r) in pmem.iter().enumerate() {
+        if let Some(e) = procfs::smaps_for(r.mapping.host_addr()) {
+            log::info!(
+                "pmem{i}: smaps KernelPageSize {} KiB, Rss {} MiB, AnonHugePages {} MiB",
+                e.kernel_page_size >> 10,
+                e.rss >> 20,
+                e.anon_huge >> 20
+            );
         }
     }
 }
@@ -236,7 +256,7 @@ mod tests {
             tx.send(*e).unwrap();
         }
         // Keep the sender alive so that only the events (or the timeout) decide.
-        let r = wait(&rx, timeout, Instant::now());
+        let r = wait(&rx, timeout, Instant::now(), &[]);
         drop(tx);
         r
     }
