@@ -1,1 +1,32 @@
-//! Harness for booting guests under daxvmm (directly or nested in the test host VM).
+//! Harness for booting guests under daxvmm in integration tests, directly or nested in the test host VM.
+//!
+//! - [`host`]: where guests can boot here ([`Where::Direct`] on hardware KVM, [`Where::Nested`] inside the
+//!   test host VM when only QEMU is usable) and the artifacts the tests need (env vars set by scripts/test.sh).
+//! - [`case`]: a [`Case`] (one VMM run), its `{kernel}`/`{initrd}` placeholders and its batch-file line.
+//! - [`console`]: parsing the test host VM's console markers into per-case results.
+//! - [`process`]: running a host process with a deadline and capturing its output.
+//! - [`run`]: [`run_batch`], which boots one test host VM for all cases (Nested) or runs each (Direct).
+//! - [`shared`]: [`SharedBatch`], one batch per test binary shared by its `#[test]` functions.
+//! - [`record`]: [`Skip`] and the boot log scripts/test.sh summarizes.
+//!
+//! A test that cannot run here (no KVM, no QEMU, an artifact missing) is skipped: it prints
+//! `SKIP: <test>: <reason>` on stderr, records the skip, and passes.
+//!
+//! Environment: `DAXVMM_BIN`, `DAXVMM_GUEST_KERNEL`, `DAXVMM_GUEST_INITRD` (the artifacts; scripts/test.sh
+//! sets them), `DAXVMM_BOOT_LOG` (the boot log), `DAXVMM_TEST_WHERE=direct|nested|skip` (override the
+//! detection), `DAXVMM_TEST_CASE_TIMEOUT` (seconds a case may take, default 300), `DAXVMM_TEST_VERBOSE=1`
+//! (echo the test host VM's console to stderr as it arrives).
+
+pub mod case;
+pub mod console;
+pub mod host;
+pub mod process;
+pub mod record;
+pub mod run;
+pub mod shared;
+
+pub use case::{Case, Vmm};
+pub use host::{Artifacts, Where};
+pub use record::Skip;
+pub use run::{run_batch, Batch, Outcome};
+pub use shared::SharedBatch;

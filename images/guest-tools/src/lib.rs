@@ -1,0 +1,11 @@
+//! Static helpers built for daxvmm guests and test hosts.
+//!
+//! - [`cli`]: argument parsing of `daxvmm-guest` (`marker CODE`, `status N`).
+//! - [`port`]: the debug-port writes themselves (`ioperm` + `outb`, `/dev/port` as a fallback).
+//! - [`timer`]: `daxvmm-boot-timer`, which times a VMM from spawn to a console marker line.
+//!
+//! The ports and their meaning are defined in docs/guest-interface.md.
+
+pub mod cli;
+pub mod port;
+pub mod timer;

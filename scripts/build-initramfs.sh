@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds the daxvmm guest initramfs (gzip'd newc cpio): busybox-static (one symlink per applet), images/init
+# as /init, the static daxvmm-guest (built here with cargo for x86_64-unknown-linux-musl), and e2fsprogs'
+# mke2fs/mkfs.ext4, xfsprogs' mkfs.xfs and ndctl with their shared libraries and the dynamic loader.
+# Cached in $DAXVMM_CACHE/images/<hash of every input file>/initrd.cpio.gz; rebuilt only when an input
+# changes. Progress goes to stderr; the initrd path to stdout.
+#
+# usage: scripts/build-initramfs.sh [--force]
+source "$(dirname "$0")/lib.sh"
+source "$DAXVMM_ROOT/images/pack.sh"
+
+force=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--force) force=1; shift ;;
+	-h | --help) sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) die "unknown argument '$1' (see --help)" ;;
+	esac
+done
+
+target_dir=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}
+musl=x86_64-unknown-linux-musl
+rustup target list --installed 2>/dev/null | grep -qx $musl || die "the Rust target $musl is not installed; run scripts/setup-host.sh"
+log "building daxvmm-guest (release, $musl)"
+(cd "$DAXVMM_ROOT" && cargo build --quiet --release --target $musl -p daxvmm-guest-tools --bin daxvmm-guest) >&2 ||
+	die "cargo build of daxvmm-guest failed"
+guest_tool=$target_dir/$musl/release/daxvmm-guest
+
+sbin_tool() { # name -> absolute path of a host tool, also looking in the sbin directories
+	PATH="$PATH:/usr/sbin:/sbin" command -v "$1" || die "$1 not found; run scripts/setup-host.sh (e2fsprogs, xfsprogs, ndctl)"
+}
+mke2fs=$(readlink -f "$(sbin_tool mke2fs)")
+mkfs_xfs=$(readlink -f "$(sbin_tool mkfs.xfs)")
+ndctl=$(readlink -f "$(sbin_tool ndctl)")
+tools=("$mke2fs" "$mkfs_xfs" "$ndctl")
+mapfile -t libs < <(shared_libs "${tools[@]}")
+inputs=("$DAXVMM_ROOT/scripts/build-initramfs.sh" "$DAXVMM_ROOT/images/pack.sh" "$DAXVMM_ROOT/images/init" "$(busybox_static)" "$guest_tool" "${tools[@]}" "${libs[@]}")
+[ -f /etc/mke2fs.conf ] && inputs+=(/etc/mke2fs.conf)
+
+key=$(hash_files "${inputs[@]}")
+out=$DAXVMM_CACHE/images/$key
+if [ $force = 0 ] && [ -f "$out/initrd.cpio.gz" ]; then
+	log "guest initramfs $key is cached"
+	echo "$out/initrd.cpio.gz"
+	exit 0
+fi
+
+log "packing the guest initramfs ($key)"
+stage=$(mktemp -d "${TMPDIR:-/tmp}/daxvmm-initramfs.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+stage_busybox "$stage"
+install -m 0755 "$DAXVMM_ROOT/images/init" "$stage/init"
+install -m 0755 "$guest_tool" "$stage/bin/daxvmm-guest"
+stage_dynamic "$stage" "${tools[@]}"
+# mkfs.ext4 is mke2fs under another name (it picks the ext4 defaults from mke2fs.conf).
+ln -sf "$(basename "$mke2fs")" "$stage/$(dirname "$mke2fs")/mkfs.ext4"
+rm -f "$stage/sbin/mkfs.ext4" "$stage/bin/mkfs.ext4"
+[ -f /etc/mke2fs.conf ] && install -m 0644 /etc/mke2fs.conf "$stage/etc/mke2fs.conf"
+mkdir -p "$out"
+pack_cpio "$stage" "$out/initrd.cpio.gz" gzip
+printf '%s\n' "${inputs[@]}" >"$out/inputs.txt"
+log "guest initramfs: $out/initrd.cpio.gz ($(du -h "$out/initrd.cpio.gz" | cut -f1))"
+echo "$out/initrd.cpio.gz"

@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Runs a batch of commands inside the "test host VM": QEMU TCG with AMD SVM + nested paging (-cpu max) and
+# the pinned Debian 6.1 kernel (images/test-host.pin), in which the real kvm-amd runs, so that daxvmm (or
+# QEMU) can boot KVM guests on a machine whose own /dev/kvm cannot (kvm-pvm; ../shared/notes/test-host-vm.md).
+#
+# usage: scripts/test-host-vm.sh --batch FILE [--mem 4G] [--cpus 2] [--timeout SECONDS] [--daxvmm PATH]
+#          [--kernel PATH] [--initrd PATH] [--case-timeout SECONDS] [--with-qemu] [--add FILE]...
+#   FILE: one case per line, NAME<TAB>SHELL COMMAND ('#' lines and blank lines are skipped). The commands run
+#   in the test host VM, one after another, with stdin from /dev/null, and may use /guest/bzImage,
+#   /guest/initrd.cpio.gz and /bin/daxvmm.
+#   --daxvmm   the static daxvmm (default: $DAXVMM_BIN, else target/x86_64-unknown-linux-musl/release/daxvmm;
+#              left out with a warning when that default does not exist)
+#   --kernel   the guest bzImage (default: $DAXVMM_GUEST_KERNEL, else the cached scripts/build-guest-kernel.sh one)
+#   --initrd   the guest initramfs (default: $DAXVMM_GUEST_INITRD, else scripts/build-initramfs.sh's)
+#   --with-qemu  also pack qemu-system-x86_64 (its libraries and x86 firmware) to compare against
+#   --add FILE   copy FILE (a static binary) into the VM's /bin; repeatable
+#   --timeout  limit on the whole QEMU run, in seconds (default 900)
+#   --case-timeout  limit on each case inside the VM, in seconds (default 300); a case that outlives it is
+#              killed (SIGKILL) and reported as rc=137
+# The console streams to stdout: each case between @@DAXVMM-CASE-BEGIN NAME@@ and
+# @@DAXVMM-CASE-END NAME rc=N@@, then @@DAXVMM-BATCH-DONE@@ (@@DAXVMM-NO-KVM reason@@ if KVM could not be
+# set up). Exit status: 0 when the batch completed (whatever the cases returned), 1 otherwise. A copy of
+# the console is kept in $DAXVMM_CACHE/test-host/logs/ (the last 20 runs).
+#
+# Measured on this 2-core machine (QEMU 7.2 TCG, pieces cached): a batch of one `true` case takes 6.2-7.3 s
+# wall from start to exit; KVM is ready ~6-7 s after start (SeaBIOS + kernel load ~3.5 s, then 2.8-3.3 s of
+# test host VM uptime for boot and the four insmods); --with-qemu adds ~1 s (50 MB more initramfs). Inside
+# it, daxvmm boots the guest to /init in ~4-5 s and QEMU (-enable-kvm -cpu host, pc) in ~7-10 s.
+source "$(dirname "$0")/lib.sh"
+source "$DAXVMM_ROOT/images/pack.sh"
+
+batch='' mem=4G cpus=2 timeout=900 case_timeout=300 daxvmm='' kernel='' initrd='' with_qemu=0 adds=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--batch) batch=$2; shift 2 ;;
+	--mem) mem=$2; shift 2 ;;
+	--cpus) cpus=$2; shift 2 ;;
+	--timeout) timeout=$2; shift 2 ;;
+	--case-timeout) case_timeout=$2; shift 2 ;;
+	--daxvmm) daxvmm=$2; shift 2 ;;
+	--kernel) kernel=$2; shift 2 ;;
+	--initrd) initrd=$2; shift 2 ;;
+	--with-qemu) with_qemu=1; shift ;;
+	--add) adds+=("$2"); shift 2 ;;
+	-h | --help) sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) die "unknown argument '$1' (see --help)" ;;
+	esac
+done
+[ -n "$batch" ] || die "--batch FILE is required (see --help)"
+[ -f "$batch" ] || die "batch file $batch does not exist"
+[[ $timeout =~ ^[0-9]+$ ]] && [ "$timeout" -gt 0 ] || die "--timeout wants a whole number of seconds, got '$timeout'"
+[[ $case_timeout =~ ^[0-9]+$ ]] && [ "$case_timeout" -gt 0 ] || die "--case-timeout wants a whole number of seconds, got '$case_timeout'"
+[[ $cpus =~ ^[0-9]+$ ]] && [ "$cpus" -gt 0 ] || die "--cpus wants a positive number, got '$cpus'"
+[[ $mem =~ ^[0-9]+[MG]$ ]] || die "--mem wants a size like 4G or 3072M, got '$mem'"
+while IFS= read -r line; do
+	case $line in '' | '#'*) continue ;; esac
+	[[ $line == *$'\t'* ]] || die "batch line without a TAB between NAME and COMMAND: $line"
+	name=${line%%$'\t'*}
+	[[ $name =~ ^[A-Za-z0-9_.:-]+$ ]] || die "case name '$name' may only use letters, digits and _.:-"
+done <"$batch"
+qemu=$(command -v qemu-system-x86_64) || die "qemu-system-x86_64 not found; run scripts/setup-host.sh"
+for f in "${adds[@]}"; do [ -f "$f" ] || die "--add $f: no such file"; done
+
+# The guest artifacts.
+if [ -z "$kernel" ]; then
+	if [ -n "${DAXVMM_GUEST_KERNEL:-}" ]; then
+		kernel=$DAXVMM_GUEST_KERNEL
+	else
+		kernel=$DAXVMM_CACHE/kernels/$(bash "$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --print-key)/bzImage
+		[ -f "$kernel" ] || die "the guest kernel is not built yet ($kernel); run scripts/build-guest-kernel.sh or pass --kernel"
+	fi
+fi
+[ -f "$kernel" ] || die "guest kernel $kernel does not exist"
+if [ -z "$initrd" ]; then
+	initrd=${DAXVMM_GUEST_INITRD:-$(bash "$DAXVMM_ROOT/scripts/build-initramfs.sh")}
+fi
+[ -f "$initrd" ] || die "guest initramfs $initrd does not exist"
+default_daxvmm=${DAXVMM_BIN:-${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}/x86_64-unknown-linux-musl/release/daxvmm}
+if [ -z "$daxvmm" ]; then
+	daxvmm=$default_daxvmm
+	if [ ! -f "$daxvmm" ]; then
+		log "warning: $daxvmm does not exist; the test host VM has no /bin/daxvmm (build it with cargo build --release --target x86_64-unknown-linux-musl -p daxvmm)"
+		daxvmm=''
+	fi
+fi
+if [ -n "$daxvmm" ]; then
+	[ -f "$daxvmm" ] || die "daxvmm binary $daxvmm does not exist"
+	if LC_ALL=C ldd "$daxvmm" 2>&1 | grep -q '=>'; then
+		die "$daxvmm is dynamically linked; the test host VM needs a static build (--target x86_64-unknown-linux-musl)"
+	fi
+fi
+
+# Piece 1, cached: the test host kernel, its KVM modules, busybox and /init.
+pin=$DAXVMM_ROOT/images/test-host.pin
+release=$(pin_get "$pin" KERNEL_RELEASE)
+read -r -a modules <<<"$(pin_get "$pin" MODULES)"
+base_key=$(hash_files "$pin" "$DAXVMM_ROOT/images/test-host-init" "$DAXVMM_ROOT/images/pack.sh" \
+	"$DAXVMM_ROOT/scripts/test-host-vm.sh" "$(busybox_static)")
+base=$DAXVMM_CACHE/test-host/base-$base_key
+if [ ! -f "$base/l1-base.cpio.gz" ] || [ ! -f "$base/vmlinuz" ]; then
+	deb=$(apt_download "$(pin_get "$pin" SUITE)" "$(pin_get "$pin" PKG)" "$(pin_get "$pin" PKG_VERSION)" "$(pin_get "$pin" PKG_SHA256)")
+	log "packing the test host VM's base image ($base_key)"
+	work=$(mktemp -d "${TMPDIR:-/tmp}/daxvmm-l1.XXXXXX")
+	trap 'rm -rf "$work"' EXIT
+	dpkg-deb -x "$deb" "$work/deb"
+	stage_busybox "$work/root"
+	install -m 0755 "$DAXVMM_ROOT/images/test-host-init" "$work/root/init"
+	mkdir -p "$work/root/modules"
+	for m in "${modules[@]}"; do
+		src=$work/deb/lib/modules/$release/$m
+		name=$(basename "$m")
+		# Newer Debian kernels compress modules; busybox insmod takes them uncompressed.
+		if [ -f "$src" ]; then cp "$src" "$work/root/modules/$name"
+		elif [ -f "$src.xz" ]; then xz -dc "$src.xz" >"$work/root/modules/$name"
+		elif [ -f "$src.zst" ]; then zstd -qdc "$src.zst" >"$work/root/modules/$name"
+		elif [ -f "$src.gz" ]; then gzip -dc "$src.gz" >"$work/root/modules/$name"
+		else die "module $m is not in $(pin_get "$pin" PKG) (looked for .ko, .ko.xz, .ko.zst, .ko.gz); fix MODULES in $pin"
+		fi
+		echo "$name" >>"$work/root/modules/order"
+	done
+	mkdir -p "$base.tmp.$$"
+	cp "$work/deb/boot/vmlinuz-$release" "$base.tmp.$$/vmlinuz" || die "no boot/vmlinuz-$release in the package; fix KERNEL_RELEASE in $pin"
+	pack_cpio "$work/root" "$base.tmp.$$/l1-base.cpio.gz" gzip
+	rm -rf "$work"
+	# Another run may have packed the same piece meanwhile; then keep theirs.
+	mv -T "$base.tmp.$$" "$base" 2>/dev/null || rm -rf "$base.tmp.$$"
+	trap - EXIT
+fi
+
+# Piece 2, cached, optional: QEMU with its libraries and the x86 firmware it loads.
+pieces=("$base/l1-base.cpio.gz")
+if [ $with_qemu = 1 ]; then
+	qemu_real=$(readlink -f "$qemu")
+	firmware=()
+	for f in /usr/share/qemu/{kvmvapic.bin,linuxboot.bin,linuxboot_dma.bin,multiboot.bin,multiboot_dma.bin,pvh.bin,sgabios.bin} \
+		/usr/share/seabios/* /usr/lib/ipxe/qemu/efi-e1000.rom; do
+		[ -f "$f" ] && firmware+=("$(readlink -f "$f")")
+	done
+	mapfile -t qlibs < <(shared_libs "$qemu_real")
+	qemu_key=$(hash_files "$qemu_real" "${qlibs[@]}" "${firmware[@]}" "$DAXVMM_ROOT/images/pack.sh")
+	qpiece=$DAXVMM_CACHE/test-host/qemu-$qemu_key.cpio
+	if [ ! -f "$qpiece" ]; then
+		log "packing QEMU for the test host VM ($qemu_key)"
+		work=$(mktemp -d "${TMPDIR:-/tmp}/daxvmm-l1q.XXXXXX")
+		trap 'rm -rf "$work"' EXIT
+		stage_dynamic "$work" "$qemu_real"
+		[ "$qemu_real" = /usr/bin/qemu-system-x86_64 ] || ln -sf "$qemu_real" "$work/usr/bin/qemu-system-x86_64"
+		for f in /usr/share/qemu/{kvmvapic.bin,linuxboot.bin,linuxboot_dma.bin,multiboot.bin,multiboot_dma.bin,pvh.bin,sgabios.bin} \
+			/usr/share/seabios/* /usr/lib/ipxe/qemu/efi-e1000.rom; do
+			[ -e "$f" ] || continue
+			mkdir -p "$work/$(dirname "$f")"
+			cp -L "$f" "$work/$f"
+		done
+		# Uncompressed: gunzip of 50 MB under TCG costs more than copying it.
+		mkdir -p "$(dirname "$qpiece")"
+		pack_cpio "$work" "$qpiece" none
+		rm -rf "$work"
+		trap - EXIT
+	fi
+	pieces+=("$qpiece")
+fi
+
+# Pieces of older inputs go after a day unused (each QEMU piece is ~50 MB).
+touch "${pieces[@]}" "$base"
+find "$DAXVMM_CACHE/test-host" -maxdepth 1 \( -name 'qemu-*.cpio' -o -name 'base-*' \) -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
+
+# Piece 3, per run, uncompressed: daxvmm, the guest kernel and initramfs, extra binaries, the batch.
+run=$(mktemp -d "${TMPDIR:-/tmp}/daxvmm-l1run.XXXXXX")
+trap 'rm -rf "$run"' EXIT
+mkdir -p "$run/root/guest" "$run/root/bin"
+cp "$kernel" "$run/root/guest/bzImage"
+cp "$initrd" "$run/root/guest/initrd.cpio.gz"
+[ -z "$daxvmm" ] || install -m 0755 "$daxvmm" "$run/root/bin/daxvmm"
+for f in "${adds[@]}"; do install -m 0755 "$f" "$run/root/bin/$(basename "$f")"; done
+cp "$batch" "$run/root/batch"
+echo "$case_timeout" >"$run/root/case-timeout"
+pack_cpio "$run/root" "$run/run.cpio" none
+pieces+=("$run/run.cpio")
+# The kernel unpacks concatenated archives; zero padding between them is skipped, and an uncompressed
+# archive must start 4-byte aligned, so pad every piece to 512 bytes.
+for p in "${pieces[@]}"; do
+	cat "$p"
+	pad=$(( (512 - $(stat -c %s "$p") % 512) % 512 ))
+	head -c "$pad" /dev/zero
+done >"$run/l1.cpio"
+
+log "booting the test host VM ($cpus vCPUs, $mem, timeout ${timeout}s, $(grep -cvE '^(#|$)' "$batch") cases)"
+logs=$DAXVMM_CACHE/test-host/logs
+mkdir -p "$logs"
+console=$logs/console-$(date +%Y%m%d-%H%M%S)-$$.log
+# Keep the newest 20 console logs.
+find "$logs" -name "console-*.log" -printf "%T@ %p\n" | sort -rn | tail -n +20 | cut -d" " -f2- | xargs -r rm -f
+start=$(date +%s.%N)
+set +e
+timeout --kill-after=10 "$timeout" "$qemu" -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
+	-kernel "$base/vmlinuz" -initrd "$run/l1.cpio" -append "console=ttyS0 panic=-1 quiet" \
+	-nographic -serial stdio -monitor none -parallel none -no-reboot </dev/null 2>&1 | tee "$console"
+rc=${PIPESTATUS[0]}
+set -e
+elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+	log "the test host VM ran into --timeout ${timeout}s and was killed"
+fi
+if grep -aq '@@DAXVMM-NO-KVM' "$console"; then
+	die "KVM could not be set up in the test host VM: $(grep -ao '@@DAXVMM-NO-KVM[^@]*' "$console" | head -n1 | cut -c17-) (console: $console)"
+fi
+grep -aq '@@DAXVMM-BATCH-DONE@@' "$console" ||
+	die "the batch did not complete (qemu exit status $rc after ${elapsed}s; console: $console)"
+log "batch done in ${elapsed}s: $(grep -ac '@@DAXVMM-CASE-END' "$console") cases ran, $(grep -a '@@DAXVMM-CASE-END' "$console" | grep -vc ' rc=0@@' || true) returned non-zero (console: $console)"

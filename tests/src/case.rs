@@ -1,0 +1,149 @@
+//! A [`Case`]: one VMM run with its arguments, the `{kernel}` and `{initrd}` placeholders that stand for
+//! the guest artifacts wherever the case runs, and the line it becomes in a test host VM batch file.
+
+use std::path::Path;
+
+/// Which program a case runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vmm {
+    /// daxvmm (DAXVMM_BIN; /bin/daxvmm in the test host VM).
+    Daxvmm,
+    /// qemu-system-x86_64, to validate the harness and guest images against a known-good VMM.
+    Qemu,
+}
+
+/// One VMM run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// Unique within a batch: letters, digits and `_.:-`.
+    pub name: String,
+    /// The program.
+    pub vmm: Vmm,
+    /// Its arguments; `{kernel}` and `{initrd}` are replaced by the guest kernel and initramfs paths.
+    pub daxvmm_args: Vec<String>,
+}
+
+impl Case {
+    /// A daxvmm run.
+    pub fn daxvmm<S: Into<String>>(name: &str, args: impl IntoIterator<Item = S>) -> Case {
+        Case {
+            name: name.to_string(),
+            vmm: Vmm::Daxvmm,
+            daxvmm_args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// A qemu-system-x86_64 run.
+    pub fn qemu<S: Into<String>>(name: &str, args: impl IntoIterator<Item = S>) -> Case {
+        Case {
+            name: name.to_string(),
+            vmm: Vmm::Qemu,
+            daxvmm_args: args.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// Checks what a batch file can carry: a plain name, and no TAB or newline in any argument.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
+        {
+            return Err(format!("case name '{}' may only use letters, digits and _.:-", self.name));
+        }
+        if let Some(a) = self.daxvmm_args.iter().find(|a| a.contains(['\t', '\n', '\r'])) {
+            return Err(format!("case {}: argument {a:?} contains a TAB or newline", self.name));
+        }
+        Ok(())
+    }
+
+    /// The arguments with the placeholders replaced.
+    pub fn args_with(&self, kernel: &Path, initrd: &Path) -> Vec<String> {
+        self.daxvmm_args.iter().map(|a| substitute(a, kernel, initrd)).collect()
+    }
+
+    /// The batch-file line (`NAME<TAB>COMMAND`) that runs this case inside the test host VM.
+    pub fn batch_line(&self) -> String {
+        let program = match self.vmm {
+            Vmm::Daxvmm => "/bin/daxvmm",
+            Vmm::Qemu => "qemu-system-x86_64",
+        };
+        let args = self.args_with(Path::new(NESTED_KERNEL), Path::new(NESTED_INITRD));
+        let mut cmd = program.to_string();
+        for a in &args {
+            cmd.push(' ');
+            cmd.push_str(&shell_quote(a));
+        }
+        format!("{}\t{cmd}", self.name)
+    }
+}
+
+/// Where scripts/test-host-vm.sh puts the guest kernel inside the test host VM.
+pub const NESTED_KERNEL: &str = "/guest/bzImage";
+/// Where scripts/test-host-vm.sh puts the guest initramfs inside the test host VM.
+pub const NESTED_INITRD: &str = "/guest/initrd.cpio.gz";
+
+/// Replaces `{kernel}` and `{initrd}` in one argument.
+pub fn substitute(arg: &str, kernel: &Path, initrd: &Path) -> String {
+    arg.replace("{kernel}", &kernel.to_string_lossy()).replace("{initrd}", &initrd.to_string_lossy())
+}
+
+/// Quotes a word for a POSIX shell: plain words stay as they are, others go in single quotes.
+pub fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '=' | ',' | '+'));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_replaced_anywhere_in_an_argument() {
+        let k = Path::new("/k/bzImage");
+        let i = Path::new("/i/initrd.cpio.gz");
+        assert_eq!(substitute("{kernel}", k, i), "/k/bzImage");
+        assert_eq!(substitute("--initrd={initrd}", k, i), "--initrd=/i/initrd.cpio.gz");
+        assert_eq!(substitute("{kernel},{initrd},{kernel}", k, i), "/k/bzImage,/i/initrd.cpio.gz,/k/bzImage");
+        assert_eq!(substitute("{cpus} stays", k, i), "{cpus} stays");
+    }
+
+    #[test]
+    fn batch_lines_quote_for_the_shell() {
+        let c = Case::daxvmm(
+            "one_vcpu",
+            ["--kernel", "{kernel}", "--cmdline", "-- echo 'hi' > /dev/null", "--timeout", "120s"],
+        );
+        assert_eq!(
+            c.batch_line(),
+            "one_vcpu\t/bin/daxvmm --kernel /guest/bzImage --cmdline '-- echo '\\''hi'\\'' > /dev/null' --timeout 120s"
+        );
+        let q = Case::qemu("q", ["-append", "", "-m", "512M"]);
+        assert_eq!(q.batch_line(), "q\tqemu-system-x86_64 -append '' -m 512M");
+    }
+
+    #[test]
+    fn shell_quoting_round_trips_through_sh() {
+        for word in ["plain", "two words", "it's", "$HOME", "a\"b", "", "-- cat /x", "*", "a\\b"] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", shell_quote(word)))
+                .output()
+                .expect("sh runs");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), word, "quoted as {}", shell_quote(word));
+        }
+    }
+
+    #[test]
+    fn validation_rejects_what_a_batch_file_cannot_carry() {
+        assert!(Case::daxvmm("ok_name-1.2", ["a b"]).validate().is_ok());
+        assert!(Case::daxvmm("bad name", ["x"]).validate().is_err());
+        assert!(Case::daxvmm("", ["x"]).validate().is_err());
+        assert!(Case::daxvmm("n", ["a\tb"]).validate().is_err());
+        assert!(Case::daxvmm("n", ["a\nb"]).validate().is_err());
+    }
+}

@@ -1,0 +1,253 @@
+//! Running a batch of cases: one test host VM boot for all of them (Nested) or one daxvmm process each
+//! (Direct). Every boot that ran is recorded in the boot log.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::case::{Case, Vmm};
+use crate::console::ConsoleParser;
+use crate::host::{self, Artifacts, Where};
+use crate::process::run_with_deadline;
+use crate::record::{record_boot, Skip};
+
+/// How long one case may take before the harness kills it (inside the test host VM, or on the host);
+/// `DAXVMM_TEST_CASE_TIMEOUT` (seconds) overrides. Cases pass daxvmm a shorter --timeout of their own.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The result of one case.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The VMM's exit code (128 + N when signal N killed it; 137 when the harness killed it).
+    pub exit_code: i32,
+    /// What the VMM printed: the guest console, and its own messages.
+    pub console: String,
+    /// How long it ran, measured on this host.
+    pub wall: Duration,
+    /// Where it ran.
+    pub place: Where,
+}
+
+impl Outcome {
+    /// Whether some console line, trimmed, equals `line`.
+    pub fn has_line(&self, line: &str) -> bool {
+        self.console.lines().any(|l| l.trim() == line)
+    }
+
+    /// Whether the console contains `text` anywhere.
+    pub fn contains(&self, text: &str) -> bool {
+        self.console.contains(text)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<&str> = self.console.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(80)..];
+        writeln!(
+            f,
+            "exit code {} after {:.1}s ({}); console, last {} lines:",
+            self.exit_code,
+            self.wall.as_secs_f64(),
+            self.place.name(),
+            tail.len()
+        )?;
+        for l in tail {
+            writeln!(f, "  | {l}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The results of a batch, by case name; a case that did not finish carries the reason.
+#[derive(Debug)]
+pub struct Batch {
+    /// Where the batch ran.
+    pub place: Where,
+    /// Each case's outcome, or why there is none.
+    pub outcomes: BTreeMap<String, Result<Outcome, String>>,
+}
+
+impl Batch {
+    /// The outcome of case `name`, or why it has none.
+    pub fn get(&self, name: &str) -> Result<&Outcome, String> {
+        match self.outcomes.get(name) {
+            Some(Ok(o)) => Ok(o),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("no case named {name} in this batch")),
+        }
+    }
+}
+
+/// Runs all cases where this host can boot guests, or says why it cannot.
+pub fn run_batch(cases: &[Case]) -> Result<Batch, Skip> {
+    for c in cases {
+        if let Err(e) = c.validate() {
+            return Err(Skip(format!("invalid case: {e}")));
+        }
+    }
+    let place = host::detect()?;
+    let art = Artifacts::from_env(place)?;
+    let outcomes = match place {
+        Where::Direct => run_direct(cases, &art),
+        Where::Nested => run_nested(cases, &art)?,
+    };
+    Ok(Batch { place, outcomes })
+}
+
+fn case_timeout() -> Duration {
+    std::env::var("DAXVMM_TEST_CASE_TIMEOUT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(CASE_TIMEOUT, Duration::from_secs)
+}
+
+// Progress lines: visible with --nocapture (scripts/test.sh passes it), captured otherwise.
+#[allow(clippy::print_stderr)]
+fn progress(msg: &str) {
+    eprintln!("daxvmm-tests: {msg}");
+}
+
+fn run_direct(cases: &[Case], art: &Artifacts) -> BTreeMap<String, Result<Outcome, String>> {
+    let mut out = BTreeMap::new();
+    for c in cases {
+        let program: PathBuf = match c.vmm {
+            Vmm::Daxvmm => art.daxvmm.clone(),
+            Vmm::Qemu => PathBuf::from("qemu-system-x86_64"),
+        };
+        let args = c.args_with(&art.kernel, &art.initrd);
+        let res = run_with_deadline(Command::new(&program).args(&args), case_timeout());
+        let outcome = match res {
+            Ok(r) => {
+                record_boot(Where::Direct, &c.name, r.code);
+                let mut console = r.stdout;
+                if !r.stderr.is_empty() {
+                    console.push_str("--- stderr ---\n");
+                    console.push_str(&r.stderr);
+                }
+                if r.timed_out {
+                    console.push_str(&format!(
+                        "--- killed by the harness after {}s ---\n",
+                        case_timeout().as_secs()
+                    ));
+                }
+                progress(&format!(
+                    "direct: case {} exited {} after {:.1}s",
+                    c.name,
+                    r.code,
+                    r.wall.as_secs_f64()
+                ));
+                Ok(Outcome { exit_code: r.code, console, wall: r.wall, place: Where::Direct })
+            }
+            Err(e) => Err(format!("cannot run {}: {e}", program.display())),
+        };
+        out.insert(c.name.clone(), outcome);
+    }
+    out
+}
+
+static BATCH_FILES: AtomicUsize = AtomicUsize::new(0);
+
+fn script_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-host-vm.sh")
+}
+
+#[allow(clippy::print_stderr)] // DAXVMM_TEST_VERBOSE echoes the console as it arrives.
+fn run_nested(cases: &[Case], art: &Artifacts) -> Result<BTreeMap<String, Result<Outcome, String>>, Skip> {
+    let per_case = case_timeout();
+    let total = Duration::from_secs(180) + per_case * cases.len() as u32;
+    let batch = std::env::temp_dir().join(format!(
+        "daxvmm-batch-{}-{}.tsv",
+        std::process::id(),
+        BATCH_FILES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let text: String = cases.iter().map(|c| c.batch_line() + "\n").collect();
+    std::fs::write(&batch, text).map_err(|e| Skip(format!("cannot write {}: {e}", batch.display())))?;
+    let mut cmd = Command::new("bash");
+    cmd.arg(script_path())
+        .arg("--batch")
+        .arg(&batch)
+        .arg("--daxvmm")
+        .arg(&art.daxvmm)
+        .arg("--kernel")
+        .arg(&art.kernel)
+        .arg("--initrd")
+        .arg(&art.initrd)
+        .args(["--timeout", &total.as_secs().to_string(), "--case-timeout", &per_case.as_secs().to_string()]);
+    if cases.iter().any(|c| c.vmm == Vmm::Qemu) {
+        cmd.arg("--with-qemu");
+    }
+    progress(&format!(
+        "nested: booting one test host VM for {} cases (up to {}s)",
+        cases.len(),
+        total.as_secs()
+    ));
+    let verbose = std::env::var_os("DAXVMM_TEST_VERBOSE").is_some_and(|v| v != "0");
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| Skip(format!("cannot run {}: {e}", script_path().display())))?;
+    let mut parser = ConsoleParser::new();
+    if let Some(stdout) = child.stdout.take() {
+        let mut r = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
+            let line = String::from_utf8_lossy(&buf);
+            if verbose {
+                eprint!("{line}");
+            }
+            if let Some(name) = parser.feed(&line, start.elapsed()) {
+                if let Some(log) = parser.finished.get(&name) {
+                    progress(&format!(
+                        "nested: case {name} exited {} after {:.1}s",
+                        log.exit_code,
+                        log.wall.as_secs_f64()
+                    ));
+                }
+            }
+            buf.clear();
+        }
+    }
+    let status = child.wait().map_err(|e| Skip(format!("waiting for the test host VM: {e}")))?;
+    let _ = std::fs::remove_file(&batch);
+    if let Some(reason) = parser.no_kvm {
+        return Err(Skip(format!("KVM could not be set up inside the test host VM: {reason}")));
+    }
+    let why = |what: &str| {
+        format!(
+            "{what} (scripts/test-host-vm.sh exit status {}, batch done: {}, {:.0}s); last console lines outside cases:\n{}",
+            status.code().map_or_else(|| "killed".into(), |c| c.to_string()),
+            parser.done,
+            start.elapsed().as_secs_f64(),
+            parser.outside.join("\n")
+        )
+    };
+    let mut out = BTreeMap::new();
+    for c in cases {
+        let res = if let Some(log) = parser.finished.remove(&c.name) {
+            record_boot(Where::Nested, &c.name, log.exit_code);
+            Ok(Outcome {
+                exit_code: log.exit_code,
+                console: log.console,
+                wall: log.wall,
+                place: Where::Nested,
+            })
+        } else if let Some((_, partial)) = parser.unfinished.as_ref().filter(|(n, _)| *n == c.name) {
+            Err(format!(
+                "{}\nthe case's own output:\n{partial}",
+                why("the test host VM stopped during this case")
+            ))
+        } else {
+            Err(why("the test host VM never ran this case"))
+        };
+        out.insert(c.name.clone(), res);
+    }
+    Ok(out)
+}

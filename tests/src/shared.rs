@@ -1,0 +1,56 @@
+//! [`SharedBatch`]: one batch per test binary. Cargo runs a binary's `#[test]` functions on parallel
+//! threads; the first to ask runs the whole batch (one test host VM boot) and the others wait for it, then
+//! each test asserts on its own case.
+//!
+//! ```no_run
+//! use daxvmm_tests::{Case, SharedBatch};
+//! fn cases() -> Vec<Case> {
+//!     vec![Case::daxvmm("hello", ["--kernel", "{kernel}", "--initrd", "{initrd}", "--cmdline", "-- true"])]
+//! }
+//! static BATCH: SharedBatch = SharedBatch::new(cases);
+//! #[test]
+//! fn hello() {
+//!     let Some(out) = BATCH.outcome("hello") else { return }; // skipped, with the reason printed
+//!     assert_eq!(out.exit_code, 0, "{out}");
+//! }
+//! ```
+
+use std::sync::OnceLock;
+
+use crate::case::Case;
+use crate::record::{report_skip, Skip};
+use crate::run::{run_batch, Batch, Outcome};
+
+/// A batch run at most once per process, on first use.
+#[derive(Debug)]
+pub struct SharedBatch {
+    cell: OnceLock<Result<Batch, Skip>>,
+    cases: fn() -> Vec<Case>,
+}
+
+impl SharedBatch {
+    /// A batch of the cases `cases` returns; nothing runs until a test asks.
+    pub const fn new(cases: fn() -> Vec<Case>) -> SharedBatch {
+        SharedBatch { cell: OnceLock::new(), cases }
+    }
+
+    /// The batch result, running the batch if no test has yet.
+    pub fn get(&self) -> &Result<Batch, Skip> {
+        self.cell.get_or_init(|| run_batch(&(self.cases)()))
+    }
+
+    /// The outcome of case `name` for the test of the same name. `None` when the batch was skipped (the
+    /// reason is printed and recorded); panics, failing the test, when the case did not finish.
+    pub fn outcome(&self, name: &str) -> Option<&Outcome> {
+        match self.get() {
+            Err(skip) => {
+                report_skip(name, skip);
+                None
+            }
+            Ok(batch) => match batch.get(name) {
+                Ok(o) => Some(o),
+                Err(why) => panic!("case {name} has no result: {why}"),
+            },
+        }
+    }
+}

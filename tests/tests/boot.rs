@@ -1,0 +1,179 @@
+//! Guest boots under daxvmm against docs/guest-interface.md: vCPU bring-up, and each way a guest run ends
+//! (power-off, panic, --timeout, a non-zero guest exit status), as one batch (one test host VM boot when
+//! nested). Then daxvmm's handling of bad input, which needs no guest and runs on the host.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use daxvmm_tests::host::env_file;
+use daxvmm_tests::process::run_with_deadline;
+use daxvmm_tests::record::report_skip;
+use daxvmm_tests::{Case, SharedBatch};
+
+const INIT_REACHED: &str = "daxvmm-guest: init reached";
+
+fn guest(name: &str, cpus: u32, cmdline: &str, timeout: &str) -> Case {
+    let cpus = cpus.to_string();
+    Case::daxvmm(
+        name,
+        [
+            "--kernel",
+            "{kernel}",
+            "--initrd",
+            "{initrd}",
+            "--cpus",
+            &cpus,
+            "--cmdline",
+            cmdline,
+            "--timeout",
+            timeout,
+        ],
+    )
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        guest("one_vcpu", 1, "-- cat /sys/devices/system/cpu/online", "120s"),
+        guest("two_vcpus", 2, "-- cat /sys/devices/system/cpu/online", "120s"),
+        guest("panic", 1, "-- echo c > /proc/sysrq-trigger", "120s"),
+        guest("timeout", 1, "-- sleep 1000", "20s"),
+        guest("guest_status", 1, "-- exit 7", "120s"),
+    ]
+}
+
+static BATCH: SharedBatch = SharedBatch::new(cases);
+
+#[test]
+fn one_vcpu() {
+    let Some(out) = BATCH.outcome("one_vcpu") else { return };
+    assert_eq!(out.exit_code, 0, "expected a clean power-off: {out}");
+    assert!(out.contains(INIT_REACHED), "the guest never reached /init: {out}");
+    assert!(out.has_line("0"), "expected /sys/devices/system/cpu/online to be '0': {out}");
+}
+
+#[test]
+fn two_vcpus() {
+    let Some(out) = BATCH.outcome("two_vcpus") else { return };
+    assert_eq!(out.exit_code, 0, "expected a clean power-off: {out}");
+    assert!(out.contains(INIT_REACHED), "the guest never reached /init: {out}");
+    assert!(out.has_line("0-1"), "expected both vCPUs online ('0-1'): {out}");
+}
+
+#[test]
+fn panic() {
+    let Some(out) = BATCH.outcome("panic") else { return };
+    // /init first, so that this is the sysrq crash and not an early boot panic.
+    assert!(out.contains(INIT_REACHED), "the guest never reached /init: {out}");
+    assert_eq!(out.exit_code, 3, "a guest kernel panic (pvpanic) must exit 3: {out}");
+}
+
+#[test]
+fn timeout() {
+    let Some(out) = BATCH.outcome("timeout") else { return };
+    assert!(out.contains(INIT_REACHED), "the guest never reached /init: {out}");
+    assert_eq!(out.exit_code, 4, "an expired --timeout must exit 4: {out}");
+    assert!(out.wall >= Duration::from_secs(19), "stopped before --timeout 20s: {out}");
+    assert!(out.wall < Duration::from_secs(200), "not stopped promptly at --timeout 20s: {out}");
+}
+
+#[test]
+fn guest_status() {
+    let Some(out) = BATCH.outcome("guest_status") else { return };
+    assert!(out.contains("daxvmm-guest: command exited rc=7"), "the guest command did not run: {out}");
+    assert_eq!(out.exit_code, 6, "a non-zero status on port 0x6F1 must exit 6: {out}");
+}
+
+// ---- Bad input: daxvmm must refuse it with an error line, exit 1 or 2, and never panic. ----
+
+/// A file that exists but is not a bzImage.
+fn not_a_bzimage() -> PathBuf {
+    let p = std::env::temp_dir().join(format!("daxvmm-test-not-a-bzImage-{}", std::process::id()));
+    if !p.exists() {
+        std::fs::write(&p, "this is not a kernel\n").expect("write a temp file");
+    }
+    p
+}
+
+/// The real guest kernel when there is one, so that only the option under test is wrong.
+fn some_kernel() -> PathBuf {
+    env_file("DAXVMM_GUEST_KERNEL").unwrap_or_else(|_| not_a_bzimage())
+}
+
+/// Runs daxvmm with `args` and checks the rejection; `mention`: words (any one, case-insensitive) the error
+/// line must contain, so that it is this input that was refused.
+fn assert_rejected(test: &str, args: &[String], mention: &[&str]) {
+    let bin = match env_file("DAXVMM_BIN") {
+        Ok(b) => b,
+        Err(skip) => return report_skip(test, &skip),
+    };
+    let r = run_with_deadline(Command::new(&bin).args(args), Duration::from_secs(60)).expect("daxvmm runs");
+    let show =
+        format!("daxvmm {}\nexit {}\nstdout:\n{}\nstderr:\n{}", args.join(" "), r.code, r.stdout, r.stderr);
+    assert!(!r.timed_out, "daxvmm did not exit within 60s on bad input: {show}");
+    assert!(r.code == 1 || r.code == 2, "bad input must exit 1 or 2: {show}");
+    assert!(!r.stdout.contains("panicked") && !r.stderr.contains("panicked"), "daxvmm panicked: {show}");
+    let error_line = r.stderr.lines().find(|l| l.starts_with("error") || l.starts_with("daxvmm: error"));
+    let Some(error_line) = error_line else {
+        panic!("no stderr line starting with 'error' (or 'daxvmm: error'): {show}");
+    };
+    let lower = error_line.to_lowercase();
+    assert!(
+        mention.iter().any(|m| lower.contains(&m.to_lowercase())),
+        "the error line does not name the bad input (one of {mention:?}): {show}"
+    );
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn bad_input_missing_kernel() {
+    let missing = "/nonexistent/daxvmm-test/bzImage";
+    assert_rejected(
+        "bad_input_missing_kernel",
+        &args(&["--kernel", missing, "--timeout", "10s"]),
+        &[missing],
+    );
+}
+
+#[test]
+fn bad_input_not_a_bzimage() {
+    let k = not_a_bzimage();
+    let k = k.to_string_lossy();
+    assert_rejected(
+        "bad_input_not_a_bzimage",
+        &args(&["--kernel", &k, "--timeout", "10s"]),
+        &[&k, "bzimage"],
+    );
+}
+
+fn bad_option(test: &str, option: &str, value: &str, mention: &[&str]) {
+    let k = some_kernel();
+    assert_rejected(
+        test,
+        &args(&["--kernel", &k.to_string_lossy(), option, value, "--timeout", "10s"]),
+        mention,
+    );
+}
+
+#[test]
+fn bad_input_mem_zero() {
+    bad_option("bad_input_mem_zero", "--mem", "0", &["mem"]);
+}
+
+#[test]
+fn bad_input_mem_too_big() {
+    bad_option("bad_input_mem_too_big", "--mem", "100T", &["mem"]);
+}
+
+#[test]
+fn bad_input_mem_bad_unit() {
+    bad_option("bad_input_mem_bad_unit", "--mem", "12Q", &["mem", "12Q"]);
+}
+
+#[test]
+fn bad_input_cpus_zero() {
+    bad_option("bad_input_cpus_zero", "--cpus", "0", &["cpus"]);
+}
