@@ -22,9 +22,11 @@ target_dir=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}
 musl=x86_64-unknown-linux-musl
 rustup target list --installed 2>/dev/null | grep -qx $musl || die "the Rust target $musl is not installed; run scripts/setup-host.sh"
 log "building daxvmm-guest (release, $musl)"
-(cd "$DAXVMM_ROOT" && cargo build --quiet --release --target $musl -p daxvmm-guest-tools --bin daxvmm-guest) >&2 ||
+(cd "$DAXVMM_ROOT" && cargo build --quiet --release --target $musl -p daxvmm-guest-tools --bin daxvmm-guest --bin daxvmm-dax-check) >&2 ||
 	die "cargo build of daxvmm-guest failed"
 guest_tool=$target_dir/$musl/release/daxvmm-guest
+dax_check=$target_dir/$musl/release/daxvmm-dax-check
+guest_tests=("$DAXVMM_ROOT"/images/guest-tests/*)
 
 sbin_tool() { # name -> absolute path of a host tool, also looking in the sbin directories
 	PATH="$PATH:/usr/sbin:/sbin" command -v "$1" || die "$1 not found; run scripts/setup-host.sh (e2fsprogs, xfsprogs, ndctl)"
@@ -34,7 +36,7 @@ mkfs_xfs=$(readlink -f "$(sbin_tool mkfs.xfs)")
 ndctl=$(readlink -f "$(sbin_tool ndctl)")
 tools=("$mke2fs" "$mkfs_xfs" "$ndctl")
 mapfile -t libs < <(shared_libs "${tools[@]}")
-inputs=("$DAXVMM_ROOT/scripts/build-initramfs.sh" "$DAXVMM_ROOT/images/pack.sh" "$DAXVMM_ROOT/images/init" "$(busybox_static)" "$guest_tool" "${tools[@]}" "${libs[@]}")
+inputs=("$DAXVMM_ROOT/scripts/build-initramfs.sh" "$DAXVMM_ROOT/images/pack.sh" "$DAXVMM_ROOT/images/init" "$(busybox_static)" "$guest_tool" "$dax_check" "${guest_tests[@]}" "${tools[@]}" "${libs[@]}")
 [ -f /etc/mke2fs.conf ] && inputs+=(/etc/mke2fs.conf)
 
 key=$(hash_files "${inputs[@]}")
@@ -51,6 +53,11 @@ trap 'rm -rf "$stage"' EXIT
 stage_busybox "$stage"
 install -m 0755 "$DAXVMM_ROOT/images/init" "$stage/init"
 install -m 0755 "$guest_tool" "$stage/bin/daxvmm-guest"
+install -m 0755 "$dax_check" "$stage/bin/daxvmm-dax-check"
+# Guest-side test scripts, run as e.g. --cmdline '-- /tests/pmem-dax.sh ext4' (short: the kernel passes
+# init at most 32 words).
+mkdir -p "$stage/tests"
+install -m 0755 "${guest_tests[@]}" "$stage/tests/"
 stage_dynamic "$stage" "${tools[@]}"
 # mkfs.ext4 is mke2fs under another name (it picks the ext4 defaults from mke2fs.conf).
 ln -sf "$(basename "$mke2fs")" "$stage/$(dirname "$mke2fs")/mkfs.ext4"

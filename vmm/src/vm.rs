@@ -116,6 +116,8 @@ pub enum VmError {
 
 /// Boots the guest and waits for it to end.
 pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
+    let step = |what: &str| log::debug!("{:>5} ms  {what}", started.elapsed().as_millis());
+    step("opening KVM");
     let kvm = kvm_host::open()?;
     let vm = kvm.create_vm().map_err(|e| VmError::Ioctl("KVM_CREATE_VM", e))?;
     vm.set_tss_address(KVM_TSS_ADDR).map_err(|e| VmError::Ioctl("KVM_SET_TSS_ADDR", e))?;
@@ -123,12 +125,15 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
     let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
     vm.create_pit2(pit).map_err(|e| VmError::Ioctl("KVM_CREATE_PIT2", e))?;
 
+    step("VM created");
     let gm = memory::create(cfg.mem)?;
     let next_slot = memory::register(&vm, &gm, 0)?;
     let pmem = pmem::setup(cfg.mem, &cfg.pmem, std::path::Path::new(HUGEPAGES_SYSFS))?;
     pmem::register(&vm, &pmem, next_slot)?;
+    step("memory and pmem mapped");
     regs::write_boot_tables(&gm)?;
     acpi::write_tables(&gm, cfg.cpus, &pmem::acpi_regions(&pmem))?;
+    step("ACPI tables written");
     let boot = loader::load(
         &gm,
         &BootSpec {
@@ -140,6 +145,7 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
         },
     )?;
 
+    step("kernel and initrd loaded");
     let (tx, rx) = mpsc::channel();
     let sink = EventSink::new(tx);
     signals::block();
@@ -165,6 +171,7 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
     let vcpus = (0..cfg.cpus)
         .map(|cpu| vcpu::create(&kvm, &vm, cpu, cfg.cpus, boot.entry.0, cfg.xsave))
         .collect::<Result<Vec<_>, _>>()?;
+    step("vCPUs configured");
     console::enter_raw_mode();
     console::spawn_stdin_forwarder(serial).map_err(|e| VmError::Host("starting the stdin thread", e))?;
     log::info!(
@@ -251,6 +258,7 @@ mod tests {
     use super::*;
 
     fn outcome(events: &[GuestEvent], timeout: Option<Duration>) -> Result<Outcome, VmError> {
+        step("kernel and initrd loaded");
         let (tx, rx) = mpsc::channel();
         for e in events {
             tx.send(*e).unwrap();

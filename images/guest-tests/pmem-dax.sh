@@ -1,0 +1,57 @@
+#!/bin/sh
+# usage: /tests/pmem-dax.sh ext4|xfs [/dev/pmemN]
+# Runs in a daxvmm guest. Turns the NVDIMM namespace behind the device into fsdax mode if it is not,
+# makes the filesystem, mounts it with -o dax and checks that DAX is really on: the block queue, the mount
+# options, STATX_ATTR_DAX, a MAP_SYNC mapping, and a 2 MiB (PMD) fault seen by the fs_dax tracepoint.
+# Prints TAP; the exit status is the number of failed checks.
+fs=${1:?usage: pmem-dax.sh ext4|xfs [/dev/pmemN]}
+dev=${2:-/dev/pmem0}
+name=${dev#/dev/}
+mnt=/mnt/$name
+trace=/sys/kernel/tracing
+n=0
+failed=0
+
+check() {
+	n=$((n + 1))
+	desc=$1
+	shift
+	if "$@" >/tmp/check.out 2>&1; then
+		echo "ok $n - $desc"
+	else
+		echo "not ok $n - $desc"
+		sed 's/^/#   /' /tmp/check.out
+		failed=$((failed + 1))
+	fi
+}
+
+echo "TAP version 13"
+echo "# $fs on $dev ($(($(cat /sys/block/$name/size) / 2048)) MiB)"
+if [ "$(cat /sys/block/$name/queue/dax)" != 1 ]; then
+	ns=$(basename "$(readlink -f /sys/block/$name/device)")
+	check "$ns converted to fsdax" ndctl create-namespace -f -e "$ns" -m fsdax
+fi
+check "$name supports DAX (queue/dax = 1)" test "$(cat /sys/block/$name/queue/dax)" = 1
+case $fs in
+# 2 MiB stripes make the allocators hand out 2 MiB-aligned extents, which PMD faults need.
+ext4) check "mkfs.ext4" mkfs.ext4 -q -F -b 4096 -E stride=512,stripe_width=512 "$dev" ;;
+xfs) check "mkfs.xfs" mkfs.xfs -q -f -m reflink=0 -d su=2m,sw=1 "$dev" ;;
+*) echo "Bail out! unknown filesystem $fs"; exit 1 ;;
+esac
+mkdir -p "$mnt"
+check "mount -t $fs -o dax" mount -t "$fs" -o dax "$dev" "$mnt"
+check "/proc/mounts shows dax=always" grep -q "^$dev $mnt $fs .*dax=always" /proc/mounts
+check "a new file has STATX_ATTR_DAX" sh -c "echo data > $mnt/small && daxvmm-dax-check statx $mnt/small"
+if [ -d $trace/events/fs_dax ]; then
+	echo 1 >$trace/events/fs_dax/dax_pmd_fault_done/enable
+	echo >$trace/trace
+fi
+check "MAP_SYNC mapping of a 4 MiB file, every page written" daxvmm-dax-check touch "$mnt/sync" 4 --sync
+echo >$trace/trace
+check "shared mapping of a 4 MiB file, every page written" daxvmm-dax-check touch "$mnt/pmd" 4
+check "a PMD fault was served (dax_pmd_fault_done ... NOPAGE, not FALLBACK)" \
+	sh -c "grep -q 'dax_pmd_fault_done.*NOPAGE' $trace/trace && ! grep -q 'dax_pmd_fault_done.*FALLBACK' $trace/trace"
+grep dax_pmd_fault_done $trace/trace 2>/dev/null | head -n 2 | sed 's/^ */#   /'
+check "umount" umount "$mnt"
+echo "1..$n"
+exit $failed

@@ -1,0 +1,60 @@
+//! `daxvmm-dax-check`: DAX probes for guest test scripts and the pmem bandwidth benchmark
+//! (see daxvmm_guest_tools::dax). Exit codes: 0 success / yes, 1 failure / no, 2 usage error.
+
+use std::process::ExitCode;
+
+use daxvmm_guest_tools::dax::{bandwidth, statx_dax, touch, BwTarget};
+
+const USAGE: &str = "usage: daxvmm-dax-check statx FILE            exit 0 if FILE has STATX_ATTR_DAX
+       daxvmm-dax-check touch FILE MIB [--sync] create FILE, map it (MAP_SYNC), write every page
+       daxvmm-dax-check bw FILE|--anon|--hugetlb MIB [PASSES]   memcpy bandwidth (MB/s)";
+
+// A command-line tool: its results go to stdout, diagnostics to stderr.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mib = |s: &str| s.parse::<usize>().ok().filter(|&m| m > 0).map(|m| m << 20);
+    let result = match args.as_slice() {
+        ["statx", file] => statx_dax(file).inspect(|&dax| {
+            println!("{file}: dax={}", u8::from(dax));
+        }),
+        ["touch", file, size, rest @ ..] if rest.is_empty() || rest == ["--sync"] => match mib(size) {
+            Some(len) => touch(file, len, !rest.is_empty()).map(|()| {
+                println!(
+                    "{file}: {size} MiB mapped{} and written",
+                    if rest.is_empty() { "" } else { " MAP_SYNC" }
+                );
+                true
+            }),
+            None => Err(format!("bad size '{size}'")),
+        },
+        ["bw", target, size, rest @ ..] if rest.len() <= 1 => {
+            let passes = rest.first().map_or(Some(3), |p| p.parse().ok());
+            let target = match *target {
+                "--anon" => BwTarget::Anon,
+                "--hugetlb" => BwTarget::Hugetlb,
+                f => BwTarget::File(f),
+            };
+            match (mib(size), passes) {
+                (Some(len), Some(passes)) => bandwidth(target, len, passes).map(|bw| {
+                    println!("write_MBps={:.0} read_MBps={:.0}", bw.write, bw.read);
+                    true
+                }),
+                _ => Err(format!("bad size '{size}' or pass count")),
+            }
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: daxvmm-dax-check: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
