@@ -65,7 +65,7 @@ stage_dynamic() {
 	done < <(shared_libs "$@")
 }
 
-# pack_cpio ROOT OUT gzip|none: a newc cpio of ROOT (sorted, owned by root) written atomically to OUT.
+# pack_cpio ROOT OUT gzip|lz4|none: a newc cpio of ROOT (sorted, owned by root) written atomically to OUT.
 pack_cpio() {
 	local root=$1 out=$2 comp=$3
 	command -v cpio >/dev/null || die "cpio not found; run scripts/setup-host.sh"
@@ -75,6 +75,8 @@ pack_cpio() {
 			cpio --null --create --format=newc --owner=0:0 --quiet
 	) | case $comp in
 		gzip) gzip -n -6 ;;
+		# The kernel's initramfs unpacker takes only the legacy LZ4 frame format (-l).
+		lz4) lz4 -l -9 -q ;;
 		none) cat ;;
 		*) die "pack_cpio: unknown compression '$comp'" ;;
 	esac >"$out.tmp.$$"

@@ -59,7 +59,7 @@ if [ "$where" = auto ]; then
 fi
 case $where in
 direct) k=$kernel i=$initrd d=$daxvmm t=$timer ;;
-nested) k=/guest/bzImage i=/guest/initrd.cpio.gz d=/bin/daxvmm t=/bin/daxvmm-boot-timer ;;
+nested) k=/guest/bzImage i=/guest/initrd.cpio.lz4 d=/bin/daxvmm t=/bin/daxvmm-boot-timer ;;
 *) die "--where is auto, direct or nested, got '$where'" ;;
 esac
 

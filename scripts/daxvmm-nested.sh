@@ -11,7 +11,7 @@ args=() kernel='' initrd=''
 while [ $# -gt 0 ]; do
 	case $1 in
 	--kernel) kernel=$2; args+=(--kernel /guest/bzImage); shift 2 ;;
-	--initrd) initrd=$2; args+=(--initrd /guest/initrd.cpio.gz); shift 2 ;;
+	--initrd) initrd=$2; args+=(--initrd /guest/initrd.cpio.lz4); shift 2 ;;
 	-h | --help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) args+=("$1"); shift ;;
 	esac

@@ -12,7 +12,7 @@ bindgen_ver=$(pin_get "$pin" KERNEL_BINDGEN)
 packages=(
 	qemu-system-x86 seabios ipxe-qemu busybox-static e2fsprogs xfsprogs ndctl
 	build-essential bc bison flex libelf-dev libssl-dev cpio gzip xz-utils zstd kmod rsync file
-	clang-19 lld-19 llvm-19 libclang-19-dev debian-archive-keyring ca-certificates
+	clang-19 lld-19 llvm-19 libclang-19-dev lz4 debian-archive-keyring ca-certificates
 )
 missing=()
 for p in "${packages[@]}"; do

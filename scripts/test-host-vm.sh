@@ -7,7 +7,7 @@
 #          [--kernel PATH] [--initrd PATH] [--case-timeout SECONDS] [--with-qemu] [--add FILE]...
 #   FILE: one case per line, NAME<TAB>SHELL COMMAND ('#' lines and blank lines are skipped). The commands run
 #   in the test host VM, one after another, with stdin from /dev/null, and may use /guest/bzImage,
-#   /guest/initrd.cpio.gz and /bin/daxvmm.
+#   /guest/initrd.cpio.lz4 and /bin/daxvmm.
 #   --daxvmm   the static daxvmm (default: $DAXVMM_BIN, else target/x86_64-unknown-linux-musl/release/daxvmm;
 #              left out with a warning when that default does not exist)
 #   --kernel   the guest bzImage (default: $DAXVMM_GUEST_KERNEL, else the cached scripts/build-guest-kernel.sh one)
@@ -169,7 +169,7 @@ run=$(mktemp -d "${TMPDIR:-/tmp}/daxvmm-l1run.XXXXXX")
 trap 'rm -rf "$run"' EXIT
 mkdir -p "$run/root/guest" "$run/root/bin"
 cp "$kernel" "$run/root/guest/bzImage"
-cp "$initrd" "$run/root/guest/initrd.cpio.gz"
+cp "$initrd" "$run/root/guest/initrd.cpio.lz4"
 [ -z "$daxvmm" ] || install -m 0755 "$daxvmm" "$run/root/bin/daxvmm"
 for f in "${adds[@]}"; do install -m 0755 "$f" "$run/root/bin/$(basename "$f")"; done
 cp "$batch" "$run/root/batch"

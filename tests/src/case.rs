@@ -79,7 +79,7 @@ impl Case {
 /// Where scripts/test-host-vm.sh puts the guest kernel inside the test host VM.
 pub const NESTED_KERNEL: &str = "/guest/bzImage";
 /// Where scripts/test-host-vm.sh puts the guest initramfs inside the test host VM.
-pub const NESTED_INITRD: &str = "/guest/initrd.cpio.gz";
+pub const NESTED_INITRD: &str = "/guest/initrd.cpio.lz4";
 
 /// Replaces `{kernel}` and `{initrd}` in one argument.
 pub fn substitute(arg: &str, kernel: &Path, initrd: &Path) -> String {
@@ -105,10 +105,13 @@ mod tests {
     #[test]
     fn placeholders_are_replaced_anywhere_in_an_argument() {
         let k = Path::new("/k/bzImage");
-        let i = Path::new("/i/initrd.cpio.gz");
+        let i = Path::new("/i/initrd.cpio.lz4");
         assert_eq!(substitute("{kernel}", k, i), "/k/bzImage");
-        assert_eq!(substitute("--initrd={initrd}", k, i), "--initrd=/i/initrd.cpio.gz");
-        assert_eq!(substitute("{kernel},{initrd},{kernel}", k, i), "/k/bzImage,/i/initrd.cpio.gz,/k/bzImage");
+        assert_eq!(substitute("--initrd={initrd}", k, i), "--initrd=/i/initrd.cpio.lz4");
+        assert_eq!(
+            substitute("{kernel},{initrd},{kernel}", k, i),
+            "/k/bzImage,/i/initrd.cpio.lz4,/k/bzImage"
+        );
         assert_eq!(substitute("{cpus} stays", k, i), "{cpus} stays");
     }
 

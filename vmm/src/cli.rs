@@ -23,9 +23,9 @@ pub const MIN_MEM: u64 = 64 * MIB;
     about = "Boot a Linux guest under KVM with an emulated ACPI NFIT NVDIMM, for testing fs-dax page refcounting",
     after_help = "\
 Examples:
-  daxvmm --kernel bzImage --initrd initrd.cpio.gz
-  daxvmm --kernel bzImage --initrd initrd.cpio.gz --cpus 2 --mem 1G --cmdline '-- cat /proc/cpuinfo'
-  daxvmm --kernel bzImage --initrd initrd.cpio.gz --timeout 2m --cmdline 'quiet'
+  daxvmm --kernel bzImage --initrd initrd.cpio.lz4
+  daxvmm --kernel bzImage --initrd initrd.cpio.lz4 --cpus 2 --mem 1G --cmdline '-- cat /proc/cpuinfo'
+  daxvmm --kernel bzImage --initrd initrd.cpio.lz4 --timeout 2m --cmdline 'quiet'
 
 Exit codes: 0 guest powered off, 1 daxvmm error, 2 usage error, 3 guest kernel panic (pvpanic),
 4 --timeout expired, 5 guest reset/reboot, 6 guest reported a non-zero exit status,
@@ -37,7 +37,8 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub kernel: PathBuf,
 
-    /// Initial ramdisk (a cpio archive, optionally gzip-compressed) loaded at the top of low RAM.
+    /// Initial ramdisk (a cpio archive, compressed with any method the guest kernel can unpack), loaded
+    /// at the top of low RAM.
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
 

@@ -258,7 +258,6 @@ mod tests {
     use super::*;
 
     fn outcome(events: &[GuestEvent], timeout: Option<Duration>) -> Result<Outcome, VmError> {
-        step("kernel and initrd loaded");
         let (tx, rx) = mpsc::channel();
         for e in events {
             tx.send(*e).unwrap();

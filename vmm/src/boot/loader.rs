@@ -205,8 +205,9 @@ fn load_initrd(
     addr_max: u64,
 ) -> Result<(u64, u64), LoaderError> {
     let shown = path.display().to_string();
-    let data = std::fs::read(path).map_err(|source| LoaderError::ReadInitrd { path: shown, source })?;
-    let size = data.len() as u64;
+    let read_err = |source| LoaderError::ReadInitrd { path: shown.clone(), source };
+    let mut file = File::open(path).map_err(read_err)?;
+    let size = file.metadata().map_err(read_err)?.len();
     let low_end = crate::memory::ram_ranges(mem).first().map_or(0, |(a, s)| a.0 + s);
     let top = low_end.min(addr_max.saturating_add(1));
     let addr = top
@@ -214,7 +215,8 @@ fn load_initrd(
         .map(|a| a & !0xfff)
         .filter(|&a| a >= kernel_end)
         .ok_or(LoaderError::InitrdTooLarge { initrd: size })?;
-    gm.write_slice(&data, GuestAddress(addr))
+    // Straight from the file into guest memory: no intermediate copy of a possibly large image.
+    gm.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
         .map_err(|source| LoaderError::GuestMemory { what: "the initrd", source })?;
     Ok((addr, size))
 }
@@ -254,5 +256,29 @@ mod tests {
         let e = check_bzimage(Path::new("/etc/hostname")).unwrap_err().to_string();
         assert!(e.contains("is not a bzImage"), "{e}");
         assert!(matches!(check_bzimage(Path::new("/nonexistent")), Err(LoaderError::OpenKernel { .. })));
+    }
+
+    #[test]
+    fn initrd_goes_to_the_top_of_low_ram() {
+        let mem = 64u64 << 20;
+        let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem as usize)]).unwrap();
+        let path = std::env::temp_dir().join(format!("daxvmm-initrd-{}", std::process::id()));
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let (addr, size) = load_initrd(&gm, &path, mem, 1 << 20, 0x7fff_ffff).unwrap();
+        assert_eq!(size, 10_000);
+        assert_eq!(addr, (mem - 10_000) & !0xfff);
+        let mut back = vec![0u8; data.len()];
+        gm.read_slice(&mut back, GuestAddress(addr)).unwrap();
+        assert_eq!(back, data);
+        // initrd_addr_max below RAM's end caps the placement.
+        let (addr, _) = load_initrd(&gm, &path, mem, 1 << 20, (16 << 20) - 1).unwrap();
+        assert_eq!(addr, ((16u64 << 20) - 10_000) & !0xfff);
+        // No room above the kernel.
+        assert!(matches!(
+            load_initrd(&gm, &path, mem, mem - 4096, 0x7fff_ffff),
+            Err(LoaderError::InitrdTooLarge { .. })
+        ));
+        std::fs::remove_file(&path).unwrap();
     }
 }
