@@ -58,6 +58,11 @@ impl EventSink {
         }
     }
 
+    /// Ends the run from the VMM's side (e.g. a timeout): vCPUs stop quietly from now on.
+    pub fn mark_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
     /// True once any clone of this sink delivered a terminal event.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)

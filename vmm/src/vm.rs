@@ -116,6 +116,20 @@ pub enum VmError {
 
 /// Boots the guest and waits for it to end.
 pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
+    // pmem first: its errors (pool too small, a file of the wrong size) need no KVM to be reported.
+    let pmem = pmem::setup(cfg.mem, &cfg.pmem, std::path::Path::new(HUGEPAGES_SYSFS))?;
+    let result = run_with(cfg, started, &pmem);
+    match &result {
+        // The guest never ran: leave no file behind that this start created.
+        Err(e) if !matches!(e, VmError::VcpuFailed(_)) => {
+            pmem.iter().for_each(|r| r.mapping.discard_if_created())
+        }
+        _ => pmem::flush_all(&pmem),
+    }
+    result
+}
+
+fn run_with(cfg: &VmConfig, started: Instant, pmem: &[PmemRegion]) -> Result<Outcome, VmError> {
     let step = |what: &str| log::debug!("{:>5} ms  {what}", started.elapsed().as_millis());
     step("opening KVM");
     let kvm = kvm_host::open()?;
@@ -128,11 +142,10 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
     step("VM created");
     let gm = memory::create(cfg.mem)?;
     let next_slot = memory::register(&vm, &gm, 0)?;
-    let pmem = pmem::setup(cfg.mem, &cfg.pmem, std::path::Path::new(HUGEPAGES_SYSFS))?;
-    pmem::register(&vm, &pmem, next_slot)?;
+    pmem::register(&vm, pmem, next_slot)?;
     step("memory and pmem mapped");
     regs::write_boot_tables(&gm)?;
-    acpi::write_tables(&gm, cfg.cpus, &pmem::acpi_regions(&pmem))?;
+    acpi::write_tables(&gm, cfg.cpus, &pmem::acpi_regions(pmem))?;
     step("ACPI tables written");
     let boot = loader::load(
         &gm,
@@ -184,10 +197,9 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
     for (cpu, fd) in vcpus.into_iter().enumerate() {
         vcpu::spawn(fd, cpu as u8, buses.clone(), sink.clone(), started)?;
     }
-    drop(sink);
-    // `gm`, `pmem` and `vm` stay alive here until the process exits, as the vCPU threads need them.
-    let outcome = wait(&rx, cfg.timeout, started, &pmem);
-    pmem::flush_all(&pmem);
+    let outcome = wait(&rx, cfg.timeout, started, pmem);
+    // Guest RAM is unmapped when this returns; vCPUs still in the guest must stop without complaint.
+    sink.mark_stopping();
     outcome
 }
 

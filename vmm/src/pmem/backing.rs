@@ -85,6 +85,7 @@ pub struct HostMapping {
     size: u64,
     kind: BackingKind,
     file: Option<PathBuf>,
+    created: bool,
     // Keeps a memfd or the user's file open for the life of the mapping.
     _fd: Option<File>,
 }
@@ -118,6 +119,16 @@ impl HostMapping {
     /// The backing file, if any.
     pub fn file(&self) -> Option<&Path> {
         self.file.as_deref()
+    }
+
+    /// Removes the backing file if this run created it: for a start that failed before the guest ran,
+    /// so nothing of the user's is touched and nothing new is left behind.
+    pub fn discard_if_created(&self) {
+        if let (true, Some(path)) = (self.created, &self.file) {
+            if let Err(e) = std::fs::remove_file(path) {
+                log::warn!("could not remove {} created by this failed start: {e}", path.display());
+            }
+        }
     }
 
     /// Writes dirty pages of a file-backed region back to the file (msync MS_SYNC).
@@ -334,7 +345,7 @@ pub fn map(index: usize, spec: &PmemSpec, pools: &Path) -> Result<HostMapping, B
         }
     }
     let addr = result?;
-    Ok(HostMapping { addr, size: spec.size, kind, file: spec.file.clone(), _fd: fd })
+    Ok(HostMapping { addr, size: spec.size, kind, file: spec.file.clone(), created, _fd: fd })
 }
 
 fn map_fd(
@@ -481,6 +492,19 @@ mod tests {
         m.read(4096, &mut b).unwrap();
         assert_eq!(b[0], 0xa5);
         drop(m);
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn only_files_this_run_created_are_discarded() {
+        let path = tmp("discard.img");
+        let _ = std::fs::remove_file(&path);
+        let s = spec(&format!("2M,file={}", path.display()));
+        map(0, &s, &no_pools()).unwrap().discard_if_created();
+        assert!(!path.exists(), "a file created by a failed start is removed");
+        std::fs::write(&path, vec![7u8; 2 << 20]).unwrap();
+        map(0, &s, &no_pools()).unwrap().discard_if_created();
+        assert_eq!(std::fs::read(&path).unwrap()[0], 7, "an existing file is kept as it was");
         std::fs::remove_file(&path).unwrap();
     }
 
