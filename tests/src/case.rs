@@ -21,6 +21,9 @@ pub struct Case {
     pub vmm: Vmm,
     /// Its arguments; `{kernel}` and `{initrd}` are replaced by the guest kernel and initramfs paths.
     pub daxvmm_args: Vec<String>,
+    /// A shell snippet run right before the VMM, where the VMM runs (the test host VM or this host);
+    /// the case fails with its output if it fails. `{tmp}` works here as in the arguments.
+    pub setup: Option<String>,
 }
 
 impl Case {
@@ -30,6 +33,7 @@ impl Case {
             name: name.to_string(),
             vmm: Vmm::Daxvmm,
             daxvmm_args: args.into_iter().map(Into::into).collect(),
+            setup: None,
         }
     }
 
@@ -39,6 +43,7 @@ impl Case {
             name: name.to_string(),
             vmm: Vmm::Qemu,
             daxvmm_args: args.into_iter().map(Into::into).collect(),
+            setup: None,
         }
     }
 
@@ -56,8 +61,19 @@ impl Case {
     }
 
     /// The arguments with the placeholders replaced.
-    pub fn args_with(&self, kernel: &Path, initrd: &Path) -> Vec<String> {
-        self.daxvmm_args.iter().map(|a| substitute(a, kernel, initrd)).collect()
+    /// Runs `sh` first (see [`Case::setup`]).
+    pub fn with_setup(mut self, sh: &str) -> Case {
+        self.setup = Some(sh.to_string());
+        self
+    }
+
+    pub fn args_with(&self, kernel: &Path, initrd: &Path, tmp: &Path) -> Vec<String> {
+        self.daxvmm_args.iter().map(|a| substitute_tmp(&substitute(a, kernel, initrd), tmp)).collect()
+    }
+
+    /// The setup snippet with `{tmp}` filled in.
+    pub fn setup_with(&self, tmp: &Path) -> Option<String> {
+        self.setup.as_deref().map(|s| substitute_tmp(s, tmp))
     }
 
     /// The batch-file line (`NAME<TAB>COMMAND`) that runs this case inside the test host VM.
@@ -66,8 +82,12 @@ impl Case {
             Vmm::Daxvmm => "/bin/daxvmm",
             Vmm::Qemu => "qemu-system-x86_64",
         };
-        let args = self.args_with(Path::new(NESTED_KERNEL), Path::new(NESTED_INITRD));
-        let mut cmd = program.to_string();
+        let tmp = Path::new(NESTED_TMP);
+        let args = self.args_with(Path::new(NESTED_KERNEL), Path::new(NESTED_INITRD), tmp);
+        let mut cmd = match self.setup_with(tmp) {
+            Some(setup) => format!("( {setup} ) && {program}"),
+            None => program.to_string(),
+        };
         for a in &args {
             cmd.push(' ');
             cmd.push_str(&shell_quote(a));
@@ -80,6 +100,13 @@ impl Case {
 pub const NESTED_KERNEL: &str = "/guest/bzImage";
 /// Where scripts/test-host-vm.sh puts the guest initramfs inside the test host VM.
 pub const NESTED_INITRD: &str = "/guest/initrd.cpio.lz4";
+/// Scratch directory for `{tmp}` inside the test host VM (its tmpfs root).
+pub const NESTED_TMP: &str = "/tmp";
+
+/// Replaces `{tmp}` with the scratch directory where the case runs.
+pub fn substitute_tmp(arg: &str, tmp: &Path) -> String {
+    arg.replace("{tmp}", &tmp.to_string_lossy())
+}
 
 /// Replaces `{kernel}` and `{initrd}` in one argument.
 pub fn substitute(arg: &str, kernel: &Path, initrd: &Path) -> String {

@@ -8,6 +8,7 @@
 //! - [`run`]: [`run_batch`], which boots one test host VM for all cases (Nested) or runs each (Direct).
 //! - [`shared`]: [`SharedBatch`], one batch per test binary shared by its `#[test]` functions.
 //! - [`record`]: [`Skip`] and the boot log scripts/test.sh summarizes.
+//! - [`reject`]: checks that daxvmm refuses bad input (no guest needed).
 //!
 //! A test that cannot run here (no KVM, no QEMU, an artifact missing) is skipped: it prints
 //! `SKIP: <test>: <reason>` on stderr, records the skip, and passes.
@@ -22,6 +23,7 @@ pub mod console;
 pub mod host;
 pub mod process;
 pub mod record;
+pub mod reject;
 pub mod run;
 pub mod shared;
 

@@ -119,7 +119,22 @@ fn run_direct(cases: &[Case], art: &Artifacts) -> BTreeMap<String, Result<Outcom
             Vmm::Daxvmm => art.daxvmm.clone(),
             Vmm::Qemu => PathBuf::from("qemu-system-x86_64"),
         };
-        let args = c.args_with(&art.kernel, &art.initrd);
+        let tmp = direct_tmp();
+        let args = c.args_with(&art.kernel, &art.initrd, &tmp);
+        if let Some(setup) = c.setup_with(&tmp) {
+            match run_with_deadline(Command::new("sh").args(["-c", &setup]), case_timeout()) {
+                Ok(r) if r.code == 0 => {}
+                Ok(r) => {
+                    let why = format!("setup `{setup}` exited {}:\n{}{}", r.code, r.stdout, r.stderr);
+                    out.insert(c.name.clone(), Err(why));
+                    continue;
+                }
+                Err(e) => {
+                    out.insert(c.name.clone(), Err(format!("cannot run setup `{setup}`: {e}")));
+                    continue;
+                }
+            }
+        }
         let res = run_with_deadline(Command::new(&program).args(&args), case_timeout());
         let outcome = match res {
             Ok(r) => {
@@ -148,6 +163,13 @@ fn run_direct(cases: &[Case], art: &Artifacts) -> BTreeMap<String, Result<Outcom
         out.insert(c.name.clone(), outcome);
     }
     out
+}
+
+/// Scratch directory for `{tmp}` when cases run on this host: one per test process.
+fn direct_tmp() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("daxvmm-tests-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    dir
 }
 
 static BATCH_FILES: AtomicUsize = AtomicUsize::new(0);

@@ -2,13 +2,9 @@
 //! (power-off, panic, --timeout, a non-zero guest exit status), as one batch (one test host VM boot when
 //! nested). Then daxvmm's handling of bad input, which needs no guest and runs on the host.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use daxvmm_tests::host::env_file;
-use daxvmm_tests::process::run_with_deadline;
-use daxvmm_tests::record::report_skip;
+use daxvmm_tests::reject::{args, assert_rejected, not_a_bzimage, some_kernel};
 use daxvmm_tests::{Case, SharedBatch};
 
 const INIT_REACHED: &str = "daxvmm-guest: init reached";
@@ -85,48 +81,6 @@ fn guest_status() {
 }
 
 // ---- Bad input: daxvmm must refuse it with an error line, exit 1 or 2, and never panic. ----
-
-/// A file that exists but is not a bzImage.
-fn not_a_bzimage() -> PathBuf {
-    let p = std::env::temp_dir().join(format!("daxvmm-test-not-a-bzImage-{}", std::process::id()));
-    if !p.exists() {
-        std::fs::write(&p, "this is not a kernel\n").expect("write a temp file");
-    }
-    p
-}
-
-/// The real guest kernel when there is one, so that only the option under test is wrong.
-fn some_kernel() -> PathBuf {
-    env_file("DAXVMM_GUEST_KERNEL").unwrap_or_else(|_| not_a_bzimage())
-}
-
-/// Runs daxvmm with `args` and checks the rejection; `mention`: words (any one, case-insensitive) the error
-/// line must contain, so that it is this input that was refused.
-fn assert_rejected(test: &str, args: &[String], mention: &[&str]) {
-    let bin = match env_file("DAXVMM_BIN") {
-        Ok(b) => b,
-        Err(skip) => return report_skip(test, &skip),
-    };
-    let r = run_with_deadline(Command::new(&bin).args(args), Duration::from_secs(60)).expect("daxvmm runs");
-    let show =
-        format!("daxvmm {}\nexit {}\nstdout:\n{}\nstderr:\n{}", args.join(" "), r.code, r.stdout, r.stderr);
-    assert!(!r.timed_out, "daxvmm did not exit within 60s on bad input: {show}");
-    assert!(r.code == 1 || r.code == 2, "bad input must exit 1 or 2: {show}");
-    assert!(!r.stdout.contains("panicked") && !r.stderr.contains("panicked"), "daxvmm panicked: {show}");
-    let error_line = r.stderr.lines().find(|l| l.starts_with("error") || l.starts_with("daxvmm: error"));
-    let Some(error_line) = error_line else {
-        panic!("no stderr line starting with 'error' (or 'daxvmm: error'): {show}");
-    };
-    let lower = error_line.to_lowercase();
-    assert!(
-        mention.iter().any(|m| lower.contains(&m.to_lowercase())),
-        "the error line does not name the bad input (one of {mention:?}): {show}"
-    );
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
 
 #[test]
 fn bad_input_missing_kernel() {

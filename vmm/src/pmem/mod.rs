@@ -149,7 +149,14 @@ pub fn setup(mem: u64, specs: &[PmemSpec], pools: &Path) -> Result<Vec<PmemRegio
     let bases = place(mem, specs, host_phys_bits())?;
     let mut regions = Vec::with_capacity(specs.len());
     for (index, (spec, gpa)) in specs.iter().zip(bases).enumerate() {
-        let mapping = backing::map(index, spec, pools)?;
+        let mapping = match backing::map(index, spec, pools) {
+            Ok(m) => m,
+            Err(e) => {
+                // Files the earlier regions of this failed start created go too.
+                regions.iter().for_each(|r: &PmemRegion| r.mapping.discard_if_created());
+                return Err(e.into());
+            }
+        };
         if gpa % mapping.align() != 0 {
             log::warn!(
                 "pmem{index}: guest address {gpa:#x} is not {}-aligned; KVM will use smaller pages",

@@ -1,0 +1,33 @@
+#!/bin/sh
+# usage: /tests/persist.sh write|read [/dev/pmemN]
+# Runs in a daxvmm guest with a file-backed --pmem. `write` makes the namespace fsdax, makes ext4, mounts it
+# with -o dax and writes a marker file; `read`, in a later boot from the same backing file, mounts it again
+# (the fsdax info block and the filesystem must have survived) and prints the marker. Exit status 0 when
+# every step worked.
+set -e
+mode=${1:?usage: persist.sh write|read [/dev/pmemN]}
+dev=${2:-/dev/pmem0}
+name=${dev#/dev/}
+mnt=/mnt/$name
+marker=daxvmm-persist-marker-5f3a
+mkdir -p "$mnt"
+case $mode in
+write)
+	if [ "$(cat /sys/block/$name/queue/dax)" != 1 ]; then
+		ndctl create-namespace -f -e "$(basename "$(readlink -f /sys/block/$name/device)")" -m fsdax >/dev/null
+	fi
+	mkfs.ext4 -q -F -b 4096 "$dev"
+	mount -t ext4 -o dax "$dev" "$mnt"
+	echo "$marker" >"$mnt/marker"
+	sync
+	umount "$mnt"
+	echo "persist: wrote $marker"
+	;;
+read)
+	test "$(cat /sys/block/$name/queue/dax)" = 1 || { echo "persist: $name is not fsdax after reboot"; exit 1; }
+	mount -t ext4 -o dax "$dev" "$mnt"
+	echo "persist: read $(cat "$mnt/marker")"
+	umount "$mnt"
+	;;
+*) echo "usage: persist.sh write|read" >&2; exit 2 ;;
+esac

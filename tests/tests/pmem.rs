@@ -1,0 +1,176 @@
+//! The emulated NFIT NVDIMM (`--pmem`), booted in real guests as one batch: DAX on ext4 and xfs with a
+//! PMD fault, two NVDIMMs, data that survives a restart in a backing file, a 16G region that costs no
+//! memory until touched, and hugetlb backing proven by smaps. Then bad `--pmem` input, checked on this
+//! host without a guest.
+
+use daxvmm_tests::reject::{args, assert_rejected, some_kernel};
+use daxvmm_tests::{Case, SharedBatch};
+
+/// What persist.sh writes and reads back.
+const MARKER: &str = "daxvmm-persist-marker-5f3a";
+
+fn guest(name: &str, extra: &[&str], cmd: &str) -> Case {
+    let mut a = vec!["--kernel", "{kernel}", "--initrd", "{initrd}", "--timeout", "240s"];
+    a.extend_from_slice(extra);
+    let cmdline = format!("quiet -- {cmd}");
+    a.extend_from_slice(&["--cmdline", &cmdline]);
+    Case::daxvmm(name, a)
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        guest("dax_ext4", &["--cpus", "2", "--pmem", "1G"], "/tests/pmem-dax.sh ext4"),
+        guest("dax_xfs", &["--cpus", "2", "--pmem", "1G"], "/tests/pmem-dax.sh xfs"),
+        guest(
+            "two_dimms",
+            &["--pmem", "256M", "--pmem", "512M"],
+            "cat /sys/block/pmem0/size /sys/block/pmem1/size",
+        ),
+        guest("persist_write", &["--pmem", "512M,file={tmp}/persist.img"], "/tests/persist.sh write")
+            .with_setup("rm -f {tmp}/persist.img"),
+        // The marker must be in the host file itself before the second boot reads it.
+        guest("persist_read", &["--pmem", "512M,file={tmp}/persist.img"], "/tests/persist.sh read")
+            .with_setup(&format!("grep -q -a {MARKER} {{tmp}}/persist.img")),
+        guest("big_lazy", &["--mem", "256M", "--pmem", "16G"], "cat /sys/block/pmem0/size"),
+        guest("hugetlb", &["--pmem", "512M,backing=hugetlb-2m"], "/tests/pmem-dax.sh ext4").with_setup(
+            "[ $(cat /proc/sys/vm/nr_hugepages) -ge 300 ] || echo 300 > /proc/sys/vm/nr_hugepages",
+        ),
+    ]
+}
+
+static BATCH: SharedBatch = SharedBatch::new(cases);
+
+fn assert_tap_passed(name: &str, checks: usize) {
+    let Some(out) = BATCH.outcome(name) else { return };
+    assert_eq!(out.exit_code, 0, "every guest check must pass: {out}");
+    assert!(!out.contains("not ok"), "a guest check failed: {out}");
+    assert!(out.has_line(&format!("1..{checks}")), "expected {checks} TAP results: {out}");
+    assert!(out.contains("(1024 MiB)"), "/dev/pmem0 must be the 1G asked for: {out}");
+    assert!(out.contains("- a PMD fault was served"), "the PMD check did not run: {out}");
+}
+
+#[test]
+fn dax_ext4() {
+    assert_tap_passed("dax_ext4", 10);
+}
+
+#[test]
+fn dax_xfs() {
+    assert_tap_passed("dax_xfs", 10);
+}
+
+#[test]
+fn two_dimms() {
+    let Some(out) = BATCH.outcome("two_dimms") else { return };
+    assert_eq!(out.exit_code, 0, "{out}");
+    // Sizes in 512-byte sectors: 256M and 512M (raw namespaces use the whole region).
+    assert!(out.has_line("524288") && out.has_line("1048576"), "pmem0 256M and pmem1 512M expected: {out}");
+}
+
+#[test]
+fn persist_across_boots() {
+    let (Some(w), Some(r)) = (BATCH.outcome("persist_write"), BATCH.outcome("persist_read")) else { return };
+    assert_eq!(w.exit_code, 0, "first boot: {w}");
+    assert!(w.contains(&format!("persist: wrote {MARKER}")), "{w}");
+    assert!(w.contains("flushed to"), "daxvmm must msync the file at power-off: {w}");
+    assert_eq!(r.exit_code, 0, "second boot (its setup also checks the host file holds the marker): {r}");
+    assert!(r.contains(&format!("persist: read {MARKER}")), "{r}");
+}
+
+/// The value in a daxvmm log line like "daxvmm RSS 52 MiB".
+fn mib_after(text: &str, prefix: &str) -> Option<u64> {
+    let rest = &text[text.find(prefix)? + prefix.len()..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn big_region_costs_nothing_until_touched() {
+    let Some(out) = BATCH.outcome("big_lazy") else { return };
+    assert_eq!(out.exit_code, 0, "{out}");
+    assert!(out.has_line("33554432"), "/dev/pmem0 must be 16G (33554432 sectors): {out}");
+    let rss = mib_after(&out.console, "daxvmm RSS ").unwrap_or_else(|| panic!("no RSS line: {out}"));
+    assert!(rss < 64, "daxvmm RSS {rss} MiB at guest init, expected < 64 MiB: {out}");
+    let pmem_rss = mib_after(&out.console, "pmem0: smaps KernelPageSize ")
+        .and_then(|_| mib_after(&out.console[out.console.find("pmem0: smaps")?..], ", Rss "));
+    assert_eq!(pmem_rss, Some(0), "the untouched 16G region must have no resident pages: {out}");
+}
+
+#[test]
+fn hugetlb_backing_in_smaps() {
+    let Some(out) = BATCH.outcome("hugetlb") else { return };
+    assert_eq!(out.exit_code, 0, "{out}");
+    assert!(out.contains("pmem0: 512M backed by hugetlb memfd (2M pages)"), "{out}");
+    assert!(out.contains("pmem0: smaps KernelPageSize 2048 KiB"), "smaps must show 2 MiB pages: {out}");
+    assert!(!out.contains("not ok"), "DAX checks on hugetlb-backed pmem: {out}");
+}
+
+// ---- Bad --pmem input: an error naming it, exit 1 or 2, no panic, and the user's file untouched. ----
+
+fn bad_pmem(test: &str, pmem: &[&str], mention: &[&str]) {
+    let k = some_kernel();
+    let k = k.to_string_lossy();
+    let mut a = vec!["--kernel", &*k, "--timeout", "10s"];
+    for p in pmem {
+        a.extend_from_slice(&["--pmem", p]);
+    }
+    assert_rejected(test, &args(&a), mention);
+}
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("daxvmm-pmem-test-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn bad_pmem_size_not_2m_multiple() {
+    bad_pmem("bad_pmem_size_not_2m_multiple", &["3M"], &["multiple of 2m"]);
+}
+
+#[test]
+fn bad_pmem_larger_than_hugetlb_pool() {
+    // Far more 1 GiB pages than any test machine has reserved.
+    bad_pmem("bad_pmem_larger_than_hugetlb_pool", &["4T,backing=hugetlb-1g"], &["hugetlb"]);
+}
+
+#[test]
+fn bad_pmem_file_of_wrong_size_is_left_alone() {
+    let f = scratch("wrong-size.img");
+    let data: Vec<u8> = (0..(4u32 << 20)).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&f, &data).expect("write the test file");
+    let spec = format!("8M,file={}", f.display());
+    bad_pmem("bad_pmem_file_of_wrong_size_is_left_alone", &[&spec], &["resize=on"]);
+    let after = std::fs::read(&f).expect("the file must still be there");
+    assert!(after == data, "the backing file was changed by a failed start");
+    let _ = std::fs::remove_file(&f);
+}
+
+#[test]
+fn bad_pmem_directory_as_file() {
+    let d = std::env::temp_dir();
+    let spec = format!("8M,file={}", d.display());
+    bad_pmem("bad_pmem_directory_as_file", &[&spec], &["directory"]);
+}
+
+#[test]
+fn bad_pmem_too_many_dimms() {
+    bad_pmem("bad_pmem_too_many_dimms", &["2M"; 9], &["at most 8"]);
+}
+
+#[test]
+fn bad_pmem_overlaps_ram() {
+    bad_pmem("bad_pmem_overlaps_ram", &["2M,addr=0x200000"], &["overlaps guest ram"]);
+}
+
+#[test]
+fn bad_pmem_unknown_option() {
+    bad_pmem("bad_pmem_unknown_option", &["2M,colour=blue"], &["colour"]);
+}
+
+#[test]
+fn bad_pmem_never_leaves_a_new_file_behind() {
+    // The spec is fine, but another one is not: a failed start must not create the first one's file.
+    let f = scratch("not-created.img");
+    let _ = std::fs::remove_file(&f);
+    let spec = format!("4M,file={}", f.display());
+    bad_pmem("bad_pmem_never_leaves_a_new_file_behind", &[&spec, "4T,backing=hugetlb-1g"], &["hugetlb"]);
+    assert!(!f.exists(), "a failed start left {} behind", f.display());
+}
