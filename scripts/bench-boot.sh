@@ -40,23 +40,9 @@ log "building daxvmm-boot-timer (release, $musl)"
 	die "cargo build of daxvmm-boot-timer failed"
 timer=$target_dir/$musl/release/daxvmm-boot-timer
 
-daxvmm=${daxvmm:-${DAXVMM_BIN:-$target_dir/$musl/release/daxvmm}}
-[ -f "$daxvmm" ] || die "daxvmm binary $daxvmm does not exist; build it: cargo build --release --target $musl -p daxvmm"
-if [ -z "$kernel" ]; then
-	kernel=${DAXVMM_GUEST_KERNEL:-$DAXVMM_CACHE/kernels/$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --print-key)/bzImage}
-fi
-[ -f "$kernel" ] || die "guest kernel $kernel does not exist; run scripts/build-guest-kernel.sh or pass --kernel"
-initrd=${initrd:-${DAXVMM_GUEST_INITRD:-$("$DAXVMM_ROOT/scripts/build-initramfs.sh")}}
-[ -f "$initrd" ] || die "guest initramfs $initrd does not exist"
-
-if [ "$where" = auto ]; then
-	# The same rule as the tests (tests/src/host.rs): hardware KVM, and not kvm-pvm.
-	if [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && { [ -e /sys/module/kvm_intel ] || [ -e /sys/module/kvm_amd ]; }; then
-		where=direct
-	else
-		where=nested
-	fi
-fi
+arts=$(resolve_artifacts "$daxvmm" "$kernel" "$initrd") || exit 1
+{ read -r daxvmm; read -r kernel; read -r initrd; } <<<"$arts"
+[ "$where" = auto ] && where=$(kvm_where)
 case $where in
 direct) k=$kernel i=$initrd d=$daxvmm t=$timer ;;
 nested) k=/guest/bzImage i=/guest/initrd.cpio.lz4 d=/bin/daxvmm t=/bin/daxvmm-boot-timer ;;

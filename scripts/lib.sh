@@ -72,3 +72,26 @@ hash_files() {
 }
 
 jobs_count() { nproc 2>/dev/null || echo 2; }
+
+# kvm_where -> "direct" when this host has a hardware KVM that boots ordinary guests, else "nested" (the
+# test host VM). The same rule as tests/src/host.rs and scripts/quickstart.sh.
+kvm_where() {
+	if [ -c /dev/kvm ] && [ ! -e /sys/module/kvm_pvm ] && { [ -e /sys/module/kvm_intel ] || [ -e /sys/module/kvm_amd ]; }; then
+		echo direct
+	else
+		echo nested
+	fi
+}
+
+# resolve_artifacts DAXVMM KERNEL INITRD: prints the three paths, each the argument if non-empty, else
+# $DAXVMM_BIN / $DAXVMM_GUEST_KERNEL / $DAXVMM_GUEST_INITRD, else the cached builds; dies if one is missing.
+resolve_artifacts() {
+	local musl=x86_64-unknown-linux-musl
+	local d=${1:-${DAXVMM_BIN:-${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}/$musl/release/daxvmm}}
+	local k=${2:-${DAXVMM_GUEST_KERNEL:-$DAXVMM_CACHE/kernels/$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --print-key)/bzImage}}
+	local i=${3:-${DAXVMM_GUEST_INITRD:-$("$DAXVMM_ROOT/scripts/build-initramfs.sh")}}
+	[ -f "$d" ] || die "daxvmm binary $d does not exist; run scripts/build-all.sh"
+	[ -f "$k" ] || die "guest kernel $k does not exist; run scripts/build-guest-kernel.sh or pass --kernel"
+	[ -f "$i" ] || die "guest initramfs $i does not exist; run scripts/build-initramfs.sh"
+	printf '%s\n%s\n%s\n' "$d" "$k" "$i"
+}

@@ -14,7 +14,7 @@ guest_cmd='echo "hello from a daxvmm guest: $(uname -sr), CPUs online $(cat /sys
 args=(--kernel "$DAXVMM_GUEST_KERNEL" --initrd "$DAXVMM_GUEST_INITRD" --cmdline "-- $guest_cmd" --timeout 5m)
 [ $# -gt 0 ] && args+=("$@") || args+=(--cpus 2 --mem 512M)
 
-if [ -e /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; } && [ ! -d /sys/module/kvm_pvm ]; then
+if [ "$(kvm_where)" = direct ]; then
 	log "hardware KVM found: running daxvmm directly"
 	set +e
 	"$DAXVMM_BIN" "${args[@]}"
