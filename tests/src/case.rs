@@ -24,6 +24,8 @@ pub struct Case {
     /// A shell snippet run right before the VMM, where the VMM runs (the test host VM or this host);
     /// the case fails with its output if it fails. `{tmp}` works here as in the arguments.
     pub setup: Option<String>,
+    /// Text typed on the VMM's stdin after a delay (for the guest console's input path).
+    pub input: Option<(u64, String)>,
 }
 
 impl Case {
@@ -34,6 +36,7 @@ impl Case {
             vmm: Vmm::Daxvmm,
             daxvmm_args: args.into_iter().map(Into::into).collect(),
             setup: None,
+            input: None,
         }
     }
 
@@ -44,6 +47,7 @@ impl Case {
             vmm: Vmm::Qemu,
             daxvmm_args: args.into_iter().map(Into::into).collect(),
             setup: None,
+            input: None,
         }
     }
 
@@ -67,6 +71,12 @@ impl Case {
         self
     }
 
+    /// Types `text` on the VMM's stdin `delay_secs` after it starts.
+    pub fn with_input(mut self, delay_secs: u64, text: &str) -> Case {
+        self.input = Some((delay_secs, text.to_string()));
+        self
+    }
+
     pub fn args_with(&self, kernel: &Path, initrd: &Path, tmp: &Path) -> Vec<String> {
         self.daxvmm_args.iter().map(|a| substitute_tmp(&substitute(a, kernel, initrd), tmp)).collect()
     }
@@ -85,9 +95,15 @@ impl Case {
         let tmp = Path::new(NESTED_TMP);
         let args = self.args_with(Path::new(NESTED_KERNEL), Path::new(NESTED_INITRD), tmp);
         let mut cmd = match self.setup_with(tmp) {
-            Some(setup) => format!("( {setup} ) && {program}"),
-            None => program.to_string(),
+            Some(setup) => format!("( {setup} ) && "),
+            None => String::new(),
         };
+        if let Some((delay, text)) = &self.input {
+            // A printf format keeps the batch file one line per case: newlines travel as \n.
+            let format = text.replace('\\', "\\\\").replace('%', "%%").replace('\n', "\\n");
+            cmd.push_str(&format!("( sleep {delay}; printf {} ) | ", shell_quote(&format)));
+        }
+        cmd.push_str(program);
         for a in &args {
             cmd.push(' ');
             cmd.push_str(&shell_quote(a));
@@ -140,6 +156,17 @@ mod tests {
             "/k/bzImage,/i/initrd.cpio.lz4,/k/bzImage"
         );
         assert_eq!(substitute("{cpus} stays", k, i), "{cpus} stays");
+    }
+
+    #[test]
+    fn batch_lines_run_setup_and_typed_input() {
+        let c = Case::daxvmm("io", ["--kernel", "{kernel}"])
+            .with_setup("touch {tmp}/x")
+            .with_input(5, "echo 5% hi\n");
+        assert_eq!(
+            c.batch_line(),
+            "io\t( touch /tmp/x ) && ( sleep 5; printf 'echo 5%% hi\\n' ) | /bin/daxvmm --kernel /guest/bzImage"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Running a host process with a deadline and capturing its output: daxvmm per case (Direct) and the bad
 //! input checks, which need no guest.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::thread;
@@ -24,8 +24,25 @@ pub struct ProcessRun {
 
 /// Spawns `cmd` (stdin from /dev/null), waits for it at most `limit`, then kills it.
 pub fn run_with_deadline(cmd: &mut Command, limit: Duration) -> io::Result<ProcessRun> {
+    run_with_input(cmd, limit, None)
+}
+
+/// Like [`run_with_deadline`], but writes `input.1` to the process's stdin after `input.0` (then closes it).
+pub fn run_with_input(
+    cmd: &mut Command,
+    limit: Duration,
+    input: Option<(Duration, Vec<u8>)>,
+) -> io::Result<ProcessRun> {
     let start = Instant::now();
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
+    let mut child = cmd.stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    if let (Some((delay, bytes)), Some(mut w)) = (input, child.stdin.take()) {
+        thread::spawn(move || {
+            thread::sleep(delay);
+            // The process may have exited already; then there is nobody to type to.
+            let _ = w.write_all(&bytes);
+        });
+    }
     let out = child.stdout.take().map(drain);
     let err = child.stderr.take().map(drain);
     let mut timed_out = false;

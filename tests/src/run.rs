@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::case::{Case, Vmm};
 use crate::console::ConsoleParser;
 use crate::host::{self, Artifacts, Where};
-use crate::process::run_with_deadline;
+use crate::process::{run_with_deadline, run_with_input};
 use crate::record::{record_boot, Skip};
 
 /// How long one case may take before the harness kills it (inside the test host VM, or on the host);
@@ -135,7 +135,8 @@ fn run_direct(cases: &[Case], art: &Artifacts) -> BTreeMap<String, Result<Outcom
                 }
             }
         }
-        let res = run_with_deadline(Command::new(&program).args(&args), case_timeout());
+        let input = c.input.as_ref().map(|(d, t)| (Duration::from_secs(*d), t.clone().into_bytes()));
+        let res = run_with_input(Command::new(&program).args(&args), case_timeout(), input);
         let outcome = match res {
             Ok(r) => {
                 record_boot(Where::Direct, &c.name, r.code);

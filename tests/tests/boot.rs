@@ -35,6 +35,8 @@ fn cases() -> Vec<Case> {
         guest("panic", 1, "-- echo c > /proc/sysrq-trigger", "120s"),
         guest("timeout", 1, "-- sleep 1000", "20s"),
         guest("guest_status", 1, "-- exit 7", "120s"),
+        // No command: /init starts a shell on the console, which reads what is typed on daxvmm's stdin.
+        guest("interactive", 1, "quiet", "120s").with_input(15, "echo typed-$((6*7)); exit\n"),
     ]
 }
 
@@ -78,6 +80,13 @@ fn guest_status() {
     let Some(out) = BATCH.outcome("guest_status") else { return };
     assert!(out.contains("daxvmm-guest: command exited rc=7"), "the guest command did not run: {out}");
     assert_eq!(out.exit_code, 6, "a non-zero status on port 0x6F1 must exit 6: {out}");
+}
+
+#[test]
+fn interactive_console_input() {
+    let Some(out) = BATCH.outcome("interactive") else { return };
+    assert!(out.has_line("typed-42"), "the shell did not run what was typed on stdin: {out}");
+    assert_eq!(out.exit_code, 0, "leaving the shell must power the guest off: {out}");
 }
 
 // ---- Bad input: daxvmm must refuse it with an error line, exit 1 or 2, and never panic. ----
