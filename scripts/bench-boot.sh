@@ -68,12 +68,7 @@ if [ "$where" = nested ]; then
 		--kernel "$kernel" --initrd "$initrd" --timeout $((300 + runs * 2 * 120)) --case-timeout 300 >"$console" ||
 		{ tail -n 30 "$console" >&2; die "the test host VM did not finish the benchmark"; }
 else
-	while IFS=$'\t' read -r name cmd; do
-		echo "@@DAXVMM-CASE-BEGIN $name@@"
-		rc=0
-		bash -c "$cmd" </dev/null 2>&1 || rc=$?
-		echo "@@DAXVMM-CASE-END $name rc=$rc@@"
-	done <"$work/batch" >"$console"
+	run_batch_here "$work/batch" >"$console"
 fi
 
 # case name -> marker_ms (or "none"), from the timer line printed inside each case.

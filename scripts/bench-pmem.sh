@@ -65,12 +65,7 @@ if [ "$where" = nested ]; then
 		--kernel "$kernel" --initrd "$initrd" --mem "$l1_mem" --timeout 3600 --case-timeout 1500 >"$console" ||
 		{ tail -n 30 "$console" >&2; die "the test host VM did not finish the benchmark"; }
 else
-	while IFS=$'\t' read -r name cmd; do
-		echo "@@DAXVMM-CASE-BEGIN $name@@"
-		rc=0
-		bash -c "$cmd" </dev/null 2>&1 || rc=$?
-		echo "@@DAXVMM-CASE-END $name rc=$rc@@"
-	done <"$work/batch" >"$console"
+	run_batch_here "$work/batch" >"$console"
 fi
 
 # case -> "write read"

@@ -95,3 +95,15 @@ resolve_artifacts() {
 	[ -f "$i" ] || die "guest initramfs $i does not exist; run scripts/build-initramfs.sh"
 	printf '%s\n%s\n%s\n' "$d" "$k" "$i"
 }
+
+# run_batch_here BATCH: runs a test-host-VM batch file (NAME<TAB>COMMAND lines) on this host instead,
+# printing the same case markers, for hosts where guests boot directly.
+run_batch_here() {
+	local name cmd rc
+	while IFS=$'\t' read -r name cmd; do
+		echo "@@DAXVMM-CASE-BEGIN $name@@"
+		rc=0
+		bash -c "$cmd" </dev/null 2>&1 || rc=$?
+		echo "@@DAXVMM-CASE-END $name rc=$rc@@"
+	done <"$1"
+}

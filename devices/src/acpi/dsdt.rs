@@ -94,21 +94,8 @@ pub fn dsdt(cfg: &DsdtConfig) -> Vec<u8> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::test_util::{assert_header, find};
+    use super::super::test_util::{assert_header, find, pkg_length};
     use super::*;
-
-    /// Decodes an AML PkgLength (ACPI 6.5, 20.2.4) at `b[0]`: (value, bytes it took).
-    fn pkg_length(b: &[u8]) -> (usize, usize) {
-        let follow = (b[0] >> 6) as usize;
-        if follow == 0 {
-            return ((b[0] & 0x3f) as usize, 1);
-        }
-        let mut len = (b[0] & 0x0f) as usize;
-        for i in 0..follow {
-            len |= (b[1 + i] as usize) << (4 + 8 * i);
-        }
-        (len, 1 + follow)
-    }
 
     /// The bytes of the object starting with `open` (e.g. ScopeOp + PkgLength), from its opcode to the
     /// end its PkgLength gives, located by `name` right after the PkgLength.

@@ -124,6 +124,19 @@ pub(crate) fn to_bytes(aml: &dyn Aml) -> Vec<u8> {
 /// `acpi_tables`, so a builder that gets the header wrong fails here.
 #[cfg(test)]
 pub(crate) mod test_util {
+    /// Decodes an AML PkgLength (ACPI 6.5, 20.2.4) at `b[0]`: (value, bytes it took).
+    pub fn pkg_length(b: &[u8]) -> (usize, usize) {
+        let follow = (b[0] >> 6) as usize;
+        if follow == 0 {
+            return ((b[0] & 0x3f) as usize, 1);
+        }
+        let mut len = (b[0] & 0x0f) as usize;
+        for i in 0..follow {
+            len |= (b[1 + i] as usize) << (4 + 8 * i);
+        }
+        (len, 1 + follow)
+    }
+
     /// Little-endian u16 at `offset`.
     pub fn u16_at(bytes: &[u8], offset: usize) -> u16 {
         u16::from_le_bytes([bytes[offset], bytes[offset + 1]])

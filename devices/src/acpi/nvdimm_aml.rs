@@ -55,25 +55,12 @@ pub fn nvdimm_root_aml(regions: &[NvdimmRegion]) -> Vec<u8> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::test_util::{assert_header, find};
+    use super::super::test_util::{assert_header, find, pkg_length};
     use super::super::{dsdt, DsdtConfig};
     use super::*;
 
     fn region(slot: u16) -> NvdimmRegion {
         NvdimmRegion { slot, base: (4 + u64::from(slot)) << 30, size: 1 << 30 }
-    }
-
-    /// Decodes an AML PkgLength (ACPI 6.5, 20.2.4) at `b[0]`: (value, bytes it took).
-    fn pkg_length(b: &[u8]) -> (usize, usize) {
-        let follow = (b[0] >> 6) as usize;
-        if follow == 0 {
-            return ((b[0] & 0x3f) as usize, 1);
-        }
-        let mut len = (b[0] & 0x0f) as usize;
-        for i in 0..follow {
-            len |= (b[1 + i] as usize) << (4 + 8 * i);
-        }
-        (len, 1 + follow)
     }
 
     /// Splits a Device object (ExtOpPrefix, DeviceOp, PkgLength, NameSeg, TermList) into its NameSeg and

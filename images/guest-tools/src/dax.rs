@@ -55,10 +55,8 @@ fn map(fd: libc::c_int, len: usize, flags: libc::c_int) -> Result<Mapping, Strin
     Ok(Mapping { ptr: p.cast(), len })
 }
 
-/// Creates `path` with `len` bytes (fallocated), maps it shared (with MAP_SYNC when `sync`) and writes
-/// one byte per 4 KiB page. MAP_SYNC succeeding proves the mapping is DAX; the faults show in the fs_dax
-/// tracepoints (a PMD fault ends in NOPAGE, or NEEDDSYNC under MAP_SYNC; FALLBACK means 4 KiB pages).
-pub fn touch(path: &str, len: usize, sync: bool) -> Result<(), String> {
+/// Creates (or empties) `path` and allocates `len` bytes of blocks to it, so faults find blocks in place.
+fn create_allocated(path: &str, len: usize) -> Result<std::fs::File, String> {
     let f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -70,6 +68,14 @@ pub fn touch(path: &str, len: usize, sync: bool) -> Result<(), String> {
     if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) } != 0 {
         return Err(format!("fallocate {path}: {}", std::io::Error::last_os_error()));
     }
+    Ok(f)
+}
+
+/// Creates `path` with `len` bytes (fallocated), maps it shared (with MAP_SYNC when `sync`) and writes
+/// one byte per 4 KiB page. MAP_SYNC succeeding proves the mapping is DAX; the faults show in the fs_dax
+/// tracepoints (a PMD fault ends in NOPAGE, or NEEDDSYNC under MAP_SYNC; FALLBACK means 4 KiB pages).
+pub fn touch(path: &str, len: usize, sync: bool) -> Result<(), String> {
+    let f = create_allocated(path, len)?;
     let m = if sync {
         map(f.as_raw_fd(), len, MAP_SHARED_VALIDATE | MAP_SYNC)
             .map_err(|e| format!("{e} (MAP_SYNC is refused unless the file is DAX)"))?
@@ -112,17 +118,7 @@ pub fn bandwidth(target: BwTarget<'_>, len: usize, passes: u32) -> Result<Bandwi
     let len = len.div_ceil(CHUNK) * CHUNK;
     let (_file, m) = match target {
         BwTarget::File(path) => {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(path)
-                .map_err(|e| format!("open {path}: {e}"))?;
-            // SAFETY: fallocate on our own descriptor.
-            if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) } != 0 {
-                return Err(format!("fallocate {path}: {}", std::io::Error::last_os_error()));
-            }
+            let f = create_allocated(path, len)?;
             let m = map(f.as_raw_fd(), len, libc::MAP_SHARED)?;
             (Some(f), m)
         }
