@@ -35,7 +35,7 @@ if [ $lint = 1 ]; then
 fi
 
 log "unit tests"
-cargo test --workspace --exclude daxvmm-tests "${filters[@]}" 2>&1 | tee -a "$results" || failed=1
+cargo test --no-fail-fast --workspace --exclude daxvmm-tests "${filters[@]}" 2>&1 | tee -a "$results" || failed=1
 
 boot_log=${DAXVMM_BOOT_LOG:-$DAXVMM_ROOT/target/daxvmm-guest-boots.log}
 export DAXVMM_BOOT_LOG=$boot_log
@@ -50,7 +50,7 @@ if [ $unit_only = 0 ]; then
 		failed=1
 	fi
 	log "integration tests (they boot guests)"
-	cargo test -p daxvmm-tests "${filters[@]}" -- --nocapture 2>&1 | tee -a "$results" || failed=1
+	cargo test --no-fail-fast -p daxvmm-tests "${filters[@]}" -- --nocapture 2>&1 | tee -a "$results" || failed=1
 fi
 
 # Totals over every cargo test binary that ran.

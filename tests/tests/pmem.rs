@@ -26,15 +26,18 @@ fn cases() -> Vec<Case> {
             &["--pmem", "256M", "--pmem", "512M"],
             "cat /sys/block/pmem0/size /sys/block/pmem1/size",
         ),
-        guest("persist_write", &["--pmem", "512M,file={tmp}/persist.img"], "/tests/persist.sh write")
+        guest("persist_write", &["--pmem", "256M,file={tmp}/persist.img"], "/tests/persist.sh write")
             .with_setup("rm -f {tmp}/persist.img"),
         // The marker must be in the host file itself before the second boot reads it.
-        guest("persist_read", &["--pmem", "512M,file={tmp}/persist.img"], "/tests/persist.sh read")
+        guest("persist_read", &["--pmem", "256M,file={tmp}/persist.img"], "/tests/persist.sh read")
             .with_setup(&format!("grep -q -a {MARKER} {{tmp}}/persist.img")),
         guest("big_lazy", &["--mem", "256M", "--pmem", "16G"], "cat /sys/block/pmem0/size"),
-        guest("hugetlb", &["--pmem", "512M,backing=hugetlb-2m"], "/tests/pmem-dax.sh ext4").with_setup(
-            "[ $(cat /proc/sys/vm/nr_hugepages) -ge 300 ] || echo 300 > /proc/sys/vm/nr_hugepages",
-        ),
+        guest(
+            "hugetlb",
+            &["--log-level", "debug", "--pmem", "512M,backing=hugetlb-2m"],
+            "/tests/pmem-dax.sh ext4",
+        )
+        .with_setup("[ $(cat /proc/sys/vm/nr_hugepages) -ge 300 ] || echo 300 > /proc/sys/vm/nr_hugepages"),
     ]
 }
 

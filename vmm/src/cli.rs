@@ -26,6 +26,7 @@ Examples:
   daxvmm --kernel bzImage --initrd initrd.cpio.lz4
   daxvmm --kernel bzImage --initrd initrd.cpio.lz4 --cpus 2 --mem 1G --cmdline '-- cat /proc/cpuinfo'
   daxvmm --kernel bzImage --initrd initrd.cpio.lz4 --timeout 2m --cmdline 'quiet'
+  daxvmm --kernel bzImage --initrd initrd.cpio.lz4 --pmem 16G --pmem 1G,file=/var/tmp/pmem1.img
 
 Exit codes: 0 guest powered off, 1 daxvmm error, 2 usage error, 3 guest kernel panic (pvpanic),
 4 --timeout expired, 5 guest reset/reboot, 6 guest reported a non-zero exit status,
@@ -60,8 +61,9 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
 
-    /// An emulated NFIT NVDIMM (the guest sees /dev/pmemN): SIZE[,file=PATH][,backing=auto|hugetlb-2m|
-    /// hugetlb-1g|thp|anon][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA]. Repeat for up to
+    /// An emulated NFIT NVDIMM (the guest sees /dev/pmemN):
+    /// SIZE[,file=PATH][,backing=auto|hugetlb-2m|hugetlb-1g|thp|anon][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA].
+    /// Repeat for up to
     /// 8 NVDIMMs. SIZE is a multiple of 2M. Memory is committed only as the guest touches it. Default
     /// backing: 2M hugetlb pages when the pool has room, else THP. file= keeps the data across runs.
     /// Example: --pmem 16G --pmem 1G,file=/var/tmp/pmem1.img
