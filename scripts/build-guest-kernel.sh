@@ -5,18 +5,25 @@
 # Results are cached in $DAXVMM_CACHE/kernels/<hash of pin + fragments + patches + this script>; a second
 # run with nothing changed takes a second. Progress goes to stderr; the bzImage path to stdout.
 #
-# usage: scripts/build-guest-kernel.sh [--variant default|debug] [--force] [--print-key]
+# A variant (guest-kernel/variants/NAME/) adds to that: `config` (another fragment), `series` plus patches
+# (applied after the main series), `make-flags` (e.g. LLVM=-19). `debug` is the bug-hunting kernel (clang,
+# KASAN, lockdep); `broken-*` variants carry a deliberate bug that the test suite must catch.
+#
+# usage: scripts/build-guest-kernel.sh [--variant default|NAME] [--force] [--print-key] [--config-only]
+#   --config-only  stop after the configuration is checked (prints the .config path; seconds, no cache)
 source "$(dirname "$0")/lib.sh"
 
 variant=default
 force=0
 print_key=0
+config_only=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--variant) variant=$2; shift 2 ;;
 	--force) force=1; shift ;;
 	--print-key) print_key=1; shift ;;
-	-h | --help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--config-only) config_only=1; shift ;;
+	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
 done
@@ -24,21 +31,29 @@ done
 gk=$DAXVMM_ROOT/guest-kernel
 pin=$gk/PIN
 fragments=("$gk"/config/*.config)
-if [ "$variant" != default ]; then
-	[ -f "$gk/config/variants/$variant.config" ] || die "no config variant '$variant' (guest-kernel/config/variants/$variant.config)"
-	fragments+=("$gk/config/variants/$variant.config")
-fi
-mapfile -t patches < <(grep -v '^\s*#' "$gk/patches/series" | sed '/^\s*$/d')
 patch_files=()
-for p in "${patches[@]}"; do
-	[ -f "$gk/patches/$p" ] || die "series names $p but guest-kernel/patches/$p does not exist"
-	patch_files+=("$gk/patches/$p")
-done
-key=$(hash_files "$pin" "${fragments[@]}" "$gk/patches/series" "${patch_files[@]}" "$0" | cut -c1-12)
+add_series() { # directory holding a series file
+	local p
+	while IFS= read -r p; do
+		[ -f "$1/$p" ] || die "$1/series names $p but that file does not exist"
+		patch_files+=("$1/$p")
+	done < <(grep -v '^\s*#' "$1/series" | sed '/^\s*$/d')
+}
+add_series "$gk/patches"
+make_flags=()
+vdir=$gk/variants/$variant
+if [ "$variant" != default ]; then
+	[ -d "$vdir" ] || die "no kernel variant '$variant' (have: default $(ls "$gk/variants" 2>/dev/null | tr '\n' ' '))"
+	[ ! -f "$vdir/config" ] || fragments+=("$vdir/config")
+	[ ! -f "$vdir/series" ] || add_series "$vdir"
+	[ ! -f "$vdir/make-flags" ] || read -r -a make_flags <"$vdir/make-flags"
+fi
+key=$(hash_files "$pin" "${fragments[@]}" "$gk/patches/series" "${patch_files[@]}" "$0" \
+	$([ "$variant" = default ] || find "$vdir" -maxdepth 1 -type f | sort) | cut -c1-12)
 key="$(pin_get "$pin" KERNEL_VERSION)-$variant-$key"
 out=$DAXVMM_CACHE/kernels/$key
 if [ $print_key = 1 ]; then echo "$key"; exit 0; fi
-if [ $force = 0 ] && [ -f "$out/bzImage" ]; then
+if [ $force = 0 ] && [ $config_only = 0 ] && [ -f "$out/bzImage" ]; then
 	log "guest kernel $key is cached"
 	echo "$out/bzImage"
 	exit 0
@@ -50,7 +65,7 @@ if ! flock -n 9; then
 	log "another build of $key is running; waiting for it"
 	flock 9
 fi
-if [ $force = 0 ] && [ -f "$out/bzImage" ]; then
+if [ $force = 0 ] && [ $config_only = 0 ] && [ -f "$out/bzImage" ]; then
 	echo "$out/bzImage"
 	exit 0
 fi
@@ -66,7 +81,8 @@ libclang=$(pin_get "$pin" LIBCLANG_PATH)
 export PATH="$(dirname "$rustc_path"):$PATH" LIBCLANG_PATH="$libclang"
 
 deb=$(apt_download "$(pin_get "$pin" SUITE)" "$(pin_get "$pin" PKG)" "$(pin_get "$pin" PKG_VERSION)" "$(pin_get "$pin" PKG_SHA256)")
-work=$DAXVMM_CACHE/build/$key
+# A configuration check must not wipe the tree a full build keeps for incremental work.
+work=$DAXVMM_CACHE/build/$key$([ $config_only = 0 ] || echo -config)
 rm -rf "$work"
 mkdir -p "$work"
 log "unpacking $(basename "$deb")"
@@ -77,7 +93,7 @@ for p in "${patch_files[@]}"; do
 	patch -d "$src" -p1 --forward --quiet <"$p" || die "patch $(basename "$p") does not apply to $(pin_get "$pin" PKG) $(pin_get "$pin" PKG_VERSION)"
 done
 
-make_k() { make -C "$src" ARCH=x86_64 RUSTC="$rustc_path" BINDGEN="$bindgen_path" "$@"; }
+make_k() { make -C "$src" ARCH=x86_64 RUSTC="$rustc_path" BINDGEN="$bindgen_path" "${make_flags[@]}" "$@"; }
 log "checking the Rust toolchain (make rustavailable)"
 make_k rustavailable >"$work/rustavailable.log" 2>&1 || { cat "$work/rustavailable.log" >&2; die "the kernel cannot use this Rust toolchain; run scripts/setup-host.sh"; }
 
@@ -99,6 +115,11 @@ if [ ${#missing[@]} -gt 0 ]; then
 	printf 'error: these requested options did not survive olddefconfig (a dependency is missing):\n' >&2
 	printf '  %s\n' "${missing[@]}" >&2
 	exit 1
+fi
+if [ $config_only = 1 ]; then
+	log "configuration checked: every requested option is set"
+	echo "$src/.config"
+	exit 0
 fi
 
 jobs=$(jobs_count)

@@ -24,7 +24,8 @@ batch=$(mktemp)
 trap 'rm -f "$batch" "$batch.out"' EXIT
 printf 'daxvmm\tdaxvmm %s\n' "$(printf '%q ' "${args[@]}")" >"$batch"
 log "running daxvmm inside the test host VM (QEMU TCG with nested SVM; this host's KVM cannot boot the guest)"
-"$DAXVMM_ROOT/scripts/test-host-vm.sh" --batch "$batch" "${vmargs[@]}" | tee "$batch.out" |
+# Its progress lines join the console stream so that they cannot cut into a guest line.
+"$DAXVMM_ROOT/scripts/test-host-vm.sh" --batch "$batch" "${vmargs[@]}" 2>&1 | tee "$batch.out" |
 	grep -v -e '^@@DAXVMM-' -e '^daxvmm-l1:'
 rc=$(sed -n 's/^@@DAXVMM-CASE-END daxvmm rc=\([0-9]*\)@@.*/\1/p' "$batch.out")
 [ -n "$rc" ] || die "the test host VM did not finish the run (see the output above)"
