@@ -49,6 +49,14 @@ if [ $unit_only = 0 ]; then
 		echo "error: building the guest artifacts failed; the guest-booting tests will skip" >&2
 		failed=1
 	fi
+	# The deliberately broken kernel the suite must catch (tests/tests/refcount.rs).
+	log "building the broken-break-layout kernel variant"
+	if broken=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant broken-break-layout); then
+		export DAXVMM_GUEST_KERNEL_BROKEN=$broken
+	else
+		echo "error: building the broken-break-layout kernel failed; the test that needs it will skip" >&2
+		failed=1
+	fi
 	log "integration tests (they boot guests)"
 	cargo test --no-fail-fast -p daxvmm-tests "${filters[@]}" -- --nocapture 2>&1 | tee -a "$results" || failed=1
 fi

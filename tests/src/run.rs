@@ -83,15 +83,16 @@ impl Batch {
     }
 }
 
-/// Runs all cases where this host can boot guests, or says why it cannot.
-pub fn run_batch(cases: &[Case]) -> Result<Batch, Skip> {
+/// Runs all cases where this host can boot guests, or says why it cannot; `{kernel}` is the bzImage the
+/// environment variable `kernel_var` names.
+pub fn run_batch(cases: &[Case], kernel_var: &str) -> Result<Batch, Skip> {
     for c in cases {
         if let Err(e) = c.validate() {
             return Err(Skip(format!("invalid case: {e}")));
         }
     }
     let place = host::detect()?;
-    let art = Artifacts::from_env(place)?;
+    let art = Artifacts { kernel: host::env_file(kernel_var)?, ..Artifacts::from_env(place)? };
     let outcomes = match place {
         Where::Direct => run_direct(cases, &art),
         Where::Nested => run_nested(cases, &art)?,

@@ -26,17 +26,24 @@ use crate::run::{run_batch, Batch, Outcome};
 pub struct SharedBatch {
     cell: OnceLock<Result<Batch, Skip>>,
     cases: fn() -> Vec<Case>,
+    kernel_var: &'static str,
 }
 
 impl SharedBatch {
     /// A batch of the cases `cases` returns; nothing runs until a test asks.
     pub const fn new(cases: fn() -> Vec<Case>) -> SharedBatch {
-        SharedBatch { cell: OnceLock::new(), cases }
+        SharedBatch::with_kernel(cases, "DAXVMM_GUEST_KERNEL")
+    }
+
+    /// Like [`SharedBatch::new`], but `{kernel}` is the bzImage the environment variable `kernel_var`
+    /// names (a kernel variant; scripts/test.sh sets one variable per variant it builds).
+    pub const fn with_kernel(cases: fn() -> Vec<Case>, kernel_var: &'static str) -> SharedBatch {
+        SharedBatch { cell: OnceLock::new(), cases, kernel_var }
     }
 
     /// The batch result, running the batch if no test has yet.
     pub fn get(&self) -> &Result<Batch, Skip> {
-        self.cell.get_or_init(|| run_batch(&(self.cases)()))
+        self.cell.get_or_init(|| run_batch(&(self.cases)(), self.kernel_var))
     }
 
     /// The outcome of case `name` for the test of the same name. `None` when the batch was skipped (the
