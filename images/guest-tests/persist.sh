@@ -10,12 +10,11 @@ dev=${2:-/dev/pmem0}
 name=${dev#/dev/}
 mnt=/mnt/$name
 marker=daxvmm-persist-marker-5f3a
+. /tests/lib.sh
 mkdir -p "$mnt"
 case $mode in
 write)
-	if [ "$(cat /sys/block/$name/queue/dax)" != 1 ]; then
-		ndctl create-namespace -f -e "$(basename "$(readlink -f /sys/block/$name/device)")" -m fsdax >/dev/null
-	fi
+	ensure_fsdax "$dev"
 	mkfs.ext4 -q -F -b 4096 "$dev"
 	mount -t ext4 -o dax "$dev" "$mnt"
 	echo "$marker" >"$mnt/marker"

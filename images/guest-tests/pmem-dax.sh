@@ -9,6 +9,7 @@ dev=${2:-/dev/pmem0}
 name=${dev#/dev/}
 mnt=/mnt/$name
 trace=/sys/kernel/tracing
+. /tests/lib.sh
 n=0
 failed=0
 
@@ -28,14 +29,11 @@ check() {
 echo "TAP version 13"
 echo "# $fs on $dev ($(($(cat /sys/block/$name/size) / 2048)) MiB)"
 if [ "$(cat /sys/block/$name/queue/dax)" != 1 ]; then
-	ns=$(basename "$(readlink -f /sys/block/$name/device)")
-	check "$ns converted to fsdax" ndctl create-namespace -f -e "$ns" -m fsdax
+	check "namespace of $name converted to fsdax" ensure_fsdax "$dev"
 fi
 check "$name supports DAX (queue/dax = 1)" test "$(cat /sys/block/$name/queue/dax)" = 1
 case $fs in
-# 2 MiB stripes make the allocators hand out 2 MiB-aligned extents, which PMD faults need.
-ext4) check "mkfs.ext4" mkfs.ext4 -q -F -b 4096 -E stride=512,stripe_width=512 "$dev" ;;
-xfs) check "mkfs.xfs" mkfs.xfs -q -f -m reflink=0 -d su=2m,sw=1 "$dev" ;;
+ext4 | xfs) check "mkfs.$fs" mkfs_dax "$fs" "$dev" ;;
 *) echo "Bail out! unknown filesystem $fs"; exit 1 ;;
 esac
 mkdir -p "$mnt"
