@@ -57,6 +57,8 @@ if [ $unit_only = 0 ]; then
 		echo "error: building the broken-break-layout kernel failed; the test that needs it will skip" >&2
 		failed=1
 	fi
+	log "checking the guest kernel patches (checkpatch --strict)"
+	"$DAXVMM_ROOT/scripts/check-patches.sh" || failed=1
 	log "integration tests (they boot guests)"
 	cargo test --no-fail-fast -p daxvmm-tests "${filters[@]}" -- --nocapture 2>&1 | tee -a "$results" || failed=1
 fi
