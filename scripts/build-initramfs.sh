@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the daxvmm guest initramfs (LZ4-compressed newc cpio): busybox-static (one symlink per applet), images/init
-# as /init, the static daxvmm-guest (built here with cargo for x86_64-unknown-linux-musl), and e2fsprogs'
+# as /init, the static guest programs (built here with cargo for x86_64-unknown-linux-musl: daxvmm-guest,
+# daxvmm-dax-check, daxvmm-refcount-test), the scripts in images/guest-tests as /tests, and e2fsprogs'
 # mke2fs/mkfs.ext4, xfsprogs' mkfs.xfs and ndctl with their shared libraries and the dynamic loader.
 # Cached in $DAXVMM_CACHE/images/<hash of every input file>/initrd.cpio.lz4; rebuilt only when an input
 # changes. Progress goes to stderr; the initrd path to stdout.
@@ -21,11 +22,13 @@ done
 target_dir=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}
 musl=x86_64-unknown-linux-musl
 rustup target list --installed 2>/dev/null | grep -qx $musl || die "the Rust target $musl is not installed; run scripts/setup-host.sh"
-log "building daxvmm-guest (release, $musl)"
-(cd "$DAXVMM_ROOT" && cargo build --quiet --release --target $musl -p daxvmm-guest-tools --bin daxvmm-guest --bin daxvmm-dax-check) >&2 ||
-	die "cargo build of daxvmm-guest failed"
-guest_tool=$target_dir/$musl/release/daxvmm-guest
-dax_check=$target_dir/$musl/release/daxvmm-dax-check
+log "building the guest programs (release, $musl)"
+(cd "$DAXVMM_ROOT" && cargo build --quiet --release --target $musl -p daxvmm-guest-tools -p daxvmm-refcount-test) >&2 ||
+	die "cargo build of the guest programs failed"
+guest_bins=()
+for b in daxvmm-guest daxvmm-dax-check daxvmm-refcount-test; do
+	guest_bins+=("$target_dir/$musl/release/$b")
+done
 guest_tests=("$DAXVMM_ROOT"/images/guest-tests/*)
 
 sbin_tool() { # name -> absolute path of a host tool, also looking in the sbin directories
@@ -36,7 +39,7 @@ mkfs_xfs=$(readlink -f "$(sbin_tool mkfs.xfs)")
 ndctl=$(readlink -f "$(sbin_tool ndctl)")
 tools=("$mke2fs" "$mkfs_xfs" "$ndctl")
 mapfile -t libs < <(shared_libs "${tools[@]}")
-inputs=("$DAXVMM_ROOT/scripts/build-initramfs.sh" "$DAXVMM_ROOT/images/pack.sh" "$DAXVMM_ROOT/images/init" "$(busybox_static)" "$guest_tool" "$dax_check" "${guest_tests[@]}" "${tools[@]}" "${libs[@]}")
+inputs=("$DAXVMM_ROOT/scripts/build-initramfs.sh" "$DAXVMM_ROOT/images/pack.sh" "$DAXVMM_ROOT/images/init" "$(busybox_static)" "${guest_bins[@]}" "${guest_tests[@]}" "${tools[@]}" "${libs[@]}")
 [ -f /etc/mke2fs.conf ] && inputs+=(/etc/mke2fs.conf)
 
 key=$(hash_files "${inputs[@]}")
@@ -52,8 +55,7 @@ stage=$(mktemp -d "${TMPDIR:-/tmp}/daxvmm-initramfs.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 stage_busybox "$stage"
 install -m 0755 "$DAXVMM_ROOT/images/init" "$stage/init"
-install -m 0755 "$guest_tool" "$stage/bin/daxvmm-guest"
-install -m 0755 "$dax_check" "$stage/bin/daxvmm-dax-check"
+install -m 0755 "${guest_bins[@]}" "$stage/bin/"
 # Guest-side test scripts, run as e.g. --cmdline '-- /tests/pmem-dax.sh ext4' (short: the kernel passes
 # init at most 32 words).
 mkdir -p "$stage/tests"

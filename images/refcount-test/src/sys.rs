@@ -1,0 +1,237 @@
+//! The system-call layer: errno and its names, the open /dev/dax_refcount ([`Dev`], one method per
+//! ioctl), memory mappings unmapped on drop ([`Map`] and the `mmap` helpers) and test files in DIR
+//! ([`TFile`]). Everything that touches a raw descriptor or pointer lives here, except the
+//! scenario-specific calls (signals, timers, punch hole, unlink, /dev/kmsg) in the check modules.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::RawFd;
+
+use crate::abi::{
+    HookStats, Pin, Query, Unpin, Write, DAX_RC_HOOK_STATS, DAX_RC_PIN, DAX_RC_QUERY, DAX_RC_UNPIN,
+    DAX_RC_WRITE_THROUGH_PIN,
+};
+
+pub const PAGE: usize = 4096;
+pub const PMD: usize = 2 << 20;
+pub const MAP_SHARED_VALIDATE: libc::c_int = 0x03;
+pub const MAP_SYNC: libc::c_int = 0x80000;
+const DEV: &CStr = c"/dev/dax_refcount";
+
+pub fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+pub fn ename(e: i32) -> String {
+    let name = match e {
+        libc::EFAULT => "EFAULT",
+        libc::EINVAL => "EINVAL",
+        libc::ENOENT => "ENOENT",
+        libc::ENOTTY => "ENOTTY",
+        libc::EPERM => "EPERM",
+        libc::ESTALE => "ESTALE",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EINTR => "EINTR",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENXIO => "ENXIO",
+        libc::ENOMEM => "ENOMEM",
+        0 => "success",
+        _ => return format!("errno {e}"),
+    };
+    name.to_string()
+}
+
+/// An open /dev/dax_refcount.
+pub struct Dev {
+    fd: RawFd,
+}
+
+impl Dev {
+    pub fn open() -> Result<Dev, String> {
+        // SAFETY: DEV is a NUL-terminated string constant; open() only reads it.
+        let fd = unsafe { libc::open(DEV.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("open {}: {}", DEV.to_string_lossy(), std::io::Error::last_os_error()));
+        }
+        Ok(Dev { fd })
+    }
+
+    /// ioctl with a raw argument; Err(errno) on failure.
+    pub fn raw(&self, cmd: u32, arg: usize) -> Result<i64, i32> {
+        // SAFETY: the driver only touches user memory through copy_{from,to}_user, which fail cleanly on
+        // bad pointers; callers pass either valid buffers of the command's size or deliberately bad ones.
+        let rc = unsafe { libc::ioctl(self.fd, cmd as _, arg) };
+        if rc < 0 {
+            Err(errno())
+        } else {
+            Ok(rc as i64)
+        }
+    }
+
+    pub fn io<T>(&self, cmd: u32, v: &mut T) -> Result<(), i32> {
+        self.raw(cmd, v as *mut T as usize).map(|_| ())
+    }
+
+    pub fn pin(&self, addr: usize, len: usize, flags: u32) -> Result<Pin, i32> {
+        let mut a = Pin { addr: addr as u64, len: len as u64, flags, ..Default::default() };
+        self.io(DAX_RC_PIN, &mut a).map(|_| a)
+    }
+
+    pub fn unpin(&self, handle: u64, flags: u32) -> Result<(), i32> {
+        let mut a = Unpin { handle, flags, reserved: 0 };
+        self.io(DAX_RC_UNPIN, &mut a)
+    }
+
+    pub fn query(&self, handle: u64, index: u64) -> Result<Query, i32> {
+        let mut a = Query { handle, index, ..Default::default() };
+        self.io(DAX_RC_QUERY, &mut a).map(|_| a)
+    }
+
+    pub fn write(&self, handle: u64, index: u64, offset: u32, len: u32, pattern: u8) -> Result<(), i32> {
+        let mut a = Write { handle, index, offset, len, pattern, reserved: [0; 7] };
+        self.io(DAX_RC_WRITE_THROUGH_PIN, &mut a)
+    }
+
+    pub fn stats(&self) -> Result<HookStats, i32> {
+        let mut a = HookStats::default();
+        self.io(DAX_RC_HOOK_STATS, &mut a).map(|_| a)
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // SAFETY: fd was opened by Dev::open, is owned by this Dev only and is closed exactly once, here.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// A mapping unmapped on drop (unless already unmapped).
+pub struct Map {
+    pub ptr: *mut u8,
+    pub len: usize,
+}
+
+impl Map {
+    pub fn addr(&self) -> usize {
+        self.ptr as usize
+    }
+    pub fn unmap(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: ptr/len describe a mapping we created and nobody else refers to.
+            unsafe { libc::munmap(self.ptr.cast(), self.len) };
+            self.ptr = std::ptr::null_mut();
+        }
+    }
+    /// Writes one byte per page (write faults, so every page gets mapped writable).
+    pub fn touch(&self) {
+        for off in (0..self.len).step_by(PAGE) {
+            // SAFETY: off < len, inside our mapping, which every caller maps PROT_WRITE.
+            unsafe { std::ptr::write_volatile(self.ptr.add(off), 0x5a) };
+        }
+    }
+    pub fn byte(&self, off: usize) -> u8 {
+        assert!(off < self.len);
+        // SAFETY: off < len (asserted), inside our mapping, which every caller maps readable.
+        unsafe { std::ptr::read_volatile(self.ptr.add(off)) }
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        self.unmap();
+    }
+}
+
+pub fn mmap_at(hint: usize, len: usize, prot: i32, flags: i32, fd: RawFd) -> Result<Map, String> {
+    // SAFETY: either a kernel-chosen address or MAP_FIXED inside a reservation we own.
+    let p = unsafe { libc::mmap(hint as *mut _, len, prot, flags, fd, 0) };
+    if p == libc::MAP_FAILED {
+        return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+    }
+    Ok(Map { ptr: p.cast(), len })
+}
+
+pub fn map_file(fd: RawFd, len: usize) -> Result<Map, String> {
+    mmap_at(0, len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd)
+}
+
+/// Maps `len` bytes of `fd` at a 2 MiB-aligned address (so a PMD fault is possible).
+pub fn map_file_aligned(fd: RawFd, len: usize, flags: i32) -> Result<Map, String> {
+    let mut resv = mmap_at(0, len + PMD, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)?;
+    let aligned = (resv.addr() + PMD - 1) & !(PMD - 1);
+    // Give the reservation back around the aligned window; the window itself is replaced by MAP_FIXED.
+    let (start, end) = (resv.addr(), resv.addr() + resv.len);
+    resv.ptr = std::ptr::null_mut();
+    // SAFETY: the head and tail of our own reservation.
+    unsafe {
+        if aligned > start {
+            libc::munmap(start as *mut _, aligned - start);
+        }
+        if end > aligned + len {
+            libc::munmap((aligned + len) as *mut _, end - aligned - len);
+        }
+    }
+    mmap_at(aligned, len, libc::PROT_READ | libc::PROT_WRITE, flags | libc::MAP_FIXED, fd)
+}
+
+pub fn anon(len: usize, prot: i32) -> Result<Map, String> {
+    mmap_at(0, len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)
+}
+
+/// A file in DIR, created empty, with `len` bytes allocated (fallocate) so faults find blocks in place.
+pub struct TFile {
+    pub fd: RawFd,
+}
+
+impl TFile {
+    pub fn create(dir: &str, name: &str, len: usize) -> Result<TFile, String> {
+        let path = format!("{dir}/{name}");
+        let c = CString::new(path.clone()).map_err(|e| format!("open {path}: {e}"))?;
+        // SAFETY: c is NUL-terminated and outlives the call.
+        let fd = unsafe {
+            libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o644)
+        };
+        if fd < 0 {
+            return Err(format!("open {path}: {}", std::io::Error::last_os_error()));
+        }
+        let f = TFile { fd };
+        // SAFETY: fd is our open descriptor; fallocate touches no memory of ours.
+        if unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) } != 0 {
+            return Err(format!("fallocate {path} {len}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(f)
+    }
+    pub fn truncate(&self, len: usize) -> Result<(), i32> {
+        // SAFETY: fd is our open descriptor; ftruncate touches no memory of ours.
+        if unsafe { libc::ftruncate(self.fd, len as libc::off_t) } != 0 {
+            Err(errno())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Drop for TFile {
+    fn drop(&mut self) {
+        // SAFETY: fd was opened by TFile::create, is owned by this TFile only and is closed exactly once.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ename_names_the_driver_errnos() {
+        assert_eq!(ename(libc::EFAULT), "EFAULT");
+        assert_eq!(ename(libc::EOPNOTSUPP), "EOPNOTSUPP");
+        assert_eq!(ename(libc::ENXIO), "ENXIO");
+        assert_eq!(ename(0), "success");
+        assert_eq!(ename(libc::EBUSY), format!("errno {}", libc::EBUSY));
+    }
+
+    #[test]
+    fn dev_path() {
+        assert_eq!(DEV.to_string_lossy(), "/dev/dax_refcount");
+    }
+}

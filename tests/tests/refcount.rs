@@ -1,0 +1,190 @@
+//! fs-dax page refcounting on the pinned 7.2 guest kernel, checked from inside the guest through the
+//! dax_refcount driver (guest-kernel/patches) by daxvmm-refcount-test, on ext4 and xfs mounted with
+//! `-o dax`. Each invariant of ../shared/notes/dax-refcount.md is its own test here, asserted on both
+//! filesystems. Then the same program on the broken-break-layout kernel variant, which must fail: that
+//! proves the truncate-blocks check can fail.
+
+use daxvmm_tests::{Case, Outcome, SharedBatch};
+
+/// The checks daxvmm-refcount-test runs (its TAP plan).
+const CHECKS: usize = 30;
+const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
+
+fn case(name: &str, fs: &str) -> Case {
+    let cmdline = format!("quiet -- /tests/refcount.sh {fs}");
+    Case::daxvmm(
+        name,
+        [
+            "--kernel",
+            "{kernel}",
+            "--initrd",
+            "{initrd}",
+            "--cpus",
+            "2",
+            "--mem",
+            "512M",
+            "--pmem",
+            "1G",
+            "--timeout",
+            "240s",
+            "--cmdline",
+            &cmdline,
+        ],
+    )
+}
+
+fn cases() -> Vec<Case> {
+    FILESYSTEMS.iter().map(|fs| case(&format!("refcount_{fs}"), fs)).collect()
+}
+
+fn broken_cases() -> Vec<Case> {
+    vec![case("broken_ext4", "ext4")]
+}
+
+static BATCH: SharedBatch = SharedBatch::new(cases);
+static BROKEN: SharedBatch = SharedBatch::with_kernel(broken_cases, "DAXVMM_GUEST_KERNEL_BROKEN");
+
+/// The TAP result line of the check whose description contains `what`: `Some(true)` for ok.
+fn tap_result(out: &Outcome, what: &str) -> Option<bool> {
+    out.console.lines().map(str::trim).find_map(|l| {
+        let passed = if l.starts_with("ok ") {
+            true
+        } else if l.starts_with("not ok ") {
+            false
+        } else {
+            return None;
+        };
+        l.split_once(" - ").filter(|(_, desc)| desc.contains(what)).map(|_| passed)
+    })
+}
+
+/// Asserts, on ext4 and on xfs, that each named check ran and passed.
+fn assert_passed(checks: &[&str]) {
+    for fs in FILESYSTEMS {
+        let Some(out) = BATCH.outcome(&format!("refcount_{fs}")) else { return };
+        for what in checks {
+            match tap_result(out, what) {
+                Some(true) => {}
+                Some(false) => panic!("on {fs}, the check `{what}` failed: {out}"),
+                None => panic!("on {fs}, the check `{what}` did not run: {out}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn every_check_ran_and_the_guest_reported_success() {
+    for fs in FILESYSTEMS {
+        let Some(out) = BATCH.outcome(&format!("refcount_{fs}")) else { return };
+        assert!(out.has_line(&format!("1..{CHECKS}")), "on {fs}: expected a plan of {CHECKS} checks: {out}");
+        let results =
+            out.console.lines().filter(|l| l.starts_with("ok ") || l.starts_with("not ok ")).count();
+        assert_eq!(results, CHECKS, "on {fs}: every planned check must report: {out}");
+        assert_eq!(out.exit_code, 0, "on {fs}: the guest's exit status must be 0: {out}");
+    }
+}
+
+#[test]
+fn a_pinned_page_is_an_fsdax_page_with_pin_bias_and_mapping_reference() {
+    assert_passed(&[
+        "pinned page of a 4 KiB-mapped DAX file is an fs-dax page",
+        "mapped and pinned: ref_count = 1 (mapping) + 1024 (pin bias), mapcount 1",
+        "WRITE_THROUGH_PIN data is visible through the mapping",
+    ]);
+}
+
+#[test]
+fn idle_refcount_is_zero_after_unpin_and_munmap() {
+    assert_passed(&[
+        "pinned after munmap: ref_count = 1024 (pin bias only), mapcount 0",
+        "idle after unpin and munmap: ref_count 0, mapcount 0",
+        "folio_free hook reported the freed pfn",
+    ]);
+}
+
+#[test]
+fn longterm_pin_of_fsdax_fails_with_eopnotsupp() {
+    assert_passed(&[
+        "FOLL_LONGTERM pin of a DAX page fails with EOPNOTSUPP",
+        "FOLL_LONGTERM pin of anonymous memory succeeds (control)",
+    ]);
+}
+
+#[test]
+fn truncate_blocks_until_unpin() {
+    assert_passed(&[
+        "ftruncate over a pinned page (pinner munmapped first) blocks until the unpin",
+        "hooks saw break-layout wait begin and end for the pinned pfn",
+    ]);
+}
+
+#[test]
+fn truncate_returns_eintr_when_a_signal_interrupts_the_wait() {
+    assert_passed(&[
+        "ftruncate over a pinned page returns EINTR on a signal without SA_RESTART",
+        "hooks counted the interrupted wait; ftruncate succeeds after the unpin",
+    ]);
+}
+
+#[test]
+fn punch_hole_blocks_until_unpin() {
+    assert_passed(&["fallocate(PUNCH_HOLE) over a pinned page blocks until the unpin"]);
+}
+
+#[test]
+fn eviction_waits_for_a_pinned_page() {
+    assert_passed(&[
+        "unlink of a closed file with a pinned page waits in eviction (dax_break_layout_final) until the unpin",
+        "hooks saw the eviction wait begin and end, not interrupted",
+    ]);
+}
+
+#[test]
+fn pmd_mapping_is_one_order9_folio_with_a_ref_and_mapcount_per_mapping() {
+    assert_passed(&[
+        "2 MiB file mapped at a 2 MiB boundary is one order-9 fs-dax folio",
+        "one mapping + one pinned page: ref_count 2, mapcount 1",
+        "a second mapping (MAP_SYNC) adds +1 ref and +1 mapcount",
+        "range pin of all 512 pages: +512 refs, contiguous pfns in the same folio",
+        "after unpin and munmap of both mappings the folio is idle (ref_count 0, mapcount 0)",
+    ]);
+}
+
+#[test]
+fn handles_are_per_file_and_closing_releases_pins() {
+    assert_passed(&[
+        "a forgotten handle is gone (ENOENT)",
+        "handles are per open file (another file's handle is ENOENT)",
+        "closing a file releases its pins",
+    ]);
+}
+
+#[test]
+fn bad_ioctl_input_gets_errors_and_fuzzing_never_oopses() {
+    assert_passed(&[
+        "bad addresses give EFAULT",
+        "bad lengths, alignment, flags and reserved fields give EINVAL",
+        "unknown handles give ENOENT",
+        "bad index/offset give EINVAL; read-only pin write EPERM; released handle write ESTALE",
+        "unknown ioctl numbers give ENOTTY",
+        "random ioctl numbers and arguments return without crashing",
+    ]);
+}
+
+#[test]
+fn kernel_log_is_clean_afterwards() {
+    assert_passed(&["kernel log has no WARN/BUG/Oops/KASAN/hung-task line"]);
+}
+
+/// The suite can fail: with pinned folios reported idle, truncate no longer waits for the pin.
+#[test]
+fn broken_kernel_variant_fails_the_truncate_check() {
+    let Some(out) = BROKEN.outcome("broken_ext4") else { return };
+    assert!(out.has_line(&format!("1..{CHECKS}")), "the test program must have run: {out}");
+    assert_eq!(
+        tap_result(out, "blocks until the unpin"),
+        Some(false),
+        "on the broken kernel, truncate must be caught not waiting for the pin: {out}"
+    );
+    assert_ne!(out.exit_code, 0, "the failed checks must reach daxvmm's exit code: {out}");
+}
