@@ -12,6 +12,7 @@
 # usage: scripts/build-guest-kernel.sh [--variant default|NAME] [--force] [--print-key] [--config-only]
 #   --config-only  stop after the configuration is checked (prints the .config path; seconds, no cache)
 source "$(dirname "$0")/lib.sh"
+source "$DAXVMM_ROOT/scripts/kernel-lib.sh"
 
 variant=default
 force=0
@@ -29,15 +30,13 @@ while [ $# -gt 0 ]; do
 done
 
 gk=$DAXVMM_ROOT/guest-kernel
-pin=$gk/PIN
+pin=$KERNEL_PIN
 fragments=("$gk"/config/*.config)
 patch_files=()
-add_series() { # directory holding a series file
-	local p
-	while IFS= read -r p; do
-		[ -f "$1/$p" ] || die "$1/series names $p but that file does not exist"
-		patch_files+=("$1/$p")
-	done < <(grep -v '^\s*#' "$1/series" | sed '/^\s*$/d')
+add_series() { # DIR: appends the patches DIR/series names (a missing file stops the build)
+	local list
+	list=$(series_patches "$1")
+	[ -z "$list" ] || mapfile -t -O ${#patch_files[@]} patch_files <<<"$list"
 }
 add_series "$gk/patches"
 make_flags=()
@@ -48,7 +47,7 @@ if [ "$variant" != default ]; then
 	[ ! -f "$vdir/series" ] || add_series "$vdir"
 	[ ! -f "$vdir/make-flags" ] || read -r -a make_flags <"$vdir/make-flags"
 fi
-key=$(hash_files "$pin" "${fragments[@]}" "$gk/patches/series" "${patch_files[@]}" "$0" \
+key=$(hash_files "$pin" "${fragments[@]}" "$gk/patches/series" "${patch_files[@]}" "$0" "$DAXVMM_ROOT/scripts/kernel-lib.sh" \
 	$([ "$variant" = default ] || find "$vdir" -maxdepth 1 -type f | sort) | cut -c1-12)
 key="$(pin_get "$pin" KERNEL_VERSION)-$variant-$key"
 out=$DAXVMM_CACHE/kernels/$key
@@ -70,30 +69,18 @@ if [ $force = 0 ] && [ $config_only = 0 ] && [ -f "$out/bzImage" ]; then
 	exit 0
 fi
 
-# Toolchain for the kernel's Rust.
-rustc_ver=$(pin_get "$pin" KERNEL_RUSTC)
-rustc_path=$(rustup which --toolchain "$rustc_ver" rustc 2>/dev/null) ||
-	die "rustc $rustc_ver is not installed; run scripts/setup-host.sh"
-bindgen_path=$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")
-[ -x "$bindgen_path" ] || die "bindgen is not installed; run scripts/setup-host.sh"
-libclang=$(pin_get "$pin" LIBCLANG_PATH)
-[ -d "$libclang" ] || die "libclang not found at $libclang; run scripts/setup-host.sh"
-export PATH="$(dirname "$rustc_path"):$PATH" LIBCLANG_PATH="$libclang"
-
-deb=$(apt_download "$(pin_get "$pin" SUITE)" "$(pin_get "$pin" PKG)" "$(pin_get "$pin" PKG_VERSION)" "$(pin_get "$pin" PKG_SHA256)")
+kernel_toolchain
 # A configuration check must not wipe the tree a full build keeps for incremental work.
 work=$DAXVMM_CACHE/build/$key$([ $config_only = 0 ] || echo -config)
 rm -rf "$work"
 mkdir -p "$work"
-log "unpacking $(basename "$deb")"
-dpkg-deb --fsys-tarfile "$deb" | tar -x -O "./$(pin_get "$pin" TARBALL)" | tar -xJ -C "$work"
-src=$(find "$work" -mindepth 1 -maxdepth 1 -type d | head -n1)
+src=$(unpack_kernel_source "$work")
 for p in "${patch_files[@]}"; do
 	log "applying $(basename "$p")"
 	patch -d "$src" -p1 --forward --quiet <"$p" || die "patch $(basename "$p") does not apply to $(pin_get "$pin" PKG) $(pin_get "$pin" PKG_VERSION)"
 done
 
-make_k() { make -C "$src" ARCH=x86_64 RUSTC="$rustc_path" BINDGEN="$bindgen_path" "${make_flags[@]}" "$@"; }
+make_k() { make -C "$src" ARCH=x86_64 RUSTC="$KRUSTC" BINDGEN="$KBINDGEN" "${make_flags[@]}" "$@"; }
 log "checking the Rust toolchain (make rustavailable)"
 make_k rustavailable >"$work/rustavailable.log" 2>&1 || { cat "$work/rustavailable.log" >&2; die "the kernel cannot use this Rust toolchain; run scripts/setup-host.sh"; }
 
