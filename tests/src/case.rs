@@ -29,26 +29,33 @@ pub struct Case {
 }
 
 impl Case {
-    /// A daxvmm run.
-    pub fn daxvmm<S: Into<String>>(name: &str, args: impl IntoIterator<Item = S>) -> Case {
+    fn new<S: Into<String>>(name: &str, vmm: Vmm, args: impl IntoIterator<Item = S>) -> Case {
         Case {
             name: name.to_string(),
-            vmm: Vmm::Daxvmm,
+            vmm,
             daxvmm_args: args.into_iter().map(Into::into).collect(),
             setup: None,
             input: None,
         }
     }
 
+    /// A daxvmm run.
+    pub fn daxvmm<S: Into<String>>(name: &str, args: impl IntoIterator<Item = S>) -> Case {
+        Case::new(name, Vmm::Daxvmm, args)
+    }
+
+    /// daxvmm booting the guest kernel and initramfs (`{kernel}`, `{initrd}`) with the `extra` arguments,
+    /// the kernel command line `cmdline` and daxvmm's own `--timeout`.
+    pub fn guest(name: &str, extra: &[&str], cmdline: &str, timeout: &str) -> Case {
+        let mut args = vec!["--kernel", "{kernel}", "--initrd", "{initrd}"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--cmdline", cmdline, "--timeout", timeout]);
+        Case::daxvmm(name, args)
+    }
+
     /// A qemu-system-x86_64 run.
     pub fn qemu<S: Into<String>>(name: &str, args: impl IntoIterator<Item = S>) -> Case {
-        Case {
-            name: name.to_string(),
-            vmm: Vmm::Qemu,
-            daxvmm_args: args.into_iter().map(Into::into).collect(),
-            setup: None,
-            input: None,
-        }
+        Case::new(name, Vmm::Qemu, args)
     }
 
     /// Checks what a batch file can carry: a plain name, and no TAB or newline in any argument.
@@ -64,7 +71,6 @@ impl Case {
         Ok(())
     }
 
-    /// The arguments with the placeholders replaced.
     /// Runs `sh` first (see [`Case::setup`]).
     pub fn with_setup(mut self, sh: &str) -> Case {
         self.setup = Some(sh.to_string());
@@ -77,6 +83,7 @@ impl Case {
         self
     }
 
+    /// The arguments with the placeholders replaced.
     pub fn args_with(&self, kernel: &Path, initrd: &Path, tmp: &Path) -> Vec<String> {
         self.daxvmm_args.iter().map(|a| substitute_tmp(&substitute(a, kernel, initrd), tmp)).collect()
     }

@@ -10,22 +10,7 @@ use daxvmm_tests::{Case, SharedBatch};
 const INIT_REACHED: &str = "daxvmm-guest: init reached";
 
 fn guest(name: &str, cpus: u32, cmdline: &str, timeout: &str) -> Case {
-    let cpus = cpus.to_string();
-    Case::daxvmm(
-        name,
-        [
-            "--kernel",
-            "{kernel}",
-            "--initrd",
-            "{initrd}",
-            "--cpus",
-            &cpus,
-            "--cmdline",
-            cmdline,
-            "--timeout",
-            timeout,
-        ],
-    )
+    Case::guest(name, &["--cpus", &cpus.to_string()], cmdline, timeout)
 }
 
 fn cases() -> Vec<Case> {

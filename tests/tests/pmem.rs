@@ -10,11 +10,7 @@ use daxvmm_tests::{Case, SharedBatch};
 const MARKER: &str = "daxvmm-persist-marker-5f3a";
 
 fn guest(name: &str, extra: &[&str], cmd: &str) -> Case {
-    let mut a = vec!["--kernel", "{kernel}", "--initrd", "{initrd}", "--timeout", "240s"];
-    a.extend_from_slice(extra);
-    let cmdline = format!("quiet -- {cmd}");
-    a.extend_from_slice(&["--cmdline", &cmdline]);
-    Case::daxvmm(name, a)
+    Case::guest(name, extra, &format!("quiet -- {cmd}"), "240s")
 }
 
 fn cases() -> Vec<Case> {

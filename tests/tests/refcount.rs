@@ -11,26 +11,8 @@ const CHECKS: usize = 30;
 const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
 
 fn case(name: &str, fs: &str) -> Case {
-    let cmdline = format!("quiet -- /tests/refcount.sh {fs}");
-    Case::daxvmm(
-        name,
-        [
-            "--kernel",
-            "{kernel}",
-            "--initrd",
-            "{initrd}",
-            "--cpus",
-            "2",
-            "--mem",
-            "512M",
-            "--pmem",
-            "1G",
-            "--timeout",
-            "240s",
-            "--cmdline",
-            &cmdline,
-        ],
-    )
+    let extra = ["--cpus", "2", "--mem", "512M", "--pmem", "1G"];
+    Case::guest(name, &extra, &format!("quiet -- /tests/refcount.sh {fs}"), "240s")
 }
 
 fn cases() -> Vec<Case> {
