@@ -44,3 +44,8 @@ pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
 /// Most vCPUs a guest may have.
 pub const MAX_VCPUS: u8 = 8;
+/// Base of the fault-injection device's MMIO window (ACPI `_HID` DAXF0001, docs/fault-injection.md): in
+/// the 32-bit MMIO hole, 1 MiB below the IOAPIC page, aligned to its own size.
+pub const FAULT_INJECTOR_BASE: u64 = 0xfeb0_0000;
+/// Length of the fault-injection device's MMIO window (64 KiB).
+pub const FAULT_INJECTOR_LEN: u64 = 0x1_0000;

@@ -6,6 +6,7 @@ pub mod acpi;
 pub mod bus;
 pub mod debug_port;
 pub mod events;
+pub mod fault;
 pub mod layout;
 pub mod power;
 pub mod pvpanic;

@@ -9,6 +9,7 @@
 
 mod dsdt;
 mod fadt;
+mod fault_aml;
 mod madt;
 mod nfit;
 mod nvdimm_aml;
@@ -17,6 +18,7 @@ mod xsdt;
 
 pub use dsdt::{dsdt, DsdtConfig};
 pub use fadt::{fadt, HYPERVISOR_VENDOR_ID};
+pub use fault_aml::{fault_injector_aml, FAULT_INJECTOR_HID};
 pub use madt::{madt, IOAPIC_ID};
 pub use nfit::{nfit, nvdimm_handle, NvdimmRegion, MAX_NVDIMM_SLOTS, NVDIMM_ALIGN};
 pub use nvdimm_aml::{nvdimm_root_aml, NVDIMM_ROOT_HID};

@@ -1,0 +1,223 @@
+//! The threaded injector: real threads held and released in schedule order, bounded holds, disarming,
+//! and other callers getting through while a thread is held.
+
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{a2_b1, wait_until_held};
+use crate::fault::*;
+
+const LONG: Duration = Duration::from_secs(3);
+
+fn released_order(log: &LogSnapshot) -> Vec<Step> {
+    log.entries
+        .iter()
+        .filter_map(|e| if let Record::Released(s) = e.record { Some(s) } else { None })
+        .collect()
+}
+
+/// Thread `tag` passes `points` in order and appends `(tag, point)` to `seen` right after each release.
+fn spawn(
+    inj: &Arc<FaultInjector>,
+    seen: &Arc<Mutex<Vec<(u8, u16)>>>,
+    tag: u8,
+    points: Vec<u16>,
+    delay: Duration,
+) -> thread::JoinHandle<Vec<SyncOutcome>> {
+    let (inj, seen) = (inj.clone(), seen.clone());
+    thread::spawn(move || {
+        thread::sleep(delay);
+        points
+            .into_iter()
+            .map(|p| {
+                let outcome = inj.sync_on(Some(tag), tag, p, LONG);
+                seen.lock().unwrap().push((tag, p));
+                outcome
+            })
+            .collect()
+    })
+}
+
+#[test]
+fn threads_arriving_in_the_wrong_order_run_in_the_scheduled_one() {
+    // Each thread marks `seen` between its two points, so "b before a" in `seen` means thread a really
+    // stayed held until b had run its marked code. Thread a starts first and would win without the hold.
+    for (schedule, expected) in [("1.s1 1.s2 0.s1 0.s2", [1, 1, 0, 0]), ("0.s1 0.s2 1.s1 1.s2", [0, 0, 1, 1])]
+    {
+        let inj = Arc::new(FaultInjector::default());
+        inj.arm(&schedule.parse().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let a = spawn(&inj, &seen, 0, vec![1, 2], Duration::ZERO);
+        let b = spawn(&inj, &seen, 1, vec![1, 2], Duration::from_millis(30));
+        let start = Instant::now();
+        assert_eq!(a.join().unwrap(), [SyncOutcome::Released; 2]);
+        assert_eq!(b.join().unwrap(), [SyncOutcome::Released; 2]);
+        assert!(start.elapsed() < Duration::from_millis(900), "nobody waited for the bound");
+        let firsts: Vec<u8> = seen.lock().unwrap().iter().map(|&(t, _)| t).collect();
+        assert_eq!(firsts[..2], expected[..2], "{schedule}: {:?}", seen.lock().unwrap());
+        let log = inj.take_log();
+        assert_eq!(released_order(&log), schedule.parse::<Schedule>().unwrap().steps());
+        assert_eq!(inj.stats().deviations, 0);
+        assert_eq!(inj.is_complete(), Some(true));
+    }
+}
+
+#[test]
+fn every_interleaving_of_a_small_scenario_is_forced() {
+    let sc = a2_b1();
+    for schedule in sc.interleavings(10).unwrap() {
+        for delay_a in [Duration::ZERO, Duration::from_millis(20)] {
+            let inj = Arc::new(FaultInjector::default());
+            inj.arm(&schedule);
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let a = spawn(&inj, &seen, 0, vec![1, 2], delay_a);
+            let b = spawn(&inj, &seen, 1, vec![1], Duration::from_millis(10));
+            assert!(a.join().unwrap().iter().chain(&b.join().unwrap()).all(|&o| o == SyncOutcome::Released));
+            let log = inj.take_log();
+            assert_eq!(released_order(&log), schedule.steps(), "{schedule}");
+            // The log carries each access's vCPU and is in sequence order.
+            assert!(log.entries.windows(2).all(|w| w[0].seq + 1 == w[1].seq && w[0].at <= w[1].at));
+            assert!(log
+                .entries
+                .iter()
+                .any(|e| matches!(e.record, Record::Arrive { thread: 1, .. }) && e.vcpu == Some(1)));
+        }
+    }
+}
+
+#[test]
+fn the_bound_releases_a_held_thread_and_reports_it() {
+    let inj = FaultInjector::new(100, Duration::from_millis(50));
+    inj.arm(&"0.s0 1.s0".parse().unwrap());
+    let start = Instant::now();
+    assert_eq!(inj.sync(1, 0, LONG), SyncOutcome::TimedOut);
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_millis(50) && waited < Duration::from_millis(900), "{waited:?}");
+    let stats = inj.stats();
+    assert_eq!((stats.held, stats.timeouts, stats.deviations), (1, 1, 1));
+    // The schedule goes on: thread 0 is still released in order, and the run completes.
+    assert_eq!(inj.sync(0, 0, LONG), SyncOutcome::Released);
+    assert_eq!(inj.is_complete(), Some(true));
+    let log = inj.take_log();
+    let timed_out = Deviation::TimedOut { step: Step::sync(1, 0), blocked_on: Some(Step::sync(0, 0)) };
+    assert!(log.entries.iter().any(|e| e.record == Record::Deviation(timed_out)));
+    let outcome = Record::Proceed { thread: 1, point: 0, outcome: SyncOutcome::TimedOut };
+    assert!(log.entries.iter().any(|e| e.record == outcome));
+}
+
+#[test]
+fn slices_return_retry_and_the_bound_counts_from_the_first_read() {
+    let inj = FaultInjector::new(100, Duration::from_millis(150));
+    inj.arm(&"0.s0 1.s0".parse().unwrap());
+    let start = Instant::now();
+    let mut retries = 0;
+    let outcome = loop {
+        match inj.sync_on(Some(1), 1, 0, Duration::from_millis(10)) {
+            SyncOutcome::Retry if retries < 50 => retries += 1,
+            other => break other,
+        }
+    };
+    let waited = start.elapsed();
+    assert_eq!(outcome, SyncOutcome::TimedOut);
+    assert!(waited >= Duration::from_millis(150) && waited < Duration::from_millis(900), "{waited:?}");
+    assert!((5..=15).contains(&retries), "{retries} retries of 10 ms in {waited:?}");
+    let stats = inj.stats();
+    assert_eq!((stats.arrivals, stats.held, stats.timeouts, stats.deviations), (1, 1, 1, 1));
+    // One arrival and one final outcome in the log, however many reads it took.
+    let log = inj.take_log();
+    let arrives = log.entries.iter().filter(|e| matches!(e.record, Record::Arrive { .. })).count();
+    let proceeds = log.entries.iter().filter(|e| matches!(e.record, Record::Proceed { .. })).count();
+    assert_eq!((arrives, proceeds), (1, 1));
+}
+
+#[test]
+fn a_release_between_two_reads_is_collected_by_the_next() {
+    let inj = FaultInjector::default();
+    inj.arm(&"0.s0 1.s0".parse().unwrap());
+    assert_eq!(inj.sync(1, 0, Duration::ZERO), SyncOutcome::Retry);
+    assert_eq!(inj.sync(1, 0, Duration::ZERO), SyncOutcome::Retry);
+    assert_eq!(inj.sync(0, 0, LONG), SyncOutcome::Released);
+    assert_eq!(inj.sync(1, 0, Duration::ZERO), SyncOutcome::Released);
+    let stats = inj.stats();
+    assert_eq!((stats.arrivals, stats.held, stats.deviations), (2, 1, 0));
+    assert_eq!(inj.is_complete(), Some(true));
+}
+
+#[test]
+fn guest_style_retry_loops_are_forced_into_the_schedule() {
+    // Threads that re-read on Retry every millisecond, as the guest driver does; thread 0 starts first.
+    for schedule in ["1.s1 1.s2 0.s1 0.s2", "0.s1 1.s1 0.s2 1.s2"] {
+        let inj = Arc::new(FaultInjector::default());
+        inj.arm(&schedule.parse().unwrap());
+        let threads: Vec<_> = [(0u8, 0u64), (1, 20)]
+            .into_iter()
+            .map(|(tag, delay)| {
+                let inj = inj.clone();
+                thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(delay));
+                    for point in [1, 2] {
+                        let mut outcome = SyncOutcome::Retry;
+                        while outcome == SyncOutcome::Retry {
+                            outcome = inj.sync_on(Some(tag), tag, point, Duration::from_millis(1));
+                        }
+                        assert_eq!(outcome, SyncOutcome::Released);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(released_order(&inj.take_log()), schedule.parse::<Schedule>().unwrap().steps());
+        assert_eq!(inj.stats().deviations, 0);
+    }
+}
+
+#[test]
+fn not_armed_proceeds_at_once() {
+    let inj = FaultInjector::default();
+    assert_eq!(inj.sync(0, 0, LONG), SyncOutcome::NotArmed);
+    assert_eq!(inj.disarm(), None);
+    assert_eq!(inj.is_complete(), None);
+    assert_eq!(inj.stats().held, 0);
+}
+
+#[test]
+fn others_get_through_while_a_thread_is_held_and_disarm_releases_it() {
+    let inj = Arc::new(FaultInjector::default());
+    let generation = inj.arm(&"0.s0 1.s0".parse().unwrap());
+    let held = {
+        let inj = inj.clone();
+        thread::spawn(move || inj.sync(1, 0, LONG))
+    };
+    wait_until_held(&inj, 1);
+    let start = Instant::now();
+    inj.event(Event::new(EventCode::Marker, 0, 7).unwrap().encode());
+    assert_eq!(inj.stats().events, 1);
+    assert!(inj.log_len() > 0 && inj.is_armed());
+    assert_eq!(inj.sync(5, 5, LONG), SyncOutcome::Unscheduled);
+    assert!(start.elapsed() < Duration::from_millis(500), "blocked behind the held thread");
+    assert!(!held.is_finished());
+
+    let progress = inj.disarm().unwrap();
+    assert_eq!(progress, [(Step::sync(0, 0), StepState::Pending), (Step::sync(1, 0), StepState::Waiting)]);
+    assert_eq!(held.join().unwrap(), SyncOutcome::NotArmed);
+    assert!(start.elapsed() < Duration::from_millis(900));
+    let log = inj.take_log();
+    assert!(log.entries.iter().any(|e| e.record == Record::Disarmed { generation }));
+}
+
+#[test]
+fn rearming_releases_holds_of_the_old_schedule() {
+    let inj = Arc::new(FaultInjector::default());
+    inj.arm(&"0.s0 1.s0".parse().unwrap());
+    let held = {
+        let inj = inj.clone();
+        thread::spawn(move || inj.sync(1, 0, LONG))
+    };
+    wait_until_held(&inj, 1);
+    inj.arm(&"1.s0".parse().unwrap());
+    assert_eq!(held.join().unwrap(), SyncOutcome::NotArmed);
+    assert_eq!(inj.sync(1, 0, LONG), SyncOutcome::Released, "the new schedule is in force");
+}

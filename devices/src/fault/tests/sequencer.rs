@@ -1,0 +1,204 @@
+//! The pure state machine: forced orders, events, deviations, expired holds. No threads.
+
+use super::{a2_b1, shape, truncate_vs_unpin};
+use crate::fault::*;
+
+fn s(text: &str) -> Schedule {
+    text.parse().unwrap()
+}
+
+fn released(notes: &[Note]) -> Vec<Step> {
+    notes.iter().filter_map(|n| if let Note::Released(s) = n { Some(*s) } else { None }).collect()
+}
+
+fn deviations(notes: &[Note]) -> Vec<Deviation> {
+    notes.iter().filter_map(|n| if let Note::Deviation(d) = n { Some(*d) } else { None }).collect()
+}
+
+#[test]
+fn wrong_order_arrivals_are_released_in_schedule_order() {
+    let mut seq = Sequencer::new(&s("1.s1 0.s1"));
+    let Arrival::Wait { ticket: a, .. } = seq.arrive(0, 1) else { panic!("thread 0 must wait for thread 1") };
+    assert_eq!(seq.poll(a), None);
+    assert_eq!(seq.cursor(), Some(Step::sync(1, 1)));
+    assert_eq!(seq.arrive(1, 1), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(seq.poll(a), Some(SyncOutcome::Released));
+    let notes = seq.take_notes();
+    assert_eq!(released(&notes), [Step::sync(1, 1), Step::sync(0, 1)]);
+    assert!(deviations(&notes).is_empty());
+    assert!(seq.is_complete());
+}
+
+/// Simulated threads: each arrives at its next point once released from the previous one, in an order
+/// picked by a seeded PRNG; a held thread either wakes up (claim) or reads its point again (retry).
+/// Whatever the arrival order, releases follow the schedule exactly.
+fn simulate(scenario: &Scenario, schedule: &Schedule, seed: u64) -> Vec<Step> {
+    let mut seq = Sequencer::new(schedule);
+    let mut rng = SplitMix64::new(seed);
+    let threads = scenario.threads();
+    let mut next = vec![0usize; threads.len()];
+    let mut held: Vec<Option<Ticket>> = vec![None; threads.len()];
+    let mut order = Vec::new();
+    for _ in 0..10_000 {
+        let live: Vec<usize> = (0..threads.len()).filter(|&t| next[t] < threads[t].steps.len()).collect();
+        if live.is_empty() {
+            break;
+        }
+        let t = live[rng.below(live.len() as u64) as usize];
+        let StepKind::Sync(point) = threads[t].steps[next[t]].kind else { panic!("sync steps only") };
+        let passed = match (held[t], rng.below(2)) {
+            (Some(ticket), 0) => {
+                seq.claim(ticket).inspect(|&o| assert_eq!(o, SyncOutcome::Released)).is_some()
+            }
+            (Some(ticket), _) => match seq.arrive(threads[t].tag, point) {
+                Arrival::Collected(t2) => t2 == ticket,
+                Arrival::Wait { ticket: t2, again: true } if t2 == ticket => false,
+                other => panic!("re-read of a held point: {other:?}"),
+            },
+            (None, _) => match seq.arrive(threads[t].tag, point) {
+                Arrival::Go(SyncOutcome::Released) => true,
+                Arrival::Wait { ticket, again: false } => {
+                    held[t] = Some(ticket);
+                    false
+                }
+                other => panic!("first arrival: {other:?}"),
+            },
+        };
+        if passed {
+            held[t] = None;
+            next[t] += 1;
+        }
+        let notes = seq.take_notes();
+        assert!(deviations(&notes).is_empty(), "{notes:?}");
+        order.extend(released(&notes));
+    }
+    assert!(seq.is_complete(), "{schedule} seed {seed}: stuck at {:?}", seq.cursor());
+    order
+}
+
+#[test]
+fn any_arrival_order_follows_every_schedule() {
+    for sc in [a2_b1(), shape(&[2, 2, 1])] {
+        for schedule in sc.interleavings(100).unwrap() {
+            for seed in 0..30 {
+                assert_eq!(simulate(&sc, &schedule, seed), schedule.steps(), "{schedule} seed {seed}");
+            }
+        }
+    }
+}
+
+#[test]
+fn event_steps_release_the_held_thread() {
+    // Worked example: the unpinner may pass "before-unpin" only once the truncator waits in break-layout.
+    let sc = truncate_vs_unpin();
+    let schedule = s("0.s1 0.e7 1.s1 1.s2 0.s2");
+    sc.check(&schedule).unwrap();
+    let mut seq = Sequencer::new(&schedule);
+    let Arrival::Wait { ticket: u, .. } = seq.arrive(1, 1) else { panic!() };
+    assert_eq!(seq.arrive(0, 1), Arrival::Go(SyncOutcome::Released));
+    seq.event(1, EventCode::WaitBegin); // wrong thread tag: no match
+    seq.event(0, EventCode::PinTaken); // not in the schedule: only logged
+    assert_eq!(seq.poll(u), None);
+    seq.event(THREAD_ANY, EventCode::WaitBegin); // from the hook, which knows no thread
+    assert_eq!(seq.poll(u), Some(SyncOutcome::Released));
+    assert_eq!(seq.arrive(1, 2), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(seq.arrive(0, 2), Arrival::Go(SyncOutcome::Released));
+    let notes = seq.take_notes();
+    assert!(deviations(&notes).is_empty(), "{notes:?}");
+    assert!(notes.contains(&Note::EventMatched(Step::event(0, EventCode::WaitBegin))));
+    assert!(seq.is_complete());
+}
+
+#[test]
+fn early_events_unscheduled_and_repeated_arrivals_are_deviations() {
+    let mut seq = Sequencer::new(&s("0.s1 1.e2 1.s1"));
+    seq.event(1, EventCode::Unpin);
+    assert_eq!(seq.arrive(3, 3), Arrival::Go(SyncOutcome::Unscheduled));
+    assert_eq!(seq.arrive(0, 1), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(seq.arrive(0, 1), Arrival::Go(SyncOutcome::Unscheduled));
+    assert_eq!(seq.arrive(1, 1), Arrival::Go(SyncOutcome::Released), "the early event step is passed over");
+    assert_eq!(
+        deviations(&seq.take_notes()),
+        [
+            Deviation::EarlyEvent {
+                step: Step::event(1, EventCode::Unpin),
+                blocked_on: Some(Step::sync(0, 1))
+            },
+            Deviation::Unscheduled { thread: 3, point: 3 },
+            Deviation::Repeated { thread: 0, point: 1 },
+        ]
+    );
+    assert!(seq.is_complete());
+}
+
+#[test]
+fn a_thread_past_its_steps_skips_them() {
+    let mut seq = Sequencer::new(&s("0.s1 0.s2 1.s1"));
+    assert_eq!(seq.arrive(0, 2), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(seq.arrive(1, 1), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(deviations(&seq.take_notes()), [Deviation::Skipped { step: Step::sync(0, 1) }]);
+    let states: Vec<StepState> = seq.progress().map(|(_, st)| st).collect();
+    assert_eq!(states, [StepState::Skipped, StepState::Passed, StepState::Passed]);
+}
+
+#[test]
+fn an_expired_hold_proceeds_and_the_rest_stays_in_order() {
+    let mut seq = Sequencer::new(&s("0.s1 1.s1 1.s2"));
+    let Arrival::Wait { ticket: b, .. } = seq.arrive(1, 1) else { panic!() };
+    assert_eq!(seq.expire(b), SyncOutcome::TimedOut);
+    assert_eq!(seq.poll(b), Some(SyncOutcome::TimedOut));
+    let Arrival::Wait { ticket: b2, .. } = seq.arrive(1, 2) else { panic!("still waits for thread 0") };
+    assert_eq!(seq.arrive(0, 1), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(seq.poll(b2), Some(SyncOutcome::Released));
+    assert_eq!(seq.expire(b2), SyncOutcome::Released, "released before the bound: stays released");
+    let notes = seq.take_notes();
+    assert_eq!(
+        deviations(&notes),
+        [Deviation::TimedOut { step: Step::sync(1, 1), blocked_on: Some(Step::sync(0, 1)) }]
+    );
+    assert_eq!(released(&notes), [Step::sync(0, 1), Step::sync(1, 2)]);
+    assert!(seq.is_complete());
+}
+
+#[test]
+fn empty_schedule_sends_everyone_on() {
+    let mut seq = Sequencer::new(&Schedule::default());
+    assert!(seq.is_complete());
+    assert_eq!(seq.arrive(0, 0), Arrival::Go(SyncOutcome::Unscheduled));
+    seq.event(0, EventCode::Marker);
+    assert_eq!(seq.take_notes().len(), 1);
+}
+
+#[test]
+fn a_held_thread_reading_again_is_the_same_arrival() {
+    let mut seq = Sequencer::new(&s("0.s1 1.s1 1.s2"));
+    let Arrival::Wait { ticket, again: false } = seq.arrive(1, 1) else { panic!() };
+    assert_eq!(seq.arrive(1, 1), Arrival::Wait { ticket, again: true }, "a retry, not a repeat");
+    assert_eq!(seq.arrive(0, 1), Arrival::Go(SyncOutcome::Released));
+    // Released while its thread was between two reads: the next read collects it, once.
+    assert_eq!(seq.poll(ticket), Some(SyncOutcome::Released));
+    assert_eq!(seq.arrive(1, 1), Arrival::Collected(ticket));
+    assert_eq!(seq.arrive(1, 1), Arrival::Go(SyncOutcome::Unscheduled));
+    assert_eq!(deviations(&seq.take_notes()), [Deviation::Repeated { thread: 1, point: 1 }]);
+    let states: Vec<StepState> = seq.progress().map(|(_, st)| st).collect();
+    assert_eq!(states, [StepState::Passed, StepState::Passed, StepState::Pending]);
+}
+
+#[test]
+fn worked_example_on_a_kernel_that_does_not_wait() {
+    // docs/fault-injection.md: on the broken variant wait-begin never comes; the truncator's return
+    // skips it, which lets the unpinner go, and the run completes with one skipped-step deviation.
+    let mut seq = Sequencer::new(&s("0.s1 0.e7 1.s1 1.s2 0.s2"));
+    let Arrival::Wait { ticket: u, .. } = seq.arrive(1, 1) else { panic!() };
+    assert_eq!(seq.arrive(0, 1), Arrival::Go(SyncOutcome::Released));
+    let Arrival::Wait { ticket: t, .. } = seq.arrive(0, 2) else {
+        panic!("after-truncate waits for the unpinner")
+    };
+    assert_eq!(seq.claim(u), Some(SyncOutcome::Released));
+    assert_eq!(seq.arrive(1, 2), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(seq.claim(t), Some(SyncOutcome::Released));
+    let notes = seq.take_notes();
+    assert_eq!(deviations(&notes), [Deviation::Skipped { step: Step::event(0, EventCode::WaitBegin) }]);
+    assert_eq!(released(&notes), [Step::sync(0, 1), Step::sync(1, 1), Step::sync(1, 2), Step::sync(0, 2)]);
+    assert!(seq.is_complete());
+}
