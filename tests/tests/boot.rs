@@ -20,6 +20,12 @@ fn cases() -> Vec<Case> {
         guest("panic", 1, "-- echo c > /proc/sysrq-trigger", "120s"),
         guest("timeout", 1, "-- sleep 1000", "20s"),
         guest("guest_status", 1, "-- exit 7", "120s"),
+        guest(
+            "fault_device",
+            1,
+            "-- cat /sys/bus/acpi/devices/DAXF0001:00/path /sys/bus/acpi/devices/DAXF0001:00/status",
+            "120s",
+        ),
         // No command: /init starts a shell on the console, which reads what is typed on daxvmm's stdin.
         guest("interactive", 1, "quiet", "120s").with_input(15, "echo typed-$((6*7)); exit\n"),
     ]
@@ -41,6 +47,15 @@ fn two_vcpus() {
     assert_eq!(out.exit_code, 0, "expected a clean power-off: {out}");
     assert!(out.contains(INIT_REACHED), "the guest never reached /init: {out}");
     assert!(out.has_line("0-1"), "expected both vCPUs online ('0-1'): {out}");
+}
+
+/// The fault injector is described in ACPI where the guest driver will look for it (docs/fault-injection.md).
+#[test]
+fn fault_device() {
+    let Some(out) = BATCH.outcome("fault_device") else { return };
+    assert_eq!(out.exit_code, 0, "{out}");
+    assert!(out.has_line("\\_SB_.DXFI"), "ACPI device DAXF0001 must be \\_SB_.DXFI: {out}");
+    assert!(out.has_line("15"), "_STA must say present, enabled, shown, functioning (15): {out}");
 }
 
 #[test]

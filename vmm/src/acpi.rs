@@ -2,9 +2,10 @@
 //! guest's ACPI area below 1 MiB and writes them there.
 
 use daxvmm_devices::acpi::{
-    dsdt, fadt, madt, nfit, nvdimm_root_aml, rsdp, xsdt, AcpiError, DsdtConfig, NvdimmRegion,
+    dsdt, fadt, fault_injector_aml, madt, nfit, nvdimm_root_aml, rsdp, xsdt, AcpiError, DsdtConfig,
+    NvdimmRegion,
 };
-use daxvmm_devices::layout::{ACPI_RSDP_ADDR, ACPI_TABLES_END};
+use daxvmm_devices::layout::{ACPI_RSDP_ADDR, ACPI_TABLES_END, FAULT_INJECTOR_BASE, FAULT_INJECTOR_LEN};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -56,7 +57,11 @@ pub fn write_tables(
         placed.push((sig, addr, bytes));
         addr
     };
-    let extra_sb_aml = if nvdimms.is_empty() { Vec::new() } else { nvdimm_root_aml(nvdimms) };
+    // The fault injector is always there: a guest driver binds to it whether or not a schedule is armed.
+    let mut extra_sb_aml = fault_injector_aml(FAULT_INJECTOR_BASE as u32, FAULT_INJECTOR_LEN as u32);
+    if !nvdimms.is_empty() {
+        extra_sb_aml.extend(nvdimm_root_aml(nvdimms));
+    }
     let dsdt_addr = place(*b"DSDT", dsdt(&DsdtConfig { com1: true, extra_sb_aml }), &mut placed);
     let mut xsdt_entries =
         vec![place(*b"FACP", fadt(dsdt_addr), &mut placed), place(*b"APIC", madt(cpus)?, &mut placed)];
@@ -139,5 +144,20 @@ mod tests {
         assert!(bytes.windows(8).any(|w| w == b"ACPI0012"));
         let without = write_tables(&gm, 1, &[]).unwrap();
         assert!(without.tables.iter().all(|t| &t.0 != b"NFIT"));
+    }
+
+    #[test]
+    fn the_dsdt_always_describes_the_fault_injector() {
+        let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let layout = write_tables(&gm, 1, &[]).unwrap();
+        let dsdt = layout.tables.iter().find(|t| &t.0 == b"DSDT").unwrap();
+        let mut bytes = vec![0u8; dsdt.2];
+        gm.read_slice(&mut bytes, GuestAddress(dsdt.1)).unwrap();
+        assert!(bytes.windows(8).any(|w| w == b"DAXF0001"));
+        // Memory32Fixed (0x86), length 9, read-write, then the window's base and length.
+        let mut window = vec![0x86, 0x09, 0x00, 0x01];
+        window.extend_from_slice(&(FAULT_INJECTOR_BASE as u32).to_le_bytes());
+        window.extend_from_slice(&(FAULT_INJECTOR_LEN as u32).to_le_bytes());
+        assert!(bytes.windows(window.len()).any(|w| w == window), "the _CRS window is missing");
     }
 }

@@ -3,6 +3,8 @@
 //! the device buses on the way.
 
 use daxvmm_devices::bus::Bus;
+use daxvmm_devices::fault::FaultDevice;
+use daxvmm_devices::layout::{FAULT_INJECTOR_BASE, FAULT_INJECTOR_LEN};
 use kvm_ioctls::VcpuExit;
 
 /// The port and MMIO buses the vCPUs share.
@@ -12,6 +14,17 @@ pub struct Buses {
     pub pio: Bus,
     /// MMIO devices.
     pub mmio: Bus,
+    /// The fault injector's window. Not on `mmio`: its sync reads hold the calling vCPU, which must not
+    /// happen under a bus lock that the other vCPUs need to get through.
+    pub fault: Option<FaultDevice>,
+}
+
+impl Buses {
+    /// The fault device and the offset into its window, when `addr` is in it.
+    fn fault_window(&self, addr: u64) -> Option<(&FaultDevice, u64)> {
+        let offset = addr.checked_sub(FAULT_INJECTOR_BASE).filter(|o| *o < FAULT_INJECTOR_LEN)?;
+        self.fault.as_ref().map(|f| (f, offset))
+    }
 }
 
 /// A vCPU exit, detached from KVM's run structure so tests can make one.
@@ -120,14 +133,18 @@ pub fn handle_exit(exit: Exit<'_>, buses: &Buses, cpu: u8) -> Action {
             Action::Continue
         }
         Exit::MmioRead { addr, data } => {
-            if !buses.mmio.read(addr, data) {
+            if let Some((fault, offset)) = buses.fault_window(addr) {
+                fault.mmio_read(Some(cpu), offset, data);
+            } else if !buses.mmio.read(addr, data) {
                 data.fill(0xff);
                 log::debug!("vCPU {cpu}: MMIO read at {addr:#x} unclaimed");
             }
             Action::Continue
         }
         Exit::MmioWrite { addr, data } => {
-            if !buses.mmio.write(addr, data) {
+            if let Some((fault, offset)) = buses.fault_window(addr) {
+                fault.mmio_write(Some(cpu), offset, data);
+            } else if !buses.mmio.write(addr, data) {
                 log::debug!("vCPU {cpu}: MMIO write at {addr:#x} unclaimed");
             }
             Action::Continue
@@ -156,8 +173,12 @@ pub fn handle_exit(exit: Exit<'_>, buses: &Buses, cpu: u8) -> Action {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use std::sync::{mpsc, Arc, Mutex};
+    use std::time::Duration;
 
     use daxvmm_devices::events::{EventSink, GuestEvent};
+    use daxvmm_devices::fault::{
+        FaultInjector, SyncOutcome, DEFAULT_LOG_CAPACITY, EVENT_OFFSET, MAGIC, SYNC_BASE,
+    };
     use daxvmm_devices::layout::{ACPI_PM_LEN, ACPI_PM_PORT, DEBUG_PORT};
     use daxvmm_devices::power::AcpiPm;
 
@@ -194,6 +215,48 @@ mod tests {
         assert_eq!(handle_exit(Exit::MmioRead { addr: 0xd000_0000, data: &mut m }, &b, 0), Action::Continue);
         assert_eq!(m, [0xff; 4]);
         assert_eq!(handle_exit(Exit::MmioWrite { addr: 0xd000_0000, data: &[1] }, &b, 0), Action::Continue);
+    }
+
+    fn buses_with_fault() -> (Buses, Arc<FaultInjector>) {
+        let inj = Arc::new(FaultInjector::new(DEFAULT_LOG_CAPACITY, Duration::from_millis(50)));
+        let b = Buses {
+            fault: Some(FaultDevice::new(inj.clone(), Duration::from_millis(5))),
+            ..Buses::default()
+        };
+        (b, inj)
+    }
+
+    #[test]
+    fn fault_window_goes_to_the_injector() {
+        let (b, inj) = buses_with_fault();
+        let mut magic = [0u8; 8];
+        let a = handle_exit(Exit::MmioRead { addr: FAULT_INJECTOR_BASE, data: &mut magic }, &b, 1);
+        assert_eq!(a, Action::Continue);
+        assert_eq!(u64::from_le_bytes(magic), MAGIC);
+        // An event (code 1, thread 0, pfn 0x1234) is logged with the vCPU that sent it.
+        let ev = (1u64 << 56) | 0x1234;
+        let addr = FAULT_INJECTOR_BASE + EVENT_OFFSET;
+        assert_eq!(handle_exit(Exit::MmioWrite { addr, data: &ev.to_le_bytes() }, &b, 1), Action::Continue);
+        assert_eq!(inj.stats().events, 1);
+        // A sync read with nothing armed proceeds at once.
+        let mut v = [0u8; 8];
+        let addr = FAULT_INJECTOR_BASE + SYNC_BASE;
+        assert_eq!(handle_exit(Exit::MmioRead { addr, data: &mut v }, &b, 0), Action::Continue);
+        assert_eq!(u64::from_le_bytes(v), SyncOutcome::NotArmed.code());
+        // Just past the window is the ordinary (empty) bus again.
+        let mut m = [0u8; 8];
+        let addr = FAULT_INJECTOR_BASE + FAULT_INJECTOR_LEN;
+        assert_eq!(handle_exit(Exit::MmioRead { addr, data: &mut m }, &b, 0), Action::Continue);
+        assert_eq!(m, [0xff; 8]);
+    }
+
+    #[test]
+    fn without_a_fault_device_its_window_is_unclaimed() {
+        let b = Buses::default();
+        let mut m = [0u8; 8];
+        let a = handle_exit(Exit::MmioRead { addr: FAULT_INJECTOR_BASE, data: &mut m }, &b, 0);
+        assert_eq!(a, Action::Continue);
+        assert_eq!(m, [0xff; 8]);
     }
 
     #[test]

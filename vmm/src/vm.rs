@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use daxvmm_devices::bus::{BusError, SharedDevice};
 use daxvmm_devices::debug_port::{DebugPort, MARKER_INIT_STARTED};
 use daxvmm_devices::events::{EventSink, GuestEvent};
+use daxvmm_devices::fault::{FaultDevice, FaultInjector, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY, DEFAULT_SLICE};
 use daxvmm_devices::layout::*;
 use daxvmm_devices::power::{AcpiPm, I8042};
 use daxvmm_devices::pvpanic::PvPanic;
@@ -179,6 +180,9 @@ fn run_with(cfg: &VmConfig, started: Instant, pmem: &[PmemRegion]) -> Result<Out
     for (dev, port, len) in port_devices {
         buses.pio.insert(dev, u64::from(port), u64::from(len))?;
     }
+    // Nothing is armed yet: sync reads proceed at once until a schedule is (issue 5's runner).
+    let injector = Arc::new(FaultInjector::new(DEFAULT_LOG_CAPACITY, DEFAULT_BOUND));
+    buses.fault = Some(FaultDevice::new(injector.clone(), DEFAULT_SLICE));
     let buses = Arc::new(buses);
 
     let vcpus = (0..cfg.cpus)
@@ -198,8 +202,11 @@ fn run_with(cfg: &VmConfig, started: Instant, pmem: &[PmemRegion]) -> Result<Out
         vcpu::spawn(fd, cpu as u8, buses.clone(), sink.clone(), started)?;
     }
     let outcome = wait(&rx, cfg.timeout, started, pmem);
-    // Guest RAM is unmapped when this returns; vCPUs still in the guest must stop without complaint.
+    // Guest RAM is unmapped when this returns; vCPUs still in the guest must stop without complaint, and
+    // none may stay held at a sync point.
     sink.mark_stopping();
+    injector.disarm();
+    log_fault_stats(&injector);
     outcome
 }
 
@@ -244,6 +251,21 @@ fn wait(
                 log::info!("guest boot marker {code:#04x} at {} ms", started.elapsed().as_millis());
             }
         }
+    }
+}
+
+/// What the guest told the fault injector, for the debug log.
+fn log_fault_stats(injector: &FaultInjector) {
+    let s = injector.stats();
+    if s.events + s.arrivals > 0 || !s.protocol_errors.is_empty() {
+        log::debug!(
+            "fault injector: {} events, {} sync arrivals ({} held, {} timed out), protocol errors {:?}",
+            s.events,
+            s.arrivals,
+            s.held,
+            s.timeouts,
+            s.protocol_errors
+        );
     }
 }
 
