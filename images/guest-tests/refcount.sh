@@ -13,6 +13,8 @@ mkfs_dax "$fs" "$dev"
 mkdir -p "$mnt"
 mount -t "$fs" -o dax "$dev" "$mnt"
 echo "# daxvmm-refcount-test on $fs -o dax ($dev)"
+# The driver's line when it bound to daxvmm's fault injector (the hook events then reach the host).
+dmesg | grep -m1 'dax_refcount: fault injector' | sed 's/^\[[^]]*\] //' || echo "# dax_refcount: no fault injector bound"
 set +e
 daxvmm-refcount-test "$mnt"
 rc=$?

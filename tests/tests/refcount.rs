@@ -11,7 +11,8 @@ const CHECKS: usize = 30;
 const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
 
 fn case(name: &str, fs: &str) -> Case {
-    let extra = ["--cpus", "2", "--mem", "512M", "--pmem", "1G"];
+    // Debug logging: daxvmm's count of the fault injector events the guest driver sent.
+    let extra = ["--cpus", "2", "--mem", "512M", "--pmem", "1G", "--log-level", "debug"];
     Case::guest(name, &extra, &format!("quiet -- /tests/refcount.sh {fs}"), "240s")
 }
 
@@ -151,6 +152,23 @@ fn bad_ioctl_input_gets_errors_and_fuzzing_never_oopses() {
         "unknown ioctl numbers give ENOTTY",
         "random ioctl numbers and arguments return without crashing",
     ]);
+}
+
+/// The driver bound to the VMM's fault injector (ACPI DAXF0001) and its hook events reached daxvmm.
+#[test]
+fn hook_events_reach_the_vmm() {
+    for fs in FILESYSTEMS {
+        let Some(out) = BATCH.outcome(&format!("refcount_{fs}")) else { return };
+        assert!(
+            out.has_line("dax_refcount: fault injector at 0xfeb00000, protocol v1"),
+            "on {fs}: the driver must bind to the fault injector: {out}"
+        );
+        let events = out.console.lines().find_map(|l| {
+            l.split_once("fault injector: ")?.1.split_once(" events")?.0.trim().parse::<u64>().ok()
+        });
+        assert!(events.is_some_and(|n| n > 0), "on {fs}: daxvmm must have counted hook events: {out}");
+        assert!(out.contains("protocol errors {}"), "on {fs}: the driver must speak the protocol: {out}");
+    }
 }
 
 #[test]

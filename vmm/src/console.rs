@@ -1,31 +1,121 @@
 //! The host side of the guest console: guest output to stdout unbuffered (prompts without a newline must
-//! show), host stdin to the UART's receive FIFO, and the terminal put in raw mode while a TTY is attached
-//! (and restored however daxvmm exits).
+//! show) and daxvmm's log lines kept from cutting into it, host stdin to the UART's receive FIFO, and the
+//! terminal put in raw mode while a TTY is attached (and restored however daxvmm exits).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use daxvmm_devices::bus::lock;
 use daxvmm_devices::serial::SerialDevice;
 
-/// Writes straight to fd 1 with no buffering.
-#[derive(Debug)]
-pub struct RawStdout;
+/// How long a log line may wait for the guest to finish its console line.
+const LOG_HOLD: Duration = Duration::from_millis(500);
 
-impl Write for RawStdout {
+/// Guest output (stdout) and daxvmm's log (stderr) usually share one terminal or console. A log line
+/// written while the guest is in the middle of a line would cut that line in two, and users and tests
+/// grep guest lines; so log lines written mid-line wait until the guest ends its line (or for
+/// [`LOG_HOLD`], for a prompt that never ends).
+#[derive(Debug)]
+struct ConsoleMux {
+    guest_mid_line: bool,
+    held_logs: Vec<u8>,
+    held_since: Option<Instant>,
+}
+
+static MUX: Mutex<ConsoleMux> =
+    Mutex::new(ConsoleMux { guest_mid_line: false, held_logs: Vec::new(), held_since: None });
+
+fn mux() -> std::sync::MutexGuard<'static, ConsoleMux> {
+    MUX.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl ConsoleMux {
+    /// Guest bytes go out at once; held log lines follow as soon as the guest's line has ended.
+    fn guest_output(&mut self, buf: &[u8], out: &mut dyn Write, log: &mut dyn Write) -> io::Result<usize> {
+        let n = out.write(buf)?;
+        if let Some(&last) = buf[..n].last() {
+            self.guest_mid_line = last != b'\n';
+        }
+        if !self.guest_mid_line {
+            self.release_logs(log);
+        }
+        Ok(n)
+    }
+
+    /// A log record goes out now unless the guest is mid-line (then it waits, at most [`LOG_HOLD`]).
+    fn log_output(&mut self, buf: &[u8], log: &mut dyn Write) {
+        let since = *self.held_since.get_or_insert_with(Instant::now);
+        self.held_logs.extend_from_slice(buf);
+        if !self.guest_mid_line || since.elapsed() >= LOG_HOLD {
+            self.release_logs(log);
+        }
+    }
+
+    fn release_logs(&mut self, log: &mut dyn Write) {
+        if !self.held_logs.is_empty() {
+            let _ = log.write_all(&self.held_logs);
+            self.held_logs.clear();
+        }
+        self.held_since = None;
+    }
+}
+
+/// Unbuffered fd 1 or 2.
+struct Fd(i32);
+
+impl Write for Fd {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: fd 1 stays open for the life of the process; ManuallyDrop keeps it from being closed.
-        let mut f = ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
+        // SAFETY: fds 1 and 2 stay open for the life of the process; ManuallyDrop keeps them from being
+        // closed.
+        let mut f = ManuallyDrop::new(unsafe { File::from_raw_fd(self.0) });
         f.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Writes the guest's console output straight to fd 1 with no buffering.
+#[derive(Debug)]
+pub struct RawStdout;
+
+impl Write for RawStdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        mux().guest_output(buf, &mut Fd(1), &mut Fd(2))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// daxvmm's log output (to fd 2), kept out of the middle of a guest console line.
+#[derive(Debug)]
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        mux().log_output(buf, &mut Fd(2));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Prints log lines still waiting for the guest's line to end; for the end of a run.
+pub fn release_held_logs() {
+    let mut m = mux();
+    if !m.held_logs.is_empty() && m.guest_mid_line {
+        let _ = Fd(2).write_all(b"\n");
+    }
+    m.release_logs(&mut Fd(2));
 }
 
 static SAVED_TERMIOS: OnceLock<libc::termios> = OnceLock::new();
@@ -82,4 +172,43 @@ pub fn spawn_stdin_forwarder(serial: Arc<Mutex<SerialDevice>>) -> io::Result<()>
         }
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> ConsoleMux {
+        ConsoleMux { guest_mid_line: false, held_logs: Vec::new(), held_since: None }
+    }
+
+    #[test]
+    fn a_log_line_waits_for_the_guest_line_to_end() {
+        let (mut m, mut out, mut log) = (fresh(), Vec::new(), Vec::new());
+        m.guest_output(b"524", &mut out, &mut log).unwrap_or_default();
+        m.log_output(b"daxvmm: RSS 65 MiB\n", &mut log);
+        assert!(log.is_empty(), "held while the guest is mid-line");
+        m.guest_output(b"288\n", &mut out, &mut log).unwrap_or_default();
+        assert_eq!(out, b"524288\n");
+        assert_eq!(log, b"daxvmm: RSS 65 MiB\n");
+    }
+
+    #[test]
+    fn a_log_line_goes_out_at_once_between_guest_lines() {
+        let (mut m, mut out, mut log) = (fresh(), Vec::new(), Vec::new());
+        m.guest_output(b"line\n", &mut out, &mut log).unwrap_or_default();
+        m.log_output(b"daxvmm: x\n", &mut log);
+        assert_eq!(log, b"daxvmm: x\n");
+    }
+
+    #[test]
+    fn a_prompt_does_not_hold_logs_forever() {
+        let (mut m, mut out, mut log) = (fresh(), Vec::new(), Vec::new());
+        m.guest_output(b"/ # ", &mut out, &mut log).unwrap_or_default();
+        m.log_output(b"first\n", &mut log);
+        assert!(log.is_empty());
+        std::thread::sleep(LOG_HOLD);
+        m.log_output(b"second\n", &mut log);
+        assert_eq!(log, b"first\nsecond\n");
+    }
 }

@@ -41,6 +41,7 @@ fn main() {
             use std::io::Write;
             writeln!(buf, "daxvmm: {}{}", level_prefix(rec.level()), rec.args())
         })
+        .target(env_logger::Target::Pipe(Box::new(console::LogWriter)))
         .init();
     let code = match run(&cli, started) {
         Ok(outcome) => exit_code(outcome),
@@ -53,6 +54,7 @@ fn main() {
         }
     };
     console::restore_terminal();
+    console::release_held_logs();
     // The vCPU threads are still in KVM_RUN; exiting the process is how they stop.
     std::process::exit(i32::from(code))
 }
