@@ -15,6 +15,24 @@ const EDX_HTT: u32 = 1 << 28;
 const ECX_XSAVE: u32 = 1 << 26;
 const ECX_OSXSAVE: u32 = 1 << 27;
 const ECX_AVX: u32 = 1 << 28;
+const ECX_FMA: u32 = 1 << 12;
+
+const LEAF_STRUCTURED: u32 = 0x7;
+const LEAF_XSAVE: u32 = 0xd;
+/// Leaf 7.0 EBX: AVX2, MPX, AVX512 F/DQ/IFMA/PF/ER/CD/BW/VL.
+const L7_EBX_XSAVE_DEPS: u32 =
+    1 << 5 | 1 << 14 | 1 << 16 | 1 << 17 | 1 << 21 | 1 << 26 | 1 << 27 | 1 << 28 | 1 << 30 | 1 << 31;
+/// Leaf 7.0 ECX: AVX512VBMI, PKU, OSPKE, VBMI2, VAES, VPCLMULQDQ, AVX512 VNNI/BITALG/VPOPCNTDQ.
+const L7_ECX_XSAVE_DEPS: u32 =
+    1 << 1 | 1 << 3 | 1 << 4 | 1 << 6 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12 | 1 << 14;
+/// Leaf 7.0 EDX: AVX512 4VNNIW/4FMAPS/VP2INTERSECT, AMX-BF16, AVX512-FP16, AMX-TILE, AMX-INT8.
+const L7_EDX_XSAVE_DEPS: u32 = 1 << 2 | 1 << 3 | 1 << 8 | 1 << 22 | 1 << 23 | 1 << 24 | 1 << 25;
+/// Leaf 7.1 EAX: AVX-VNNI, AVX512-BF16, AMX-FP16, AVX-IFMA.
+const L7_1_EAX_XSAVE_DEPS: u32 = 1 << 4 | 1 << 5 | 1 << 21 | 1 << 23;
+/// Leaf 7.1 EDX: APX.
+const L7_1_EDX_XSAVE_DEPS: u32 = 1 << 21;
+/// Leaf 0xD.1 EAX: XSAVEOPT, XSAVEC, XGETBV1, XSAVES, XFD.
+const LD_1_EAX_XSAVE_DEPS: u32 = 0x1f;
 
 /// Adjusts KVM's supported CPUID for vCPU `cpu` of `cpus`.
 pub fn patch_cpuid(entries: &mut [kvm_cpuid_entry2], cpu: u8, cpus: u8, tsc_deadline: bool) {
@@ -50,14 +68,29 @@ pub enum XsavePolicy {
     Off,
 }
 
-/// Hides XSAVE and the features whose state lives only in XSAVE areas when `policy` is Off; Linux
-/// clears the remaining dependent features (AVX2, AVX-512, PKU) itself once XSAVE is gone.
+/// Hides XSAVE, when `policy` is Off, with every feature that depends on it (the XSAVE variants, AVX and
+/// what builds on it, AVX-512, AMX, PKU, MPX, APX). Linux would clear the dependents itself, but warns at
+/// boot ("CPU feature dependency check failure") about any that CPUID still shows, so none are left
+/// (arch/x86/kernel/cpu/cpuid-deps.c lists them).
 pub fn apply_xsave_policy(entries: &mut [kvm_cpuid_entry2], policy: XsavePolicy) {
     if policy == XsavePolicy::On {
         return;
     }
-    for e in entries.iter_mut().filter(|e| e.function == LEAF_FEATURES) {
-        e.ecx &= !(ECX_XSAVE | ECX_OSXSAVE | ECX_AVX);
+    for e in entries.iter_mut() {
+        match (e.function, e.index) {
+            (LEAF_FEATURES, _) => e.ecx &= !(ECX_XSAVE | ECX_OSXSAVE | ECX_AVX | ECX_FMA),
+            (LEAF_STRUCTURED, 0) => {
+                e.ebx &= !L7_EBX_XSAVE_DEPS;
+                e.ecx &= !L7_ECX_XSAVE_DEPS;
+                e.edx &= !L7_EDX_XSAVE_DEPS;
+            }
+            (LEAF_STRUCTURED, 1) => {
+                e.eax &= !L7_1_EAX_XSAVE_DEPS;
+                e.edx &= !L7_1_EDX_XSAVE_DEPS;
+            }
+            (LEAF_XSAVE, 1) => e.eax &= !LD_1_EAX_XSAVE_DEPS,
+            _ => {}
+        }
     }
 }
 
@@ -92,15 +125,34 @@ mod tests {
     }
 
     #[test]
-    fn xsave_off_hides_xsave_and_avx() {
-        let mut e = vec![leaf(1, 0), leaf(0xd, 0)];
-        e[0].ecx = ECX_XSAVE | ECX_OSXSAVE | ECX_AVX | 1;
-        e[1].eax = 0x207;
+    fn xsave_off_hides_xsave_and_what_depends_on_it() {
+        let all = |function, index| kvm_cpuid_entry2 {
+            function,
+            index,
+            eax: u32::MAX,
+            ebx: u32::MAX,
+            ecx: u32::MAX,
+            edx: u32::MAX,
+            ..Default::default()
+        };
+        let mut e = vec![all(1, 0), all(7, 0), all(7, 1), all(0xd, 0), all(0xd, 1)];
+        let before = e.clone();
         apply_xsave_policy(&mut e, XsavePolicy::On);
-        assert_eq!(e[0].ecx, ECX_XSAVE | ECX_OSXSAVE | ECX_AVX | 1);
+        assert_eq!(e, before, "On changes nothing");
         apply_xsave_policy(&mut e, XsavePolicy::Off);
-        assert_eq!(e[0].ecx, 1, "SSE3 and the rest untouched");
-        assert_eq!(e[1].eax, 0x207, "leaf 0xD left alone: Linux does not read it without XSAVE");
+        assert_eq!(e[0].ecx & (ECX_XSAVE | ECX_OSXSAVE | ECX_AVX | ECX_FMA), 0);
+        assert_eq!(
+            e[0].ecx | ECX_XSAVE | ECX_OSXSAVE | ECX_AVX | ECX_FMA,
+            u32::MAX,
+            "SSE3 and the rest kept"
+        );
+        assert_eq!(e[1].ebx & (1 << 5), 0, "AVX2 hidden");
+        assert_ne!(e[1].ebx & (1 << 7), 0, "SMEP kept");
+        assert_eq!(e[1].ecx & (1 << 3), 0, "PKU hidden");
+        assert_eq!(e[1].edx & (1 << 24), 0, "AMX-TILE hidden");
+        assert_eq!(e[2].eax & (1 << 4), 0, "AVX-VNNI hidden");
+        assert_eq!(e[3], before[3], "leaf 0xD.0 (sizes) untouched");
+        assert_eq!(e[4].eax & 0x1f, 0, "XSAVEOPT/XSAVEC/XGETBV1/XSAVES/XFD hidden");
     }
 
     #[test]
