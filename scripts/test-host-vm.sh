@@ -17,9 +17,14 @@
 #   --timeout  limit on the whole QEMU run, in seconds (default 900)
 #   --case-timeout  limit on each case inside the VM, in seconds (default 300); a case that outlives it is
 #              killed (SIGKILL) and reported as rc=137
+#   --stall    kill the VM when its console has been silent this long, in seconds (default: case timeout
+#              + 60). Rarely the test host VM's own kernel stops running user space (both vCPUs busy in
+#              QEMU TCG's nested SVM; seen about once in 20 batches), and then the in-VM timeouts cannot
+#              fire either; the VM is killed, @@DAXVMM-L1-STALL@@ printed, and the exit status is 3.
 # The console streams to stdout: each case between @@DAXVMM-CASE-BEGIN NAME@@ and
 # @@DAXVMM-CASE-END NAME rc=N@@, then @@DAXVMM-BATCH-DONE@@ (@@DAXVMM-NO-KVM reason@@ if KVM could not be
-# set up). Exit status: 0 when the batch completed (whatever the cases returned), 1 otherwise. A copy of
+# set up). Exit status: 0 when the batch completed (whatever the cases returned), 3 when the VM hung
+# (--stall), 1 otherwise. A copy of
 # the console is kept in $DAXVMM_CACHE/test-host/logs/ (the last 20 runs).
 #
 # Measured on this 2-core machine (QEMU 7.2 TCG, pieces cached): a batch of one `true` case takes 6.2-7.3 s
@@ -29,7 +34,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$DAXVMM_ROOT/images/pack.sh"
 
-batch='' mem=4G cpus=2 timeout=900 case_timeout=300 daxvmm='' kernel='' initrd='' with_qemu=0 adds=()
+batch='' mem=4G cpus=2 timeout=900 case_timeout=300 stall='' daxvmm='' kernel='' initrd='' with_qemu=0 adds=()
 while [ $# -gt 0 ]; do
 	case $1 in
 	--batch) batch=$2; shift 2 ;;
@@ -37,6 +42,7 @@ while [ $# -gt 0 ]; do
 	--cpus) cpus=$2; shift 2 ;;
 	--timeout) timeout=$2; shift 2 ;;
 	--case-timeout) case_timeout=$2; shift 2 ;;
+	--stall) stall=$2; shift 2 ;;
 	--daxvmm) daxvmm=$2; shift 2 ;;
 	--kernel) kernel=$2; shift 2 ;;
 	--initrd) initrd=$2; shift 2 ;;
@@ -50,6 +56,8 @@ done
 [ -f "$batch" ] || die "batch file $batch does not exist"
 [[ $timeout =~ ^[0-9]+$ ]] && [ "$timeout" -gt 0 ] || die "--timeout wants a whole number of seconds, got '$timeout'"
 [[ $case_timeout =~ ^[0-9]+$ ]] && [ "$case_timeout" -gt 0 ] || die "--case-timeout wants a whole number of seconds, got '$case_timeout'"
+stall=${stall:-$((case_timeout + 60))}
+[[ $stall =~ ^[0-9]+$ ]] && [ "$stall" -gt 0 ] || die "--stall wants a whole number of seconds, got '$stall'"
 [[ $cpus =~ ^[0-9]+$ ]] && [ "$cpus" -gt 0 ] || die "--cpus wants a positive number, got '$cpus'"
 [[ $mem =~ ^[0-9]+[MG]$ ]] || die "--mem wants a size like 4G or 3072M, got '$mem'"
 while IFS= read -r line; do
@@ -192,11 +200,41 @@ console=$logs/console-$(date +%Y%m%d-%H%M%S)-$$.log
 find "$logs" -name "console-*.log" -printf "%T@ %p\n" | sort -rn | tail -n +20 | cut -d" " -f2- | xargs -r rm -f
 start=$(date +%s.%N)
 set +e
-timeout --kill-after=10 "$timeout" "$qemu" -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
-	-kernel "$base/vmlinuz" -initrd "$run/l1.cpio" -append "console=ttyS0 panic=-1 quiet" \
-	-nographic -serial stdio -monitor none -parallel none -no-reboot </dev/null 2>&1 | tee "$console"
-rc=${PIPESTATUS[0]}
+{
+	timeout --kill-after=10 "$timeout" "$qemu" -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
+		-kernel "$base/vmlinuz" -initrd "$run/l1.cpio" -append "console=ttyS0 panic=-1 quiet" \
+		-nographic -serial stdio -monitor none -parallel none -no-reboot </dev/null 2>&1 &
+	echo $! >"$run/qemu.pid"
+	wait $!
+	echo $? >"$run/qemu.rc"
+} | tee "$console" &
+pipeline=$!
+# The stall watchdog: the console's size must keep changing.
+(
+	last=-1 quiet_since=$(date +%s)
+	while sleep 10; do
+		size=$(stat -c %s "$console" 2>/dev/null || echo 0)
+		if [ "$size" != "$last" ]; then
+			last=$size quiet_since=$(date +%s)
+		elif [ $(( $(date +%s) - quiet_since )) -ge "$stall" ]; then
+			touch "$run/stalled"
+			printf '\n@@DAXVMM-L1-STALL@@\n'
+			kill "$(cat "$run/qemu.pid")" 2>/dev/null
+			exit
+		fi
+	done
+) &
+watchdog=$!
+wait $pipeline
+kill $watchdog 2>/dev/null
+wait $watchdog 2>/dev/null
+rc=$(cat "$run/qemu.rc" 2>/dev/null || echo 1)
 set -e
+if [ -f "$run/stalled" ]; then
+	printf '\n@@DAXVMM-L1-STALL@@\n' >>"$console"
+	log "the test host VM's console was silent for ${stall}s: it hung (console: $console); killed it"
+	exit 3
+fi
 elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
 	log "the test host VM ran into --timeout ${timeout}s and was killed"
