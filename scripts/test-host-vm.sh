@@ -19,7 +19,7 @@
 #              killed (SIGKILL) and reported as rc=137
 #   --stall    kill the VM when its console has been silent this long, in seconds (default: case timeout
 #              + 60). Rarely the test host VM's own kernel stops running user space (both vCPUs busy in
-#              QEMU TCG's nested SVM; seen about once in 20 batches), and then the in-VM timeouts cannot
+#              QEMU TCG's nested SVM; seen three times in many dozens of batches), and then the in-VM timeouts cannot
 #              fire either; the VM is killed, @@DAXVMM-L1-STALL@@ printed, and the exit status is 3.
 # The console streams to stdout: each case between @@DAXVMM-CASE-BEGIN NAME@@ and
 # @@DAXVMM-CASE-END NAME rc=N@@, then @@DAXVMM-BATCH-DONE@@ (@@DAXVMM-NO-KVM reason@@ if KVM could not be
