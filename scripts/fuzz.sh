@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the cargo-fuzz targets in fuzz/ for a while each: fault_mmio (arbitrary guest access sequences
+# against the fault injector's MMIO handler) and fault_schedule (schedule text parsing). Needs the nightly
+# toolchain and cargo-fuzz, which it installs when missing. Crashes are kept in fuzz/artifacts/TARGET/;
+# replay one with `cargo +nightly fuzz run TARGET FILE` in fuzz/.
+#
+# usage: scripts/fuzz.sh [--seconds N] [TARGET...]   (default: 60 seconds, every target)
+source "$(dirname "$0")/lib.sh"
+
+seconds=60 targets=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--seconds) seconds=$2; shift 2 ;;
+	-h | --help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-*) die "unknown option '$1' (see --help)" ;;
+	*) targets+=("$1"); shift ;;
+	esac
+done
+[[ $seconds =~ ^[1-9][0-9]*$ ]] || die "--seconds wants a positive number, got '$seconds'"
+rustup toolchain list | grep -q '^nightly' || { log "installing the nightly toolchain"; rustup toolchain install nightly --profile minimal >&2; }
+command -v cargo-fuzz >/dev/null || { log "installing cargo-fuzz (a few minutes)"; cargo install cargo-fuzz --locked >&2; }
+cd "$DAXVMM_ROOT/fuzz"
+[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo +nightly fuzz list)
+for t in "${targets[@]}"; do
+	log "fuzzing $t for ${seconds}s"
+	cargo +nightly fuzz run "$t" -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | grep -E '^(#[0-9]+ +DONE|Done|==|SUMMARY|artifact_prefix|Test unit)' || true
+	[ "${PIPESTATUS[0]}" = 0 ] || die "fuzz target $t failed; the crashing input is in fuzz/artifacts/$t/"
+	log "$t: no crash in ${seconds}s"
+done
