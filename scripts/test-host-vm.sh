@@ -198,12 +198,33 @@ mkdir -p "$logs"
 console=$logs/console-$(date +%Y%m%d-%H%M%S)-$$.log
 # Keep the newest 20 console logs.
 find "$logs" -name "console-*.log" -printf "%T@ %p\n" | sort -rn | tail -n +20 | cut -d" " -f2- | xargs -r rm -f
+# Asks QEMU's monitor for every CPU's registers.
+l1_registers() {
+	python3 - "$1" <<'PY' 2>/dev/null || true
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.settimeout(2)
+s.sendall(b"info registers -a\n")
+out, end = b"", time.time() + 3
+while time.time() < end:
+    try:
+        chunk = s.recv(65536)
+    except socket.timeout:
+        break
+    if not chunk:
+        break
+    out += chunk
+sys.stdout.write(out.decode(errors="replace"))
+PY
+}
 start=$(date +%s.%N)
 set +e
 {
 	timeout --kill-after=10 "$timeout" "$qemu" -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
-		-kernel "$base/vmlinuz" -initrd "$run/l1.cpio" -append "console=ttyS0 panic=-1 quiet" \
-		-nographic -serial stdio -monitor none -parallel none -no-reboot </dev/null 2>&1 &
+		-kernel "$base/vmlinuz" -initrd "$run/l1.cpio" -append "console=ttyS0 panic=-1 quiet nokaslr" \
+		-nographic -serial stdio -monitor "unix:$run/monitor.sock,server=on,wait=off" -parallel none \
+		-no-reboot </dev/null 2>&1 &
 	echo $! >"$run/qemu.pid"
 	wait $!
 	echo $? >"$run/qemu.rc"
@@ -219,6 +240,8 @@ pipeline=$!
 		elif [ $(( $(date +%s) - quiet_since )) -ge "$stall" ]; then
 			touch "$run/stalled"
 			printf '\n@@DAXVMM-L1-STALL@@\n'
+			# Where the VM's CPUs are (no KASLR: resolve RIPs with System.map from images/test-host.pin's package).
+			l1_registers "$run/monitor.sock" | grep -E 'RIP=|CPU#' | sed 's/^/daxvmm-l1-host: /'
 			kill "$(cat "$run/qemu.pid")" 2>/dev/null
 			exit
 		fi
