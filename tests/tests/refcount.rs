@@ -16,8 +16,18 @@ fn case(name: &str, fs: &str) -> Case {
     Case::guest(name, &extra, &format!("quiet -- /tests/refcount.sh {fs}"), "240s")
 }
 
+/// In a refcount run the driver reports a folio free (event 9) before the first break-layout wait begins
+/// (7) and ends (8); event 14 (a user marker) it never sends.
+const SCHEDULE_IN_ORDER: &str = "0.e9 0.e7 0.e8";
+const SCHEDULE_UNMET: &str = "0.e14";
+
 fn cases() -> Vec<Case> {
-    FILESYSTEMS.iter().map(|fs| case(&format!("refcount_{fs}"), fs)).collect()
+    let mut cases: Vec<Case> = FILESYSTEMS.iter().map(|fs| case(&format!("refcount_{fs}"), fs)).collect();
+    let cmd = "quiet -- /tests/refcount.sh ext4";
+    let extra = ["--cpus", "2", "--pmem", "1G", "--fault-schedule", SCHEDULE_IN_ORDER];
+    cases.push(Case::guest("schedule_in_order", &extra, cmd, "240s"));
+    cases.push(Case::guest("schedule_unmet", &["--fault-schedule", SCHEDULE_UNMET], "quiet -- true", "120s"));
+    cases
 }
 
 fn broken_cases() -> Vec<Case> {
@@ -169,6 +179,20 @@ fn hook_events_reach_the_vmm() {
         assert!(events.is_some_and(|n| n > 0), "on {fs}: daxvmm must have counted hook events: {out}");
         assert!(out.contains("protocol errors {}"), "on {fs}: the driver must speak the protocol: {out}");
     }
+}
+
+/// The host sees the guest's hook events in order: an armed schedule of them completes, and one whose
+/// event never comes is reported incomplete.
+#[test]
+fn fault_schedules_of_hook_events() {
+    let (Some(ok), Some(unmet)) = (BATCH.outcome("schedule_in_order"), BATCH.outcome("schedule_unmet"))
+    else {
+        return;
+    };
+    assert_eq!(ok.exit_code, 0, "{ok}");
+    assert!(ok.contains("fault schedule: complete, all 3 steps in order"), "{ok}");
+    assert_eq!(unmet.exit_code, 0, "{unmet}");
+    assert!(unmet.contains("fault schedule: incomplete, 0 of 1 steps in order"), "{unmet}");
 }
 
 #[test]

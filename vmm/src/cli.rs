@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use daxvmm_devices::fault::Schedule;
 use daxvmm_devices::layout::MAX_VCPUS;
 
 use crate::pmem_spec::PmemSpec;
@@ -75,9 +76,23 @@ pub struct Cli {
     #[arg(long, value_name = "POLICY", default_value = "auto")]
     pub xsave: XsaveArg,
 
+    /// Arm the fault injector (ACPI DAXF0001, docs/fault-injection.md) with this schedule: steps in order,
+    /// THREAD.sPOINT (that guest thread's sync point) or THREAD.eCODE (an event with that code), e.g.
+    /// "0.e7 0.e8" (a break-layout wait begins, then ends). daxvmm reports at the end how far it got.
+    #[arg(long, value_name = "SCHEDULE", value_parser = parse_schedule)]
+    pub fault_schedule: Option<Schedule>,
+
     /// Log level for daxvmm's own messages (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
+}
+
+fn parse_schedule(s: &str) -> Result<Schedule, String> {
+    let schedule: Schedule = s.parse().map_err(|e| format!("{e}"))?;
+    if schedule.steps().is_empty() {
+        return Err("the schedule has no steps (e.g. \"0.e7 0.e8\")".into());
+    }
+    Ok(schedule)
 }
 
 /// The `--xsave` choice.
@@ -202,11 +217,21 @@ mod tests {
             &["--kernel", "/k", "--cpus", "9"],
             &["--kernel", "/k", "--mem", "12Q"],
             &["--kernel", "/k", "--timeout", "soon"],
+            &["--kernel", "/k", "--fault-schedule", ""],
+            &["--kernel", "/k", "--fault-schedule", "0.x1"],
+            &["--kernel", "/k", "--fault-schedule", "0.e250"],
             &["--kernel", "/k", "--pmem", "3M"],
             &["--mem", "1G"],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn fault_schedule_text() {
+        let c = parse(&["--kernel", "/k", "--fault-schedule", "0.e7 1.s2"]).unwrap();
+        assert_eq!(c.fault_schedule.map(|s| s.to_string()).as_deref(), Some("0.e7 1.s2"));
+        assert!(parse(&["--kernel", "/k"]).unwrap().fault_schedule.is_none());
     }
 
     #[test]

@@ -81,6 +81,7 @@ fn run(cli: &Cli, started: Instant) -> anyhow::Result<Outcome> {
         timeout: cli.timeout,
         xsave: xsave_policy(cli.xsave),
         pmem: cli.pmem.clone(),
+        fault_schedule: cli.fault_schedule.clone(),
     };
     Ok(vm::run(&cfg, started)?)
 }

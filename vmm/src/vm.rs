@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use daxvmm_devices::bus::{BusError, SharedDevice};
 use daxvmm_devices::debug_port::{DebugPort, MARKER_INIT_STARTED};
 use daxvmm_devices::events::{EventSink, GuestEvent};
-use daxvmm_devices::fault::{FaultDevice, FaultInjector, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY, DEFAULT_SLICE};
+use daxvmm_devices::fault::{
+    FaultDevice, FaultInjector, Schedule, Step, StepState, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY, DEFAULT_SLICE,
+};
 use daxvmm_devices::layout::*;
 use daxvmm_devices::power::{AcpiPm, I8042};
 use daxvmm_devices::pvpanic::PvPanic;
@@ -58,6 +60,8 @@ pub struct VmConfig {
     pub xsave: XsavePolicy,
     /// Emulated NVDIMMs.
     pub pmem: Vec<PmemSpec>,
+    /// A schedule for the fault injector, armed before the guest starts.
+    pub fault_schedule: Option<Schedule>,
 }
 
 /// How the run ended.
@@ -180,8 +184,11 @@ fn run_with(cfg: &VmConfig, started: Instant, pmem: &[PmemRegion]) -> Result<Out
     for (dev, port, len) in port_devices {
         buses.pio.insert(dev, u64::from(port), u64::from(len))?;
     }
-    // Nothing is armed yet: sync reads proceed at once until a schedule is (issue 5's runner).
+    // With nothing armed, sync reads proceed at once.
     let injector = Arc::new(FaultInjector::new(DEFAULT_LOG_CAPACITY, DEFAULT_BOUND));
+    if let Some(schedule) = &cfg.fault_schedule {
+        injector.arm(schedule);
+    }
     buses.fault = Some(FaultDevice::new(injector.clone(), DEFAULT_SLICE));
     let buses = Arc::new(buses);
 
@@ -205,8 +212,10 @@ fn run_with(cfg: &VmConfig, started: Instant, pmem: &[PmemRegion]) -> Result<Out
     // Guest RAM is unmapped when this returns; vCPUs still in the guest must stop without complaint, and
     // none may stay held at a sync point.
     sink.mark_stopping();
-    injector.disarm();
     log_fault_stats(&injector);
+    if let Some(progress) = injector.disarm() {
+        log_schedule_progress(&progress);
+    }
     outcome
 }
 
@@ -265,6 +274,21 @@ fn log_fault_stats(injector: &FaultInjector) {
             s.held,
             s.timeouts,
             s.protocol_errors
+        );
+    }
+}
+
+/// How far the armed schedule got: every step's state, and one line saying whether it ran in order.
+fn log_schedule_progress(progress: &[(Step, StepState)]) {
+    let passed = progress.iter().filter(|(_, st)| *st == StepState::Passed).count();
+    let steps: Vec<String> = progress.iter().map(|(step, st)| format!("{step}:{st:?}")).collect();
+    if passed == progress.len() {
+        log::info!("fault schedule: complete, all {passed} steps in order ({})", steps.join(" "));
+    } else {
+        log::warn!(
+            "fault schedule: incomplete, {passed} of {} steps in order ({})",
+            progress.len(),
+            steps.join(" ")
         );
     }
 }
