@@ -241,7 +241,7 @@ pipeline=$!
 			touch "$run/stalled"
 			printf '\n@@DAXVMM-L1-STALL@@\n'
 			# Where the VM's CPUs are (no KASLR: resolve RIPs with System.map from images/test-host.pin's package).
-			l1_registers "$run/monitor.sock" | grep -E 'RIP=|CPU#' | sed 's/^/daxvmm-l1-host: /'
+			l1_registers "$run/monitor.sock" | grep -E 'RIP=|CPU#' | sed 's/^/daxvmm-l1-host: /' >"$run/stall.txt"
 			kill "$(cat "$run/qemu.pid")" 2>/dev/null
 			exit
 		fi
@@ -255,6 +255,9 @@ rc=$(cat "$run/qemu.rc" 2>/dev/null || echo 1)
 set -e
 if [ -f "$run/stalled" ]; then
 	printf '\n@@DAXVMM-L1-STALL@@\n' >>"$console"
+	cat "$run/stall.txt" >>"$console" 2>/dev/null
+	# On stderr too: callers that parse stdout still show it.
+	cat "$run/stall.txt" >&2 2>/dev/null
 	log "the test host VM's console was silent for ${stall}s: it hung (console: $console); killed it"
 	exit 3
 fi
