@@ -240,7 +240,8 @@ pipeline=$!
 		elif [ $(( $(date +%s) - quiet_since )) -ge "$stall" ]; then
 			touch "$run/stalled"
 			printf '\n@@DAXVMM-L1-STALL@@\n'
-			# Where the VM's CPUs are (no KASLR: resolve RIPs with System.map from images/test-host.pin's package).
+			# Where the VM's CPUs are (no KASLR: resolve RIPs with the System.map of the matching linux-image-*-dbg
+			# package; the one in images/test-host.pin's package is a stub).
 			l1_registers "$run/monitor.sock" | grep -E 'RIP=|CPU#' | sed 's/^/daxvmm-l1-host: /' >"$run/stall.txt"
 			kill "$(cat "$run/qemu.pid")" 2>/dev/null
 			exit
