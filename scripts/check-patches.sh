@@ -6,6 +6,7 @@
 #
 # usage: scripts/check-patches.sh
 source "$(dirname "$0")/lib.sh"
+source "$DAXVMM_ROOT/scripts/kernel-lib.sh"
 case ${1:-} in -h | --help) sed -n "2,7p" "$0" | sed "s/^# \\{0,1\\}//"; exit 0 ;; "") ;; *) die "unknown argument $1 (see --help)" ;; esac
 
 key=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --print-key)
@@ -16,7 +17,8 @@ tree=$(find "$DAXVMM_CACHE/build/$key" -mindepth 1 -maxdepth 1 -type d -name 'li
 patches=()
 for series in "$DAXVMM_ROOT"/guest-kernel/patches/series "$DAXVMM_ROOT"/guest-kernel/variants/*/series; do
 	[ -f "$series" ] || continue
-	while IFS= read -r p; do patches+=("$(dirname "$series")/$p"); done < <(grep -v '^\s*#' "$series" | sed '/^\s*$/d')
+	list=$(series_patches "$(dirname "$series")")
+	[ -z "$list" ] || mapfile -t -O ${#patches[@]} patches <<<"$list"
 done
 errors=0 warnings=0 checks=0
 for p in "${patches[@]}"; do

@@ -26,14 +26,17 @@ struct ConsoleMux {
     held_since: Option<Instant>,
 }
 
-static MUX: Mutex<ConsoleMux> =
-    Mutex::new(ConsoleMux { guest_mid_line: false, held_logs: Vec::new(), held_since: None });
+static MUX: Mutex<ConsoleMux> = Mutex::new(ConsoleMux::new());
 
 fn mux() -> std::sync::MutexGuard<'static, ConsoleMux> {
     MUX.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ConsoleMux {
+    const fn new() -> Self {
+        Self { guest_mid_line: false, held_logs: Vec::new(), held_since: None }
+    }
+
     /// Guest bytes go out at once; held log lines follow as soon as the guest's line has ended.
     fn guest_output(&mut self, buf: &[u8], out: &mut dyn Write, log: &mut dyn Write) -> io::Result<usize> {
         let n = out.write(buf)?;
@@ -178,13 +181,9 @@ pub fn spawn_stdin_forwarder(serial: Arc<Mutex<SerialDevice>>) -> io::Result<()>
 mod tests {
     use super::*;
 
-    fn fresh() -> ConsoleMux {
-        ConsoleMux { guest_mid_line: false, held_logs: Vec::new(), held_since: None }
-    }
-
     #[test]
     fn a_log_line_waits_for_the_guest_line_to_end() {
-        let (mut m, mut out, mut log) = (fresh(), Vec::new(), Vec::new());
+        let (mut m, mut out, mut log) = (ConsoleMux::new(), Vec::new(), Vec::new());
         m.guest_output(b"524", &mut out, &mut log).unwrap_or_default();
         m.log_output(b"daxvmm: RSS 65 MiB\n", &mut log);
         assert!(log.is_empty(), "held while the guest is mid-line");
@@ -195,7 +194,7 @@ mod tests {
 
     #[test]
     fn a_log_line_goes_out_at_once_between_guest_lines() {
-        let (mut m, mut out, mut log) = (fresh(), Vec::new(), Vec::new());
+        let (mut m, mut out, mut log) = (ConsoleMux::new(), Vec::new(), Vec::new());
         m.guest_output(b"line\n", &mut out, &mut log).unwrap_or_default();
         m.log_output(b"daxvmm: x\n", &mut log);
         assert_eq!(log, b"daxvmm: x\n");
@@ -203,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_prompt_does_not_hold_logs_forever() {
-        let (mut m, mut out, mut log) = (fresh(), Vec::new(), Vec::new());
+        let (mut m, mut out, mut log) = (ConsoleMux::new(), Vec::new(), Vec::new());
         m.guest_output(b"/ # ", &mut out, &mut log).unwrap_or_default();
         m.log_output(b"first\n", &mut log);
         assert!(log.is_empty());
