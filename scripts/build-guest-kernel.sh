@@ -7,7 +7,9 @@
 #
 # A variant (guest-kernel/variants/NAME/) adds to that: `config` (another fragment), `series` plus patches
 # (applied after the main series), `make-flags` (e.g. LLVM=-19). `debug` is the bug-hunting kernel (clang,
-# KASAN, lockdep); `broken-*` variants carry a deliberate bug that the test suite must catch.
+# KASAN, lockdep); `broken-*` variants carry a deliberate bug that the test suite must catch. A variant with
+# its own `PIN` builds another kernel version: without guest-kernel/patches (they target the main pin) and
+# with only the fragments its `fragments` file names; `linux-6.12` is the pre-series comparison kernel.
 #
 # usage: scripts/build-guest-kernel.sh [--variant default|NAME] [--force] [--print-key] [--config-only]
 #   --config-only  stop after the configuration is checked (prints the .config path; seconds, no cache)
@@ -30,19 +32,25 @@ while [ $# -gt 0 ]; do
 done
 
 gk=$DAXVMM_ROOT/guest-kernel
-pin=$KERNEL_PIN
-fragments=("$gk"/config/*.config)
+vdir=$gk/variants/$variant
+[ "$variant" = default ] || [ -d "$vdir" ] || die "no kernel variant '$variant' (have: default $(ls "$gk/variants" 2>/dev/null | tr '\n' ' '))"
 patch_files=()
 add_series() { # DIR: appends the patches DIR/series names (a missing file stops the build)
 	local list
 	list=$(series_patches "$1")
 	[ -z "$list" ] || mapfile -t -O ${#patch_files[@]} patch_files <<<"$list"
 }
-add_series "$gk/patches"
+if [ "$variant" != default ] && [ -f "$vdir/PIN" ]; then
+	KERNEL_PIN=$vdir/PIN
+	fragments=()
+	while read -r f; do fragments+=("$gk/config/$f"); done < <(grep -v '^\s*#' "$vdir/fragments" | sed '/^\s*$/d')
+else
+	fragments=("$gk"/config/*.config)
+	add_series "$gk/patches"
+fi
+pin=$KERNEL_PIN
 make_flags=()
-vdir=$gk/variants/$variant
 if [ "$variant" != default ]; then
-	[ -d "$vdir" ] || die "no kernel variant '$variant' (have: default $(ls "$gk/variants" 2>/dev/null | tr '\n' ' '))"
 	[ ! -f "$vdir/config" ] || fragments+=("$vdir/config")
 	[ ! -f "$vdir/series" ] || add_series "$vdir"
 	[ ! -f "$vdir/make-flags" ] || read -r -a make_flags <"$vdir/make-flags"
@@ -81,8 +89,10 @@ for p in "${patch_files[@]}"; do
 done
 
 make_k() { make -C "$src" ARCH=x86_64 RUSTC="$KRUSTC" BINDGEN="$KBINDGEN" "${make_flags[@]}" "$@"; }
-log "checking the Rust toolchain (make rustavailable)"
-make_k rustavailable >"$work/rustavailable.log" 2>&1 || { cat "$work/rustavailable.log" >&2; die "the kernel cannot use this Rust toolchain; run scripts/setup-host.sh"; }
+if cat "${fragments[@]}" | grep -qx 'CONFIG_RUST=y'; then
+	log "checking the Rust toolchain (make rustavailable)"
+	make_k rustavailable >"$work/rustavailable.log" 2>&1 || { cat "$work/rustavailable.log" >&2; die "the kernel cannot use this Rust toolchain; run scripts/setup-host.sh"; }
+fi
 
 log "configuring: tinyconfig + ${#fragments[@]} fragments"
 make_k tinyconfig >"$work/config.log" 2>&1 || { tail -20 "$work/config.log" >&2; die "make tinyconfig failed"; }

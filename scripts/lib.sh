@@ -44,6 +44,8 @@ apt_download() {
 	mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial"
 	local mirror
 	mirror=$(debian_mirror)
+	# Security updates live in their own archive beside the main one (…/debian-security).
+	case $suite in *-security) mirror=${mirror%/debian}/debian-security ;; esac
 	printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' "$mirror" "$suite" >"$apt/sources.list"
 	local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
 		-o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o Debug::NoLocking=1

@@ -57,6 +57,14 @@ if [ $unit_only = 0 ]; then
 		echo "error: building the broken-break-layout kernel failed; the test that needs it will skip" >&2
 		failed=1
 	fi
+	# The pre-series kernel the race suite compares with (tests/tests/race.rs): Linux 6.12, no patches.
+	log "building the linux-6.12 comparison kernel"
+	if old=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant linux-6.12); then
+		export DAXVMM_GUEST_KERNEL_612=$old
+	else
+		echo "error: building the linux-6.12 kernel failed; the tests that need it will skip" >&2
+		failed=1
+	fi
 	log "checking the guest kernel patches (checkpatch --strict)"
 	"$DAXVMM_ROOT/scripts/check-patches.sh" || failed=1
 	log "integration tests (they boot guests)"

@@ -29,6 +29,9 @@ Examples:
   daxvmm --kernel bzImage --initrd initrd.cpio.lz4 --timeout 2m --cmdline 'quiet'
   daxvmm --kernel bzImage --initrd initrd.cpio.lz4 --pmem 16G --pmem 1G,file=/var/tmp/pmem1.img
 
+Race testing: `daxvmm test --help` (run the scenario library under the fault injector) and
+`daxvmm repro --help` (replay a repro file).
+
 Exit codes: 0 guest powered off, 1 daxvmm error, 2 usage error, 3 guest kernel panic (pvpanic),
 4 --timeout expired, 5 guest reset/reboot, 6 guest reported a non-zero exit status,
 128+N stopped by signal N (file-backed pmem is flushed first).
@@ -170,7 +173,7 @@ impl Cli {
     }
 }
 
-fn check_file(what: &'static str, path: &std::path::Path) -> Result<(), CliError> {
+pub fn check_file(what: &'static str, path: &std::path::Path) -> Result<(), CliError> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|err| CliError::File { what, path: shown.clone(), err })?;
     if !meta.is_file() {

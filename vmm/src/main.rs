@@ -11,6 +11,7 @@ mod memory;
 mod pmem;
 mod pmem_spec;
 mod procfs;
+mod race;
 mod signals;
 mod units;
 mod vcpu;
@@ -33,16 +34,15 @@ const EXIT_GUEST_FAILED: u8 = 6;
 
 fn main() {
     let started = Instant::now();
+    let args: Vec<String> = std::env::args().collect();
+    if matches!(args.get(1).map(String::as_str), Some("test" | "repro")) {
+        let code = race::main(args);
+        console::release_held_logs();
+        // vCPU threads may still be in KVM_RUN; exiting the process is how they stop.
+        std::process::exit(i32::from(code));
+    }
     let cli = Cli::parse();
-    env_logger::Builder::new()
-        .filter_level(cli.log_level)
-        .parse_env("RUST_LOG")
-        .format(|buf, rec| {
-            use std::io::Write;
-            writeln!(buf, "daxvmm: {}{}", level_prefix(rec.level()), rec.args())
-        })
-        .target(env_logger::Target::Pipe(Box::new(console::LogWriter)))
-        .init();
+    init_logging(cli.log_level);
     let code = match run(&cli, started) {
         Ok(outcome) => exit_code(outcome),
         Err(e) => {
@@ -59,6 +59,19 @@ fn main() {
     std::process::exit(i32::from(code))
 }
 
+/// daxvmm's log: "daxvmm: " lines on stderr, kept out of the middle of guest console lines.
+fn init_logging(level: log::LevelFilter) {
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("RUST_LOG")
+        .format(|buf, rec| {
+            use std::io::Write;
+            writeln!(buf, "daxvmm: {}{}", level_prefix(rec.level()), rec.args())
+        })
+        .target(env_logger::Target::Pipe(Box::new(console::LogWriter)))
+        .init();
+}
+
 fn level_prefix(level: log::Level) -> &'static str {
     match level {
         log::Level::Error => "error: ",
@@ -69,9 +82,6 @@ fn level_prefix(level: log::Level) -> &'static str {
 
 fn run(cli: &Cli, started: Instant) -> anyhow::Result<Outcome> {
     cli.validate(cli::host_ram())?;
-    boot::loader::check_bzimage(&cli.kernel)?;
-    // Placement errors (overlaps, alignment, too many) are reported before KVM or any file is touched.
-    pmem::place(cli.mem, &cli.pmem, pmem::host_phys_bits())?;
     let cfg = VmConfig {
         kernel: cli.kernel.clone(),
         initrd: cli.initrd.clone(),
@@ -82,8 +92,18 @@ fn run(cli: &Cli, started: Instant) -> anyhow::Result<Outcome> {
         xsave: xsave_policy(cli.xsave),
         pmem: cli.pmem.clone(),
         fault_schedule: cli.fault_schedule.clone(),
+        race: None,
     };
+    check_config(&cfg)?;
     Ok(vm::run(&cfg, started)?)
+}
+
+/// Checks of a run that need no KVM: the kernel image, and pmem placement (overlaps, alignment, too
+/// many), so these errors come before KVM or any file is touched.
+fn check_config(cfg: &VmConfig) -> anyhow::Result<()> {
+    boot::loader::check_bzimage(&cfg.kernel)?;
+    pmem::place(cfg.mem, &cfg.pmem, pmem::host_phys_bits())?;
+    Ok(())
 }
 
 fn xsave_policy(arg: cli::XsaveArg) -> XsavePolicy {

@@ -2,6 +2,7 @@
 //! devices on the port bus, vCPU threads, and the main loop that turns guest events (power-off, panic,
 //! reset, exit status) and the timeout into an [`Outcome`].
 
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,8 @@ use daxvmm_devices::bus::{BusError, SharedDevice};
 use daxvmm_devices::debug_port::{DebugPort, MARKER_INIT_STARTED};
 use daxvmm_devices::events::{EventSink, GuestEvent};
 use daxvmm_devices::fault::{
-    FaultDevice, FaultInjector, Schedule, Step, StepState, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY, DEFAULT_SLICE,
+    FaultDevice, FaultInjector, RunObserver, Schedule, Step, StepState, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY,
+    DEFAULT_SLICE,
 };
 use daxvmm_devices::layout::*;
 use daxvmm_devices::power::{AcpiPm, I8042};
@@ -29,6 +31,7 @@ use crate::console;
 use crate::exit::Buses;
 use crate::kvm_host::{self, KvmHostError};
 use crate::memory::{self, MemoryError};
+use crate::pmem::view::PmemView;
 use crate::pmem::{self, PmemError, PmemRegion};
 use crate::pmem_spec::PmemSpec;
 use crate::procfs;
@@ -62,6 +65,28 @@ pub struct VmConfig {
     pub pmem: Vec<PmemSpec>,
     /// A schedule for the fault injector, armed before the guest starts.
     pub fault_schedule: Option<Schedule>,
+    /// `daxvmm test`'s hooks; `None` for an ordinary, interactive run.
+    pub race: Option<RaceHooks>,
+}
+
+/// What `daxvmm test` hooks into a run: the observer that arms each guest run's schedule and judges it,
+/// the pmem window its oracle reads, the captured console, and the hold bound of the fault injector.
+#[derive(Clone)]
+pub struct RaceHooks {
+    /// Gets the guest's run-begin/run-end events.
+    pub observer: Arc<dyn RunObserver>,
+    /// Attached to the pmem regions while the guest runs.
+    pub pmem: Arc<PmemView>,
+    /// Receives the guest's console output instead of stdout.
+    pub console: console::Capture,
+    /// Longest hold of one sync arrival.
+    pub bound: Duration,
+}
+
+impl fmt::Debug for RaceHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RaceHooks").field("bound", &self.bound).finish_non_exhaustive()
+    }
 }
 
 /// How the run ended.
@@ -171,7 +196,11 @@ fn run_with(cfg: &VmConfig, started: Instant, pmem: &[PmemRegion]) -> Result<Out
     let serial_irq =
         EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Host("creating the serial eventfd", e))?;
     vm.register_irqfd(&serial_irq, COM1_IRQ).map_err(|e| VmError::Ioctl("KVM_IRQFD", e))?;
-    let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, Box::new(console::RawStdout))));
+    let out = match &cfg.race {
+        Some(r) => r.console.writer(),
+        None => Box::new(console::RawStdout),
+    };
+    let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, out)));
 
     let mut buses = Buses::default();
     let port_devices: [(SharedDevice, u16, u16); 5] = [
@@ -185,9 +214,14 @@ fn run_with(cfg: &VmConfig, started: Instant, pmem: &[PmemRegion]) -> Result<Out
         buses.pio.insert(dev, u64::from(port), u64::from(len))?;
     }
     // With nothing armed, sync reads proceed at once.
-    let injector = Arc::new(FaultInjector::new(DEFAULT_LOG_CAPACITY, DEFAULT_BOUND));
+    let bound = cfg.race.as_ref().map_or(DEFAULT_BOUND, |r| r.bound);
+    let injector = Arc::new(FaultInjector::new(DEFAULT_LOG_CAPACITY, bound));
     if let Some(schedule) = &cfg.fault_schedule {
         injector.arm(schedule);
+    }
+    if let Some(race) = &cfg.race {
+        race.pmem.attach(pmem);
+        injector.set_observer(race.observer.clone());
     }
     buses.fault = Some(FaultDevice::new(injector.clone(), DEFAULT_SLICE));
     let buses = Arc::new(buses);
@@ -196,8 +230,10 @@ fn run_with(cfg: &VmConfig, started: Instant, pmem: &[PmemRegion]) -> Result<Out
         .map(|cpu| vcpu::create(&kvm, &vm, cpu, cfg.cpus, boot.entry.0, cfg.xsave))
         .collect::<Result<Vec<_>, _>>()?;
     step("vCPUs configured");
-    console::enter_raw_mode();
-    console::spawn_stdin_forwarder(serial).map_err(|e| VmError::Host("starting the stdin thread", e))?;
+    if cfg.race.is_none() {
+        console::enter_raw_mode();
+        console::spawn_stdin_forwarder(serial).map_err(|e| VmError::Host("starting the stdin thread", e))?;
+    }
     log::info!(
         "booting {} with {} vCPU(s), {} MiB RAM; setup took {} ms",
         cfg.kernel.display(),
@@ -215,6 +251,10 @@ fn run_with(cfg: &VmConfig, started: Instant, pmem: &[PmemRegion]) -> Result<Out
     log_fault_stats(&injector);
     if let Some(progress) = injector.disarm() {
         log_schedule_progress(&progress);
+    }
+    // The oracle must not read pmem once it is unmapped (vCPU threads outlive this function).
+    if let Some(race) = &cfg.race {
+        race.pmem.detach();
     }
     outcome
 }

@@ -6,11 +6,13 @@
 //! because the mutex is only held while the state machine runs, never across the wait.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::fmt;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::log::LogEntry;
 use super::log::{EventLog, LogSnapshot, Record};
-use super::protocol::{Event, ProtocolError, SyncOutcome};
+use super::protocol::{Event, EventCode, ProtocolError, SyncOutcome};
 use super::scenario::{Schedule, Step};
 use super::sequencer::{Arrival, Note, Sequencer, StepState, Ticket};
 use crate::bus::lock;
@@ -58,6 +60,31 @@ struct State {
     stats: Stats,
 }
 
+/// Told about the guest's runs, for `daxvmm test`: the guest brackets each run of a scenario with
+/// run-begin and run-end events, and the observer chooses the schedule for the run and receives its log.
+/// Both calls come from a vCPU thread inside its exit handler, with no injector lock held.
+pub trait RunObserver: Send + Sync {
+    /// Run `run` starts: the schedule to arm for it (`None`: leave it unarmed).
+    fn run_begin(&self, run: u64) -> Option<Schedule>;
+    /// Run `run` ended: its log from its run-begin event on (`dropped` entries did not fit), and where
+    /// each step of its schedule stood (`None` when none was armed).
+    fn run_end(
+        &self,
+        run: u64,
+        entries: Vec<LogEntry>,
+        dropped: u64,
+        progress: Option<Vec<(Step, StepState)>>,
+    );
+}
+
+struct Observer(Arc<dyn RunObserver>);
+
+impl fmt::Debug for Observer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RunObserver")
+    }
+}
+
 /// The host side of the fault-injection device; share it with `Arc`.
 #[derive(Debug)]
 pub struct FaultInjector {
@@ -65,6 +92,7 @@ pub struct FaultInjector {
     bound: Duration,
     state: Mutex<State>,
     changed: Condvar,
+    observer: Mutex<Option<Observer>>,
 }
 
 impl Default for FaultInjector {
@@ -86,7 +114,19 @@ impl FaultInjector {
             stats: Stats::default(),
         };
         let bound = bound.min(MAX_HOLD);
-        Self { start: Instant::now(), bound, state: Mutex::new(state), changed: Condvar::new() }
+        Self {
+            start: Instant::now(),
+            bound,
+            state: Mutex::new(state),
+            changed: Condvar::new(),
+            observer: Mutex::new(None),
+        }
+    }
+
+    /// From now on, run-begin events arm the schedule `observer` chooses and run-end events disarm and
+    /// hand it the run's log. Without an observer those events are only logged.
+    pub fn set_observer(&self, observer: Arc<dyn RunObserver>) {
+        *lock(&self.observer) = Some(Observer(observer));
     }
 
     /// Starts enforcing `schedule`, replacing any armed one (whose held arrivals proceed with
@@ -228,12 +268,28 @@ impl FaultInjector {
             Ok(ev) => ev,
             Err(e) => return self.protocol_error(vcpu, e),
         };
-        let mut st = lock(&self.state);
-        st.stats.events += 1;
-        self.record(&mut st, vcpu, Record::Event(ev));
-        if let Some(seq) = st.armed.as_mut() {
-            seq.event(ev.thread, ev.code);
-            self.flush_notes(&mut st, vcpu);
+        let observer = lock(&self.observer).as_ref().map(|o| o.0.clone());
+        if let (Some(obs), EventCode::RunBegin) = (&observer, ev.code) {
+            // The run's log starts here; whatever came before belongs to no run.
+            self.disarm();
+            drop(self.take_log());
+            if let Some(schedule) = obs.run_begin(ev.arg) {
+                self.arm(&schedule);
+            }
+        }
+        {
+            let mut st = lock(&self.state);
+            st.stats.events += 1;
+            self.record(&mut st, vcpu, Record::Event(ev));
+            if let Some(seq) = st.armed.as_mut() {
+                seq.event(ev.thread, ev.code);
+                self.flush_notes(&mut st, vcpu);
+            }
+        }
+        if let (Some(obs), EventCode::RunEnd) = (&observer, ev.code) {
+            let progress = self.disarm();
+            let snap = self.take_log();
+            obs.run_end(ev.arg, snap.entries, snap.dropped, progress);
         }
     }
 

@@ -12,14 +12,18 @@
 //! - `log`: the bounded event log;
 //! - `injector`: [`FaultInjector`], the thread-safe host side that holds vCPU threads;
 //! - `device`: [`FaultDevice`], the MMIO handler and its [`crate::bus::BusDevice`] adapter;
-//! - `rng`: the deterministic PRNG behind seeded sampling.
+//! - `rng`: the deterministic PRNG behind seeded sampling;
+//! - `library`: the race scenarios `daxvmm test` runs (host view of the guest program's threads);
+//! - `oracle`: judges a run from its log, the pmem contents and the guest's console.
 //!
 //! The ACPI description is [`crate::acpi::fault_injector_aml`]; the window is
 //! [`crate::layout::FAULT_INJECTOR_BASE`]`..+`[`crate::layout::FAULT_INJECTOR_LEN`].
 
 mod device;
 mod injector;
+mod library;
 mod log;
+mod oracle;
 mod protocol;
 mod rng;
 mod scenario;
@@ -30,8 +34,15 @@ mod sequencer;
 mod tests;
 
 pub use device::FaultDevice;
-pub use injector::{FaultInjector, Stats, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY, DEFAULT_SLICE, MAX_HOLD};
+pub use injector::{
+    FaultInjector, RunObserver, Stats, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY, DEFAULT_SLICE, MAX_HOLD,
+};
+pub use library::{find as find_scenario, library, LibraryEntry};
 pub use log::{EventLog, LogEntry, LogSnapshot, Record};
+pub use oracle::{
+    check_data, check_order, observed_order, scan_log, summarize, Finding, FindingKind, RunSummary, BLOCK,
+    MARKER_NEW_BLOCK,
+};
 pub use protocol::{
     decode, sync_offset, Access, Event, EventCode, ProtocolError, Register, Request, SyncOutcome, ARG_BITS,
     DETAIL_BITS, EVENT_OFFSET, MAGIC, MAX_POINTS, MAX_THREADS, PFN_BITS, REG_SIZE, SYNC_BASE,

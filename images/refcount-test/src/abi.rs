@@ -23,6 +23,11 @@ pub const DAX_RC_WRITE_THROUGH_PIN: u32 = ioc(IOC_WRITE, 4, std::mem::size_of::<
 /// `_IOR(0xDA, 5, struct dax_rc_hook_stats)`
 pub const DAX_RC_HOOK_STATS: u32 = ioc(IOC_READ, 5, std::mem::size_of::<HookStats>());
 
+/// `_IOWR(0xDA, 6, struct dax_rc_sync)`
+pub const DAX_RC_SYNC: u32 = ioc(IOC_READ | IOC_WRITE, 6, std::mem::size_of::<Sync>());
+/// `_IOW(0xDA, 7, struct dax_rc_event)`
+pub const DAX_RC_EVENT: u32 = ioc(IOC_WRITE, 7, std::mem::size_of::<Event>());
+
 /// `Pin::flags`: pin for writing (FOLL_WRITE).
 pub const PIN_WRITE: u32 = 1 << 0;
 /// `Pin::flags`: long-term pin (FOLL_LONGTERM); refused with EOPNOTSUPP on fs-dax pages.
@@ -135,6 +140,29 @@ pub struct HookStats {
     pub reserved: u32,
 }
 
+/// SYNC: arrive at sync point `point` of scenario thread `thread` of the fault-injection device; returns
+/// when the host lets the thread go (the driver re-reads while the host answers "retry").
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sync {
+    /// in: thread tag, 0..7
+    pub thread: u32,
+    /// in: sync point, 0..511
+    pub point: u32,
+    /// out: 0 released, 1 timed out, 2 not armed, 3 unscheduled
+    pub outcome: u64,
+}
+
+/// EVENT: one encoded event for the fault-injection device (daxvmm's docs/fault-injection.md).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Event {
+    /// in: code (bits 63:56, non-zero), thread tag (55:48), argument (47:0)
+    pub value: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<Sync>() == 16);
+const _: () = assert!(std::mem::size_of::<Event>() == 8);
 const _: () = assert!(std::mem::size_of::<Pin>() == 32);
 const _: () = assert!(std::mem::size_of::<Unpin>() == 16);
 const _: () = assert!(std::mem::size_of::<Query>() == 72);

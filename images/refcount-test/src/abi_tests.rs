@@ -21,6 +21,8 @@ fn ioctl_numbers_follow_the_ioc_formulas() {
     assert_eq!(DAX_RC_UNPIN, c_ioc(C_IOW, 0xDA, 2, 16));
     assert_eq!(DAX_RC_QUERY, c_ioc(C_IOR | C_IOW, 0xDA, 3, 72));
     assert_eq!(DAX_RC_WRITE_THROUGH_PIN, c_ioc(C_IOW, 0xDA, 4, 32));
+    assert_eq!(DAX_RC_SYNC, c_ioc(C_IOR | C_IOW, 0xDA, 6, 16));
+    assert_eq!(DAX_RC_EVENT, c_ioc(C_IOW, 0xDA, 7, 8));
     assert_eq!(DAX_RC_HOOK_STATS, c_ioc(C_IOR, 0xDA, 5, 56));
     // The same numbers written out, as `printf("%#x", _IOWR(0xDA, 1, struct dax_rc_pin))` etc. print them.
     assert_eq!(

@@ -7,12 +7,12 @@
 //! - [`tap`]: TAP output and check results.
 //! - [`checks`]: the check families, run in the order below; their invariants are listed there.
 
-mod abi;
 #[cfg(test)]
 mod abi_tests;
 mod checks;
-mod sys;
 mod tap;
+
+use daxvmm_refcount_test::{abi, sys};
 
 use checks::input::{bad_input, per_file, BAD, PERFILE};
 use checks::klog::{klog, KLOG};

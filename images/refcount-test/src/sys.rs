@@ -7,8 +7,8 @@ use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 
 use crate::abi::{
-    HookStats, Pin, Query, Unpin, Write, DAX_RC_HOOK_STATS, DAX_RC_PIN, DAX_RC_QUERY, DAX_RC_UNPIN,
-    DAX_RC_WRITE_THROUGH_PIN,
+    Event, HookStats, Pin, Query, Sync, Unpin, Write, DAX_RC_EVENT, DAX_RC_HOOK_STATS, DAX_RC_PIN,
+    DAX_RC_QUERY, DAX_RC_SYNC, DAX_RC_UNPIN, DAX_RC_WRITE_THROUGH_PIN,
 };
 
 pub const PAGE: usize = 4096;
@@ -34,6 +34,7 @@ pub fn ename(e: i32) -> String {
         libc::ENOSPC => "ENOSPC",
         libc::ENXIO => "ENXIO",
         libc::ENOMEM => "ENOMEM",
+        libc::ENODEV => "ENODEV",
         0 => "success",
         _ => return format!("errno {e}"),
     };
@@ -41,6 +42,7 @@ pub fn ename(e: i32) -> String {
 }
 
 /// An open /dev/dax_refcount.
+#[derive(Debug)]
 pub struct Dev {
     fd: RawFd,
 }
@@ -91,6 +93,18 @@ impl Dev {
         self.io(DAX_RC_WRITE_THROUGH_PIN, &mut a)
     }
 
+    /// Arrives at a fault-injection sync point; the outcome code once the host lets the thread go.
+    pub fn sync(&self, thread: u8, point: u16) -> Result<u64, i32> {
+        let mut a = Sync { thread: thread.into(), point: point.into(), outcome: 0 };
+        self.io(DAX_RC_SYNC, &mut a).map(|_| a.outcome)
+    }
+
+    /// Sends one encoded fault-injection event.
+    pub fn event(&self, value: u64) -> Result<(), i32> {
+        let mut a = Event { value };
+        self.io(DAX_RC_EVENT, &mut a)
+    }
+
     pub fn stats(&self) -> Result<HookStats, i32> {
         let mut a = HookStats::default();
         self.io(DAX_RC_HOOK_STATS, &mut a).map(|_| a)
@@ -105,6 +119,7 @@ impl Drop for Dev {
 }
 
 /// A mapping unmapped on drop (unless already unmapped).
+#[derive(Debug)]
 pub struct Map {
     pub ptr: *mut u8,
     pub len: usize,
@@ -178,6 +193,7 @@ pub fn anon(len: usize, prot: i32) -> Result<Map, String> {
 }
 
 /// A file in DIR, created empty, with `len` bytes allocated (fallocate) so faults find blocks in place.
+#[derive(Debug)]
 pub struct TFile {
     pub fd: RawFd,
 }

@@ -144,7 +144,8 @@ impl HostMapping {
     }
 
     /// Reads `buf.len()` bytes at `offset`: the host's own view of pmem, for checks that must not trust
-    /// the guest. Only the tests use it until the host-side oracle lands.
+    /// the guest. The oracle reads a running VM's pmem through [`super::view::PmemView`] instead, which can
+    /// be detached before the mapping goes; this one serves the tests.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Option<()> {
         let end = offset.checked_add(buf.len() as u64)?;

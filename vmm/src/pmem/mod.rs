@@ -4,6 +4,7 @@
 
 pub mod backing;
 pub mod hugetlb;
+pub mod view;
 
 use std::path::Path;
 

@@ -221,3 +221,55 @@ fn rearming_releases_holds_of_the_old_schedule() {
     assert_eq!(held.join().unwrap(), SyncOutcome::NotArmed);
     assert_eq!(inj.sync(1, 0, LONG), SyncOutcome::Released, "the new schedule is in force");
 }
+
+type Progress = Option<Vec<(Step, StepState)>>;
+
+/// Arms one schedule per run and records what each run ended with.
+#[derive(Default)]
+struct Runs {
+    ended: Mutex<Vec<(u64, Vec<LogEntry>, Progress)>>,
+}
+
+impl RunObserver for Runs {
+    fn run_begin(&self, run: u64) -> Option<Schedule> {
+        (run == 7).then(|| "0.s1 0.s2".parse().unwrap())
+    }
+    fn run_end(
+        &self,
+        run: u64,
+        entries: Vec<LogEntry>,
+        _dropped: u64,
+        progress: Option<Vec<(Step, StepState)>>,
+    ) {
+        self.ended.lock().unwrap().push((run, entries, progress));
+    }
+}
+
+#[test]
+fn run_events_arm_the_observers_schedule_and_hand_back_the_runs_log() {
+    let inj = FaultInjector::new(64, LONG);
+    let runs = Arc::new(Runs::default());
+    inj.set_observer(runs.clone());
+    let ev = |code, arg| Event::new(code, 0, arg).unwrap().encode();
+    inj.event(ev(EventCode::Marker, 1)); // before any run: not part of one
+    inj.event(ev(EventCode::RunBegin, 7));
+    assert!(inj.is_armed());
+    assert_eq!(inj.sync(0, 1, LONG), SyncOutcome::Released);
+    assert_eq!(inj.sync(0, 2, LONG), SyncOutcome::Released);
+    inj.event(ev(EventCode::RunEnd, 7));
+    assert!(!inj.is_armed());
+    // A run the observer has no schedule for stays unarmed.
+    inj.event(ev(EventCode::RunBegin, 8));
+    assert_eq!(inj.sync(0, 1, LONG), SyncOutcome::NotArmed);
+    inj.event(ev(EventCode::RunEnd, 8));
+
+    let ended = runs.ended.lock().unwrap();
+    assert_eq!(ended.len(), 2);
+    let (run, entries, progress) = &ended[0];
+    assert_eq!(*run, 7);
+    assert!(matches!(entries[0].record, Record::Armed { .. }), "{:?}", entries[0]);
+    assert!(entries.iter().all(|e| !matches!(e.record, Record::Event(ev) if ev.code == EventCode::Marker)));
+    assert!(progress.as_ref().unwrap().iter().all(|(_, st)| *st == StepState::Passed));
+    assert_eq!(ended[1].0, 8);
+    assert!(ended[1].2.is_none());
+}

@@ -1,0 +1,431 @@
+//! The host-side oracle: judges one run of a race scenario from outside the guest. It reads the run's
+//! fault log (the guest's own events and the kernel hooks' events, in the order the host saw them), the
+//! pmem backing memory (through a reader the VMM gives it), and the guest's console output. What it
+//! reports as a [`Finding`] is a violation of the fs-dax refcount rules:
+//! - *ordering*: a truncate or hole punch returned successfully while a pin it covered was still held;
+//! - *data*: a block handed to a new file after the truncate holds bytes that are not that file's, such as
+//!   a pattern written through a stale pin;
+//! - *signature*: a WARN, BUG, KASAN report, Oops or hung task in the guest's log;
+//! - *guest*: a check the guest program made itself (used where the host sees no events, e.g. 6.12).
+//!
+//! It also recovers the interleaving a run really took ([`observed_order`]), which the benchmark and the
+//! reports use.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use super::log::{LogEntry, Record};
+use super::protocol::{EventCode, THREAD_ANY};
+use super::scenario::{Scenario, Schedule, Step, StepKind};
+use super::sequencer::Deviation;
+
+/// Bit in a marker event's detail saying "a new file's block, filled with the pattern in the low byte".
+pub const MARKER_NEW_BLOCK: u16 = 0x100;
+/// Bytes the oracle reads per block.
+pub const BLOCK: usize = 4096;
+
+/// The class of a violation; repro files compare these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FindingKind {
+    /// An operation finished in an order the refcount rules forbid.
+    Ordering,
+    /// pmem holds bytes it must not.
+    Data,
+    /// The guest kernel logged a warning, bug or hang.
+    Signature,
+    /// The guest program found a violation itself.
+    Guest,
+    /// The guest died (panic, reset, timeout) during the run.
+    Crash,
+}
+
+impl FindingKind {
+    /// The name used in reports and repro files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ordering => "ordering",
+            Self::Data => "data",
+            Self::Signature => "signature",
+            Self::Guest => "guest",
+            Self::Crash => "crash",
+        }
+    }
+
+    /// The kind called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Ordering, Self::Data, Self::Signature, Self::Guest, Self::Crash]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+}
+
+/// One violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// Its class.
+    pub kind: FindingKind,
+    /// What exactly, for people.
+    pub text: String,
+}
+
+impl Finding {
+    /// A finding of `kind`.
+    pub fn new(kind: FindingKind, text: impl Into<String>) -> Self {
+        Self { kind, text: text.into() }
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.name(), self.text)
+    }
+}
+
+fn guest_events(entries: &[LogEntry]) -> impl Iterator<Item = (u64, &super::protocol::Event)> {
+    entries.iter().filter_map(|e| match &e.record {
+        Record::Event(ev) => Some((e.seq, ev)),
+        _ => None,
+    })
+}
+
+/// Ordering: every successful truncate-returned / punch-hole-returned event from a scenario thread must
+/// come after the unpins of every pin the guest program took on that pfn.
+pub fn check_order(entries: &[LogEntry]) -> Vec<Finding> {
+    let mut pins: HashMap<u64, i64> = HashMap::new();
+    let mut out = Vec::new();
+    for (seq, ev) in guest_events(entries) {
+        if ev.thread == THREAD_ANY {
+            continue;
+        }
+        match ev.code {
+            EventCode::PinTaken => *pins.entry(ev.pfn()).or_default() += 1,
+            EventCode::Unpin => *pins.entry(ev.pfn()).or_default() -= 1,
+            EventCode::TruncateReturned | EventCode::PunchHoleReturned if ev.detail() == 0 => {
+                let held = pins.get(&ev.pfn()).copied().unwrap_or(0);
+                if held > 0 {
+                    let op = if ev.code == EventCode::TruncateReturned { "truncate" } else { "punch-hole" };
+                    out.push(Finding::new(
+                        FindingKind::Ordering,
+                        format!(
+                            "{op} returned (log #{seq}) while pfn {:#x} still had {held} pin(s): the kernel freed blocks still under DMA",
+                            ev.pfn()
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Data: reads every block the guest announced as a new file's (marker with [`MARKER_NEW_BLOCK`]) through
+/// `read(guest_phys_addr, buf)` and checks that it holds only that file's pattern. Bytes of a pattern the
+/// guest wrote through a pin on the same pfn make the finding name the stale pin. Blocks `read` cannot
+/// reach are skipped (returned as the second value, for the report).
+pub fn check_data(entries: &[LogEntry], read: &dyn Fn(u64, &mut [u8]) -> bool) -> (Vec<Finding>, Vec<u64>) {
+    let mut through_pin: Vec<(u64, u8)> = Vec::new();
+    let mut new_blocks: Vec<(u64, u8)> = Vec::new();
+    for (_, ev) in guest_events(entries) {
+        match ev.code {
+            EventCode::WriteThroughPin => through_pin.push((ev.pfn(), ev.detail() as u8)),
+            EventCode::Marker if ev.detail() & 0xF00 == MARKER_NEW_BLOCK => {
+                new_blocks.push((ev.pfn(), ev.detail() as u8))
+            }
+            _ => {}
+        }
+    }
+    let mut findings = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut buf = vec![0u8; BLOCK];
+    for &(pfn, pattern) in &new_blocks {
+        if !read(pfn << 12, &mut buf) {
+            unreadable.push(pfn);
+            continue;
+        }
+        let wrong = buf.iter().filter(|&&b| b != pattern).count();
+        if wrong == 0 {
+            continue;
+        }
+        let stale = through_pin
+            .iter()
+            .filter(|&&(p, a)| p == pfn && a != pattern)
+            .map(|&(_, a)| (a, buf.iter().filter(|&&b| b == a).count()))
+            .find(|&(_, n)| n > 0);
+        let text = match stale {
+            Some((a, n)) => format!(
+                "block pfn {pfn:#x} of a file created after the truncate holds {n} bytes of pattern {a:#04x} written through a stale pin (its own pattern is {pattern:#04x})"
+            ),
+            None => format!("block pfn {pfn:#x} of a file created after the truncate has {wrong} bytes that are not its pattern {pattern:#04x}"),
+        };
+        findings.push(Finding::new(FindingKind::Data, text));
+    }
+    (findings, unreadable)
+}
+
+/// Lines of a guest kernel log that mean a refcount bug (docs: ../shared/notes/dax-refcount.md).
+const SIGNATURES: &[&str] = &[
+    "WARNING:",
+    "kernel BUG at",
+    "BUG: KASAN",
+    "BUG: unable to handle",
+    "BUG: Bad page",
+    "BUG: sleeping function",
+    "BUG: workqueue lockup",
+    "Oops:",
+    "general protection fault",
+    "blocked for more than",
+    "Kernel panic",
+    "rcu_sched self-detected stall",
+    "rcu: INFO:",
+    "watchdog: BUG: soft lockup",
+    "possible circular locking dependency",
+];
+
+/// Signature findings in a stretch of the guest's console output, one per matching line.
+pub fn scan_log(text: &str) -> Vec<Finding> {
+    text.lines()
+        .filter(|l| SIGNATURES.iter().any(|s| l.contains(s)))
+        .map(|l| Finding::new(FindingKind::Signature, strip_printk_time(l).trim().to_string()))
+        .collect()
+}
+
+fn strip_printk_time(line: &str) -> &str {
+    match (line.find('['), line.find(']')) {
+        (Some(0), Some(end)) => &line[end + 1..],
+        _ => line,
+    }
+}
+
+/// How a run went against its schedule (not violations: a correct kernel that blocks shows up here).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Held arrivals released by the hold bound (the schedule waited for a step that did not come: often
+    /// the kernel blocking as it must).
+    pub timeouts: usize,
+    /// Steps passed over (an event that never came, e.g. no break-layout wait).
+    pub skipped: usize,
+    /// Other deviations.
+    pub other_deviations: usize,
+}
+
+/// Counts the deviations in a run's log.
+pub fn summarize(entries: &[LogEntry]) -> RunSummary {
+    let mut s = RunSummary::default();
+    for e in entries {
+        if let Record::Deviation(d) = &e.record {
+            match d {
+                Deviation::TimedOut { .. } => s.timeouts += 1,
+                Deviation::Skipped { .. } => s.skipped += 1,
+                _ => s.other_deviations += 1,
+            }
+        }
+    }
+    s
+}
+
+/// The order in which the run's threads really passed the scenario's steps: the release order when a
+/// schedule was enforced, else the arrival order, with each awaited event placed where it first came (and
+/// left out where it never came). `None` when the log does not hold every sync step exactly once.
+pub fn observed_order(scenario: &Scenario, entries: &[LogEntry]) -> Option<Schedule> {
+    let enforced = entries.iter().any(|e| matches!(e.record, Record::Released(_)));
+    let awaited: Vec<Step> = scenario
+        .threads()
+        .iter()
+        .flat_map(|t| {
+            t.steps
+                .iter()
+                .filter(|s| matches!(s.kind, StepKind::Event(_)))
+                .map(|s| Step { thread: t.tag, kind: s.kind })
+        })
+        .collect();
+    let mut seen_events: Vec<Step> = Vec::new();
+    let mut steps = Vec::new();
+    for e in entries {
+        match &e.record {
+            Record::Released(s) | Record::EventMatched(s) if enforced => steps.push(*s),
+            Record::Arrive { thread, point } if !enforced => steps.push(Step::sync(*thread, *point)),
+            Record::Event(ev) if !enforced => {
+                let step = awaited.iter().find(|s| {
+                    s.kind == StepKind::Event(ev.code)
+                        && (ev.thread == THREAD_ANY || ev.thread == s.thread)
+                        && !seen_events.contains(s)
+                });
+                if let Some(&s) = step {
+                    seen_events.push(s);
+                    steps.push(s);
+                }
+            }
+            _ => {}
+        }
+    }
+    // Every sync step exactly once; awaited events only where they came (a kernel that did not wait has
+    // no wait-begin), so the order is still one the report can count.
+    let syncs = scenario.threads().iter().flat_map(|t| {
+        t.steps
+            .iter()
+            .filter(|s| matches!(s.kind, StepKind::Sync(_)))
+            .map(|s| Step { thread: t.tag, kind: s.kind })
+    });
+    let complete = syncs.clone().all(|s| steps.iter().filter(|&&x| x == s).count() == 1)
+        && steps.iter().filter(|s| matches!(s.kind, StepKind::Sync(_))).count() == syncs.count();
+    complete.then(|| Schedule::new(steps))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fault::library::find;
+    use crate::fault::protocol::Event;
+
+    fn log(records: Vec<Record>) -> Vec<LogEntry> {
+        records
+            .into_iter()
+            .enumerate()
+            .map(|(i, record)| LogEntry { seq: i as u64, at: Duration::ZERO, vcpu: None, record })
+            .collect()
+    }
+
+    fn ev(code: EventCode, thread: u8, pfn: u64, detail: u16) -> Record {
+        Record::Event(Event::with_pfn(code, thread, pfn, detail).unwrap())
+    }
+
+    #[test]
+    fn truncate_after_unpin_is_clean_before_is_a_violation() {
+        use EventCode::*;
+        let good = log(vec![
+            ev(PinTaken, 1, 0x1234, 0),
+            ev(TruncateStart, 0, 0x1234, 0),
+            ev(WaitBegin, THREAD_ANY, 0x1234, 0),
+            ev(Unpin, 1, 0x1234, 0),
+            ev(TruncateReturned, 0, 0x1234, 0),
+        ]);
+        assert!(check_order(&good).is_empty());
+        let bad = log(vec![
+            ev(PinTaken, 1, 0x1234, 0),
+            ev(TruncateStart, 0, 0x1234, 0),
+            ev(TruncateReturned, 0, 0x1234, 0),
+            ev(Unpin, 1, 0x1234, 0),
+        ]);
+        let f = check_order(&bad);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].kind, FindingKind::Ordering);
+        assert!(f[0].text.contains("pfn 0x1234 still had 1 pin"), "{}", f[0]);
+        // A failed truncate (EINTR) freed nothing; hook events (any thread) do not count as pins.
+        let interrupted =
+            log(vec![ev(PinTaken, 1, 7, 0), ev(PinTaken, THREAD_ANY, 8, 0), ev(TruncateReturned, 0, 7, 4)]);
+        assert!(check_order(&interrupted).is_empty());
+        // Two pins: one unpin is not enough.
+        let two = log(vec![
+            ev(PinTaken, 1, 9, 0),
+            ev(PinTaken, 2, 9, 0),
+            ev(Unpin, 1, 9, 0),
+            ev(PunchHoleReturned, 0, 9, 0),
+        ]);
+        assert!(check_order(&two)[0].text.starts_with("punch-hole returned"));
+    }
+
+    #[test]
+    fn data_check_reads_new_blocks_and_names_stale_pins() {
+        use EventCode::*;
+        let entries = log(vec![
+            ev(WriteThroughPin, 1, 0x10, 0xa5),
+            ev(Marker, 0, 0x10, MARKER_NEW_BLOCK | 0x3c),
+            ev(Marker, 0, 0x11, MARKER_NEW_BLOCK | 0x3c),
+            ev(Marker, 0, 0x99, MARKER_NEW_BLOCK | 0x3c),
+            ev(Marker, 0, 0x12, 0x001),
+        ]);
+        // pfn 0x10 got 100 bytes of the stale pattern, 0x11 is clean, 0x99 is outside pmem.
+        let read = |gpa: u64, buf: &mut [u8]| -> bool {
+            match gpa >> 12 {
+                0x10 => {
+                    buf.fill(0x3c);
+                    buf[..100].fill(0xa5);
+                    true
+                }
+                0x11 => {
+                    buf.fill(0x3c);
+                    true
+                }
+                _ => false,
+            }
+        };
+        let (f, unreadable) = check_data(&entries, &read);
+        assert_eq!(unreadable, [0x99]);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].kind, FindingKind::Data);
+        assert!(
+            f[0].text.contains("holds 100 bytes of pattern 0xa5 written through a stale pin"),
+            "{}",
+            f[0]
+        );
+        // Wrong bytes without a matching pin write are still reported.
+        let entries = log(vec![ev(Marker, 0, 0x11, MARKER_NEW_BLOCK | 0x77)]);
+        let (f, _) = check_data(&entries, &read);
+        assert!(f[0].text.contains("4096 bytes that are not its pattern 0x77"), "{}", f[0]);
+    }
+
+    #[test]
+    fn log_scan_finds_signatures() {
+        let text = "[    1.0] ok\n[   12.5] WARNING: CPU: 1 PID: 80 at fs/dax.c:380 dax_disassociate_entry+0x9c/0xb0\nplain\n[ 40.0] INFO: task sh:81 blocked for more than 20 seconds.\n";
+        let f = scan_log(text);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].text, "WARNING: CPU: 1 PID: 80 at fs/dax.c:380 dax_disassociate_entry+0x9c/0xb0");
+        assert!(f[1].text.contains("blocked for more than"));
+        assert!(scan_log("all good\n").is_empty());
+    }
+
+    #[test]
+    fn observed_order_from_releases_or_arrivals() {
+        let scenario = find("truncate-unpin").unwrap().scenario;
+        let s = |t: &str| t.parse::<Schedule>().unwrap();
+        let wait = ev(EventCode::WaitBegin, THREAD_ANY, 5, 0);
+        // Unarmed: arrival order plus the first wait-begin.
+        let arrivals = log(vec![
+            Record::Arrive { thread: 0, point: 1 },
+            wait.clone(),
+            Record::Arrive { thread: 1, point: 1 },
+            Record::Arrive { thread: 1, point: 2 },
+            wait.clone(),
+            Record::Arrive { thread: 0, point: 2 },
+        ]);
+        assert_eq!(observed_order(&scenario, &arrivals), Some(s("0.s1 0.e7 1.s1 1.s2 0.s2")));
+        // No wait: the sync steps alone.
+        let no_wait = log(vec![
+            Record::Arrive { thread: 1, point: 1 },
+            Record::Arrive { thread: 1, point: 2 },
+            Record::Arrive { thread: 0, point: 1 },
+            Record::Arrive { thread: 0, point: 2 },
+        ]);
+        assert_eq!(observed_order(&scenario, &no_wait), Some(s("1.s1 1.s2 0.s1 0.s2")));
+        // A sync step missing (the run stopped early): no order.
+        assert_eq!(observed_order(&scenario, &no_wait[..3]), None);
+        // Enforced: the release order, whatever the arrivals.
+        let released = log(vec![
+            Record::Arrive { thread: 1, point: 1 },
+            Record::Arrive { thread: 0, point: 1 },
+            Record::Released("0.s1".parse().unwrap()),
+            Record::EventMatched("0.e7".parse().unwrap()),
+            Record::Released("1.s1".parse().unwrap()),
+            Record::Released("0.s2".parse().unwrap()),
+            Record::Released("1.s2".parse().unwrap()),
+        ]);
+        assert_eq!(observed_order(&scenario, &released), Some(s("0.s1 0.e7 1.s1 0.s2 1.s2")));
+    }
+
+    #[test]
+    fn summary_counts_deviations() {
+        let step: Step = "1.s1".parse().unwrap();
+        let entries = log(vec![
+            Record::Deviation(Deviation::TimedOut { step, blocked_on: None }),
+            Record::Deviation(Deviation::Skipped { step }),
+            Record::Deviation(Deviation::Unscheduled { thread: 3, point: 1 }),
+        ]);
+        assert_eq!(summarize(&entries), RunSummary { timeouts: 1, skipped: 1, other_deviations: 1 });
+        assert_eq!(FindingKind::from_name("data"), Some(FindingKind::Data));
+        assert_eq!(FindingKind::from_name("nope"), None);
+    }
+}

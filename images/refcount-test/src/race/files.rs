@@ -1,0 +1,102 @@
+//! Files of a run: the pinned page a scenario races over, and the new files made after a truncate whose
+//! blocks the host's oracle checks.
+
+use std::ffi::CString;
+
+use daxvmm_refcount_test::abi::PIN_WRITE;
+use daxvmm_refcount_test::sys::{ename, map_file, map_file_aligned, Dev, Map, TFile, PAGE, PMD};
+
+use crate::ctx::{code, Ctx, MARKER_NEW_BLOCK};
+
+/// Pattern the pinner writes through its pin.
+pub const STALE: u8 = 0xa5;
+/// Pattern of the files made after the truncate.
+pub const FRESH: u8 = 0x3c;
+/// New files made after each truncate: enough that one of them likely gets the freed block.
+pub const NEW_FILES: usize = 8;
+
+/// A page (or 2 MiB folio) of a DAX file, mapped and pinned for writing through the driver.
+#[derive(Debug)]
+pub struct PinnedFile {
+    pub path: String,
+    pub file: Option<TFile>,
+    pub map: Map,
+    pub handle: u64,
+    pub pfn: u64,
+    /// Folio order the driver saw (9 for a PMD mapping).
+    pub order: u32,
+}
+
+/// Creates `dir/name` of `len` bytes, maps it (2 MiB aligned for `len == PMD`), writes every page and
+/// pins `len` bytes from its start.
+pub fn pin_file(dev: &Dev, dir: &str, name: &str, len: usize) -> Result<PinnedFile, String> {
+    let path = format!("{dir}/{name}");
+    let file = TFile::create(dir, name, len)?;
+    let map =
+        if len >= PMD { map_file_aligned(file.fd, len, libc::MAP_SHARED)? } else { map_file(file.fd, len)? };
+    map.touch();
+    let p = dev.pin(map.addr(), len, PIN_WRITE).map_err(|e| format!("PIN: {}", ename(e)))?;
+    let q = dev.query(p.handle, 0).map_err(|e| format!("QUERY: {}", ename(e)))?;
+    Ok(PinnedFile { path, file: Some(file), map, handle: p.handle, pfn: q.pfn, order: q.order })
+}
+
+/// The pfn behind the first page of `map` (pin, query, unpin); `None` without the driver.
+pub fn pfn_of(dev: Option<&Dev>, map: &Map) -> Option<u64> {
+    let dev = dev?;
+    let p = dev.pin(map.addr(), PAGE, 0).ok()?;
+    let pfn = dev.query(p.handle, 0).ok().map(|q| q.pfn);
+    let _ = dev.unpin(p.handle, 0);
+    pfn
+}
+
+/// Makes [`NEW_FILES`] one-block files in `dir` filled with [`FRESH`] (written through the filesystem,
+/// synced), and announces each block's pfn to the host. Returns their paths.
+pub fn new_files(ctx: &Ctx<'_>, thread: u8, dir: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    for i in 0..NEW_FILES {
+        let name = format!("new-{}-{i}", ctx.run);
+        let f = match TFile::create(dir, &name, PAGE) {
+            Ok(f) => f,
+            Err(e) => {
+                crate::ctx::note(ctx.run, &format!("new file {name}: {e}"));
+                break;
+            }
+        };
+        paths.push(format!("{dir}/{name}"));
+        let buf = [FRESH; PAGE];
+        // SAFETY: f.fd is open; buf is a live buffer of PAGE bytes.
+        let n = unsafe { libc::pwrite(f.fd, buf.as_ptr().cast(), PAGE, 0) };
+        // SAFETY: f.fd is open.
+        if n != PAGE as isize || unsafe { libc::fsync(f.fd) } != 0 {
+            crate::ctx::note(ctx.run, &format!("writing {name}: {}", std::io::Error::last_os_error()));
+            continue;
+        }
+        if let Ok(m) = map_file(f.fd, PAGE) {
+            if let Some(pfn) = pfn_of(ctx.dev, &m) {
+                ctx.event(code::MARKER, thread, pfn, MARKER_NEW_BLOCK | u16::from(FRESH));
+            }
+        }
+    }
+    paths
+}
+
+/// Removes files, ignoring ones already gone.
+pub fn remove(paths: &[String]) {
+    for p in paths {
+        if let Ok(c) = CString::new(p.as_str()) {
+            // SAFETY: c is NUL-terminated and outlives the call.
+            unsafe { libc::unlink(c.as_ptr()) };
+        }
+    }
+}
+
+/// unlink(2) with the errno on failure.
+pub fn unlink(path: &str) -> Result<(), i32> {
+    let c = CString::new(path).map_err(|_| libc::EINVAL)?;
+    // SAFETY: c is NUL-terminated and outlives the call.
+    if unsafe { libc::unlink(c.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(daxvmm_refcount_test::sys::errno())
+    }
+}

@@ -1,0 +1,154 @@
+//! `daxvmm-race --plan FS:SCENARIO:RUNS,...`: the guest side of `daxvmm test`. For each plan item it
+//! makes and mounts the filesystem on the fsdax NVDIMM (when it changes), then runs the scenario RUNS
+//! times. Runs are numbered from 0 across the whole plan, and each is bracketed by run-begin/run-end
+//! events, on which the host arms that run's schedule and judges the run. The console lines starting with
+//! `@@race` are the protocol with the host:
+//!
+//! ```text
+//! @@race hello run=0 kernel=RELEASE config-sha256=HASH driver=yes|no fault=yes|no cpus=N
+//! @@race begin run=N scenario=NAME fs=FS
+//! @@race note|finding|skip run=N TEXT
+//! @@race end run=N
+//! @@race done run=N runs=COUNT
+//! ```
+
+mod ctx;
+mod files;
+mod scenarios;
+
+use std::process::Command;
+
+use daxvmm_refcount_test::sys::Dev;
+
+use ctx::{bracket, code, skip, Ctx};
+
+const USAGE: &str = "usage: daxvmm-race --plan FS:SCENARIO:RUNS[,...] [--dev /dev/pmem0] [--raw /dev/pmem1] [--mnt DIR] [--sleeps]
+  FS: ext4 or xfs; SCENARIO: one of the names below; RUNS: how many runs (one schedule each, chosen by the host).
+  --raw: a second NVDIMM left raw, the non-DAX source of the O_DIRECT scenario.
+  --sleeps: random 0-2 ms sleeps before every sync point (the baseline that daxvmm's benchmark compares with).";
+
+#[derive(Debug)]
+struct Args {
+    plan: Vec<(String, String, u64)>,
+    dev: String,
+    raw: Option<String>,
+    mnt: String,
+    sleeps: bool,
+}
+
+fn parse_args(args: &[String]) -> Result<Args, String> {
+    let mut a = Args {
+        plan: Vec::new(),
+        dev: "/dev/pmem0".into(),
+        raw: None,
+        mnt: "/mnt/race".into(),
+        sleeps: false,
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().cloned().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--plan" => {
+                for item in value()?.split(',').filter(|s| !s.is_empty()) {
+                    let parts: Vec<&str> = item.split(':').collect();
+                    let [fs, name, runs] = parts[..] else { return Err(format!("bad plan item {item:?}")) };
+                    if !matches!(fs, "ext4" | "xfs") {
+                        return Err(format!("plan item {item:?}: filesystem must be ext4 or xfs"));
+                    }
+                    if !scenarios::SCENARIOS.iter().any(|(n, _)| *n == name) {
+                        return Err(format!("plan item {item:?}: unknown scenario {name}"));
+                    }
+                    let runs = runs.parse().map_err(|_| format!("plan item {item:?}: bad run count"))?;
+                    a.plan.push((fs.to_string(), name.to_string(), runs));
+                }
+            }
+            "--dev" => a.dev = value()?,
+            "--raw" => a.raw = Some(value()?),
+            "--mnt" => a.mnt = value()?,
+            "--sleeps" => a.sleeps = true,
+            _ => return Err(format!("unknown argument {arg}")),
+        }
+    }
+    if a.plan.is_empty() {
+        return Err("--plan is required".into());
+    }
+    Ok(a)
+}
+
+fn sh(script: &str) -> Result<String, String> {
+    let out = Command::new("sh").arg("-c").arg(script).output().map_err(|e| format!("sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("`{script}` failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn mount_fresh(fs: &str, dev: &str, mnt: &str) -> Result<(), String> {
+    sh(&format!(
+        "umount {mnt} 2>/dev/null; . /tests/lib.sh && ensure_fsdax {dev} && mkfs_dax {fs} {dev} && mkdir -p {mnt} && mount -t {fs} -o dax {dev} {mnt}"
+    ))
+    .map(|_| ())
+}
+
+// The usage text goes to stderr; everything else is the `@@race` protocol on stdout.
+#[allow(clippy::print_stderr)]
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match parse_args(&argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("daxvmm-race: {e}\n{USAGE}");
+            eprintln!(
+                "scenarios: {}",
+                scenarios::SCENARIOS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
+            );
+            std::process::exit(2);
+        }
+    };
+    let dev = Dev::open().ok();
+    // A marker tells whether the driver bound daxvmm's fault injector (ENODEV if not).
+    let fault = dev.as_ref().is_some_and(|d| d.event(u64::from(code::MARKER) << 56).is_ok());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kernel = sh("uname -r").unwrap_or_default();
+    let config = sh("zcat /proc/config.gz 2>/dev/null | sha256sum | cut -d' ' -f1").unwrap_or_default();
+    bracket(
+        "hello",
+        0,
+        &format!(
+            "kernel={kernel} config-sha256={config} driver={} fault={} cpus={cpus}",
+            if dev.is_some() { "yes" } else { "no" },
+            if fault { "yes" } else { "no" }
+        ),
+    );
+    let mut run = 0u64;
+    let mut mounted: Option<String> = None;
+    for (fs, name, runs) in &args.plan {
+        let threads = scenarios::SCENARIOS.iter().find(|(n, _)| n == name).map_or(2, |(_, t)| *t);
+        let setup = if mounted.as_deref() == Some(fs.as_str()) {
+            Ok(())
+        } else {
+            mounted = None;
+            mount_fresh(fs, &args.dev, &args.mnt).map(|_| mounted = Some(fs.clone()))
+        };
+        for _ in 0..*runs {
+            let ctx = Ctx { dev: dev.as_ref(), fault, run, cpus, sleeps: args.sleeps };
+            bracket("begin", run, &format!("scenario={name} fs={fs}"));
+            ctx.event(code::RUN_BEGIN, 0, run, 0);
+            let r = match &setup {
+                Err(e) => Err(format!("filesystem setup: {e}")),
+                Ok(()) if threads > cpus => Err(format!("needs {threads} CPUs, the guest has {cpus}")),
+                Ok(()) => scenarios::run(&ctx, name, &args.mnt, args.raw.as_deref()),
+            };
+            if let Err(e) = r {
+                skip(run, &e);
+            }
+            ctx.event(code::RUN_END, 0, run, 0);
+            bracket("end", run, "");
+            run += 1;
+        }
+    }
+    if mounted.is_some() {
+        let _ = sh(&format!("umount {}", args.mnt));
+    }
+    bracket("done", run, &format!("runs={run}"));
+}

@@ -1,0 +1,299 @@
+//! The guest side of daxvmm's race scenario library (devices/src/fault/library.rs): each scenario's
+//! threads, with the sync points and events of the host's programs, in the same order. Thread 0 is the
+//! one that truncates (punches, unlinks); thread 1 (and 2) release what holds the page.
+//!
+//! The host's oracle judges a run from the events (pin, unpin, truncate returned, writes through pins,
+//! new files' blocks) and the pmem contents; the guest reports a finding itself only where the host
+//! cannot see (no driver, hence no events: the vmsplice scenario on 6.12).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use daxvmm_refcount_test::abi::PIN_WRITE;
+use daxvmm_refcount_test::sys::{ename, errno, map_file, Dev, TFile, PAGE, PMD};
+
+use crate::ctx::{code, finding, note, Ctx};
+use crate::files::{new_files, pfn_of, pin_file, remove, unlink, PinnedFile, FRESH, STALE};
+
+/// What thread 0 does to the pinned page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Truncate,
+    Punch,
+    /// Unlink the closed file: the last reference evicts the inode.
+    Evict,
+}
+
+/// How the page is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// One 4 KiB page, still mapped.
+    Page,
+    /// One page, whose mapping the pinner removed before the race.
+    Unmapped,
+    /// A whole 2 MiB folio, PMD-mapped.
+    Pmd,
+    /// One page pinned twice; threads 1 and 2 release one pin each.
+    TwoPins,
+}
+
+/// Scenario names this program knows, with the number of threads each needs.
+pub const SCENARIOS: &[(&str, usize)] = &[
+    ("truncate-unpin", 2),
+    ("punch-unpin", 2),
+    ("pin-munmap-truncate", 2),
+    ("pmd-truncate", 2),
+    ("two-pins", 3),
+    ("evict-live-pin", 2),
+    ("odirect-truncate", 2),
+    ("vmsplice-munmap-truncate", 2),
+];
+
+/// Runs one run of `name` in `dir`; `Err` is why it could not run (a skip, not a violation).
+pub fn run(ctx: &Ctx<'_>, name: &str, dir: &str, raw: Option<&str>) -> Result<(), String> {
+    match name {
+        "truncate-unpin" => pinned_race(ctx, dir, Op::Truncate, Shape::Page),
+        "punch-unpin" => pinned_race(ctx, dir, Op::Punch, Shape::Page),
+        "pin-munmap-truncate" => pinned_race(ctx, dir, Op::Truncate, Shape::Unmapped),
+        "pmd-truncate" => pinned_race(ctx, dir, Op::Truncate, Shape::Pmd),
+        "two-pins" => pinned_race(ctx, dir, Op::Truncate, Shape::TwoPins),
+        "evict-live-pin" => pinned_race(ctx, dir, Op::Evict, Shape::Unmapped),
+        "odirect-truncate" => odirect(ctx, dir, raw),
+        "vmsplice-munmap-truncate" => vmsplice(ctx, dir),
+        _ => Err(format!("unknown scenario {name}")),
+    }
+}
+
+fn start_and_return(op: Op) -> (u8, u8) {
+    match op {
+        Op::Punch => (code::PUNCH_START, code::PUNCH_RETURNED),
+        Op::Truncate | Op::Evict => (code::TRUNCATE_START, code::TRUNCATE_RETURNED),
+    }
+}
+
+fn punch(f: &TFile, len: usize) -> Result<(), i32> {
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: f.fd is open; fallocate touches no memory of ours.
+    if unsafe { libc::fallocate(f.fd, mode, 0, len as libc::off_t) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Writes [`STALE`] over the first page of a pin and unpins it, announcing both.
+fn write_and_unpin(ctx: &Ctx<'_>, dev: &Dev, thread: u8, handle: u64, pfn: u64, write: bool) {
+    if write {
+        match dev.write(handle, 0, 0, PAGE as u32, STALE) {
+            Ok(()) => ctx.event(code::WRITE_THROUGH_PIN, thread, pfn, u16::from(STALE)),
+            Err(e) => note(ctx.run, &format!("WRITE_THROUGH_PIN: {}", ename(e))),
+        }
+    }
+    // Announced before it happens: the unpin wakes the truncating thread, whose truncate-returned event
+    // must not be able to overtake this one in the host's log.
+    ctx.event(code::UNPIN, thread, pfn, 0);
+    if let Err(e) = dev.unpin(handle, 0) {
+        note(ctx.run, &format!("UNPIN: {}", ename(e)));
+    }
+}
+
+/// Thread 0 truncates (punches, evicts) a page the driver pins; thread 1 (and 2) write through the pin
+/// and release it. After its operation thread 0 makes new files, whose blocks the host checks for the
+/// pattern written through a pin that outlived its block.
+fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), String> {
+    let dev = ctx.dev.ok_or("needs /dev/dax_refcount (a kernel with daxvmm's guest-kernel patches)")?;
+    let len = if shape == Shape::Pmd { PMD } else { PAGE };
+    let mut pf: PinnedFile = pin_file(dev, dir, &format!("f-{}", ctx.run), len)?;
+    let pfn = pf.pfn;
+    if shape == Shape::Pmd && pf.order != 9 {
+        note(ctx.run, &format!("no PMD mapping (folio order {}): raced 2 MiB of small pages", pf.order));
+    }
+    ctx.event(code::PIN, 1, pfn, 0);
+    let second = if shape == Shape::TwoPins {
+        let p = dev.pin(pf.map.addr(), PAGE, PIN_WRITE).map_err(|e| format!("second PIN: {}", ename(e)))?;
+        ctx.event(code::PIN, 2, pfn, 0);
+        Some(p.handle)
+    } else {
+        None
+    };
+    if matches!(shape, Shape::Unmapped) {
+        pf.map.unmap();
+        ctx.event(code::MUNMAP, 1, pfn, 0);
+    }
+    if op == Op::Evict {
+        pf.file = None;
+    }
+    let made = Mutex::new(Vec::new());
+    let (start, returned) = start_and_return(op);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ctx.place(0);
+            ctx.sync(0, 1);
+            ctx.event(start, 0, pfn, 0);
+            let t = Instant::now();
+            let r = match (op, pf.file.as_ref()) {
+                (Op::Truncate, Some(f)) => f.truncate(0),
+                (Op::Punch, Some(f)) => punch(f, len),
+                (Op::Evict, _) => unlink(&pf.path),
+                _ => Err(libc::EBADF),
+            };
+            let e = r.err().unwrap_or(0);
+            ctx.event(returned, 0, pfn, e as u16);
+            note(ctx.run, &format!("{op:?} returned {} after {} ms", ename(e), t.elapsed().as_millis()));
+            if e == 0 {
+                *made.lock().unwrap_or_else(|p| p.into_inner()) = new_files(ctx, 0, dir);
+            }
+            ctx.sync(0, 2);
+        });
+        s.spawn(|| {
+            ctx.place(1);
+            ctx.sync(1, 1);
+            write_and_unpin(ctx, dev, 1, pf.handle, pfn, second.is_none());
+            ctx.sync(1, 2);
+        });
+        if let Some(h2) = second {
+            s.spawn(move || {
+                ctx.place(2);
+                ctx.sync(2, 1);
+                write_and_unpin(ctx, dev, 2, h2, pfn, true);
+                ctx.sync(2, 2);
+            });
+        }
+    });
+    remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));
+    remove(std::slice::from_ref(&pf.path));
+    Ok(())
+}
+
+/// The xfstests generic/503 pattern: an O_DIRECT read from a non-DAX block device into a DAX mapping (the
+/// block layer pins the DAX pages for the I/O) races truncate of the mapped file. No driver pins.
+fn odirect(ctx: &Ctx<'_>, dir: &str, raw: Option<&str>) -> Result<(), String> {
+    let raw = raw.ok_or("needs a second, non-DAX NVDIMM as the O_DIRECT source (--raw)")?;
+    let c = std::ffi::CString::new(raw).map_err(|e| e.to_string())?;
+    // SAFETY: c is NUL-terminated and outlives the call.
+    let rfd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC) };
+    if rfd < 0 {
+        return Err(format!("open {raw} O_DIRECT: {}", std::io::Error::last_os_error()));
+    }
+    let name = format!("dio-{}", ctx.run);
+    let len = 4 * PAGE;
+    let res = (|| {
+        let f = TFile::create(dir, &name, len)?;
+        let map = map_file(f.fd, len)?;
+        map.touch();
+        let pfn = pfn_of(ctx.dev, &map).unwrap_or(0);
+        // The address only: the kernel, not this program, touches the mapping from the reader thread.
+        let buf = map.addr();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                ctx.place(0);
+                ctx.sync(0, 1);
+                ctx.event(code::TRUNCATE_START, 0, pfn, 0);
+                let e = f.truncate(0).err().unwrap_or(0);
+                ctx.event(code::TRUNCATE_RETURNED, 0, pfn, e as u16);
+                ctx.sync(0, 2);
+            });
+            s.spawn(|| {
+                ctx.place(1);
+                ctx.sync(1, 1);
+                // SAFETY: buf is the start of `map`, a live writable mapping of `len` bytes until the scope
+                // ends; the kernel writes into it (or fails with EFAULT where truncate removed the pages).
+                let n = unsafe { libc::pread(rfd, buf as *mut libc::c_void, len, 0) };
+                let what = if n < 0 { ename(errno()) } else { format!("{n} bytes") };
+                note(ctx.run, &format!("O_DIRECT read into the DAX mapping: {what}"));
+                ctx.sync(1, 2);
+            });
+        });
+        Ok::<(), String>(())
+    })();
+    // SAFETY: rfd is our open descriptor, closed once.
+    unsafe { libc::close(rfd) };
+    remove(&[format!("{dir}/{name}")]);
+    res
+}
+
+/// vmsplice keeps a reference on a DAX page in a pipe after its mapping is gone; thread 0 truncates the
+/// file, thread 1 drains the pipe (dropping the reference) once truncate returned, or after 1 s. Before
+/// 6.15 truncate does not wait for such a page: it returns at once, frees the block, and the pipe can then
+/// read another file's data. Needs no driver, so it also runs on 6.12; the guest reports what it saw.
+fn vmsplice(ctx: &Ctx<'_>, dir: &str) -> Result<(), String> {
+    let name = format!("vs-{}", ctx.run);
+    let f = TFile::create(dir, &name, PAGE)?;
+    let mut map = map_file(f.fd, PAGE)?;
+    // SAFETY: map is a live writable mapping of PAGE bytes.
+    unsafe { std::ptr::write_bytes(map.ptr, STALE, PAGE) };
+    let pfn = pfn_of(ctx.dev, &map).unwrap_or(0);
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe2: {}", std::io::Error::last_os_error()));
+    }
+    let iov = libc::iovec { iov_base: map.ptr.cast(), iov_len: PAGE };
+    // SAFETY: iov describes our live mapping; vmsplice takes page references, it does not keep the pointer.
+    let n = unsafe { libc::vmsplice(fds[1], &iov, 1, 0) };
+    let result = if n != PAGE as isize {
+        Err(format!("vmsplice: {n} ({})", std::io::Error::last_os_error()))
+    } else {
+        ctx.event(code::PIN, 1, pfn, 0);
+        map.unmap();
+        ctx.event(code::MUNMAP, 1, pfn, 0);
+        let returned = AtomicBool::new(false);
+        let draining = AtomicBool::new(false);
+        let made = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                ctx.place(0);
+                ctx.sync(0, 1);
+                ctx.event(code::TRUNCATE_START, 0, pfn, 0);
+                let r = f.truncate(0);
+                let early = !draining.load(Ordering::Acquire);
+                returned.store(true, Ordering::Release);
+                let e = r.err().unwrap_or(0);
+                ctx.event(code::TRUNCATE_RETURNED, 0, pfn, e as u16);
+                if e == 0 && early {
+                    finding(
+                        ctx.run,
+                        "truncate returned while a vmsplice reference to the page was still held: the kernel did not wait for the page to go idle",
+                    );
+                }
+                if e == 0 {
+                    *made.lock().unwrap_or_else(|p| p.into_inner()) = new_files(ctx, 0, dir);
+                }
+                ctx.sync(0, 2);
+            });
+            s.spawn(|| {
+                ctx.place(1);
+                ctx.sync(1, 1);
+                let t = Instant::now();
+                while !returned.load(Ordering::Acquire) && t.elapsed() < Duration::from_secs(1) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                draining.store(true, Ordering::Release);
+                // Announced before the drain drops the reference, as for UNPIN.
+                ctx.event(code::UNPIN, 1, pfn, 0);
+                let mut buf = [0u8; PAGE];
+                // SAFETY: fds[0] is the pipe's read end; buf is a live buffer of PAGE bytes.
+                let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), PAGE) };
+                let leaked = buf.iter().take(n.max(0) as usize).filter(|&&b| b == FRESH).count();
+                if leaked > 0 {
+                    finding(
+                        ctx.run,
+                        &format!("the stale vmsplice reference read {leaked} bytes of a file created after the truncate"),
+                    );
+                }
+                ctx.sync(1, 2);
+            });
+        });
+        remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));
+        Ok(())
+    };
+    // SAFETY: both pipe ends are ours and closed once.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    drop(f);
+    remove(&[format!("{dir}/{name}")]);
+    result
+}

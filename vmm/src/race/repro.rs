@@ -1,0 +1,263 @@
+//! Repro files: everything needed to replay one violating run and to judge whether the replay shows the
+//! same violation. The format is plain text for bug reports: `key: value` lines (the `finding` key
+//! repeats), then the run's fault log and guest console as indented sections, which replay ignores.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use daxvmm_devices::fault::{Finding, FindingKind, Schedule};
+use thiserror::Error;
+
+use super::verdict::{Hello, RunResult};
+
+/// First line of every repro file.
+pub const HEADER: &str = "format: daxvmm-repro 1";
+
+/// One violating run, as written and read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repro {
+    /// Guest kernel image.
+    pub kernel: PathBuf,
+    /// Guest initramfs.
+    pub initrd: PathBuf,
+    /// `uname -r` of the guest.
+    pub kernel_release: String,
+    /// sha256 of the guest kernel's configuration.
+    pub config_sha256: String,
+    /// Library scenario.
+    pub scenario: String,
+    /// ext4 or xfs.
+    pub fs: String,
+    /// The seed the schedule was sampled from, if it was.
+    pub seed: Option<u64>,
+    /// The exact schedule.
+    pub schedule: Schedule,
+    /// vCPUs.
+    pub cpus: u8,
+    /// Hold bound in milliseconds.
+    pub bound_ms: u64,
+    /// What the oracle found.
+    pub findings: Vec<Finding>,
+}
+
+/// Why a repro file could not be read.
+#[derive(Debug, Error)]
+pub enum ReproError {
+    /// Reading the file failed.
+    #[error("{path}: {err}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        err: std::io::Error,
+    },
+    /// The file is not a repro file, or a field is missing or bad.
+    #[error("{path}: {why}")]
+    Format {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+impl Repro {
+    /// The repro of a violating run.
+    pub fn of(
+        result: &RunResult,
+        kernel: &Path,
+        initrd: &Path,
+        hello: Option<&Hello>,
+        cpus: u8,
+        bound_ms: u64,
+    ) -> Option<Self> {
+        Some(Self {
+            kernel: kernel.to_path_buf(),
+            initrd: initrd.to_path_buf(),
+            kernel_release: hello.map_or_else(String::new, |h| h.kernel.clone()),
+            config_sha256: hello.map_or_else(String::new, |h| h.config_sha256.clone()),
+            scenario: result.planned.scenario.clone(),
+            fs: result.planned.fs.clone(),
+            seed: result.planned.seed,
+            schedule: result.planned.schedule.clone()?,
+            cpus,
+            bound_ms,
+            findings: result.findings.clone(),
+        })
+    }
+
+    /// The file's text, with the run's logs appended for the reader.
+    pub fn render(&self, fault_log: &[String], guest_log: &str) -> String {
+        let mut s = format!(
+            "{HEADER}\n# Replay: daxvmm repro THIS_FILE (add --kernel/--initrd if the images moved).\n"
+        );
+        let _ = writeln!(s, "kernel: {}", self.kernel.display());
+        let _ = writeln!(s, "initrd: {}", self.initrd.display());
+        let _ = writeln!(s, "kernel-release: {}", self.kernel_release);
+        let _ = writeln!(s, "kernel-config-sha256: {}", self.config_sha256);
+        let _ = writeln!(s, "scenario: {}", self.scenario);
+        let _ = writeln!(s, "fs: {}", self.fs);
+        let _ = writeln!(s, "seed: {}", self.seed.map_or("none (enumerated)".to_string(), |v| v.to_string()));
+        let _ = writeln!(s, "schedule: {}", self.schedule);
+        let _ = writeln!(s, "cpus: {}", self.cpus);
+        let _ = writeln!(s, "hold-bound-ms: {}", self.bound_ms);
+        for f in &self.findings {
+            let _ = writeln!(s, "finding: {f}");
+        }
+        s.push_str("== fault log (the host's view of the run)\n");
+        for l in fault_log {
+            let _ = writeln!(s, "  {l}");
+        }
+        s.push_str("== guest log (console lines of the run)\n");
+        for l in guest_log.lines() {
+            let _ = writeln!(s, "  {l}");
+        }
+        s
+    }
+
+    /// Reads a repro file.
+    pub fn load(path: &Path) -> Result<Self, ReproError> {
+        let shown = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|err| ReproError::Io { path: shown.clone(), err })?;
+        Self::parse(&text).map_err(|why| ReproError::Format { path: shown, why })
+    }
+
+    /// Parses a repro file's text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.lines().next() != Some(HEADER) {
+            return Err(format!("not a daxvmm repro file (the first line must be {HEADER:?})"));
+        }
+        let mut fields: Vec<(&str, &str)> = Vec::new();
+        for line in text.lines().skip(1) {
+            if line.starts_with("== ") {
+                break;
+            }
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (k, v) = line.split_once(": ").ok_or_else(|| format!("bad line {line:?}"))?;
+            fields.push((k, v.trim()));
+        }
+        let get = |k: &str| {
+            fields.iter().find(|(key, _)| *key == k).map(|(_, v)| *v).ok_or(format!("missing {k:?}"))
+        };
+        let num = |k: &str| get(k)?.parse::<u64>().map_err(|_| format!("{k:?} is not a number"));
+        let findings = fields
+            .iter()
+            .filter(|(k, _)| *k == "finding")
+            .map(|(_, v)| {
+                let (kind, text) = v.split_once(": ").ok_or(format!("bad finding {v:?}"))?;
+                let kind = FindingKind::from_name(kind).ok_or(format!("unknown finding kind {kind:?}"))?;
+                Ok(Finding::new(kind, text))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Self {
+            kernel: PathBuf::from(get("kernel")?),
+            initrd: PathBuf::from(get("initrd")?),
+            kernel_release: get("kernel-release")?.to_string(),
+            config_sha256: get("kernel-config-sha256")?.to_string(),
+            scenario: get("scenario")?.to_string(),
+            fs: get("fs")?.to_string(),
+            seed: get("seed")?.parse().ok(),
+            schedule: get("schedule")?.parse().map_err(|e| format!("schedule: {e}"))?,
+            cpus: u8::try_from(num("cpus")?).map_err(|_| "cpus out of range".to_string())?,
+            bound_ms: num("hold-bound-ms")?,
+            findings,
+        })
+    }
+
+    /// The file name for run `run`.
+    pub fn file_name(&self, run: u64) -> String {
+        format!("{}-{}-run{run}.repro", self.scenario, self.fs)
+    }
+}
+
+/// The kinds that identify a violation for replay: ordering, guest and crash findings are decided by the
+/// schedule alone. Data findings also depend on which block the allocator hands out, and a WARN_ON_ONCE
+/// fires only in the first violating run of a boot, so those count only when nothing else was found.
+pub fn identity(findings: &[Finding]) -> BTreeSet<FindingKind> {
+    let all: BTreeSet<FindingKind> = findings.iter().map(|f| f.kind).collect();
+    let strict: BTreeSet<FindingKind> = all
+        .iter()
+        .copied()
+        .filter(|k| matches!(k, FindingKind::Ordering | FindingKind::Guest | FindingKind::Crash))
+        .collect();
+    if strict.is_empty() {
+        all
+    } else {
+        strict
+    }
+}
+
+/// Whether a replay's findings show the recorded violation.
+pub fn reproduced(recorded: &[Finding], replay: &[Finding]) -> bool {
+    let want = identity(recorded);
+    let got: BTreeSet<FindingKind> = replay.iter().map(|f| f.kind).collect();
+    !want.is_empty() && want.is_subset(&got)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Repro {
+        Repro {
+            kernel: "/k/bzImage".into(),
+            initrd: "/k/initrd".into(),
+            kernel_release: "7.2.12".into(),
+            config_sha256: "abc".into(),
+            scenario: "truncate-unpin".into(),
+            fs: "xfs".into(),
+            seed: None,
+            schedule: "0.s1 0.e7 1.s1 1.s2 0.s2".parse().unwrap(),
+            cpus: 3,
+            bound_ms: 2000,
+            findings: vec![
+                Finding::new(FindingKind::Ordering, "truncate returned: while pinned"),
+                Finding::new(FindingKind::Data, "block 0x10"),
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trips_and_ignores_the_logs() {
+        let r = sample();
+        let text = r.render(&["#1 Event".into()], "finding: not a field\n");
+        assert_eq!(Repro::parse(&text).unwrap(), r);
+        let seeded = Repro { seed: Some(42), ..sample() };
+        assert_eq!(Repro::parse(&seeded.render(&[], "")).unwrap().seed, Some(42));
+        assert_eq!(r.file_name(7), "truncate-unpin-xfs-run7.repro");
+    }
+
+    #[test]
+    fn rejects_bad_files() {
+        assert!(Repro::parse("hello").unwrap_err().contains("not a daxvmm repro file"));
+        let text = sample().render(&[], "");
+        assert!(Repro::parse(&text.replace("schedule: 0.s1", "schedule: 0.x1"))
+            .unwrap_err()
+            .starts_with("schedule"));
+        assert!(Repro::parse(&text.replace("cpus: 3\n", "")).unwrap_err().contains("missing \"cpus\""));
+        assert!(Repro::parse(&text.replace("finding: ordering", "finding: weird"))
+            .unwrap_err()
+            .contains("unknown finding kind"));
+        assert!(matches!(Repro::load(Path::new("/nonexistent.repro")), Err(ReproError::Io { .. })));
+    }
+
+    #[test]
+    fn replay_matches_on_the_deterministic_kinds() {
+        let rec = sample().findings;
+        let ordering = Finding::new(FindingKind::Ordering, "x");
+        let sig = Finding::new(FindingKind::Signature, "WARNING");
+        assert!(reproduced(&rec, std::slice::from_ref(&ordering)));
+        assert!(reproduced(&rec, &[sig.clone(), ordering]));
+        assert!(!reproduced(&rec, std::slice::from_ref(&sig)));
+        assert!(!reproduced(&rec, &[]));
+        // Only a signature recorded: the signature is the identity.
+        let one = std::slice::from_ref(&sig);
+        assert!(reproduced(one, one));
+        assert!(!reproduced(&[], &[]));
+    }
+}

@@ -1,0 +1,115 @@
+//! The fault injector's run observer for one `daxvmm test` boot: arms each guest run's planned schedule
+//! on its run-begin event, and on its run-end event applies the oracle's host-side checks (event order,
+//! pmem contents) while the guest's memory is still as the run left it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use daxvmm_devices::bus::lock;
+use daxvmm_devices::fault::{
+    check_data, check_order, find_scenario, observed_order, summarize, Finding, LogEntry, RunObserver,
+    RunSummary, Schedule, Step, StepState,
+};
+
+use super::plan::PlannedRun;
+use crate::pmem::view::PmemView;
+
+/// What the host saw of one run.
+#[derive(Debug, Clone, Default)]
+pub struct RunRecord {
+    /// The run's fault log, from its run-begin event on.
+    pub entries: Vec<LogEntry>,
+    /// Log entries that did not fit.
+    pub dropped: u64,
+    /// Where each step of its schedule stood at run-end.
+    pub progress: Option<Vec<(Step, StepState)>>,
+    /// Ordering and data findings.
+    pub findings: Vec<Finding>,
+    /// New-file blocks the oracle could not read (outside pmem).
+    pub unreadable: Vec<u64>,
+    /// Deviations from the schedule.
+    pub summary: RunSummary,
+    /// The interleaving the run really took, when it was one of the scenario's.
+    pub observed: Option<Schedule>,
+}
+
+/// Observer of one boot's runs.
+#[derive(Debug)]
+pub struct Session {
+    plan: Vec<PlannedRun>,
+    pmem: Arc<PmemView>,
+    records: Mutex<BTreeMap<u64, RunRecord>>,
+    /// When the first run began and the last one ended.
+    span: Mutex<(Option<Instant>, Option<Instant>)>,
+}
+
+impl Session {
+    /// A session for `plan`, whose oracle reads pmem through `pmem`.
+    pub fn new(plan: Vec<PlannedRun>, pmem: Arc<PmemView>) -> Self {
+        Self { plan, pmem, records: Mutex::new(BTreeMap::new()), span: Mutex::new((None, None)) }
+    }
+
+    /// Time from the first run's start to the last run's end (the runs alone, without the boot).
+    pub fn span(&self) -> Option<Duration> {
+        match *lock(&self.span) {
+            (Some(a), Some(b)) => Some(b.saturating_duration_since(a)),
+            _ => None,
+        }
+    }
+
+    /// The records so far, by run number.
+    pub fn records(&self) -> BTreeMap<u64, RunRecord> {
+        lock(&self.records).clone()
+    }
+
+    fn planned(&self, run: u64) -> Option<&PlannedRun> {
+        usize::try_from(run).ok().and_then(|i| self.plan.get(i))
+    }
+}
+
+impl RunObserver for Session {
+    fn run_begin(&self, run: u64) -> Option<Schedule> {
+        lock(&self.span).0.get_or_insert_with(Instant::now);
+        let p = self.planned(run);
+        if p.is_none() {
+            log::warn!("the guest started run {run}, which is not in the plan of {} runs", self.plan.len());
+        }
+        p.and_then(|p| p.schedule.clone())
+    }
+
+    fn run_end(
+        &self,
+        run: u64,
+        entries: Vec<LogEntry>,
+        dropped: u64,
+        progress: Option<Vec<(Step, StepState)>>,
+    ) {
+        let mut findings = check_order(&entries);
+        let (data, unreadable) = check_data(&entries, &|gpa, buf| self.pmem.read(gpa, buf));
+        findings.extend(data);
+        let planned = self.planned(run);
+        let observed = planned
+            .and_then(|p| find_scenario(&p.scenario))
+            .and_then(|e| observed_order(&e.scenario, &entries));
+        let summary = summarize(&entries);
+        if let Some(p) = planned {
+            let verdict = match findings.first() {
+                None => "host checks clean".to_string(),
+                Some(f) => format!("VIOLATION {f}"),
+            };
+            let blocked = if summary.timeouts > 0 { ", held to the bound (the kernel blocked)" } else { "" };
+            let observed = observed.as_ref().map_or("incomplete".to_string(), |s| s.to_string());
+            log::info!(
+                "[{}/{}] {} on {} [{}] observed [{observed}]: {verdict}{blocked}",
+                run + 1,
+                self.plan.len(),
+                p.scenario,
+                p.fs,
+                p.schedule.as_ref().map_or("unscheduled".to_string(), |s| s.to_string()),
+            );
+        }
+        let record = RunRecord { entries, dropped, progress, findings, unreadable, summary, observed };
+        lock(&self.records).insert(run, record);
+    }
+}
