@@ -9,7 +9,8 @@
 # Prints, for each mode: runs, seconds of runs (boot excluded), distinct interleavings observed, and
 # interleavings per minute; for the baseline also how many runs it took to first hit the window that
 # matters ("unpin while truncate waits": the break-layout wait began before the unpinner's first sync
-# point), if ever; and the ratio forced/baseline of interleavings per minute.
+# point), if ever, and after how many it had seen every interleaving the forced runs saw; and the ratio
+# forced/baseline of interleavings per minute.
 #
 # usage: scripts/bench-race.sh [--baseline-runs N] [--fs ext4|xfs] [--where auto|direct|nested]
 #          [--daxvmm PATH] [--kernel PATH] [--initrd PATH]
@@ -77,6 +78,21 @@ summarize() { # MODE
 			printf "%d %s %d %s\n", n, (secs == "" ? "none" : secs), d, (first == "" ? "never" : first)
 		}' "$console"
 }
+orders() { # MODE -> the observed order of each run, one per line, in run order
+	awk -v mode="$1" '
+		/@@DAXVMM-CASE-BEGIN / { cur = $0; sub(/.*@@DAXVMM-CASE-BEGIN /, "", cur); sub(/@@.*/, "", cur); next }
+		cur == mode && /\] observed \[/ { o = $0; sub(/.* observed \[/, "", o); sub(/\].*/, "", o); print o }' "$console"
+}
+# After how many baseline runs had it seen every interleaving the forced runs observed, or which it missed.
+orders forced | grep -v '^incomplete$' | sort -u >"$work/forced-orders"
+coverage=$(orders baseline | awk -v want="$work/forced-orders" '
+	BEGIN { while ((getline l < want) > 0) { need[l] = 1; left++ } }
+	{ n++; if ($0 in need && !($0 in got)) { got[$0] = 1; left-- } if (left == 0 && at == "") at = n }
+	END {
+		if (at != "") { print "after " at " runs"; exit }
+		m = ""; for (k in need) if (!(k in got)) m = m (m == "" ? "" : ", ") "[" k "]"
+		print "never in " n " runs (missed " m ")"
+	}')
 read -r fr fs_secs fd _ < <(summarize forced)
 read -r br bs_secs bd bfirst < <(summarize baseline)
 [ "$fr" -gt 0 ] && [ "$fs_secs" != none ] || { tail -n 40 "$console" >&2; die "the forced run printed no results"; }
@@ -91,5 +107,6 @@ echo "both modes measured in the same run ($where$([ "$where" = nested ] && echo
 printf '  %-9s %4d runs in %6.1f s, %2d distinct interleavings observed, %7s per minute\n' forced "$fr" "$fs_secs" "$fd" "$frate"
 printf '  %-9s %4d runs in %6.1f s, %2d distinct interleavings observed, %7s per minute; first run in the window (unpin while truncate waits): %s\n' \
 	baseline "$br" "$bs_secs" "$bd" "$brate" "$bfirst"
+echo "  the baseline saw every interleaving the forced runs saw: $coverage"
 echo "  ratio forced/baseline (interleavings per minute): $(awk -v a="$frate" -v b="$brate" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "inf (the baseline observed none)" }')"
 echo "  forced: every schedule of the scenario tried in $fs_secs s (goal: under 60 s)"
