@@ -85,6 +85,7 @@ impl RunObserver for Session {
         dropped: u64,
         progress: Option<Vec<(Step, StepState)>>,
     ) {
+        lock(&self.span).1 = Some(Instant::now());
         let mut findings = check_order(&entries);
         let (data, unreadable) = check_data(&entries, &|gpa, buf| self.pmem.read(gpa, buf));
         findings.extend(data);
@@ -111,5 +112,31 @@ impl RunObserver for Session {
         }
         let record = RunRecord { entries, dropped, progress, findings, unreadable, summary, observed };
         lock(&self.records).insert(run, record);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arms_the_planned_schedule_and_times_the_runs() {
+        let schedule: Schedule = "0.s1 0.e7 0.s2 1.s1 1.s2".parse().unwrap();
+        let plan = vec![PlannedRun {
+            scenario: "truncate-unpin".into(),
+            fs: "ext4".into(),
+            schedule: Some(schedule.clone()),
+            seed: None,
+        }];
+        let s = Session::new(plan, Arc::new(PmemView::default()));
+        assert!(s.span().is_none());
+        assert_eq!(s.run_begin(0), Some(schedule));
+        assert_eq!(s.run_begin(1), None, "not in the plan");
+        std::thread::sleep(Duration::from_millis(20));
+        s.run_end(0, Vec::new(), 0, None);
+        assert!(s.span().unwrap() >= Duration::from_millis(20));
+        let rec = &s.records()[&0];
+        assert!(rec.findings.is_empty() && rec.observed.is_none());
     }
 }
