@@ -66,6 +66,9 @@ struct State {
 pub trait RunObserver: Send + Sync {
     /// Run `run` starts: the schedule to arm for it (`None`: leave it unarmed).
     fn run_begin(&self, run: u64) -> Option<Schedule>;
+    /// A valid event arrived (after it was logged), for checks that must look at the guest at that
+    /// moment, such as whether data written through a pin is in its block.
+    fn event(&self, _event: &Event) {}
     /// Run `run` ended: its log from its run-begin event on (`dropped` entries did not fit), and where
     /// each step of its schedule stood (`None` when none was armed).
     fn run_end(
@@ -285,6 +288,9 @@ impl FaultInjector {
                 seq.event(ev.thread, ev.code);
                 self.flush_notes(&mut st, vcpu);
             }
+        }
+        if let Some(obs) = &observer {
+            obs.event(&ev);
         }
         if let (Some(obs), EventCode::RunEnd) = (&observer, ev.code) {
             let progress = self.disarm();

@@ -40,8 +40,8 @@ pub use injector::{
 pub use library::{find as find_scenario, library, LibraryEntry};
 pub use log::{EventLog, LogEntry, LogSnapshot, Record};
 pub use oracle::{
-    check_data, check_order, observed_order, scan_log, summarize, Finding, FindingKind, RunSummary, BLOCK,
-    MARKER_NEW_BLOCK,
+    check_data, check_order, check_pin_write, observed_order, scan_log, summarize, Finding, FindingKind,
+    RunSummary, BLOCK, MARKER_NEW_BLOCK,
 };
 pub use protocol::{
     decode, sync_offset, Access, Event, EventCode, ProtocolError, Register, Request, SyncOutcome, ARG_BITS,

@@ -163,6 +163,23 @@ pub fn check_data(entries: &[LogEntry], read: &dyn Fn(u64, &mut [u8]) -> bool) -
     (findings, unreadable)
 }
 
+/// Data, at the moment the guest announces a write through a pin: the pinned block (the pin's pfn, the
+/// block of the pinned file when it was pinned) must hold the pattern, because the write went through that
+/// very page. `None` when it does, or when `read` cannot reach the block.
+pub fn check_pin_write(pfn: u64, pattern: u8, read: &dyn Fn(u64, &mut [u8]) -> bool) -> Option<Finding> {
+    let mut buf = vec![0u8; BLOCK];
+    if !read(pfn << 12, &mut buf) {
+        return None;
+    }
+    let landed = buf.iter().filter(|&&b| b == pattern).count();
+    (landed < BLOCK).then(|| {
+        Finding::new(
+            FindingKind::Data,
+            format!("of the {BLOCK} bytes of pattern {pattern:#04x} written through the pin of pfn {pfn:#x}, only {landed} are in that block of pmem"),
+        )
+    })
+}
+
 /// Lines of a guest kernel log that mean a refcount bug (docs: ../shared/notes/dax-refcount.md).
 const SIGNATURES: &[&str] = &[
     "WARNING:",
@@ -366,6 +383,26 @@ mod tests {
         let entries = log(vec![ev(Marker, 0, 0x11, MARKER_NEW_BLOCK | 0x77)]);
         let (f, _) = check_data(&entries, &read);
         assert!(f[0].text.contains("4096 bytes that are not its pattern 0x77"), "{}", f[0]);
+    }
+
+    #[test]
+    fn a_write_through_a_pin_must_be_in_the_pinned_block() {
+        let read = |gpa: u64, buf: &mut [u8]| -> bool {
+            match gpa >> 12 {
+                0x20 => buf.fill(0xa5),
+                0x21 => {
+                    buf.fill(0xa5);
+                    buf[4000..].fill(0);
+                }
+                _ => return false,
+            }
+            true
+        };
+        assert_eq!(check_pin_write(0x20, 0xa5, &read), None);
+        let f = check_pin_write(0x21, 0xa5, &read).unwrap();
+        assert_eq!(f.kind, FindingKind::Data);
+        assert!(f.text.contains("only 4000 are in that block"), "{f}");
+        assert_eq!(check_pin_write(0x99, 0xa5, &read), None, "outside pmem: nothing to say");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use daxvmm_devices::bus::lock;
 use daxvmm_devices::fault::{
-    check_data, check_order, find_scenario, observed_order, summarize, Finding, LogEntry, RunObserver,
-    RunSummary, Schedule, Step, StepState,
+    check_data, check_order, check_pin_write, find_scenario, observed_order, summarize, Event, EventCode,
+    Finding, LogEntry, RunObserver, RunSummary, Schedule, Step, StepState,
 };
 
 use super::plan::PlannedRun;
@@ -42,12 +42,20 @@ pub struct Session {
     records: Mutex<BTreeMap<u64, RunRecord>>,
     /// When the first run began and the last one ended.
     span: Mutex<(Option<Instant>, Option<Instant>)>,
+    /// Findings made while the current run goes on (at its events), moved to its record at its end.
+    during: Mutex<Vec<Finding>>,
 }
 
 impl Session {
     /// A session for `plan`, whose oracle reads pmem through `pmem`.
     pub fn new(plan: Vec<PlannedRun>, pmem: Arc<PmemView>) -> Self {
-        Self { plan, pmem, records: Mutex::new(BTreeMap::new()), span: Mutex::new((None, None)) }
+        Self {
+            plan,
+            pmem,
+            records: Mutex::new(BTreeMap::new()),
+            span: Mutex::new((None, None)),
+            during: Mutex::new(Vec::new()),
+        }
     }
 
     /// Time from the first run's start to the last run's end (the runs alone, without the boot).
@@ -71,11 +79,22 @@ impl Session {
 impl RunObserver for Session {
     fn run_begin(&self, run: u64) -> Option<Schedule> {
         lock(&self.span).0.get_or_insert_with(Instant::now);
+        lock(&self.during).clear();
         let p = self.planned(run);
         if p.is_none() {
             log::warn!("the guest started run {run}, which is not in the plan of {} runs", self.plan.len());
         }
         p.and_then(|p| p.schedule.clone())
+    }
+
+    fn event(&self, ev: &Event) {
+        if ev.code == EventCode::WriteThroughPin {
+            if let Some(f) =
+                check_pin_write(ev.pfn(), ev.detail() as u8, &|gpa, buf| self.pmem.read(gpa, buf))
+            {
+                lock(&self.during).push(f);
+            }
+        }
     }
 
     fn run_end(
@@ -87,6 +106,7 @@ impl RunObserver for Session {
     ) {
         lock(&self.span).1 = Some(Instant::now());
         let mut findings = check_order(&entries);
+        findings.append(&mut lock(&self.during));
         let (data, unreadable) = check_data(&entries, &|gpa, buf| self.pmem.read(gpa, buf));
         findings.extend(data);
         let planned = self.planned(run);
