@@ -46,6 +46,7 @@ const UNPINNER: (&str, &str, &str) = ("unpinner", "before-unpin", "after-unpin")
 pub fn library() -> Vec<LibraryEntry> {
     let punch = ("puncher", "before-punch", "after-punch");
     let evict = ("evictor", "before-unlink", "after-unlink");
+    let umount = ("unmounter", "before-umount", "after-umount");
     let dio = ("dio-reader", "before-read", "after-read");
     let drain = ("drainer", "before-drain", "after-drain");
     let unpin_second = ThreadSpec::new(2, "second-unpinner").sync(1, "before-unpin").sync(2, "after-unpin");
@@ -84,6 +85,11 @@ pub fn library() -> Vec<LibraryEntry> {
         LibraryEntry {
             scenario: two_threads("evict-live-pin", evict, UNPINNER, false),
             about: "the last unlink evicts an inode whose page is still pinned (7.2 waits uninterruptibly)",
+            needs_driver: true,
+        },
+        LibraryEntry {
+            scenario: two_threads("umount-live-pin", umount, UNPINNER, false),
+            about: "unmount of the filesystem while a closed file's page is pinned (7.2 waits in the inode's eviction)",
             needs_driver: true,
         },
         LibraryEntry {

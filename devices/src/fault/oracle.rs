@@ -103,7 +103,12 @@ pub fn check_order(entries: &[LogEntry]) -> Vec<Finding> {
             EventCode::TruncateReturned | EventCode::PunchHoleReturned if ev.detail() == 0 => {
                 let held = pins.get(&ev.pfn()).copied().unwrap_or(0);
                 if held > 0 {
-                    let op = if ev.code == EventCode::TruncateReturned { "truncate" } else { "punch-hole" };
+                    // Scenarios that evict (unlink, umount) report with the truncate codes too.
+                    let op = if ev.code == EventCode::TruncateReturned {
+                        "truncate or eviction"
+                    } else {
+                        "punch-hole"
+                    };
                     out.push(Finding::new(
                         FindingKind::Ordering,
                         format!(

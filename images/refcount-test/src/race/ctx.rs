@@ -40,6 +40,9 @@ pub struct Ctx<'a> {
     pub cpus: usize,
     /// Baseline mode: random sleeps before every sync point instead of a schedule.
     pub sleeps: bool,
+    /// `mount` arguments that bring the run's filesystem back after a scenario unmounted it:
+    /// (type, device).
+    pub mount: (&'a str, &'a str),
 }
 
 impl Ctx<'_> {

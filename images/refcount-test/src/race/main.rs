@@ -131,7 +131,14 @@ fn main() {
             mount_fresh(fs, &args.dev, &args.mnt).map(|_| mounted = Some(fs.clone()))
         };
         for _ in 0..*runs {
-            let ctx = Ctx { dev: dev.as_ref(), fault, run, cpus, sleeps: args.sleeps };
+            let ctx = Ctx {
+                dev: dev.as_ref(),
+                fault,
+                run,
+                cpus,
+                sleeps: args.sleeps,
+                mount: (fs.as_str(), args.dev.as_str()),
+            };
             bracket("begin", run, &format!("scenario={name} fs={fs}"));
             ctx.event(code::RUN_BEGIN, 0, run, 0);
             let r = match &setup {

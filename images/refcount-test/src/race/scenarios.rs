@@ -23,6 +23,8 @@ enum Op {
     Punch,
     /// Unlink the closed file: the last reference evicts the inode.
     Evict,
+    /// Unmount the filesystem (the file closed, not unlinked): unmount evicts the inode.
+    Umount,
 }
 
 /// How the page is held.
@@ -46,6 +48,7 @@ pub const SCENARIOS: &[(&str, usize)] = &[
     ("pmd-truncate", 2),
     ("two-pins", 3),
     ("evict-live-pin", 2),
+    ("umount-live-pin", 2),
     ("odirect-truncate", 2),
     ("vmsplice-munmap-truncate", 2),
 ];
@@ -59,6 +62,7 @@ pub fn run(ctx: &Ctx<'_>, name: &str, dir: &str, raw: Option<&str>) -> Result<()
         "pmd-truncate" => pinned_race(ctx, dir, Op::Truncate, Shape::Pmd),
         "two-pins" => pinned_race(ctx, dir, Op::Truncate, Shape::TwoPins),
         "evict-live-pin" => pinned_race(ctx, dir, Op::Evict, Shape::Unmapped),
+        "umount-live-pin" => pinned_race(ctx, dir, Op::Umount, Shape::Unmapped),
         "odirect-truncate" => odirect(ctx, dir, raw),
         "vmsplice-munmap-truncate" => vmsplice(ctx, dir),
         _ => Err(format!("unknown scenario {name}")),
@@ -68,7 +72,7 @@ pub fn run(ctx: &Ctx<'_>, name: &str, dir: &str, raw: Option<&str>) -> Result<()
 fn start_and_return(op: Op) -> (u8, u8) {
     match op {
         Op::Punch => (code::PUNCH_START, code::PUNCH_RETURNED),
-        Op::Truncate | Op::Evict => (code::TRUNCATE_START, code::TRUNCATE_RETURNED),
+        Op::Truncate | Op::Evict | Op::Umount => (code::TRUNCATE_START, code::TRUNCATE_RETURNED),
     }
 }
 
@@ -121,7 +125,7 @@ fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), Str
         pf.map.unmap();
         ctx.event(code::MUNMAP, 1, pfn, 0);
     }
-    if op == Op::Evict {
+    if matches!(op, Op::Evict | Op::Umount) {
         pf.file = None;
     }
     let made = Mutex::new(Vec::new());
@@ -136,12 +140,14 @@ fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), Str
                 (Op::Truncate, Some(f)) => f.truncate(0),
                 (Op::Punch, Some(f)) => punch(f, len),
                 (Op::Evict, _) => unlink(&pf.path),
+                (Op::Umount, _) => umount(dir),
                 _ => Err(libc::EBADF),
             };
             let e = r.err().unwrap_or(0);
             ctx.event(returned, 0, pfn, e as u16);
             note(ctx.run, &format!("{op:?} returned {} after {} ms", ename(e), t.elapsed().as_millis()));
-            if e == 0 {
+            // Once unmounted, `dir` is no longer the DAX filesystem: no new files there.
+            if e == 0 && op != Op::Umount {
                 *made.lock().unwrap_or_else(|p| p.into_inner()) = new_files(ctx, 0, dir);
             }
             ctx.sync(0, 2);
@@ -161,9 +167,42 @@ fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), Str
             });
         }
     });
+    if op == Op::Umount {
+        remount(ctx, dir)?;
+    }
     remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));
     remove(std::slice::from_ref(&pf.path));
     Ok(())
+}
+
+fn umount(dir: &str) -> Result<(), i32> {
+    let c = std::ffi::CString::new(dir).map_err(|_| libc::EINVAL)?;
+    // SAFETY: c is NUL-terminated and outlives the call.
+    if unsafe { libc::umount(c.as_ptr()) } == 0 {
+        Ok(())
+    } else {
+        Err(errno())
+    }
+}
+
+/// Mounts the run's filesystem on `dir` again, unless the unmount failed and it is still there.
+fn remount(ctx: &Ctx<'_>, dir: &str) -> Result<(), String> {
+    let (fs, dev) = ctx.mount;
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .map(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(dir)))
+        .unwrap_or(false);
+    if mounted {
+        return Ok(());
+    }
+    let out = std::process::Command::new("mount")
+        .args(["-t", fs, "-o", "dax", dev, dir])
+        .output()
+        .map_err(|e| format!("mount: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("mounting {dev} on {dir} again failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+    }
 }
 
 /// The xfstests generic/503 pattern: an O_DIRECT read from a non-DAX block device into a DAX mapping (the
