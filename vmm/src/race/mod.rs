@@ -195,18 +195,7 @@ fn selected(names: &[String]) -> anyhow::Result<Vec<LibraryEntry>> {
 
 fn test(a: &TestArgs) -> anyhow::Result<u8> {
     if a.list {
-        let mut s = String::new();
-        for e in library() {
-            let count = e.scenario.interleaving_count().unwrap_or(u128::MAX);
-            s.push_str(&format!(
-                "{:<26} {} threads, {count:>3} schedules{}  {}\n",
-                e.scenario.name(),
-                e.threads(),
-                if e.needs_driver { ", driver" } else { "" },
-                e.about
-            ));
-        }
-        out(&s);
+        out(&list());
         return Ok(0);
     }
     let entries = selected(&a.scenario)?;
@@ -232,53 +221,89 @@ fn test(a: &TestArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
     let boot = boot(&a.boot, &kernel, &initrd, &plan, cpus, a.hold_bound, a.sleeps)?;
     let secs = started.elapsed().as_secs_f64();
-    let rows = report::rows(&boot.results);
     // boot() made --out (console.log is there).
     write(&a.boot.out.join("results.tap"), &report::tap(&boot.results))?;
     write(&a.boot.out.join("results.xml"), &report::junit(&boot.results))?;
-    let mut repro_files = Vec::new();
-    for r in boot.results.iter().filter(|r| r.failed()) {
-        let hello = boot.guest.hello.as_ref();
-        if let Some(rep) =
-            Repro::of(r, &abs(&kernel), &abs(&initrd), hello, cpus, a.hold_bound.as_millis() as u64)
-        {
-            let dir = a.boot.out.join("repro");
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let path = dir.join(rep.file_name(r.run));
-            write(&path, &rep.render(&r.fault_log, &r.log))?;
-            repro_files.push(path);
-        }
+    let repro_files = write_repros(&boot, &a.boot.out, &kernel, &initrd, cpus, a.hold_bound)?;
+    let runs_secs = boot.span.map_or(secs, |d| d.as_secs_f64());
+    let mut s = summary(&boot, secs, runs_secs);
+    s.push_str(&format!("results: {}/results.tap, results.xml, console.log\n", a.boot.out.display()));
+    for p in &repro_files {
+        s.push_str(&format!("repro file: {}\n", p.display()));
     }
-    let violations = boot.results.iter().filter(|r| r.failed()).count();
-    let skipped = boot.results.iter().filter(|r| r.skipped.is_some()).count();
+    out(&s);
+    let violations = boot.results.iter().any(RunResult::failed);
+    Ok(if violations { EXIT_VIOLATIONS } else { 0 })
+}
+
+/// `--list`: one line per library scenario.
+fn list() -> String {
+    library()
+        .iter()
+        .map(|e| {
+            format!(
+                "{:<26} {} threads, {:>3} schedules{}  {}\n",
+                e.scenario.name(),
+                e.threads(),
+                e.scenario.interleaving_count().unwrap_or(u128::MAX),
+                if e.needs_driver { ", driver" } else { "" },
+                e.about
+            )
+        })
+        .collect()
+}
+
+/// A repro file per violating run with a schedule, in `out/repro/`; their paths.
+fn write_repros(
+    boot: &BootResult,
+    out: &Path,
+    kernel: &Path,
+    initrd: &Path,
+    cpus: u8,
+    bound: Duration,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    let hello = boot.guest.hello.as_ref();
+    for r in boot.results.iter().filter(|r| r.failed()) {
+        let Some(rep) = Repro::of(r, &abs(kernel), &abs(initrd), hello, cpus, bound.as_millis() as u64)
+        else {
+            continue;
+        };
+        let dir = out.join("repro");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(rep.file_name(r.run));
+        write(&path, &rep.render(&r.fault_log, &r.log))?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// The guest kernel, the table, every violation and the totals.
+fn summary(boot: &BootResult, secs: f64, runs_secs: f64) -> String {
     let mut s = String::new();
     if let Some(h) = &boot.guest.hello {
+        let driver = if h.driver { "bound" } else { "absent" };
         s.push_str(&format!(
-            "guest kernel {} (config sha256 {}), driver {}\n",
+            "guest kernel {} (config sha256 {}), driver {driver}\n",
             h.kernel,
-            short(&h.config_sha256),
-            yes(h.driver)
+            short(&h.config_sha256)
         ));
     }
-    s.push_str(&report::table(&rows));
+    s.push_str(&report::table(&report::rows(&boot.results)));
     for r in boot.results.iter().filter(|r| r.failed()) {
         s.push_str(&format!("VIOLATION run {} {} on {}:\n", r.run, r.planned.scenario, r.planned.fs));
         for f in &r.findings {
             s.push_str(&format!("  {f}\n"));
         }
     }
-    let runs_secs = boot.span.map_or(secs, |d| d.as_secs_f64());
+    let violations = boot.results.iter().filter(|r| r.failed()).count();
+    let skipped = boot.results.iter().filter(|r| r.skipped.is_some()).count();
     s.push_str(&format!(
         "daxvmm test: {} runs in {secs:.1} s with the boot, {runs_secs:.1} s of runs ({:.0} runs/minute), {violations} with violations, {skipped} skipped; guest boots: 1\n",
         boot.results.len(),
         boot.results.len() as f64 * 60.0 / runs_secs.max(0.001)
     ));
-    s.push_str(&format!("results: {}/results.tap, results.xml, console.log\n", a.boot.out.display()));
-    for p in &repro_files {
-        s.push_str(&format!("repro file: {}\n", p.display()));
-    }
-    out(&s);
-    Ok(if violations > 0 { EXIT_VIOLATIONS } else { 0 })
+    s
 }
 
 fn replay(a: &ReproArgs) -> anyhow::Result<u8> {
@@ -414,12 +439,4 @@ fn abs(p: &Path) -> PathBuf {
 
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
-}
-
-fn yes(b: bool) -> &'static str {
-    if b {
-        "bound"
-    } else {
-        "absent"
-    }
 }
