@@ -25,7 +25,8 @@
 # @@DAXVMM-CASE-END NAME rc=N@@, then @@DAXVMM-BATCH-DONE@@ (@@DAXVMM-NO-KVM reason@@ if KVM could not be
 # set up). Exit status: 0 when the batch completed (whatever the cases returned), 3 when the VM hung
 # (--stall), 1 otherwise. A copy of
-# the console is kept in $DAXVMM_CACHE/test-host/logs/ (the last 20 runs).
+# the console is kept in $DAXVMM_CACHE/test-host/logs/ (the last 20 runs). $DAXVMM_L1_APPEND adds words to the
+# test host kernel's command line (e.g. idle=poll, for experiments with the rare test host VM hang).
 #
 # Measured on this 2-core machine (QEMU 7.2 TCG, pieces cached): a batch of one `true` case takes 6.2-7.3 s
 # wall from start to exit; KVM is ready ~6-7 s after start (SeaBIOS + kernel load ~3.5 s, then 2.8-3.3 s of
@@ -198,14 +199,17 @@ mkdir -p "$logs"
 console=$logs/console-$(date +%Y%m%d-%H%M%S)-$$.log
 # Keep the newest 20 console logs.
 find "$logs" -name "console-*.log" -printf "%T@ %p\n" | sort -rn | tail -n +20 | cut -d" " -f2- | xargs -r rm -f
-# Asks QEMU's monitor for every CPU's registers.
+# Asks QEMU's monitor for every CPU's registers and local APIC state (is a timer armed, an interrupt pending?).
 l1_registers() {
-	python3 - "$1" <<'PY' 2>/dev/null || true
+	python3 - "$1" "$2" <<'PY' 2>/dev/null || true
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 s.settimeout(2)
-s.sendall(b"info registers -a\n")
+cmds = [b"info registers -a"]
+for cpu in range(int(sys.argv[2])):
+    cmds += [b"cpu %d" % cpu, b"info lapic"]
+s.sendall(b"\n".join(cmds) + b"\n")
 out, end = b"", time.time() + 3
 while time.time() < end:
     try:
@@ -222,7 +226,7 @@ start=$(date +%s.%N)
 set +e
 {
 	timeout --kill-after=10 "$timeout" "$qemu" -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
-		-kernel "$base/vmlinuz" -initrd "$run/l1.cpio" -append "console=ttyS0 panic=-1 quiet nokaslr" \
+		-kernel "$base/vmlinuz" -initrd "$run/l1.cpio" -append "console=ttyS0 panic=-1 quiet nokaslr ${DAXVMM_L1_APPEND:-}" \
 		-nographic -serial stdio -monitor "unix:$run/monitor.sock,server=on,wait=off" -parallel none \
 		-no-reboot </dev/null 2>&1 &
 	echo $! >"$run/qemu.pid"
@@ -242,7 +246,8 @@ pipeline=$!
 			printf '\n@@DAXVMM-L1-STALL@@\n'
 			# Where the VM's CPUs are (no KASLR: resolve RIPs with the System.map of the matching linux-image-*-dbg
 			# package; the one in images/test-host.pin's package is a stub).
-			l1_registers "$run/monitor.sock" | grep -E 'RIP=|CPU#' | sed 's/^/daxvmm-l1-host: /' >"$run/stall.txt"
+			l1_registers "$run/monitor.sock" "$cpus" |
+				grep -E 'RIP=|CPU#|local APIC state|^LVTT|^Timer|^ISR|^IRR|^PPR' | sed 's/^/daxvmm-l1-host: /' >"$run/stall.txt"
 			kill "$(cat "$run/qemu.pid")" 2>/dev/null
 			exit
 		fi
