@@ -83,18 +83,26 @@ pub fn new_files(ctx: &Ctx<'_>, thread: u8, dir: &str) -> Vec<String> {
 /// Removes files, ignoring ones already gone.
 pub fn remove(paths: &[String]) {
     for p in paths {
-        if let Ok(c) = CString::new(p.as_str()) {
-            // SAFETY: c is NUL-terminated and outlives the call.
-            unsafe { libc::unlink(c.as_ptr()) };
-        }
+        let _ = unlink(p);
     }
 }
 
 /// unlink(2) with the errno on failure.
 pub fn unlink(path: &str) -> Result<(), i32> {
+    // SAFETY: unlink only reads the NUL-terminated path, which outlives the call.
+    path_call(path, |c| unsafe { libc::unlink(c) })
+}
+
+/// umount(2) with the errno on failure.
+pub fn umount(path: &str) -> Result<(), i32> {
+    // SAFETY: umount only reads the NUL-terminated path, which outlives the call.
+    path_call(path, |c| unsafe { libc::umount(c) })
+}
+
+/// Calls a path system call with `path` as a C string; the errno when it returns non-zero.
+fn path_call(path: &str, call: impl FnOnce(*const libc::c_char) -> libc::c_int) -> Result<(), i32> {
     let c = CString::new(path).map_err(|_| libc::EINVAL)?;
-    // SAFETY: c is NUL-terminated and outlives the call.
-    if unsafe { libc::unlink(c.as_ptr()) } == 0 {
+    if call(c.as_ptr()) == 0 {
         Ok(())
     } else {
         Err(daxvmm_refcount_test::sys::errno())

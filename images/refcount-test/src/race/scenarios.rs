@@ -14,7 +14,7 @@ use daxvmm_refcount_test::abi::PIN_WRITE;
 use daxvmm_refcount_test::sys::{ename, errno, map_file, Dev, TFile, PAGE, PMD};
 
 use crate::ctx::{code, finding, note, Ctx};
-use crate::files::{new_files, pfn_of, pin_file, remove, unlink, PinnedFile, FRESH, STALE};
+use crate::files::{new_files, pfn_of, pin_file, remove, umount, unlink, PinnedFile, FRESH, STALE};
 
 /// What thread 0 does to the pinned page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,16 +173,6 @@ fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), Str
     remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));
     remove(std::slice::from_ref(&pf.path));
     Ok(())
-}
-
-fn umount(dir: &str) -> Result<(), i32> {
-    let c = std::ffi::CString::new(dir).map_err(|_| libc::EINVAL)?;
-    // SAFETY: c is NUL-terminated and outlives the call.
-    if unsafe { libc::umount(c.as_ptr()) } == 0 {
-        Ok(())
-    } else {
-        Err(errno())
-    }
 }
 
 /// Mounts the run's filesystem on `dir` again, unless the unmount failed and it is still there.
