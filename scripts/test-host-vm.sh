@@ -14,13 +14,21 @@
 #   --initrd   the guest initramfs (default: $DAXVMM_GUEST_INITRD, else scripts/build-initramfs.sh's)
 #   --with-qemu  also pack qemu-system-x86_64 (its libraries and x86 firmware) to compare against
 #   --add FILE   copy FILE (a static binary) into the VM's /bin; repeatable
+#   --kvm-hold PATH  the static daxvmm-kvm-hold (images/test-host-tools), which the VM's /init runs to keep
+#              one idle KVM VM open, so that no case's VM is the first or the last one (default: beside
+#              the daxvmm binary; left out with a warning when missing; --kvm-hold none leaves it out)
 #   --timeout  limit on the whole QEMU run, in seconds (default 900)
 #   --case-timeout  limit on each case inside the VM, in seconds (default 300); a case that outlives it is
 #              killed (SIGKILL) and reported as rc=137
 #   --stall    kill the VM when its console has been silent this long, in seconds (default: case timeout
-#              + 60). Rarely the test host VM's own kernel stops running user space (both vCPUs busy in
-#              QEMU TCG's nested SVM; seen three times in many dozens of batches), and then the in-VM timeouts cannot
-#              fire either; the VM is killed, @@DAXVMM-L1-STALL@@ printed, and the exit status is 3.
+#              + 60). Rarely the test host VM's own kernel stops running user space (both vCPUs stuck in
+#              QEMU TCG's nested SVM, once both at one instruction in __schedule with interrupts off; seen
+#              a few times in many dozens of batches), and then the in-VM timeouts cannot fire either; the
+#              VM is killed, @@DAXVMM-L1-STALL@@ printed with each CPU's registers and local APIC and
+#              each QEMU thread's state, and the exit status is 3. A soft lockup of the
+#              test host kernel (seen once: daxvmm's process stuck on one CPU after its guest powered off)
+#              panics it (softlockup_panic=1, loglevel=5 so the backtrace is on the console) and QEMU
+#              exits at once instead of at --timeout.
 # The console streams to stdout: each case between @@DAXVMM-CASE-BEGIN NAME@@ and
 # @@DAXVMM-CASE-END NAME rc=N@@, then @@DAXVMM-BATCH-DONE@@ (@@DAXVMM-NO-KVM reason@@ if KVM could not be
 # set up). Exit status: 0 when the batch completed (whatever the cases returned), 3 when the VM hung
@@ -35,7 +43,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$DAXVMM_ROOT/images/pack.sh"
 
-batch='' mem=4G cpus=2 timeout=900 case_timeout=300 stall='' daxvmm='' kernel='' initrd='' with_qemu=0 adds=()
+batch='' mem=4G cpus=2 timeout=900 case_timeout=300 stall='' daxvmm='' kernel='' initrd='' with_qemu=0 adds=() hold=''
 while [ $# -gt 0 ]; do
 	case $1 in
 	--batch) batch=$2; shift 2 ;;
@@ -49,6 +57,7 @@ while [ $# -gt 0 ]; do
 	--initrd) initrd=$2; shift 2 ;;
 	--with-qemu) with_qemu=1; shift ;;
 	--add) adds+=("$2"); shift 2 ;;
+	--kvm-hold) hold=$2; shift 2 ;;
 	-h | --help) sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
@@ -98,6 +107,15 @@ if [ -n "$daxvmm" ]; then
 		die "$daxvmm is dynamically linked; the test host VM needs a static build (--target x86_64-unknown-linux-musl)"
 	fi
 fi
+
+if [ -z "$hold" ]; then
+	hold=$(dirname "${daxvmm:-$default_daxvmm}")/daxvmm-kvm-hold
+	if [ ! -f "$hold" ]; then
+		log "warning: $hold does not exist, so the test host VM holds no idle KVM VM and is more likely to wedge (build it with cargo build --release --target x86_64-unknown-linux-musl -p daxvmm-test-host-tools)"
+		hold=none
+	fi
+fi
+[ "$hold" = none ] || [ -f "$hold" ] || die "--kvm-hold $hold: no such file"
 
 # Piece 1, cached: the test host kernel, its KVM modules, busybox and /init.
 pin=$DAXVMM_ROOT/images/test-host.pin
@@ -181,6 +199,7 @@ cp "$kernel" "$run/root/guest/bzImage"
 cp "$initrd" "$run/root/guest/initrd.cpio.lz4"
 [ -z "$daxvmm" ] || install -m 0755 "$daxvmm" "$run/root/bin/daxvmm"
 for f in "${adds[@]}"; do install -m 0755 "$f" "$run/root/bin/$(basename "$f")"; done
+[ "$hold" = none ] || install -m 0755 "$hold" "$run/root/bin/daxvmm-kvm-hold"
 cp "$batch" "$run/root/batch"
 echo "$case_timeout" >"$run/root/case-timeout"
 pack_cpio "$run/root" "$run/run.cpio" none
@@ -222,12 +241,27 @@ while time.time() < end:
 sys.stdout.write(out.decode(errors="replace"))
 PY
 }
+# Each QEMU thread's name, state, kernel wait channel and CPU ticks used during one second (the fields
+# after the name in /proc/*/stat: a thread name like "CPU 0/TCG" has spaces).
+qemu_threads() {
+	local pid=$1 t
+	[ -n "$pid" ] || return 0
+	declare -A before
+	stat_field() { sed 's/.*) //' "$1/stat" 2>/dev/null | awk -v f="$2" '{ print (f == "cpu") ? $12 + $13 : $1 }'; }
+	for t in /proc/"$pid"/task/*; do before[$t]=$(stat_field "$t" cpu); done
+	sleep 1
+	for t in /proc/"$pid"/task/*; do
+		printf 'daxvmm-l1-host: qemu thread %s (%s) state %s wchan %s, %s ticks of CPU in 1 s\n' "${t##*/}" \
+			"$(cat "$t/comm" 2>/dev/null)" "$(stat_field "$t" state)" "$(cat "$t/wchan" 2>/dev/null)" \
+			"$(( $(stat_field "$t" cpu || echo 0) - ${before[$t]:-0} ))"
+	done
+}
 start=$(date +%s.%N)
 set +e
 {
 	timeout --kill-after=10 "$timeout" "$qemu" -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
-		-kernel "$base/vmlinuz" -initrd "$run/l1.cpio" -append "console=ttyS0 panic=-1 quiet nokaslr ${DAXVMM_L1_APPEND:-}" \
-		-nographic -serial stdio -monitor "unix:$run/monitor.sock,server=on,wait=off" -parallel none \
+		-kernel "$base/vmlinuz" -initrd "$run/l1.cpio" -append "console=ttyS0 panic=-1 quiet loglevel=5 softlockup_panic=1 nokaslr ${DAXVMM_L1_APPEND:-}" \
+		-name daxvmm-l1,debug-threads=on -nographic -serial stdio -monitor "unix:$run/monitor.sock,server=on,wait=off" -parallel none \
 		-no-reboot </dev/null 2>&1 &
 	echo $! >"$run/qemu.pid"
 	wait $!
@@ -248,6 +282,9 @@ pipeline=$!
 			# package; the one in images/test-host.pin's package is a stub).
 			l1_registers "$run/monitor.sock" "$cpus" |
 				grep -E 'RIP=|CPU#|local APIC state|^LVTT|^Timer|^ISR|^IRR|^PPR' | sed 's/^/daxvmm-l1-host: /' >"$run/stall.txt"
+			# And QEMU's own threads: vCPU threads burning CPU mean the test host is spinning (or TCG is),
+			# sleeping ones a wait inside QEMU.
+			qemu_threads "$(cat "/proc/$(cat "$run/qemu.pid")/task/$(cat "$run/qemu.pid")/children" 2>/dev/null | cut -d' ' -f1)" >>"$run/stall.txt"
 			kill "$(cat "$run/qemu.pid")" 2>/dev/null
 			exit
 		fi
@@ -270,6 +307,13 @@ fi
 elapsed=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
 	log "the test host VM ran into --timeout ${timeout}s and was killed"
+fi
+# A guest's panic is followed by daxvmm's own lines ("daxvmm: guest kernel panicked"); the test host
+# kernel's is not.
+l1_panic=$(awk '/Kernel panic - not syncing/ { p = $0; sub(/.*Kernel panic/, "Kernel panic", p) } /^daxvmm|@@DAXVMM-CASE-END/ { p = "" }
+	END { print p }' "$console" | tr -d '\r')
+if [ -n "$l1_panic" ] && ! grep -aq '@@DAXVMM-BATCH-DONE@@' "$console"; then
+	log "the test host VM's kernel panicked: $l1_panic"
 fi
 if grep -aq '@@DAXVMM-NO-KVM' "$console"; then
 	die "KVM could not be set up in the test host VM: $(grep -ao '@@DAXVMM-NO-KVM[^@]*' "$console" | head -n1 | cut -c17-) (console: $console)"

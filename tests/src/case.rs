@@ -26,6 +26,12 @@ pub struct Case {
     pub setup: Option<String>,
     /// Text typed on the VMM's stdin after a delay (for the guest console's input path).
     pub input: Option<(u64, String)>,
+    /// Earlier cases of the batch whose files (under `{tmp}`) this one reads: when the test host VM dies
+    /// and the unfinished cases run again in a new one, these run again before it.
+    pub needs: Vec<String>,
+    /// Whether the case boots a guest (and counts in the boot log); a check of files or of the
+    /// command line does not.
+    pub boots: bool,
 }
 
 impl Case {
@@ -36,6 +42,8 @@ impl Case {
             daxvmm_args: args.into_iter().map(Into::into).collect(),
             setup: None,
             input: None,
+            needs: Vec::new(),
+            boots: true,
         }
     }
 
@@ -74,6 +82,18 @@ impl Case {
     /// Runs `sh` first (see [`Case::setup`]).
     pub fn with_setup(mut self, sh: &str) -> Case {
         self.setup = Some(sh.to_string());
+        self
+    }
+
+    /// Reads what the earlier case `name` left under `{tmp}` (see [`Case::needs`]).
+    pub fn needing(mut self, name: &str) -> Case {
+        self.needs.push(name.to_string());
+        self
+    }
+
+    /// Marks a case that boots no guest (see [`Case::boots`]).
+    pub fn without_boot(mut self) -> Case {
+        self.boots = false;
         self
     }
 
@@ -117,6 +137,33 @@ impl Case {
         }
         format!("{}\t{cmd}", self.name)
     }
+}
+
+/// Checks that every case's [`Case::needs`] names a case before it in `cases`.
+pub fn check_needs(cases: &[Case]) -> Result<(), String> {
+    for (i, c) in cases.iter().enumerate() {
+        if let Some(n) = c.needs.iter().find(|n| !cases[..i].iter().any(|e| &e.name == *n)) {
+            return Err(format!("case {} needs {n}, which is not an earlier case of its batch", c.name));
+        }
+    }
+    Ok(())
+}
+
+/// The cases to run again when the ones `again` selects had no result: those, and every case they need
+/// (transitively), in batch order.
+pub fn rerun_set(cases: &[Case], again: impl Fn(&Case) -> bool) -> Vec<Case> {
+    let mut keep: Vec<bool> = cases.iter().map(again).collect();
+    // Needs point backwards (check_needs), so one pass from the end reaches every transitive need.
+    for i in (0..cases.len()).rev() {
+        if keep[i] {
+            for (j, e) in cases[..i].iter().enumerate() {
+                if cases[i].needs.contains(&e.name) {
+                    keep[j] = true;
+                }
+            }
+        }
+    }
+    cases.iter().zip(keep).filter(|(_, k)| *k).map(|(c, _)| c.clone()).collect()
 }
 
 /// Where scripts/test-host-vm.sh puts the guest kernel inside the test host VM.
@@ -200,6 +247,31 @@ mod tests {
                 .expect("sh runs");
             assert_eq!(String::from_utf8_lossy(&out.stdout), word, "quoted as {}", shell_quote(word));
         }
+    }
+
+    #[test]
+    fn needs_must_point_to_earlier_cases() {
+        let a = Case::daxvmm("a", ["x"]);
+        let b = Case::daxvmm("b", ["x"]).needing("a");
+        assert!(check_needs(&[a.clone(), b.clone()]).is_ok());
+        let err = check_needs(&[b.clone(), a.clone()]).expect_err("b comes before a");
+        assert!(err.contains("case b needs a"), "{err}");
+        assert!(check_needs(&[Case::daxvmm("c", ["x"]).needing("c")]).is_err());
+    }
+
+    #[test]
+    fn a_rerun_takes_the_needed_cases_along_in_batch_order() {
+        let cases = [
+            Case::daxvmm("a", ["x"]),
+            Case::daxvmm("b", ["x"]).needing("a"),
+            Case::daxvmm("c", ["x"]),
+            Case::daxvmm("d", ["x"]).needing("b"),
+            Case::daxvmm("e", ["x"]),
+        ];
+        let names = |v: Vec<Case>| v.into_iter().map(|c| c.name).collect::<Vec<_>>();
+        assert_eq!(names(rerun_set(&cases, |c| c.name == "d" || c.name == "e")), ["a", "b", "d", "e"]);
+        assert_eq!(names(rerun_set(&cases, |c| c.name == "c")), ["c"]);
+        assert!(rerun_set(&cases, |_| false).is_empty());
     }
 
     #[test]

@@ -26,7 +26,8 @@ fn cases() -> Vec<Case> {
             .with_setup("rm -f {tmp}/persist.img"),
         // The marker must be in the host file itself before the second boot reads it.
         guest("persist_read", &["--pmem", "256M,file={tmp}/persist.img"], "/tests/persist.sh read")
-            .with_setup(&format!("grep -q -a {MARKER} {{tmp}}/persist.img")),
+            .with_setup(&format!("grep -q -a {MARKER} {{tmp}}/persist.img"))
+            .needing("persist_write"),
         guest("big_lazy", &["--mem", "256M", "--pmem", "16G"], "cat /sys/block/pmem0/size"),
         guest(
             "hugetlb",

@@ -39,7 +39,7 @@ fn cases() -> Vec<Case> {
              && grep -q '<testsuites name=\"daxvmm test\" tests=\"[0-9]*\" failures=\"0\">' $d/results.xml \
              && grep -q '@@race done' $d/console.log && ! ls $d/repro 2>/dev/null \
              && ! grep -q 'no PMD mapping' $d/results.tap",
-    ));
+    ).needing("race_ext4").without_boot());
     cases
 }
 
@@ -51,7 +51,7 @@ fn broken_cases() -> Vec<Case> {
         race("race_broken_munmap", "{tmp}/race-broken-munmap", &["--fs", "ext4", "--scenario", "pin-munmap-truncate"]),
         Case::daxvmm("replay_broken", ["repro", "{tmp}/replay.repro"]).with_setup(
             "f=$(ls {tmp}/race-broken/repro/truncate-unpin-*.repro | head -n1) && cp \"$f\" {tmp}/replay.repro",
-        ),
+        ).needing("race_broken"),
     ]
 }
 
