@@ -36,6 +36,8 @@
 # the console is kept in $DAXVMM_CACHE/test-host/logs/ (the last 20 runs). $DAXVMM_L1_APPEND adds words to the
 # test host kernel's command line (e.g. idle=poll, for experiments with the rare test host VM hang).
 #
+# Test host VMs take turns: one at a time per --cpus host CPUs (a lock slot in $DAXVMM_CACHE/test-host/).
+#
 # Measured on this 2-core machine (QEMU 7.2 TCG, pieces cached): a batch of one `true` case takes 6.2-7.3 s
 # wall from start to exit; KVM is ready ~6-7 s after start (SeaBIOS + kernel load ~3.5 s, then 2.8-3.3 s of
 # test host VM uptime for boot and the four insmods); --with-qemu adds ~1 s (50 MB more initramfs). Inside
@@ -212,6 +214,22 @@ for p in "${pieces[@]}"; do
 	head -c "$pad" /dev/zero
 done >"$run/l1.cpio"
 
+# Test host VMs take turns: each of their vCPUs is a busy host thread, and with more vCPUs than host
+# CPUs QEMU TCG's nested SVM misbehaves (seen: a test host VM reset itself, and a guest triple-faulted,
+# while three of them shared this 2-core host). A slot per $cpus host CPUs, held (fd 9) until QEMU exits.
+slots=$(( $(nproc) / cpus )); [ "$slots" -ge 1 ] || slots=1
+mkdir -p "$DAXVMM_CACHE/test-host"
+waited=0
+while :; do
+	for ((slot = 0; slot < slots; slot++)); do
+		exec 9>"$DAXVMM_CACHE/test-host/vm-slot.$slot.lock"
+		flock -n 9 && break 2
+		exec 9>&-
+	done
+	[ $waited = 1 ] || log "waiting for a test host VM slot ($slots on this host: one per $cpus CPUs)"
+	waited=1
+	sleep 1
+done
 log "booting the test host VM ($cpus vCPUs, $mem, timeout ${timeout}s, $(grep -cvE '^(#|$)' "$batch") cases)"
 logs=$DAXVMM_CACHE/test-host/logs
 mkdir -p "$logs"
@@ -266,10 +284,11 @@ set +e
 	echo $! >"$run/qemu.pid"
 	wait $!
 	echo $? >"$run/qemu.rc"
-} | tee "$console" &
+} | tee "$console" 9>&- &
 pipeline=$!
-# The stall watchdog: the console's size must keep changing.
+# The stall watchdog: the console's size must keep changing. (Its sleeps must not hold the VM slot.)
 (
+	exec 9>&-
 	last=-1 quiet_since=$(date +%s)
 	while sleep 10; do
 		size=$(stat -c %s "$console" 2>/dev/null || echo 0)
