@@ -18,9 +18,7 @@ done
 
 musl=x86_64-unknown-linux-musl
 log "building daxvmm (release, static, $musl)"
-# daxvmm-kvm-hold goes beside it: scripts/test-host-vm.sh packs it into the test host VM.
-(cd "$DAXVMM_ROOT" && cargo build --quiet --release --target $musl -p daxvmm -p daxvmm-test-host-tools) >&2 ||
-	die "cargo build of daxvmm failed"
+(cd "$DAXVMM_ROOT" && cargo build --quiet --release --target $musl -p daxvmm) >&2 || die "cargo build of daxvmm failed"
 bin=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}/$musl/release/daxvmm
 kernel=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant "$variant")
 initrd=$("$DAXVMM_ROOT/scripts/build-initramfs.sh")

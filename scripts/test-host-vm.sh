@@ -14,9 +14,10 @@
 #   --initrd   the guest initramfs (default: $DAXVMM_GUEST_INITRD, else scripts/build-initramfs.sh's)
 #   --with-qemu  also pack qemu-system-x86_64 (its libraries and x86 firmware) to compare against
 #   --add FILE   copy FILE (a static binary) into the VM's /bin; repeatable
-#   --kvm-hold PATH  the static daxvmm-kvm-hold (images/test-host-tools), which the VM's /init runs to keep
-#              one idle KVM VM open, so that no case's VM is the first or the last one (default: beside
-#              the daxvmm binary; left out with a warning when missing; --kvm-hold none leaves it out)
+#   --kvm-hold PATH  an experiment, off by default: the static daxvmm-kvm-hold (images/test-host-tools;
+#              cargo build --release --target x86_64-unknown-linux-musl -p daxvmm-test-host-tools), which
+#              the VM's /init then runs to keep one idle KVM VM open, so that no case's VM is the first or
+#              the last one (also $DAXVMM_KVM_HOLD)
 #   --timeout  limit on the whole QEMU run, in seconds (default 900)
 #   --case-timeout  limit on each case inside the VM, in seconds (default 300); a case that outlives it is
 #              killed (SIGKILL) and reported as rc=137
@@ -110,13 +111,7 @@ if [ -n "$daxvmm" ]; then
 	fi
 fi
 
-if [ -z "$hold" ]; then
-	hold=$(dirname "${daxvmm:-$default_daxvmm}")/daxvmm-kvm-hold
-	if [ ! -f "$hold" ]; then
-		log "warning: $hold does not exist, so the test host VM holds no idle KVM VM and is more likely to wedge (build it with cargo build --release --target x86_64-unknown-linux-musl -p daxvmm-test-host-tools)"
-		hold=none
-	fi
-fi
+hold=${hold:-${DAXVMM_KVM_HOLD:-none}}
 [ "$hold" = none ] || [ -f "$hold" ] || die "--kvm-hold $hold: no such file"
 
 # Piece 1, cached: the test host kernel, its KVM modules, busybox and /init.
@@ -279,7 +274,7 @@ set +e
 {
 	timeout --kill-after=10 "$timeout" "$qemu" -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
 		-kernel "$base/vmlinuz" -initrd "$run/l1.cpio" -append "console=ttyS0 panic=-1 quiet loglevel=5 softlockup_panic=1 nokaslr ${DAXVMM_L1_APPEND:-}" \
-		-name daxvmm-l1,debug-threads=on -nographic -serial stdio -monitor "unix:$run/monitor.sock,server=on,wait=off" -parallel none \
+		-d cpu_reset -D "$run/qemu-debug.log" -name daxvmm-l1,debug-threads=on -nographic -serial stdio -monitor "unix:$run/monitor.sock,server=on,wait=off" -parallel none \
 		-no-reboot </dev/null 2>&1 &
 	echo $! >"$run/qemu.pid"
 	wait $!
@@ -333,6 +328,14 @@ l1_panic=$(awk '/Kernel panic - not syncing/ { p = $0; sub(/.*Kernel panic/, "Ke
 	END { print p }' "$console" | tr -d '\r')
 if [ -n "$l1_panic" ] && ! grep -aq '@@DAXVMM-BATCH-DONE@@' "$console"; then
 	log "the test host VM's kernel panicked: $l1_panic"
+elif [ "$rc" = 0 ] && ! grep -aq 'reboot: Power down' "$console"; then
+	# QEMU exits 0 on a guest reset (-no-reboot); -d cpu_reset logged each CPU's state at the reset. The
+	# power-on resets at start log the same way, with RIP=fff0.
+	resets=$(grep -ac 'CPU Reset' "$run/qemu-debug.log" 2>/dev/null || echo 0)
+	log "the test host VM reset itself with no panic message (a triple fault?); QEMU's CPU state at that reset:"
+	grep -aE 'CPU Reset|Triple fault|^[RE]IP=|^CR0=|^EFER=' "$run/qemu-debug.log" 2>/dev/null |
+		tail -n $(( 4 * cpus + 1 )) | sed 's/^/daxvmm-l1-host: /' | tee -a "$console" >&2
+	[ "$resets" -gt 0 ] || log "(no QEMU CPU reset log)"
 fi
 if grep -aq '@@DAXVMM-NO-KVM' "$console"; then
 	die "KVM could not be set up in the test host VM: $(grep -ao '@@DAXVMM-NO-KVM[^@]*' "$console" | head -n1 | cut -c17-) (console: $console)"

@@ -127,15 +127,18 @@ impl RunResult {
 }
 
 /// Combines the plan, the host's records and the parsed console. `stopped` says how the guest ended
-/// when that was not a clean finish; the run it was in is then a crash finding.
+/// when that was not a clean finish; the run it was in is then a crash finding, and so is the run it
+/// never got to when it stopped between runs (or the last run, after it): a plan cut short never passes.
 pub fn combine(
     plan: &[PlannedRun],
     records: &BTreeMap<u64, RunRecord>,
     guest: &GuestReport,
     stopped: Option<&str>,
 ) -> Vec<RunResult> {
+    let stopped = stopped.or((!guest.done).then_some("the guest program ended before its plan was done"));
     let mut crashed_reported = false;
-    plan.iter()
+    let mut results: Vec<RunResult> = plan
+        .iter()
         .enumerate()
         .map(|(i, p)| {
             let run = i as u64;
@@ -176,7 +179,18 @@ pub fn combine(
                 fault_log: fault_log(&record),
             }
         })
-        .collect()
+        .collect();
+    if let (Some(how), false) = (stopped, crashed_reported) {
+        let next = results.iter().position(|r| !guest.runs.contains_key(&r.run));
+        let (at, when) = match next {
+            Some(i) => (Some(i), "before this run began"),
+            None => (results.len().checked_sub(1), "after this run ended"),
+        };
+        if let Some(r) = at.and_then(|i| results.get_mut(i)) {
+            r.findings.push(Finding::new(FindingKind::Crash, format!("{how} {when}")));
+        }
+    }
+    results
 }
 
 /// The run's fault log, one line per entry, then where each step of its schedule stood.
@@ -256,5 +270,28 @@ some text @@race finding run=1 truncate returned while a vmsplice reference to t
         assert_eq!(results[3].findings[0].kind, FindingKind::Crash);
         assert!(results[3].findings[0].text.starts_with("guest kernel panic"));
         assert!(results[4].skipped.as_deref().unwrap().starts_with("not reached"));
+        assert!(!results[4].failed(), "one crash finding for one crash");
+    }
+
+    #[test]
+    fn a_guest_that_stops_between_runs_fails_the_plan() {
+        let between = "@@race hello run=0 kernel=7.2.12 config-sha256=abc driver=yes fault=yes cpus=2\n\
+                       @@race begin run=0 scenario=truncate-unpin fs=ext4\n@@race end run=0\n";
+        let g = parse_console(between);
+        let results = combine(&plan(3), &BTreeMap::new(), &g, Some("the guest reset"));
+        assert!(!results[0].failed());
+        assert_eq!(results[1].findings[0].kind, FindingKind::Crash);
+        assert_eq!(results[1].findings[0].text, "the guest reset before this run began");
+        assert!(results[1].skipped.is_some() && !results[2].failed());
+        // A clean power-off without `done` is cut short too.
+        let results = combine(&plan(3), &BTreeMap::new(), &g, None);
+        assert!(results[1].findings[0].text.starts_with("the guest program ended before its plan was done"));
+        // After the last run.
+        let results = combine(&plan(1), &BTreeMap::new(), &g, Some("the guest kernel panicked"));
+        assert_eq!(results[0].findings[0].text, "the guest kernel panicked after this run ended");
+        // A finished plan with a clean power-off passes.
+        let done = format!("{between}@@race done run=1 runs=1\n");
+        let results = combine(&plan(1), &BTreeMap::new(), &parse_console(&done), None);
+        assert!(!results[0].failed());
     }
 }
