@@ -26,10 +26,12 @@
 #              QEMU TCG's nested SVM, once both at one instruction in __schedule with interrupts off; seen
 #              a few times in many dozens of batches), and then the in-VM timeouts cannot fire either; the
 #              VM is killed, @@DAXVMM-L1-STALL@@ printed with each CPU's registers and local APIC and
-#              each QEMU thread's state, and the exit status is 3. A soft lockup of the
-#              test host kernel (seen once: daxvmm's process stuck on one CPU after its guest powered off)
-#              panics it (softlockup_panic=1, loglevel=5 so the backtrace is on the console) and QEMU
-#              exits at once instead of at --timeout.
+#              each QEMU thread's state, and the exit status is 3. When its kernel still runs but is
+#              wedged, its watchdogs would keep the console busy, so they panic it instead (loglevel=5
+#              puts the backtrace on the console) and QEMU exits at once rather than at --timeout: a
+#              soft lockup (softlockup_panic=1; seen once: daxvmm's process stuck on one CPU after its
+#              guest powered off), a task blocked 120 s (hung_task_panic=1; seen once: khugepaged, with
+#              daxvmm stuck past its own --timeout), an RCU stall (panic_on_rcu_stall).
 # The console streams to stdout: each case between @@DAXVMM-CASE-BEGIN NAME@@ and
 # @@DAXVMM-CASE-END NAME rc=N@@, then @@DAXVMM-BATCH-DONE@@ (@@DAXVMM-NO-KVM reason@@ if KVM could not be
 # set up). Exit status: 0 when the batch completed (whatever the cases returned), 3 when the VM hung
@@ -273,7 +275,7 @@ start=$(date +%s.%N)
 set +e
 {
 	timeout --kill-after=10 "$timeout" "$qemu" -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
-		-kernel "$base/vmlinuz" -initrd "$run/l1.cpio" -append "console=ttyS0 panic=-1 quiet loglevel=5 softlockup_panic=1 nokaslr ${DAXVMM_L1_APPEND:-}" \
+		-kernel "$base/vmlinuz" -initrd "$run/l1.cpio" -append "console=ttyS0 panic=-1 quiet loglevel=5 softlockup_panic=1 hung_task_panic=1 sysctl.kernel.panic_on_rcu_stall=1 nokaslr ${DAXVMM_L1_APPEND:-}" \
 		-d cpu_reset -D "$run/qemu-debug.log" -name daxvmm-l1,debug-threads=on -nographic -serial stdio -monitor "unix:$run/monitor.sock,server=on,wait=off" -parallel none \
 		-no-reboot </dev/null 2>&1 &
 	echo $! >"$run/qemu.pid"

@@ -32,6 +32,10 @@ pub struct Case {
     /// Whether the case boots a guest (and counts in the boot log); a check of files or of the
     /// command line does not.
     pub boots: bool,
+    /// Inside the test host VM only: output that marks a fault of the emulation rather than of the code
+    /// under test (a guest triple fault under QEMU TCG's nested SVM); such a result is set aside and the
+    /// case runs again in a new test host VM, as when that VM itself dies.
+    pub nested_fault: Option<String>,
 }
 
 impl Case {
@@ -44,6 +48,7 @@ impl Case {
             input: None,
             needs: Vec::new(),
             boots: true,
+            nested_fault: None,
         }
     }
 
@@ -94,6 +99,12 @@ impl Case {
     /// Marks a case that boots no guest (see [`Case::boots`]).
     pub fn without_boot(mut self) -> Case {
         self.boots = false;
+        self
+    }
+
+    /// Runs the case again when, nested, its output contains `text` (see [`Case::nested_fault`]).
+    pub fn rerun_nested_on(mut self, text: &str) -> Case {
+        self.nested_fault = Some(text.to_string());
         self
     }
 

@@ -190,31 +190,56 @@ fn script_path() -> PathBuf {
 /// each real test host VM hang costs this much.
 const L1_STALL: Duration = Duration::from_secs(270);
 
-/// Runs the cases in one test host VM; when that VM dies before the batch is done (its own kernel stops
-/// running user space or soft-locks up, rare faults of QEMU TCG's nested SVM that no in-VM timeout can
-/// catch), the cases without a result, and the cases whose files they need, run once more in a new one.
+/// How many test host VMs a nested batch may use: the first, and new ones for the cases the earlier
+/// ones left without a result (or with an emulation fault, [`Case::nested_fault`]).
+const L1_ATTEMPTS: usize = 3;
+
+/// Runs the cases in one test host VM. When that VM dies before the batch is done (its own kernel stops
+/// running user space, panics on a watchdog or resets: rare faults of QEMU TCG's nested SVM that no
+/// in-VM timeout can catch), or a case shows its emulation-fault text, those cases and the cases whose
+/// files they need run again in a new one, up to [`L1_ATTEMPTS`] VMs in all.
 fn run_nested(cases: &[Case], art: &Artifacts) -> Result<Outcomes, Skip> {
-    let (mut out, done) = run_nested_once(cases, art)?;
-    if !done {
-        let again = rerun_set(cases, |c| !matches!(out.get(&c.name), Some(Ok(_))));
-        progress(&format!(
-            "nested: the test host VM stopped before the batch was done; running {} cases again in a new one ({})",
-            again.len(),
-            again.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(" ")
-        ));
-        let (retried, _) = run_nested_once(&again, art)?;
-        for (name, res) in retried {
-            // A needed case that finished the first time keeps that result if the second VM fails too.
+    let mut out = Outcomes::new();
+    let mut todo = cases.to_vec();
+    for attempt in 1..=L1_ATTEMPTS {
+        for (name, res) in run_nested_once(&todo, art)? {
+            // A needed case that finished before keeps that result if the new VM fails too.
             if res.is_ok() || !matches!(out.get(&name), Some(Ok(_))) {
                 out.insert(name, res);
             }
         }
+        let why = |c: &Case| rerun_reason(c, out.get(&c.name));
+        todo = rerun_set(cases, |c| why(c).is_some());
+        if todo.is_empty() || attempt == L1_ATTEMPTS {
+            break;
+        }
+        let reasons: Vec<String> =
+            cases.iter().filter_map(|c| why(c).map(|w| format!("{} ({w})", c.name))).collect();
+        progress(&format!(
+            "nested: running {} cases again in a new test host VM ({} of {L1_ATTEMPTS}): {}; with them: {}",
+            todo.len(),
+            attempt + 1,
+            reasons.join(", "),
+            todo.iter().filter(|c| why(c).is_none()).map(|c| c.name.as_str()).collect::<Vec<_>>().join(" ")
+        ));
     }
     Ok(out)
 }
 
+/// Why a case must run again in a new test host VM, if it must.
+fn rerun_reason(c: &Case, res: Option<&Result<Outcome, String>>) -> Option<&'static str> {
+    match res {
+        Some(Ok(o)) => c
+            .nested_fault
+            .as_deref()
+            .is_some_and(|t| o.contains(t))
+            .then_some("emulation fault in its output"),
+        _ => Some("no result: its test host VM died"),
+    }
+}
+
 #[allow(clippy::print_stderr)] // DAXVMM_TEST_VERBOSE echoes the console as it arrives.
-fn run_nested_once(cases: &[Case], art: &Artifacts) -> Result<(Outcomes, bool), Skip> {
+fn run_nested_once(cases: &[Case], art: &Artifacts) -> Result<Outcomes, Skip> {
     let per_case = case_timeout();
     let total = Duration::from_secs(180) + per_case * cases.len() as u32;
     let batch = std::env::temp_dir().join(format!(
@@ -309,5 +334,24 @@ fn run_nested_once(cases: &[Case], art: &Artifacts) -> Result<(Outcomes, bool), 
         };
         out.insert(c.name.clone(), res);
     }
-    Ok((out, parser.done))
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cases_rerun_when_their_vm_died_or_they_show_their_emulation_fault() {
+        let out = |text: &str| {
+            Ok(Outcome { exit_code: 0, console: text.into(), wall: Duration::ZERO, place: Where::Nested })
+        };
+        let plain = Case::daxvmm("a", ["x"]);
+        let marked = Case::daxvmm("b", ["x"]).rerun_nested_on("triple fault");
+        assert!(rerun_reason(&plain, None).is_some());
+        assert!(rerun_reason(&plain, Some(&Err("stopped".into()))).is_some());
+        assert_eq!(rerun_reason(&plain, Some(&out("vCPU 2: triple fault"))), None);
+        assert_eq!(rerun_reason(&marked, Some(&out("clean"))), None);
+        assert!(rerun_reason(&marked, Some(&out("vCPU 2: triple fault"))).is_some());
+    }
 }

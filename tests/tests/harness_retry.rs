@@ -1,6 +1,7 @@
 //! The harness survives a test host VM that dies in the middle of a batch (QEMU TCG's nested SVM rarely
-//! hangs or soft-locks the test host kernel): the cases without a result, and the earlier cases whose
-//! files they need, run once more in a new test host VM, while finished cases keep their results.
+//! hangs or resets the test host VM): the cases without a result, and the earlier cases whose files
+//! they need, run again in a new test host VM (up to three in all), while finished cases keep their
+//! results.
 //!
 //! The test crashes the test host kernel on purpose (sysrq `c`), so it runs only nested; with hardware
 //! KVM on this host it skips. No guest boots here: the cases run shell snippets and `daxvmm --version`.
@@ -54,7 +55,7 @@ fn a_dead_test_host_vm_reruns_the_unfinished_cases_and_what_they_need() {
     assert_ne!(boot_id(writer), boot_id(bystander), "the writer did not run again:\n{writer}\n{bystander}");
     let Err(why) = BATCH.get().as_ref().map_err(|s| s.0.clone()).and_then(|b| b.get("crasher").cloned())
     else {
-        panic!("the crasher cannot have a result: its test host VM dies both times")
+        panic!("the crasher cannot have a result: its test host VM dies every time")
     };
     assert!(why.contains("the test host VM stopped during this case"), "{why}");
 }

@@ -20,11 +20,16 @@ const SCENARIOS: [&str; 9] = [
     "vmsplice-munmap-truncate",
 ];
 
+/// What daxvmm prints for a guest triple fault. In the test host VM that has come from QEMU TCG's
+/// nested SVM (also on the good kernel, on an idle vCPU, and at the same rate as the test host VM's own
+/// resets), so there the case runs again in a new test host VM; on hardware KVM it stays a failure.
+const TRIPLE_FAULT: &str = "triple fault (KVM_EXIT_SHUTDOWN)";
+
 fn race(name: &str, out: &str, extra: &[&str]) -> Case {
     let mut args =
         vec!["test", "--kernel", "{kernel}", "--initrd", "{initrd}", "--out", out, "--timeout", "240s"];
     args.extend_from_slice(extra);
-    Case::daxvmm(name, args)
+    Case::daxvmm(name, args).rerun_nested_on(TRIPLE_FAULT)
 }
 
 fn cases() -> Vec<Case> {
