@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use daxvmm_devices::fault::{find_scenario, library, LibraryEntry};
+use daxvmm_devices::fault::{find_scenario, library, FindingKind, LibraryEntry};
 
 use self::plan::{Choice, PlannedRun};
 use self::repro::Repro;
@@ -296,6 +296,12 @@ fn summary(boot: &BootResult, secs: f64, runs_secs: f64) -> String {
             s.push_str(&format!("  {f}\n"));
         }
     }
+    if boot.results.iter().flat_map(|r| &r.findings).any(|f| f.kind == FindingKind::Crash) {
+        s.push_str("the guest console's last lines:\n");
+        for l in &boot.tail {
+            s.push_str(&format!("  | {l}\n"));
+        }
+    }
     let violations = boot.results.iter().filter(|r| r.failed()).count();
     let skipped = boot.results.iter().filter(|r| r.skipped.is_some()).count();
     s.push_str(&format!(
@@ -363,7 +369,12 @@ struct BootResult {
     guest: GuestReport,
     /// The runs alone, without the boot.
     span: Option<Duration>,
+    /// The guest console's last lines, shown with a crash: all there is when --out is lost with a VM.
+    tail: Vec<String>,
 }
+
+/// How many guest console lines a crash report shows.
+const CRASH_TAIL_LINES: usize = 20;
 
 fn boot(
     b: &Boot,
@@ -426,7 +437,9 @@ fn boot(
         Outcome::Signal(s) => Some(format!("daxvmm was stopped by signal {s}")),
     };
     let results = verdict::combine(plan, &session.records(), &guest, stopped.as_deref());
-    Ok(BootResult { results, guest, span: session.span() })
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(CRASH_TAIL_LINES)..].iter().map(|l| l.to_string()).collect();
+    Ok(BootResult { results, guest, span: session.span(), tail })
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -439,4 +452,31 @@ fn abs(p: &Path) -> PathBuf {
 
 fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn a_crash_report_shows_the_guest_console_tail() {
+        let plan = vec![PlannedRun {
+            scenario: "truncate-unpin".into(),
+            fs: "ext4".into(),
+            schedule: None,
+            seed: None,
+        }];
+        let text = "@@race hello run=0 kernel=7.2.12 config-sha256=abc driver=yes fault=yes cpus=2\n\
+                    @@race begin run=0 scenario=truncate-unpin fs=ext4\nlast words\n";
+        let guest = verdict::parse_console(text);
+        let results = verdict::combine(&plan, &BTreeMap::new(), &guest, Some("the guest reset"));
+        let boot = BootResult { results, guest, span: None, tail: vec!["last words".into()] };
+        let s = summary(&boot, 1.0, 1.0);
+        assert!(s.contains("crash: the guest reset during this run"), "{s}");
+        assert!(s.contains("the guest console's last lines:\n  | last words\n"), "{s}");
+        assert!(s.contains("1 with violations"), "{s}");
+    }
 }
