@@ -215,12 +215,17 @@ fn run_nested(cases: &[Case], art: &Artifacts) -> Result<Outcomes, Skip> {
         }
         let reasons: Vec<String> =
             cases.iter().filter_map(|c| why(c).map(|w| format!("{} ({w})", c.name))).collect();
+        let needed: Vec<&str> = todo.iter().filter(|c| why(c).is_none()).map(|c| c.name.as_str()).collect();
         progress(&format!(
-            "nested: running {} cases again in a new test host VM ({} of {L1_ATTEMPTS}): {}; with them: {}",
+            "nested: running {} cases again in a new test host VM ({} of {L1_ATTEMPTS}): {}{}",
             todo.len(),
             attempt + 1,
             reasons.join(", "),
-            todo.iter().filter(|c| why(c).is_none()).map(|c| c.name.as_str()).collect::<Vec<_>>().join(" ")
+            if needed.is_empty() {
+                String::new()
+            } else {
+                format!("; with the cases they need: {}", needed.join(" "))
+            }
         ));
     }
     Ok(out)
