@@ -160,11 +160,18 @@ pub fn check_needs(cases: &[Case]) -> Result<(), String> {
     Ok(())
 }
 
-/// The cases to run again when the ones `again` selects had no result: those, and every case they need
+/// The cases to run again when the ones `again` selects had no (usable) result: those, every case that
+/// read their files (its result came from the discarded run), and every case all of these need
 /// (transitively), in batch order.
 pub fn rerun_set(cases: &[Case], again: impl Fn(&Case) -> bool) -> Vec<Case> {
     let mut keep: Vec<bool> = cases.iter().map(again).collect();
-    // Needs point backwards (check_needs), so one pass from the end reaches every transitive need.
+    // Needs point backwards (check_needs): one pass from the start reaches every transitive dependent,
+    // one from the end every transitive need.
+    for i in 0..cases.len() {
+        if !keep[i] {
+            keep[i] = cases[..i].iter().zip(&keep).any(|(e, k)| *k && cases[i].needs.contains(&e.name));
+        }
+    }
     for i in (0..cases.len()).rev() {
         if keep[i] {
             for (j, e) in cases[..i].iter().enumerate() {
@@ -282,6 +289,8 @@ mod tests {
         let names = |v: Vec<Case>| v.into_iter().map(|c| c.name).collect::<Vec<_>>();
         assert_eq!(names(rerun_set(&cases, |c| c.name == "d" || c.name == "e")), ["a", "b", "d", "e"]);
         assert_eq!(names(rerun_set(&cases, |c| c.name == "c")), ["c"]);
+        // A case whose files others read: they run again too, since their results came from it.
+        assert_eq!(names(rerun_set(&cases, |c| c.name == "a")), ["a", "b", "d"]);
         assert!(rerun_set(&cases, |_| false).is_empty());
     }
 

@@ -224,7 +224,7 @@ fn run_nested(cases: &[Case], art: &Artifacts) -> Result<Outcomes, Skip> {
             if needed.is_empty() {
                 String::new()
             } else {
-                format!("; with the cases they need: {}", needed.join(" "))
+                format!("; with the cases linked to them by needs: {}", needed.join(" "))
             }
         ));
     }
