@@ -26,8 +26,8 @@ pub struct Case {
     pub setup: Option<String>,
     /// Text typed on the VMM's stdin after a delay (for the guest console's input path).
     pub input: Option<(u64, String)>,
-    /// Earlier cases of the batch whose files (under `{tmp}`) this one reads: when the test host VM dies
-    /// and the unfinished cases run again in a new one, these run again before it.
+    /// Earlier cases of the batch whose files (under `{tmp}`) this one reads: when either side runs again
+    /// in a new test host VM, the other does too ([`rerun_set`]).
     pub needs: Vec<String>,
     /// Whether the case boots a guest (and counts in the boot log); a check of files or of the
     /// command line does not.

@@ -196,8 +196,8 @@ const L1_ATTEMPTS: usize = 3;
 
 /// Runs the cases in one test host VM. When that VM dies before the batch is done (its own kernel stops
 /// running user space, panics on a watchdog or resets: rare faults of QEMU TCG's nested SVM that no
-/// in-VM timeout can catch), or a case shows its emulation-fault text, those cases and the cases whose
-/// files they need run again in a new one, up to [`L1_ATTEMPTS`] VMs in all.
+/// in-VM timeout can catch), or a case shows its emulation-fault text, those cases run again in a new
+/// one with the cases linked to them by [`Case::needs`] ([`rerun_set`]), up to [`L1_ATTEMPTS`] VMs in all.
 fn run_nested(cases: &[Case], art: &Artifacts) -> Result<Outcomes, Skip> {
     let mut out = Outcomes::new();
     let mut todo = cases.to_vec();
