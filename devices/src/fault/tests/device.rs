@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{shape, wait_until_held};
 use crate::bus::BusDevice;
 use crate::fault::*;
 
+/// A device whose holds only the schedule ends (bound [`MAX_HOLD`]), with sync reads held for `slice`.
 fn device(slice: Duration) -> FaultDevice {
-    FaultDevice::new(Arc::new(FaultInjector::new(1000, Duration::from_secs(3))), slice)
+    FaultDevice::new(Arc::new(FaultInjector::new(1000, MAX_HOLD)), slice)
 }
 
 fn read(dev: &FaultDevice, offset: u64) -> u64 {
@@ -34,7 +35,7 @@ fn identity_and_status_reads() {
 
 #[test]
 fn sync_reads_hold_through_the_exit_handler_path_only() {
-    let mut dev = device(Duration::from_secs(3));
+    let mut dev = device(MAX_HOLD);
     dev.injector().arm(&"0.s3 1.s4".parse().unwrap());
     let off = sync_offset(1, 4).unwrap();
 
@@ -50,16 +51,15 @@ fn sync_reads_hold_through_the_exit_handler_path_only() {
         thread::spawn(move || read(&dev, off))
     };
     wait_until_held(dev.injector(), 1);
-    let start = Instant::now();
     assert_eq!(read(&dev, sync_offset(0, 3).unwrap()), SyncOutcome::Released.code());
+    // Neither slice nor bound can end the hold: Released says thread 0's read let it go.
     assert_eq!(held.join().unwrap(), SyncOutcome::Released.code());
-    assert!(start.elapsed() < Duration::from_millis(900));
     assert_eq!(read(&dev, off), SyncOutcome::Unscheduled.code(), "already passed");
 }
 
 #[test]
 fn event_writes_reach_the_log_and_the_schedule() {
-    let dev = device(Duration::from_secs(3));
+    let dev = device(MAX_HOLD);
     dev.injector().arm(&"0.e7 1.s0".parse().unwrap());
     let held = {
         let dev = dev.clone();
@@ -103,7 +103,6 @@ fn a_flood_of_random_accesses_never_panics_and_keeps_the_log_bounded() {
         FaultDevice::new(Arc::new(FaultInjector::new(1000, Duration::from_millis(1))), Duration::ZERO);
     let sc = shape(&[3, 3, 2]);
     let mut rng = SplitMix64::new(0x5eed);
-    let start = Instant::now();
     for i in 0..100_000u32 {
         if i % 5_000 == 0 {
             dev.injector().arm(&sc.sample(u64::from(i)));
@@ -143,5 +142,4 @@ fn a_flood_of_random_accesses_never_panics_and_keeps_the_log_bounded() {
     assert!(stats.events > 1000 && stats.arrivals > 1000, "{stats:?}");
     assert!(stats.protocol_errors.len() >= 8, "{:?}", stats.protocol_errors);
     assert!(stats.log_dropped > 10_000 && stats.deviations > 0, "{stats:?}");
-    assert!(start.elapsed() < Duration::from_secs(20));
 }
