@@ -38,19 +38,17 @@ impl BusDevice for DebugPort {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::mpsc::channel;
-
     use super::*;
 
     #[test]
     fn marker_and_status() {
-        let (tx, rx) = channel();
-        let mut d = DebugPort::new(EventSink::new(tx));
+        let (sink, rx) = crate::events::channel().unwrap();
+        let mut d = DebugPort::new(sink);
         d.write(0, &[MARKER_INIT_STARTED]);
         d.write(1, &[7]);
         d.write(1, &[]);
-        assert_eq!(rx.try_recv().unwrap(), GuestEvent::BootMarker(1));
-        assert_eq!(rx.try_recv().unwrap(), GuestEvent::ExitStatus(7));
-        assert!(rx.try_recv().is_err());
+        assert_eq!(rx.try_next(), Some(GuestEvent::BootMarker(1)));
+        assert_eq!(rx.try_next(), Some(GuestEvent::ExitStatus(7)));
+        assert!(rx.try_next().is_none());
     }
 }

@@ -87,32 +87,30 @@ impl BusDevice for I8042 {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::mpsc::channel;
-
     use super::*;
 
     #[test]
     fn s5_powers_off_and_other_sleep_types_do_not() {
-        let (tx, rx) = channel();
-        let mut pm = AcpiPm::new(EventSink::new(tx));
+        let (sink, rx) = crate::events::channel().unwrap();
+        let mut pm = AcpiPm::new(sink);
         // Exactly what Linux writes for S5 with SLP_TYP 5: (5 << 2) | SLP_EN.
         pm.write(0, &[0x34]);
-        assert_eq!(rx.try_recv().unwrap(), GuestEvent::PowerOff);
+        assert_eq!(rx.try_next(), Some(GuestEvent::PowerOff));
         // S3 request, SLP_EN clear, a wrong-sized write: nothing.
         pm.write(0, &[(3 << 2) | 0x20]);
         pm.write(0, &[0x14]);
         pm.write(0, &[0x34, 0]);
-        assert!(rx.try_recv().is_err());
+        assert!(rx.try_next().is_none());
     }
 
     #[test]
     fn reset_register_needs_the_fadt_value() {
-        let (tx, rx) = channel();
-        let mut pm = AcpiPm::new(EventSink::new(tx));
+        let (sink, rx) = crate::events::channel().unwrap();
+        let mut pm = AcpiPm::new(sink);
         pm.write(2, &[2]);
-        assert!(rx.try_recv().is_err());
+        assert!(rx.try_next().is_none());
         pm.write(2, &[1]);
-        assert_eq!(rx.try_recv().unwrap(), GuestEvent::Reset);
+        assert_eq!(rx.try_next(), Some(GuestEvent::Reset));
         let mut b = [0xffu8; 1];
         pm.read(1, &mut b);
         assert_eq!(b, [0]);
@@ -120,11 +118,11 @@ mod tests {
 
     #[test]
     fn i8042_reset_pulse() {
-        let (tx, rx) = channel();
-        let mut kbd = I8042::new(EventSink::new(tx));
+        let (sink, rx) = crate::events::channel().unwrap();
+        let mut kbd = I8042::new(sink);
         kbd.write(0, &[0xd1]);
-        assert!(rx.try_recv().is_err());
+        assert!(rx.try_next().is_none());
         kbd.write(0, &[0xfe]);
-        assert_eq!(rx.try_recv().unwrap(), GuestEvent::Reset);
+        assert_eq!(rx.try_next(), Some(GuestEvent::Reset));
     }
 }

@@ -45,21 +45,19 @@ impl BusDevice for PvPanic {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::mpsc::channel;
-
     use super::*;
 
     #[test]
     fn reports_panic_but_not_shutdown() {
-        let (tx, rx) = channel();
-        let mut p = PvPanic::new(EventSink::new(tx));
+        let (sink, rx) = crate::events::channel().unwrap();
+        let mut p = PvPanic::new(sink);
         let mut caps = [0u8; 1];
         p.read(0, &mut caps);
         assert_eq!(caps[0], 0b111);
         p.write(0, &[PVPANIC_SHUTDOWN]);
         p.write(0, &[]);
-        assert!(rx.try_recv().is_err());
+        assert!(rx.try_next().is_none());
         p.write(0, &[PVPANIC_PANICKED]);
-        assert_eq!(rx.try_recv().unwrap(), GuestEvent::Panic(1));
+        assert_eq!(rx.try_next(), Some(GuestEvent::Panic(1)));
     }
 }

@@ -85,6 +85,12 @@ pub struct Cli {
     #[arg(long, value_name = "SCHEDULE", value_parser = parse_schedule)]
     pub fault_schedule: Option<Schedule>,
 
+    /// Boot the guest N times, one after the other, in this one process, and check after each run that it
+    /// left no thread, mapping or memory behind (exit 1 naming the run if it did). For hunting flaky boots
+    /// and for daxvmm's own lifecycle tests; the exit code is the last run's.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub repeat: u32,
+
     /// Log level for daxvmm's own messages (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,

@@ -3,14 +3,15 @@
 //! terminal put in raw mode while a TTY is attached (and restored however daxvmm exits).
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::mem::ManuallyDrop;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use daxvmm_devices::bus::lock;
 use daxvmm_devices::serial::SerialDevice;
+use vmm_sys_util::eventfd::EventFd;
 
 /// How long a log line may wait for the guest to finish its console line.
 const LOG_HOLD: Duration = Duration::from_millis(500);
@@ -190,30 +191,79 @@ pub fn restore_terminal() {
     }
 }
 
-/// Forwards host stdin to the guest UART until stdin closes.
-pub fn spawn_stdin_forwarder(serial: Arc<Mutex<SerialDevice>>) -> io::Result<()> {
-    std::thread::Builder::new().name("stdin".into()).spawn(move || {
-        let mut buf = [0u8; 64];
-        let mut stdin = io::stdin().lock();
-        loop {
-            let n = match stdin.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return,
-            };
-            let mut pending = &buf[..n];
-            while !pending.is_empty() {
-                let taken = lock(&serial).enqueue_input(pending);
-                pending = &pending[taken..];
-                if taken == 0 {
-                    // The guest has not drained its FIFO yet; typing speed makes this rare.
-                    std::thread::sleep(Duration::from_millis(2));
+/// Forwards host stdin to the guest UART until stdin closes or the forwarder is dropped, which stops
+/// and joins its thread (so a run leaves no thread behind).
+#[derive(Debug)]
+pub struct StdinForwarder {
+    stop: Arc<EventFd>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StdinForwarder {
+    /// Starts the thread.
+    pub fn spawn(serial: Arc<Mutex<SerialDevice>>) -> io::Result<Self> {
+        let stop = Arc::new(EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?);
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+            let mut buf = [0u8; 64];
+            while let Some(n) = read_unless_stopped(&mut buf, &thread_stop) {
+                let mut pending = &buf[..n];
+                while !pending.is_empty() {
+                    let taken = lock(&serial).enqueue_input(pending);
+                    pending = &pending[taken..];
+                    // The guest has not drained its FIFO yet (typing speed makes this rare); a guest
+                    // that stopped never will, so the wait ends when the forwarder is stopped.
+                    if taken == 0 && stopped_within(&thread_stop, 2) {
+                        return;
+                    }
                 }
             }
+        })?;
+        Ok(Self { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for StdinForwarder {
+    fn drop(&mut self) {
+        let _ = self.stop.write(1);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
-    })?;
-    Ok(())
+    }
+}
+
+/// Whether `stop` is written within `ms` milliseconds.
+fn stopped_within(stop: &EventFd, ms: i32) -> bool {
+    let mut fd = libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd that lives across the call.
+    unsafe { libc::poll(&mut fd, 1, ms) == 1 }
+}
+
+/// Waits until stdin has input or `stop` is written, then reads; `None` at end of input, on an error,
+/// or when stopped.
+fn read_unless_stopped(buf: &mut [u8], stop: &EventFd) -> Option<usize> {
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: two valid pollfds that live across the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        if r < 0 || fds[1].revents != 0 {
+            return None;
+        }
+        // SAFETY: reads at most buf.len() bytes into `buf`; fd 0 is readable (or at its end).
+        let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            0 => return None,
+            n if n > 0 => return Some(n as usize),
+            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
+            _ => return None,
+        }
+    }
 }
 
 #[cfg(test)]

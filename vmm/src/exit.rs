@@ -172,10 +172,10 @@ pub fn handle_exit(exit: Exit<'_>, buses: &Buses, cpu: u8) -> Action {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::sync::{mpsc, Arc, Mutex};
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use daxvmm_devices::events::{EventSink, GuestEvent};
+    use daxvmm_devices::events::{self, EventQueue, GuestEvent};
     use daxvmm_devices::fault::{
         FaultInjector, SyncOutcome, DEFAULT_LOG_CAPACITY, EVENT_OFFSET, MAGIC, SYNC_BASE,
     };
@@ -184,15 +184,11 @@ mod tests {
 
     use super::*;
 
-    fn buses_with_pm() -> (Buses, mpsc::Receiver<GuestEvent>) {
-        let (tx, rx) = mpsc::channel();
+    fn buses_with_pm() -> (Buses, EventQueue) {
+        let (sink, rx) = events::channel().unwrap();
         let mut b = Buses::default();
         b.pio
-            .insert(
-                Arc::new(Mutex::new(AcpiPm::new(EventSink::new(tx)))),
-                u64::from(ACPI_PM_PORT),
-                u64::from(ACPI_PM_LEN),
-            )
+            .insert(Arc::new(Mutex::new(AcpiPm::new(sink))), u64::from(ACPI_PM_PORT), u64::from(ACPI_PM_LEN))
             .unwrap();
         (b, rx)
     }
@@ -202,7 +198,7 @@ mod tests {
         let (b, rx) = buses_with_pm();
         let a = handle_exit(Exit::IoOut { port: ACPI_PM_PORT, data: &[0x34] }, &b, 0);
         assert_eq!(a, Action::Continue);
-        assert_eq!(rx.try_recv().unwrap(), GuestEvent::PowerOff);
+        assert_eq!(rx.try_next(), Some(GuestEvent::PowerOff));
     }
 
     #[test]

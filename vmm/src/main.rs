@@ -6,7 +6,10 @@ mod boot;
 mod cli;
 mod console;
 mod exit;
+mod footprint;
 mod kvm_host;
+mod machine;
+mod main_loop;
 mod memory;
 mod pmem;
 mod pmem_spec;
@@ -34,11 +37,12 @@ const EXIT_GUEST_FAILED: u8 = 6;
 
 fn main() {
     let started = Instant::now();
+    // In every thread from the start: a termination signal waits for a run's main loop to read it.
+    signals::block();
     let args: Vec<String> = std::env::args().collect();
     if matches!(args.get(1).map(String::as_str), Some("test" | "repro")) {
         let code = race::main(args);
         console::release_held_logs();
-        // vCPU threads may still be in KVM_RUN; exiting the process is how they stop.
         std::process::exit(i32::from(code));
     }
     let cli = Cli::parse();
@@ -55,7 +59,6 @@ fn main() {
     };
     console::restore_terminal();
     console::release_held_logs();
-    // The vCPU threads are still in KVM_RUN; exiting the process is how they stop.
     std::process::exit(i32::from(code))
 }
 
@@ -95,7 +98,36 @@ fn run(cli: &Cli, started: Instant) -> anyhow::Result<Outcome> {
         race: None,
     };
     check_config(&cfg)?;
-    Ok(vm::run(&cfg, started)?)
+    if cli.repeat == 1 {
+        return Ok(vm::run(&cfg, started)?);
+    }
+    let mut tracker = footprint::Tracker::default();
+    let mut outcome = Outcome::PowerOff;
+    for run in 1..=cli.repeat {
+        let run_started = if run == 1 { started } else { Instant::now() };
+        outcome = vm::run(&cfg, run_started)?;
+        log::info!("repeat: run {run} of {} ended: {}", cli.repeat, outcome_text(outcome));
+        if let Some(now) = footprint::measure() {
+            log::debug!("repeat: after run {run}: {now}");
+            tracker.after_run(now)?;
+        }
+        if matches!(outcome, Outcome::Signal(_)) {
+            break;
+        }
+    }
+    log::info!("{}", tracker.summary());
+    Ok(outcome)
+}
+
+fn outcome_text(outcome: Outcome) -> String {
+    match outcome {
+        Outcome::PowerOff => "powered off".into(),
+        Outcome::GuestFailed(s) => format!("powered off, guest exit status {s}"),
+        Outcome::Panic(_) => "guest kernel panic".into(),
+        Outcome::Reset => "reset".into(),
+        Outcome::Timeout => "timeout".into(),
+        Outcome::Signal(sig) => format!("signal {sig}"),
+    }
 }
 
 /// Checks of a run that need no KVM: the kernel image, and pmem placement (overlaps, alignment, too

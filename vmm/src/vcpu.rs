@@ -1,17 +1,22 @@
-//! vCPU creation, boot-state setup and the run loop: one thread per vCPU, every exit handed to
-//! [`crate::exit::handle_exit`], and the end of the run reported to the VMM's main loop.
+//! vCPU creation, boot-state setup and the vCPU threads: one thread per vCPU, every exit handed to
+//! [`crate::exit::handle_exit`], the end of the run reported to the VMM's main loop, and [`Vcpus::stop`],
+//! which gets every thread out of the guest and joins it before guest memory may be unmapped.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use daxvmm_devices::events::{EventSink, GuestEvent};
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use thiserror::Error;
+use vmm_sys_util::signal::Killable;
 
 use crate::boot::cpuid::{apply_xsave_policy, patch_cpuid, XsavePolicy};
 use crate::boot::regs::{self, RegsError};
 use crate::exit::{handle_exit, Action, Buses, Stop};
+use crate::signals;
 
 /// Errors creating vCPUs.
 #[derive(Debug, Error)]
@@ -60,50 +65,119 @@ pub fn create(
     Ok(vcpu)
 }
 
-/// Runs `vcpu` on its own thread until its exit handler says stop; the reason goes to `events`.
-pub fn spawn(
+/// How long [`Vcpus::stop`] keeps kicking a vCPU thread before it gives up on it.
+pub const STOP_LIMIT: Duration = Duration::from_secs(10);
+/// How often a vCPU thread is kicked while it has not stopped: a kick that lands just before the thread
+/// enters KVM_RUN is lost (the handler runs, then KVM_RUN blocks), so kicks repeat until it has stopped.
+const KICK_EVERY: Duration = Duration::from_millis(1);
+
+/// The running vCPU threads of one guest run, and the flag that tells them to stop.
+#[derive(Debug)]
+pub struct Vcpus {
+    threads: Vec<(u8, JoinHandle<()>)>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Vcpus {
+    /// Starts one thread per vCPU. The kick handler must be installed ([`signals::install_vcpu_kick_handler`]).
+    pub fn spawn(
+        fds: Vec<VcpuFd>,
+        buses: Arc<Buses>,
+        events: EventSink,
+        started: Instant,
+    ) -> Result<Self, VcpuError> {
+        let mut vcpus =
+            Vcpus { threads: Vec::with_capacity(fds.len()), stop: Arc::new(AtomicBool::new(false)) };
+        for (cpu, fd) in fds.into_iter().enumerate() {
+            let cpu = cpu as u8;
+            let (buses, events, stop) = (buses.clone(), events.clone(), vcpus.stop.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("vcpu{cpu}"))
+                .spawn(move || run_loop(fd, cpu, &buses, &events, &stop, started))
+                // Threads started so far are stopped when `vcpus` drops.
+                .map_err(|e| VcpuError::Thread(cpu, e))?;
+            vcpus.threads.push((cpu, handle));
+        }
+        Ok(vcpus)
+    }
+
+    /// Stops every vCPU thread and joins it: sets the stop flag, then kicks each thread out of KVM_RUN
+    /// (or out of a held sync point's slice) until it has returned, for at most `limit` in all. Returns
+    /// the vCPUs that did not stop; their threads may still use guest memory, which must then stay mapped.
+    pub fn stop(&mut self, limit: Duration) -> Vec<u8> {
+        self.stop.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + limit;
+        let sig = signals::vcpu_kick_signal();
+        let mut stuck = Vec::new();
+        for (cpu, handle) in self.threads.drain(..) {
+            while !handle.is_finished() && Instant::now() < deadline {
+                if let Err(e) = handle.kill(sig) {
+                    log::debug!("kicking vCPU {cpu}: {e}");
+                }
+                std::thread::sleep(KICK_EVERY);
+            }
+            if handle.is_finished() {
+                if handle.join().is_err() {
+                    log::error!("vCPU {cpu}'s thread panicked");
+                }
+            } else {
+                log::error!(
+                    "vCPU {cpu} did not leave the guest within {} s of the run's end",
+                    limit.as_secs()
+                );
+                stuck.push(cpu);
+            }
+        }
+        stuck
+    }
+}
+
+impl Drop for Vcpus {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop(STOP_LIMIT);
+        }
+    }
+}
+
+/// One vCPU's thread: enters the guest until the run stops or its exit handler says stop; a stop the
+/// guest caused goes to `events`.
+fn run_loop(
     mut vcpu: VcpuFd,
     cpu: u8,
-    buses: Arc<Buses>,
-    events: EventSink,
+    buses: &Buses,
+    events: &EventSink,
+    stop: &AtomicBool,
     started: Instant,
-) -> Result<(), VcpuError> {
-    std::thread::Builder::new()
-        .name(format!("vcpu{cpu}"))
-        .spawn(move || {
-            if cpu == 0 {
-                log::info!("entering the guest kernel {} ms after start", started.elapsed().as_millis());
+) {
+    if cpu == 0 {
+        log::info!("entering the guest kernel {} ms after start", started.elapsed().as_millis());
+    }
+    // Once the guest has powered off, reset or crashed, nothing it does afterwards matters.
+    while !stop.load(Ordering::SeqCst) && !events.stopping() {
+        let action = match vcpu.run() {
+            Ok(exit) => handle_exit(exit.into(), buses, cpu),
+            // A kick (EINTR) or a pending signal: the loop condition decides.
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Action::Continue,
+            Err(e) => Action::Stop(Stop::Fatal(format!("KVM_RUN failed: {e}"))),
+        };
+        let Action::Stop(why) = action else { continue };
+        let event = match why {
+            Stop::Reset => GuestEvent::Reset,
+            Stop::PowerOff => GuestEvent::PowerOff,
+            Stop::Crash => GuestEvent::Panic(1),
+            // A guest that asked for a reset may fault on its way there (e.g. jumping to the BIOS reset
+            // vector we do not have); that is not an error of ours.
+            Stop::Fatal(why) if events.stopping() || stop.load(Ordering::SeqCst) => {
+                log::debug!("vCPU {cpu} after the guest stopped: {why}");
+                return;
             }
-            // Once the guest has powered off, reset or crashed, nothing it does afterwards matters.
-            while !events.stopping() {
-                let action = match vcpu.run() {
-                    Ok(exit) => handle_exit(exit.into(), &buses, cpu),
-                    Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Action::Continue,
-                    Err(e) => Action::Stop(Stop::Fatal(format!("KVM_RUN failed: {e}"))),
-                };
-                match action {
-                    Action::Continue => {}
-                    Action::Stop(stop) => {
-                        events.send(match stop {
-                            Stop::Reset => GuestEvent::Reset,
-                            Stop::PowerOff => GuestEvent::PowerOff,
-                            Stop::Crash => GuestEvent::Panic(1),
-                            // A guest that asked for a reset may fault on its way there (e.g. jumping to
-                            // the BIOS reset vector we do not have); that is not an error of ours.
-                            Stop::Fatal(why) if events.stopping() => {
-                                log::debug!("vCPU {cpu} after the guest stopped: {why}");
-                                return;
-                            }
-                            Stop::Fatal(why) => {
-                                log::error!("vCPU {cpu}: {why}");
-                                GuestEvent::VcpuFailed(cpu)
-                            }
-                        });
-                        return;
-                    }
-                }
+            Stop::Fatal(why) => {
+                log::error!("vCPU {cpu}: {why}");
+                GuestEvent::VcpuFailed(cpu)
             }
-        })
-        .map_err(|e| VcpuError::Thread(cpu, e))?;
-    Ok(())
+        };
+        events.send(event);
+        return;
+    }
 }

@@ -1,48 +1,35 @@
-//! One guest run from start to end: KVM VM with in-kernel irqchip and PIT, guest RAM, boot images, ACPI,
-//! devices on the port bus, vCPU threads, and the main loop that turns guest events (power-off, panic,
-//! reset, exit status) and the timeout into an [`Outcome`].
+//! One guest run from start to end: what to run ([`VmConfig`]), how it ended ([`Outcome`], [`VmError`]),
+//! and [`run`], which sets up pmem, has a [`Machine`] boot the guest, waits in the main loop, and tears
+//! the machine down (vCPUs joined before memory is unmapped) before flushing or discarding pmem files.
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use daxvmm_devices::bus::{BusError, SharedDevice};
-use daxvmm_devices::debug_port::{DebugPort, MARKER_INIT_STARTED};
-use daxvmm_devices::events::{EventSink, GuestEvent};
-use daxvmm_devices::fault::{
-    FaultDevice, FaultInjector, RunObserver, Schedule, Step, StepState, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY,
-    DEFAULT_SLICE,
-};
-use daxvmm_devices::layout::*;
-use daxvmm_devices::power::{AcpiPm, I8042};
-use daxvmm_devices::pvpanic::PvPanic;
-use daxvmm_devices::serial::SerialDevice;
-use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
+use daxvmm_devices::bus::BusError;
+use daxvmm_devices::events::{self, EventQueue, EventSink};
+use daxvmm_devices::fault::{RunObserver, Schedule};
 use thiserror::Error;
-use vmm_sys_util::eventfd::EventFd;
 
-use crate::acpi::{self, AcpiSetupError};
+use crate::acpi::AcpiSetupError;
 use crate::boot::cpuid::XsavePolicy;
-use crate::boot::loader::{self, BootSpec, LoaderError};
-use crate::boot::regs::{self, RegsError};
+use crate::boot::loader::LoaderError;
+use crate::boot::regs::RegsError;
 use crate::console;
-use crate::exit::Buses;
-use crate::kvm_host::{self, KvmHostError};
-use crate::memory::{self, MemoryError};
+use crate::kvm_host::KvmHostError;
+use crate::machine::Machine;
+use crate::main_loop;
+use crate::memory::MemoryError;
 use crate::pmem::view::PmemView;
 use crate::pmem::{self, PmemError, PmemRegion};
 use crate::pmem_spec::PmemSpec;
 use crate::procfs;
-use crate::signals;
-use crate::vcpu::{self, VcpuError};
+use crate::signals::{self, SignalFd};
+use crate::vcpu::{VcpuError, STOP_LIMIT};
 
 /// Where the host's hugetlb pools are described.
 const HUGEPAGES_SYSFS: &str = "/sys/kernel/mm/hugepages";
-
-/// Where KVM puts the TSS it needs on Intel (three pages just below the BIOS area at 4 GiB).
-const KVM_TSS_ADDR: usize = 0xfffb_d000;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -142,98 +129,73 @@ pub enum VmError {
     /// A vCPU failed while the guest ran.
     #[error("vCPU {0} stopped on an error (see the log line above)")]
     VcpuFailed(u8),
+    /// vCPU threads that did not leave the guest when the run ended.
+    #[error("vCPU(s) {0} did not stop at the end of the run; their guest memory stays mapped")]
+    VcpuStuck(String),
+    /// A termination signal came while the guest was being set up (it never ran).
+    #[error("stopped by signal {0} before the guest started")]
+    Interrupted(u8),
+    /// [`Machine::start`] without [`Machine::prepare`]: a bug in daxvmm.
+    #[error("internal error: the vCPUs were started before they were created")]
+    NotPrepared,
 }
 
-/// Boots the guest and waits for it to end.
+/// Boots the guest and waits for it to end. Every vCPU thread has stopped and been joined, and guest
+/// memory unmapped, when this returns (unless a vCPU would not stop: [`VmError::VcpuStuck`]).
 pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
+    // Before pmem: a Ctrl-C during a slow start stays pending, and the start is undone below.
+    signals::block();
+    let signal_fd = SignalFd::new().map_err(|e| VmError::Host("creating the signalfd", e))?;
     // pmem first: its errors (pool too small, a file of the wrong size) need no KVM to be reported.
     let pmem = pmem::setup(cfg.mem, &cfg.pmem, std::path::Path::new(HUGEPAGES_SYSFS))?;
-    let result = run_with(cfg, started, &pmem);
-    match &result {
+    let mut machine = Machine::new(pmem, cfg.race.as_ref().map(|r| r.pmem.clone()));
+    let (sink, queue) = events::channel().map_err(|e| VmError::Host("creating the event queue", e))?;
+    let result = boot_and_wait(&mut machine, cfg, (&sink, &queue), &signal_fd, started);
+    sink.mark_stopping();
+    let result = match (result, machine.stop(STOP_LIMIT)) {
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+        (Ok(outcome), Ok(())) => Ok(outcome),
+    };
+    match result {
         // The guest never ran: leave no file behind that this start created.
-        Err(e) if !matches!(e, VmError::VcpuFailed(_)) => {
-            pmem.iter().for_each(|r| r.mapping.discard_if_created())
+        Err(e) if !machine.started() => {
+            machine.pmem().iter().for_each(|r| r.mapping.discard_if_created());
+            match e {
+                VmError::Interrupted(sig) => Ok(Outcome::Signal(sig)),
+                e => Err(e),
+            }
         }
-        _ => pmem::flush_all(&pmem),
+        result => {
+            pmem::flush_all(machine.pmem());
+            result
+        }
     }
-    result
 }
 
-fn run_with(cfg: &VmConfig, started: Instant, pmem: &[PmemRegion]) -> Result<Outcome, VmError> {
-    let step = |what: &str| log::debug!("{:>5} ms  {what}", started.elapsed().as_millis());
-    step("opening KVM");
-    let kvm = kvm_host::open()?;
-    let vm = kvm.create_vm().map_err(|e| VmError::Ioctl("KVM_CREATE_VM", e))?;
-    vm.set_tss_address(KVM_TSS_ADDR).map_err(|e| VmError::Ioctl("KVM_SET_TSS_ADDR", e))?;
-    vm.create_irq_chip().map_err(|e| VmError::Ioctl("KVM_CREATE_IRQCHIP", e))?;
-    let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
-    vm.create_pit2(pit).map_err(|e| VmError::Ioctl("KVM_CREATE_PIT2", e))?;
-
-    step("VM created");
-    let gm = memory::create(cfg.mem)?;
-    let next_slot = memory::register(&vm, &gm, 0)?;
-    pmem::register(&vm, pmem, next_slot)?;
-    step("memory and pmem mapped");
-    regs::write_boot_tables(&gm)?;
-    acpi::write_tables(&gm, cfg.cpus, &pmem::acpi_regions(pmem))?;
-    step("ACPI tables written");
-    let boot = loader::load(
-        &gm,
-        &BootSpec {
-            kernel: &cfg.kernel,
-            initrd: cfg.initrd.as_deref(),
-            cmdline: &cfg.cmdline,
-            mem: cfg.mem,
-            rsdp: ACPI_RSDP_ADDR,
-        },
-    )?;
-
-    step("kernel and initrd loaded");
-    let (tx, rx) = mpsc::channel();
-    let sink = EventSink::new(tx);
-    signals::block();
-    signals::spawn_waiter(sink.clone()).map_err(|e| VmError::Host("starting the signal thread", e))?;
-    let serial_irq =
-        EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Host("creating the serial eventfd", e))?;
-    vm.register_irqfd(&serial_irq, COM1_IRQ).map_err(|e| VmError::Ioctl("KVM_IRQFD", e))?;
-    let out = match &cfg.race {
-        Some(r) => r.console.writer(),
-        None => Box::new(console::RawStdout),
+fn boot_and_wait(
+    machine: &mut Machine,
+    cfg: &VmConfig,
+    (sink, queue): (&EventSink, &EventQueue),
+    signal_fd: &SignalFd,
+    started: Instant,
+) -> Result<Outcome, VmError> {
+    let wiring = machine.prepare(cfg, sink, started)?;
+    if let Some(sig) = signal_fd.take() {
+        log::info!("signal {sig} during setup: not starting the guest");
+        return Err(VmError::Interrupted(sig));
+    }
+    signals::install_vcpu_kick_handler().map_err(|e| VmError::Host("installing the vCPU kick handler", e))?;
+    // Stopped and joined when it drops at the end of this function.
+    let _stdin = match cfg.race {
+        None => {
+            console::enter_raw_mode();
+            Some(
+                console::StdinForwarder::spawn(wiring.serial)
+                    .map_err(|e| VmError::Host("starting the stdin thread", e))?,
+            )
+        }
+        Some(_) => None,
     };
-    let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, out)));
-
-    let mut buses = Buses::default();
-    let port_devices: [(SharedDevice, u16, u16); 5] = [
-        (serial.clone(), COM1_PORT, COM1_LEN),
-        (Arc::new(Mutex::new(PvPanic::new(sink.clone()))), PVPANIC_PORT, 1),
-        (Arc::new(Mutex::new(AcpiPm::new(sink.clone()))), ACPI_PM_PORT, ACPI_PM_LEN),
-        (Arc::new(Mutex::new(I8042::new(sink.clone()))), I8042_COMMAND_PORT, 1),
-        (Arc::new(Mutex::new(DebugPort::new(sink.clone()))), DEBUG_PORT, DEBUG_PORT_LEN),
-    ];
-    for (dev, port, len) in port_devices {
-        buses.pio.insert(dev, u64::from(port), u64::from(len))?;
-    }
-    // With nothing armed, sync reads proceed at once.
-    let bound = cfg.race.as_ref().map_or(DEFAULT_BOUND, |r| r.bound);
-    let injector = Arc::new(FaultInjector::new(DEFAULT_LOG_CAPACITY, bound));
-    if let Some(schedule) = &cfg.fault_schedule {
-        injector.arm(schedule);
-    }
-    if let Some(race) = &cfg.race {
-        race.pmem.attach(pmem);
-        injector.set_observer(race.observer.clone());
-    }
-    buses.fault = Some(FaultDevice::new(injector.clone(), DEFAULT_SLICE));
-    let buses = Arc::new(buses);
-
-    let vcpus = (0..cfg.cpus)
-        .map(|cpu| vcpu::create(&kvm, &vm, cpu, cfg.cpus, boot.entry.0, cfg.xsave))
-        .collect::<Result<Vec<_>, _>>()?;
-    step("vCPUs configured");
-    if cfg.race.is_none() {
-        console::enter_raw_mode();
-        console::spawn_stdin_forwarder(serial).map_err(|e| VmError::Host("starting the stdin thread", e))?;
-    }
     log::info!(
         "booting {} with {} vCPU(s), {} MiB RAM; setup took {} ms",
         cfg.kernel.display(),
@@ -241,96 +203,10 @@ fn run_with(cfg: &VmConfig, started: Instant, pmem: &[PmemRegion]) -> Result<Out
         cfg.mem >> 20,
         started.elapsed().as_millis()
     );
-    for (cpu, fd) in vcpus.into_iter().enumerate() {
-        vcpu::spawn(fd, cpu as u8, buses.clone(), sink.clone(), started)?;
-    }
-    let outcome = wait(&rx, cfg.timeout, started, pmem);
-    // Guest RAM is unmapped when this returns; vCPUs still in the guest must stop without complaint, and
-    // none may stay held at a sync point.
-    sink.mark_stopping();
-    log_fault_stats(&injector);
-    if let Some(progress) = injector.disarm() {
-        log_schedule_progress(&progress);
-    }
-    // The oracle must not read pmem once it is unmapped (vCPU threads outlive this function).
-    if let Some(race) = &cfg.race {
-        race.pmem.detach();
-    }
-    outcome
-}
-
-/// The main loop: the first terminal guest event (or the timeout) decides the outcome.
-fn wait(
-    rx: &mpsc::Receiver<GuestEvent>,
-    timeout: Option<Duration>,
-    started: Instant,
-    pmem: &[PmemRegion],
-) -> Result<Outcome, VmError> {
-    let deadline = timeout.map(|t| started + t);
-    let mut status = None;
-    loop {
-        let ev = match deadline {
-            Some(d) => match rx.recv_timeout(d.saturating_duration_since(Instant::now())) {
-                Ok(ev) => ev,
-                Err(RecvTimeoutError::Timeout) => return Ok(Outcome::Timeout),
-                Err(RecvTimeoutError::Disconnected) => return Ok(Outcome::PowerOff),
-            },
-            None => match rx.recv() {
-                Ok(ev) => ev,
-                Err(_) => return Ok(Outcome::PowerOff),
-            },
-        };
-        match ev {
-            GuestEvent::PowerOff => {
-                return Ok(match status {
-                    Some(s) if s != 0 => Outcome::GuestFailed(s),
-                    _ => Outcome::PowerOff,
-                })
-            }
-            GuestEvent::Reset => return Ok(Outcome::Reset),
-            GuestEvent::Panic(v) => return Ok(Outcome::Panic(v)),
-            GuestEvent::VcpuFailed(cpu) => return Err(VmError::VcpuFailed(cpu)),
-            GuestEvent::HostSignal(sig) => return Ok(Outcome::Signal(sig)),
-            GuestEvent::ExitStatus(s) => status = Some(s),
-            GuestEvent::BootMarker(MARKER_INIT_STARTED) => {
-                log::info!("guest userspace init started {} ms after start", started.elapsed().as_millis());
-                log_memory(pmem);
-            }
-            GuestEvent::BootMarker(code) => {
-                log::info!("guest boot marker {code:#04x} at {} ms", started.elapsed().as_millis());
-            }
-        }
-    }
-}
-
-/// What the guest told the fault injector, for the debug log.
-fn log_fault_stats(injector: &FaultInjector) {
-    let s = injector.stats();
-    if s.events + s.arrivals > 0 || !s.protocol_errors.is_empty() {
-        log::debug!(
-            "fault injector: {} events, {} sync arrivals ({} held, {} timed out), protocol errors {:?}",
-            s.events,
-            s.arrivals,
-            s.held,
-            s.timeouts,
-            s.protocol_errors
-        );
-    }
-}
-
-/// How far the armed schedule got: every step's state, and one line saying whether it ran in order.
-fn log_schedule_progress(progress: &[(Step, StepState)]) {
-    let passed = progress.iter().filter(|(_, st)| *st == StepState::Passed).count();
-    let steps: Vec<String> = progress.iter().map(|(step, st)| format!("{step}:{st:?}")).collect();
-    if passed == progress.len() {
-        log::info!("fault schedule: complete, all {passed} steps in order ({})", steps.join(" "));
-    } else {
-        log::warn!(
-            "fault schedule: incomplete, {passed} of {} steps in order ({})",
-            progress.len(),
-            steps.join(" ")
-        );
-    }
+    machine.start(started)?;
+    let deadline = cfg.timeout.map(|t| started + t);
+    let mut on_init = || log_memory(machine.pmem());
+    main_loop::wait(queue, signal_fd, deadline, started, &mut on_init)
 }
 
 /// daxvmm's own footprint, and what really backs each pmem region (the smaps page size).
@@ -347,53 +223,5 @@ fn log_memory(pmem: &[PmemRegion]) {
                 e.anon_huge >> 20
             );
         }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn outcome(events: &[GuestEvent], timeout: Option<Duration>) -> Result<Outcome, VmError> {
-        let (tx, rx) = mpsc::channel();
-        for e in events {
-            tx.send(*e).unwrap();
-        }
-        // Keep the sender alive so that only the events (or the timeout) decide.
-        let r = wait(&rx, timeout, Instant::now(), &[]);
-        drop(tx);
-        r
-    }
-
-    #[test]
-    fn status_then_poweroff() {
-        let t = Some(Duration::from_secs(5));
-        assert_eq!(
-            outcome(&[GuestEvent::BootMarker(1), GuestEvent::PowerOff], t).unwrap(),
-            Outcome::PowerOff
-        );
-        assert_eq!(
-            outcome(&[GuestEvent::ExitStatus(0), GuestEvent::PowerOff], t).unwrap(),
-            Outcome::PowerOff
-        );
-        assert_eq!(
-            outcome(&[GuestEvent::ExitStatus(7), GuestEvent::PowerOff], t).unwrap(),
-            Outcome::GuestFailed(7)
-        );
-        assert_eq!(outcome(&[GuestEvent::Panic(1), GuestEvent::PowerOff], t).unwrap(), Outcome::Panic(1));
-        assert_eq!(outcome(&[GuestEvent::Reset], t).unwrap(), Outcome::Reset);
-        assert!(matches!(outcome(&[GuestEvent::VcpuFailed(1)], t), Err(VmError::VcpuFailed(1))));
-        assert_eq!(outcome(&[GuestEvent::HostSignal(15)], t).unwrap(), Outcome::Signal(15));
-    }
-
-    #[test]
-    fn timeout_expires() {
-        let start = Instant::now();
-        assert_eq!(
-            outcome(&[GuestEvent::BootMarker(1)], Some(Duration::from_millis(50))).unwrap(),
-            Outcome::Timeout
-        );
-        assert!(start.elapsed() >= Duration::from_millis(50));
     }
 }

@@ -1,0 +1,258 @@
+//! [`Machine`]: the one owner of everything a running guest can reach: the KVM VM, guest RAM, the pmem
+//! mappings and the vCPU threads. It is the only place guest memory is unmapped, and it unmaps only
+//! after every vCPU thread has been kicked out of KVM_RUN and joined; a thread that will not stop keeps
+//! the memory mapped (leaked, never reused by daxvmm) rather than let the guest reach freed host memory.
+
+use std::mem::ManuallyDrop;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use daxvmm_devices::bus::SharedDevice;
+use daxvmm_devices::debug_port::DebugPort;
+use daxvmm_devices::events::EventSink;
+use daxvmm_devices::fault::{FaultDevice, FaultInjector, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY, DEFAULT_SLICE};
+use daxvmm_devices::layout::*;
+use daxvmm_devices::power::{AcpiPm, I8042};
+use daxvmm_devices::pvpanic::PvPanic;
+use daxvmm_devices::serial::SerialDevice;
+use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::acpi;
+use crate::boot::loader::{self, BootSpec};
+use crate::boot::regs;
+use crate::console;
+use crate::exit::Buses;
+use crate::kvm_host;
+use crate::memory;
+use crate::pmem::view::PmemView;
+use crate::pmem::{self, PmemRegion};
+use crate::vcpu::{self, Vcpus, STOP_LIMIT};
+use crate::vm::{VmConfig, VmError};
+
+/// Where KVM puts the TSS it needs on Intel (three pages just below the BIOS area at 4 GiB).
+const KVM_TSS_ADDR: usize = 0xfffb_d000;
+
+/// A guest, from its pmem regions to its running vCPUs. Drop order matters and is explicit in `drop`.
+#[derive(Debug)]
+pub struct Machine {
+    vcpus: Option<Vcpus>,
+    /// Created but not started yet: the vCPUs, the buses they share and where they send events.
+    pending: Option<(Vec<VcpuFd>, Arc<Buses>, EventSink)>,
+    injector: Option<Arc<FaultInjector>>,
+    vm: Option<VmFd>,
+    kvm: Option<Kvm>,
+    memory: ManuallyDrop<Option<GuestMemoryMmap>>,
+    pmem: ManuallyDrop<Vec<PmemRegion>>,
+    /// The oracle's view of pmem, detached before pmem is unmapped.
+    view: Option<Arc<PmemView>>,
+    started: bool,
+    /// Set when a vCPU thread did not stop: the memory above must then never be unmapped.
+    leak: bool,
+}
+
+/// Everything a run needs besides the machine: where events go, the serial port (for stdin), and the
+/// fault injector.
+#[derive(Debug)]
+pub struct Wiring {
+    /// The console UART, for the stdin forwarder.
+    pub serial: Arc<Mutex<SerialDevice>>,
+    /// The fault injector (shared with the device on the MMIO path).
+    pub injector: Arc<FaultInjector>,
+}
+
+impl Machine {
+    /// A machine that owns `pmem` and nothing else yet; `view` (the race oracle's) sees pmem while the
+    /// vCPUs run.
+    pub fn new(pmem: Vec<PmemRegion>, view: Option<Arc<PmemView>>) -> Self {
+        Machine {
+            vcpus: None,
+            pending: None,
+            injector: None,
+            vm: None,
+            kvm: None,
+            memory: ManuallyDrop::new(None),
+            pmem: ManuallyDrop::new(pmem),
+            view,
+            started: false,
+            leak: false,
+        }
+    }
+
+    /// Whether [`Machine::start`] started the vCPUs (the guest may have written to pmem since).
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
+    /// The pmem regions.
+    pub fn pmem(&self) -> &[PmemRegion] {
+        &self.pmem
+    }
+
+    /// Creates the VM, maps guest RAM and pmem into it, writes the boot tables, loads the kernel, wires
+    /// the devices to `sink` and creates the vCPUs; [`Machine::start`] runs them.
+    pub fn prepare(&mut self, cfg: &VmConfig, sink: &EventSink, started: Instant) -> Result<Wiring, VmError> {
+        let step = |what: &str| log::debug!("{:>5} ms  {what}", started.elapsed().as_millis());
+        step("opening KVM");
+        let kvm = self.kvm.insert(kvm_host::open()?);
+        let vm = self.vm.insert(kvm.create_vm().map_err(|e| VmError::Ioctl("KVM_CREATE_VM", e))?);
+        vm.set_tss_address(KVM_TSS_ADDR).map_err(|e| VmError::Ioctl("KVM_SET_TSS_ADDR", e))?;
+        vm.create_irq_chip().map_err(|e| VmError::Ioctl("KVM_CREATE_IRQCHIP", e))?;
+        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        vm.create_pit2(pit).map_err(|e| VmError::Ioctl("KVM_CREATE_PIT2", e))?;
+
+        step("VM created");
+        let gm = self.memory.insert(memory::create(cfg.mem)?);
+        let next_slot = memory::register(vm, gm, 0)?;
+        pmem::register(vm, &self.pmem, next_slot)?;
+        step("memory and pmem mapped");
+        regs::write_boot_tables(gm)?;
+        acpi::write_tables(gm, cfg.cpus, &pmem::acpi_regions(&self.pmem))?;
+        step("ACPI tables written");
+        let boot = loader::load(
+            gm,
+            &BootSpec {
+                kernel: &cfg.kernel,
+                initrd: cfg.initrd.as_deref(),
+                cmdline: &cfg.cmdline,
+                mem: cfg.mem,
+                rsdp: ACPI_RSDP_ADDR,
+            },
+        )?;
+        step("kernel and initrd loaded");
+
+        let (buses, wiring) = wire_devices(vm, cfg, sink)?;
+        self.injector = Some(wiring.injector.clone());
+        let fds = (0..cfg.cpus)
+            .map(|cpu| vcpu::create(kvm, vm, cpu, cfg.cpus, boot.entry.0, cfg.xsave))
+            .collect::<Result<Vec<VcpuFd>, _>>()?;
+        step("vCPUs configured");
+        self.pending = Some((fds, Arc::new(buses), sink.clone()));
+        Ok(wiring)
+    }
+
+    /// Starts the vCPUs [`Machine::prepare`] created.
+    pub fn start(&mut self, started: Instant) -> Result<(), VmError> {
+        let (fds, buses, sink) = self.pending.take().ok_or(VmError::NotPrepared)?;
+        if let Some(view) = &self.view {
+            view.attach(&self.pmem);
+        }
+        self.started = true;
+        self.vcpus = Some(Vcpus::spawn(fds, buses, sink, started)?);
+        Ok(())
+    }
+
+    /// Ends the run: releases any vCPU held at a sync point, stops and joins every vCPU thread, and
+    /// detaches the oracle's view of pmem. After this no thread of the run touches guest memory, unless
+    /// a vCPU would not stop (then the memory stays mapped for good and this says which).
+    pub fn stop(&mut self, limit: Duration) -> Result<(), VmError> {
+        if let Some(injector) = &self.injector {
+            log_fault_stats(injector);
+            if let Some(progress) = injector.disarm() {
+                log_schedule_progress(&progress);
+            }
+        }
+        let stuck = self.vcpus.take().map(|mut v| v.stop(limit)).unwrap_or_default();
+        if !stuck.is_empty() {
+            self.leak = true;
+            let list: Vec<String> = stuck.iter().map(u8::to_string).collect();
+            return Err(VmError::VcpuStuck(list.join(", ")));
+        }
+        if let Some(view) = &self.view {
+            view.detach();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if let Some(mut vcpus) = self.vcpus.take() {
+            self.leak |= !vcpus.stop(STOP_LIMIT).is_empty();
+        }
+        // The vCPU fds closed with their threads; closing the VM's lets KVM drop the memory slots.
+        self.vm = None;
+        self.kvm = None;
+        if self.leak {
+            log::error!("guest memory stays mapped until daxvmm exits, because a vCPU thread still runs");
+            return;
+        }
+        if let Some(view) = &self.view {
+            view.detach();
+        }
+        // SAFETY: every vCPU thread has been joined (or none was started) and the VM is closed, so nothing
+        // can reach these mappings any more; each field is dropped exactly once, here.
+        unsafe {
+            ManuallyDrop::drop(&mut self.memory);
+            ManuallyDrop::drop(&mut self.pmem);
+        }
+    }
+}
+
+/// The serial port, power and debug ports, pvpanic and the fault injector, on their buses.
+fn wire_devices(vm: &VmFd, cfg: &VmConfig, sink: &EventSink) -> Result<(Buses, Wiring), VmError> {
+    let serial_irq =
+        EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Host("creating the serial eventfd", e))?;
+    vm.register_irqfd(&serial_irq, COM1_IRQ).map_err(|e| VmError::Ioctl("KVM_IRQFD", e))?;
+    let out = match &cfg.race {
+        Some(r) => r.console.writer(),
+        None => Box::new(console::RawStdout),
+    };
+    let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, out)));
+
+    let mut buses = Buses::default();
+    let port_devices: [(SharedDevice, u16, u16); 5] = [
+        (serial.clone(), COM1_PORT, COM1_LEN),
+        (Arc::new(Mutex::new(PvPanic::new(sink.clone()))), PVPANIC_PORT, 1),
+        (Arc::new(Mutex::new(AcpiPm::new(sink.clone()))), ACPI_PM_PORT, ACPI_PM_LEN),
+        (Arc::new(Mutex::new(I8042::new(sink.clone()))), I8042_COMMAND_PORT, 1),
+        (Arc::new(Mutex::new(DebugPort::new(sink.clone()))), DEBUG_PORT, DEBUG_PORT_LEN),
+    ];
+    for (dev, port, len) in port_devices {
+        buses.pio.insert(dev, u64::from(port), u64::from(len))?;
+    }
+    // With nothing armed, sync reads proceed at once.
+    let bound = cfg.race.as_ref().map_or(DEFAULT_BOUND, |r| r.bound);
+    let injector = Arc::new(FaultInjector::new(DEFAULT_LOG_CAPACITY, bound));
+    if let Some(schedule) = &cfg.fault_schedule {
+        injector.arm(schedule);
+    }
+    if let Some(race) = &cfg.race {
+        injector.set_observer(race.observer.clone());
+    }
+    buses.fault = Some(FaultDevice::new(injector.clone(), DEFAULT_SLICE));
+    Ok((buses, Wiring { serial, injector }))
+}
+
+/// What the guest told the fault injector, for the debug log.
+fn log_fault_stats(injector: &FaultInjector) {
+    let s = injector.stats();
+    if s.events + s.arrivals > 0 || !s.protocol_errors.is_empty() {
+        log::debug!(
+            "fault injector: {} events, {} sync arrivals ({} held, {} timed out), protocol errors {:?}",
+            s.events,
+            s.arrivals,
+            s.held,
+            s.timeouts,
+            s.protocol_errors
+        );
+    }
+}
+
+/// How far the armed schedule got: every step's state, and one line saying whether it ran in order.
+fn log_schedule_progress(progress: &[(daxvmm_devices::fault::Step, daxvmm_devices::fault::StepState)]) {
+    use daxvmm_devices::fault::StepState;
+    let passed = progress.iter().filter(|(_, st)| *st == StepState::Passed).count();
+    let steps: Vec<String> = progress.iter().map(|(step, st)| format!("{step}:{st:?}")).collect();
+    if passed == progress.len() {
+        log::info!("fault schedule: complete, all {passed} steps in order ({})", steps.join(" "));
+    } else {
+        log::warn!(
+            "fault schedule: incomplete, {passed} of {} steps in order ({})",
+            progress.len(),
+            steps.join(" ")
+        );
+    }
+}
