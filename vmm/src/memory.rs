@@ -107,8 +107,9 @@ pub fn register(vm: &VmFd, gm: &GuestMemoryMmap, first_slot: u32) -> Result<u32,
             memory_size: size,
             userspace_addr: host as u64,
         };
-        // SAFETY: the mapping behind `host` belongs to `gm`, which the caller keeps alive for as long as
-        // the VM runs (the Vm struct owns both), and it is exactly `size` bytes long.
+        // SAFETY: the mapping behind `host` belongs to `gm` and is exactly `size` bytes long. The caller,
+        // machine::Machine, owns both `gm` and the VM, and unmaps `gm` only after every vCPU thread has
+        // been joined and the VM closed (or never, when a vCPU would not stop).
         unsafe { vm.set_user_memory_region(mr) }.map_err(|source| MemoryError::Register {
             slot,
             gpa,

@@ -180,8 +180,9 @@ pub fn register(vm: &VmFd, regions: &[PmemRegion], first_slot: u32) -> Result<()
             memory_size: r.mapping.size(),
             userspace_addr: r.mapping.host_addr(),
         };
-        // SAFETY: the mapping is owned by `r`, which lives as long as the VM (the VMM keeps the regions
-        // until it exits), and is exactly memory_size bytes long.
+        // SAFETY: the mapping is owned by `r` and is exactly memory_size bytes long. The caller,
+        // machine::Machine, owns the regions and the VM, and drops the regions only after every vCPU
+        // thread has been joined and the VM closed (or never, when a vCPU would not stop).
         unsafe { vm.set_user_memory_region(mr) }.map_err(|err| PmemError::Register { index, err })?;
     }
     Ok(())
