@@ -44,9 +44,9 @@ pub use oracle::{
     RunSummary, BLOCK, MARKER_NEW_BLOCK,
 };
 pub use protocol::{
-    decode, sync_offset, Access, Event, EventCode, ProtocolError, Register, Request, SyncOutcome, ARG_BITS,
-    DETAIL_BITS, EVENT_OFFSET, MAGIC, MAX_POINTS, MAX_THREADS, PFN_BITS, REG_SIZE, SYNC_BASE,
-    SYNC_POINT_SHIFT, SYNC_THREAD_SHIFT, THREAD_ANY, VERSION, WINDOW_LEN,
+    decode, sync_offset, Access, Event, EventCode, KernelPoint, ProtocolError, Register, Request,
+    SyncOutcome, ARG_BITS, DETAIL_BITS, EVENT_OFFSET, KERNEL_POINT_BASE, MAGIC, MAX_POINTS, MAX_THREADS,
+    PFN_BITS, REG_SIZE, SYNC_BASE, SYNC_POINT_SHIFT, SYNC_THREAD_SHIFT, THREAD_ANY, VERSION, WINDOW_LEN,
 };
 pub use rng::SplitMix64;
 pub use scenario::{Scenario, Schedule, Step, StepKind, StepSpec, ThreadSpec};

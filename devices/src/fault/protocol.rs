@@ -42,6 +42,7 @@ pub const DETAIL_BITS: u32 = ARG_BITS - PFN_BITS;
 
 const _: () = assert!(EVENT_OFFSET < SYNC_BASE && SYNC_BASE < WINDOW_LEN);
 const _: () = assert!(MAX_THREADS == 8 && MAX_POINTS == 512);
+const _: () = assert!(KERNEL_POINT_BASE < MAX_POINTS);
 
 /// The read-only identity and status registers at the start of the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,6 +338,94 @@ event_codes! {
     RunEnd = 0x0d, "run-end";
     /// A free-form marker; arg: anything.
     Marker = 0x0e, "marker";
+    /// A tagged thread reached a kernel hold point; arg: detail = [`KernelPoint::id`], pfn.
+    KernelPoint = 0x0f, "kernel-point";
+}
+
+/// Sync point ids from here on are kernel hold points: `KERNEL_POINT_BASE + KernelPoint::id()`.
+pub const KERNEL_POINT_BASE: u16 = 256;
+
+macro_rules! kernel_points {
+    ($($(#[$doc:meta])* $name:ident = $id:literal, $text:literal, $atomic:literal;)*) => {
+        /// A named place in the guest kernel where the fs/dax hooks can hold a tagged scenario thread
+        /// (guest patch "dax: hold tagged threads at kernel points"). The hook writes a
+        /// [`EventCode::KernelPoint`] event (detail = id, pfn) and then reads sync point
+        /// `KERNEL_POINT_BASE + id` of the thread, which a schedule names `THREAD.kNAME`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum KernelPoint {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl KernelPoint {
+            /// Every point, in id order.
+            pub const ALL: &'static [KernelPoint] = &[$(Self::$name,)*];
+
+            /// The id the guest kernel uses (bit `id` of the tag mask, detail of the event).
+            pub fn id(self) -> u16 {
+                match self { $(Self::$name => $id,)* }
+            }
+
+            /// The point with this id.
+            pub fn from_id(id: u16) -> Option<Self> {
+                match id { $($id => Some(Self::$name),)* _ => None }
+            }
+
+            /// Its name in schedules and reports.
+            pub fn name(self) -> &'static str {
+                match self { $(Self::$name => $text,)* }
+            }
+
+            /// The point with this name.
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name { $($text => Some(Self::$name),)* _ => None }
+            }
+
+            /// Whether the kernel may be in atomic context there (spinlock held, interrupts off): a hold
+            /// there stops the whole vCPU, never sleeps, and is cut short by the hold bound.
+            pub fn atomic(self) -> bool {
+                match self { $(Self::$name => $atomic,)* }
+            }
+
+            /// The sync point id a hold at this point reads.
+            pub fn sync_id(self) -> u16 {
+                KERNEL_POINT_BASE + self.id()
+            }
+
+            /// The point a sync point id stands for, if it is a kernel point.
+            pub fn from_sync_id(point: u16) -> Option<Self> {
+                Self::from_id(point.checked_sub(KERNEL_POINT_BASE)?)
+            }
+        }
+    };
+}
+
+kernel_points! {
+    /// dax_break_layout() found a busy page (elevated refcount) and is about to wait for it.
+    Busy = 0, "busy", false;
+    /// On the page's wait queue in TASK_INTERRUPTIBLE, about to sleep: a wake-up now is not lost.
+    Sleep = 1, "sleep", false;
+    /// The wait returned (idle, or a signal); the busy scan runs again next.
+    Woken = 2, "woken", false;
+    /// No busy page is left: break-layout is done and truncate or hole punch proceeds.
+    Broken = 3, "broken", false;
+    /// dax_break_layout_final() (eviction, unmount) found a busy page.
+    FinalBusy = 4, "final-busy", false;
+    /// The final break-layout is on the wait queue, about to sleep (uninterruptibly).
+    FinalSleep = 5, "final-sleep", false;
+    /// The final break-layout's wait returned.
+    FinalWoken = 6, "final-woken", false;
+    /// The final break-layout found no busy page: the entries are deleted next.
+    FinalBroken = 7, "final-broken", false;
+    /// A DAX fault is about to map a page with a PTE (the folio has its fault reference).
+    PteInsert = 8, "pte-insert", false;
+    /// A DAX fault is about to map a folio with a PMD.
+    PmdInsert = 9, "pmd-insert", false;
+    /// dax_disassociate_entry(): the file lets go of a folio (under the mapping's xarray lock).
+    Disassociate = 10, "disassociate", true;
+    /// free_zone_device_folio(): the last reference to an fs-dax folio is gone, waiters not woken yet.
+    Free = 11, "free", true;
+    /// GUP took a reference on an fs-dax folio (pin or get; page-table lock held or interrupts off).
+    Gup = 12, "gup", true;
 }
 
 /// One decoded event: bits 63:56 code, 55:48 thread tag, 47:0 argument.

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::protocol::{EventCode, MAX_POINTS, MAX_THREADS};
+use super::protocol::{EventCode, KernelPoint, MAX_POINTS, MAX_THREADS};
 use super::rng::SplitMix64;
 use super::FaultError;
 
@@ -41,11 +41,15 @@ impl Step {
     }
 }
 
-/// `0.s3` (thread 0, sync point 3) or `1.e7` (thread 1, event code 7), the schedule text form.
+/// `0.s3` (thread 0, sync point 3), `1.e7` (thread 1, event code 7) or `0.ksleep` (thread 0 held at
+/// the kernel point "sleep", which is sync point `KERNEL_POINT_BASE + id`), the schedule text form.
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
-            StepKind::Sync(point) => write!(f, "{}.s{point}", self.thread),
+            StepKind::Sync(point) => match KernelPoint::from_sync_id(point) {
+                Some(k) => write!(f, "{}.k{}", self.thread, k.name()),
+                None => write!(f, "{}.s{point}", self.thread),
+            },
             StepKind::Event(code) => write!(f, "{}.e{}", self.thread, code.code()),
         }
     }
@@ -63,6 +67,7 @@ impl FromStr for Step {
             ("e", code) => {
                 StepKind::Event(EventCode::from_code(code.parse().map_err(|_| bad())?).ok_or_else(bad)?)
             }
+            ("k", name) => StepKind::Sync(KernelPoint::from_name(name).ok_or_else(bad)?.sync_id()),
             _ => return Err(bad()),
         };
         Ok(Self { thread, kind })
@@ -99,6 +104,13 @@ impl ThreadSpec {
     /// Appends sync point `point`, called `name`.
     pub fn sync(mut self, point: u16, name: &str) -> Self {
         self.steps.push(StepSpec { name: name.to_string(), kind: StepKind::Sync(point) });
+        self
+    }
+
+    /// Appends kernel hold point `point` (named `k:NAME`): the thread is held inside the kernel there.
+    pub fn kernel(mut self, point: KernelPoint) -> Self {
+        self.steps
+            .push(StepSpec { name: format!("k:{}", point.name()), kind: StepKind::Sync(point.sync_id()) });
         self
     }
 

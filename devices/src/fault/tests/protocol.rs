@@ -117,8 +117,8 @@ fn event_codes_are_contiguous_and_round_trip() {
         assert_eq!(code.code() as usize, i + 1);
         assert_eq!(EventCode::from_code(code.code()), Some(code));
     }
-    assert_eq!(EventCode::ALL.len(), 14);
-    for c in [0x00, 0x0f, 0x10, 0x80, 0xff] {
+    assert_eq!(EventCode::ALL.len(), 15);
+    for c in [0x00, 0x10, 0x11, 0x80, 0xff] {
         assert_eq!(EventCode::from_code(c), None);
     }
 }
@@ -151,7 +151,7 @@ fn event_encoding() {
     }
 
     assert_eq!(Event::decode(0), Err(ProtocolError::UnknownEvent { code: 0 }));
-    assert_eq!(Event::decode(0x0f00_0000_0000_0000), Err(ProtocolError::UnknownEvent { code: 0x0f }));
+    assert_eq!(Event::decode(0x1000_0000_0000_0000), Err(ProtocolError::UnknownEvent { code: 0x10 }));
     assert_eq!(Event::decode(u64::MAX), Err(ProtocolError::UnknownEvent { code: 0xff }));
     assert_eq!(Event::decode(0x0108_0000_0000_0000), Err(ProtocolError::BadThread { thread: 8 }));
     assert_eq!(Event::decode(0x01fe_0000_0000_0000), Err(ProtocolError::BadThread { thread: 0xfe }));
@@ -177,4 +177,27 @@ fn sync_outcome_values() {
     .map(|o| o.code())
     .collect();
     assert_eq!(codes, [0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn kernel_points_have_unique_ids_names_and_sync_ids_and_read_back_in_schedules() {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut names = std::collections::BTreeSet::new();
+    for &k in KernelPoint::ALL {
+        assert!(ids.insert(k.id()) && names.insert(k.name()), "{k:?} repeats an id or a name");
+        assert_eq!(KernelPoint::from_id(k.id()), Some(k));
+        assert_eq!(KernelPoint::from_name(k.name()), Some(k));
+        assert_eq!(KernelPoint::from_sync_id(k.sync_id()), Some(k));
+        assert!(k.sync_id() < MAX_POINTS && k.id() < 32, "{k:?} must fit the sync area and a u32 tag mask");
+        let step = Step::sync(3, k.sync_id());
+        assert_eq!(step.to_string(), format!("3.k{}", k.name()));
+        assert_eq!(step.to_string().parse::<Step>().unwrap(), step);
+    }
+    assert_eq!(KernelPoint::from_sync_id(KERNEL_POINT_BASE - 1), None, "user points stay user points");
+    assert_eq!(Step::sync(0, 7).to_string(), "0.s7");
+    assert!("0.knope".parse::<Step>().is_err());
+    assert!("0.k".parse::<Step>().is_err());
+    let s: Schedule = "0.s1 0.kbusy 1.s1 0.ksleep 1.e9 0.kwoken".parse().unwrap();
+    assert_eq!(s.to_string(), "0.s1 0.kbusy 1.s1 0.ksleep 1.e9 0.kwoken");
+    assert!(KernelPoint::Free.atomic() && !KernelPoint::Sleep.atomic());
 }
