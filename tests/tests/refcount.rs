@@ -1,6 +1,6 @@
 //! fs-dax page refcounting on the pinned 7.2 guest kernel, checked from inside the guest through the
 //! dax_refcount driver (guest-kernel/patches) by daxvmm-refcount-test, on ext4 and xfs mounted with
-//! `-o dax`. Each invariant of ../shared/notes/dax-refcount.md is its own test here, asserted on both
+//! `-o dax`. Each invariant of docs/dax-refcount.md is its own test here, asserted on both
 //! filesystems. Then the same program on the broken-break-layout kernel variant, which must fail: that
 //! proves the truncate-blocks check can fail.
 

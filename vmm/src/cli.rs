@@ -8,7 +8,7 @@ use clap::Parser;
 use daxvmm_devices::fault::Schedule;
 use daxvmm_devices::layout::MAX_VCPUS;
 
-use crate::pmem_spec::PmemSpec;
+use crate::pmem::spec::PmemSpec;
 use crate::units::{format_size, parse_duration, parse_size, MIB};
 
 /// The kernel command line every guest gets before the user's `--cmdline`.

@@ -29,9 +29,9 @@ pub enum KvmHostError {
     /// Opening /dev/kvm failed.
     #[error("cannot open /dev/kvm: {0} (are you in the kvm group?)")]
     Open(kvm_ioctls::Error),
-    /// A capability daxvmm relies on is missing.
-    #[error("this KVM lacks {0:?}, which daxvmm needs")]
-    MissingCap(Cap),
+    /// A capability daxvmm relies on is missing (its KVM_CAP_* name).
+    #[error("this KVM lacks {0}, which daxvmm needs")]
+    MissingCap(&'static str),
 }
 
 /// Looks at the loaded KVM modules under `sys_module` (normally /sys/module).
@@ -55,9 +55,16 @@ pub fn open() -> Result<Kvm, KvmHostError> {
         return Err(KvmHostError::Pvm);
     }
     let kvm = Kvm::new().map_err(KvmHostError::Open)?;
-    for cap in [Cap::Irqchip, Cap::UserMemory, Cap::SetTssAddr, Cap::ExtCpuid, Cap::Pit2, Cap::Irqfd] {
+    for (cap, name) in [
+        (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+        (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+        (Cap::SetTssAddr, "KVM_CAP_SET_TSS_ADDR"),
+        (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+        (Cap::Pit2, "KVM_CAP_PIT2"),
+        (Cap::Irqfd, "KVM_CAP_IRQFD"),
+    ] {
         if !kvm.check_extension(cap) {
-            return Err(KvmHostError::MissingCap(cap));
+            return Err(KvmHostError::MissingCap(name));
         }
     }
     Ok(kvm)

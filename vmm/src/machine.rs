@@ -20,7 +20,7 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::acpi;
+use crate::acpi_setup;
 use crate::boot::loader::{self, BootSpec};
 use crate::boot::regs;
 use crate::console;
@@ -109,7 +109,7 @@ impl Machine {
         pmem::register(vm, &self.pmem, next_slot)?;
         step("memory and pmem mapped");
         regs::write_boot_tables(gm)?;
-        acpi::write_tables(gm, cfg.cpus, &pmem::acpi_regions(&self.pmem))?;
+        acpi_setup::write_tables(gm, cfg.cpus, &pmem::acpi_regions(&self.pmem))?;
         step("ACPI tables written");
         let boot = loader::load(
             gm,

@@ -1,7 +1,7 @@
 //! daxvmm: boots a Linux guest under KVM for fs-dax refcount testing. This file owns only the process:
 //! parsing the command line, logging, and turning the run's outcome into the documented exit code.
 
-mod acpi;
+mod acpi_setup;
 mod boot;
 mod cli;
 mod console;
@@ -12,7 +12,6 @@ mod machine;
 mod main_loop;
 mod memory;
 mod pmem;
-mod pmem_spec;
 mod procfs;
 mod race;
 mod signals;

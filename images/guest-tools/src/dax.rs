@@ -5,8 +5,11 @@
 
 use std::ffi::CString;
 use std::fs::OpenOptions;
+use std::io;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
+
+use thiserror::Error;
 
 /// STATX_ATTR_DAX (include/uapi/linux/stat.h).
 pub const STATX_ATTR_DAX: u64 = 0x0020_0000;
@@ -14,20 +17,79 @@ const MAP_SHARED_VALIDATE: libc::c_int = 0x03;
 const MAP_SYNC: libc::c_int = 0x80000;
 const CHUNK: usize = 1 << 20;
 
-/// Whether `path` is a DAX file according to statx; errors are strings for the CLI.
-pub fn statx_dax(path: &str) -> Result<bool, String> {
-    let c = CString::new(path).map_err(|_| "path has a NUL byte".to_string())?;
+/// Why a DAX probe could not give its answer.
+#[derive(Debug, Error)]
+pub enum DaxError {
+    /// The path cannot be passed to the kernel.
+    #[error("{path}: the path contains a NUL byte")]
+    NulInPath {
+        /// The path given.
+        path: String,
+    },
+    /// statx failed (no such file, no permission, ...).
+    #[error("statx {path}: {source}")]
+    Statx {
+        /// The file.
+        path: String,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// The kernel does not say whether files are DAX (STATX_ATTR_DAX is Linux 5.8+).
+    #[error("statx {path}: this kernel does not report the DAX attribute")]
+    NoDaxAttribute {
+        /// The file.
+        path: String,
+    },
+    /// The file could not be created or opened.
+    #[error("open {path}: {source}")]
+    Open {
+        /// The file.
+        path: String,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// Blocks could not be allocated (is the filesystem full?).
+    #[error("fallocate {path}: {source}")]
+    Fallocate {
+        /// The file.
+        path: String,
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// mmap failed.
+    #[error("mmap: {source}")]
+    Map {
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// A MAP_SYNC mapping was refused: the file is not DAX (or the kernel has no MAP_SYNC).
+    #[error("mmap: {source} (MAP_SYNC is refused unless the file is DAX)")]
+    MapSync {
+        /// What the kernel said.
+        source: io::Error,
+    },
+    /// msync failed.
+    #[error("msync: {source}")]
+    Msync {
+        /// What the kernel said.
+        source: io::Error,
+    },
+}
+
+/// Whether `path` is a DAX file according to statx.
+pub fn statx_dax(path: &str) -> Result<bool, DaxError> {
+    let c = CString::new(path).map_err(|_| DaxError::NulInPath { path: path.to_string() })?;
     // struct statx is 256 bytes; stx_attributes is at byte 8, stx_attributes_mask at byte 56.
     let mut buf = [0u64; 32];
     // SAFETY: statx writes at most 256 bytes into `buf`, which is 256 bytes long; `c` is NUL-terminated.
     let rc =
         unsafe { libc::syscall(libc::SYS_statx, libc::AT_FDCWD, c.as_ptr(), 0, 0x0fffu32, buf.as_mut_ptr()) };
     if rc != 0 {
-        return Err(format!("statx {path}: {}", std::io::Error::last_os_error()));
+        return Err(DaxError::Statx { path: path.to_string(), source: io::Error::last_os_error() });
     }
     let (attrs, mask) = (buf[1], buf[7]);
     if mask & STATX_ATTR_DAX == 0 {
-        return Err(format!("statx {path}: this kernel does not report the DAX attribute"));
+        return Err(DaxError::NoDaxAttribute { path: path.to_string() });
     }
     Ok(attrs & STATX_ATTR_DAX != 0)
 }
@@ -45,28 +107,28 @@ impl Drop for Mapping {
     }
 }
 
-fn map(fd: libc::c_int, len: usize, flags: libc::c_int) -> Result<Mapping, String> {
+fn map(fd: libc::c_int, len: usize, flags: libc::c_int) -> Result<Mapping, DaxError> {
     // SAFETY: a new mapping chosen by the kernel; nothing else refers to that range.
     let p =
         unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0) };
     if p == libc::MAP_FAILED {
-        return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+        return Err(DaxError::Map { source: io::Error::last_os_error() });
     }
     Ok(Mapping { ptr: p.cast(), len })
 }
 
 /// Creates (or empties) `path` and allocates `len` bytes of blocks to it, so faults find blocks in place.
-fn create_allocated(path: &str, len: usize) -> Result<std::fs::File, String> {
+fn create_allocated(path: &str, len: usize) -> Result<std::fs::File, DaxError> {
     let f = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(path)
-        .map_err(|e| format!("open {path}: {e}"))?;
+        .map_err(|source| DaxError::Open { path: path.to_string(), source })?;
     // SAFETY: fallocate on our own descriptor.
     if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, len as libc::off_t) } != 0 {
-        return Err(format!("fallocate {path}: {}", std::io::Error::last_os_error()));
+        return Err(DaxError::Fallocate { path: path.to_string(), source: io::Error::last_os_error() });
     }
     Ok(f)
 }
@@ -74,11 +136,13 @@ fn create_allocated(path: &str, len: usize) -> Result<std::fs::File, String> {
 /// Creates `path` with `len` bytes (fallocated), maps it shared (with MAP_SYNC when `sync`) and writes
 /// one byte per 4 KiB page. MAP_SYNC succeeding proves the mapping is DAX; the faults show in the fs_dax
 /// tracepoints (a PMD fault ends in NOPAGE, or NEEDDSYNC under MAP_SYNC; FALLBACK means 4 KiB pages).
-pub fn touch(path: &str, len: usize, sync: bool) -> Result<(), String> {
+pub fn touch(path: &str, len: usize, sync: bool) -> Result<(), DaxError> {
     let f = create_allocated(path, len)?;
     let m = if sync {
-        map(f.as_raw_fd(), len, MAP_SHARED_VALIDATE | MAP_SYNC)
-            .map_err(|e| format!("{e} (MAP_SYNC is refused unless the file is DAX)"))?
+        map(f.as_raw_fd(), len, MAP_SHARED_VALIDATE | MAP_SYNC).map_err(|e| match e {
+            DaxError::Map { source } => DaxError::MapSync { source },
+            e => e,
+        })?
     } else {
         map(f.as_raw_fd(), len, libc::MAP_SHARED)?
     };
@@ -88,7 +152,7 @@ pub fn touch(path: &str, len: usize, sync: bool) -> Result<(), String> {
     }
     // SAFETY: msync over our own mapping.
     if unsafe { libc::msync(m.ptr.cast(), len, libc::MS_SYNC) } != 0 {
-        return Err(format!("msync: {}", std::io::Error::last_os_error()));
+        return Err(DaxError::Msync { source: io::Error::last_os_error() });
     }
     Ok(())
 }
@@ -114,7 +178,7 @@ pub struct Bandwidth {
 }
 
 /// Maps `len` bytes of `target`, faults it in once, then times `passes` memcpy passes each way.
-pub fn bandwidth(target: BwTarget<'_>, len: usize, passes: u32) -> Result<Bandwidth, String> {
+pub fn bandwidth(target: BwTarget<'_>, len: usize, passes: u32) -> Result<Bandwidth, DaxError> {
     let len = len.div_ceil(CHUNK) * CHUNK;
     let (_file, m) = match target {
         BwTarget::File(path) => {
@@ -178,7 +242,8 @@ mod tests {
         // Either the kernel reports the attribute (and it is clear) or it cannot tell; never "DAX".
         assert!(!statx_dax(p).unwrap_or(false));
         // MAP_SYNC is refused on a non-DAX file.
-        assert!(touch(p, 4096, true).unwrap_err().contains("MAP_SYNC"));
+        let e = touch(p, 4096, true).unwrap_err();
+        assert!(matches!(e, DaxError::MapSync { .. }) && e.to_string().contains("MAP_SYNC"), "{e}");
         touch(p, 8192, false).unwrap();
         std::fs::remove_file(p).unwrap();
     }

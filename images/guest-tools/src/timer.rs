@@ -10,6 +10,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use thiserror::Error;
+
 /// The line /init prints once guest user space runs (docs/guest-interface.md).
 pub const DEFAULT_MARKER: &str = "daxvmm-guest: init reached";
 
@@ -31,8 +33,33 @@ pub struct TimerArgs {
     pub command: Vec<OsString>,
 }
 
+/// A `daxvmm-boot-timer` command line that cannot be used (exit code 2, with the usage text).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TimerArgsError {
+    /// An option was the last argument.
+    #[error("{0} needs a value")]
+    MissingValue(String),
+    /// Not an option this tool knows.
+    #[error("unknown argument '{0}' (the command goes after --)")]
+    UnknownArgument(String),
+    /// Nothing to run.
+    #[error("no command given after --")]
+    NoCommand,
+    /// `--marker ''`.
+    #[error("--marker must not be empty")]
+    EmptyMarker,
+    /// A duration that is not a positive number of seconds.
+    #[error("{flag} wants a positive number of seconds, got '{value}'")]
+    BadSeconds {
+        /// The option.
+        flag: String,
+        /// What was given.
+        value: String,
+    },
+}
+
 /// Parses the arguments after the program name.
-pub fn parse_timer_args(args: &[OsString]) -> Result<TimerArgs, String> {
+pub fn parse_timer_args(args: &[OsString]) -> Result<TimerArgs, TimerArgsError> {
     let mut out = TimerArgs {
         marker: DEFAULT_MARKER.to_string(),
         timeout: Duration::from_secs(300),
@@ -47,34 +74,29 @@ pub fn parse_timer_args(args: &[OsString]) -> Result<TimerArgs, String> {
             out.command = it.cloned().collect();
             break;
         }
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        let mut value = || it.next().ok_or_else(|| TimerArgsError::MissingValue(flag.to_string()));
         match flag {
             "--marker" => out.marker = value()?.to_string_lossy().into_owned(),
             "--timeout" => out.timeout = parse_secs(flag, value()?)?,
             "--grace" => out.grace = parse_secs(flag, value()?)?,
             "--console" => out.console = Some(value()?.clone()),
-            _ => {
-                return Err(format!(
-                    "unknown argument '{}' (the command goes after --)",
-                    arg.to_string_lossy()
-                ))
-            }
+            _ => return Err(TimerArgsError::UnknownArgument(arg.to_string_lossy().into_owned())),
         }
     }
     if out.command.is_empty() {
-        return Err("no command given after --".into());
+        return Err(TimerArgsError::NoCommand);
     }
     if out.marker.is_empty() {
-        return Err("--marker must not be empty".into());
+        return Err(TimerArgsError::EmptyMarker);
     }
     Ok(out)
 }
 
-fn parse_secs(flag: &str, v: &OsString) -> Result<Duration, String> {
+fn parse_secs(flag: &str, v: &OsString) -> Result<Duration, TimerArgsError> {
     let text = v.to_string_lossy();
     match text.parse::<f64>() {
         Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
-        _ => Err(format!("{flag} wants a positive number of seconds, got '{text}'")),
+        _ => Err(TimerArgsError::BadSeconds { flag: flag.to_string(), value: text.into_owned() }),
     }
 }
 

@@ -16,35 +16,67 @@
 use std::process::ExitCode;
 
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use thiserror::Error;
+
+/// Why the tool could not hold (or cycle) a VM.
+#[derive(Debug, Error)]
+enum HoldError {
+    /// /dev/kvm could not be opened (no KVM loaded, or no permission).
+    #[error("opening /dev/kvm: {0}")]
+    OpenKvm(kvm_ioctls::Error),
+    /// A KVM ioctl failed.
+    #[error("{ioctl}: {source}")]
+    Ioctl {
+        /// The ioctl.
+        ioctl: &'static str,
+        /// What KVM said.
+        source: kvm_ioctls::Error,
+    },
+    /// `--cycle` with something that is not a count.
+    #[error("--cycle wants a whole number of VMs, got '{0}'")]
+    BadCount(String),
+    /// Arguments this tool does not take.
+    #[error("usage: daxvmm-kvm-hold [--ready FILE] | --cycle N")]
+    Usage,
+    /// The ready file could not be written.
+    #[error("writing {path}: {source}")]
+    Ready {
+        /// The file.
+        path: String,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+}
 
 /// A VM like daxvmm's: the in-kernel irqchip, and a vCPU whose local APIC holds the APIC static keys.
-fn open_vm(kvm: &Kvm) -> Result<(VmFd, VcpuFd), String> {
-    let vm = kvm.create_vm().map_err(|e| format!("KVM_CREATE_VM: {e}"))?;
-    vm.create_irq_chip().map_err(|e| format!("KVM_CREATE_IRQCHIP: {e}"))?;
-    let vcpu = vm.create_vcpu(0).map_err(|e| format!("KVM_CREATE_VCPU: {e}"))?;
+fn open_vm(kvm: &Kvm) -> Result<(VmFd, VcpuFd), HoldError> {
+    let ioctl = |ioctl| move |source| HoldError::Ioctl { ioctl, source };
+    let vm = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+    vm.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
+    let vcpu = vm.create_vcpu(0).map_err(ioctl("KVM_CREATE_VCPU"))?;
     Ok((vm, vcpu))
 }
 
-fn run(args: &[String]) -> Result<(), String> {
-    let kvm = Kvm::new().map_err(|e| format!("opening /dev/kvm: {e}"))?;
+fn run(args: &[String]) -> Result<(), HoldError> {
+    let kvm = Kvm::new().map_err(HoldError::OpenKvm)?;
     match args {
         [] => hold(&kvm, None),
         [flag, file] if flag == "--ready" => hold(&kvm, Some(file)),
         [flag, n] if flag == "--cycle" => {
-            let n: u32 = n.parse().map_err(|_| format!("--cycle wants a count, got {n:?}"))?;
+            let n: u32 = n.parse().map_err(|_| HoldError::BadCount(n.clone()))?;
             for _ in 0..n {
                 drop(open_vm(&kvm)?);
             }
             Ok(())
         }
-        _ => Err("usage: daxvmm-kvm-hold [--ready FILE] | --cycle N".into()),
+        _ => Err(HoldError::Usage),
     }
 }
 
-fn hold(kvm: &Kvm, ready: Option<&String>) -> Result<(), String> {
+fn hold(kvm: &Kvm, ready: Option<&String>) -> Result<(), HoldError> {
     let _held = open_vm(kvm)?;
     if let Some(f) = ready {
-        std::fs::write(f, "ready\n").map_err(|e| format!("writing {f}: {e}"))?;
+        std::fs::write(f, "ready\n").map_err(|source| HoldError::Ready { path: f.clone(), source })?;
     }
     loop {
         std::thread::park();

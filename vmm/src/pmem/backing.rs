@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use super::hugetlb::{how_to_grow, read_pool};
-use crate::pmem_spec::{Backing, PmemSpec};
+use super::spec::{Backing, PmemSpec};
 use crate::units::{format_size, GIB, MIB};
 
 const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;

@@ -1,9 +1,11 @@
-//! Emulated NVDIMMs: where each `--pmem` region sits in the guest-physical address space, the host
-//! memory behind it (`backing`), its KVM memory slot, and the description the NFIT and DSDT give of it.
+//! Emulated NVDIMMs: what a `--pmem` argument asks for (`spec`), where each region sits in the
+//! guest-physical address space, the host memory behind it (`backing`), its KVM memory slot, and the
+//! description the NFIT and DSDT give of it.
 //! Placement is checked before any backing is mapped, so bad input never touches a user's file.
 
 pub mod backing;
 pub mod hugetlb;
+pub mod spec;
 pub mod view;
 
 use std::path::Path;
@@ -15,8 +17,8 @@ use kvm_ioctls::VmFd;
 use thiserror::Error;
 
 use self::backing::{BackingError, HostMapping};
+use self::spec::{Backing, PmemSpec};
 use crate::memory::ram_ranges;
-use crate::pmem_spec::{Backing, PmemSpec};
 use crate::units::{format_size, GIB, MIB};
 
 /// Most NVDIMMs a guest may have.

@@ -60,7 +60,7 @@ impl PmemView {
 mod tests {
     use super::*;
     use crate::pmem::backing::map;
-    use crate::pmem_spec::PmemSpec;
+    use crate::pmem::spec::PmemSpec;
 
     #[test]
     fn reads_inside_attached_regions_only() {

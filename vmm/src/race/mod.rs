@@ -27,8 +27,8 @@ use self::session::Session;
 use self::verdict::{GuestReport, Hello, RunResult};
 use crate::cli::{self, BASE_CMDLINE};
 use crate::console::Capture;
+use crate::pmem::spec::PmemSpec;
 use crate::pmem::view::PmemView;
-use crate::pmem_spec::PmemSpec;
 use crate::units::{format_size, parse_duration, parse_size};
 use crate::vm::{self, Outcome, RaceHooks, VmConfig};
 

@@ -3,11 +3,29 @@
 
 use std::process::ExitCode;
 
-use daxvmm_guest_tools::dax::{bandwidth, statx_dax, touch, BwTarget};
+use daxvmm_guest_tools::dax::{bandwidth, statx_dax, touch, BwTarget, DaxError};
+use thiserror::Error;
 
 const USAGE: &str = "usage: daxvmm-dax-check statx FILE            exit 0 if FILE has STATX_ATTR_DAX
        daxvmm-dax-check touch FILE MIB [--sync] create FILE, map it (MAP_SYNC), write every page
        daxvmm-dax-check bw FILE|--anon|--hugetlb MIB [PASSES]   memcpy bandwidth (MB/s)";
+
+/// Why a check gave no answer (exit code 1).
+#[derive(Debug, Error)]
+enum CheckError {
+    /// The probe itself failed.
+    #[error(transparent)]
+    Dax(#[from] DaxError),
+    /// MIB was not a positive whole number.
+    #[error("bad size '{0}': give a positive number of MiB")]
+    Size(String),
+    /// MIB or PASSES was not a positive whole number.
+    #[error("bad size '{size}' or pass count: give positive whole numbers")]
+    SizeOrPasses {
+        /// The MIB argument given.
+        size: String,
+    },
+}
 
 // A command-line tool: its results go to stdout, diagnostics to stderr.
 #[allow(clippy::print_stdout, clippy::print_stderr)]
@@ -15,19 +33,19 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mib = |s: &str| s.parse::<usize>().ok().filter(|&m| m > 0).map(|m| m << 20);
-    let result = match args.as_slice() {
-        ["statx", file] => statx_dax(file).inspect(|&dax| {
+    let result: Result<bool, CheckError> = match args.as_slice() {
+        ["statx", file] => statx_dax(file).map_err(CheckError::from).inspect(|&dax| {
             println!("{file}: dax={}", u8::from(dax));
         }),
         ["touch", file, size, rest @ ..] if rest.is_empty() || rest == ["--sync"] => match mib(size) {
-            Some(len) => touch(file, len, !rest.is_empty()).map(|()| {
+            Some(len) => touch(file, len, !rest.is_empty()).map_err(CheckError::from).map(|()| {
                 println!(
                     "{file}: {size} MiB mapped{} and written",
                     if rest.is_empty() { "" } else { " MAP_SYNC" }
                 );
                 true
             }),
-            None => Err(format!("bad size '{size}'")),
+            None => Err(CheckError::Size(size.to_string())),
         },
         ["bw", target, size, rest @ ..] if rest.len() <= 1 => {
             let passes = rest.first().map_or(Some(3), |p| p.parse().ok());
@@ -37,11 +55,13 @@ fn main() -> ExitCode {
                 f => BwTarget::File(f),
             };
             match (mib(size), passes) {
-                (Some(len), Some(passes)) => bandwidth(target, len, passes).map(|bw| {
-                    println!("write_MBps={:.0} read_MBps={:.0}", bw.write, bw.read);
-                    true
-                }),
-                _ => Err(format!("bad size '{size}' or pass count")),
+                (Some(len), Some(passes)) => {
+                    bandwidth(target, len, passes).map_err(CheckError::from).map(|bw| {
+                        println!("write_MBps={:.0} read_MBps={:.0}", bw.write, bw.read);
+                        true
+                    })
+                }
+                _ => Err(CheckError::SizeOrPasses { size: size.to_string() }),
             }
         }
         _ => {

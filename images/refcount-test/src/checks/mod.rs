@@ -2,10 +2,10 @@
 //! check names (printed in this order, numbered consecutively across families by `main`) and a scenario
 //! function that pushes one result per name.
 //!
-//! The invariants come from the notes on the fs-dax refcount series (Linux 6.15+, here 7.2): a pinned
-//! fs-dax page holds the pin bias (1024) on a small folio or one reference per pinned page on a large one;
-//! each mapping holds one reference and one mapcount; an idle folio has refcount 0; truncate waits for
-//! pins (interruptibly); FOLL_LONGTERM pins of fs-dax pages are refused.
+//! The invariants are those of docs/dax-refcount.md (the fs-dax refcount series, Linux 6.15+, here
+//! 7.2): a pinned fs-dax page holds the pin bias (1024) on a small folio or one reference per pinned page
+//! on a large one; each mapping holds one reference and one mapcount; an idle folio has refcount 0;
+//! truncate waits for pins (interruptibly); FOLL_LONGTERM pins of fs-dax pages are refused.
 
 pub mod fuzz;
 pub mod input;
