@@ -9,7 +9,7 @@
 //! - `protocol`: register map, access decoding, event encoding, sync outcomes (pure);
 //! - `scenario`: scenarios and schedules as data, enumeration, seeded sampling, text form (pure);
 //! - `sequencer`: the state machine that enforces one schedule (pure, no threads);
-//! - `log`: the bounded event log;
+//! - `event_log`: the bounded event log;
 //! - `injector`: [`FaultInjector`], the thread-safe host side that holds vCPU threads;
 //! - `device`: [`FaultDevice`], the MMIO handler and its [`crate::bus::BusDevice`] adapter;
 //! - `rng`: the deterministic PRNG behind seeded sampling;
@@ -20,9 +20,9 @@
 //! [`crate::layout::FAULT_INJECTOR_BASE`]`..+`[`crate::layout::FAULT_INJECTOR_LEN`].
 
 mod device;
+mod event_log;
 mod injector;
 mod library;
-mod log;
 mod oracle;
 mod protocol;
 mod rng;
@@ -34,11 +34,11 @@ mod sequencer;
 mod tests;
 
 pub use device::FaultDevice;
+pub use event_log::{EventLog, LogEntry, LogSnapshot, Record};
 pub use injector::{
     FaultInjector, RunObserver, Stats, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY, DEFAULT_SLICE, MAX_HOLD,
 };
 pub use library::{find as find_scenario, library, LibraryEntry};
-pub use log::{EventLog, LogEntry, LogSnapshot, Record};
 pub use oracle::{
     check_data, check_order, check_pin_write, observed_order, scan_log, summarize, Finding, FindingKind,
     RunSummary, BLOCK, MARKER_NEW_BLOCK,

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::log::{LogEntry, Record};
+use super::event_log::{LogEntry, Record};
 use super::protocol::{EventCode, THREAD_ANY};
 use super::scenario::{Scenario, Schedule, Step, StepKind};
 use super::sequencer::Deviation;
