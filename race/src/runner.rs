@@ -1,36 +1,24 @@
-//! `daxvmm test` and `daxvmm repro`: boot a guest that runs the race scenario library under the fault
-//! injector, judge every run with the host-side oracle, report (table, TAP, JUnit XML) and write a repro
-//! file per violation; and replay a repro file to check that its violation comes back.
-//!
-//! One job per module: `plan` (which runs, in guest order), `session` (the injector's run observer: arm,
-//! host-side checks), `verdict` (guest console + host records → per-run results), `report` (table, TAP,
-//! JUnit), `repro` (the repro file format and what counts as the same violation).
-
-mod plan;
-mod report;
-mod repro;
-mod session;
-mod verdict;
+//! `daxvmm test` and `daxvmm repro`, from their options to their exit code: choose the runs, boot one
+//! guest through the [`GuestVm`] that runs them all under the fault injector, judge every run, print the
+//! table and write the reports and a repro file per violation; or replay one repro file and say whether
+//! its violation came back.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
-use daxvmm_devices::fault::{find_scenario, library, FindingKind, LibraryEntry};
+use daxvmm_devices::fault::FaultError;
+use thiserror::Error;
 
-use self::plan::{Choice, PlannedRun};
-use self::repro::Repro;
-use self::session::Session;
-use self::verdict::{GuestReport, Hello, RunResult};
-use crate::cli::{self, BASE_CMDLINE};
-use crate::console::Capture;
-use crate::pmem::view::PmemView;
-use crate::pmem_spec::PmemSpec;
-use crate::units::{format_size, parse_duration, parse_size};
-use crate::vm::{self, Outcome, RaceHooks, VmConfig};
+use crate::guest::{BootSpec, GuestEnd, GuestVm};
+use crate::library::{find as find_scenario, library, LibraryEntry};
+use crate::oracle::FindingKind;
+use crate::plan::{self, Choice, PlannedRun};
+use crate::report;
+use crate::repro::{self, Repro, ReproError};
+use crate::session::Session;
+use crate::verdict::{self, GuestReport, Hello, RunResult};
 
 /// Exit code of `daxvmm test` when any run found a violation.
 pub const EXIT_VIOLATIONS: u8 = 10;
@@ -39,128 +27,133 @@ pub const EXIT_NOT_REPRODUCED: u8 = 11;
 /// The kernel refuses longer command lines (x86 COMMAND_LINE_SIZE).
 const MAX_CMDLINE: usize = 2047;
 /// Size of the second, raw NVDIMM: the non-DAX source of the O_DIRECT scenario.
-const RAW_PMEM: &str = "64M";
+const RAW_PMEM: u64 = 64 << 20;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "daxvmm",
-    version,
-    about = "Force fs-dax truncate/unpin interleavings in a guest and check them from the host",
-    after_help = "\
-Examples:
-  daxvmm test --kernel bzImage --initrd initrd.cpio.lz4
-  daxvmm test --scenario truncate-unpin --fs xfs --out /tmp/race
-  daxvmm test --list
-  daxvmm repro daxvmm-results/repro/truncate-unpin-ext4-run3.repro
-
-The guest needs the initramfs of scripts/build-initramfs.sh (it runs daxvmm-race) and, for the scenarios
-that pin through the driver, a kernel with guest-kernel/patches (scripts/build-guest-kernel.sh).
-docs/fault-injection.md describes the device, the schedules and the oracle."
-)]
-struct RaceCli {
-    #[command(subcommand)]
-    cmd: RaceCmd,
-}
-
-#[derive(Debug, Subcommand)]
-enum RaceCmd {
-    /// Run race scenarios, each under every schedule (or seeded samples), and report violations.
-    /// Exit codes: 0 no violation, 10 violations (repro files written), 1 error, 2 usage.
-    Test(TestArgs),
-    /// Replay a repro file. Exit codes: 0 the same violation came back, 11 it did not, 1 error.
-    Repro(ReproArgs),
-}
-
-#[derive(Debug, Args)]
-struct Boot {
-    /// Guest kernel (bzImage); default $DAXVMM_KERNEL.
-    #[arg(long, value_name = "PATH", env = "DAXVMM_KERNEL")]
-    kernel: Option<PathBuf>,
-    /// Guest initramfs with daxvmm-race (scripts/build-initramfs.sh); default $DAXVMM_INITRD.
-    #[arg(long, value_name = "PATH", env = "DAXVMM_INITRD")]
-    initrd: Option<PathBuf>,
+/// How to boot the guest, for both commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootOptions {
+    /// Guest kernel (bzImage); `repro` falls back on the repro file's.
+    pub kernel: Option<PathBuf>,
+    /// Guest initramfs with daxvmm-race; `repro` falls back on the repro file's.
+    pub initrd: Option<PathBuf>,
     /// Where results go: results.tap, results.xml, console.log and repro/.
-    #[arg(long, value_name = "DIR", default_value = "daxvmm-results")]
-    out: PathBuf,
-    /// Guest RAM.
-    #[arg(long, value_name = "SIZE", default_value = "768M", value_parser = parse_size)]
-    mem: u64,
-    /// Size of the fsdax NVDIMM the filesystems are made on (a second, 64M raw one is added).
-    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
-    pmem_size: u64,
-    /// Stop the guest after this long; the run it was in is reported as a crash (a hang?).
-    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
-    timeout: Duration,
-    /// Show the guest console (it is always saved to DIR/console.log).
-    #[arg(long)]
-    verbose: bool,
+    pub out: PathBuf,
+    /// Guest RAM in bytes.
+    pub mem: u64,
+    /// Size of the fsdax NVDIMM the filesystems are made on.
+    pub pmem_size: u64,
+    /// Stop the guest after this long.
+    pub timeout: Duration,
+    /// Show the guest console (it is always saved to `out`/console.log).
+    pub verbose: bool,
 }
 
-#[derive(Debug, Args)]
-struct TestArgs {
-    #[command(flatten)]
-    boot: Boot,
-    /// Scenarios to run (repeat or comma-separate); default all. See --list.
-    #[arg(long, value_name = "NAME", value_delimiter = ',')]
-    scenario: Vec<String>,
-    /// Filesystems, comma-separated.
-    #[arg(long, value_name = "FS", value_delimiter = ',', default_value = "ext4,xfs")]
-    fs: Vec<String>,
-    /// First seed for sampled schedules (scenarios with more than --max-enumerate schedules).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    seed: u64,
+/// What `daxvmm test` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestOptions {
+    /// The guest.
+    pub boot: BootOptions,
+    /// Scenario names; empty: all.
+    pub scenario: Vec<String>,
+    /// Filesystems (ext4, xfs).
+    pub fs: Vec<String>,
+    /// First seed for sampled schedules.
+    pub seed: u64,
     /// Schedules sampled per large scenario and filesystem.
-    #[arg(long, value_name = "N", default_value_t = 12)]
-    samples: usize,
+    pub samples: usize,
     /// Run every schedule of scenarios that have at most this many.
-    #[arg(long, value_name = "N", default_value_t = 24)]
-    max_enumerate: usize,
-    /// vCPUs (default: the most threads any chosen scenario has, at least 2).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
-    cpus: Option<u8>,
-    /// Longest time the host holds one thread at a sync point; a schedule the kernel cannot follow
-    /// (it blocks the thread the schedule waits for) shows up as "blocked" after this.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
-    hold_bound: Duration,
-    /// Baseline mode: no schedules; the guest sleeps a random 0-2 ms before each sync point instead.
-    #[arg(long)]
-    sleeps: bool,
-    /// Runs per scenario and filesystem in --sleeps mode.
-    #[arg(long, value_name = "N", default_value_t = 20)]
-    runs: usize,
-    /// List the scenarios and exit.
-    #[arg(long)]
-    list: bool,
+    pub max_enumerate: usize,
+    /// vCPUs; `None`: the most threads any chosen scenario has, at least 2.
+    pub cpus: Option<u8>,
+    /// Longest hold of one thread at a sync point.
+    pub hold_bound: Duration,
+    /// Baseline mode: no schedules, random sleeps in the guest.
+    pub sleeps: bool,
+    /// Runs per scenario and filesystem in baseline mode.
+    pub runs: usize,
+    /// Only list the scenarios.
+    pub list: bool,
 }
 
-#[derive(Debug, Args)]
-struct ReproArgs {
+/// What `daxvmm repro` replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReproOptions {
     /// A repro file written by `daxvmm test`.
-    file: PathBuf,
-    #[command(flatten)]
-    boot: Boot,
+    pub file: PathBuf,
+    /// The guest (kernel and initramfs default to the file's).
+    pub boot: BootOptions,
 }
 
-/// Entry point for `daxvmm test ...` and `daxvmm repro ...`; returns the exit code.
-pub fn main(args: Vec<String>) -> u8 {
-    let cli = match RaceCli::try_parse_from(args) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
-        }
-    };
-    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
-    crate::init_logging(level.parse().unwrap_or(log::LevelFilter::Info));
-    let r = match cli.cmd {
-        RaceCmd::Test(a) => test(&a),
-        RaceCmd::Repro(a) => replay(&a),
-    };
-    r.unwrap_or_else(|e| {
-        let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        log::error!("{}", chain.join(": "));
-        1
-    })
+/// Why `daxvmm test` or `daxvmm repro` could not do its job.
+#[derive(Debug, Error)]
+pub enum RaceError {
+    /// No kernel given.
+    #[error("no guest kernel: give --kernel or set DAXVMM_KERNEL")]
+    NoKernel,
+    /// No initramfs given.
+    #[error("no guest initramfs: give --initrd or set DAXVMM_INITRD")]
+    NoInitrd,
+    /// `--scenario` names one the library does not have.
+    #[error("no scenario {name:?}; there are: {all}")]
+    UnknownScenario {
+        /// The name given.
+        name: String,
+        /// The library's names, comma-separated.
+        all: String,
+    },
+    /// `--fs` names a filesystem the guest program cannot make.
+    #[error("--fs {0}: ext4 and xfs are supported")]
+    Filesystem(String),
+    /// The plan does not fit on the kernel command line.
+    #[error(
+        "the plan is too long for the kernel command line ({0} bytes): choose fewer scenarios or filesystems"
+    )]
+    PlanTooLong(usize),
+    /// The guest never ran daxvmm-race.
+    #[error("the guest program daxvmm-race never started ({end:?}); is {initrd} the initramfs of scripts/build-initramfs.sh? See {console}")]
+    NeverStarted {
+        /// How the guest ended.
+        end: GuestEnd,
+        /// The initramfs booted.
+        initrd: String,
+        /// Where the console was saved.
+        console: String,
+    },
+    /// A repro file names a scenario the library does not have.
+    #[error("unknown scenario {0:?}")]
+    ReproScenario(String),
+    /// A repro file's schedule is not one of its scenario's.
+    #[error("schedule {schedule} of {scenario}")]
+    ReproSchedule {
+        /// The schedule.
+        schedule: String,
+        /// The scenario.
+        scenario: String,
+        /// Why it does not fit.
+        source: FaultError,
+    },
+    /// The repro file cannot be read.
+    #[error(transparent)]
+    Repro(#[from] ReproError),
+    /// A results directory cannot be made.
+    #[error("creating {path}")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A results file cannot be written.
+    #[error("writing {path}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The VMM could not boot or run the guest, or refused an image.
+    #[error(transparent)]
+    Vm(anyhow::Error),
 }
 
 #[allow(clippy::print_stdout)] // The report is this command's output.
@@ -170,37 +163,39 @@ fn out(text: &str) {
     let _ = o.flush();
 }
 
-fn images(b: &Boot) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let kernel = b.kernel.clone().context("no guest kernel: give --kernel or set DAXVMM_KERNEL")?;
-    let initrd = b.initrd.clone().context("no guest initramfs: give --initrd or set DAXVMM_INITRD")?;
-    cli::check_file("--kernel", &kernel)?;
-    cli::check_file("--initrd", &initrd)?;
+fn images(vm: &impl GuestVm, b: &BootOptions) -> Result<(PathBuf, PathBuf), RaceError> {
+    let kernel = b.kernel.clone().ok_or(RaceError::NoKernel)?;
+    let initrd = b.initrd.clone().ok_or(RaceError::NoInitrd)?;
+    vm.check_file("--kernel", &kernel).map_err(RaceError::Vm)?;
+    vm.check_file("--initrd", &initrd).map_err(RaceError::Vm)?;
     Ok((kernel, initrd))
 }
 
-fn selected(names: &[String]) -> anyhow::Result<Vec<LibraryEntry>> {
+fn selected(names: &[String]) -> Result<Vec<LibraryEntry>, RaceError> {
     if names.is_empty() {
         return Ok(library());
     }
     names
         .iter()
         .map(|n| {
-            find_scenario(n).with_context(|| {
+            find_scenario(n).ok_or_else(|| {
                 let all: Vec<String> = library().iter().map(|e| e.scenario.name().to_string()).collect();
-                format!("no scenario {n:?}; there are: {}", all.join(", "))
+                RaceError::UnknownScenario { name: n.clone(), all: all.join(", ") }
             })
         })
         .collect()
 }
 
-fn test(a: &TestArgs) -> anyhow::Result<u8> {
+/// `daxvmm test`: runs the chosen scenarios in one guest booted by `vm`, reports, and returns the exit
+/// code (0, or [`EXIT_VIOLATIONS`]).
+pub fn test(vm: &impl GuestVm, a: &TestOptions) -> Result<u8, RaceError> {
     if a.list {
         out(&list());
         return Ok(0);
     }
     let entries = selected(&a.scenario)?;
     if let Some(fs) = a.fs.iter().find(|f| !matches!(f.as_str(), "ext4" | "xfs")) {
-        bail!("--fs {fs}: ext4 and xfs are supported");
+        return Err(RaceError::Filesystem(fs.clone()));
     }
     let choice = if a.sleeps {
         Choice::Baseline { runs: a.runs }
@@ -209,7 +204,7 @@ fn test(a: &TestArgs) -> anyhow::Result<u8> {
     };
     let plan = plan::build(&entries, &a.fs, choice);
     let cpus = a.cpus.unwrap_or_else(|| entries.iter().map(|e| e.threads()).max().unwrap_or(2).max(2) as u8);
-    let (kernel, initrd) = images(&a.boot)?;
+    let (kernel, initrd) = images(vm, &a.boot)?;
     log::info!(
         "daxvmm test: {} runs ({} scenarios x {} filesystems), {cpus} vCPUs, hold bound {:?}{}",
         plan.len(),
@@ -219,7 +214,7 @@ fn test(a: &TestArgs) -> anyhow::Result<u8> {
         if a.sleeps { ", baseline (sleeps, no schedules)" } else { "" }
     );
     let started = Instant::now();
-    let boot = boot(&a.boot, &kernel, &initrd, &plan, cpus, a.hold_bound, a.sleeps)?;
+    let boot = boot(vm, &a.boot, &kernel, &initrd, &plan, cpus, a.hold_bound, a.sleeps)?;
     let secs = started.elapsed().as_secs_f64();
     // boot() made --out (console.log is there).
     write(&a.boot.out.join("results.tap"), &report::tap(&boot.results))?;
@@ -261,7 +256,7 @@ fn write_repros(
     initrd: &Path,
     cpus: u8,
     bound: Duration,
-) -> anyhow::Result<Vec<PathBuf>> {
+) -> Result<Vec<PathBuf>, RaceError> {
     let mut paths = Vec::new();
     let hello = boot.guest.hello.as_ref();
     for r in boot.results.iter().filter(|r| r.failed()) {
@@ -270,7 +265,7 @@ fn write_repros(
             continue;
         };
         let dir = out.join("repro");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        create_dir(&dir)?;
         let path = dir.join(rep.file_name(r.run));
         write(&path, &rep.render(&r.fault_log, &r.log))?;
         paths.push(path);
@@ -312,18 +307,20 @@ fn summary(boot: &BootResult, secs: f64, runs_secs: f64) -> String {
     s
 }
 
-fn replay(a: &ReproArgs) -> anyhow::Result<u8> {
+/// `daxvmm repro`: replays the repro file's run in a guest booted by `vm` and returns the exit code (0
+/// when the recorded violation came back, else [`EXIT_NOT_REPRODUCED`]).
+pub fn repro(vm: &impl GuestVm, a: &ReproOptions) -> Result<u8, RaceError> {
     let rep = Repro::load(&a.file)?;
-    let entry =
-        find_scenario(&rep.scenario).with_context(|| format!("unknown scenario {:?}", rep.scenario))?;
-    entry
-        .scenario
-        .check(&rep.schedule)
-        .with_context(|| format!("schedule {} of {}", rep.schedule, rep.scenario))?;
+    let entry = find_scenario(&rep.scenario).ok_or_else(|| RaceError::ReproScenario(rep.scenario.clone()))?;
+    entry.scenario.check(&rep.schedule).map_err(|source| RaceError::ReproSchedule {
+        schedule: rep.schedule.to_string(),
+        scenario: rep.scenario.clone(),
+        source,
+    })?;
     let kernel = a.boot.kernel.clone().unwrap_or_else(|| rep.kernel.clone());
     let initrd = a.boot.initrd.clone().unwrap_or_else(|| rep.initrd.clone());
-    cli::check_file("--kernel (or the repro file's kernel:)", &kernel)?;
-    cli::check_file("--initrd (or the repro file's initrd:)", &initrd)?;
+    vm.check_file("--kernel (or the repro file's kernel:)", &kernel).map_err(RaceError::Vm)?;
+    vm.check_file("--initrd (or the repro file's initrd:)", &initrd).map_err(RaceError::Vm)?;
     let plan = vec![PlannedRun {
         scenario: rep.scenario.clone(),
         fs: rep.fs.clone(),
@@ -332,7 +329,7 @@ fn replay(a: &ReproArgs) -> anyhow::Result<u8> {
     }];
     log::info!("daxvmm repro: {} on {} under [{}]", rep.scenario, rep.fs, rep.schedule);
     let bound = Duration::from_millis(rep.bound_ms);
-    let boot = boot(&a.boot, &kernel, &initrd, &plan, rep.cpus, bound, false)?;
+    let boot = boot(vm, &a.boot, &kernel, &initrd, &plan, rep.cpus, bound, false)?;
     if let Some(h) = &boot.guest.hello {
         if h.kernel != rep.kernel_release || h.config_sha256 != rep.config_sha256 {
             log::warn!(
@@ -376,65 +373,61 @@ struct BootResult {
 /// How many guest console lines a crash report shows.
 const CRASH_TAIL_LINES: usize = 20;
 
+#[allow(clippy::too_many_arguments)] // One boot's every input, each named at the two call sites.
 fn boot(
-    b: &Boot,
+    vm: &impl GuestVm,
+    b: &BootOptions,
     kernel: &Path,
     initrd: &Path,
     plan: &[PlannedRun],
     cpus: u8,
     bound: Duration,
     sleeps: bool,
-) -> anyhow::Result<BootResult> {
-    let cmdline = format!(
-        "{BASE_CMDLINE} -- daxvmm-race --plan {} --raw /dev/pmem1{}",
+) -> Result<BootResult, RaceError> {
+    let cmdline = vm.kernel_cmdline(&format!(
+        "daxvmm-race --plan {} --raw /dev/pmem1{}",
         plan::guest_plan(plan),
         if sleeps { " --sleeps" } else { "" }
-    );
+    ));
     if cmdline.len() > MAX_CMDLINE {
-        bail!("the plan is too long for the kernel command line ({} bytes): choose fewer scenarios or filesystems", cmdline.len());
+        return Err(RaceError::PlanTooLong(cmdline.len()));
     }
-    let pmem = vec![
-        PmemSpec::parse(&format_size(b.pmem_size)).map_err(anyhow::Error::msg).context("--pmem-size")?,
-        PmemSpec::parse(RAW_PMEM).map_err(anyhow::Error::msg)?,
-    ];
-    let view = Arc::new(PmemView::default());
-    let session = Arc::new(Session::new(plan.to_vec(), view.clone()));
-    let capture = Capture::new(b.verbose);
-    let cfg = VmConfig {
+    let spec = BootSpec {
         kernel: kernel.to_path_buf(),
-        initrd: Some(initrd.to_path_buf()),
+        initrd: initrd.to_path_buf(),
         cmdline,
         mem: b.mem,
         cpus,
-        timeout: Some(b.timeout),
-        xsave: crate::xsave_policy(cli::XsaveArg::Auto),
-        pmem,
-        fault_schedule: None,
-        race: Some(RaceHooks { observer: session.clone(), pmem: view, console: capture.clone(), bound }),
+        pmem_size: b.pmem_size,
+        raw_pmem_size: RAW_PMEM,
+        timeout: b.timeout,
+        echo: b.verbose,
+        bound,
     };
-    crate::check_config(&cfg)?;
-    let outcome = vm::run(&cfg, Instant::now())?;
-    let text = capture.text();
-    std::fs::create_dir_all(&b.out).with_context(|| format!("creating {}", b.out.display()))?;
+    let pmem = vm.pmem();
+    let session = Arc::new(Session::new(plan.to_vec(), pmem.clone()));
+    let output = vm.boot(&spec, pmem, session.clone()).map_err(RaceError::Vm)?;
+    let text = output.console;
+    create_dir(&b.out)?;
     write(&b.out.join("console.log"), &text)?;
     let guest = verdict::parse_console(&text);
     if guest.hello.is_none() {
-        bail!(
-            "the guest program daxvmm-race never started ({outcome:?}); is {} the initramfs of scripts/build-initramfs.sh? See {}",
-            initrd.display(),
-            b.out.join("console.log").display()
-        );
+        return Err(RaceError::NeverStarted {
+            end: output.end,
+            initrd: initrd.display().to_string(),
+            console: b.out.join("console.log").display().to_string(),
+        });
     }
     if guest.hello.as_ref().is_some_and(|h: &Hello| h.driver && !h.fault) {
         log::warn!("the guest has /dev/dax_refcount but its driver did not bind the fault injector: nothing was forced");
     }
-    let stopped = match outcome {
-        Outcome::PowerOff => None,
-        Outcome::GuestFailed(s) => Some(format!("the guest program failed (status {s})")),
-        Outcome::Panic(_) => Some("the guest kernel panicked".to_string()),
-        Outcome::Reset => Some("the guest reset".to_string()),
-        Outcome::Timeout => Some(format!("--timeout {:?} expired (a hang?)", b.timeout)),
-        Outcome::Signal(s) => Some(format!("daxvmm was stopped by signal {s}")),
+    let stopped = match output.end {
+        GuestEnd::PowerOff => None,
+        GuestEnd::GuestFailed(s) => Some(format!("the guest program failed (status {s})")),
+        GuestEnd::Panic(_) => Some("the guest kernel panicked".to_string()),
+        GuestEnd::Reset => Some("the guest reset".to_string()),
+        GuestEnd::Timeout => Some(format!("--timeout {:?} expired (a hang?)", b.timeout)),
+        GuestEnd::Signal(s) => Some(format!("daxvmm was stopped by signal {s}")),
     };
     let results = verdict::combine(plan, &session.records(), &guest, stopped.as_deref());
     let lines: Vec<&str> = text.lines().collect();
@@ -442,8 +435,13 @@ fn boot(
     Ok(BootResult { results, guest, span: session.span(), tail })
 }
 
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+fn create_dir(path: &Path) -> Result<(), RaceError> {
+    std::fs::create_dir_all(path)
+        .map_err(|source| RaceError::CreateDir { path: path.display().to_string(), source })
+}
+
+fn write(path: &Path, text: &str) -> Result<(), RaceError> {
+    std::fs::write(path, text).map_err(|source| RaceError::Write { path: path.display().to_string(), source })
 }
 
 fn abs(p: &Path) -> PathBuf {
