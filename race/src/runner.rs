@@ -459,6 +459,102 @@ mod tests {
 
     use super::*;
 
+    /// A VMM whose guest prints `console` and ends with `end`, and records the command lines it got.
+    #[derive(Debug)]
+    struct FakeVm {
+        console: String,
+        end: GuestEnd,
+        cmdlines: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[derive(Debug)]
+    struct NoPmem;
+
+    impl crate::guest::PmemReader for NoPmem {
+        fn read(&self, _gpa: u64, _buf: &mut [u8]) -> bool {
+            false
+        }
+    }
+
+    impl GuestVm for FakeVm {
+        type Pmem = NoPmem;
+
+        fn kernel_cmdline(&self, command: &str) -> String {
+            format!("console=ttyS0 -- {command}")
+        }
+
+        fn check_file(&self, _what: &'static str, _path: &Path) -> anyhow::Result<()> {
+            Ok(())
+        }
+
+        fn pmem(&self) -> Arc<NoPmem> {
+            Arc::new(NoPmem)
+        }
+
+        fn boot(
+            &self,
+            spec: &BootSpec,
+            _pmem: Arc<NoPmem>,
+            _observer: Arc<dyn daxvmm_devices::fault::RunObserver>,
+        ) -> anyhow::Result<crate::guest::BootOutput> {
+            self.cmdlines.lock().unwrap().push(spec.cmdline.clone());
+            Ok(crate::guest::BootOutput { end: self.end, console: self.console.clone() })
+        }
+    }
+
+    fn options(out: &Path) -> TestOptions {
+        TestOptions {
+            boot: BootOptions {
+                kernel: Some("/k".into()),
+                initrd: Some("/i".into()),
+                out: out.to_path_buf(),
+                mem: 768 << 20,
+                pmem_size: 1 << 30,
+                timeout: Duration::from_secs(60),
+                verbose: false,
+            },
+            scenario: vec!["evict-live-pin".into()],
+            fs: vec!["ext4".into()],
+            seed: 1,
+            samples: 12,
+            max_enumerate: 24,
+            cpus: None,
+            hold_bound: Duration::from_secs(2),
+            sleeps: false,
+            runs: 20,
+            list: false,
+        }
+    }
+
+    #[test]
+    fn a_clean_boot_without_kvm_passes_and_writes_the_reports() {
+        let out = std::env::temp_dir().join(format!("daxvmm-race-runner-{}", std::process::id()));
+        let mut console =
+            String::from("@@race hello run=0 kernel=7.2.12 config-sha256=abc driver=yes fault=yes cpus=2\n");
+        for run in 0..6 {
+            console.push_str(&format!(
+                "@@race begin run={run} scenario=evict-live-pin fs=ext4\n@@race end run={run}\n"
+            ));
+        }
+        console.push_str("@@race done run=6 runs=6\n");
+        let vm = FakeVm { console, end: GuestEnd::PowerOff, cmdlines: Default::default() };
+        assert_eq!(test(&vm, &options(&out)).unwrap(), 0);
+        assert_eq!(
+            vm.cmdlines.lock().unwrap().as_slice(),
+            ["console=ttyS0 -- daxvmm-race --plan ext4:evict-live-pin:6 --raw /dev/pmem1"]
+        );
+        for f in ["results.tap", "results.xml", "console.log"] {
+            assert!(out.join(f).is_file(), "{f}");
+        }
+        // A guest that never says hello is an error, not a pass.
+        let silent = FakeVm { console: String::new(), end: GuestEnd::Reset, cmdlines: Default::default() };
+        let e = test(&silent, &options(&out)).unwrap_err();
+        assert!(e.to_string().contains("daxvmm-race never started"), "{e}");
+        let unknown = TestOptions { scenario: vec!["nope".into()], ..options(&out) };
+        assert!(matches!(test(&vm, &unknown), Err(RaceError::UnknownScenario { .. })));
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
     #[test]
     fn a_crash_report_shows_the_guest_console_tail() {
         let plan = vec![PlannedRun {
