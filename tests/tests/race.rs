@@ -4,21 +4,10 @@
 //! comparison kernel shows the historical bug (truncate does not wait for a page whose mapping is gone,
 //! and dax_disassociate_entry WARNs).
 
+use daxvmm_scenarios::ScenarioId;
 use daxvmm_tests::{Case, Outcome, SharedBatch};
 
 const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
-/// Every scenario of the library (devices/src/fault/library.rs), in its order.
-const SCENARIOS: [&str; 9] = [
-    "truncate-unpin",
-    "punch-unpin",
-    "pin-munmap-truncate",
-    "pmd-truncate",
-    "two-pins",
-    "evict-live-pin",
-    "umount-live-pin",
-    "odirect-truncate",
-    "vmsplice-munmap-truncate",
-];
 
 /// What daxvmm prints for a guest triple fault. In the test host VM that has come from QEMU TCG's
 /// nested SVM (also on the good kernel, on an idle vCPU, and at the same rate as the test host VM's own
@@ -85,7 +74,8 @@ fn row(out: &Outcome, scenario: &str, fs: &str) -> Option<[usize; 5]> {
 fn every_scenario_passes_on_7_2_on_ext4_and_xfs() {
     for fs in FILESYSTEMS {
         let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };
-        for s in SCENARIOS {
+        // Every scenario of the library, in its order.
+        for s in ScenarioId::ALL.map(ScenarioId::name) {
             let Some([tried, observed, _, skipped, violations]) = row(out, s, fs) else {
                 panic!("no table row for {s} on {fs}: {out}")
             };

@@ -56,6 +56,16 @@ pub struct VmConfig {
     pub race: Option<RaceHooks>,
 }
 
+impl VmConfig {
+    /// Checks of a run that need no KVM: the kernel image, and pmem placement (overlaps, alignment, too
+    /// many), so these errors come before KVM or any file is touched.
+    pub fn check(&self) -> anyhow::Result<()> {
+        crate::boot::loader::check_bzimage(&self.kernel)?;
+        pmem::place(self.mem, &self.pmem, pmem::host_phys_bits())?;
+        Ok(())
+    }
+}
+
 /// What `daxvmm test` hooks into a run: the observer that arms each guest run's schedule and judges it,
 /// the pmem window its oracle reads, the captured console, and the hold bound of the fault injector.
 #[derive(Clone)]

@@ -10,8 +10,8 @@ use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::log::LogEntry;
-use super::log::{EventLog, LogSnapshot, Record};
+use super::event_log::LogEntry;
+use super::event_log::{EventLog, LogSnapshot, Record};
 use super::protocol::{Event, EventCode, ProtocolError, SyncOutcome};
 use super::scenario::{Schedule, Step};
 use super::sequencer::{Arrival, Note, Sequencer, StepState, Ticket};

@@ -9,21 +9,20 @@
 //! - `protocol`: register map, access decoding, event encoding, sync outcomes (pure);
 //! - `scenario`: scenarios and schedules as data, enumeration, seeded sampling, text form (pure);
 //! - `sequencer`: the state machine that enforces one schedule (pure, no threads);
-//! - `log`: the bounded event log;
+//! - `event_log`: the bounded event log;
 //! - `injector`: [`FaultInjector`], the thread-safe host side that holds vCPU threads;
 //! - `device`: [`FaultDevice`], the MMIO handler and its [`crate::bus::BusDevice`] adapter;
-//! - `rng`: the deterministic PRNG behind seeded sampling;
-//! - `library`: the race scenarios `daxvmm test` runs (host view of the guest program's threads);
-//! - `oracle`: judges a run from its log, the pmem contents and the guest's console.
+//! - `rng`: the deterministic PRNG behind seeded sampling.
+//!
+//! The race scenarios `daxvmm test` runs and the oracle that judges them are the race crate's
+//! (`race/`); this module is the device they drive.
 //!
 //! The ACPI description is [`crate::acpi::fault_injector_aml`]; the window is
 //! [`crate::layout::FAULT_INJECTOR_BASE`]`..+`[`crate::layout::FAULT_INJECTOR_LEN`].
 
 mod device;
+mod event_log;
 mod injector;
-mod library;
-mod log;
-mod oracle;
 mod protocol;
 mod rng;
 mod scenario;
@@ -34,14 +33,9 @@ mod sequencer;
 mod tests;
 
 pub use device::FaultDevice;
+pub use event_log::{EventLog, LogEntry, LogSnapshot, Record};
 pub use injector::{
     FaultInjector, RunObserver, Stats, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY, DEFAULT_SLICE, MAX_HOLD,
-};
-pub use library::{find as find_scenario, library, LibraryEntry};
-pub use log::{EventLog, LogEntry, LogSnapshot, Record};
-pub use oracle::{
-    check_data, check_order, check_pin_write, observed_order, scan_log, summarize, Finding, FindingKind,
-    RunSummary, BLOCK, MARKER_NEW_BLOCK,
 };
 pub use protocol::{
     decode, sync_offset, Access, Event, EventCode, KernelPoint, ProtocolError, Register, Request,

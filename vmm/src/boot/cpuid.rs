@@ -68,6 +68,18 @@ pub enum XsavePolicy {
     Off,
 }
 
+impl XsavePolicy {
+    /// The `auto` policy: off when daxvmm itself runs in a VM (and says so), on on bare metal.
+    pub fn for_this_host() -> Self {
+        if host_is_virtual() {
+            log::info!("running nested (host CPUID has the hypervisor bit): guest XSAVE off (--xsave on to override)");
+            Self::Off
+        } else {
+            Self::On
+        }
+    }
+}
+
 /// Hides XSAVE, when `policy` is Off, with every feature that depends on it (the XSAVE variants, AVX and
 /// what builds on it, AVX-512, AMX, PKU, MPX, APX). Linux would clear the dependents itself, but warns at
 /// boot ("CPU feature dependency check failure") about any that CPUID still shows, so none are left

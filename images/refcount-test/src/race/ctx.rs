@@ -21,9 +21,6 @@ pub mod code {
     pub const MARKER: u8 = 0x0e;
 }
 
-/// Marker detail bit: "a new file's block at pfn, filled with the pattern in the low byte" (the host's
-/// oracle reads those blocks back from pmem).
-pub const MARKER_NEW_BLOCK: u16 = 0x100;
 const PFN_BITS: u32 = 36;
 const PFN_MASK: u64 = (1 << PFN_BITS) - 1;
 

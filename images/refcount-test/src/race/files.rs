@@ -5,8 +5,9 @@ use std::ffi::CString;
 
 use daxvmm_refcount_test::abi::PIN_WRITE;
 use daxvmm_refcount_test::sys::{ename, map_file, map_file_aligned, Dev, Map, TFile, PAGE, PMD};
+use daxvmm_scenarios::MARKER_NEW_BLOCK;
 
-use crate::ctx::{code, Ctx, MARKER_NEW_BLOCK};
+use crate::ctx::{code, Ctx};
 
 /// Pattern the pinner writes through its pin.
 pub const STALE: u8 = 0xa5;

@@ -19,6 +19,7 @@ mod scenarios;
 use std::process::Command;
 
 use daxvmm_refcount_test::sys::Dev;
+use daxvmm_scenarios::ScenarioId;
 
 use ctx::{bracket, code, skip, Ctx};
 
@@ -29,7 +30,7 @@ const USAGE: &str = "usage: daxvmm-race --plan FS:SCENARIO:RUNS[,...] [--dev /de
 
 #[derive(Debug)]
 struct Args {
-    plan: Vec<(String, String, u64)>,
+    plan: Vec<(String, ScenarioId, u64)>,
     dev: String,
     raw: Option<String>,
     mnt: String,
@@ -55,11 +56,11 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                     if !matches!(fs, "ext4" | "xfs") {
                         return Err(format!("plan item {item:?}: filesystem must be ext4 or xfs"));
                     }
-                    if !scenarios::SCENARIOS.iter().any(|(n, _)| *n == name) {
+                    let Some(id) = ScenarioId::from_name(name) else {
                         return Err(format!("plan item {item:?}: unknown scenario {name}"));
-                    }
+                    };
                     let runs = runs.parse().map_err(|_| format!("plan item {item:?}: bad run count"))?;
-                    a.plan.push((fs.to_string(), name.to_string(), runs));
+                    a.plan.push((fs.to_string(), id, runs));
                 }
             }
             "--dev" => a.dev = value()?,
@@ -98,10 +99,7 @@ fn main() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("daxvmm-race: {e}\n{USAGE}");
-            eprintln!(
-                "scenarios: {}",
-                scenarios::SCENARIOS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
-            );
+            eprintln!("scenarios: {}", ScenarioId::ALL.map(ScenarioId::name).join(" "));
             std::process::exit(2);
         }
     };
@@ -122,15 +120,15 @@ fn main() {
     );
     let mut run = 0u64;
     let mut mounted: Option<String> = None;
-    for (fs, name, runs) in &args.plan {
-        let threads = scenarios::SCENARIOS.iter().find(|(n, _)| n == name).map_or(2, |(_, t)| *t);
+    for &(ref fs, id, runs) in &args.plan {
+        let threads = usize::from(id.threads());
         let setup = if mounted.as_deref() == Some(fs.as_str()) {
             Ok(())
         } else {
             mounted = None;
             mount_fresh(fs, &args.dev, &args.mnt).map(|_| mounted = Some(fs.clone()))
         };
-        for _ in 0..*runs {
+        for _ in 0..runs {
             let ctx = Ctx {
                 dev: dev.as_ref(),
                 fault,
@@ -139,12 +137,12 @@ fn main() {
                 sleeps: args.sleeps,
                 mount: (fs.as_str(), args.dev.as_str()),
             };
-            bracket("begin", run, &format!("scenario={name} fs={fs}"));
+            bracket("begin", run, &format!("scenario={id} fs={fs}"));
             ctx.event(code::RUN_BEGIN, 0, run, 0);
             let r = match &setup {
                 Err(e) => Err(format!("filesystem setup: {e}")),
                 Ok(()) if threads > cpus => Err(format!("needs {threads} CPUs, the guest has {cpus}")),
-                Ok(()) => scenarios::run(&ctx, name, &args.mnt, args.raw.as_deref()),
+                Ok(()) => scenarios::run(&ctx, id, &args.mnt, args.raw.as_deref()),
             };
             if let Err(e) = r {
                 skip(run, &e);

@@ -1,5 +1,7 @@
-//! The guest side of daxvmm's race scenario library (devices/src/fault/library.rs): each scenario's
-//! threads, with the sync points and events of the host's programs, in the same order. Thread 0 is the
+//! The guest side of daxvmm's race scenario library (race/src/library.rs): each [`ScenarioId`]'s
+//! threads, with the sync points ([`BEFORE`], [`AFTER`]) and events of the host's programs, in the same
+//! order. [`run`] matches on every scenario, so one added to `daxvmm-scenarios` without a guest side
+//! does not compile. Thread 0 is the
 //! one that truncates (punches, unlinks); thread 1 (and 2) release what holds the page.
 //!
 //! The host's oracle judges a run from the events (pin, unpin, truncate returned, writes through pins,
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use daxvmm_refcount_test::abi::PIN_WRITE;
 use daxvmm_refcount_test::sys::{ename, errno, map_file, Dev, TFile, PAGE, PMD};
+use daxvmm_scenarios::{ScenarioId, AFTER, BEFORE};
 
 use crate::ctx::{code, finding, note, Ctx};
 use crate::files::{new_files, pfn_of, pin_file, remove, umount, unlink, PinnedFile, FRESH, STALE};
@@ -40,32 +43,18 @@ enum Shape {
     TwoPins,
 }
 
-/// Scenario names this program knows, with the number of threads each needs.
-pub const SCENARIOS: &[(&str, usize)] = &[
-    ("truncate-unpin", 2),
-    ("punch-unpin", 2),
-    ("pin-munmap-truncate", 2),
-    ("pmd-truncate", 2),
-    ("two-pins", 3),
-    ("evict-live-pin", 2),
-    ("umount-live-pin", 2),
-    ("odirect-truncate", 2),
-    ("vmsplice-munmap-truncate", 2),
-];
-
-/// Runs one run of `name` in `dir`; `Err` is why it could not run (a skip, not a violation).
-pub fn run(ctx: &Ctx<'_>, name: &str, dir: &str, raw: Option<&str>) -> Result<(), String> {
-    match name {
-        "truncate-unpin" => pinned_race(ctx, dir, Op::Truncate, Shape::Page),
-        "punch-unpin" => pinned_race(ctx, dir, Op::Punch, Shape::Page),
-        "pin-munmap-truncate" => pinned_race(ctx, dir, Op::Truncate, Shape::Unmapped),
-        "pmd-truncate" => pinned_race(ctx, dir, Op::Truncate, Shape::Pmd),
-        "two-pins" => pinned_race(ctx, dir, Op::Truncate, Shape::TwoPins),
-        "evict-live-pin" => pinned_race(ctx, dir, Op::Evict, Shape::Unmapped),
-        "umount-live-pin" => pinned_race(ctx, dir, Op::Umount, Shape::Unmapped),
-        "odirect-truncate" => odirect(ctx, dir, raw),
-        "vmsplice-munmap-truncate" => vmsplice(ctx, dir),
-        _ => Err(format!("unknown scenario {name}")),
+/// Runs one run of `id` in `dir`; `Err` is why it could not run (a skip, not a violation).
+pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Result<(), String> {
+    match id {
+        ScenarioId::TruncateUnpin => pinned_race(ctx, dir, Op::Truncate, Shape::Page),
+        ScenarioId::PunchUnpin => pinned_race(ctx, dir, Op::Punch, Shape::Page),
+        ScenarioId::PinMunmapTruncate => pinned_race(ctx, dir, Op::Truncate, Shape::Unmapped),
+        ScenarioId::PmdTruncate => pinned_race(ctx, dir, Op::Truncate, Shape::Pmd),
+        ScenarioId::TwoPins => pinned_race(ctx, dir, Op::Truncate, Shape::TwoPins),
+        ScenarioId::EvictLivePin => pinned_race(ctx, dir, Op::Evict, Shape::Unmapped),
+        ScenarioId::UmountLivePin => pinned_race(ctx, dir, Op::Umount, Shape::Unmapped),
+        ScenarioId::OdirectTruncate => odirect(ctx, dir, raw),
+        ScenarioId::VmspliceMunmapTruncate => vmsplice(ctx, dir),
     }
 }
 
@@ -133,7 +122,7 @@ fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), Str
     std::thread::scope(|s| {
         s.spawn(|| {
             ctx.place(0);
-            ctx.sync(0, 1);
+            ctx.sync(0, BEFORE);
             ctx.event(start, 0, pfn, 0);
             let t = Instant::now();
             let r = match (op, pf.file.as_ref()) {
@@ -150,20 +139,20 @@ fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), Str
             if e == 0 && op != Op::Umount {
                 *made.lock().unwrap_or_else(|p| p.into_inner()) = new_files(ctx, 0, dir);
             }
-            ctx.sync(0, 2);
+            ctx.sync(0, AFTER);
         });
         s.spawn(|| {
             ctx.place(1);
-            ctx.sync(1, 1);
+            ctx.sync(1, BEFORE);
             write_and_unpin(ctx, dev, 1, pf.handle, pfn, second.is_none());
-            ctx.sync(1, 2);
+            ctx.sync(1, AFTER);
         });
         if let Some(h2) = second {
             s.spawn(move || {
                 ctx.place(2);
-                ctx.sync(2, 1);
+                ctx.sync(2, BEFORE);
                 write_and_unpin(ctx, dev, 2, h2, pfn, true);
-                ctx.sync(2, 2);
+                ctx.sync(2, AFTER);
             });
         }
     });
@@ -217,21 +206,21 @@ fn odirect(ctx: &Ctx<'_>, dir: &str, raw: Option<&str>) -> Result<(), String> {
         std::thread::scope(|s| {
             s.spawn(|| {
                 ctx.place(0);
-                ctx.sync(0, 1);
+                ctx.sync(0, BEFORE);
                 ctx.event(code::TRUNCATE_START, 0, pfn, 0);
                 let e = f.truncate(0).err().unwrap_or(0);
                 ctx.event(code::TRUNCATE_RETURNED, 0, pfn, e as u16);
-                ctx.sync(0, 2);
+                ctx.sync(0, AFTER);
             });
             s.spawn(|| {
                 ctx.place(1);
-                ctx.sync(1, 1);
+                ctx.sync(1, BEFORE);
                 // SAFETY: buf is the start of `map`, a live writable mapping of `len` bytes until the scope
                 // ends; the kernel writes into it (or fails with EFAULT where truncate removed the pages).
                 let n = unsafe { libc::pread(rfd, buf as *mut libc::c_void, len, 0) };
                 let what = if n < 0 { ename(errno()) } else { format!("{n} bytes") };
                 note(ctx.run, &format!("O_DIRECT read into the DAX mapping: {what}"));
-                ctx.sync(1, 2);
+                ctx.sync(1, AFTER);
             });
         });
         Ok::<(), String>(())
@@ -273,7 +262,7 @@ fn vmsplice(ctx: &Ctx<'_>, dir: &str) -> Result<(), String> {
         std::thread::scope(|s| {
             s.spawn(|| {
                 ctx.place(0);
-                ctx.sync(0, 1);
+                ctx.sync(0, BEFORE);
                 ctx.event(code::TRUNCATE_START, 0, pfn, 0);
                 let r = f.truncate(0);
                 let early = !draining.load(Ordering::Acquire);
@@ -289,11 +278,11 @@ fn vmsplice(ctx: &Ctx<'_>, dir: &str) -> Result<(), String> {
                 if e == 0 {
                     *made.lock().unwrap_or_else(|p| p.into_inner()) = new_files(ctx, 0, dir);
                 }
-                ctx.sync(0, 2);
+                ctx.sync(0, AFTER);
             });
             s.spawn(|| {
                 ctx.place(1);
-                ctx.sync(1, 1);
+                ctx.sync(1, BEFORE);
                 let t = Instant::now();
                 while !returned.load(Ordering::Acquire) && t.elapsed() < Duration::from_secs(1) {
                     std::thread::sleep(Duration::from_millis(5));
@@ -311,7 +300,7 @@ fn vmsplice(ctx: &Ctx<'_>, dir: &str) -> Result<(), String> {
                         &format!("the stale vmsplice reference read {leaked} bytes of a file created after the truncate"),
                     );
                 }
-                ctx.sync(1, 2);
+                ctx.sync(1, AFTER);
             });
         });
         remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));

@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use daxvmm_devices::fault::{Finding, FindingKind, Schedule};
+use daxvmm_devices::fault::Schedule;
 use thiserror::Error;
 
-use super::verdict::{Hello, RunResult};
+use crate::oracle::{Finding, FindingKind};
+use crate::verdict::{Hello, RunResult};
 
 /// First line of every repro file.
 pub const HEADER: &str = "format: daxvmm-repro 1";

@@ -14,13 +14,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use super::log::{LogEntry, Record};
-use super::protocol::{EventCode, THREAD_ANY};
-use super::scenario::{Scenario, Schedule, Step, StepKind};
-use super::sequencer::Deviation;
-
-/// Bit in a marker event's detail saying "a new file's block, filled with the pattern in the low byte".
-pub const MARKER_NEW_BLOCK: u16 = 0x100;
+use daxvmm_devices::fault::{
+    Deviation, Event, EventCode, LogEntry, Record, Scenario, Schedule, Step, StepKind, THREAD_ANY,
+};
+pub use daxvmm_scenarios::MARKER_NEW_BLOCK;
 /// Bytes the oracle reads per block.
 pub const BLOCK: usize = 4096;
 
@@ -81,7 +78,7 @@ impl fmt::Display for Finding {
     }
 }
 
-fn guest_events(entries: &[LogEntry]) -> impl Iterator<Item = (u64, &super::protocol::Event)> {
+fn guest_events(entries: &[LogEntry]) -> impl Iterator<Item = (u64, &Event)> {
     entries.iter().filter_map(|e| match &e.record {
         Record::Event(ev) => Some((e.seq, ev)),
         _ => None,
@@ -185,7 +182,7 @@ pub fn check_pin_write(pfn: u64, pattern: u8, read: &dyn Fn(u64, &mut [u8]) -> b
     })
 }
 
-/// Lines of a guest kernel log that mean a refcount bug (docs: ../shared/notes/dax-refcount.md).
+/// Lines of a guest kernel log that mean a refcount bug (docs/dax-refcount.md lists the WARN and BUG sites).
 const SIGNATURES: &[&str] = &[
     "WARNING:",
     "kernel BUG at",
@@ -300,8 +297,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::fault::library::find;
-    use crate::fault::protocol::Event;
+    use crate::library::find;
 
     fn log(records: Vec<Record>) -> Vec<LogEntry> {
         records

@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use daxvmm_devices::bus::lock;
-use daxvmm_devices::fault::{
-    check_data, check_order, check_pin_write, find_scenario, observed_order, summarize, Event, EventCode,
-    Finding, LogEntry, RunObserver, RunSummary, Schedule, Step, StepState,
-};
+use daxvmm_devices::fault::{Event, EventCode, LogEntry, RunObserver, Schedule, Step, StepState};
 
-use super::plan::PlannedRun;
-use crate::pmem::view::PmemView;
+use crate::guest::PmemReader;
+use crate::library::find as find_scenario;
+use crate::oracle::{
+    check_data, check_order, check_pin_write, observed_order, summarize, Finding, RunSummary,
+};
+use crate::plan::PlannedRun;
 
 /// What the host saw of one run.
 #[derive(Debug, Clone, Default)]
@@ -38,7 +39,7 @@ pub struct RunRecord {
 #[derive(Debug)]
 pub struct Session {
     plan: Vec<PlannedRun>,
-    pmem: Arc<PmemView>,
+    pmem: Arc<dyn PmemReader>,
     records: Mutex<BTreeMap<u64, RunRecord>>,
     /// When the first run began and the last one ended.
     span: Mutex<(Option<Instant>, Option<Instant>)>,
@@ -48,7 +49,7 @@ pub struct Session {
 
 impl Session {
     /// A session for `plan`, whose oracle reads pmem through `pmem`.
-    pub fn new(plan: Vec<PlannedRun>, pmem: Arc<PmemView>) -> Self {
+    pub fn new(plan: Vec<PlannedRun>, pmem: Arc<dyn PmemReader>) -> Self {
         Self {
             plan,
             pmem,
@@ -140,6 +141,16 @@ impl RunObserver for Session {
 mod tests {
     use super::*;
 
+    /// A pmem reader that reaches nothing.
+    #[derive(Debug)]
+    struct NoPmem;
+
+    impl PmemReader for NoPmem {
+        fn read(&self, _gpa: u64, _buf: &mut [u8]) -> bool {
+            false
+        }
+    }
+
     #[test]
     fn arms_the_planned_schedule_and_times_the_runs() {
         let schedule: Schedule = "0.s1 0.e7 0.s2 1.s1 1.s2".parse().unwrap();
@@ -149,7 +160,7 @@ mod tests {
             schedule: Some(schedule.clone()),
             seed: None,
         }];
-        let s = Session::new(plan, Arc::new(PmemView::default()));
+        let s = Session::new(plan, Arc::new(NoPmem));
         assert!(s.span().is_none());
         assert_eq!(s.run_begin(0), Some(schedule));
         assert_eq!(s.run_begin(1), None, "not in the plan");

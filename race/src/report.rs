@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use super::verdict::RunResult;
+use crate::verdict::RunResult;
 
 /// One row of the table: a scenario on a filesystem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,10 +196,9 @@ pub fn junit(results: &[RunResult]) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use daxvmm_devices::fault::{Finding, FindingKind, RunSummary};
-
     use super::*;
-    use crate::race::plan::PlannedRun;
+    use crate::oracle::{Finding, FindingKind, RunSummary};
+    use crate::plan::PlannedRun;
 
     fn result(
         run: u64,

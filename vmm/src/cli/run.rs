@@ -1,13 +1,15 @@
-//! The command line: what a user can ask daxvmm for, with the checks that need no KVM (sizes, counts,
-//! files). Everything that fails here fails before any guest memory is allocated or any file touched.
+//! `daxvmm run` (also `daxvmm` with no subcommand): what a user can ask one guest run for, with the checks
+//! that need no KVM (sizes, counts, files). Everything that fails here fails before any guest memory is
+//! allocated or any file touched.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::Args;
 use daxvmm_devices::fault::Schedule;
 use daxvmm_devices::layout::MAX_VCPUS;
 
+use crate::boot::cpuid::XsavePolicy;
 use crate::pmem::spec::PmemSpec;
 use crate::units::{format_size, parse_duration, parse_size, MIB};
 
@@ -17,27 +19,9 @@ pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
 /// Smallest guest RAM that leaves room for a kernel and initramfs.
 pub const MIN_MEM: u64 = 64 * MIB;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "daxvmm",
-    version,
-    about = "Boot a Linux guest under KVM with an emulated ACPI NFIT NVDIMM, for testing fs-dax page refcounting",
-    after_help = "\
-Examples:
-  daxvmm --kernel bzImage --initrd initrd.cpio.lz4
-  daxvmm --kernel bzImage --initrd initrd.cpio.lz4 --cpus 2 --mem 1G --cmdline '-- cat /proc/cpuinfo'
-  daxvmm --kernel bzImage --initrd initrd.cpio.lz4 --timeout 2m --cmdline 'quiet'
-  daxvmm --kernel bzImage --initrd initrd.cpio.lz4 --pmem 16G --pmem 1G,file=/var/tmp/pmem1.img
-
-Race testing: `daxvmm test --help` (run the scenario library under the fault injector) and
-`daxvmm repro --help` (replay a repro file).
-
-Exit codes: 0 guest powered off, 1 daxvmm error, 2 usage error, 3 guest kernel panic (pvpanic),
-4 --timeout expired, 5 guest reset/reboot, 6 guest reported a non-zero exit status,
-128+N stopped by signal N (file-backed pmem is flushed first).
-See docs/guest-interface.md for the ports and the initramfs contract."
-)]
-pub struct Cli {
+/// The options of one guest run.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
     /// Guest kernel: a bzImage (x86 boot protocol 2.12+), e.g. from scripts/build-guest-kernel.sh.
     #[arg(long, value_name = "PATH")]
     pub kernel: PathBuf,
@@ -115,6 +99,17 @@ pub enum XsaveArg {
     Off,
 }
 
+impl XsaveArg {
+    /// The policy this choice means on this host.
+    pub fn policy(self) -> XsavePolicy {
+        match self {
+            Self::On => XsavePolicy::On,
+            Self::Off => XsavePolicy::Off,
+            Self::Auto => XsavePolicy::for_this_host(),
+        }
+    }
+}
+
 /// A problem with the command line found after parsing.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -146,7 +141,7 @@ pub enum CliError {
     },
 }
 
-impl Cli {
+impl RunArgs {
     /// The full guest kernel command line.
     pub fn kernel_cmdline(&self) -> String {
         if self.cmdline.trim().is_empty() {
@@ -179,6 +174,7 @@ impl Cli {
     }
 }
 
+/// Checks that `path` is a readable regular file; `what` names it in the error (e.g. "--kernel").
 pub fn check_file(what: &'static str, path: &std::path::Path) -> Result<(), CliError> {
     let shown = path.display().to_string();
     let meta = std::fs::metadata(path).map_err(|err| CliError::File { what, path: shown.clone(), err })?;
@@ -205,8 +201,14 @@ pub fn host_ram() -> u64 {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(std::iter::once("daxvmm").chain(args.iter().copied()))
+    use crate::cli::{Cli, Command};
+
+    /// `daxvmm ARGS`, which must be a run.
+    fn parse(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        match Cli::try_parse_command(std::iter::once("daxvmm").chain(args.iter().copied()))? {
+            Command::Run(run) => Ok(run),
+            other => panic!("not a run: {other:?}"),
+        }
     }
 
     #[test]

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use daxvmm_devices::fault::{scan_log, Finding, FindingKind, RunSummary, Schedule};
+use daxvmm_devices::fault::Schedule;
 
-use super::plan::PlannedRun;
-use super::session::RunRecord;
+use crate::oracle::{scan_log, Finding, FindingKind, RunSummary};
+use crate::plan::PlannedRun;
+use crate::session::RunRecord;
 
 /// The guest program's greeting.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -2,7 +2,9 @@
 //! scenario (or seeded samples of a large one), numbered in the order the guest program runs them, and
 //! the `--plan` argument that tells the guest program the same order.
 
-use daxvmm_devices::fault::{LibraryEntry, Schedule};
+use daxvmm_devices::fault::Schedule;
+
+use crate::library::LibraryEntry;
 
 /// One run: a scenario on a filesystem, under one schedule (none in baseline mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,9 +85,8 @@ pub fn guest_plan(runs: &[PlannedRun]) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use daxvmm_devices::fault::{find_scenario, library};
-
     use super::*;
+    use crate::library::{find as find_scenario, library};
 
     fn fss() -> Vec<String> {
         vec!["ext4".into(), "xfs".into()]

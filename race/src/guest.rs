@@ -1,0 +1,93 @@
+//! What the race runner needs from the VMM ([`GuestVm`]): one guest boot ([`BootSpec`]) with the fault
+//! injector reporting to the runner's observer, the guest console captured, and the pmem backing memory
+//! readable by the oracle ([`PmemReader`]) while the guest runs; and how that boot ended
+//! ([`BootOutput`]). daxvmm implements it with KVM; nothing here needs KVM.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use daxvmm_devices::fault::RunObserver;
+
+/// Reads the guest's pmem from the host, for the oracle.
+pub trait PmemReader: Send + Sync + std::fmt::Debug {
+    /// Fills `buf` from guest-physical address `gpa`; false when the range is not all in pmem, or the
+    /// guest is not running.
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool;
+}
+
+/// One guest boot of `daxvmm test` or `daxvmm repro`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootSpec {
+    /// Guest kernel (bzImage).
+    pub kernel: PathBuf,
+    /// Guest initramfs with daxvmm-race.
+    pub initrd: PathBuf,
+    /// The whole kernel command line, from [`GuestVm::kernel_cmdline`].
+    pub cmdline: String,
+    /// Guest RAM in bytes.
+    pub mem: u64,
+    /// vCPUs.
+    pub cpus: u8,
+    /// Size of the first NVDIMM, which the filesystems are made on.
+    pub pmem_size: u64,
+    /// Size of the second NVDIMM, left raw (the non-DAX source of the O_DIRECT scenario).
+    pub raw_pmem_size: u64,
+    /// Stop the guest after this long.
+    pub timeout: Duration,
+    /// Show the guest console as well as capturing it.
+    pub echo: bool,
+    /// Longest time the fault injector holds one sync arrival.
+    pub bound: Duration,
+}
+
+/// How a guest boot ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestEnd {
+    /// Clean power-off with exit status 0 (or none reported).
+    PowerOff,
+    /// Power-off after the guest reported this non-zero exit status.
+    GuestFailed(u8),
+    /// The guest kernel panicked (pvpanic value).
+    Panic(u8),
+    /// The guest reset or triple-faulted.
+    Reset,
+    /// The timeout expired.
+    Timeout,
+    /// The VMM got this termination signal.
+    Signal(u8),
+}
+
+/// What a guest boot left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootOutput {
+    /// How it ended.
+    pub end: GuestEnd,
+    /// Everything the guest wrote to its console.
+    pub console: String,
+}
+
+/// A VMM that can boot the race runner's guests.
+pub trait GuestVm {
+    /// Its pmem reader.
+    type Pmem: PmemReader + 'static;
+
+    /// The kernel command line that has the guest's init run `command` (its words after `--`).
+    fn kernel_cmdline(&self, command: &str) -> String;
+
+    /// Checks that `path` is a readable regular file; `what` names it in the error (e.g. "--kernel").
+    fn check_file(&self, what: &'static str, path: &Path) -> anyhow::Result<()>;
+
+    /// A pmem reader for the next boot, to share with the oracle; the boot attaches it while the guest
+    /// runs.
+    fn pmem(&self) -> Arc<Self::Pmem>;
+
+    /// Boots the guest of `spec` and runs it to its end, with `observer` getting the fault injector's
+    /// run-begin, event and run-end callbacks and `pmem` attached to the NVDIMMs.
+    fn boot(
+        &self,
+        spec: &BootSpec,
+        pmem: Arc<Self::Pmem>,
+        observer: Arc<dyn RunObserver>,
+    ) -> anyhow::Result<BootOutput>;
+}

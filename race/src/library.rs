@@ -1,0 +1,168 @@
+//! The race scenario table: the host's view of each scenario of [`ScenarioId`] that the guest program
+//! `daxvmm-race` (images/refcount-test/src/race/) runs, as [`Scenario`]s whose schedules the fault
+//! injector enforces. The guest side of each entry runs the same sync points ([`BEFORE`], [`AFTER`]) in
+//! the same program order; the names (from `daxvmm-scenarios`) are the ones both sides use on the kernel
+//! command line, in reports and in repro files.
+
+use daxvmm_devices::fault::{EventCode, Scenario, ThreadSpec};
+use daxvmm_scenarios::{ScenarioId, AFTER, BEFORE};
+
+/// One entry of the library.
+#[derive(Debug, Clone)]
+pub struct LibraryEntry {
+    /// Which scenario.
+    pub id: ScenarioId,
+    /// The scenario, with its name and thread programs.
+    pub scenario: Scenario,
+    /// One line for `daxvmm test --list` and reports.
+    pub about: &'static str,
+    /// Whether it needs the dax_refcount driver (pins through /dev/dax_refcount). Scenarios that do not
+    /// (user-space references only) also run on kernels without our patches, such as 6.12.
+    pub needs_driver: bool,
+}
+
+impl LibraryEntry {
+    /// Guest threads, hence the vCPUs a run needs (each scenario thread gets its own vCPU).
+    pub fn threads(&self) -> usize {
+        self.scenario.threads().len()
+    }
+}
+
+/// Thread `tag`, called `name`, with sync points [`BEFORE`] and [`AFTER`] around its operation.
+fn thread(tag: u8, (name, before, after): (&str, &str, &str)) -> ThreadSpec {
+    ThreadSpec::new(tag, name).sync(BEFORE, before).sync(AFTER, after)
+}
+
+/// A truncating (or punching, evicting) thread 0 and a releasing thread 1, each with a sync point
+/// before and after its operation; `wait` adds the break-layout wait-begin event to thread 0, so a
+/// schedule can put the release inside the kernel's wait.
+fn two_threads(id: ScenarioId, t0: (&str, &str, &str), t1: (&str, &str, &str), wait: bool) -> Scenario {
+    let mut a = ThreadSpec::new(0, t0.0).sync(BEFORE, t0.1);
+    if wait {
+        a = a.event(EventCode::WaitBegin);
+    }
+    let a = a.sync(AFTER, t0.2);
+    well_formed(id, vec![a, thread(1, t1)])
+}
+
+fn well_formed(id: ScenarioId, threads: Vec<ThreadSpec>) -> Scenario {
+    #[allow(clippy::expect_used)] // Constant programs, covered by the unit tests.
+    Scenario::new(id.name(), threads).expect("library scenarios are well formed")
+}
+
+const TRUNCATOR: (&str, &str, &str) = ("truncator", "before-truncate", "after-truncate");
+const UNPINNER: (&str, &str, &str) = ("unpinner", "before-unpin", "after-unpin");
+
+/// The entry of scenario `id`.
+pub fn entry(id: ScenarioId) -> LibraryEntry {
+    let punch = ("puncher", "before-punch", "after-punch");
+    let evict = ("evictor", "before-unlink", "after-unlink");
+    let umount = ("unmounter", "before-umount", "after-umount");
+    let dio = ("dio-reader", "before-read", "after-read");
+    let drain = ("drainer", "before-drain", "after-drain");
+    let (scenario, about, needs_driver) = match id {
+        ScenarioId::TruncateUnpin => (
+            two_threads(id, TRUNCATOR, UNPINNER, true),
+            "ftruncate over a pinned page races the unpin; data written through the pin after truncate started must not reach a reused block",
+            true,
+        ),
+        ScenarioId::PunchUnpin => (
+            two_threads(id, punch, UNPINNER, true),
+            "fallocate(PUNCH_HOLE) over a pinned page races the unpin",
+            true,
+        ),
+        ScenarioId::PinMunmapTruncate => (
+            two_threads(id, TRUNCATOR, UNPINNER, true),
+            "the pinner unmaps first, then truncate races the unpin (truncate must still wait: fixed in 6.15)",
+            true,
+        ),
+        ScenarioId::PmdTruncate => (
+            two_threads(id, TRUNCATOR, UNPINNER, true),
+            "a 2 MiB PMD-mapped folio pinned whole races truncate; its final put splits it",
+            true,
+        ),
+        ScenarioId::TwoPins => (
+            well_formed(
+                id,
+                vec![
+                    thread(0, TRUNCATOR),
+                    thread(1, ("first-unpinner", UNPINNER.1, UNPINNER.2)),
+                    thread(2, ("second-unpinner", UNPINNER.1, UNPINNER.2)),
+                ],
+            ),
+            "two pins on one page, released by two threads in either order, race truncate",
+            true,
+        ),
+        ScenarioId::EvictLivePin => (
+            two_threads(id, evict, UNPINNER, false),
+            "the last unlink evicts an inode whose page is still pinned (7.2 waits uninterruptibly)",
+            true,
+        ),
+        ScenarioId::UmountLivePin => (
+            two_threads(id, umount, UNPINNER, false),
+            "unmount of the filesystem while a closed file's page is pinned (7.2 waits in the inode's eviction)",
+            true,
+        ),
+        ScenarioId::OdirectTruncate => (
+            two_threads(id, TRUNCATOR, dio, false),
+            "O_DIRECT read from a non-DAX block device into a DAX mapping races truncate (xfstests generic/503 pattern, no driver pins)",
+            false,
+        ),
+        ScenarioId::VmspliceMunmapTruncate => (
+            two_threads(id, TRUNCATOR, drain, false),
+            "vmsplice holds a page reference, the mapping goes, truncate races the pipe drain (the pre-6.15 bug; runs without the driver)",
+            false,
+        ),
+    };
+    LibraryEntry { id, scenario, about, needs_driver }
+}
+
+/// Every scenario, in the order `daxvmm test` runs them.
+pub fn library() -> Vec<LibraryEntry> {
+    ScenarioId::ALL.into_iter().map(entry).collect()
+}
+
+/// The library entry called `name`.
+pub fn find(name: &str) -> Option<LibraryEntry> {
+    ScenarioId::from_name(name).map(entry)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_found() {
+        let lib = library();
+        for (i, e) in lib.iter().enumerate() {
+            assert!(lib[..i].iter().all(|o| o.scenario.name() != e.scenario.name()));
+            assert_eq!(find(e.scenario.name()).unwrap().scenario, e.scenario);
+            assert!(!e.about.is_empty());
+            assert_eq!(e.scenario.name(), e.id.name());
+            assert_eq!(e.threads(), usize::from(e.id.threads()), "{}: the guest runs as many threads", e.id);
+        }
+        assert!(find("no-such-scenario").is_none());
+    }
+
+    #[test]
+    fn interleaving_counts() {
+        let count = |n: &str| find(n).unwrap().scenario.interleaving_count().unwrap();
+        // 3 steps + 2 steps: C(5,2).
+        assert_eq!(count("truncate-unpin"), 10);
+        assert_eq!(count("evict-live-pin"), 6);
+        // Three threads of two steps: 6! / (2! 2! 2!).
+        assert_eq!(count("two-pins"), 90);
+        assert_eq!(find("two-pins").unwrap().threads(), 3);
+    }
+
+    #[test]
+    fn driverless_scenarios_are_the_fallback_pair() {
+        let names: Vec<String> = library()
+            .into_iter()
+            .filter(|e| !e.needs_driver)
+            .map(|e| e.scenario.name().to_string())
+            .collect();
+        assert_eq!(names, ["odirect-truncate", "vmsplice-munmap-truncate"]);
+    }
+}

@@ -1,0 +1,576 @@
+//! `daxvmm test` and `daxvmm repro`, from their options to their exit code: choose the runs, boot one
+//! guest through the [`GuestVm`] that runs them all under the fault injector, judge every run, print the
+//! table and write the reports and a repro file per violation; or replay one repro file and say whether
+//! its violation came back.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use daxvmm_devices::fault::FaultError;
+use thiserror::Error;
+
+use crate::guest::{BootSpec, GuestEnd, GuestVm};
+use crate::library::{find as find_scenario, library, LibraryEntry};
+use crate::oracle::FindingKind;
+use crate::plan::{self, Choice, PlannedRun};
+use crate::report;
+use crate::repro::{self, Repro, ReproError};
+use crate::session::Session;
+use crate::verdict::{self, GuestReport, Hello, RunResult};
+
+/// Exit code of `daxvmm test` when any run found a violation.
+pub const EXIT_VIOLATIONS: u8 = 10;
+/// Exit code of `daxvmm repro` when the replay did not show the recorded violation.
+pub const EXIT_NOT_REPRODUCED: u8 = 11;
+/// The kernel refuses longer command lines (x86 COMMAND_LINE_SIZE).
+const MAX_CMDLINE: usize = 2047;
+/// Size of the second, raw NVDIMM: the non-DAX source of the O_DIRECT scenario.
+const RAW_PMEM: u64 = 64 << 20;
+
+/// How to boot the guest, for both commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootOptions {
+    /// Guest kernel (bzImage); `repro` falls back on the repro file's.
+    pub kernel: Option<PathBuf>,
+    /// Guest initramfs with daxvmm-race; `repro` falls back on the repro file's.
+    pub initrd: Option<PathBuf>,
+    /// Where results go: results.tap, results.xml, console.log and repro/.
+    pub out: PathBuf,
+    /// Guest RAM in bytes.
+    pub mem: u64,
+    /// Size of the fsdax NVDIMM the filesystems are made on.
+    pub pmem_size: u64,
+    /// Stop the guest after this long.
+    pub timeout: Duration,
+    /// Show the guest console (it is always saved to `out`/console.log).
+    pub verbose: bool,
+}
+
+/// What `daxvmm test` runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestOptions {
+    /// The guest.
+    pub boot: BootOptions,
+    /// Scenario names; empty: all.
+    pub scenario: Vec<String>,
+    /// Filesystems (ext4, xfs).
+    pub fs: Vec<String>,
+    /// First seed for sampled schedules.
+    pub seed: u64,
+    /// Schedules sampled per large scenario and filesystem.
+    pub samples: usize,
+    /// Run every schedule of scenarios that have at most this many.
+    pub max_enumerate: usize,
+    /// vCPUs; `None`: the most threads any chosen scenario has, at least 2.
+    pub cpus: Option<u8>,
+    /// Longest hold of one thread at a sync point.
+    pub hold_bound: Duration,
+    /// Baseline mode: no schedules, random sleeps in the guest.
+    pub sleeps: bool,
+    /// Runs per scenario and filesystem in baseline mode.
+    pub runs: usize,
+    /// Only list the scenarios.
+    pub list: bool,
+}
+
+/// What `daxvmm repro` replays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReproOptions {
+    /// A repro file written by `daxvmm test`.
+    pub file: PathBuf,
+    /// The guest (kernel and initramfs default to the file's).
+    pub boot: BootOptions,
+}
+
+/// Why `daxvmm test` or `daxvmm repro` could not do its job.
+#[derive(Debug, Error)]
+pub enum RaceError {
+    /// No kernel given.
+    #[error("no guest kernel: give --kernel or set DAXVMM_KERNEL")]
+    NoKernel,
+    /// No initramfs given.
+    #[error("no guest initramfs: give --initrd or set DAXVMM_INITRD")]
+    NoInitrd,
+    /// `--scenario` names one the library does not have.
+    #[error("no scenario {name:?}; there are: {all}")]
+    UnknownScenario {
+        /// The name given.
+        name: String,
+        /// The library's names, comma-separated.
+        all: String,
+    },
+    /// `--fs` names a filesystem the guest program cannot make.
+    #[error("--fs {0}: ext4 and xfs are supported")]
+    Filesystem(String),
+    /// The plan does not fit on the kernel command line.
+    #[error(
+        "the plan is too long for the kernel command line ({0} bytes): choose fewer scenarios or filesystems"
+    )]
+    PlanTooLong(usize),
+    /// The guest never ran daxvmm-race.
+    #[error("the guest program daxvmm-race never started ({end:?}); is {initrd} the initramfs of scripts/build-initramfs.sh? See {console}")]
+    NeverStarted {
+        /// How the guest ended.
+        end: GuestEnd,
+        /// The initramfs booted.
+        initrd: String,
+        /// Where the console was saved.
+        console: String,
+    },
+    /// A repro file names a scenario the library does not have.
+    #[error("unknown scenario {0:?}")]
+    ReproScenario(String),
+    /// A repro file's schedule is not one of its scenario's.
+    #[error("schedule {schedule} of {scenario}")]
+    ReproSchedule {
+        /// The schedule.
+        schedule: String,
+        /// The scenario.
+        scenario: String,
+        /// Why it does not fit.
+        source: FaultError,
+    },
+    /// The repro file cannot be read.
+    #[error(transparent)]
+    Repro(#[from] ReproError),
+    /// A results directory cannot be made.
+    #[error("creating {path}")]
+    CreateDir {
+        /// The directory.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A results file cannot be written.
+    #[error("writing {path}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The VMM could not boot or run the guest, or refused an image.
+    #[error(transparent)]
+    Vm(anyhow::Error),
+}
+
+#[allow(clippy::print_stdout)] // The report is this command's output.
+fn out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(text.as_bytes());
+    let _ = o.flush();
+}
+
+fn images(vm: &impl GuestVm, b: &BootOptions) -> Result<(PathBuf, PathBuf), RaceError> {
+    let kernel = b.kernel.clone().ok_or(RaceError::NoKernel)?;
+    let initrd = b.initrd.clone().ok_or(RaceError::NoInitrd)?;
+    vm.check_file("--kernel", &kernel).map_err(RaceError::Vm)?;
+    vm.check_file("--initrd", &initrd).map_err(RaceError::Vm)?;
+    Ok((kernel, initrd))
+}
+
+fn selected(names: &[String]) -> Result<Vec<LibraryEntry>, RaceError> {
+    if names.is_empty() {
+        return Ok(library());
+    }
+    names
+        .iter()
+        .map(|n| {
+            find_scenario(n).ok_or_else(|| {
+                let all: Vec<String> = library().iter().map(|e| e.scenario.name().to_string()).collect();
+                RaceError::UnknownScenario { name: n.clone(), all: all.join(", ") }
+            })
+        })
+        .collect()
+}
+
+/// `daxvmm test`: runs the chosen scenarios in one guest booted by `vm`, reports, and returns the exit
+/// code (0, or [`EXIT_VIOLATIONS`]).
+pub fn test(vm: &impl GuestVm, a: &TestOptions) -> Result<u8, RaceError> {
+    if a.list {
+        out(&list());
+        return Ok(0);
+    }
+    let entries = selected(&a.scenario)?;
+    if let Some(fs) = a.fs.iter().find(|f| !matches!(f.as_str(), "ext4" | "xfs")) {
+        return Err(RaceError::Filesystem(fs.clone()));
+    }
+    let choice = if a.sleeps {
+        Choice::Baseline { runs: a.runs }
+    } else {
+        Choice::Forced { limit: a.max_enumerate, samples: a.samples, seed: a.seed }
+    };
+    let plan = plan::build(&entries, &a.fs, choice);
+    let cpus = a.cpus.unwrap_or_else(|| entries.iter().map(|e| e.threads()).max().unwrap_or(2).max(2) as u8);
+    let (kernel, initrd) = images(vm, &a.boot)?;
+    log::info!(
+        "daxvmm test: {} runs ({} scenarios x {} filesystems), {cpus} vCPUs, hold bound {:?}{}",
+        plan.len(),
+        entries.len(),
+        a.fs.len(),
+        a.hold_bound,
+        if a.sleeps { ", baseline (sleeps, no schedules)" } else { "" }
+    );
+    let started = Instant::now();
+    let boot = boot(vm, &a.boot, &kernel, &initrd, &plan, cpus, a.hold_bound, a.sleeps)?;
+    let secs = started.elapsed().as_secs_f64();
+    // boot() made --out (console.log is there).
+    write(&a.boot.out.join("results.tap"), &report::tap(&boot.results))?;
+    write(&a.boot.out.join("results.xml"), &report::junit(&boot.results))?;
+    let repro_files = write_repros(&boot, &a.boot.out, &kernel, &initrd, cpus, a.hold_bound)?;
+    let runs_secs = boot.span.map_or(secs, |d| d.as_secs_f64());
+    let mut s = summary(&boot, secs, runs_secs);
+    s.push_str(&format!("results: {}/results.tap, results.xml, console.log\n", a.boot.out.display()));
+    for p in &repro_files {
+        s.push_str(&format!("repro file: {}\n", p.display()));
+    }
+    out(&s);
+    let violations = boot.results.iter().any(RunResult::failed);
+    Ok(if violations { EXIT_VIOLATIONS } else { 0 })
+}
+
+/// `--list`: one line per library scenario.
+fn list() -> String {
+    library()
+        .iter()
+        .map(|e| {
+            format!(
+                "{:<26} {} threads, {:>3} schedules{}  {}\n",
+                e.scenario.name(),
+                e.threads(),
+                e.scenario.interleaving_count().unwrap_or(u128::MAX),
+                if e.needs_driver { ", driver" } else { "" },
+                e.about
+            )
+        })
+        .collect()
+}
+
+/// A repro file per violating run with a schedule, in `out/repro/`; their paths.
+fn write_repros(
+    boot: &BootResult,
+    out: &Path,
+    kernel: &Path,
+    initrd: &Path,
+    cpus: u8,
+    bound: Duration,
+) -> Result<Vec<PathBuf>, RaceError> {
+    let mut paths = Vec::new();
+    let hello = boot.guest.hello.as_ref();
+    for r in boot.results.iter().filter(|r| r.failed()) {
+        let Some(rep) = Repro::of(r, &abs(kernel), &abs(initrd), hello, cpus, bound.as_millis() as u64)
+        else {
+            continue;
+        };
+        let dir = out.join("repro");
+        create_dir(&dir)?;
+        let path = dir.join(rep.file_name(r.run));
+        write(&path, &rep.render(&r.fault_log, &r.log))?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// The guest kernel, the table, every violation and the totals.
+fn summary(boot: &BootResult, secs: f64, runs_secs: f64) -> String {
+    let mut s = String::new();
+    if let Some(h) = &boot.guest.hello {
+        let driver = if h.driver { "bound" } else { "absent" };
+        s.push_str(&format!(
+            "guest kernel {} (config sha256 {}), driver {driver}\n",
+            h.kernel,
+            short(&h.config_sha256)
+        ));
+    }
+    s.push_str(&report::table(&report::rows(&boot.results)));
+    for r in boot.results.iter().filter(|r| r.failed()) {
+        s.push_str(&format!("VIOLATION run {} {} on {}:\n", r.run, r.planned.scenario, r.planned.fs));
+        for f in &r.findings {
+            s.push_str(&format!("  {f}\n"));
+        }
+    }
+    if boot.results.iter().flat_map(|r| &r.findings).any(|f| f.kind == FindingKind::Crash) {
+        s.push_str("the guest console's last lines:\n");
+        for l in &boot.tail {
+            s.push_str(&format!("  | {l}\n"));
+        }
+    }
+    let violations = boot.results.iter().filter(|r| r.failed()).count();
+    let skipped = boot.results.iter().filter(|r| r.skipped.is_some()).count();
+    s.push_str(&format!(
+        "daxvmm test: {} runs in {secs:.1} s with the boot, {runs_secs:.1} s of runs ({:.0} runs/minute), {violations} with violations, {skipped} skipped; guest boots: 1\n",
+        boot.results.len(),
+        boot.results.len() as f64 * 60.0 / runs_secs.max(0.001)
+    ));
+    s
+}
+
+/// `daxvmm repro`: replays the repro file's run in a guest booted by `vm` and returns the exit code (0
+/// when the recorded violation came back, else [`EXIT_NOT_REPRODUCED`]).
+pub fn repro(vm: &impl GuestVm, a: &ReproOptions) -> Result<u8, RaceError> {
+    let rep = Repro::load(&a.file)?;
+    let entry = find_scenario(&rep.scenario).ok_or_else(|| RaceError::ReproScenario(rep.scenario.clone()))?;
+    entry.scenario.check(&rep.schedule).map_err(|source| RaceError::ReproSchedule {
+        schedule: rep.schedule.to_string(),
+        scenario: rep.scenario.clone(),
+        source,
+    })?;
+    let kernel = a.boot.kernel.clone().unwrap_or_else(|| rep.kernel.clone());
+    let initrd = a.boot.initrd.clone().unwrap_or_else(|| rep.initrd.clone());
+    vm.check_file("--kernel (or the repro file's kernel:)", &kernel).map_err(RaceError::Vm)?;
+    vm.check_file("--initrd (or the repro file's initrd:)", &initrd).map_err(RaceError::Vm)?;
+    let plan = vec![PlannedRun {
+        scenario: rep.scenario.clone(),
+        fs: rep.fs.clone(),
+        schedule: Some(rep.schedule.clone()),
+        seed: rep.seed,
+    }];
+    log::info!("daxvmm repro: {} on {} under [{}]", rep.scenario, rep.fs, rep.schedule);
+    let bound = Duration::from_millis(rep.bound_ms);
+    let boot = boot(vm, &a.boot, &kernel, &initrd, &plan, rep.cpus, bound, false)?;
+    if let Some(h) = &boot.guest.hello {
+        if h.kernel != rep.kernel_release || h.config_sha256 != rep.config_sha256 {
+            log::warn!(
+                "the guest kernel differs from the recorded one: {} (config {}) now, {} (config {}) then",
+                h.kernel,
+                short(&h.config_sha256),
+                rep.kernel_release,
+                short(&rep.config_sha256)
+            );
+        }
+    }
+    let got = boot.results.first().map(|r| r.findings.clone()).unwrap_or_default();
+    let mut s = String::from("recorded:\n");
+    rep.findings.iter().for_each(|f| s.push_str(&format!("  {f}\n")));
+    s.push_str("replay:\n");
+    got.iter().for_each(|f| s.push_str(&format!("  {f}\n")));
+    if got.is_empty() {
+        s.push_str("  (no violation)\n");
+    }
+    let same = repro::reproduced(&rep.findings, &got);
+    let kinds: Vec<&str> = repro::identity(&rep.findings).iter().map(|k| k.name()).collect();
+    s.push_str(&if same {
+        format!("reproduced: the same violation ({}) came back\n", kinds.join(", "))
+    } else {
+        format!("NOT reproduced: the replay did not show the recorded violation ({})\n", kinds.join(", "))
+    });
+    out(&s);
+    Ok(if same { 0 } else { EXIT_NOT_REPRODUCED })
+}
+
+/// One guest boot's results.
+struct BootResult {
+    results: Vec<RunResult>,
+    guest: GuestReport,
+    /// The runs alone, without the boot.
+    span: Option<Duration>,
+    /// The guest console's last lines, shown with a crash: all there is when --out is lost with a VM.
+    tail: Vec<String>,
+}
+
+/// How many guest console lines a crash report shows.
+const CRASH_TAIL_LINES: usize = 20;
+
+#[allow(clippy::too_many_arguments)] // One boot's every input, each named at the two call sites.
+fn boot(
+    vm: &impl GuestVm,
+    b: &BootOptions,
+    kernel: &Path,
+    initrd: &Path,
+    plan: &[PlannedRun],
+    cpus: u8,
+    bound: Duration,
+    sleeps: bool,
+) -> Result<BootResult, RaceError> {
+    let cmdline = vm.kernel_cmdline(&format!(
+        "daxvmm-race --plan {} --raw /dev/pmem1{}",
+        plan::guest_plan(plan),
+        if sleeps { " --sleeps" } else { "" }
+    ));
+    if cmdline.len() > MAX_CMDLINE {
+        return Err(RaceError::PlanTooLong(cmdline.len()));
+    }
+    let spec = BootSpec {
+        kernel: kernel.to_path_buf(),
+        initrd: initrd.to_path_buf(),
+        cmdline,
+        mem: b.mem,
+        cpus,
+        pmem_size: b.pmem_size,
+        raw_pmem_size: RAW_PMEM,
+        timeout: b.timeout,
+        echo: b.verbose,
+        bound,
+    };
+    let pmem = vm.pmem();
+    let session = Arc::new(Session::new(plan.to_vec(), pmem.clone()));
+    let output = vm.boot(&spec, pmem, session.clone()).map_err(RaceError::Vm)?;
+    let text = output.console;
+    create_dir(&b.out)?;
+    write(&b.out.join("console.log"), &text)?;
+    let guest = verdict::parse_console(&text);
+    if guest.hello.is_none() {
+        return Err(RaceError::NeverStarted {
+            end: output.end,
+            initrd: initrd.display().to_string(),
+            console: b.out.join("console.log").display().to_string(),
+        });
+    }
+    if guest.hello.as_ref().is_some_and(|h: &Hello| h.driver && !h.fault) {
+        log::warn!("the guest has /dev/dax_refcount but its driver did not bind the fault injector: nothing was forced");
+    }
+    let stopped = match output.end {
+        GuestEnd::PowerOff => None,
+        GuestEnd::GuestFailed(s) => Some(format!("the guest program failed (status {s})")),
+        GuestEnd::Panic(_) => Some("the guest kernel panicked".to_string()),
+        GuestEnd::Reset => Some("the guest reset".to_string()),
+        GuestEnd::Timeout => Some(format!("--timeout {:?} expired (a hang?)", b.timeout)),
+        GuestEnd::Signal(s) => Some(format!("daxvmm was stopped by signal {s}")),
+    };
+    let results = verdict::combine(plan, &session.records(), &guest, stopped.as_deref());
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(CRASH_TAIL_LINES)..].iter().map(|l| l.to_string()).collect();
+    Ok(BootResult { results, guest, span: session.span(), tail })
+}
+
+fn create_dir(path: &Path) -> Result<(), RaceError> {
+    std::fs::create_dir_all(path)
+        .map_err(|source| RaceError::CreateDir { path: path.display().to_string(), source })
+}
+
+fn write(path: &Path, text: &str) -> Result<(), RaceError> {
+    std::fs::write(path, text).map_err(|source| RaceError::Write { path: path.display().to_string(), source })
+}
+
+fn abs(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// A VMM whose guest prints `console` and ends with `end`, and records the command lines it got.
+    #[derive(Debug)]
+    struct FakeVm {
+        console: String,
+        end: GuestEnd,
+        cmdlines: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[derive(Debug)]
+    struct NoPmem;
+
+    impl crate::guest::PmemReader for NoPmem {
+        fn read(&self, _gpa: u64, _buf: &mut [u8]) -> bool {
+            false
+        }
+    }
+
+    impl GuestVm for FakeVm {
+        type Pmem = NoPmem;
+
+        fn kernel_cmdline(&self, command: &str) -> String {
+            format!("console=ttyS0 -- {command}")
+        }
+
+        fn check_file(&self, _what: &'static str, _path: &Path) -> anyhow::Result<()> {
+            Ok(())
+        }
+
+        fn pmem(&self) -> Arc<NoPmem> {
+            Arc::new(NoPmem)
+        }
+
+        fn boot(
+            &self,
+            spec: &BootSpec,
+            _pmem: Arc<NoPmem>,
+            _observer: Arc<dyn daxvmm_devices::fault::RunObserver>,
+        ) -> anyhow::Result<crate::guest::BootOutput> {
+            self.cmdlines.lock().unwrap().push(spec.cmdline.clone());
+            Ok(crate::guest::BootOutput { end: self.end, console: self.console.clone() })
+        }
+    }
+
+    fn options(out: &Path) -> TestOptions {
+        TestOptions {
+            boot: BootOptions {
+                kernel: Some("/k".into()),
+                initrd: Some("/i".into()),
+                out: out.to_path_buf(),
+                mem: 768 << 20,
+                pmem_size: 1 << 30,
+                timeout: Duration::from_secs(60),
+                verbose: false,
+            },
+            scenario: vec!["evict-live-pin".into()],
+            fs: vec!["ext4".into()],
+            seed: 1,
+            samples: 12,
+            max_enumerate: 24,
+            cpus: None,
+            hold_bound: Duration::from_secs(2),
+            sleeps: false,
+            runs: 20,
+            list: false,
+        }
+    }
+
+    #[test]
+    fn a_clean_boot_without_kvm_passes_and_writes_the_reports() {
+        let out = std::env::temp_dir().join(format!("daxvmm-race-runner-{}", std::process::id()));
+        let mut console =
+            String::from("@@race hello run=0 kernel=7.2.12 config-sha256=abc driver=yes fault=yes cpus=2\n");
+        for run in 0..6 {
+            console.push_str(&format!(
+                "@@race begin run={run} scenario=evict-live-pin fs=ext4\n@@race end run={run}\n"
+            ));
+        }
+        console.push_str("@@race done run=6 runs=6\n");
+        let vm = FakeVm { console, end: GuestEnd::PowerOff, cmdlines: Default::default() };
+        assert_eq!(test(&vm, &options(&out)).unwrap(), 0);
+        assert_eq!(
+            vm.cmdlines.lock().unwrap().as_slice(),
+            ["console=ttyS0 -- daxvmm-race --plan ext4:evict-live-pin:6 --raw /dev/pmem1"]
+        );
+        for f in ["results.tap", "results.xml", "console.log"] {
+            assert!(out.join(f).is_file(), "{f}");
+        }
+        // A guest that never says hello is an error, not a pass.
+        let silent = FakeVm { console: String::new(), end: GuestEnd::Reset, cmdlines: Default::default() };
+        let e = test(&silent, &options(&out)).unwrap_err();
+        assert!(e.to_string().contains("daxvmm-race never started"), "{e}");
+        let unknown = TestOptions { scenario: vec!["nope".into()], ..options(&out) };
+        assert!(matches!(test(&vm, &unknown), Err(RaceError::UnknownScenario { .. })));
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn a_crash_report_shows_the_guest_console_tail() {
+        let plan = vec![PlannedRun {
+            scenario: "truncate-unpin".into(),
+            fs: "ext4".into(),
+            schedule: None,
+            seed: None,
+        }];
+        let text = "@@race hello run=0 kernel=7.2.12 config-sha256=abc driver=yes fault=yes cpus=2\n\
+                    @@race begin run=0 scenario=truncate-unpin fs=ext4\nlast words\n";
+        let guest = verdict::parse_console(text);
+        let results = verdict::combine(&plan, &BTreeMap::new(), &guest, Some("the guest reset"));
+        let boot = BootResult { results, guest, span: None, tail: vec!["last words".into()] };
+        let s = summary(&boot, 1.0, 1.0);
+        assert!(s.contains("crash: the guest reset during this run"), "{s}");
+        assert!(s.contains("the guest console's last lines:\n  | last words\n"), "{s}");
+        assert!(s.contains("1 with violations"), "{s}");
+    }
+}

@@ -1,0 +1,118 @@
+//! What the two sides of `daxvmm test` must agree on, defined once: the race scenarios' names (on the
+//! guest's command line, in reports and in repro files), how many threads each runs, the sync point ids
+//! every scenario thread passes, and the marker that announces a new file's block to the host's oracle.
+//!
+//! The host's scenario table (`race/src/library.rs`), the guest program `daxvmm-race`
+//! (`images/refcount-test/src/race/`) and the integration tests (`tests/tests/race.rs`) all take the
+//! scenarios from [`ScenarioId`], and the host table and the guest program match on it exhaustively: a
+//! scenario added here without a host program or a guest implementation does not compile. No
+//! dependencies and `no_std`, so the static musl guest build takes it as it is.
+
+#![no_std]
+
+use core::fmt;
+
+/// One race scenario. The declaration order is the order `daxvmm test` runs them in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ScenarioId {
+    /// ftruncate over a driver-pinned page races the unpin.
+    TruncateUnpin,
+    /// fallocate(PUNCH_HOLE) over a driver-pinned page races the unpin.
+    PunchUnpin,
+    /// The pinner unmaps first, then truncate races the unpin.
+    PinMunmapTruncate,
+    /// A PMD-mapped 2 MiB folio, pinned whole, races truncate.
+    PmdTruncate,
+    /// Two pins on one page, released by two threads, race truncate.
+    TwoPins,
+    /// The last unlink evicts an inode whose page is still pinned.
+    EvictLivePin,
+    /// Unmount while a closed file's page is pinned.
+    UmountLivePin,
+    /// An O_DIRECT read from a non-DAX device into a DAX mapping races truncate.
+    OdirectTruncate,
+    /// A vmsplice page reference outlives the mapping and races truncate.
+    VmspliceMunmapTruncate,
+}
+
+/// Sync point every scenario thread passes just before its operation (truncate, unpin, ...).
+pub const BEFORE: u16 = 1;
+/// Sync point every scenario thread passes just after its operation returned.
+pub const AFTER: u16 = 2;
+
+/// Bit in a marker event's detail saying "a new file's block, filled with the pattern in the low byte":
+/// the guest announces such blocks, the host's oracle reads them back from pmem.
+pub const MARKER_NEW_BLOCK: u16 = 0x100;
+
+impl ScenarioId {
+    /// Every scenario, in run order.
+    pub const ALL: [Self; 9] = [
+        Self::TruncateUnpin,
+        Self::PunchUnpin,
+        Self::PinMunmapTruncate,
+        Self::PmdTruncate,
+        Self::TwoPins,
+        Self::EvictLivePin,
+        Self::UmountLivePin,
+        Self::OdirectTruncate,
+        Self::VmspliceMunmapTruncate,
+    ];
+
+    /// The name both sides use.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::TruncateUnpin => "truncate-unpin",
+            Self::PunchUnpin => "punch-unpin",
+            Self::PinMunmapTruncate => "pin-munmap-truncate",
+            Self::PmdTruncate => "pmd-truncate",
+            Self::TwoPins => "two-pins",
+            Self::EvictLivePin => "evict-live-pin",
+            Self::UmountLivePin => "umount-live-pin",
+            Self::OdirectTruncate => "odirect-truncate",
+            Self::VmspliceMunmapTruncate => "vmsplice-munmap-truncate",
+        }
+    }
+
+    /// The scenario called `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Guest threads, tagged 0 (the one that truncates, punches, unlinks or unmounts) and up (the ones
+    /// that release what holds the page); each gets its own vCPU.
+    pub const fn threads(self) -> u8 {
+        match self {
+            Self::TwoPins => 3,
+            _ => 2,
+        }
+    }
+}
+
+impl fmt::Display for ScenarioId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_round_trip() {
+        for (i, s) in ScenarioId::ALL.iter().enumerate() {
+            assert_eq!(ScenarioId::from_name(s.name()), Some(*s));
+            assert!(ScenarioId::ALL[..i].iter().all(|o| o.name() != s.name()));
+        }
+        assert_eq!(ScenarioId::from_name("no-such-scenario"), None);
+    }
+
+    #[test]
+    fn all_lists_every_scenario_in_declaration_order() {
+        for (i, s) in ScenarioId::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+        }
+        assert_eq!(ScenarioId::ALL.len(), ScenarioId::VmspliceMunmapTruncate as usize + 1);
+        assert!(ScenarioId::ALL.iter().all(|s| (2..=3).contains(&s.threads())));
+    }
+}

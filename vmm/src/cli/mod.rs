@@ -1,0 +1,161 @@
+//! The command line, one parser for every command: `daxvmm run` (also what `daxvmm` with no subcommand
+//! does, so `daxvmm --kernel ...` boots a guest), `daxvmm test` and `daxvmm repro`. Each command's
+//! options are in its module: `run` (one guest run, with the checks that need no KVM), `race` (the race
+//! runner's options).
+
+pub mod race;
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+use self::race::{ReproArgs, TestArgs};
+use self::run::RunArgs;
+
+const RACE_HELP: &str = "\
+Examples:
+  daxvmm test --kernel bzImage --initrd initrd.cpio.lz4
+  daxvmm test --scenario truncate-unpin --fs xfs --out /tmp/race
+  daxvmm test --list
+  daxvmm repro daxvmm-results/repro/truncate-unpin-ext4-run3.repro
+
+The guest needs the initramfs of scripts/build-initramfs.sh (it runs daxvmm-race) and, for the scenarios
+that pin through the driver, a kernel with guest-kernel/patches (scripts/build-guest-kernel.sh).
+docs/fault-injection.md describes the device, the schedules and the oracle.";
+
+/// daxvmm's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "daxvmm",
+    version,
+    about = "Boot a Linux guest under KVM with an emulated ACPI NFIT NVDIMM, for testing fs-dax page refcounting",
+    after_help = "\
+Examples:
+  daxvmm --kernel bzImage --initrd initrd.cpio.lz4
+  daxvmm --kernel bzImage --initrd initrd.cpio.lz4 --cpus 2 --mem 1G --cmdline '-- cat /proc/cpuinfo'
+  daxvmm --kernel bzImage --initrd initrd.cpio.lz4 --timeout 2m --cmdline 'quiet'
+  daxvmm --kernel bzImage --initrd initrd.cpio.lz4 --pmem 16G --pmem 1G,file=/var/tmp/pmem1.img
+
+Race testing: `daxvmm test --help` (run the scenario library under the fault injector) and
+`daxvmm repro --help` (replay a repro file).
+
+Exit codes: 0 guest powered off, 1 daxvmm error, 2 usage error, 3 guest kernel panic (pvpanic),
+4 --timeout expired, 5 guest reset/reboot, 6 guest reported a non-zero exit status,
+128+N stopped by signal N (file-backed pmem is flushed first).
+See docs/guest-interface.md for the ports and the initramfs contract.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    /// The subcommand, if one was given.
+    #[command(subcommand)]
+    subcommand: Option<Command>,
+    /// Without a subcommand: the options of `daxvmm run`.
+    #[command(flatten)]
+    run: Option<RunArgs>,
+}
+
+/// What daxvmm was asked to do.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Boot a guest (what `daxvmm` does without a subcommand: `daxvmm --kernel ...` is
+    /// `daxvmm run --kernel ...`).
+    Run(RunArgs),
+    /// Run race scenarios, each under every schedule (or seeded samples), and report violations.
+    /// Exit codes: 0 no violation, 10 violations (repro files written), 1 error, 2 usage.
+    #[command(after_help = RACE_HELP)]
+    Test(TestArgs),
+    /// Replay a repro file. Exit codes: 0 the same violation came back, 11 it did not, 1 error.
+    #[command(after_help = RACE_HELP)]
+    Repro(ReproArgs),
+}
+
+impl Cli {
+    /// The command of this process's arguments; on a usage error, or for `--help`/`--version`, prints
+    /// and exits as clap does (2 for errors, 0 otherwise).
+    pub fn parse_command() -> Command {
+        Self::try_parse_command(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The command of `args` (the first is the program name): the subcommand, or `run` with the
+    /// top-level options.
+    pub fn try_parse_command<I, T>(args: I) -> Result<Command, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Self::try_parse_from(args)?;
+        match (cli.subcommand, cli.run) {
+            (Some(command), _) => Ok(command),
+            (None, Some(run)) => Ok(Command::Run(run)),
+            // The parser requires --kernel without a subcommand, so only a parser that lost that rule
+            // gets here: the same usage error.
+            (None, None) => Err(<Self as clap::CommandFactory>::command()
+                .error(clap::error::ErrorKind::MissingRequiredArgument, "--kernel <PATH> is required")),
+        }
+    }
+}
+
+impl Command {
+    /// The level daxvmm's own log starts at: `--log-level` for a run, info for the race commands
+    /// (RUST_LOG overrides both).
+    pub fn log_level(&self) -> log::LevelFilter {
+        match self {
+            Self::Run(run) => run.log_level,
+            Self::Test(_) | Self::Repro(_) => log::LevelFilter::Info,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::error::ErrorKind;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_command(std::iter::once("daxvmm").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn no_subcommand_is_run() {
+        let Command::Run(top) = parse(&["--kernel", "/k", "--cpus", "2"]).unwrap() else { panic!() };
+        let Command::Run(sub) = parse(&["run", "--kernel", "/k", "--cpus", "2"]).unwrap() else { panic!() };
+        assert_eq!((top.kernel, top.cpus), (sub.kernel, sub.cpus));
+        assert_eq!(parse(&["--kernel", "/k"]).unwrap().log_level(), log::LevelFilter::Info);
+    }
+
+    #[test]
+    fn race_subcommands() {
+        let Command::Test(t) = parse(&["test", "--scenario", "a,b", "--fs", "xfs"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((t.scenario.len(), t.fs.as_slice(), t.samples), (2, &["xfs".to_string()][..], 12));
+        let Command::Repro(r) = parse(&["repro", "x.repro", "--verbose"]).unwrap() else { panic!() };
+        assert_eq!((r.file.to_str(), r.boot.verbose), (Some("x.repro"), true));
+        assert_eq!(parse(&["repro", "x.repro"]).unwrap().log_level(), log::LevelFilter::Info);
+    }
+
+    #[test]
+    fn usage_errors_and_help() {
+        for args in
+            [&[][..], &["--mem", "1G"], &["--kernel", "/k", "test"], &["test", "--kernel"], &["repro"]]
+        {
+            let e = parse(args).unwrap_err();
+            assert!(e.use_stderr(), "{args:?}: {e}");
+        }
+        for args in [&["--help"][..], &["test", "--help"], &["repro", "--help"], &["--version"]] {
+            let e = parse(args).unwrap_err();
+            assert!(matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion), "{args:?}");
+            assert!(!e.use_stderr());
+        }
+        let help = parse(&["--help"]).unwrap_err().to_string();
+        for word in ["--kernel", "--pmem", "--fault-schedule", "test", "repro", "Exit codes"] {
+            assert!(help.contains(word), "daxvmm --help lacks {word}: {help}");
+        }
+        let help = parse(&["test", "--help"]).unwrap_err().to_string();
+        for word in ["--scenario", "--hold-bound", "--sleeps", "Exit codes", "docs/fault-injection.md"] {
+            assert!(help.contains(word), "daxvmm test --help lacks {word}: {help}");
+        }
+    }
+}

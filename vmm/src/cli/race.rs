@@ -1,0 +1,121 @@
+//! The options of `daxvmm test` and `daxvmm repro`, as the race runner (the `daxvmm-race` crate) takes
+//! them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use daxvmm_race::{BootOptions, ReproOptions, TestOptions};
+
+use crate::units::{parse_duration, parse_size};
+
+/// How `test` and `repro` boot their guest.
+#[derive(Debug, Clone, Args)]
+pub struct Boot {
+    /// Guest kernel (bzImage); default $DAXVMM_KERNEL.
+    #[arg(long, value_name = "PATH", env = "DAXVMM_KERNEL")]
+    pub kernel: Option<PathBuf>,
+    /// Guest initramfs with daxvmm-race (scripts/build-initramfs.sh); default $DAXVMM_INITRD.
+    #[arg(long, value_name = "PATH", env = "DAXVMM_INITRD")]
+    pub initrd: Option<PathBuf>,
+    /// Where results go: results.tap, results.xml, console.log and repro/.
+    #[arg(long, value_name = "DIR", default_value = "daxvmm-results")]
+    pub out: PathBuf,
+    /// Guest RAM.
+    #[arg(long, value_name = "SIZE", default_value = "768M", value_parser = parse_size)]
+    pub mem: u64,
+    /// Size of the fsdax NVDIMM the filesystems are made on (a second, 64M raw one is added).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub pmem_size: u64,
+    /// Stop the guest after this long; the run it was in is reported as a crash (a hang?).
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Show the guest console (it is always saved to DIR/console.log).
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+/// The options of `daxvmm test`.
+#[derive(Debug, Clone, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub boot: Boot,
+    /// Scenarios to run (repeat or comma-separate); default all. See --list.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub scenario: Vec<String>,
+    /// Filesystems, comma-separated.
+    #[arg(long, value_name = "FS", value_delimiter = ',', default_value = "ext4,xfs")]
+    pub fs: Vec<String>,
+    /// First seed for sampled schedules (scenarios with more than --max-enumerate schedules).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
+    /// Schedules sampled per large scenario and filesystem.
+    #[arg(long, value_name = "N", default_value_t = 12)]
+    pub samples: usize,
+    /// Run every schedule of scenarios that have at most this many.
+    #[arg(long, value_name = "N", default_value_t = 24)]
+    pub max_enumerate: usize,
+    /// vCPUs (default: the most threads any chosen scenario has, at least 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=8))]
+    pub cpus: Option<u8>,
+    /// Longest time the host holds one thread at a sync point; a schedule the kernel cannot follow
+    /// (it blocks the thread the schedule waits for) shows up as "blocked" after this.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub hold_bound: Duration,
+    /// Baseline mode: no schedules; the guest sleeps a random 0-2 ms before each sync point instead.
+    #[arg(long)]
+    pub sleeps: bool,
+    /// Runs per scenario and filesystem in --sleeps mode.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub runs: usize,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// The options of `daxvmm repro`.
+#[derive(Debug, Clone, Args)]
+pub struct ReproArgs {
+    /// A repro file written by `daxvmm test`.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub boot: Boot,
+}
+
+impl Boot {
+    pub fn options(&self) -> BootOptions {
+        BootOptions {
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            out: self.out.clone(),
+            mem: self.mem,
+            pmem_size: self.pmem_size,
+            timeout: self.timeout,
+            verbose: self.verbose,
+        }
+    }
+}
+
+impl TestArgs {
+    pub fn options(&self) -> TestOptions {
+        TestOptions {
+            boot: self.boot.options(),
+            scenario: self.scenario.clone(),
+            fs: self.fs.clone(),
+            seed: self.seed,
+            samples: self.samples,
+            max_enumerate: self.max_enumerate,
+            cpus: self.cpus,
+            hold_bound: self.hold_bound,
+            sleeps: self.sleeps,
+            runs: self.runs,
+            list: self.list,
+        }
+    }
+}
+
+impl ReproArgs {
+    pub fn options(&self) -> ReproOptions {
+        ReproOptions { file: self.file.clone(), boot: self.boot.options() }
+    }
+}

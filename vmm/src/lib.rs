@@ -1,0 +1,27 @@
+//! daxvmm: boots a Linux guest under KVM for fs-dax refcount testing. The library is everything but the
+//! process: [`cli`] (one parser for `run`, `test` and `repro`), [`run`] (a guest run and its exit code),
+//! [`race`] (the race runner's guests), [`logging`], and the machine underneath (KVM setup, guest memory
+//! and pmem, boot, vCPUs, exits, ACPI, console, signals). The binary, `main.rs`, parses, starts the log,
+//! dispatches and exits.
+
+mod acpi_setup;
+mod boot;
+pub mod cli;
+pub mod console;
+mod exit;
+mod footprint;
+mod kvm_host;
+pub mod logging;
+mod machine;
+mod main_loop;
+mod memory;
+mod pmem;
+mod procfs;
+pub mod race;
+pub mod run;
+pub mod signals;
+mod units;
+mod vcpu;
+mod vm;
+
+pub use vm::Outcome;

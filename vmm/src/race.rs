@@ -1,0 +1,94 @@
+//! `daxvmm test` and `daxvmm repro` on KVM: their options handed to the race runner (the `daxvmm-race`
+//! crate, which owns the scenarios, the oracle, the reports and the repro files), with [`KvmGuests`],
+//! the runner's [`GuestVm`]: one guest boot with the fault injector reporting to the runner, the console
+//! captured and pmem readable from the host.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use daxvmm_devices::fault::RunObserver;
+use daxvmm_race::{BootOutput, BootSpec, GuestEnd, GuestVm, PmemReader};
+
+use crate::boot::cpuid::XsavePolicy;
+use crate::cli::race::{ReproArgs, TestArgs};
+use crate::cli::run::{check_file, BASE_CMDLINE};
+use crate::console::Capture;
+use crate::pmem::spec::PmemSpec;
+use crate::pmem::view::PmemView;
+use crate::units::format_size;
+use crate::vm::{self, Outcome, RaceHooks, VmConfig};
+
+/// `daxvmm test`: its exit code (0, or 10 with violations).
+pub fn test(args: &TestArgs) -> anyhow::Result<u8> {
+    Ok(daxvmm_race::test(&KvmGuests, &args.options())?)
+}
+
+/// `daxvmm repro`: its exit code (0 when the violation came back, else 11).
+pub fn repro(args: &ReproArgs) -> anyhow::Result<u8> {
+    Ok(daxvmm_race::repro(&KvmGuests, &args.options())?)
+}
+
+/// The race runner's guests, booted with KVM.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KvmGuests;
+
+impl PmemReader for PmemView {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        PmemView::read(self, gpa, buf)
+    }
+}
+
+impl GuestVm for KvmGuests {
+    type Pmem = PmemView;
+
+    fn kernel_cmdline(&self, command: &str) -> String {
+        format!("{BASE_CMDLINE} -- {command}")
+    }
+
+    fn check_file(&self, what: &'static str, path: &Path) -> anyhow::Result<()> {
+        Ok(check_file(what, path)?)
+    }
+
+    fn pmem(&self) -> Arc<PmemView> {
+        Arc::new(PmemView::default())
+    }
+
+    fn boot(
+        &self,
+        spec: &BootSpec,
+        pmem: Arc<PmemView>,
+        observer: Arc<dyn RunObserver>,
+    ) -> anyhow::Result<BootOutput> {
+        let regions = vec![
+            PmemSpec::parse(&format_size(spec.pmem_size))
+                .map_err(anyhow::Error::msg)
+                .context("--pmem-size")?,
+            PmemSpec::parse(&format_size(spec.raw_pmem_size)).map_err(anyhow::Error::msg)?,
+        ];
+        let capture = Capture::new(spec.echo);
+        let cfg = VmConfig {
+            kernel: spec.kernel.clone(),
+            initrd: Some(spec.initrd.clone()),
+            cmdline: spec.cmdline.clone(),
+            mem: spec.mem,
+            cpus: spec.cpus,
+            timeout: Some(spec.timeout),
+            xsave: XsavePolicy::for_this_host(),
+            pmem: regions,
+            fault_schedule: None,
+            race: Some(RaceHooks { observer, pmem, console: capture.clone(), bound: spec.bound }),
+        };
+        cfg.check()?;
+        let end = match vm::run(&cfg, Instant::now())? {
+            Outcome::PowerOff => GuestEnd::PowerOff,
+            Outcome::GuestFailed(s) => GuestEnd::GuestFailed(s),
+            Outcome::Panic(v) => GuestEnd::Panic(v),
+            Outcome::Reset => GuestEnd::Reset,
+            Outcome::Timeout => GuestEnd::Timeout,
+            Outcome::Signal(s) => GuestEnd::Signal(s),
+        };
+        Ok(BootOutput { end, console: capture.text() })
+    }
+}
