@@ -5,6 +5,9 @@
 //! ```text
 //! guest boots: 12 ran (12 nested), 1 skipped (reasons: ...)
 //! test host VM faults: 1 (stall 1), reruns: 2 (crasher: no result: its test host VM died; ...)
+//! ```
+//! (a case run again more than once says how many times), then
+//! ```text
 //! summary: 40 passed, 0 failed, 3 skipped
 //! ```
 //! CI reads the last line: `summary: P passed, F failed, S skipped`, alone on its line.
@@ -47,13 +50,13 @@ pub fn totals(cargo_output: &str) -> Totals {
 pub fn lines(cargo_output: &str, boot_log: &str) -> Vec<String> {
     let records: Vec<Record> = boot_log.lines().filter_map(Record::parse).collect();
     let mut places: BTreeMap<&str, usize> = BTreeMap::new();
-    let (mut skips, mut faults, mut reruns) = (Vec::new(), BTreeMap::<&str, usize>::new(), Vec::new());
+    let (mut skips, mut faults, mut reruns) = (Vec::new(), BTreeMap::<&str, usize>::new(), BTreeMap::new());
     for r in &records {
         match r {
             Record::Boot(place, ..) => *places.entry(place).or_default() += 1,
             Record::Skip(why) => skips.push(why.as_str()),
             Record::Fault(kind, _) => *faults.entry(kind).or_default() += 1,
-            Record::Rerun(case, why) => reruns.push(format!("{case}: {why}")),
+            Record::Rerun(case, why) => *reruns.entry(format!("{case}: {why}")).or_insert(0usize) += 1,
         }
     }
     let ran: usize = places.values().sum();
@@ -74,9 +77,11 @@ pub fn lines(cargo_output: &str, boot_log: &str) -> Vec<String> {
         let by: Vec<String> = faults.iter().map(|(k, n)| format!("{k} {n}")).collect();
         vm.push_str(&format!(" ({})", by.join(", ")));
     }
-    vm.push_str(&format!(", reruns: {}", reruns.len()));
+    vm.push_str(&format!(", reruns: {}", reruns.values().sum::<usize>()));
     if !reruns.is_empty() {
-        vm.push_str(&format!(" ({})", reruns.join("; ")));
+        let by: Vec<String> =
+            reruns.iter().map(|(r, n)| if *n > 1 { format!("{r} ({n} times)") } else { r.clone() }).collect();
+        vm.push_str(&format!(" ({})", by.join("; ")));
     }
     let t = totals(cargo_output);
     vec![boots, vm, format!("summary: {} passed, {} failed, {} skipped", t.passed, t.failed, t.ignored)]
@@ -107,12 +112,12 @@ not a test result: 7 passed
     fn closing_lines_from_cargo_output_and_the_boot_log() {
         let log = "nested one_vcpu 0\nnested panic 3\ndirect x 0\nSKIP no qemu\nSKIP no qemu\nSKIP b\n\
                    FAULT stall its console went silent\nFAULT guest-fault race_xfs\nFAULT stall again\n\
-                   RERUN race_xfs emulation fault in its output\n";
+                   RERUN race_xfs emulation fault in its output\nRERUN a why\nRERUN a why\n";
         assert_eq!(
             lines(CARGO, log),
             [
                 "guest boots: 3 ran (1 direct, 2 nested), 3 skipped (reasons: b; no qemu)",
-                "test host VM faults: 3 (guest-fault 1, stall 2), reruns: 1 (race_xfs: emulation fault in its output)",
+                "test host VM faults: 3 (guest-fault 1, stall 2), reruns: 3 (a: why (2 times); race_xfs: emulation fault in its output)",
                 "summary: 13 passed, 2 failed, 1 skipped",
             ]
         );
