@@ -1,7 +1,7 @@
 # shellcheck shell=bash
-# Helpers for packing initramfs images, sourced by scripts/build-initramfs.sh and scripts/test-host-vm.sh
-# (after scripts/lib.sh): a busybox-static userland, dynamically linked host tools with their shared
-# libraries, and newc cpio archives.
+# Helpers for packing initramfs images, sourced by scripts/build-initramfs.sh and by the test host VM
+# (tests/src/test_host.rs), after scripts/lib.sh: a busybox-static userland, dynamically linked host
+# tools with their shared libraries, and newc cpio archives.
 
 # busybox_static -> the path of a statically linked busybox (Debian's busybox-static), or dies.
 busybox_static() {

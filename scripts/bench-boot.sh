@@ -3,12 +3,12 @@
 # vCPUs, each guest running `true` with `quiet` on its command line. Each boot is timed by daxvmm-boot-timer
 # (images/guest-tools) from the VMM's process start to the console line `daxvmm-guest: init reached`.
 # The runs alternate daxvmm/QEMU and all happen on one host in one run: directly on a hardware-KVM host, or
-# inside ONE test host VM (scripts/test-host-vm.sh) elsewhere. Prints each run, the medians side by side
+# inside ONE test host VM (tests/src/bin/test-host-vm.rs) elsewhere. Prints each run, the medians side by side
 # and the ratio daxvmm/qemu. Times inside the test host VM are software-emulated: compare only the ratio.
 #
 # usage: scripts/bench-boot.sh [--runs N] [--mem 512M] [--cpus 1] [--qemu-machine pc|microvm]
 #          [--where auto|direct|nested] [--daxvmm PATH] [--kernel PATH] [--initrd PATH]
-#   defaults: 5 runs each; --daxvmm/--kernel/--initrd as in scripts/test-host-vm.sh ($DAXVMM_BIN,
+#   defaults: 5 runs each; --daxvmm/--kernel/--initrd as in test-host-vm batch ($DAXVMM_BIN,
 #   $DAXVMM_GUEST_KERNEL, $DAXVMM_GUEST_INITRD or the cached builds).
 source "$(dirname "$0")/lib.sh"
 
@@ -61,25 +61,17 @@ for n in $(seq 1 "$runs"); do
 		"$n" "$timing" "$machine" "$cpus" "$mem" "$k" "$i" "console=ttyS0 quiet noxsave -- true"
 done >"$work/batch"
 
-console=$work/console
 log "benchmark: $runs boots each of daxvmm and qemu ($machine), $cpus vCPU(s), $mem, $where"
-if [ "$where" = nested ]; then
-	"$DAXVMM_ROOT/scripts/test-host-vm.sh" --batch "$work/batch" --with-qemu --add "$timer" --daxvmm "$daxvmm" \
-		--kernel "$kernel" --initrd "$initrd" --timeout $((300 + runs * 2 * 120)) --case-timeout 300 >"$console" ||
-		{ tail -n 30 "$console" >&2; die "the test host VM did not finish the benchmark"; }
-else
-	run_batch_here "$work/batch" >"$console"
-fi
+test_host_vm batch --where "$where" --split "$work/out" --batch "$work/batch" --with-qemu --add "$timer" \
+	--daxvmm "$daxvmm" --kernel "$kernel" --initrd "$initrd" --timeout $((300 + runs * 2 * 120)) --case-timeout 300 ||
+	die "the test host VM did not finish the benchmark"
 
-# case name -> marker_ms (or "none"), from the timer line printed inside each case.
-results=$(awk '
-	/@@DAXVMM-CASE-BEGIN / { sub(/.*@@DAXVMM-CASE-BEGIN /, ""); sub(/@@.*/, ""); name = $0; next }
-	/daxvmm-boot-timer: marker_ms=/ && name != "" {
-		ms = $0; sub(/.*marker_ms=/, "", ms); sub(/ .*/, "", ms)
-		ex = $0; sub(/.*exit=/, "", ex); gsub(/\r/, "", ex)
-		print name, ms, ex; name = ""
-	}' "$console")
-[ -n "$results" ] || { tail -n 30 "$console" >&2; die "no timer results in the console"; }
+# "case marker_ms exit" (marker_ms "none" when the marker never came), from each case's timer line.
+results=$(for n in $(seq 1 "$runs"); do for v in daxvmm qemu; do
+	grep -ah 'daxvmm-boot-timer: marker_ms=' "$work/out/${v}_$n" 2>/dev/null | tr -d '\r' | head -n1 |
+		sed "s/.*marker_ms=\([^ ]*\).*exit=\(.*\)/${v}_$n \1 \2/"
+done; done)
+[ -n "$results" ] || die "no timer results in the console"
 
 median() { # numbers on stdin -> their median
 	sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "none"; else if (NR % 2) printf "%.1f", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
@@ -102,6 +94,6 @@ fi
 [ "$where" = nested ] && echo "  (times inside the test host VM are emulated and slow; the ratio is what carries over)"
 if [ -n "$failed" ]; then
 	echo "  runs that never printed the marker: $failed"
-	grep -a -A3 'marker_ms=none' "$console" | head -n 20 >&2 || true
+	grep -a -A3 'marker_ms=none' "$work"/out/* | head -n 20 >&2 || true
 fi
 [ "$dm" != none ] && [ "$qm" != none ] || die "a VMM never reached the guest's /init; see the output above"

@@ -56,27 +56,18 @@ trap 'rm -rf "$work"' EXIT
 		"$grow" "$((pmem_mib + 1024))" "$pmem_mib" "$k" "$i" "console=ttyS0 noxsave reboot=k panic=1 $guest_cmd"
 } >"$work/batch"
 
-console=$work/console
 log "benchmark: memcpy bandwidth of a ${mib} MiB DAX file, $passes passes; host, daxvmm, qemu ($where)"
-if [ "$where" = nested ]; then
-	# Room for the hugetlb pool (the region) beside the guests' RAM.
-	l1_mem=$(( (pmem_mib + 3072 + 1023) / 1024 ))G
-	"$DAXVMM_ROOT/scripts/test-host-vm.sh" --batch "$work/batch" --with-qemu --add "$check" --daxvmm "$daxvmm" \
-		--kernel "$kernel" --initrd "$initrd" --mem "$l1_mem" --timeout 3600 --case-timeout 1500 >"$console" ||
-		{ tail -n 30 "$console" >&2; die "the test host VM did not finish the benchmark"; }
-else
-	run_batch_here "$work/batch" >"$console"
-fi
+# Nested: room for the hugetlb pool (the region) beside the guests' RAM.
+test_host_vm batch --where "$where" --split "$work/out" --batch "$work/batch" --with-qemu --add "$check" \
+	--daxvmm "$daxvmm" --kernel "$kernel" --initrd "$initrd" --mem "$(( (pmem_mib + 3072 + 1023) / 1024 ))G" \
+	--timeout 3600 --case-timeout 1500 || die "the test host VM did not finish the benchmark"
 
-# case -> "write read"
-bw_of() {
-	awk -v want="$1" '
-		/@@DAXVMM-CASE-BEGIN / { sub(/.*@@DAXVMM-CASE-BEGIN /, ""); sub(/@@.*/, ""); name = $0; next }
-		name == want && /write_MBps=/ {
-			w = $0; sub(/.*write_MBps=/, "", w); sub(/ .*/, "", w)
-			r = $0; sub(/.*read_MBps=/, "", r); sub(/[^0-9.].*/, "", r)
-			print w, r; exit
-		}' "$console"
+bw_of() { # case -> "write read"
+	awk '/write_MBps=/ {
+		w = $0; sub(/.*write_MBps=/, "", w); sub(/ .*/, "", w)
+		r = $0; sub(/.*read_MBps=/, "", r); sub(/[^0-9.].*/, "", r)
+		print w, r; exit
+	}' "$work/out/$1" 2>/dev/null
 }
 read -r hw hr <<<"$(bw_of host)"
 read -r dw dr <<<"$(bw_of daxvmm)"
@@ -92,4 +83,4 @@ printf '  %-8s write %9s  read %9s   guest/host: write %s, read %s\n' daxvmm "${
 printf '  %-8s write %9s  read %9s   guest/host: write %s, read %s\n' qemu "${qw:-none}" "${qr:-none}" "$(ratio "$qw" "$hw")" "$(ratio "$qr" "$hr")"
 echo "  daxvmm/qemu: write $(ratio "$dw" "$qw"), read $(ratio "$dr" "$qr")"
 [ "$where" = nested ] && echo "  (inside the test host VM the numbers are emulated; the ratios are what carries over)"
-[ -n "$hw" ] && [ -n "$dw" ] && [ -n "$qw" ] || { grep -a -B2 -A12 'CASE-BEGIN' "$console" | tail -n 60 >&2; die "a measurement is missing; see the output above"; }
+[ -n "$hw" ] && [ -n "$dw" ] && [ -n "$qw" ] || { tail -n 20 "$work"/out/* >&2; die "a measurement is missing; see the output above"; }

@@ -14,7 +14,7 @@
 #
 # usage: scripts/bench-race.sh [--baseline-runs N] [--fs ext4|xfs] [--where auto|direct|nested]
 #          [--daxvmm PATH] [--kernel PATH] [--initrd PATH]
-#   defaults: 100 baseline runs on ext4; artifacts as in scripts/test-host-vm.sh.
+#   defaults: 100 baseline runs on ext4; artifacts as in test-host-vm batch.
 source "$(dirname "$0")/lib.sh"
 
 baseline_runs=100 fs=ext4 where=auto daxvmm='' kernel='' initrd=''
@@ -50,21 +50,13 @@ common="--kernel $k --initrd $i --scenario truncate-unpin --fs $fs --timeout 20m
 	printf 'baseline\t%s test %s --out %s/baseline --sleeps --runs %s\n' "$d" "$common" "$out" "$baseline_runs"
 } >"$work/batch"
 
-console=$work/console
 log "benchmark: truncate-unpin on $fs, forced schedules vs $baseline_runs sleep-driven runs ($where)"
-if [ "$where" = nested ]; then
-	"$DAXVMM_ROOT/scripts/test-host-vm.sh" --batch "$work/batch" --daxvmm "$daxvmm" --kernel "$kernel" \
-		--initrd "$initrd" --timeout 3000 --case-timeout 1500 >"$console" 2>&1 ||
-		{ tail -n 30 "$console" >&2; die "the test host VM did not finish the benchmark"; }
-else
-	run_batch_here "$work/batch" >"$console" 2>&1
-fi
+test_host_vm batch --where "$where" --split "$work/out" --batch "$work/batch" --daxvmm "$daxvmm" --kernel "$kernel" \
+	--initrd "$initrd" --timeout 3000 --case-timeout 1500 || die "the test host VM did not finish the benchmark"
 
 # Per mode: runs, seconds of runs, distinct observed orders, first baseline run in the window.
 summarize() { # MODE
-	awk -v mode="$1" '
-		/@@DAXVMM-CASE-BEGIN / { cur = $0; sub(/.*@@DAXVMM-CASE-BEGIN /, "", cur); sub(/@@.*/, "", cur); next }
-		cur != mode { next }
+	awk '
 		/\] observed \[/ {
 			o = $0; sub(/.* observed \[/, "", o); sub(/\].*/, "", o)
 			n++
@@ -76,12 +68,10 @@ summarize() { # MODE
 		END {
 			d = 0; for (k in seen) d++
 			printf "%d %s %d %s\n", n, (secs == "" ? "none" : secs), d, (first == "" ? "never" : first)
-		}' "$console"
+		}' "$work/out/$1"
 }
 orders() { # MODE -> the observed order of each run, one per line, in run order
-	awk -v mode="$1" '
-		/@@DAXVMM-CASE-BEGIN / { cur = $0; sub(/.*@@DAXVMM-CASE-BEGIN /, "", cur); sub(/@@.*/, "", cur); next }
-		cur == mode && /\] observed \[/ { o = $0; sub(/.* observed \[/, "", o); sub(/\].*/, "", o); print o }' "$console"
+	awk '/\] observed \[/ { o = $0; sub(/.* observed \[/, "", o); sub(/\].*/, "", o); print o }' "$work/out/$1"
 }
 # After how many baseline runs had it seen every interleaving the forced runs observed, or which it missed.
 orders forced | grep -v '^incomplete$' | sort -u >"$work/forced-orders"
@@ -95,8 +85,8 @@ coverage=$(orders baseline | awk -v want="$work/forced-orders" '
 	}')
 read -r fr fs_secs fd _ < <(summarize forced)
 read -r br bs_secs bd bfirst < <(summarize baseline)
-[ "$fr" -gt 0 ] && [ "$fs_secs" != none ] || { tail -n 40 "$console" >&2; die "the forced run printed no results"; }
-[ "$br" -gt 0 ] && [ "$bs_secs" != none ] || { tail -n 40 "$console" >&2; die "the baseline run printed no results"; }
+[ "$fr" -gt 0 ] && [ "$fs_secs" != none ] || { tail -n 40 "$work/out/forced" >&2; die "the forced run printed no results"; }
+[ "$br" -gt 0 ] && [ "$bs_secs" != none ] || { tail -n 40 "$work/out/baseline" >&2; die "the baseline run printed no results"; }
 rate() { awk -v d="$1" -v s="$2" 'BEGIN { printf "%.1f", (s > 0 ? d * 60 / s : 0) }'; }
 frate=$(rate "$fd" "$fs_secs")
 brate=$(rate "$bd" "$bs_secs")

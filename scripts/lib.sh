@@ -98,14 +98,7 @@ resolve_artifacts() {
 	printf '%s\n%s\n%s\n' "$d" "$k" "$i"
 }
 
-# run_batch_here BATCH: runs a test-host-VM batch file (NAME<TAB>COMMAND lines) on this host instead,
-# printing the same case markers, for hosts where guests boot directly.
-run_batch_here() {
-	local name cmd rc
-	while IFS=$'\t' read -r name cmd; do
-		echo "@@DAXVMM-CASE-BEGIN $name@@"
-		rc=0
-		bash -c "$cmd" </dev/null 2>&1 || rc=$?
-		echo "@@DAXVMM-CASE-END $name rc=$rc@@"
-	done <"$1"
+# test_host_vm ARGS...: runs tests/src/bin/test-host-vm.rs (batches in the test host VM, or here).
+test_host_vm() {
+	cargo run --quiet --manifest-path "$DAXVMM_ROOT/Cargo.toml" -p daxvmm-tests --bin test-host-vm -- "$@"
 }

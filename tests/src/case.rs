@@ -184,9 +184,9 @@ pub fn rerun_set(cases: &[Case], again: impl Fn(&Case) -> bool) -> Vec<Case> {
     cases.iter().zip(keep).filter(|(_, k)| *k).map(|(c, _)| c.clone()).collect()
 }
 
-/// Where scripts/test-host-vm.sh puts the guest kernel inside the test host VM.
+/// Where the test host VM (tests/src/test_host.rs) has the guest kernel inside the test host VM.
 pub const NESTED_KERNEL: &str = "/guest/bzImage";
-/// Where scripts/test-host-vm.sh puts the guest initramfs inside the test host VM.
+/// Where the test host VM (tests/src/test_host.rs) has the guest initramfs inside the test host VM.
 pub const NESTED_INITRD: &str = "/guest/initrd.cpio.lz4";
 /// Scratch directory for `{tmp}` inside the test host VM (its tmpfs root).
 pub const NESTED_TMP: &str = "/tmp";

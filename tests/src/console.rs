@@ -1,22 +1,10 @@
-//! Parsing the test host VM's console (the markers scripts/test-host-vm.sh's /init prints) into per-case
-//! results:
-//!
-//! ```text
-//! @@DAXVMM-CASE-BEGIN NAME@@
-//! ...the case's output (the VMM's console and stderr)...
-//! @@DAXVMM-CASE-END NAME rc=N@@
-//! @@DAXVMM-BATCH-DONE@@            (or @@DAXVMM-NO-KVM reason@@ when KVM could not be set up)
-//! ```
-//!
+//! Parsing the test host VM's console into per-case results, by the markers of [`crate::markers`].
 //! Lines are fed with the time they arrived, so each case's wall time is measured on this host.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const BEGIN: &str = "@@DAXVMM-CASE-BEGIN ";
-const END: &str = "@@DAXVMM-CASE-END ";
-const DONE: &str = "@@DAXVMM-BATCH-DONE@@";
-const NO_KVM: &str = "@@DAXVMM-NO-KVM";
+use crate::markers::{self, Marker};
 
 /// One finished case.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +29,8 @@ pub struct ConsoleParser {
     pub done: bool,
     /// The reason of `@@DAXVMM-NO-KVM reason@@`, if seen.
     pub no_kvm: Option<String>,
+    /// `@@DAXVMM-L1-STALL@@` was seen (the host side killed the silent VM).
+    pub stalled: bool,
     /// Lines seen outside any case (boot messages), the last 40.
     pub outside: Vec<String>,
 }
@@ -55,7 +45,7 @@ impl ConsoleParser {
     /// this line finished, if any.
     pub fn feed(&mut self, line: &str, at: Duration) -> Option<String> {
         let line = line.trim_end_matches(['\r', '\n']).replace('\r', "");
-        let Some(pos) = line.find("@@DAXVMM-") else {
+        let Some(pos) = line.find(markers::PREFIX) else {
             self.text(&line);
             return None;
         };
@@ -64,28 +54,32 @@ impl ConsoleParser {
             self.text(&line[..pos]);
         }
         let marker = &line[pos..];
-        if let Some(rest) = marker.strip_prefix(BEGIN) {
-            if let Some(name) = rest.strip_suffix("@@").filter(|n| !n.contains(' ')) {
+        match markers::parse(marker) {
+            Some(Marker::Begin(name)) => {
                 self.current = Some((name.to_string(), at, String::new()));
                 self.unfinished = Some((name.to_string(), String::new()));
                 return None;
             }
-        } else if let Some(rest) = marker.strip_prefix(END) {
-            if let Some((name, rc)) = parse_end(rest) {
-                if matches!(&self.current, Some((cur, _, _)) if cur == name) {
-                    let (cur, start, console) = self.current.take()?;
-                    self.unfinished = None;
-                    let wall = at.saturating_sub(start);
-                    self.finished.insert(cur.clone(), CaseLog { exit_code: rc, console, wall });
-                    return Some(cur);
-                }
+            Some(Marker::End(name, rc)) if matches!(&self.current, Some((cur, _, _)) if cur == name) => {
+                let (cur, start, console) = self.current.take()?;
+                self.unfinished = None;
+                let wall = at.saturating_sub(start);
+                self.finished.insert(cur.clone(), CaseLog { exit_code: rc, console, wall });
+                return Some(cur);
             }
-        } else if marker.starts_with(DONE) {
-            self.done = true;
-            return None;
-        } else if let Some(rest) = marker.strip_prefix(NO_KVM) {
-            self.no_kvm = Some(rest.trim_end_matches('@').trim().to_string());
-            return None;
+            Some(Marker::Done) => {
+                self.done = true;
+                return None;
+            }
+            Some(Marker::NoKvm(reason)) => {
+                self.no_kvm = Some(reason.to_string());
+                return None;
+            }
+            Some(Marker::Stall) => {
+                self.stalled = true;
+                return None;
+            }
+            Some(Marker::End(..)) | None => {}
         }
         // Not a well-formed marker: keep it as output.
         self.text(marker);
@@ -108,13 +102,6 @@ impl ConsoleParser {
             }
         }
     }
-}
-
-/// `NAME rc=N@@` -> (NAME, N).
-fn parse_end(rest: &str) -> Option<(&str, i32)> {
-    let body = rest.strip_suffix("@@")?;
-    let (name, rc) = body.rsplit_once(" rc=")?;
-    Some((name, rc.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -208,12 +195,5 @@ mod tests {
         assert_eq!(ended, ["a"]);
         assert_eq!(p.finished["a"].exit_code, -1);
         assert_eq!(p.finished["a"].console, "@@DAXVMM-CASE-END b rc=0@@\n@@DAXVMM-CASE-END a rc=x@@\n");
-    }
-
-    #[test]
-    fn end_markers_parse_names_with_spaces_before_rc() {
-        assert_eq!(parse_end("x rc=137@@"), Some(("x", 137)));
-        assert_eq!(parse_end("x rc=1"), None);
-        assert_eq!(parse_end("x rc=@@"), None);
     }
 }

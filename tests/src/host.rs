@@ -2,7 +2,7 @@
 //!
 //! `Direct`: /dev/kvm is a hardware KVM (kvm_intel or kvm_amd loaded, and not kvm-pvm, which runs only
 //! PVM-enlightened guests); daxvmm runs on the host. `Nested`: qemu-system-x86_64 exists; daxvmm runs inside
-//! the test host VM (scripts/test-host-vm.sh). `DAXVMM_TEST_WHERE=direct|nested|skip` overrides the choice.
+//! the test host VM ([`crate::test_host`]). `DAXVMM_TEST_WHERE=direct|nested|skip` overrides the choice.
 
 use std::path::{Path, PathBuf};
 

@@ -3,11 +3,14 @@
 //! - [`host`]: where guests can boot here ([`Where::Direct`] on hardware KVM, [`Where::Nested`] inside the
 //!   test host VM when only QEMU is usable) and the artifacts the tests need (env vars set by scripts/test.sh).
 //! - [`case`]: a [`Case`] (one VMM run), its `{kernel}`/`{initrd}` placeholders and its batch-file line.
+//! - [`markers`]: the test host VM's console markers, defined once.
 //! - [`console`]: parsing the test host VM's console markers into per-case results.
+//! - [`test_host`]: the test host VM itself: packing, QEMU, slots, the stall watchdog, how a run ended.
 //! - [`process`]: running a host process with a deadline and capturing its output.
 //! - [`run`]: [`run_batch`], which boots one test host VM for all cases (Nested) or runs each (Direct).
 //! - [`shared`]: [`SharedBatch`], one batch per test binary shared by its `#[test]` functions.
-//! - [`record`]: [`Skip`] and the boot log scripts/test.sh summarizes.
+//! - [`record`]: [`Skip`], and the boot log (boots, skips, test host VM faults and reruns).
+//! - [`summary`]: the closing lines of scripts/test.sh, from cargo's output and the boot log.
 //! - [`reject`]: checks that daxvmm refuses bad input (no guest needed).
 //!
 //! A test that cannot run here (no KVM, no QEMU, an artifact missing) is skipped: it prints
@@ -21,11 +24,14 @@
 pub mod case;
 pub mod console;
 pub mod host;
+pub mod markers;
 pub mod process;
 pub mod record;
 pub mod reject;
 pub mod run;
 pub mod shared;
+pub mod summary;
+pub mod test_host;
 
 pub use case::{Case, Vmm};
 pub use host::{Artifacts, Where};

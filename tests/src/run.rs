@@ -3,17 +3,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 use crate::case::{check_needs, rerun_set, Case, Vmm};
-use crate::console::ConsoleParser;
+use crate::console::CaseLog;
 use crate::host::{self, Artifacts, Where};
+use crate::markers;
 use crate::process::{run_with_deadline, run_with_input};
-use crate::record::{record_boot, Skip};
+use crate::record::{record, record_boot, Record, Skip};
+use crate::test_host::{self, End};
 
 /// How long one case may take before the harness kills it (inside the test host VM, or on the host);
 /// `DAXVMM_TEST_CASE_TIMEOUT` (seconds) overrides. Cases pass daxvmm a shorter --timeout of their own.
@@ -96,7 +96,7 @@ pub fn run_batch(cases: &[Case], kernel_var: &str) -> Result<Batch, Skip> {
     let art = Artifacts { kernel: host::env_file(kernel_var)?, ..Artifacts::from_env(place)? };
     let outcomes = match place {
         Where::Direct => run_direct(cases, &art),
-        Where::Nested => run_nested(cases, &art)?,
+        Where::Nested => run_nested(cases, &art, &Nested::tests())?,
     };
     Ok(Batch { place, outcomes })
 }
@@ -177,49 +177,103 @@ fn direct_tmp() -> PathBuf {
     dir
 }
 
-static BATCH_FILES: AtomicUsize = AtomicUsize::new(0);
-
-fn script_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/test-host-vm.sh")
-}
-
-/// How long the test host VM's console may stay silent before scripts/test-host-vm.sh calls it hung.
+/// How long the test host VM's console may stay silent before the harness calls it hung.
 /// Cases print every few seconds (guest boot lines, TAP lines, one line per race run); the longest
 /// legitimate quiet stretch is a wedged guest left to daxvmm's own --timeout (240 s at most in these
 /// tests), whose "timeout" report must still arrive. Shorter than the default (case timeout + 60 s):
 /// each real test host VM hang costs this much.
 const L1_STALL: Duration = Duration::from_secs(270);
 
-/// How many test host VMs a nested batch may use: the first, and new ones for the cases the earlier
-/// ones left without a result (or with an emulation fault, [`Case::nested_fault`]).
+/// How many test host VMs a nested batch of the tests may use: the first, and new ones for the cases
+/// the earlier ones left without a result (or with an emulation fault, [`Case::nested_fault`]).
 const L1_ATTEMPTS: usize = 3;
+
+/// Where the console of a nested run goes as it arrives, besides the parser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    /// Nowhere.
+    Off,
+    /// All of it to stderr (`DAXVMM_TEST_VERBOSE`).
+    Stderr,
+    /// The cases' output to stdout, without the markers and the test host VM's own lines.
+    CasesToStdout,
+}
+
+/// How a nested batch runs.
+#[derive(Debug, Clone)]
+pub struct Nested {
+    /// Test host VMs it may use in all.
+    pub attempts: usize,
+    /// The limit on each case inside the VM.
+    pub case_timeout: Duration,
+    /// The VM's stall limit.
+    pub stall: Duration,
+    /// The limit on one VM's run; `None`: 180 s plus the case timeout per case.
+    pub total: Option<Duration>,
+    /// Record boots, faults and reruns in the boot log.
+    pub record: bool,
+    /// Where the console goes as it arrives.
+    pub echo: Echo,
+}
+
+impl Nested {
+    /// The integration tests': three VMs, the stall limit [`L1_STALL`], `DAXVMM_TEST_CASE_TIMEOUT`,
+    /// recorded, echoed with `DAXVMM_TEST_VERBOSE`.
+    pub fn tests() -> Nested {
+        let verbose = std::env::var_os("DAXVMM_TEST_VERBOSE").is_some_and(|v| v != "0");
+        Nested {
+            attempts: L1_ATTEMPTS,
+            case_timeout: case_timeout(),
+            stall: L1_STALL,
+            total: None,
+            record: true,
+            echo: if verbose { Echo::Stderr } else { Echo::Off },
+        }
+    }
+}
 
 /// Runs the cases in one test host VM. When that VM dies before the batch is done (its own kernel stops
 /// running user space, panics on a watchdog or resets: rare faults of QEMU TCG's nested SVM that no
 /// in-VM timeout can catch), or a case shows its emulation-fault text, those cases run again in a new
-/// one with the cases linked to them by [`Case::needs`] ([`rerun_set`]), up to [`L1_ATTEMPTS`] VMs in all.
-fn run_nested(cases: &[Case], art: &Artifacts) -> Result<Outcomes, Skip> {
+/// one with the cases linked to them by [`Case::needs`] ([`rerun_set`]), up to [`Nested::attempts`] VMs
+/// in all. `Err` when no VM could run the batch (bad input, KVM could not be set up): a new one would
+/// fail the same way.
+pub fn run_nested(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Outcomes, Skip> {
     let mut out = Outcomes::new();
     let mut todo = cases.to_vec();
-    for attempt in 1..=L1_ATTEMPTS {
-        for (name, res) in run_nested_once(&todo, art)? {
+    for attempt in 1..=plan.attempts {
+        for (name, res) in run_nested_once(&todo, art, plan)? {
             // A needed case that finished before keeps that result if the new VM fails too.
             if res.is_ok() || !matches!(out.get(&name), Some(Ok(_))) {
                 out.insert(name, res);
             }
         }
         let why = |c: &Case| rerun_reason(c, out.get(&c.name));
+        if plan.record {
+            for c in todo.iter().filter(|c| why(c) == Some(EMULATION_FAULT)) {
+                record(&Record::Fault("guest-fault".into(), c.name.clone()));
+            }
+        }
         todo = rerun_set(cases, |c| why(c).is_some());
-        if todo.is_empty() || attempt == L1_ATTEMPTS {
+        if todo.is_empty() || attempt == plan.attempts {
             break;
         }
         let reasons: Vec<String> =
             cases.iter().filter_map(|c| why(c).map(|w| format!("{} ({w})", c.name))).collect();
         let needed: Vec<&str> = todo.iter().filter(|c| why(c).is_none()).map(|c| c.name.as_str()).collect();
+        if plan.record {
+            for c in &todo {
+                record(&Record::Rerun(
+                    c.name.clone(),
+                    why(c).unwrap_or("needed by a case that runs again").into(),
+                ));
+            }
+        }
         progress(&format!(
-            "nested: running {} cases again in a new test host VM ({} of {L1_ATTEMPTS}): {}{}",
+            "nested: running {} cases again in a new test host VM ({} of {}): {}{}",
             todo.len(),
             attempt + 1,
+            plan.attempts,
             reasons.join(", "),
             if needed.is_empty() {
                 String::new()
@@ -231,96 +285,81 @@ fn run_nested(cases: &[Case], art: &Artifacts) -> Result<Outcomes, Skip> {
     Ok(out)
 }
 
+const EMULATION_FAULT: &str = "emulation fault in its output";
+
 /// Why a case must run again in a new test host VM, if it must.
 fn rerun_reason(c: &Case, res: Option<&Result<Outcome, String>>) -> Option<&'static str> {
     match res {
-        Some(Ok(o)) => c
-            .nested_fault
-            .as_deref()
-            .is_some_and(|t| o.contains(t))
-            .then_some("emulation fault in its output"),
+        Some(Ok(o)) => c.nested_fault.as_deref().is_some_and(|t| o.contains(t)).then_some(EMULATION_FAULT),
         _ => Some("no result: its test host VM died"),
     }
 }
 
-#[allow(clippy::print_stderr)] // DAXVMM_TEST_VERBOSE echoes the console as it arrives.
-fn run_nested_once(cases: &[Case], art: &Artifacts) -> Result<Outcomes, Skip> {
-    let per_case = case_timeout();
-    let total = Duration::from_secs(180) + per_case * cases.len() as u32;
-    let batch = std::env::temp_dir().join(format!(
-        "daxvmm-batch-{}-{}.tsv",
-        std::process::id(),
-        BATCH_FILES.fetch_add(1, Ordering::Relaxed)
-    ));
-    let text: String = cases.iter().map(|c| c.batch_line() + "\n").collect();
-    std::fs::write(&batch, text).map_err(|e| Skip(format!("cannot write {}: {e}", batch.display())))?;
-    let mut cmd = Command::new("bash");
-    cmd.arg(script_path())
-        .arg("--batch")
-        .arg(&batch)
-        .arg("--daxvmm")
-        .arg(&art.daxvmm)
-        .arg("--kernel")
-        .arg(&art.kernel)
-        .arg("--initrd")
-        .arg(&art.initrd)
-        .args(["--timeout", &total.as_secs().to_string(), "--case-timeout", &per_case.as_secs().to_string()])
-        .args(["--stall", &L1_STALL.as_secs().to_string()]);
-    if cases.iter().any(|c| c.vmm == Vmm::Qemu) {
-        cmd.arg("--with-qemu");
+#[allow(clippy::print_stderr, clippy::print_stdout)] // the echo of the console, as asked for
+fn echo(how: Echo, line: &str) {
+    match how {
+        Echo::Off => {}
+        Echo::Stderr => eprintln!("{line}"),
+        Echo::CasesToStdout => {
+            // Output that lacked a newline before a marker is still shown.
+            let text = line.split(markers::PREFIX).next().unwrap_or_default();
+            if (text.len() == line.len() || !text.is_empty()) && !text.starts_with(markers::L1_LOG) {
+                println!("{text}");
+            }
+        }
     }
+}
+
+fn run_nested_once(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Outcomes, Skip> {
+    let total = plan.total.unwrap_or(Duration::from_secs(180) + plan.case_timeout * cases.len() as u32);
+    let text: String = cases.iter().map(|c| c.batch_line() + "\n").collect();
+    let mut cfg = test_host::Config::new(text, art.kernel.clone(), art.initrd.clone());
+    cfg.daxvmm = Some(art.daxvmm.clone());
+    cfg.timeout = total;
+    cfg.case_timeout = plan.case_timeout;
+    cfg.stall = plan.stall;
+    cfg.with_qemu = cases.iter().any(|c| c.vmm == Vmm::Qemu);
     progress(&format!(
         "nested: booting one test host VM for {} cases (up to {}s)",
         cases.len(),
         total.as_secs()
     ));
-    let verbose = std::env::var_os("DAXVMM_TEST_VERBOSE").is_some_and(|v| v != "0");
-    let start = Instant::now();
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| Skip(format!("cannot run {}: {e}", script_path().display())))?;
-    let mut parser = ConsoleParser::new();
-    if let Some(stdout) = child.stdout.take() {
-        let mut r = BufReader::new(stdout);
-        let mut buf = Vec::new();
-        while r.read_until(b'\n', &mut buf).map(|n| n > 0).unwrap_or(false) {
-            let line = String::from_utf8_lossy(&buf);
-            if verbose {
-                eprint!("{line}");
-            }
-            if let Some(name) = parser.feed(&line, start.elapsed()) {
-                if let Some(log) = parser.finished.get(&name) {
-                    progress(&format!(
-                        "nested: case {name} exited {} after {:.1}s",
-                        log.exit_code,
-                        log.wall.as_secs_f64()
-                    ));
-                }
-            }
-            buf.clear();
+    let mut on_line = |line: &str, ended: Option<(&str, &CaseLog)>| {
+        echo(plan.echo, line);
+        if let Some((name, log)) = ended {
+            progress(&format!(
+                "nested: case {name} exited {} after {:.1}s",
+                log.exit_code,
+                log.wall.as_secs_f64()
+            ));
         }
-    }
-    let status = child.wait().map_err(|e| Skip(format!("waiting for the test host VM: {e}")))?;
-    let _ = std::fs::remove_file(&batch);
-    if let Some(reason) = parser.no_kvm {
-        return Err(Skip(format!("KVM could not be set up inside the test host VM: {reason}")));
+    };
+    let run = test_host::run(&cfg, &mut on_line)
+        .map_err(|e| Skip(format!("the test host VM could not start: {e}")))?;
+    let mut parser = run.console;
+    let fault = match run.end {
+        End::NoKvm(reason) => {
+            return Err(Skip(format!("KVM could not be set up inside the test host VM: {reason}")))
+        }
+        End::Done => None,
+        End::Fault(f) => Some(f),
+    };
+    if let (Some(f), true) = (&fault, plan.record) {
+        record(&Record::Fault(f.kind().into(), f.to_string()));
     }
     let why = |what: &str| {
         format!(
-            "{what} (scripts/test-host-vm.sh exit status {}, batch done: {}, {:.0}s); last console lines outside cases:\n{}",
-            status.code().map_or_else(|| "killed".into(), |c| c.to_string()),
-            parser.done,
-            start.elapsed().as_secs_f64(),
+            "{what} ({}, {:.0}s; console: {}); last console lines outside cases:\n{}",
+            fault.as_ref().map_or("the batch was done".into(), |f| format!("the test host VM failed: {f}")),
+            run.elapsed.as_secs_f64(),
+            run.console_log.display(),
             parser.outside.join("\n")
         )
     };
     let mut out = BTreeMap::new();
     for c in cases {
         let res = if let Some(log) = parser.finished.remove(&c.name) {
-            if c.boots {
+            if c.boots && plan.record {
                 record_boot(Where::Nested, &c.name, log.exit_code);
             }
             Ok(Outcome {

@@ -10,7 +10,7 @@ use daxvmm_tests::record::report_skip;
 use daxvmm_tests::{host, Case, Outcome, SharedBatch, Skip, Where};
 
 /// Crashes the kernel it runs on, but only inside the test host VM: /batch and /case-timeout are the
-/// files scripts/test-host-vm.sh puts at that VM's root, and its /init names itself.
+/// files the test host VM (tests/src/test_host.rs) has at its root, and its /init names itself.
 const CRASH_TEST_HOST: &str = "[ -f /batch ] && [ -f /case-timeout ] && grep -q 'test host VM' /init \
      && echo c > /proc/sysrq-trigger";
 

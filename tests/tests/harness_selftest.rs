@@ -5,7 +5,7 @@
 //!
 //! QEMU's pc machine has no port 0x6F1 exit-status device, so QEMU exits 0 whatever the guest command
 //! returned; the guest's own `command exited rc=N` line is checked instead. `noxsave`: a 7.2 guest under
-//! QEMU in the test host VM needs it (../shared/notes/test-host-vm.md).
+//! QEMU in the test host VM needs it (docs/test-host-vm.md).
 
 use daxvmm_tests::{Case, SharedBatch};
 

@@ -7,7 +7,7 @@
 //! APIC static keys. Under QEMU TCG's multi-threaded nested SVM that code patching rarely wedges the
 //! test host kernel: once both of its CPUs sat at the preempt-notifier jump site in `__schedule`, and
 //! once the CPU destroying daxvmm's VM soft-locked up. With a VM held open, none of it happens.
-//! An experiment, off by default (`scripts/test-host-vm.sh --kvm-hold`): not shown to lower the wedge
+//! An experiment, off by default (`test-host-vm batch --kvm-hold`, tests/src/bin/test-host-vm.rs): not shown to lower the wedge
 //! rate (README, "Tests and benchmarks"); 600 create/destroy cycles under load did not wedge either.
 //!
 //! usage: daxvmm-kvm-hold [--ready FILE]   hold a VM until killed; create FILE once it is open

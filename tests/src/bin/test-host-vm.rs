@@ -1,0 +1,307 @@
+//! Runs commands inside the test host VM (`daxvmm_tests::test_host`): QEMU TCG with nested SVM and the
+//! pinned Debian 6.1 kernel with kvm-amd, for hosts whose /dev/kvm cannot boot an ordinary guest.
+//!
+//! - `test-host-vm batch --batch FILE [...]`: one VM runs FILE's cases (`NAME<TAB>SHELL COMMAND` lines);
+//!   the console streams to stdout, or with `--split DIR` each case's output goes to `DIR/NAME` and its
+//!   exit status to `DIR/NAME.rc`. `--where direct` runs the cases on this host instead. Exit status 0
+//!   when the batch completed (whatever the cases returned), 3 when the VM hung, 1 otherwise.
+//! - `test-host-vm daxvmm ARGS...`: one daxvmm command line in a test host VM (scripts/daxvmm-nested.sh);
+//!   `--kernel` and `--initrd` name host files, copied in. The guest console streams to stdout, and the
+//!   exit status is daxvmm's. When the VM dies before daxvmm finishes, it runs once more in a new one.
+#![allow(clippy::print_stdout)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use daxvmm_tests::case::{NESTED_INITRD, NESTED_KERNEL};
+use daxvmm_tests::console::ConsoleParser;
+use daxvmm_tests::markers;
+use daxvmm_tests::run::{run_nested, Echo, Nested};
+use daxvmm_tests::test_host::{self, log, root, End, Fault};
+use daxvmm_tests::{Artifacts, Case};
+
+#[derive(Parser, Debug)]
+#[command(about = "Runs commands inside the test host VM (QEMU TCG with nested SVM and kvm-amd)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Runs a batch file's cases in one test host VM (or on this host with --where direct).
+    Batch(Box<BatchArgs>),
+    /// Runs one daxvmm command line in a test host VM, once more in a new one if the VM dies first.
+    Daxvmm {
+        /// daxvmm's arguments; --kernel and --initrd name host files.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WhereArg {
+    /// direct with a hardware KVM here, else nested
+    Auto,
+    Direct,
+    Nested,
+}
+
+#[derive(Args, Debug)]
+struct BatchArgs {
+    /// One case per line, NAME<TAB>SHELL COMMAND ('#' lines and blank lines are skipped); the commands
+    /// may use /guest/bzImage, /guest/initrd.cpio.lz4 and /bin/daxvmm.
+    #[arg(long)]
+    batch: PathBuf,
+    #[arg(long, default_value = "4G")]
+    mem: String,
+    #[arg(long, default_value_t = 2)]
+    cpus: usize,
+    /// Limit on the whole QEMU run, in seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// Limit on each case inside the VM, in seconds; a case that outlives it is killed (rc=137).
+    #[arg(long, default_value_t = 300)]
+    case_timeout: u64,
+    /// Kill the VM when its console has been silent this long, in seconds (default: case timeout + 60).
+    #[arg(long)]
+    stall: Option<u64>,
+    /// The static daxvmm (default: $DAXVMM_BIN, else target/x86_64-unknown-linux-musl/release/daxvmm;
+    /// left out with a warning when that default does not exist).
+    #[arg(long)]
+    daxvmm: Option<PathBuf>,
+    /// The guest bzImage (default: $DAXVMM_GUEST_KERNEL, else the cached scripts/build-guest-kernel.sh one).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// The guest initramfs (default: $DAXVMM_GUEST_INITRD, else scripts/build-initramfs.sh's).
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Also pack qemu-system-x86_64 (its libraries and x86 firmware) to compare against.
+    #[arg(long)]
+    with_qemu: bool,
+    /// Copy FILE (a static binary) into the VM's /bin; repeatable.
+    #[arg(long = "add", value_name = "FILE")]
+    adds: Vec<PathBuf>,
+    /// An experiment, off by default: the static daxvmm-kvm-hold (images/test-host-tools), which keeps
+    /// one idle KVM VM open in the VM (also $DAXVMM_KVM_HOLD).
+    #[arg(long)]
+    kvm_hold: Option<PathBuf>,
+    /// Where the cases run.
+    #[arg(long = "where", value_enum, default_value = "nested")]
+    place: WhereArg,
+    /// Write each case's output to DIR/NAME and its exit status to DIR/NAME.rc instead of streaming the
+    /// console to stdout.
+    #[arg(long, value_name = "DIR")]
+    split: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Batch(a) => batch(*a),
+        Cmd::Daxvmm { args } => daxvmm(args),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("error: {e}\n").as_bytes());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn env_path(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// The output of one of the build scripts, trimmed.
+fn script_output(script: &str, args: &[&str]) -> Result<PathBuf, String> {
+    let out = Command::new(root().join("scripts").join(script))
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run scripts/{script}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("scripts/{script} failed"));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn default_kernel() -> Result<PathBuf, String> {
+    if let Some(k) = env_path("DAXVMM_GUEST_KERNEL") {
+        return Ok(k);
+    }
+    let key = script_output("build-guest-kernel.sh", &["--print-key"])?;
+    let k = test_host::cache_dir().join("kernels").join(key).join("bzImage");
+    if !k.is_file() {
+        return Err(format!(
+            "the guest kernel is not built yet ({}); run scripts/build-guest-kernel.sh or pass --kernel",
+            k.display()
+        ));
+    }
+    Ok(k)
+}
+
+fn default_initrd() -> Result<PathBuf, String> {
+    env_path("DAXVMM_GUEST_INITRD").map_or_else(|| script_output("build-initramfs.sh", &[]), Ok)
+}
+
+fn default_daxvmm() -> PathBuf {
+    env_path("DAXVMM_BIN").unwrap_or_else(|| {
+        env_path("CARGO_TARGET_DIR")
+            .unwrap_or_else(|| root().join("target"))
+            .join("x86_64-unknown-linux-musl/release/daxvmm")
+    })
+}
+
+fn batch(a: BatchArgs) -> Result<ExitCode, String> {
+    let text = fs::read_to_string(&a.batch).map_err(|e| format!("batch file {}: {e}", a.batch.display()))?;
+    test_host::check_batch(&text)?;
+    let place = match a.place {
+        WhereArg::Auto => daxvmm_tests::host::detect().map_err(|s| s.0)?,
+        WhereArg::Direct => daxvmm_tests::Where::Direct,
+        WhereArg::Nested => daxvmm_tests::Where::Nested,
+    };
+    if let Some(dir) = &a.split {
+        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    if place == daxvmm_tests::Where::Direct {
+        return batch_here(&text, a.split.as_deref());
+    }
+    let mut cfg = test_host::Config::new(
+        text,
+        a.kernel.map_or_else(default_kernel, Ok)?,
+        a.initrd.map_or_else(default_initrd, Ok)?,
+    );
+    cfg.mem = a.mem;
+    cfg.cpus = a.cpus;
+    cfg.timeout = Duration::from_secs(a.timeout);
+    cfg.case_timeout = Duration::from_secs(a.case_timeout);
+    cfg.stall = Duration::from_secs(a.stall.unwrap_or(a.case_timeout + 60));
+    cfg.with_qemu = a.with_qemu;
+    cfg.adds = a.adds;
+    if a.kvm_hold.is_some() {
+        cfg.kvm_hold = a.kvm_hold;
+    }
+    cfg.daxvmm = match a.daxvmm {
+        Some(d) => Some(d),
+        None => Some(default_daxvmm()).filter(|d| d.is_file()).or_else(|| {
+            log(&format!(
+                "warning: {} does not exist; the test host VM has no /bin/daxvmm (build it with cargo build \
+                 --release --target x86_64-unknown-linux-musl -p daxvmm)",
+                default_daxvmm().display()
+            ));
+            None
+        }),
+    };
+    let split = a.split.as_deref();
+    let mut on_line = |line: &str, _: Option<(&str, &daxvmm_tests::console::CaseLog)>| {
+        if split.is_none() {
+            println!("{line}");
+        }
+    };
+    let run = test_host::run(&cfg, &mut on_line)?;
+    if let Some(dir) = split {
+        write_split(dir, &run.console)?;
+    }
+    match run.end {
+        End::Done => Ok(ExitCode::SUCCESS),
+        End::Fault(Fault::Stall) => Ok(ExitCode::from(3)),
+        End::NoKvm(why) => Err(format!("KVM could not be set up in the test host VM: {why}")),
+        End::Fault(f) => {
+            Err(format!("the batch did not complete: {f} (console: {})", run.console_log.display()))
+        }
+    }
+}
+
+fn write_split(dir: &Path, console: &ConsoleParser) -> Result<(), String> {
+    for (name, case) in &console.finished {
+        fs::write(dir.join(name), &case.console).map_err(|e| e.to_string())?;
+        fs::write(dir.join(format!("{name}.rc")), format!("{}\n", case.exit_code))
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some((name, partial)) = &console.unfinished {
+        fs::write(dir.join(name), partial).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Runs the batch's cases on this host with the same markers, one after another.
+fn batch_here(text: &str, split: Option<&Path>) -> Result<ExitCode, String> {
+    let mut parser = ConsoleParser::new();
+    let start = std::time::Instant::now();
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let Some((name, cmd)) = line.split_once('\t') else { continue };
+        let out = Command::new("bash")
+            .args(["-c", &format!("{cmd} 2>&1")])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run bash: {e}"))?;
+        let rc = out.status.code().unwrap_or(128 + 9);
+        let mut console = vec![markers::begin(name)];
+        console.extend(String::from_utf8_lossy(&out.stdout).lines().map(String::from));
+        console.push(markers::end(name, rc));
+        for l in &console {
+            parser.feed(l, start.elapsed());
+            if split.is_none() {
+                println!("{l}");
+            }
+        }
+    }
+    if let Some(dir) = split {
+        write_split(dir, &parser)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn daxvmm(args: Vec<String>) -> Result<ExitCode, String> {
+    let (mut kernel, mut initrd, mut inner) = (None, None, Vec::new());
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--kernel" | "--initrd" => {
+                let v = it.next().ok_or_else(|| format!("{a} wants a path"))?;
+                let (slot, inside) =
+                    if a == "--kernel" { (&mut kernel, NESTED_KERNEL) } else { (&mut initrd, NESTED_INITRD) };
+                *slot = Some(PathBuf::from(v));
+                inner.extend([a, inside.to_string()]);
+            }
+            _ => inner.push(a),
+        }
+    }
+    let kernel = kernel.ok_or("--kernel is required")?;
+    // The test host VM always carries an initramfs file; daxvmm uses it only when asked to.
+    let initrd = match initrd {
+        Some(i) => i,
+        None => kernel.clone(),
+    };
+    let art = Artifacts { daxvmm: default_daxvmm(), kernel, initrd };
+    if !art.daxvmm.is_file() {
+        return Err(format!(
+            "daxvmm binary {} does not exist; run scripts/build-all.sh",
+            art.daxvmm.display()
+        ));
+    }
+    let case = Case::daxvmm("daxvmm", inner);
+    case.validate()?;
+    log("running daxvmm inside the test host VM (QEMU TCG with nested SVM; this host's KVM cannot boot the guest)");
+    // The test host VM itself rarely wedges or resets under QEMU TCG's nested SVM; then the run goes once
+    // more in a new one.
+    let plan = Nested {
+        attempts: 2,
+        case_timeout: Duration::from_secs(300),
+        stall: Duration::from_secs(360),
+        total: Some(Duration::from_secs(900)),
+        record: false,
+        echo: Echo::CasesToStdout,
+    };
+    let outcomes = run_nested(std::slice::from_ref(&case), &art, &plan).map_err(|s| s.0)?;
+    match outcomes.get("daxvmm") {
+        Some(Ok(o)) => Ok(ExitCode::from(o.exit_code.clamp(0, 255) as u8)),
+        Some(Err(why)) => Err(format!("the test host VM did not finish the run: {why}")),
+        None => Err("the test host VM did not finish the run".into()),
+    }
+}
