@@ -386,6 +386,12 @@ macro_rules! kernel_points {
                 match self { $(Self::$name => $atomic,)* }
             }
 
+            /// Whether a task released from this point goes to sleep at once (it waits for another
+            /// thread to wake it), so a forced schedule goes on without waiting for it.
+            pub fn blocks(self) -> bool {
+                matches!(self, Self::Sleep | Self::FinalSleep)
+            }
+
             /// The sync point id a hold at this point reads.
             pub fn sync_id(self) -> u16 {
                 KERNEL_POINT_BASE + self.id()

@@ -16,8 +16,14 @@
 //!   cannot be held). An event matching no pending step is only logged.
 //! - An expired hold passes its step as timed out (a deviation); the cursor still waits for the steps
 //!   before it, so a late arrival at one of those is released in order.
+//! - A schedule with a kernel hold point ([`KernelPoint`]) is *forced*: after a thread is released it
+//!   runs alone until it reaches its next step of the schedule (arrives at a sync point, or sends the
+//!   event of its next event step); only then is another thread released. Two exceptions, where the
+//!   thread is known to stop by itself: its last step, and a kernel point where it goes to sleep
+//!   ([`KernelPoint::blocks`]). So no step of a forced schedule is left to timing; an order the kernel
+//!   cannot take holds until the bound ends it (a timed-out deviation, "blocked").
 
-use super::protocol::{EventCode, SyncOutcome, THREAD_ANY};
+use super::protocol::{EventCode, KernelPoint, SyncOutcome, THREAD_ANY};
 use super::scenario::{Schedule, Step, StepKind};
 
 /// Where a schedule step stands.
@@ -109,6 +115,14 @@ pub enum Arrival {
     Collected(Ticket),
 }
 
+/// The kernel hold point a step stands for, if it is one.
+fn kernel_point(step: Step) -> Option<KernelPoint> {
+    match step.kind {
+        StepKind::Sync(point) => KernelPoint::from_sync_id(point),
+        StepKind::Event(_) => None,
+    }
+}
+
 /// One schedule being enforced.
 #[derive(Debug, Clone)]
 pub struct Sequencer {
@@ -116,13 +130,24 @@ pub struct Sequencer {
     state: Vec<StepState>,
     cursor: usize,
     notes: Vec<Note>,
+    /// Forced mode (the schedule has a kernel hold point): see the module rules.
+    forced: bool,
+    /// In forced mode, the thread released last, until it reaches its next step.
+    running: Option<u8>,
 }
 
 impl Sequencer {
     /// Starts enforcing `schedule`, nothing arrived yet.
     pub fn new(schedule: &Schedule) -> Self {
         let steps = schedule.steps().to_vec();
-        Self { state: vec![StepState::Pending; steps.len()], steps, cursor: 0, notes: Vec::new() }
+        let forced = steps.iter().any(|s| kernel_point(*s).is_some());
+        let state = vec![StepState::Pending; steps.len()];
+        Self { state, steps, cursor: 0, notes: Vec::new(), forced, running: None }
+    }
+
+    /// Whether this schedule is enforced in forced mode (it has a kernel hold point).
+    pub fn is_forced(&self) -> bool {
+        self.forced
     }
 
     /// Thread `thread` arrives at sync point `point`.
@@ -153,6 +178,9 @@ impl Sequencer {
             }
         }
         self.state[idx] = StepState::Waiting;
+        if self.running == Some(thread) {
+            self.running = None;
+        }
         self.pump();
         match self.claim(Ticket(idx)) {
             Some(outcome) => Arrival::Go(outcome),
@@ -168,6 +196,9 @@ impl Sequencer {
                 && (thread == THREAD_ANY || s.thread == thread)
         };
         let Some(idx) = self.position(matches) else { return };
+        if self.running == Some(self.steps[idx].thread) {
+            self.running = None;
+        }
         if idx == self.cursor {
             self.state[idx] = StepState::Passed;
             self.notes.push(Note::EventMatched(self.steps[idx]));
@@ -234,14 +265,22 @@ impl Sequencer {
         (0..self.steps.len()).find(|&i| pred(self.steps[i], self.state[i]))
     }
 
-    /// Moves the cursor over passed steps, releasing waiting ones, up to the first pending step.
+    /// Moves the cursor over passed steps, releasing waiting ones, up to the first pending step (in
+    /// forced mode also up to a step of another thread while one still runs).
     fn pump(&mut self) {
-        while let Some(state) = self.state.get_mut(self.cursor) {
-            match *state {
+        while let Some(&state) = self.state.get(self.cursor) {
+            let step = self.steps[self.cursor];
+            match state {
                 StepState::Pending => break,
+                StepState::Waiting if self.forced && self.running.is_some_and(|r| r != step.thread) => break,
                 StepState::Waiting => {
-                    *state = StepState::Released;
-                    self.notes.push(Note::Released(self.steps[self.cursor]));
+                    self.state[self.cursor] = StepState::Released;
+                    self.notes.push(Note::Released(step));
+                    if self.forced {
+                        let later = self.steps[self.cursor + 1..].iter().any(|s| s.thread == step.thread);
+                        let sleeps = kernel_point(step).is_some_and(KernelPoint::blocks);
+                        self.running = (later && !sleeps).then_some(step.thread);
+                    }
                 }
                 _ => {}
             }

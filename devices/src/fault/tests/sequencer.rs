@@ -202,3 +202,70 @@ fn worked_example_on_a_kernel_that_does_not_wait() {
     assert_eq!(released(&notes), [Step::sync(0, 1), Step::sync(1, 1), Step::sync(1, 2), Step::sync(0, 2)]);
     assert!(seq.is_complete());
 }
+
+/// Forced mode (a kernel hold point in the schedule): after a release, that thread runs alone until it
+/// reaches its next step; without a kernel point the same order releases both threads back to back.
+#[test]
+fn a_forced_schedule_releases_the_next_thread_only_when_the_last_one_reached_its_next_step() {
+    // Thread 1 is held at its first point before thread 0 even starts.
+    let mut seq = Sequencer::new(&s("0.s1 1.s1 0.kbusy 1.s2"));
+    assert!(seq.is_forced());
+    let Arrival::Wait { ticket: t1, .. } = seq.arrive(1, 1) else { panic!("thread 1 must wait") };
+    assert_eq!(seq.arrive(0, 1), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(seq.poll(t1), None, "thread 0 still runs towards kbusy: thread 1 must stay held");
+    let Arrival::Wait { ticket: t0, .. } = seq.arrive(0, KernelPoint::Busy.sync_id()) else {
+        panic!("kbusy comes after 1.s1")
+    };
+    assert_eq!(seq.poll(t1), Some(SyncOutcome::Released), "thread 0 reached its next step");
+    assert_eq!(seq.poll(t0), None, "and now thread 1 runs alone until 1.s2");
+    // Thread 1 reaches 1.s2: kbusy goes (thread 0's last step, so nobody runs), then 1.s2 at once.
+    assert_eq!(seq.arrive(1, 2), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(seq.poll(t0), Some(SyncOutcome::Released));
+    assert!(seq.is_complete());
+    assert!(deviations(&seq.take_notes()).is_empty());
+
+    // The same order without a kernel point: thread 1 goes as soon as 0.s1 is released.
+    let mut seq = Sequencer::new(&s("0.s1 1.s1 0.s2 1.s2"));
+    assert!(!seq.is_forced());
+    let Arrival::Wait { ticket: t1, .. } = seq.arrive(1, 1) else { panic!("thread 1 must wait") };
+    assert_eq!(seq.arrive(0, 1), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(seq.poll(t1), Some(SyncOutcome::Released), "released back to back");
+}
+
+#[test]
+fn a_forced_schedule_goes_on_past_a_sleep_point_a_last_step_and_an_event() {
+    // Released from ksleep, thread 0 sleeps until thread 1's unpin wakes it: 1.s1 must not wait for it.
+    let mut seq = Sequencer::new(&s("0.ksleep 1.s1 1.s2 0.kwoken"));
+    let sleep = KernelPoint::Sleep.sync_id();
+    let Arrival::Wait { ticket: t1, .. } = seq.arrive(1, 1) else { panic!("thread 1 must wait") };
+    assert_eq!(seq.arrive(0, sleep), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(seq.poll(t1), Some(SyncOutcome::Released));
+    // Thread 1 runs until 1.s2; thread 0's wake-up arrival waits for it.
+    let Arrival::Wait { ticket: t0, .. } = seq.arrive(0, KernelPoint::Woken.sync_id()) else {
+        panic!("kwoken comes after 1.s2")
+    };
+    assert_eq!(seq.arrive(1, 2), Arrival::Go(SyncOutcome::Released), "a last step never waits");
+    assert_eq!(seq.poll(t0), Some(SyncOutcome::Released));
+    assert!(seq.is_complete());
+
+    // An event step of the running thread counts as reaching its next step.
+    let mut seq = Sequencer::new(&s("0.kbusy 0.e7 1.s1 0.kwoken"));
+    assert_eq!(seq.arrive(0, KernelPoint::Busy.sync_id()), Arrival::Go(SyncOutcome::Released));
+    let Arrival::Wait { ticket: t1, .. } = seq.arrive(1, 1) else { panic!("thread 1 must wait") };
+    seq.event(THREAD_ANY, EventCode::WaitBegin);
+    assert_eq!(seq.poll(t1), Some(SyncOutcome::Released));
+    assert!(deviations(&seq.take_notes()).is_empty());
+}
+
+#[test]
+fn an_order_the_kernel_cannot_take_holds_until_the_bound() {
+    // Thread 0 released from kbusy never reaches kbroken before the unpin (it waits in the kernel), so
+    // thread 1's unpin, scheduled after kbroken, stays held until its bound expires.
+    let mut seq = Sequencer::new(&s("0.kbusy 0.kbroken 1.s1"));
+    assert_eq!(seq.arrive(0, KernelPoint::Busy.sync_id()), Arrival::Go(SyncOutcome::Released));
+    let Arrival::Wait { ticket: t1, .. } = seq.arrive(1, 1) else { panic!("thread 1 must wait") };
+    assert_eq!(seq.poll(t1), None);
+    assert_eq!(seq.expire(t1), SyncOutcome::TimedOut);
+    let d = deviations(&seq.take_notes());
+    assert!(matches!(d[..], [Deviation::TimedOut { step, .. }] if step == Step::sync(1, 1)), "{d:?}");
+}
