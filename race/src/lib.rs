@@ -6,6 +6,7 @@
 //! One job per module:
 //! - `library`: the scenario table, the host's view of each scenario of `daxvmm_scenarios::ScenarioId`;
 //! - `oracle`: judges a run from its fault log, the pmem contents and the guest's console;
+//! - `holds`: whether a forced run's kernel holds happened where its schedule says;
 //! - `plan`: which runs a session makes, in guest order, and the guest program's `--plan`;
 //! - `session`: the fault injector's run observer (arms each run's schedule, applies the oracle);
 //! - `verdict`: guest console and host records turned into per-run results;
@@ -18,6 +19,7 @@
 //! dependency-free crate `daxvmm-scenarios`.
 
 mod guest;
+mod holds;
 mod library;
 mod oracle;
 mod plan;
@@ -29,6 +31,7 @@ mod verdict;
 
 pub use daxvmm_scenarios::ScenarioId;
 pub use guest::{BootOutput, BootSpec, GuestEnd, GuestVm, PmemReader};
+pub use holds::check_holds;
 pub use library::{entry, find as find_scenario, library, LibraryEntry};
 pub use oracle::{
     check_data, check_order, check_pin_write, observed_order, scan_log, summarize, Finding, FindingKind,

@@ -4,7 +4,7 @@
 //! the same program order; the names (from `daxvmm-scenarios`) are the ones both sides use on the kernel
 //! command line, in reports and in repro files.
 
-use daxvmm_devices::fault::{EventCode, Scenario, ThreadSpec};
+use daxvmm_devices::fault::{EventCode, KernelPoint, Scenario, Schedule, ThreadSpec};
 use daxvmm_scenarios::{ScenarioId, AFTER, BEFORE};
 
 /// One entry of the library.
@@ -19,6 +19,10 @@ pub struct LibraryEntry {
     /// Whether it needs the dax_refcount driver (pins through /dev/dax_refcount). Scenarios that do not
     /// (user-space references only) also run on kernels without our patches, such as 6.12.
     pub needs_driver: bool,
+    /// The schedules to run instead of every interleaving, for scenarios with kernel hold points: only
+    /// orders the kernel can take (each forced, see the sequencer), with why the others cannot happen
+    /// in `about`. Empty: every interleaving (or seeded samples).
+    pub schedules: Vec<Schedule>,
 }
 
 impl LibraryEntry {
@@ -50,6 +54,22 @@ fn well_formed(id: ScenarioId, threads: Vec<ThreadSpec>) -> Scenario {
     Scenario::new(id.name(), threads).expect("library scenarios are well formed")
 }
 
+/// A truncator held at kernel points `points` between its sync points, and an unpinner with
+/// `unpinner_points` between its own.
+fn held(id: ScenarioId, points: &[KernelPoint], unpinner_points: &[KernelPoint]) -> Scenario {
+    let t0 =
+        points.iter().fold(ThreadSpec::new(0, TRUNCATOR.0).sync(BEFORE, TRUNCATOR.1), |t, &k| t.kernel(k));
+    let t1 = unpinner_points
+        .iter()
+        .fold(ThreadSpec::new(1, UNPINNER.0).sync(BEFORE, UNPINNER.1), |t, &k| t.kernel(k));
+    well_formed(id, vec![t0.sync(AFTER, TRUNCATOR.2), t1.sync(AFTER, UNPINNER.2)])
+}
+
+fn schedule(text: &str) -> Schedule {
+    #[allow(clippy::expect_used)] // Constant texts, covered by the unit tests.
+    text.parse().expect("library schedules parse")
+}
+
 const TRUNCATOR: (&str, &str, &str) = ("truncator", "before-truncate", "after-truncate");
 const UNPINNER: (&str, &str, &str) = ("unpinner", "before-unpin", "after-unpin");
 
@@ -60,6 +80,8 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
     let umount = ("unmounter", "before-umount", "after-umount");
     let dio = ("dio-reader", "before-read", "after-read");
     let drain = ("drainer", "before-drain", "after-drain");
+    use KernelPoint::{Broken, Busy, Free, Sleep, Woken};
+    let mut schedules = Vec::new();
     let (scenario, about, needs_driver) = match id {
         ScenarioId::TruncateUnpin => (
             two_threads(id, TRUNCATOR, UNPINNER, true),
@@ -113,8 +135,32 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             "vmsplice holds a page reference, the mapping goes, truncate races the pipe drain (the pre-6.15 bug; runs without the driver)",
             false,
         ),
+        ScenarioId::TruncateUnpinSleeping => {
+            schedules.push(schedule("0.s1 0.kbusy 0.ksleep 1.s1 1.s2 0.kwoken 0.kbroken 0.s2"));
+            (
+                held(id, &[Busy, Sleep, Woken, Broken], &[]),
+                "truncate held in the kernel on the busy page's wait queue, about to sleep, while the pin is released; the one kernel-feasible order: the unpin must come after the busy scan (or no page is busy) and before the wake-up",
+                true,
+            )
+        }
+        ScenarioId::TruncateUnpinBusy => {
+            schedules.push(schedule("0.s1 0.kbusy 1.s1 1.s2 0.kwoken 0.kbroken 0.s2"));
+            (
+                held(id, &[Busy, Woken, Broken], &[]),
+                "truncate held in the kernel after its busy scan found the pinned page, while the pin is released; the wait must find the page idle without sleeping (the one feasible order: unpin after the scan, before the wait)",
+                true,
+            )
+        }
+        ScenarioId::TruncateUnpinWakeup => {
+            schedules.push(schedule("0.s1 0.kbusy 0.ksleep 1.s1 1.kfree 1.s2 0.kwoken 0.kbroken 0.s2"));
+            (
+                held(id, &[Busy, Sleep, Woken, Broken], &[Free]),
+                "truncate asleep on the wait queue; the unpin's final put held after the folio is freed, before the waiters are woken (the one feasible order: truncate cannot wake before that put)",
+                true,
+            )
+        }
     };
-    LibraryEntry { id, scenario, about, needs_driver }
+    LibraryEntry { id, scenario, about, needs_driver, schedules }
 }
 
 /// Every scenario, in the order `daxvmm test` runs them.
@@ -154,6 +200,36 @@ mod tests {
         // Three threads of two steps: 6! / (2! 2! 2!).
         assert_eq!(count("two-pins"), 90);
         assert_eq!(find("two-pins").unwrap().threads(), 3);
+    }
+
+    #[test]
+    fn held_scenarios_have_forced_schedules_that_match_their_programs_and_guest_masks() {
+        use daxvmm_devices::fault::{KernelPoint, Sequencer, StepKind};
+        let held: Vec<LibraryEntry> = library().into_iter().filter(|e| !e.schedules.is_empty()).collect();
+        assert_eq!(held.len(), 3);
+        for e in &held {
+            for s in &e.schedules {
+                e.scenario.check(s).unwrap();
+                assert!(Sequencer::new(s).is_forced(), "{}: {s}", e.id);
+            }
+            // The guest tags each thread for exactly the kernel points of its host program.
+            for t in e.scenario.threads() {
+                let mask = t.steps.iter().fold(0u32, |m, s| match s.kind {
+                    StepKind::Sync(p) => m | KernelPoint::from_sync_id(p).map_or(0, |k| 1 << k.id()),
+                    StepKind::Event(_) => m,
+                });
+                assert_eq!(mask, e.id.kernel_points(t.tag), "{} thread {}", e.id, t.tag);
+            }
+        }
+        // The ids the guest uses are the host's.
+        use daxvmm_scenarios::kernel_point as kp;
+        for (id, k) in
+            [(kp::BUSY, KernelPoint::Busy), (kp::SLEEP, KernelPoint::Sleep), (kp::WOKEN, KernelPoint::Woken)]
+                .into_iter()
+                .chain([(kp::BROKEN, KernelPoint::Broken), (kp::FREE, KernelPoint::Free)])
+        {
+            assert_eq!(id, k.id(), "{k:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! - *data*: a block handed to a new file after the truncate holds bytes that are not that file's, such as
 //!   a pattern written through a stale pin;
 //! - *signature*: a WARN, BUG, KASAN report, Oops or hung task in the guest's log;
-//! - *guest*: a check the guest program made itself (used where the host sees no events, e.g. 6.12).
+//! - *guest*: a check the guest program made itself (used where the host sees no events, e.g. 6.12);
+//! - *hold*: a forced run's kernel hold was not where its schedule says (crate::holds).
 //!
 //! It also recovers the interleaving a run really took ([`observed_order`]), which the benchmark and the
 //! reports use.
@@ -34,6 +35,9 @@ pub enum FindingKind {
     Guest,
     /// The guest died (panic, reset, timeout) during the run.
     Crash,
+    /// A kernel hold of a forced schedule did not happen where the schedule says (the run does not show
+    /// the interleaving it was meant to force).
+    Hold,
 }
 
 impl FindingKind {
@@ -45,12 +49,13 @@ impl FindingKind {
             Self::Signature => "signature",
             Self::Guest => "guest",
             Self::Crash => "crash",
+            Self::Hold => "hold",
         }
     }
 
     /// The kind called `name`.
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Ordering, Self::Data, Self::Signature, Self::Guest, Self::Crash]
+        [Self::Ordering, Self::Data, Self::Signature, Self::Guest, Self::Crash, Self::Hold]
             .into_iter()
             .find(|k| k.name() == name)
     }

@@ -51,6 +51,9 @@ pub fn build(entries: &[LibraryEntry], filesystems: &[String], choice: Choice) -
             };
             match choice {
                 Choice::Baseline { runs } => out.extend((0..runs).map(|_| run(None, None))),
+                Choice::Forced { .. } if !e.schedules.is_empty() => {
+                    out.extend(e.schedules.iter().map(|s| run(Some(s.clone()), None)))
+                }
                 Choice::Forced { limit, samples, seed } => match e.scenario.interleavings(limit) {
                     Ok(all) => out.extend(all.into_iter().map(|s| run(Some(s), None))),
                     Err(_) => {

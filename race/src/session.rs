@@ -10,6 +10,7 @@ use daxvmm_devices::bus::lock;
 use daxvmm_devices::fault::{Event, EventCode, LogEntry, RunObserver, Schedule, Step, StepState};
 
 use crate::guest::PmemReader;
+use crate::holds::check_holds;
 use crate::library::find as find_scenario;
 use crate::oracle::{
     check_data, check_order, check_pin_write, observed_order, summarize, Finding, RunSummary,
@@ -111,6 +112,9 @@ impl RunObserver for Session {
         let (data, unreadable) = check_data(&entries, &|gpa, buf| self.pmem.read(gpa, buf));
         findings.extend(data);
         let planned = self.planned(run);
+        if let Some(schedule) = planned.and_then(|p| p.schedule.as_ref()) {
+            findings.extend(check_holds(schedule, &entries));
+        }
         let observed = planned
             .and_then(|p| find_scenario(&p.scenario))
             .and_then(|e| observed_order(&e.scenario, &entries));

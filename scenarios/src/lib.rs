@@ -33,6 +33,15 @@ pub enum ScenarioId {
     OdirectTruncate,
     /// A vmsplice page reference outlives the mapping and races truncate.
     VmspliceMunmapTruncate,
+    /// Truncate held inside the kernel on the busy page's wait queue, about to sleep, while the pin is
+    /// released: the wake-up must not be lost.
+    TruncateUnpinSleeping,
+    /// Truncate held inside the kernel after its busy scan found the pinned page, before it waits,
+    /// while the pin is released: the wait must see the page idle and not sleep.
+    TruncateUnpinBusy,
+    /// Truncate asleep on the wait queue; the unpinner held in the final put (the folio freed, the
+    /// waiters not yet woken), then released: the wake-up path itself.
+    TruncateUnpinWakeup,
 }
 
 /// Sync point every scenario thread passes just before its operation (truncate, unpin, ...).
@@ -40,13 +49,46 @@ pub const BEFORE: u16 = 1;
 /// Sync point every scenario thread passes just after its operation returned.
 pub const AFTER: u16 = 2;
 
+/// The guest kernel's hold points (`enum dax_refcount_point` in the guest patch
+/// include/linux/dax_refcount.h; `KernelPoint` on the host, which a unit test of the race crate checks
+/// against these): bit `id` of a tag mask asks the driver to hold a thread there.
+pub mod kernel_point {
+    /// dax_break_layout() found a busy page.
+    pub const BUSY: u16 = 0;
+    /// On the busy page's wait queue, about to sleep.
+    pub const SLEEP: u16 = 1;
+    /// The wait returned; the busy scan runs again next.
+    pub const WOKEN: u16 = 2;
+    /// No busy page is left: truncate or punch proceeds.
+    pub const BROKEN: u16 = 3;
+    /// free_zone_device_folio(): the last reference went, waiters not woken yet.
+    pub const FREE: u16 = 11;
+}
+
 /// Bit in a marker event's detail saying "a new file's block, filled with the pattern in the low byte":
 /// the guest announces such blocks, the host's oracle reads them back from pmem.
 pub const MARKER_NEW_BLOCK: u16 = 0x100;
 
 impl ScenarioId {
+    /// The kernel hold points thread `thread` asks the driver for (a mask of [`kernel_point`] bits), in
+    /// the scenarios that hold threads inside the kernel; 0 elsewhere.
+    pub const fn kernel_points(self, thread: u8) -> u32 {
+        use kernel_point::*;
+        const fn bit(p: u16) -> u32 {
+            1 << p
+        }
+        match (self, thread) {
+            (Self::TruncateUnpinSleeping | Self::TruncateUnpinWakeup, 0) => {
+                bit(BUSY) | bit(SLEEP) | bit(WOKEN) | bit(BROKEN)
+            }
+            (Self::TruncateUnpinBusy, 0) => bit(BUSY) | bit(WOKEN) | bit(BROKEN),
+            (Self::TruncateUnpinWakeup, 1) => bit(FREE),
+            _ => 0,
+        }
+    }
+
     /// Every scenario, in run order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 12] = [
         Self::TruncateUnpin,
         Self::PunchUnpin,
         Self::PinMunmapTruncate,
@@ -56,6 +98,9 @@ impl ScenarioId {
         Self::UmountLivePin,
         Self::OdirectTruncate,
         Self::VmspliceMunmapTruncate,
+        Self::TruncateUnpinSleeping,
+        Self::TruncateUnpinBusy,
+        Self::TruncateUnpinWakeup,
     ];
 
     /// The name both sides use.
@@ -70,6 +115,9 @@ impl ScenarioId {
             Self::UmountLivePin => "umount-live-pin",
             Self::OdirectTruncate => "odirect-truncate",
             Self::VmspliceMunmapTruncate => "vmsplice-munmap-truncate",
+            Self::TruncateUnpinSleeping => "truncate-unpin-sleeping",
+            Self::TruncateUnpinBusy => "truncate-unpin-busy",
+            Self::TruncateUnpinWakeup => "truncate-unpin-wakeup",
         }
     }
 
@@ -112,7 +160,7 @@ mod tests {
         for (i, s) in ScenarioId::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }
-        assert_eq!(ScenarioId::ALL.len(), ScenarioId::VmspliceMunmapTruncate as usize + 1);
+        assert_eq!(ScenarioId::ALL.len(), ScenarioId::TruncateUnpinWakeup as usize + 1);
         assert!(ScenarioId::ALL.iter().all(|s| (2..=3).contains(&s.threads())));
     }
 }

@@ -27,6 +27,8 @@ pub const DAX_RC_HOOK_STATS: u32 = ioc(IOC_READ, 5, std::mem::size_of::<HookStat
 pub const DAX_RC_SYNC: u32 = ioc(IOC_READ | IOC_WRITE, 6, std::mem::size_of::<Sync>());
 /// `_IOW(0xDA, 7, struct dax_rc_event)`
 pub const DAX_RC_EVENT: u32 = ioc(IOC_WRITE, 7, std::mem::size_of::<Event>());
+/// `_IOW(0xDA, 8, struct dax_rc_tag)`
+pub const DAX_RC_TAG: u32 = ioc(IOC_WRITE, 8, std::mem::size_of::<Tag>());
 
 /// `Pin::flags`: pin for writing (FOLL_WRITE).
 pub const PIN_WRITE: u32 = 1 << 0;
@@ -161,6 +163,18 @@ pub struct Event {
     pub value: u64,
 }
 
+/// TAG: the calling task becomes scenario thread `thread` for the kernel hold points in `points` (bit N:
+/// `enum dax_refcount_point` N), each holding once; `points == 0` untags it.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tag {
+    /// in: thread tag, 0..7
+    pub thread: u32,
+    /// in: hold point mask
+    pub points: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Tag>() == 8);
 const _: () = assert!(std::mem::size_of::<Sync>() == 16);
 const _: () = assert!(std::mem::size_of::<Event>() == 8);
 const _: () = assert!(std::mem::size_of::<Pin>() == 32);

@@ -7,8 +7,8 @@ use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 
 use crate::abi::{
-    Event, HookStats, Pin, Query, Sync, Unpin, Write, DAX_RC_EVENT, DAX_RC_HOOK_STATS, DAX_RC_PIN,
-    DAX_RC_QUERY, DAX_RC_SYNC, DAX_RC_UNPIN, DAX_RC_WRITE_THROUGH_PIN,
+    Event, HookStats, Pin, Query, Sync, Tag, Unpin, Write, DAX_RC_EVENT, DAX_RC_HOOK_STATS, DAX_RC_PIN,
+    DAX_RC_QUERY, DAX_RC_SYNC, DAX_RC_TAG, DAX_RC_UNPIN, DAX_RC_WRITE_THROUGH_PIN,
 };
 
 pub const PAGE: usize = 4096;
@@ -97,6 +97,12 @@ impl Dev {
     pub fn sync(&self, thread: u8, point: u16) -> Result<u64, i32> {
         let mut a = Sync { thread: thread.into(), point: point.into(), outcome: 0 };
         self.io(DAX_RC_SYNC, &mut a).map(|_| a.outcome)
+    }
+
+    /// Tags the calling task as scenario thread `thread` for the kernel hold points in `points` (0 untags).
+    pub fn tag(&self, thread: u8, points: u32) -> Result<(), i32> {
+        let mut a = Tag { thread: thread.into(), points };
+        self.io(DAX_RC_TAG, &mut a)
     }
 
     /// Sends one encoded fault-injection event.

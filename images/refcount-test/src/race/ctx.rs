@@ -76,6 +76,15 @@ impl Ctx<'_> {
         }
     }
 
+    /// Tags the calling thread as scenario thread `thread` for the kernel hold points in `points` (a
+    /// [`daxvmm_scenarios::kernel_point`] mask; 0 untags). No-op without the fault injector or points.
+    pub fn tag(&self, thread: u8, points: u32) {
+        let Some(dev) = self.dev.filter(|_| self.fault) else { return };
+        if let Err(e) = dev.tag(thread, points) {
+            note(self.run, &format!("TAG {thread} {points:#x} failed: {}", ename(e)));
+        }
+    }
+
     /// Puts the calling thread on the CPU of scenario thread `thread`.
     pub fn place(&self, thread: u8) {
         let cpu = usize::from(thread) % self.cpus.max(1);

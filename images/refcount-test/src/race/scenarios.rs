@@ -47,6 +47,9 @@ enum Shape {
 pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Result<(), String> {
     match id {
         ScenarioId::TruncateUnpin => pinned_race(ctx, dir, Op::Truncate, Shape::Page),
+        ScenarioId::TruncateUnpinSleeping
+        | ScenarioId::TruncateUnpinBusy
+        | ScenarioId::TruncateUnpinWakeup => held_race(ctx, dir, id),
         ScenarioId::PunchUnpin => pinned_race(ctx, dir, Op::Punch, Shape::Page),
         ScenarioId::PinMunmapTruncate => pinned_race(ctx, dir, Op::Truncate, Shape::Unmapped),
         ScenarioId::PmdTruncate => pinned_race(ctx, dir, Op::Truncate, Shape::Pmd),
@@ -94,7 +97,44 @@ fn write_and_unpin(ctx: &Ctx<'_>, dev: &Dev, thread: u8, handle: u64, pfn: u64, 
 /// Thread 0 truncates (punches, evicts) a page the driver pins; thread 1 (and 2) write through the pin
 /// and release it. After its operation thread 0 makes new files, whose blocks the host checks for the
 /// pattern written through a pin that outlived its block.
+/// A truncate race whose threads the host holds inside the kernel too: each thread tags itself for its
+/// scenario's kernel hold points around its operation. Needs a kernel with the hold points (guest patches
+/// 0006 and 0007) and the fault injector; without them the run is skipped, since nothing would be forced.
+fn held_race(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), String> {
+    let dev = ctx.dev.ok_or("needs /dev/dax_refcount (a kernel with daxvmm's guest-kernel patches)")?;
+    if !ctx.fault {
+        return Err("needs the fault injector (the driver did not bind DAXF0001)".into());
+    }
+    // Untagging a thread nobody tagged is harmless and tells whether the driver knows TAG.
+    dev.tag(7, 0)
+        .map_err(|e| format!("needs kernel hold points (DAX_RC_TAG: {}; guest patch 0007)", ename(e)))?;
+    pinned_race_with(ctx, dir, Op::Truncate, Shape::Page, Some(id))
+}
+
 fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), String> {
+    pinned_race_with(ctx, dir, op, shape, None)
+}
+
+/// Runs `op` under `ctx.tag` for thread `thread`'s kernel points of `held` (if any), untagging after.
+fn tagged<T>(ctx: &Ctx<'_>, held: Option<ScenarioId>, thread: u8, op: impl FnOnce() -> T) -> T {
+    let points = held.map_or(0, |id| id.kernel_points(thread));
+    if points != 0 {
+        ctx.tag(thread, points);
+    }
+    let r = op();
+    if points != 0 {
+        ctx.tag(thread, 0);
+    }
+    r
+}
+
+fn pinned_race_with(
+    ctx: &Ctx<'_>,
+    dir: &str,
+    op: Op,
+    shape: Shape,
+    held: Option<ScenarioId>,
+) -> Result<(), String> {
     let dev = ctx.dev.ok_or("needs /dev/dax_refcount (a kernel with daxvmm's guest-kernel patches)")?;
     let len = if shape == Shape::Pmd { PMD } else { PAGE };
     let mut pf: PinnedFile = pin_file(dev, dir, &format!("f-{}", ctx.run), len)?;
@@ -125,13 +165,13 @@ fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), Str
             ctx.sync(0, BEFORE);
             ctx.event(start, 0, pfn, 0);
             let t = Instant::now();
-            let r = match (op, pf.file.as_ref()) {
+            let r = tagged(ctx, held, 0, || match (op, pf.file.as_ref()) {
                 (Op::Truncate, Some(f)) => f.truncate(0),
                 (Op::Punch, Some(f)) => punch(f, len),
                 (Op::Evict, _) => unlink(&pf.path),
                 (Op::Umount, _) => umount(dir),
                 _ => Err(libc::EBADF),
-            };
+            });
             let e = r.err().unwrap_or(0);
             ctx.event(returned, 0, pfn, e as u16);
             note(ctx.run, &format!("{op:?} returned {} after {} ms", ename(e), t.elapsed().as_millis()));
@@ -144,7 +184,7 @@ fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), Str
         s.spawn(|| {
             ctx.place(1);
             ctx.sync(1, BEFORE);
-            write_and_unpin(ctx, dev, 1, pf.handle, pfn, second.is_none());
+            tagged(ctx, held, 1, || write_and_unpin(ctx, dev, 1, pf.handle, pfn, second.is_none()));
             ctx.sync(1, AFTER);
         });
         if let Some(h2) = second {

@@ -1,0 +1,197 @@
+//! Whether the kernel holds of a forced run happened where its schedule says, judged from kernel
+//! evidence: the kernel-point events the guest driver writes when a tagged thread reaches a hold point
+//! (thread, point, pfn), and the fs/dax hooks' folio-free events (pfn). The schedule's release order is
+//! the host's own doing; these events are what the guest kernel really did.
+//!
+//! Three rules, each a [`FindingKind::Hold`] finding when broken:
+//! - every kernel step of the schedule has its kernel-point event, and they come in schedule order;
+//! - a hold on a page (busy, sleep, woken, free, ...) is on a page the run pinned;
+//! - the last free of a pinned page falls between the kernel steps the schedule puts around the
+//!   releasing thread's operation (after the last kernel step before it, before the first after it).
+
+use daxvmm_devices::fault::{EventCode, KernelPoint, LogEntry, Record, Schedule, Step, StepKind, THREAD_ANY};
+
+use crate::oracle::{Finding, FindingKind};
+
+/// A kernel step of a schedule: which thread, at which point.
+fn kernel_step(step: &Step) -> Option<(u8, KernelPoint)> {
+    match step.kind {
+        StepKind::Sync(p) => KernelPoint::from_sync_id(p).map(|k| (step.thread, k)),
+        StepKind::Event(_) => None,
+    }
+}
+
+/// Points that are about a page (the others carry pfn 0: no page left, or none involved).
+fn about_a_page(k: KernelPoint) -> bool {
+    !matches!(k, KernelPoint::Broken | KernelPoint::FinalBroken)
+}
+
+/// The hold findings of one run of `schedule` with fault log `entries`; none for a schedule without
+/// kernel steps.
+pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
+    let expected: Vec<(u8, KernelPoint)> = schedule.steps().iter().filter_map(kernel_step).collect();
+    if expected.is_empty() {
+        return Vec::new();
+    }
+    let mut pinned: Vec<u64> = Vec::new();
+    let mut unpinner: Option<u8> = None;
+    // (log position, thread, point, pfn) of each kernel-point event; log positions of folio frees.
+    let mut holds: Vec<(usize, u8, KernelPoint, u64)> = Vec::new();
+    let mut frees: Vec<(usize, u64)> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let Record::Event(ev) = &e.record else { continue };
+        match ev.code {
+            EventCode::PinTaken if ev.thread != THREAD_ANY => pinned.push(ev.pfn()),
+            EventCode::Unpin if ev.thread != THREAD_ANY => unpinner = unpinner.or(Some(ev.thread)),
+            EventCode::KernelPoint => {
+                if let Some(k) = KernelPoint::from_id(ev.detail()) {
+                    holds.push((i, ev.thread, k, ev.pfn()));
+                }
+            }
+            EventCode::FolioFree => frees.push((i, ev.pfn())),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let hold = |text: String| Finding::new(FindingKind::Hold, text);
+
+    // Each expected hold, in order, each event used once.
+    let mut at = Vec::with_capacity(expected.len());
+    let mut from = 0;
+    for &(thread, k) in &expected {
+        match holds[from..].iter().position(|&(_, t, p, _)| t == thread && p == k) {
+            Some(j) => {
+                let (pos, _, _, pfn) = holds[from + j];
+                if about_a_page(k) && !pinned.is_empty() && !pinned.contains(&pfn) {
+                    out.push(hold(format!(
+                        "thread {thread} held at kernel point {} on pfn {pfn:#x}, not on the pinned page {:#x}",
+                        k.name(),
+                        pinned[0]
+                    )));
+                }
+                at.push(Some(pos));
+                from += j + 1;
+            }
+            None => {
+                let anywhere = holds.iter().any(|&(_, t, p, _)| t == thread && p == k);
+                out.push(hold(format!(
+                    "thread {thread} {} kernel point {} where the schedule says",
+                    if anywhere { "was held at" } else { "never reached" },
+                    k.name()
+                )));
+                at.push(None);
+            }
+        }
+    }
+    if !out.is_empty() {
+        return out;
+    }
+
+    // The pinned page's free lies inside the releasing thread's window.
+    let (Some(t), Some(&pfn)) = (unpinner, pinned.first()) else { return out };
+    let Some(&(free_pos, _)) = frees.iter().rev().find(|&&(_, p)| p == pfn) else {
+        out.push(hold(format!("the pinned page {pfn:#x} was never freed during the run")));
+        return out;
+    };
+    let steps = schedule.steps();
+    let window = steps
+        .iter()
+        .position(|s| *s == Step::sync(t, daxvmm_scenarios::BEFORE))
+        .zip(steps.iter().position(|s| *s == Step::sync(t, daxvmm_scenarios::AFTER)));
+    let Some((begin, end)) = window else { return out };
+    let kernel_index = |i: usize| steps[..i].iter().filter(|s| kernel_step(s).is_some()).count();
+    // Kernel steps of other threads only: the releaser's own kernel steps lie inside its window.
+    let before = (0..kernel_index(begin)).rev().find(|&j| expected[j].0 != t);
+    let after = (kernel_index(end)..expected.len()).find(|&j| expected[j].0 != t);
+    if let Some(j) = before.filter(|&j| at[j].is_some_and(|p| p > free_pos)) {
+        out.push(hold(format!(
+            "the pinned page {pfn:#x} was freed before thread {} reached kernel point {}",
+            expected[j].0,
+            expected[j].1.name()
+        )));
+    }
+    if let Some(j) = after.filter(|&j| at[j].is_some_and(|p| p < free_pos)) {
+        out.push(hold(format!(
+            "thread {} reached kernel point {} before the pinned page {pfn:#x} was freed",
+            expected[j].0,
+            expected[j].1.name()
+        )));
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use daxvmm_devices::fault::Event;
+
+    use super::*;
+
+    const PFN: u64 = 0x42_0000;
+
+    fn ev(code: EventCode, thread: u8, pfn: u64, detail: u16) -> LogEntry {
+        let event = Event::with_pfn(code, thread, pfn, detail).unwrap();
+        LogEntry { seq: 0, at: Duration::ZERO, vcpu: None, record: Record::Event(event) }
+    }
+
+    fn kp(thread: u8, k: KernelPoint, pfn: u64) -> LogEntry {
+        ev(EventCode::KernelPoint, thread, pfn, k.id())
+    }
+
+    fn sleeping() -> Schedule {
+        "0.s1 0.kbusy 0.ksleep 1.s1 1.s2 0.kwoken 0.kbroken 0.s2".parse().unwrap()
+    }
+
+    /// What the kernel does under that schedule: busy, sleep, then the unpin frees the page, then woken.
+    fn good_log() -> Vec<LogEntry> {
+        use KernelPoint::*;
+        vec![
+            ev(EventCode::PinTaken, 1, PFN, 0),
+            kp(0, Busy, PFN),
+            kp(0, Sleep, PFN),
+            ev(EventCode::Unpin, 1, PFN, 0),
+            ev(EventCode::FolioFree, THREAD_ANY, PFN, 0),
+            kp(0, Woken, PFN),
+            kp(0, Broken, 0),
+        ]
+    }
+
+    #[test]
+    fn a_run_that_held_where_the_schedule_says_is_clean() {
+        assert!(check_holds(&sleeping(), &good_log()).is_empty());
+        assert!(check_holds(&"0.s1 1.s1".parse().unwrap(), &[]).is_empty(), "no kernel steps, no checks");
+    }
+
+    #[test]
+    fn a_missing_or_misordered_hold_or_a_free_outside_its_window_is_found() {
+        let mut missing = good_log();
+        missing.remove(2);
+        let f = check_holds(&sleeping(), &missing);
+        assert!(f[0].text.contains("never reached kernel point sleep"), "{f:?}");
+        assert_eq!(f[0].kind, FindingKind::Hold);
+
+        let mut swapped = good_log();
+        swapped.swap(1, 2);
+        assert!(!check_holds(&sleeping(), &swapped).is_empty(), "sleep before busy");
+
+        // The page freed before truncate went to sleep: the unpin was not inside the wait.
+        let mut early = good_log();
+        let free = early.remove(4);
+        early.insert(2, free);
+        let f = check_holds(&sleeping(), &early);
+        assert!(f[0].text.contains("freed before thread 0 reached kernel point sleep"), "{f:?}");
+
+        // Woken before the free: a hold that did not hold.
+        let mut late = good_log();
+        late.swap(4, 5);
+        let f = check_holds(&sleeping(), &late);
+        assert!(f[0].text.contains("reached kernel point woken before the pinned page"), "{f:?}");
+
+        // A hold on some other page.
+        let mut other = good_log();
+        other[1] = kp(0, KernelPoint::Busy, PFN + 1);
+        assert!(check_holds(&sleeping(), &other)[0].text.contains("not on the pinned page"));
+    }
+}
