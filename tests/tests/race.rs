@@ -1,5 +1,6 @@
 //! `daxvmm test` and `daxvmm repro`, booting real guests: the race scenario library under the fault
-//! injector passes on the pinned 7.2 kernel (ext4 and xfs, one boot each), the broken-break-layout variant
+//! injector passes on the pinned 7.2 kernel (ext4 and xfs, one boot each), including the scenarios held
+//! inside the kernel at the fs/dax hold points, exactly where their schedules say; the broken-break-layout variant
 //! is caught by the host-side oracle and its repro file replays to the same violation, and the Linux 6.12
 //! comparison kernel shows the historical bug (truncate does not wait for a page whose mapping is gone,
 //! and dax_disassociate_entry WARNs).
@@ -106,6 +107,31 @@ fn truncate_waits_for_the_unpin_under_forced_orders() {
             out.contains(&format!("truncate-unpin on {fs} [0.s1 0.e7 1.s1 1.s2 0.s2] observed [0.s1 0.e7 1.s1 1.s2 0.s2]: host checks clean")),
             "{out}"
         );
+    }
+}
+
+/// The scenarios held inside the kernel ran their one forced schedule as scheduled: the kernel-point
+/// events came in that order, on the pinned page, with the page freed inside the unpinner's window (else
+/// the host reports a "hold" finding and the line does not say "host checks clean").
+#[test]
+fn kernel_holds_are_where_the_schedule_says() {
+    let held = [
+        (ScenarioId::TruncateUnpinSleeping, "0.s1 0.kbusy 0.ksleep 1.s1 1.s2 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::TruncateUnpinBusy, "0.s1 0.kbusy 1.s1 1.s2 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::TruncateUnpinWakeup, "0.s1 0.kbusy 0.ksleep 1.s1 1.kfree 1.s2 0.kwoken 0.kbroken 0.s2"),
+    ];
+    for fs in FILESYSTEMS {
+        let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };
+        for (id, schedule) in held {
+            let line = format!("{id} on {fs} [{schedule}] observed [{schedule}]: host checks clean");
+            assert!(out.contains(&line), "expected the line '{line}': {out}");
+            let [tried, observed, blocked, skipped, violations] = row(out, id.name(), fs).expect("row");
+            assert_eq!(
+                (tried, observed, blocked, skipped, violations),
+                (1, 1, 0, 0, 0),
+                "{id} on {fs}: {out}"
+            );
+        }
     }
 }
 
