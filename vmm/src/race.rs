@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use daxvmm_devices::fault::RunObserver;
-use daxvmm_race::{BootOutput, BootSpec, GuestEnd, GuestVm, PmemReader};
+use daxvmm_race::{BootOutput, BootSpec, GuestVm, PmemReader};
 
 use crate::boot::cpuid::XsavePolicy;
 use crate::cli::race::{ReproArgs, TestArgs};
@@ -18,7 +18,7 @@ use crate::console::Capture;
 use crate::pmem::spec::PmemSpec;
 use crate::pmem::view::PmemView;
 use crate::units::format_size;
-use crate::vm::{self, Outcome, RaceHooks, VmConfig};
+use crate::vm::{self, RaceHooks, VmConfig};
 
 /// `daxvmm test`: its exit code (0, or 10 with violations).
 pub fn test(args: &TestArgs) -> anyhow::Result<u8> {
@@ -81,14 +81,7 @@ impl GuestVm for KvmGuests {
             race: Some(RaceHooks { observer, pmem, console: capture.clone(), bound: spec.bound }),
         };
         cfg.check()?;
-        let end = match vm::run(&cfg, Instant::now())? {
-            Outcome::PowerOff => GuestEnd::PowerOff,
-            Outcome::GuestFailed(s) => GuestEnd::GuestFailed(s),
-            Outcome::Panic(v) => GuestEnd::Panic(v),
-            Outcome::Reset => GuestEnd::Reset,
-            Outcome::Timeout => GuestEnd::Timeout,
-            Outcome::Signal(s) => GuestEnd::Signal(s),
-        };
+        let end = vm::run(&cfg, Instant::now())?;
         Ok(BootOutput { end, console: capture.text() })
     }
 }

@@ -86,22 +86,8 @@ impl fmt::Debug for RaceHooks {
     }
 }
 
-/// How the run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Clean power-off with exit status 0 (or none reported).
-    PowerOff,
-    /// Power-off after the guest reported a non-zero exit status.
-    GuestFailed(u8),
-    /// The guest kernel panicked.
-    Panic(u8),
-    /// The guest reset or triple-faulted.
-    Reset,
-    /// The timeout expired.
-    Timeout,
-    /// daxvmm got this termination signal.
-    Signal(u8),
-}
+/// How the run ended (the race runner's name for it is `GuestEnd`).
+pub use daxvmm_race::GuestEnd as Outcome;
 
 /// Errors that prevent or abort a run.
 #[derive(Debug, Error)]
