@@ -6,8 +6,9 @@
 //! Three rules, each a [`FindingKind::Hold`] finding when broken:
 //! - every kernel step of the schedule has its kernel-point event, and they come in schedule order;
 //! - a hold on a page (busy, sleep, woken, free, ...) is on a page the run pinned;
-//! - the last free of a pinned page falls between the kernel steps the schedule puts around the
-//!   releasing thread's operation (after the last kernel step before it, before the first after it).
+//! - the pinned page's free (the first after the pin) falls between the kernel steps the schedule puts
+//!   around the releasing thread's operation (after the last kernel step before it, before the first
+//!   after it).
 
 use daxvmm_devices::fault::{EventCode, KernelPoint, LogEntry, Record, Schedule, Step, StepKind, THREAD_ANY};
 
@@ -34,6 +35,7 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
         return Vec::new();
     }
     let mut pinned: Vec<u64> = Vec::new();
+    let mut pinned_at = 0;
     let mut unpinner: Option<u8> = None;
     // (log position, thread, point, pfn) of each kernel-point event; log positions of folio frees.
     let mut holds: Vec<(usize, u8, KernelPoint, u64)> = Vec::new();
@@ -41,7 +43,10 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
     for (i, e) in entries.iter().enumerate() {
         let Record::Event(ev) = &e.record else { continue };
         match ev.code {
-            EventCode::PinTaken if ev.thread != THREAD_ANY => pinned.push(ev.pfn()),
+            EventCode::PinTaken if ev.thread != THREAD_ANY => {
+                pinned.push(ev.pfn());
+                pinned_at = i;
+            }
             EventCode::Unpin if ev.thread != THREAD_ANY => unpinner = unpinner.or(Some(ev.thread)),
             EventCode::KernelPoint => {
                 if let Some(k) = KernelPoint::from_id(ev.detail()) {
@@ -87,9 +92,10 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
         return out;
     }
 
-    // The pinned page's free lies inside the releasing thread's window.
+    // The pinned page's free (the first after the pin: later ones are of new files that reused the
+    // block) lies inside the releasing thread's window.
     let (Some(t), Some(&pfn)) = (unpinner, pinned.first()) else { return out };
-    let Some(&(free_pos, _)) = frees.iter().rev().find(|&&(_, p)| p == pfn) else {
+    let Some(&(free_pos, _)) = frees.iter().find(|&&(at, p)| p == pfn && at > pinned_at) else {
         out.push(hold(format!("the pinned page {pfn:#x} was never freed during the run")));
         return out;
     };
@@ -188,6 +194,11 @@ mod tests {
         late.swap(4, 5);
         let f = check_holds(&sleeping(), &late);
         assert!(f[0].text.contains("reached kernel point woken before the pinned page"), "{f:?}");
+
+        // A new file reusing the block frees it again later: only the first free after the pin counts.
+        let mut reused = good_log();
+        reused.push(ev(EventCode::FolioFree, THREAD_ANY, PFN, 0));
+        assert!(check_holds(&sleeping(), &reused).is_empty(), "{:?}", check_holds(&sleeping(), &reused));
 
         // A hold on some other page.
         let mut other = good_log();
