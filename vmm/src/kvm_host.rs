@@ -21,7 +21,7 @@ pub enum KvmKind {
 #[derive(Debug, Error)]
 pub enum KvmHostError {
     /// No /dev/kvm at all.
-    #[error("/dev/kvm does not exist: this host has no KVM; boot guests inside the test host VM instead (scripts/test-host-vm.sh, see README)")]
+    #[error("/dev/kvm does not exist: this host has no KVM; boot guests inside the test host VM instead (scripts/daxvmm-nested.sh, see README)")]
     NoDevice,
     /// kvm-pvm cannot run ordinary guest kernels.
     #[error("/dev/kvm here is kvm-pvm, which runs only PVM-enlightened guest kernels, not an ordinary Linux guest; boot guests inside the test host VM instead (scripts/daxvmm-nested.sh, see README)")]

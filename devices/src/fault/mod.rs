@@ -101,7 +101,7 @@ pub enum FaultError {
         thread: u8,
     },
     /// A schedule step that does not parse (`0.s3`, `1.e7` expected).
-    #[error("bad schedule step '{token}': expected THREAD.sPOINT or THREAD.eCODE")]
+    #[error("bad schedule step '{token}': expected THREAD.sPOINT, THREAD.eCODE or THREAD.kNAME (a kernel hold point)")]
     ParseStep {
         /// The token.
         token: String,

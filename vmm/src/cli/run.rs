@@ -64,7 +64,8 @@ pub struct RunArgs {
     pub xsave: XsaveArg,
 
     /// Arm the fault injector (ACPI DAXF0001, docs/fault-injection.md) with this schedule: steps in order,
-    /// THREAD.sPOINT (that guest thread's sync point) or THREAD.eCODE (an event with that code), e.g.
+    /// THREAD.sPOINT (that guest thread's sync point), THREAD.eCODE (an event with that code) or
+    /// THREAD.kNAME (a kernel hold point such as busy, sleep, woken, free), e.g.
     /// "0.e7 0.e8" (a break-layout wait begins, then ends). daxvmm reports at the end how far it got.
     #[arg(long, value_name = "SCHEDULE", value_parser = parse_schedule)]
     pub fault_schedule: Option<Schedule>,
