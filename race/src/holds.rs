@@ -106,9 +106,20 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
         .zip(steps.iter().position(|s| *s == Step::sync(t, daxvmm_scenarios::AFTER)));
     let Some((begin, end)) = window else { return out };
     let kernel_index = |i: usize| steps[..i].iter().filter(|s| kernel_step(s).is_some()).count();
-    // Kernel steps of other threads only: the releaser's own kernel steps lie inside its window.
+    // The schedule places a step where it is *released*; its kernel-point event marks the *arrival*.
+    // Before the window: any kernel step of another thread was reached before it was released, so
+    // before the window. After it: only a step its thread could not reach before the window ended,
+    // because the thread's previous step was released after the window, or was a point where it went
+    // to sleep (then only the unpin's wake-up lets it reach the next one).
     let before = (0..kernel_index(begin)).rev().find(|&j| expected[j].0 != t);
-    let after = (kernel_index(end)..expected.len()).find(|&j| expected[j].0 != t);
+    let kernel_positions: Vec<usize> =
+        (0..steps.len()).filter(|&i| kernel_step(&steps[i]).is_some()).collect();
+    let after = (kernel_index(end)..expected.len()).find(|&j| {
+        let (thread, pos) = (expected[j].0, kernel_positions[j]);
+        let prev = steps[..pos].iter().rposition(|s| s.thread == thread);
+        thread != t
+            && prev.is_some_and(|p| p > end || kernel_step(&steps[p]).is_some_and(|(_, k)| k.blocks()))
+    });
     if let Some(j) = before.filter(|&j| at[j].is_some_and(|p| p > free_pos)) {
         out.push(hold(format!(
             "the pinned page {pfn:#x} was freed before thread {} reached kernel point {}",
@@ -162,6 +173,27 @@ mod tests {
             kp(0, Woken, PFN),
             kp(0, Broken, 0),
         ]
+    }
+
+    /// truncate-unpin-busy: truncate reaches kbusy (and is held there) before the unpinner is released;
+    /// its kbusy release comes after the unpin, and only kwoken must follow the free.
+    #[test]
+    fn a_step_reached_before_the_window_but_released_after_it_is_not_misread() {
+        use KernelPoint::*;
+        let busy: Schedule = "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2".parse().unwrap();
+        let log = vec![
+            ev(EventCode::PinTaken, 1, PFN, 0),
+            kp(0, Busy, PFN),
+            ev(EventCode::Unpin, 1, PFN, 0),
+            ev(EventCode::FolioFree, THREAD_ANY, PFN, 0),
+            kp(0, Woken, PFN),
+            kp(0, Broken, 0),
+        ];
+        assert!(check_holds(&busy, &log).is_empty(), "{:?}", check_holds(&busy, &log));
+        let mut woke_first = log.clone();
+        woke_first.swap(3, 4);
+        let f = check_holds(&busy, &woke_first);
+        assert!(f[0].text.contains("reached kernel point woken before the pinned page"), "{f:?}");
     }
 
     #[test]

@@ -144,7 +144,7 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             )
         }
         ScenarioId::TruncateUnpinBusy => {
-            schedules.push(schedule("0.s1 0.kbusy 1.s1 1.s2 0.kwoken 0.kbroken 0.s2"));
+            schedules.push(schedule("0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"));
             (
                 held(id, &[Busy, Woken, Broken], &[]),
                 "truncate held in the kernel after its busy scan found the pinned page, while the pin is released; the wait must find the page idle without sleeping (the one feasible order: unpin after the scan, before the wait)",

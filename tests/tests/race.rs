@@ -117,7 +117,7 @@ fn truncate_waits_for_the_unpin_under_forced_orders() {
 fn kernel_holds_are_where_the_schedule_says() {
     let held = [
         (ScenarioId::TruncateUnpinSleeping, "0.s1 0.kbusy 0.ksleep 1.s1 1.s2 0.kwoken 0.kbroken 0.s2"),
-        (ScenarioId::TruncateUnpinBusy, "0.s1 0.kbusy 1.s1 1.s2 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::TruncateUnpinBusy, "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
         (ScenarioId::TruncateUnpinWakeup, "0.s1 0.kbusy 0.ksleep 1.s1 1.kfree 1.s2 0.kwoken 0.kbroken 0.s2"),
     ];
     for fs in FILESYSTEMS {
