@@ -10,6 +10,12 @@ use daxvmm_devices::fault::Schedule;
 use thiserror::Error;
 
 use crate::oracle::{Finding, FindingKind};
+
+/// Largest repro file read; daxvmm's own are a few hundred KiB at most (the fault log and guest log of
+/// one run).
+pub const MAX_FILE: u64 = 16 << 20;
+/// Filesystems a run can be on.
+const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
 use crate::verdict::{Hello, RunResult};
 
 /// First line of every repro file.
@@ -117,11 +123,17 @@ impl Repro {
         s
     }
 
-    /// Reads a repro file.
+    /// Reads a repro file; one larger than [`MAX_FILE`] is refused before it is read.
     pub fn load(path: &Path) -> Result<Self, ReproError> {
+        use std::io::Read as _;
         let shown = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|err| ReproError::Io { path: shown.clone(), err })?;
+        let io = |err| ReproError::Io { path: shown.clone(), err };
+        let mut text = String::new();
+        std::fs::File::open(path).map_err(io)?.take(MAX_FILE + 1).read_to_string(&mut text).map_err(io)?;
+        if text.len() as u64 > MAX_FILE {
+            let why = format!("larger than {} MiB: not a repro file daxvmm wrote", MAX_FILE >> 20);
+            return Err(ReproError::Format { path: shown, why });
+        }
         Self::parse(&text).map_err(|why| ReproError::Format { path: shown, why })
     }
 
@@ -154,17 +166,32 @@ impl Repro {
                 Ok(Finding::new(kind, text))
             })
             .collect::<Result<Vec<_>, String>>()?;
+        let scenario = get("scenario")?;
+        crate::library::find(scenario)
+            .ok_or(format!("unknown scenario {scenario:?} (daxvmm test --list)"))?;
+        let fs = get("fs")?;
+        if !FILESYSTEMS.contains(&fs) {
+            return Err(format!("fs {fs:?}: must be one of {}", FILESYSTEMS.join(", ")));
+        }
+        let cpus = num("cpus")?;
+        if !(1..=8).contains(&cpus) {
+            return Err(format!("cpus {cpus}: must be 1 to 8"));
+        }
+        let bound_ms = num("hold-bound-ms")?;
+        if !(1..=600_000).contains(&bound_ms) {
+            return Err(format!("hold-bound-ms {bound_ms}: must be 1 to 600000"));
+        }
         Ok(Self {
             kernel: PathBuf::from(get("kernel")?),
             initrd: PathBuf::from(get("initrd")?),
             kernel_release: get("kernel-release")?.to_string(),
             config_sha256: get("kernel-config-sha256")?.to_string(),
-            scenario: get("scenario")?.to_string(),
-            fs: get("fs")?.to_string(),
+            scenario: scenario.to_string(),
+            fs: fs.to_string(),
             seed: get("seed")?.parse().ok(),
             schedule: get("schedule")?.parse().map_err(|e| format!("schedule: {e}"))?,
-            cpus: u8::try_from(num("cpus")?).map_err(|_| "cpus out of range".to_string())?,
-            bound_ms: num("hold-bound-ms")?,
+            cpus: cpus as u8,
+            bound_ms,
             findings,
         })
     }
@@ -245,6 +272,22 @@ mod tests {
             .unwrap_err()
             .contains("unknown finding kind"));
         assert!(matches!(Repro::load(Path::new("/nonexistent.repro")), Err(ReproError::Io { .. })));
+        for (from, to, why) in [
+            ("cpus: 3", "cpus: 0", "cpus 0"),
+            ("cpus: 3", "cpus: 200", "cpus 200"),
+            ("fs: xfs", "fs: ext4; reboot", "fs \"ext4; reboot\""),
+            ("scenario: truncate-unpin", "scenario: rm -rf", "unknown scenario"),
+            ("hold-bound-ms: 2000", "hold-bound-ms: 0", "hold-bound-ms 0"),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let e = Repro::parse(&text.replace(from, to)).unwrap_err();
+            assert!(e.contains(why), "{to}: {e}");
+        }
+        let big = std::env::temp_dir().join(format!("daxvmm-big-{}.repro", std::process::id()));
+        std::fs::write(&big, format!("{text}{}", "x".repeat(MAX_FILE as usize))).unwrap();
+        let e = Repro::load(&big).unwrap_err().to_string();
+        std::fs::remove_file(&big).unwrap();
+        assert!(e.contains("larger than 16 MiB"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub enum UnitError {
     /// Not a number followed by a known time unit.
     #[error("'{0}' is not a duration; use a number with an optional ms, s, m or h suffix (e.g. 90s, 2m)")]
     BadDuration(String),
+    /// A zero duration where something must last.
+    #[error("'{0}' is zero; a timeout must be longer than that (e.g. 90s, 2m)")]
+    Zero(String),
 }
 
 /// KiB, MiB, GiB, TiB as multipliers.
@@ -47,6 +50,14 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
     };
     let n: u64 = num.parse().map_err(|_| UnitError::BadSize(s.to_string()))?;
     n.checked_mul(mult).ok_or_else(|| UnitError::Overflow(s.to_string()))
+}
+
+/// [`parse_duration`] for a timeout or a bound, which must not be zero.
+pub fn parse_timeout(s: &str) -> Result<Duration, UnitError> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(UnitError::Zero(s.to_string())),
+        d => Ok(d),
+    }
 }
 
 /// Parses "90", "90s", "1500ms", "2m", "1h" (a bare number is seconds).
@@ -100,6 +111,9 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_timeout("2s").unwrap(), Duration::from_secs(2));
+        assert!(matches!(parse_timeout("0"), Err(UnitError::Zero(_))));
+        assert!(matches!(parse_timeout("0ms"), Err(UnitError::Zero(_))));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
         for bad in ["", "s", "10x", "-3s", "1.5s"] {

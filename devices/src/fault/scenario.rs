@@ -70,6 +70,15 @@ impl FromStr for Step {
             ("k", name) => StepKind::Sync(KernelPoint::from_name(name).ok_or_else(bad)?.sync_id()),
             _ => return Err(bad()),
         };
+        // A step the device could never see is a mistake in the text, not a step that never comes.
+        if thread >= MAX_THREADS {
+            return Err(FaultError::ThreadOutOfRange { thread });
+        }
+        if let StepKind::Sync(point) = kind {
+            if point >= MAX_POINTS {
+                return Err(FaultError::PointOutOfRange { thread, point });
+            }
+        }
         Ok(Self { thread, kind })
     }
 }

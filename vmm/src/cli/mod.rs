@@ -138,9 +138,20 @@ mod tests {
 
     #[test]
     fn usage_errors_and_help() {
-        for args in
-            [&[][..], &["--mem", "1G"], &["--kernel", "/k", "test"], &["test", "--kernel"], &["repro"]]
-        {
+        for args in [
+            &[][..],
+            &["--mem", "1G"],
+            &["--kernel", "/k", "test"],
+            &["test", "--kernel"],
+            &["repro"],
+            &["--kernel", "/k", "--timeout", "0"],
+            &["--kernel", "/k", "--fault-schedule", "9.s9999 200.s1"],
+            &["test", "--mem", "1"],
+            &["test", "--mem", "65M"],
+            &["test", "--timeout", "0s"],
+            &["test", "--hold-bound", "0"],
+            &["repro", "x.repro", "--mem", "1"],
+        ] {
             let e = parse(args).unwrap_err();
             assert!(e.use_stderr(), "{args:?}: {e}");
         }

@@ -7,7 +7,20 @@ use std::time::Duration;
 use clap::Args;
 use daxvmm_race::{BootOptions, ReproOptions, TestOptions};
 
-use crate::units::{parse_duration, parse_size};
+use crate::cli::run::MIN_MEM;
+use crate::units::{format_size, parse_size, parse_timeout, MIB};
+
+/// Guest RAM for `test` and `repro`: at least [`MIN_MEM`], a multiple of 2M.
+fn parse_mem(s: &str) -> Result<u64, String> {
+    let mem = parse_size(s).map_err(|e| e.to_string())?;
+    if mem < MIN_MEM {
+        return Err(format!("a guest needs at least {}", format_size(MIN_MEM)));
+    }
+    if !mem.is_multiple_of(2 * MIB) {
+        return Err("guest RAM must be a multiple of 2M".into());
+    }
+    Ok(mem)
+}
 
 /// How `test` and `repro` boot their guest.
 #[derive(Debug, Clone, Args)]
@@ -22,13 +35,13 @@ pub struct Boot {
     #[arg(long, value_name = "DIR", default_value = "daxvmm-results")]
     pub out: PathBuf,
     /// Guest RAM.
-    #[arg(long, value_name = "SIZE", default_value = "768M", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "768M", value_parser = parse_mem)]
     pub mem: u64,
     /// Size of the fsdax NVDIMM the filesystems are made on (a second, 64M raw one is added).
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub pmem_size: u64,
     /// Stop the guest after this long; the run it was in is reported as a crash (a hang?).
-    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// Show the guest console (it is always saved to DIR/console.log).
     #[arg(long)]
@@ -60,7 +73,7 @@ pub struct TestArgs {
     pub cpus: Option<u8>,
     /// Longest time the host holds one thread at a sync point; a schedule the kernel cannot follow
     /// (it blocks the thread the schedule waits for) shows up as "blocked" after this.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_timeout)]
     pub hold_bound: Duration,
     /// Baseline mode: no schedules; the guest sleeps a random 0-2 ms before each sync point instead.
     #[arg(long)]

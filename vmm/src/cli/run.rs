@@ -11,7 +11,7 @@ use daxvmm_devices::layout::MAX_VCPUS;
 
 use crate::boot::cpuid::XsavePolicy;
 use crate::pmem::spec::PmemSpec;
-use crate::units::{format_size, parse_duration, parse_size, MIB};
+use crate::units::{format_size, parse_size, parse_timeout, MIB};
 
 /// The kernel command line every guest gets before the user's `--cmdline`.
 pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
@@ -46,7 +46,7 @@ pub struct RunArgs {
     pub cpus: u8,
 
     /// Stop the guest after this long and exit with code 4, e.g. 90s, 5m.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
 
     /// An emulated NFIT NVDIMM (the guest sees /dev/pmemN):

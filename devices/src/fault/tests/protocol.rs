@@ -196,6 +196,9 @@ fn kernel_points_have_unique_ids_names_and_sync_ids_and_read_back_in_schedules()
     assert_eq!(KernelPoint::from_sync_id(KERNEL_POINT_BASE - 1), None, "user points stay user points");
     assert_eq!(Step::sync(0, 7).to_string(), "0.s7");
     assert!("0.knope".parse::<Step>().is_err());
+    assert!(matches!("8.s1".parse::<Step>(), Err(FaultError::ThreadOutOfRange { thread: 8 })));
+    assert!(matches!("0.s512".parse::<Step>(), Err(FaultError::PointOutOfRange { point: 512, .. })));
+    assert!("9.s9999 200.s1".parse::<Schedule>().is_err());
     assert!("0.k".parse::<Step>().is_err());
     let s: Schedule = "0.s1 0.kbusy 1.s1 0.ksleep 1.e9 0.kwoken".parse().unwrap();
     assert_eq!(s.to_string(), "0.s1 0.kbusy 1.s1 0.ksleep 1.e9 0.kwoken");
