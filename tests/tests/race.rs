@@ -44,6 +44,7 @@ fn broken_cases() -> Vec<Case> {
     vec![
         race("race_broken", "{tmp}/race-broken", &["--fs", "ext4", "--scenario", "truncate-unpin"]),
         race("race_broken_munmap", "{tmp}/race-broken-munmap", &["--fs", "ext4", "--scenario", "pin-munmap-truncate"]),
+        race("race_broken_held", "{tmp}/race-broken-held", &["--fs", "ext4", "--scenario", "truncate-unpin-sleeping"]),
         Case::daxvmm("replay_broken", ["repro", "{tmp}/replay.repro"]).with_setup(
             "f=$(ls {tmp}/race-broken/repro/truncate-unpin-*.repro | head -n1) && cp \"$f\" {tmp}/replay.repro",
         ).needing("race_broken"),
@@ -153,6 +154,18 @@ fn the_broken_kernel_is_caught_by_ordering_and_data_checks() {
     }
     let Some(out) = BROKEN.outcome("race_broken") else { return };
     assert!(out.contains("data: block pfn"), "the stale pin's write must be found in a reused block: {out}");
+}
+
+/// On the broken kernel truncate never finds the pinned page busy, so it never reaches the hold points
+/// its forced schedule names: the kernel's own events show the hold was not where the schedule says.
+#[test]
+fn a_hold_the_kernel_never_reached_is_a_finding() {
+    let Some(out) = BROKEN.outcome("race_broken_held") else { return };
+    assert_eq!(out.exit_code, 10, "{out}");
+    let [_, _, _, _, violations] = row(out, "truncate-unpin-sleeping", "ext4").expect("row");
+    assert_eq!(violations, 1, "{out}");
+    assert!(out.contains("hold: thread 0 never reached kernel point busy where the schedule says"), "{out}");
+    assert!(out.contains("ordering: truncate or eviction returned"), "{out}");
 }
 
 #[test]
