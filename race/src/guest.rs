@@ -41,7 +41,7 @@ pub struct BootSpec {
     pub bound: Duration,
 }
 
-/// How a guest boot ended.
+/// How a guest boot ended; shown as "powered off", "timeout", ... in messages and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GuestEnd {
     /// Clean power-off with exit status 0 (or none reported).
@@ -56,6 +56,19 @@ pub enum GuestEnd {
     Timeout,
     /// The VMM got this termination signal.
     Signal(u8),
+}
+
+impl std::fmt::Display for GuestEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PowerOff => f.write_str("powered off"),
+            Self::GuestFailed(s) => write!(f, "powered off, guest exit status {s}"),
+            Self::Panic(_) => f.write_str("guest kernel panic"),
+            Self::Reset => f.write_str("reset"),
+            Self::Timeout => f.write_str("timeout"),
+            Self::Signal(sig) => write!(f, "signal {sig}"),
+        }
+    }
 }
 
 /// What a guest boot left.

@@ -110,12 +110,18 @@ pub enum RaceError {
     )]
     PlanTooLong(usize),
     /// The guest never ran daxvmm-race.
-    #[error("the guest program daxvmm-race never started ({end:?}); is {initrd} the initramfs of scripts/build-initramfs.sh? See {console}")]
+    #[error("the guest program daxvmm-race never started (the guest: {end}); is {initrd} the initramfs of scripts/build-initramfs.sh? See {console}")]
     NeverStarted {
         /// How the guest ended.
         end: GuestEnd,
         /// The initramfs booted.
         initrd: String,
+        /// Where the console was saved.
+        console: String,
+    },
+    /// The guest's driver is there but did not bind the fault injector, so nothing was forced.
+    #[error("the guest has /dev/dax_refcount but its driver did not bind the fault injector (ACPI DAXF0001), so no schedule was enforced and the runs prove nothing; see the driver's lines in {console}")]
+    NotForced {
         /// Where the console was saved.
         console: String,
     },
@@ -419,7 +425,7 @@ fn boot(
         });
     }
     if guest.hello.as_ref().is_some_and(|h: &Hello| h.driver && !h.fault) {
-        log::warn!("the guest has /dev/dax_refcount but its driver did not bind the fault injector: nothing was forced");
+        return Err(RaceError::NotForced { console: b.out.join("console.log").display().to_string() });
     }
     let stopped = match output.end {
         GuestEnd::PowerOff => None,
@@ -549,7 +555,15 @@ mod tests {
         // A guest that never says hello is an error, not a pass.
         let silent = FakeVm { console: String::new(), end: GuestEnd::Reset, cmdlines: Default::default() };
         let e = test(&silent, &options(&out)).unwrap_err();
-        assert!(e.to_string().contains("daxvmm-race never started"), "{e}");
+        assert!(e.to_string().contains("daxvmm-race never started (the guest: reset)"), "{e}");
+        // A driver that did not bind the fault injector forced nothing: an error, not a pass.
+        let unbound = FakeVm {
+            console: vm.console.replace("fault=yes", "fault=no"),
+            end: GuestEnd::PowerOff,
+            cmdlines: Default::default(),
+        };
+        let e = test(&unbound, &options(&out)).unwrap_err();
+        assert!(matches!(e, RaceError::NotForced { .. }), "{e}");
         let unknown = TestOptions { scenario: vec!["nope".into()], ..options(&out) };
         assert!(matches!(test(&vm, &unknown), Err(RaceError::UnknownScenario { .. })));
         let _ = std::fs::remove_dir_all(&out);

@@ -39,7 +39,7 @@ pub fn run(args: &RunArgs, started: Instant) -> anyhow::Result<Outcome> {
     for run in 1..=args.repeat {
         let run_started = if run == 1 { started } else { Instant::now() };
         outcome = vm::run(&cfg, run_started)?;
-        log::info!("repeat: run {run} of {} ended: {}", args.repeat, outcome_text(outcome));
+        log::info!("repeat: run {run} of {} ended: {outcome}", args.repeat);
         if let Some(now) = footprint::measure() {
             log::debug!("repeat: after run {run}: {now}");
             tracker.after_run(now)?;
@@ -50,17 +50,6 @@ pub fn run(args: &RunArgs, started: Instant) -> anyhow::Result<Outcome> {
     }
     log::info!("{}", tracker.summary());
     Ok(outcome)
-}
-
-fn outcome_text(outcome: Outcome) -> String {
-    match outcome {
-        Outcome::PowerOff => "powered off".into(),
-        Outcome::GuestFailed(s) => format!("powered off, guest exit status {s}"),
-        Outcome::Panic(_) => "guest kernel panic".into(),
-        Outcome::Reset => "reset".into(),
-        Outcome::Timeout => "timeout".into(),
-        Outcome::Signal(sig) => format!("signal {sig}"),
-    }
 }
 
 /// The exit code of a run that ended with `outcome`, after logging how it ended.
