@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use daxvmm_devices::fault::FaultError;
+use daxvmm_devices::fault::{FaultError, Schedule};
 use thiserror::Error;
 
 use crate::guest::{BootSpec, GuestEnd, GuestVm};
@@ -291,6 +291,14 @@ fn summary(boot: &BootResult, secs: f64, runs_secs: f64) -> String {
         ));
     }
     s.push_str(&report::table(&report::rows(&boot.results)));
+    let scheduled: Vec<&Schedule> = boot.results.iter().filter_map(|r| r.planned.schedule.as_ref()).collect();
+    let unforced = scheduled.iter().filter(|s| s.leaves_order_to_timing()).count();
+    if unforced > 0 {
+        s.push_str(&format!(
+            "unforced: {unforced} of {} schedules name user-space points only and release a thread while another still runs; they fix the order threads pass their points, not the order of the kernel code between them\n",
+            scheduled.len()
+        ));
+    }
     for r in boot.results.iter().filter(|r| r.failed()) {
         s.push_str(&format!("VIOLATION run {} {} on {}:\n", r.run, r.planned.scenario, r.planned.fs));
         for f in &r.findings {

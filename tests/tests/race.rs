@@ -103,6 +103,8 @@ fn truncate_waits_for_the_unpin_under_forced_orders() {
         assert_eq!(tried, 10, "{out}");
         assert!(observed >= 5, "forced schedules should give at least 5 distinct interleavings: {out}");
         assert!(blocked >= 1, "the truncate-before-unpin order must block on 7.2: {out}");
+        // Those schedules name user-space points only; the report says they are not forced.
+        assert!(out.contains("unforced: "), "{out}");
         // The order where the unpin comes while truncate waits was forced and clean.
         assert!(
             out.contains(&format!("truncate-unpin on {fs} [0.s1 0.e7 1.s1 1.s2 0.s2] observed [0.s1 0.e7 1.s1 1.s2 0.s2]: host checks clean")),

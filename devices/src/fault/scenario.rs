@@ -304,6 +304,21 @@ impl Schedule {
     pub fn steps(&self) -> &[Step] {
         &self.0
     }
+
+    /// Whether the sequencer enforces this schedule in forced mode: it names a kernel hold point.
+    pub fn is_forced(&self) -> bool {
+        self.0.iter().any(|s| matches!(s.kind, StepKind::Sync(p) if KernelPoint::from_sync_id(p).is_some()))
+    }
+
+    /// Whether enforcing it can release two threads back to back, leaving the order of their code to
+    /// timing: not forced, and some step is followed by another thread's step while its own thread has
+    /// steps left.
+    pub fn leaves_order_to_timing(&self) -> bool {
+        !self.is_forced()
+            && self.0.windows(2).enumerate().any(|(i, w)| {
+                w[0].thread != w[1].thread && self.0[i + 1..].iter().any(|s| s.thread == w[0].thread)
+            })
+    }
 }
 
 /// Steps in text form separated by single spaces: `0.s1 1.s1 0.e7 0.s2`.
