@@ -65,8 +65,53 @@ pub enum ReproError {
         /// The file.
         path: String,
         /// What is wrong.
-        why: String,
+        why: ParseError,
     },
+}
+
+/// What is wrong with a repro file's text.
+#[derive(Debug, Error)]
+pub enum ParseError {
+    /// The first line is not [`HEADER`].
+    #[error("not a daxvmm repro file (the first line must be '{HEADER}')")]
+    NotRepro,
+    /// Larger than [`MAX_FILE`].
+    #[error("larger than {} MiB: not a repro file daxvmm wrote", MAX_FILE >> 20)]
+    TooLarge,
+    /// A header line without "key: value".
+    #[error("bad line '{0}' (expected 'key: value')")]
+    BadLine(String),
+    /// A field is missing.
+    #[error("missing '{0}'")]
+    Missing(&'static str),
+    /// A field is not a number.
+    #[error("'{0}' is not a number")]
+    NotANumber(&'static str),
+    /// A finding line without "kind: text".
+    #[error("bad finding '{0}'")]
+    BadFinding(String),
+    /// A finding kind daxvmm does not know.
+    #[error("unknown finding kind '{0}'")]
+    FindingKind(String),
+    /// A scenario the library does not have.
+    #[error("unknown scenario '{0}' (daxvmm test --list)")]
+    Scenario(String),
+    /// A filesystem other than ext4 or xfs.
+    #[error("fs '{0}': must be ext4 or xfs")]
+    Filesystem(String),
+    /// A number out of its range.
+    #[error("{field} {value}: must be {range}")]
+    Range {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// What it may be.
+        range: &'static str,
+    },
+    /// The schedule does not parse.
+    #[error("schedule: {0}")]
+    Schedule(#[from] daxvmm_devices::fault::FaultError),
 }
 
 impl Repro {
@@ -131,16 +176,15 @@ impl Repro {
         let mut text = String::new();
         std::fs::File::open(path).map_err(io)?.take(MAX_FILE + 1).read_to_string(&mut text).map_err(io)?;
         if text.len() as u64 > MAX_FILE {
-            let why = format!("larger than {} MiB: not a repro file daxvmm wrote", MAX_FILE >> 20);
-            return Err(ReproError::Format { path: shown, why });
+            return Err(ReproError::Format { path: shown, why: ParseError::TooLarge });
         }
         Self::parse(&text).map_err(|why| ReproError::Format { path: shown, why })
     }
 
     /// Parses a repro file's text.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
         if text.lines().next() != Some(HEADER) {
-            return Err(format!("not a daxvmm repro file (the first line must be {HEADER:?})"));
+            return Err(ParseError::NotRepro);
         }
         let mut fields: Vec<(&str, &str)> = Vec::new();
         for line in text.lines().skip(1) {
@@ -150,36 +194,36 @@ impl Repro {
             if line.starts_with('#') || line.trim().is_empty() {
                 continue;
             }
-            let (k, v) = line.split_once(": ").ok_or_else(|| format!("bad line {line:?}"))?;
+            let (k, v) = line.split_once(": ").ok_or_else(|| ParseError::BadLine(line.to_string()))?;
             fields.push((k, v.trim()));
         }
-        let get = |k: &str| {
-            fields.iter().find(|(key, _)| *key == k).map(|(_, v)| *v).ok_or(format!("missing {k:?}"))
+        let get = |k: &'static str| {
+            fields.iter().find(|(key, _)| *key == k).map(|(_, v)| *v).ok_or(ParseError::Missing(k))
         };
-        let num = |k: &str| get(k)?.parse::<u64>().map_err(|_| format!("{k:?} is not a number"));
+        let num = |k: &'static str| get(k)?.parse::<u64>().map_err(|_| ParseError::NotANumber(k));
         let findings = fields
             .iter()
             .filter(|(k, _)| *k == "finding")
             .map(|(_, v)| {
-                let (kind, text) = v.split_once(": ").ok_or(format!("bad finding {v:?}"))?;
-                let kind = FindingKind::from_name(kind).ok_or(format!("unknown finding kind {kind:?}"))?;
+                let (kind, text) = v.split_once(": ").ok_or_else(|| ParseError::BadFinding(v.to_string()))?;
+                let kind =
+                    FindingKind::from_name(kind).ok_or_else(|| ParseError::FindingKind(kind.to_string()))?;
                 Ok(Finding::new(kind, text))
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, ParseError>>()?;
         let scenario = get("scenario")?;
-        crate::library::find(scenario)
-            .ok_or(format!("unknown scenario {scenario:?} (daxvmm test --list)"))?;
+        crate::library::find(scenario).ok_or_else(|| ParseError::Scenario(scenario.to_string()))?;
         let fs = get("fs")?;
         if !FILESYSTEMS.contains(&fs) {
-            return Err(format!("fs {fs:?}: must be one of {}", FILESYSTEMS.join(", ")));
+            return Err(ParseError::Filesystem(fs.to_string()));
         }
         let cpus = num("cpus")?;
         if !(1..=8).contains(&cpus) {
-            return Err(format!("cpus {cpus}: must be 1 to 8"));
+            return Err(ParseError::Range { field: "cpus", value: cpus, range: "1 to 8" });
         }
         let bound_ms = num("hold-bound-ms")?;
         if !(1..=600_000).contains(&bound_ms) {
-            return Err(format!("hold-bound-ms {bound_ms}: must be 1 to 600000"));
+            return Err(ParseError::Range { field: "hold-bound-ms", value: bound_ms, range: "1 to 600000" });
         }
         Ok(Self {
             kernel: PathBuf::from(get("kernel")?),
@@ -189,7 +233,7 @@ impl Repro {
             scenario: scenario.to_string(),
             fs: fs.to_string(),
             seed: get("seed")?.parse().ok(),
-            schedule: get("schedule")?.parse().map_err(|e| format!("schedule: {e}"))?,
+            schedule: get("schedule")?.parse()?,
             cpus: cpus as u8,
             bound_ms,
             findings,
@@ -262,25 +306,30 @@ mod tests {
 
     #[test]
     fn rejects_bad_files() {
-        assert!(Repro::parse("hello").unwrap_err().contains("not a daxvmm repro file"));
+        assert!(Repro::parse("hello").unwrap_err().to_string().contains("not a daxvmm repro file"));
         let text = sample().render(&[], "");
         assert!(Repro::parse(&text.replace("schedule: 0.s1", "schedule: 0.x1"))
             .unwrap_err()
+            .to_string()
             .starts_with("schedule"));
-        assert!(Repro::parse(&text.replace("cpus: 3\n", "")).unwrap_err().contains("missing \"cpus\""));
+        assert!(Repro::parse(&text.replace("cpus: 3\n", ""))
+            .unwrap_err()
+            .to_string()
+            .contains("missing 'cpus'"));
         assert!(Repro::parse(&text.replace("finding: ordering", "finding: weird"))
             .unwrap_err()
+            .to_string()
             .contains("unknown finding kind"));
         assert!(matches!(Repro::load(Path::new("/nonexistent.repro")), Err(ReproError::Io { .. })));
         for (from, to, why) in [
             ("cpus: 3", "cpus: 0", "cpus 0"),
             ("cpus: 3", "cpus: 200", "cpus 200"),
-            ("fs: xfs", "fs: ext4; reboot", "fs \"ext4; reboot\""),
+            ("fs: xfs", "fs: ext4; reboot", "fs 'ext4; reboot'"),
             ("scenario: truncate-unpin", "scenario: rm -rf", "unknown scenario"),
             ("hold-bound-ms: 2000", "hold-bound-ms: 0", "hold-bound-ms 0"),
         ] {
             assert!(text.contains(from), "{from}");
-            let e = Repro::parse(&text.replace(from, to)).unwrap_err();
+            let e = Repro::parse(&text.replace(from, to)).unwrap_err().to_string();
             assert!(e.contains(why), "{to}: {e}");
         }
         let big = std::env::temp_dir().join(format!("daxvmm-big-{}.repro", std::process::id()));

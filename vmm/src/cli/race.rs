@@ -10,14 +10,28 @@ use daxvmm_race::{BootOptions, ReproOptions, TestOptions};
 use crate::cli::run::MIN_MEM;
 use crate::units::{format_size, parse_size, parse_timeout, MIB};
 
+/// Why a guest RAM size was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MemArgError {
+    /// Not a size.
+    #[error(transparent)]
+    Size(#[from] crate::units::UnitError),
+    /// Below [`MIN_MEM`].
+    #[error("a guest needs at least {}", format_size(MIN_MEM))]
+    TooSmall,
+    /// Not a multiple of 2M.
+    #[error("guest RAM must be a multiple of 2M")]
+    Unaligned,
+}
+
 /// Guest RAM for `test` and `repro`: at least [`MIN_MEM`], a multiple of 2M.
-fn parse_mem(s: &str) -> Result<u64, String> {
-    let mem = parse_size(s).map_err(|e| e.to_string())?;
+fn parse_mem(s: &str) -> Result<u64, MemArgError> {
+    let mem = parse_size(s)?;
     if mem < MIN_MEM {
-        return Err(format!("a guest needs at least {}", format_size(MIN_MEM)));
+        return Err(MemArgError::TooSmall);
     }
     if !mem.is_multiple_of(2 * MIB) {
-        return Err("guest RAM must be a multiple of 2M".into());
+        return Err(MemArgError::Unaligned);
     }
     Ok(mem)
 }

@@ -81,10 +81,21 @@ pub struct RunArgs {
     pub log_level: log::LevelFilter,
 }
 
-fn parse_schedule(s: &str) -> Result<Schedule, String> {
-    let schedule: Schedule = s.parse().map_err(|e| format!("{e}"))?;
+/// Why a `--fault-schedule` was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleArgError {
+    /// A step does not parse.
+    #[error(transparent)]
+    Step(#[from] daxvmm_devices::fault::FaultError),
+    /// Nothing to enforce.
+    #[error("the schedule has no steps (e.g. \"0.e7 0.e8\")")]
+    Empty,
+}
+
+fn parse_schedule(s: &str) -> Result<Schedule, ScheduleArgError> {
+    let schedule: Schedule = s.parse()?;
     if schedule.steps().is_empty() {
-        return Err("the schedule has no steps (e.g. \"0.e7 0.e8\")".into());
+        return Err(ScheduleArgError::Empty);
     }
     Ok(schedule)
 }
