@@ -3,7 +3,8 @@
 //! ([`TFile`]). Everything that touches a raw descriptor or pointer lives here, except the
 //! scenario-specific calls (signals, timers, punch hole, unlink, /dev/kmsg) in the check modules.
 
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, NulError};
+use std::io;
 use std::os::fd::RawFd;
 
 use crate::abi::{
@@ -16,6 +17,54 @@ pub const PMD: usize = 2 << 20;
 pub const MAP_SHARED_VALIDATE: libc::c_int = 0x03;
 pub const MAP_SYNC: libc::c_int = 0x80000;
 const DEV: &CStr = c"/dev/dax_refcount";
+
+/// Why a system call of this layer failed. The messages are the programs' output (the TAP bail-out and
+/// check lines, `@@race skip` reasons), so they stay short: what failed and the system's reason; the
+/// variants' docs say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SysError {
+    /// /dev/dax_refcount could not be opened: the guest kernel lacks the dax_refcount driver (boot one
+    /// built with daxvmm's guest-kernel patches) or the device node is missing (devtmpfs not mounted).
+    #[error("open {}: {source}", DEV.to_string_lossy())]
+    OpenDev {
+        /// What open(2) said.
+        source: io::Error,
+    },
+    /// mmap(2) failed: out of memory or address space, or a file that cannot be mapped as asked (MAP_SYNC
+    /// needs a DAX mount: mount DIR with `-o dax`).
+    #[error("mmap: {source}")]
+    Mmap {
+        /// What mmap(2) said.
+        source: io::Error,
+    },
+    /// A test file's path has a NUL byte: give a DIR without one.
+    #[error("open {path}: {source}")]
+    PathNul {
+        /// The path.
+        path: String,
+        /// Where the NUL is.
+        source: NulError,
+    },
+    /// A test file could not be created: DIR must exist and be writable (the DAX mount).
+    #[error("open {path}: {source}")]
+    Create {
+        /// The path.
+        path: String,
+        /// What open(2) said.
+        source: io::Error,
+    },
+    /// Blocks could not be allocated for a test file: the filesystem on DIR is full (or does not
+    /// support fallocate); make it larger or clean it.
+    #[error("fallocate {path} {len}: {source}")]
+    Fallocate {
+        /// The path.
+        path: String,
+        /// Bytes asked for.
+        len: usize,
+        /// What fallocate(2) said.
+        source: io::Error,
+    },
+}
 
 pub fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
@@ -48,11 +97,11 @@ pub struct Dev {
 }
 
 impl Dev {
-    pub fn open() -> Result<Dev, String> {
+    pub fn open() -> Result<Dev, SysError> {
         // SAFETY: DEV is a NUL-terminated string constant; open() only reads it.
         let fd = unsafe { libc::open(DEV.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if fd < 0 {
-            return Err(format!("open {}: {}", DEV.to_string_lossy(), std::io::Error::last_os_error()));
+            return Err(SysError::OpenDev { source: io::Error::last_os_error() });
         }
         Ok(Dev { fd })
     }
@@ -162,21 +211,21 @@ impl Drop for Map {
     }
 }
 
-pub fn mmap_at(hint: usize, len: usize, prot: i32, flags: i32, fd: RawFd) -> Result<Map, String> {
+pub fn mmap_at(hint: usize, len: usize, prot: i32, flags: i32, fd: RawFd) -> Result<Map, SysError> {
     // SAFETY: either a kernel-chosen address or MAP_FIXED inside a reservation we own.
     let p = unsafe { libc::mmap(hint as *mut _, len, prot, flags, fd, 0) };
     if p == libc::MAP_FAILED {
-        return Err(format!("mmap: {}", std::io::Error::last_os_error()));
+        return Err(SysError::Mmap { source: io::Error::last_os_error() });
     }
     Ok(Map { ptr: p.cast(), len })
 }
 
-pub fn map_file(fd: RawFd, len: usize) -> Result<Map, String> {
+pub fn map_file(fd: RawFd, len: usize) -> Result<Map, SysError> {
     mmap_at(0, len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd)
 }
 
 /// Maps `len` bytes of `fd` at a 2 MiB-aligned address (so a PMD fault is possible).
-pub fn map_file_aligned(fd: RawFd, len: usize, flags: i32) -> Result<Map, String> {
+pub fn map_file_aligned(fd: RawFd, len: usize, flags: i32) -> Result<Map, SysError> {
     let mut resv = mmap_at(0, len + PMD, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)?;
     let aligned = (resv.addr() + PMD - 1) & !(PMD - 1);
     // Give the reservation back around the aligned window; the window itself is replaced by MAP_FIXED.
@@ -194,7 +243,7 @@ pub fn map_file_aligned(fd: RawFd, len: usize, flags: i32) -> Result<Map, String
     mmap_at(aligned, len, libc::PROT_READ | libc::PROT_WRITE, flags | libc::MAP_FIXED, fd)
 }
 
-pub fn anon(len: usize, prot: i32) -> Result<Map, String> {
+pub fn anon(len: usize, prot: i32) -> Result<Map, SysError> {
     mmap_at(0, len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)
 }
 
@@ -205,20 +254,23 @@ pub struct TFile {
 }
 
 impl TFile {
-    pub fn create(dir: &str, name: &str, len: usize) -> Result<TFile, String> {
+    pub fn create(dir: &str, name: &str, len: usize) -> Result<TFile, SysError> {
         let path = format!("{dir}/{name}");
-        let c = CString::new(path.clone()).map_err(|e| format!("open {path}: {e}"))?;
+        let c = match CString::new(path.as_str()) {
+            Ok(c) => c,
+            Err(source) => return Err(SysError::PathNul { path, source }),
+        };
         // SAFETY: c is NUL-terminated and outlives the call.
         let fd = unsafe {
             libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o644)
         };
         if fd < 0 {
-            return Err(format!("open {path}: {}", std::io::Error::last_os_error()));
+            return Err(SysError::Create { path, source: io::Error::last_os_error() });
         }
         let f = TFile { fd };
         // SAFETY: fd is our open descriptor; fallocate touches no memory of ours.
         if unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) } != 0 {
-            return Err(format!("fallocate {path} {len}: {}", std::io::Error::last_os_error()));
+            return Err(SysError::Fallocate { path, len, source: io::Error::last_os_error() });
         }
         Ok(f)
     }
@@ -255,5 +307,29 @@ mod tests {
     #[test]
     fn dev_path() {
         assert_eq!(DEV.to_string_lossy(), "/dev/dax_refcount");
+    }
+
+    /// The messages are printed as TAP and `@@race skip` text: they keep the wording of the String
+    /// errors they replaced.
+    #[test]
+    fn error_messages() {
+        let os = |e| io::Error::from_raw_os_error(e);
+        let eno = os(libc::ENOENT).to_string();
+        assert_eq!(
+            SysError::OpenDev { source: os(libc::ENOENT) }.to_string(),
+            format!("open /dev/dax_refcount: {eno}")
+        );
+        assert_eq!(SysError::Mmap { source: os(libc::ENOENT) }.to_string(), format!("mmap: {eno}"));
+        assert_eq!(
+            SysError::Create { path: "/mnt/x".into(), source: os(libc::ENOENT) }.to_string(),
+            format!("open /mnt/x: {eno}")
+        );
+        assert_eq!(
+            SysError::Fallocate { path: "/mnt/x".into(), len: 4096, source: os(libc::ENOENT) }.to_string(),
+            format!("fallocate /mnt/x 4096: {eno}")
+        );
+        let Err(e) = TFile::create("/tmp/a\0b", "f", 0) else { panic!("a path with a NUL opened") };
+        let nul = CString::new("/tmp/a\0b/f").expect_err("a NUL byte");
+        assert_eq!(e.to_string(), format!("open /tmp/a\0b/f: {nul}"));
     }
 }

@@ -4,7 +4,9 @@
 
 use crate::sys::ename;
 
-/// The result of one check: `Err` carries the diagnostic printed after `not ok`.
+/// The result of one check: `Err` carries the diagnostic printed after `not ok`. A String, not an error
+/// type: it is a report, the finding of a check composed from what it measured (and from the errors that
+/// stopped it, as text), cloned into the checks it did not reach and printed once; nothing matches on it.
 pub type Res = Result<(), String>;
 
 pub fn expect_err<T: std::fmt::Debug>(what: &str, r: Result<T, i32>, want: &[i32]) -> Res {
@@ -49,9 +51,13 @@ impl Tap {
 
     /// Runs one scenario that reports `names.len()` results in order; if it stops early with an error,
     /// the results it did not reach fail with that error.
-    pub fn scenario(&mut self, names: &[&str], f: impl FnOnce(&mut Vec<Res>) -> Res) {
+    pub fn scenario<E: std::fmt::Display>(
+        &mut self,
+        names: &[&str],
+        f: impl FnOnce(&mut Vec<Res>) -> Result<(), E>,
+    ) {
         let mut results = Vec::new();
-        let stop = f(&mut results);
+        let stop = f(&mut results).map_err(|e| e.to_string());
         for (i, name) in names.iter().enumerate() {
             self.report(name, &outcome(&results, i, &stop));
         }

@@ -2,7 +2,7 @@
 //! towards pins of memory this program can afford to have written), then a sanity check that the driver
 //! still works.
 
-use super::{pin, q_str, query, PIN_BIAS};
+use super::{pin, q_str, query, CheckError, IoctlResult, PIN_BIAS};
 use crate::abi::{DAX_RC_HOOK_STATS, DAX_RC_PIN, DAX_RC_QUERY, DAX_RC_UNPIN, DAX_RC_WRITE_THROUGH_PIN};
 use crate::sys::{anon, ename, map_file, Dev, TFile, PAGE};
 use crate::tap::{check, diag, Res};
@@ -21,7 +21,8 @@ impl Rng {
     }
 }
 
-pub fn fuzz(dir: &str, iters: usize) -> Res {
+/// `Err` when it could not set up or run the ioctls; the check then fails with that error.
+pub fn fuzz(dir: &str, iters: usize) -> Result<Res, CheckError> {
     let d = Dev::open()?;
     // Pins only ever target these scratch areas (or addresses nothing is mapped at), so writes through
     // pins cannot corrupt this program.
@@ -92,10 +93,12 @@ pub fn fuzz(dir: &str, iters: usize) -> Res {
     drop(d);
     // The driver still works after the fuzzed file is closed (all its pins released).
     let d = Dev::open()?;
-    let st = d.stats().map_err(|e| format!("HOOK_STATS after the fuzz: {}", ename(e)))?;
+    let st = d.stats().ioctl("HOOK_STATS after the fuzz")?;
     let p = pin(&d, fm.addr(), PAGE, 0)?;
     let q = query(&d, p.handle, 0)?;
-    check(q.ref_count == 1 + PIN_BIAS && st.hooks_registered == 1, || format!("after fuzz: {}", q_str(&q)))
+    Ok(check(q.ref_count == 1 + PIN_BIAS && st.hooks_registered == 1, || {
+        format!("after fuzz: {}", q_str(&q))
+    }))
 }
 
 #[cfg(test)]

@@ -3,18 +3,18 @@
 //! fuzz run ([`super::fuzz`]).
 
 use super::fuzz::fuzz;
-use super::{pin, q_str, query, PIN_BIAS};
+use super::{pin, q_str, query, CheckError, IoctlResult, PIN_BIAS};
 use crate::abi::{
     Pin, Query, Unpin, Write, DAX_RC_HOOK_STATS, DAX_RC_PIN, DAX_RC_QUERY, DAX_RC_UNPIN,
     DAX_RC_WRITE_THROUGH_PIN, MAX_PIN_PAGES, PIN_WRITE, UNPIN_KEEP_PFNS,
 };
-use crate::sys::{anon, ename, map_file, Dev, TFile, PAGE};
+use crate::sys::{anon, map_file, Dev, TFile, PAGE};
 use crate::tap::{check, diag, expect_err, Res};
 
 pub const PERFILE: &[&str] =
     &["handles are per open file (another file's handle is ENOENT)", "closing a file releases its pins"];
 
-pub fn per_file(dir: &str, out: &mut Vec<Res>) -> Res {
+pub fn per_file(dir: &str, out: &mut Vec<Res>) -> Result<(), CheckError> {
     let d1 = Dev::open()?;
     let d2 = Dev::open()?;
     let f = TFile::create(dir, "perfile", 4 * PAGE)?;
@@ -52,7 +52,7 @@ pub const BAD: &[&str] = &[
 
 // Each group of input checks is a list of results pushed one by one.
 #[allow(clippy::vec_init_then_push)]
-pub fn bad_input(dir: &str, out: &mut Vec<Res>) -> Res {
+pub fn bad_input(dir: &str, out: &mut Vec<Res>) -> Result<(), CheckError> {
     let d = Dev::open()?;
     let rw = anon(4 * PAGE, libc::PROT_READ | libc::PROT_WRITE)?;
     rw.touch();
@@ -92,8 +92,8 @@ pub fn bad_input(dir: &str, out: &mut Vec<Res>) -> Res {
         libc::mprotect(qro.ptr.cast(), PAGE, libc::PROT_READ);
     }
     r.push(expect_err("QUERY with a read-only argument", d.raw(DAX_RC_QUERY, qro.addr()), &[libc::EFAULT]));
-    r.push(d.unpin(qp.handle, 0).map_err(|e| format!("UNPIN: {}", ename(e))));
-    out.push(r.into_iter().collect::<Result<Vec<()>, String>>().map(|_| ()));
+    r.push(d.unpin(qp.handle, 0).ioctl("UNPIN").map_err(|e| e.to_string()));
+    out.push(r.into_iter().collect::<Res>());
 
     // EINVAL
     let mut r: Vec<Res> = Vec::new();
@@ -122,7 +122,7 @@ pub fn bad_input(dir: &str, out: &mut Vec<Res>) -> Res {
     r.push(expect_err("WRITE reserved != 0", d.io(DAX_RC_WRITE_THROUGH_PIN, &mut wa), &[libc::EINVAL]));
     let mut qa = Query { handle: 1, reserved: 3, ..Default::default() };
     r.push(expect_err("QUERY reserved != 0", d.io(DAX_RC_QUERY, &mut qa), &[libc::EINVAL]));
-    out.push(r.into_iter().collect::<Result<Vec<()>, String>>().map(|_| ()));
+    out.push(r.into_iter().collect::<Res>());
 
     // ENOENT
     let mut r: Vec<Res> = Vec::new();
@@ -131,7 +131,7 @@ pub fn bad_input(dir: &str, out: &mut Vec<Res>) -> Res {
     r.push(expect_err("QUERY handle u64::MAX", d.query(u64::MAX, 0), &[libc::ENOENT]));
     r.push(expect_err("UNPIN handle 9999", d.unpin(9999, 0), &[libc::ENOENT]));
     r.push(expect_err("WRITE handle 9999", d.write(9999, 0, 0, 1, 0), &[libc::ENOENT]));
-    out.push(r.into_iter().collect::<Result<Vec<()>, String>>().map(|_| ()));
+    out.push(r.into_iter().collect::<Res>());
 
     // index/offset
     let mut r: Vec<Res> = Vec::new();
@@ -144,15 +144,15 @@ pub fn bad_input(dir: &str, out: &mut Vec<Res>) -> Res {
     r.push(expect_err("WRITE len 0", d.write(pw.handle, 0, 0, 0, 0), &[libc::EINVAL]));
     r.push(expect_err("WRITE offset+len overflows", d.write(pw.handle, 0, u32::MAX, 2, 0), &[libc::EINVAL]));
     r.push(expect_err("WRITE through a read-only pin", d.write(pr.handle, 0, 0, 1, 0), &[libc::EPERM]));
-    r.push(d.write(pw.handle, 1, 0, 4096, 0x11).map_err(|e| format!("valid WRITE: {}", ename(e))));
+    r.push(d.write(pw.handle, 1, 0, 4096, 0x11).ioctl("valid WRITE").map_err(|e| e.to_string()));
     r.push(check(rw.byte(PAGE + 4095) == 0x11, || "valid WRITE not visible".into()));
-    r.push(d.unpin(pw.handle, UNPIN_KEEP_PFNS).map_err(|e| format!("UNPIN keep: {}", ename(e))));
+    r.push(d.unpin(pw.handle, UNPIN_KEEP_PFNS).ioctl("UNPIN keep").map_err(|e| e.to_string()));
     r.push(expect_err("WRITE through a released handle", d.write(pw.handle, 0, 0, 1, 0), &[libc::ESTALE]));
     r.push(expect_err("QUERY of a released non-ZONE_DEVICE page", d.query(pw.handle, 0), &[libc::ENXIO]));
     r.push(expect_err("UNPIN keep twice", d.unpin(pw.handle, UNPIN_KEEP_PFNS), &[libc::ESTALE]));
-    r.push(d.unpin(pw.handle, 0).map_err(|e| format!("UNPIN forget: {}", ename(e))));
-    r.push(d.unpin(pr.handle, 0).map_err(|e| format!("UNPIN: {}", ename(e))));
-    out.push(r.into_iter().collect::<Result<Vec<()>, String>>().map(|_| ()));
+    r.push(d.unpin(pw.handle, 0).ioctl("UNPIN forget").map_err(|e| e.to_string()));
+    r.push(d.unpin(pr.handle, 0).ioctl("UNPIN").map_err(|e| e.to_string()));
+    out.push(r.into_iter().collect::<Res>());
 
     // ENOTTY
     let ioc = |dir: u32, ty: u32, nr: u32, size: u32| (dir << 30) | (size << 16) | (ty << 8) | nr;
@@ -170,9 +170,9 @@ pub fn bad_input(dir: &str, out: &mut Vec<Res>) -> Res {
     ] {
         r.push(expect_err(what, d.raw(cmd, bp), &[libc::ENOTTY]));
     }
-    out.push(r.into_iter().collect::<Result<Vec<()>, String>>().map(|_| ()));
+    out.push(r.into_iter().collect::<Res>());
 
     // fuzz
-    out.push(fuzz(dir, 20_000));
+    out.push(fuzz(dir, 20_000).unwrap_or_else(|e| Err(e.to_string())));
     Ok(())
 }

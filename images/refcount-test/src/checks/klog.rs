@@ -1,16 +1,17 @@
 //! The kernel log after all the other checks: no WARN, BUG, Oops, KASAN/UBSAN report or hung task.
 
+use super::CheckError;
 use crate::sys::errno;
 use crate::tap::{check, diag, Res};
 
 pub const KLOG: &[&str] = &["kernel log has no WARN/BUG/Oops/KASAN/hung-task line"];
 
-pub fn klog(out: &mut Vec<Res>) -> Res {
+pub fn klog(out: &mut Vec<Res>) -> Result<(), CheckError> {
     // SAFETY: a NUL-terminated string literal; open() only reads it.
     let fd =
         unsafe { libc::open(c"/dev/kmsg".as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) };
     if fd < 0 {
-        return Err(format!("open /dev/kmsg: {}", std::io::Error::last_os_error()));
+        return Err(CheckError::Kmsg(std::io::Error::last_os_error()));
     }
     let pats = [
         "WARNING:",

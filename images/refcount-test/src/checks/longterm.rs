@@ -1,6 +1,6 @@
 //! FOLL_LONGTERM pins: refused on fs-dax pages, allowed on anonymous memory (the control).
 
-use super::pin;
+use super::{pin, CheckError};
 use crate::abi::{PIN_LONGTERM, PIN_WRITE};
 use crate::sys::{anon, map_file, Dev, TFile, PAGE};
 use crate::tap::{check, expect_err, Res};
@@ -10,7 +10,7 @@ pub const LONGTERM: &[&str] = &[
     "FOLL_LONGTERM pin of anonymous memory succeeds (control)",
 ];
 
-pub fn longterm(dir: &str, out: &mut Vec<Res>) -> Res {
+pub fn longterm(dir: &str, out: &mut Vec<Res>) -> Result<(), CheckError> {
     let d = Dev::open()?;
     let f = TFile::create(dir, "longterm", 4 * PAGE)?;
     let m = map_file(f.fd, 4 * PAGE)?;
@@ -24,6 +24,7 @@ pub fn longterm(dir: &str, out: &mut Vec<Res>) -> Res {
     a.touch();
     out.push(
         pin(&d, a.addr(), 4 * PAGE, PIN_WRITE | PIN_LONGTERM)
+            .map_err(|e| e.to_string())
             .and_then(|p| check(p.nr_pages == 4, || format!("nr_pages {}", p.nr_pages))),
     );
     Ok(())

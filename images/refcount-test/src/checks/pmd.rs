@@ -1,9 +1,9 @@
 //! 2 MiB (PMD) fs-dax folios: one order-9 folio per aligned 2 MiB extent, one reference and one mapcount
 //! per PMD mapping, one reference per pinned page, idle after unpin and munmap.
 
-use super::{pin, q_str, query};
+use super::{pin, q_str, query, CheckError, IoctlResult};
 use crate::abi::{PIN_WRITE, Q_FSDAX, Q_RELEASED, UNPIN_KEEP_PFNS};
-use crate::sys::{ename, map_file_aligned, Dev, TFile, MAP_SHARED_VALIDATE, MAP_SYNC, PAGE, PMD};
+use crate::sys::{map_file_aligned, Dev, TFile, MAP_SHARED_VALIDATE, MAP_SYNC, PAGE, PMD};
 use crate::tap::{check, diag, Res};
 
 pub const PMD_NAMES: &[&str] = &[
@@ -14,7 +14,7 @@ pub const PMD_NAMES: &[&str] = &[
     "after unpin and munmap of both mappings the folio is idle (ref_count 0, mapcount 0)",
 ];
 
-pub fn pmd(dir: &str, out: &mut Vec<Res>) -> Res {
+pub fn pmd(dir: &str, out: &mut Vec<Res>) -> Result<(), CheckError> {
     let d = Dev::open()?;
     let f = TFile::create(dir, "pmd", PMD)?;
     let mut m1 = map_file_aligned(f.fd, PMD, libc::MAP_SHARED)?;
@@ -50,10 +50,10 @@ pub fn pmd(dir: &str, out: &mut Vec<Res>) -> Res {
             && qa511.handle_pins == 512,
         || format!("nr_pages {}; index 0: {}; index 511: {}", all.nr_pages, q_str(&qa0), q_str(&qa511)),
     ));
-    d.unpin(all.handle, 0).map_err(|e| format!("UNPIN: {}", ename(e)))?;
+    d.unpin(all.handle, 0).ioctl("UNPIN")?;
     m1.unmap();
     m2.unmap();
-    d.unpin(p.handle, UNPIN_KEEP_PFNS).map_err(|e| format!("UNPIN keep: {}", ename(e)))?;
+    d.unpin(p.handle, UNPIN_KEEP_PFNS).ioctl("UNPIN keep")?;
     let q3 = query(&d, p.handle, 0)?;
     diag(&format!("pmd idle: {}", q_str(&q3)));
     out.push(check(q3.ref_count == 0 && q3.mapcount == 0 && q3.flags & Q_RELEASED != 0, || q_str(&q3)));

@@ -1,9 +1,9 @@
 //! Small (4 KiB) fs-dax pages: the reference counts a mapping and a pin hold, writes through a pin, the
 //! idle state after unpin and munmap, and the folio_free hook.
 
-use super::{pin, q_str, query, PIN_BIAS};
+use super::{pin, q_str, query, CheckError, IoctlResult, PIN_BIAS};
 use crate::abi::{PIN_WRITE, Q_FSDAX, Q_PGMAP, Q_RELEASED, Q_WRITE, Q_ZONE_DEVICE, UNPIN_KEEP_PFNS};
-use crate::sys::{ename, map_file, Dev, TFile, PAGE};
+use crate::sys::{map_file, Dev, TFile, PAGE};
 use crate::tap::{check, diag, expect_err, Res};
 
 pub const SMALL: &[&str] = &[
@@ -16,9 +16,9 @@ pub const SMALL: &[&str] = &[
     "a forgotten handle is gone (ENOENT)",
 ];
 
-pub fn small_page(dir: &str, out: &mut Vec<Res>) -> Res {
+pub fn small_page(dir: &str, out: &mut Vec<Res>) -> Result<(), CheckError> {
     let d = Dev::open()?;
-    let st0 = d.stats().map_err(|e| format!("HOOK_STATS: {}", ename(e)))?;
+    let st0 = d.stats().ioctl("HOOK_STATS")?;
     let f = TFile::create(dir, "small", 4 * PAGE)?;
     let mut m = map_file(f.fd, 4 * PAGE)?;
     m.touch();
@@ -38,7 +38,7 @@ pub fn small_page(dir: &str, out: &mut Vec<Res>) -> Res {
         },
     ));
     out.push(check(q.ref_count == 1 + PIN_BIAS && q.mapcount == 1, || q_str(&q)));
-    let r = d.write(p.handle, 0, 100, 50, 0xa5).map_err(|e| format!("WRITE_THROUGH_PIN: {}", ename(e)));
+    let r = d.write(p.handle, 0, 100, 50, 0xa5).ioctl("WRITE_THROUGH_PIN").map_err(|e| e.to_string());
     out.push(r.and_then(|_| {
         let ok = (PAGE + 100..PAGE + 150).all(|o| m.byte(o) == 0xa5)
             && m.byte(PAGE) == 0x5a
@@ -58,7 +58,7 @@ pub fn small_page(dir: &str, out: &mut Vec<Res>) -> Res {
     m.unmap();
     let q = query(&d, p.handle, 0)?;
     out.push(check(q.ref_count == PIN_BIAS && q.mapcount == 0, || q_str(&q)));
-    d.unpin(p.handle, UNPIN_KEEP_PFNS).map_err(|e| format!("UNPIN keep: {}", ename(e)))?;
+    d.unpin(p.handle, UNPIN_KEEP_PFNS).ioctl("UNPIN keep")?;
     let q2 = query(&d, p.handle, 0)?;
     diag(&format!("small idle: {}", q_str(&q2)));
     out.push(check(
@@ -69,14 +69,14 @@ pub fn small_page(dir: &str, out: &mut Vec<Res>) -> Res {
             && q2.handle_pins == 0,
         || q_str(&q2),
     ));
-    let st1 = d.stats().map_err(|e| format!("HOOK_STATS: {}", ename(e)))?;
+    let st1 = d.stats().ioctl("HOOK_STATS")?;
     out.push(check(st1.folio_free > st0.folio_free && st1.last_free_pfn == q.pfn, || {
         format!(
             "folio_free {} -> {}, last_free_pfn {:#x}, pinned pfn {:#x}",
             st0.folio_free, st1.folio_free, st1.last_free_pfn, q.pfn
         )
     }));
-    d.unpin(p.handle, 0).map_err(|e| format!("UNPIN forget: {}", ename(e)))?;
+    d.unpin(p.handle, 0).ioctl("UNPIN forget")?;
     out.push(expect_err("QUERY of a forgotten handle", d.query(p.handle, 0), &[libc::ENOENT]));
     Ok(())
 }

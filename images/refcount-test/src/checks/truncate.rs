@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::{pin, query};
+use super::{pin, query, CheckError, IoctlResult};
 use crate::abi::PIN_WRITE;
 use crate::sys::{ename, errno, map_file, Dev, TFile, PAGE};
 use crate::tap::{check, diag, Res};
@@ -83,7 +83,7 @@ fn blocks_until_unpin(
     }
 }
 
-pub fn truncate(dir: &str, out: &mut Vec<Res>) -> Res {
+pub fn truncate(dir: &str, out: &mut Vec<Res>) -> Result<(), CheckError> {
     let d = Arc::new(Dev::open()?);
     // 1. blocks until the unpin
     let f = TFile::create(dir, "trunc-block", 4 * PAGE)?;
@@ -92,9 +92,9 @@ pub fn truncate(dir: &str, out: &mut Vec<Res>) -> Res {
     let p = pin(&d, m.addr() + PAGE, PAGE, PIN_WRITE)?;
     let pfn = query(&d, p.handle, 0)?.pfn;
     m.unmap();
-    let st0 = d.stats().map_err(|e| format!("HOOK_STATS: {}", ename(e)))?;
+    let st0 = d.stats().ioctl("HOOK_STATS")?;
     out.push(blocks_until_unpin(&d, p.handle, st0.wait_begin, "ftruncate", || f.truncate(0)));
-    let st1 = d.stats().map_err(|e| format!("HOOK_STATS: {}", ename(e)))?;
+    let st1 = d.stats().ioctl("HOOK_STATS")?;
     out.push(check(
         st1.wait_begin > st0.wait_begin && st1.wait_end > st0.wait_end && st1.last_wait_pfn == pfn,
         || format!("before {st0:?}, after {st1:?}, pinned pfn {pfn:#x}"),
@@ -131,7 +131,7 @@ pub fn truncate(dir: &str, out: &mut Vec<Res>) -> Res {
             true
         })
     };
-    let st0 = d.stats().map_err(|e| format!("HOOK_STATS: {}", ename(e)))?;
+    let st0 = d.stats().ioctl("HOOK_STATS")?;
     let it = libc::itimerval {
         it_interval: libc::timeval { tv_sec: 0, tv_usec: 0 },
         it_value: libc::timeval { tv_sec: 0, tv_usec: 250_000 },
@@ -147,7 +147,7 @@ pub fn truncate(dir: &str, out: &mut Vec<Res>) -> Res {
         Err(e) => Err(format!("ftruncate: {} after {el:?}", ename(e))),
         Ok(()) => Err(format!("ftruncate succeeded after {el:?} while the page was pinned")),
     });
-    let st1 = d.stats().map_err(|e| format!("HOOK_STATS: {}", ename(e)))?;
+    let st1 = d.stats().ioctl("HOOK_STATS")?;
     let unpin = d.unpin(p.handle, 0);
     done.store(true, Ordering::Release);
     let watchdog_fired = wd.join().unwrap_or(true);
@@ -176,7 +176,7 @@ pub fn truncate(dir: &str, out: &mut Vec<Res>) -> Res {
     m.touch();
     let p = pin(&d, m.addr() + 2 * PAGE, PAGE, PIN_WRITE)?;
     m.unmap();
-    let st0 = d.stats().map_err(|e| format!("HOOK_STATS: {}", ename(e)))?;
+    let st0 = d.stats().ioctl("HOOK_STATS")?;
     out.push(blocks_until_unpin(&d, p.handle, st0.wait_begin, "fallocate(PUNCH_HOLE)", || {
         // SAFETY: f.fd is our open descriptor; fallocate touches no memory of ours.
         let rc = unsafe {
@@ -205,8 +205,8 @@ pub fn truncate(dir: &str, out: &mut Vec<Res>) -> Res {
     let pfn = query(&d, p.handle, 0)?.pfn;
     m.unmap();
     drop(f);
-    let st0 = d.stats().map_err(|e| format!("HOOK_STATS: {}", ename(e)))?;
-    let c = CString::new(path).map_err(|e| format!("unlink: {e}"))?;
+    let st0 = d.stats().ioctl("HOOK_STATS")?;
+    let c = CString::new(path).map_err(CheckError::UnlinkPath)?;
     out.push(blocks_until_unpin(&d, p.handle, st0.wait_begin, "unlink", || {
         // SAFETY: c is NUL-terminated and outlives the call.
         if unsafe { libc::unlink(c.as_ptr()) } != 0 {
@@ -215,7 +215,7 @@ pub fn truncate(dir: &str, out: &mut Vec<Res>) -> Res {
             Ok(())
         }
     }));
-    let st1 = d.stats().map_err(|e| format!("HOOK_STATS: {}", ename(e)))?;
+    let st1 = d.stats().ioctl("HOOK_STATS")?;
     out.push(check(
         st1.wait_begin > st0.wait_begin
             && st1.wait_end > st0.wait_end

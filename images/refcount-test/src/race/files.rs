@@ -4,10 +4,11 @@
 use std::ffi::CString;
 
 use daxvmm_refcount_test::abi::PIN_WRITE;
-use daxvmm_refcount_test::sys::{ename, map_file, map_file_aligned, Dev, Map, TFile, PAGE, PMD};
+use daxvmm_refcount_test::sys::{map_file, map_file_aligned, Dev, Map, TFile, PAGE, PMD};
 use daxvmm_scenarios::MARKER_NEW_BLOCK;
 
 use crate::ctx::{code, Ctx};
+use crate::error::RaceError;
 
 /// Pattern the pinner writes through its pin.
 pub const STALE: u8 = 0xa5;
@@ -30,14 +31,14 @@ pub struct PinnedFile {
 
 /// Creates `dir/name` of `len` bytes, maps it (2 MiB aligned for `len == PMD`), writes every page and
 /// pins `len` bytes from its start.
-pub fn pin_file(dev: &Dev, dir: &str, name: &str, len: usize) -> Result<PinnedFile, String> {
+pub fn pin_file(dev: &Dev, dir: &str, name: &str, len: usize) -> Result<PinnedFile, RaceError> {
     let path = format!("{dir}/{name}");
     let file = TFile::create(dir, name, len)?;
     let map =
         if len >= PMD { map_file_aligned(file.fd, len, libc::MAP_SHARED)? } else { map_file(file.fd, len)? };
     map.touch();
-    let p = dev.pin(map.addr(), len, PIN_WRITE).map_err(|e| format!("PIN: {}", ename(e)))?;
-    let q = dev.query(p.handle, 0).map_err(|e| format!("QUERY: {}", ename(e)))?;
+    let p = dev.pin(map.addr(), len, PIN_WRITE).map_err(|errno| RaceError::Ioctl { what: "PIN", errno })?;
+    let q = dev.query(p.handle, 0).map_err(|errno| RaceError::Ioctl { what: "QUERY", errno })?;
     Ok(PinnedFile { path, file: Some(file), map, handle: p.handle, pfn: q.pfn, order: q.order })
 }
 

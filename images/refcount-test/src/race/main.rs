@@ -13,15 +13,18 @@
 //! ```
 
 mod ctx;
+mod error;
 mod files;
 mod scenarios;
 
 use std::process::Command;
+use std::sync::Arc;
 
 use daxvmm_refcount_test::sys::Dev;
 use daxvmm_scenarios::ScenarioId;
 
 use ctx::{bracket, code, skip, Ctx};
+use error::RaceError;
 
 const USAGE: &str = "usage: daxvmm-race --plan FS:SCENARIO:RUNS[,...] [--dev /dev/pmem0] [--raw /dev/pmem1] [--mnt DIR] [--sleeps]
   FS: ext4 or xfs; SCENARIO: one of the names below; RUNS: how many runs (one schedule each, chosen by the host).
@@ -37,7 +40,7 @@ struct Args {
     sleeps: bool,
 }
 
-fn parse_args(args: &[String]) -> Result<Args, String> {
+fn parse_args(args: &[String]) -> Result<Args, RaceError> {
     let mut a = Args {
         plan: Vec::new(),
         dev: "/dev/pmem0".into(),
@@ -47,19 +50,20 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = || it.next().cloned().ok_or(format!("{arg} needs a value"));
+        let mut value = || it.next().cloned().ok_or_else(|| RaceError::MissingValue(arg.clone()));
         match arg.as_str() {
             "--plan" => {
                 for item in value()?.split(',').filter(|s| !s.is_empty()) {
                     let parts: Vec<&str> = item.split(':').collect();
-                    let [fs, name, runs] = parts[..] else { return Err(format!("bad plan item {item:?}")) };
+                    let [fs, name, runs] = parts[..] else { return Err(RaceError::PlanItem(item.into())) };
                     if !matches!(fs, "ext4" | "xfs") {
-                        return Err(format!("plan item {item:?}: filesystem must be ext4 or xfs"));
+                        return Err(RaceError::PlanFs(item.into()));
                     }
                     let Some(id) = ScenarioId::from_name(name) else {
-                        return Err(format!("plan item {item:?}: unknown scenario {name}"));
+                        return Err(RaceError::PlanScenario { item: item.into(), name: name.into() });
                     };
-                    let runs = runs.parse().map_err(|_| format!("plan item {item:?}: bad run count"))?;
+                    let runs =
+                        runs.parse().map_err(|source| RaceError::PlanRuns { item: item.into(), source })?;
                     a.plan.push((fs.to_string(), id, runs));
                 }
             }
@@ -67,24 +71,25 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--raw" => a.raw = Some(value()?),
             "--mnt" => a.mnt = value()?,
             "--sleeps" => a.sleeps = true,
-            _ => return Err(format!("unknown argument {arg}")),
+            _ => return Err(RaceError::UnknownArgument(arg.clone())),
         }
     }
     if a.plan.is_empty() {
-        return Err("--plan is required".into());
+        return Err(RaceError::NoPlan);
     }
     Ok(a)
 }
 
-fn sh(script: &str) -> Result<String, String> {
-    let out = Command::new("sh").arg("-c").arg(script).output().map_err(|e| format!("sh: {e}"))?;
+fn sh(script: &str) -> Result<String, RaceError> {
+    let out = Command::new("sh").arg("-c").arg(script).output().map_err(RaceError::Shell)?;
     if !out.status.success() {
-        return Err(format!("`{script}` failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(RaceError::Script { script: script.into(), stderr });
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn mount_fresh(fs: &str, dev: &str, mnt: &str) -> Result<(), String> {
+fn mount_fresh(fs: &str, dev: &str, mnt: &str) -> Result<(), RaceError> {
     sh(&format!(
         "umount {mnt} 2>/dev/null; . /tests/lib.sh && ensure_fsdax {dev} && mkfs_dax {fs} {dev} && mkdir -p {mnt} && mount -t {fs} -o dax {dev} {mnt}"
     ))
@@ -126,7 +131,7 @@ fn main() {
             Ok(())
         } else {
             mounted = None;
-            mount_fresh(fs, &args.dev, &args.mnt).map(|_| mounted = Some(fs.clone()))
+            mount_fresh(fs, &args.dev, &args.mnt).map(|_| mounted = Some(fs.clone())).map_err(Arc::new)
         };
         for _ in 0..runs {
             let ctx = Ctx {
@@ -140,12 +145,12 @@ fn main() {
             bracket("begin", run, &format!("scenario={id} fs={fs}"));
             ctx.event(code::RUN_BEGIN, 0, run, 0);
             let r = match &setup {
-                Err(e) => Err(format!("filesystem setup: {e}")),
-                Ok(()) if threads > cpus => Err(format!("needs {threads} CPUs, the guest has {cpus}")),
+                Err(e) => Err(RaceError::Setup(Arc::clone(e))),
+                Ok(()) if threads > cpus => Err(RaceError::TooFewCpus { threads, cpus }),
                 Ok(()) => scenarios::run(&ctx, id, &args.mnt, args.raw.as_deref()),
             };
             if let Err(e) = r {
-                skip(run, &e);
+                skip(run, &e.to_string());
             }
             ctx.event(code::RUN_END, 0, run, 0);
             bracket("end", run, "");

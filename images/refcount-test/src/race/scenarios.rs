@@ -17,6 +17,7 @@ use daxvmm_refcount_test::sys::{ename, errno, map_file, Dev, TFile, PAGE, PMD};
 use daxvmm_scenarios::{ScenarioId, AFTER, BEFORE};
 
 use crate::ctx::{code, finding, note, Ctx};
+use crate::error::RaceError;
 use crate::files::{new_files, pfn_of, pin_file, remove, umount, unlink, PinnedFile, FRESH, STALE};
 
 /// What thread 0 does to the pinned page.
@@ -44,7 +45,7 @@ enum Shape {
 }
 
 /// Runs one run of `id` in `dir`; `Err` is why it could not run (a skip, not a violation).
-pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Result<(), String> {
+pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Result<(), RaceError> {
     match id {
         ScenarioId::TruncateUnpin => pinned_race(ctx, dir, Op::Truncate, Shape::Page),
         ScenarioId::TruncateUnpinSleeping
@@ -100,18 +101,17 @@ fn write_and_unpin(ctx: &Ctx<'_>, dev: &Dev, thread: u8, handle: u64, pfn: u64, 
 /// A truncate race whose threads the host holds inside the kernel too: each thread tags itself for its
 /// scenario's kernel hold points around its operation. Needs a kernel with the hold points (guest patches
 /// 0006 and 0007) and the fault injector; without them the run is skipped, since nothing would be forced.
-fn held_race(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), String> {
-    let dev = ctx.dev.ok_or("needs /dev/dax_refcount (a kernel with daxvmm's guest-kernel patches)")?;
+fn held_race(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError> {
+    let dev = ctx.dev.ok_or(RaceError::NoDriver)?;
     if !ctx.fault {
-        return Err("needs the fault injector (the driver did not bind DAXF0001)".into());
+        return Err(RaceError::NoFaultInjector);
     }
     // Untagging a thread nobody tagged is harmless and tells whether the driver knows TAG.
-    dev.tag(7, 0)
-        .map_err(|e| format!("needs kernel hold points (DAX_RC_TAG: {}; guest patch 0007)", ename(e)))?;
+    dev.tag(7, 0).map_err(RaceError::NoHoldPoints)?;
     pinned_race_with(ctx, dir, Op::Truncate, Shape::Page, Some(id))
 }
 
-fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), String> {
+fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), RaceError> {
     pinned_race_with(ctx, dir, op, shape, None)
 }
 
@@ -134,8 +134,8 @@ fn pinned_race_with(
     op: Op,
     shape: Shape,
     held: Option<ScenarioId>,
-) -> Result<(), String> {
-    let dev = ctx.dev.ok_or("needs /dev/dax_refcount (a kernel with daxvmm's guest-kernel patches)")?;
+) -> Result<(), RaceError> {
+    let dev = ctx.dev.ok_or(RaceError::NoDriver)?;
     let len = if shape == Shape::Pmd { PMD } else { PAGE };
     let mut pf: PinnedFile = pin_file(dev, dir, &format!("f-{}", ctx.run), len)?;
     let pfn = pf.pfn;
@@ -144,7 +144,9 @@ fn pinned_race_with(
     }
     ctx.event(code::PIN, 1, pfn, 0);
     let second = if shape == Shape::TwoPins {
-        let p = dev.pin(pf.map.addr(), PAGE, PIN_WRITE).map_err(|e| format!("second PIN: {}", ename(e)))?;
+        let p = dev
+            .pin(pf.map.addr(), PAGE, PIN_WRITE)
+            .map_err(|errno| RaceError::Ioctl { what: "second PIN", errno })?;
         ctx.event(code::PIN, 2, pfn, 0);
         Some(p.handle)
     } else {
@@ -205,7 +207,7 @@ fn pinned_race_with(
 }
 
 /// Mounts the run's filesystem on `dir` again, unless the unmount failed and it is still there.
-fn remount(ctx: &Ctx<'_>, dir: &str) -> Result<(), String> {
+fn remount(ctx: &Ctx<'_>, dir: &str) -> Result<(), RaceError> {
     let (fs, dev) = ctx.mount;
     let mounted = std::fs::read_to_string("/proc/mounts")
         .map(|m| m.lines().any(|l| l.split_whitespace().nth(1) == Some(dir)))
@@ -216,23 +218,24 @@ fn remount(ctx: &Ctx<'_>, dir: &str) -> Result<(), String> {
     let out = std::process::Command::new("mount")
         .args(["-t", fs, "-o", "dax", dev, dir])
         .output()
-        .map_err(|e| format!("mount: {e}"))?;
+        .map_err(RaceError::MountSpawn)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("mounting {dev} on {dir} again failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(RaceError::Remount { dev: dev.into(), dir: dir.into(), stderr })
     }
 }
 
 /// The xfstests generic/503 pattern: an O_DIRECT read from a non-DAX block device into a DAX mapping (the
 /// block layer pins the DAX pages for the I/O) races truncate of the mapped file. No driver pins.
-fn odirect(ctx: &Ctx<'_>, dir: &str, raw: Option<&str>) -> Result<(), String> {
-    let raw = raw.ok_or("needs a second, non-DAX NVDIMM as the O_DIRECT source (--raw)")?;
-    let c = std::ffi::CString::new(raw).map_err(|e| e.to_string())?;
+fn odirect(ctx: &Ctx<'_>, dir: &str, raw: Option<&str>) -> Result<(), RaceError> {
+    let raw = raw.ok_or(RaceError::NoRawDevice)?;
+    let c = std::ffi::CString::new(raw).map_err(RaceError::RawPath)?;
     // SAFETY: c is NUL-terminated and outlives the call.
     let rfd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC) };
     if rfd < 0 {
-        return Err(format!("open {raw} O_DIRECT: {}", std::io::Error::last_os_error()));
+        return Err(RaceError::OpenRaw { raw: raw.into(), source: std::io::Error::last_os_error() });
     }
     let name = format!("dio-{}", ctx.run);
     let len = 4 * PAGE;
@@ -263,7 +266,7 @@ fn odirect(ctx: &Ctx<'_>, dir: &str, raw: Option<&str>) -> Result<(), String> {
                 ctx.sync(1, AFTER);
             });
         });
-        Ok::<(), String>(())
+        Ok::<(), RaceError>(())
     })();
     // SAFETY: rfd is our open descriptor, closed once.
     unsafe { libc::close(rfd) };
@@ -275,7 +278,7 @@ fn odirect(ctx: &Ctx<'_>, dir: &str, raw: Option<&str>) -> Result<(), String> {
 /// file, thread 1 drains the pipe (dropping the reference) once truncate returned, or after 1 s. Before
 /// 6.15 truncate does not wait for such a page: it returns at once, frees the block, and the pipe can then
 /// read another file's data. Needs no driver, so it also runs on 6.12; the guest reports what it saw.
-fn vmsplice(ctx: &Ctx<'_>, dir: &str) -> Result<(), String> {
+fn vmsplice(ctx: &Ctx<'_>, dir: &str) -> Result<(), RaceError> {
     let name = format!("vs-{}", ctx.run);
     let f = TFile::create(dir, &name, PAGE)?;
     let mut map = map_file(f.fd, PAGE)?;
@@ -285,13 +288,13 @@ fn vmsplice(ctx: &Ctx<'_>, dir: &str) -> Result<(), String> {
     let mut fds = [0; 2];
     // SAFETY: fds has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(format!("pipe2: {}", std::io::Error::last_os_error()));
+        return Err(RaceError::Pipe(std::io::Error::last_os_error()));
     }
     let iov = libc::iovec { iov_base: map.ptr.cast(), iov_len: PAGE };
     // SAFETY: iov describes our live mapping; vmsplice takes page references, it does not keep the pointer.
     let n = unsafe { libc::vmsplice(fds[1], &iov, 1, 0) };
     let result = if n != PAGE as isize {
-        Err(format!("vmsplice: {n} ({})", std::io::Error::last_os_error()))
+        Err(RaceError::Vmsplice { n, source: std::io::Error::last_os_error() })
     } else {
         ctx.event(code::PIN, 1, pfn, 0);
         map.unmap();
