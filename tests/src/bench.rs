@@ -156,18 +156,12 @@ pub struct BootReport {
 impl BootReport {
     /// The cases that never printed the marker (or no timer line at all).
     pub fn failed(&self) -> Vec<String> {
-        let names = |vmm: &str, b: &Boots| {
-            let v: Vec<String> =
-                b.0.iter()
-                    .enumerate()
-                    .filter(|(_, t)| t.is_none())
-                    .map(|(n, _)| format!("{vmm}_{}", n + 1))
-                    .collect();
-            v
+        let none = |vmm: &'static str, b: &Boots| {
+            let n: Vec<usize> =
+                b.0.iter().enumerate().filter(|(_, t)| t.is_none()).map(|(n, _)| n + 1).collect();
+            n.into_iter().map(move |n| format!("{vmm}_{n}"))
         };
-        let mut v = names("daxvmm", &self.daxvmm);
-        v.extend(names("qemu", &self.qemu));
-        v
+        none("daxvmm", &self.daxvmm).chain(none("qemu", &self.qemu)).collect()
     }
 
     /// The table: both medians with the runs behind them, and their ratio.
