@@ -84,21 +84,3 @@ kvm_where() {
 		echo nested
 	fi
 }
-
-# resolve_artifacts DAXVMM KERNEL INITRD: prints the three paths, each the argument if non-empty, else
-# $DAXVMM_BIN / $DAXVMM_GUEST_KERNEL / $DAXVMM_GUEST_INITRD, else the cached builds; dies if one is missing.
-resolve_artifacts() {
-	local musl=x86_64-unknown-linux-musl
-	local d=${1:-${DAXVMM_BIN:-${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}/$musl/release/daxvmm}}
-	local k=${2:-${DAXVMM_GUEST_KERNEL:-$DAXVMM_CACHE/kernels/$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --print-key)/bzImage}}
-	local i=${3:-${DAXVMM_GUEST_INITRD:-$("$DAXVMM_ROOT/scripts/build-initramfs.sh")}}
-	[ -f "$d" ] || die "daxvmm binary $d does not exist; run scripts/build-all.sh"
-	[ -f "$k" ] || die "guest kernel $k does not exist; run scripts/build-guest-kernel.sh or pass --kernel"
-	[ -f "$i" ] || die "guest initramfs $i does not exist; run scripts/build-initramfs.sh"
-	printf '%s\n%s\n%s\n' "$d" "$k" "$i"
-}
-
-# test_host_vm ARGS...: runs tests/src/bin/test-host-vm.rs (batches in the test host VM, or here).
-test_host_vm() {
-	cargo run --quiet --manifest-path "$DAXVMM_ROOT/Cargo.toml" -p daxvmm-tests --bin test-host-vm -- "$@"
-}

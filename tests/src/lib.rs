@@ -8,6 +8,8 @@
 //! - [`test_host`]: the test host VM itself: packing, QEMU, slots, the stall watchdog, how a run ended.
 //! - [`process`]: running a host process with a deadline and capturing its output.
 //! - [`run`]: [`run_batch`], which boots one test host VM for all cases (Nested) or runs each (Direct).
+//! - [`batch_file`]: batch files of shell cases run on this host with the markers; the default artifacts.
+//! - [`bench`]: the benchmarks' batches, the parsing of their figures, the statistics and the tables.
 //! - [`shared`]: [`SharedBatch`], one batch per test binary shared by its `#[test]` functions.
 //! - [`record`]: [`Skip`], and the boot log (boots, skips, test host VM faults and reruns).
 //! - [`summary`]: the closing lines of scripts/test.sh, from cargo's output and the boot log.
@@ -21,6 +23,8 @@
 //! detection), `DAXVMM_TEST_CASE_TIMEOUT` (seconds a case may take, default 300), `DAXVMM_TEST_VERBOSE=1`
 //! (echo the test host VM's console to stderr as it arrives).
 
+pub mod batch_file;
+pub mod bench;
 pub mod case;
 pub mod console;
 pub mod host;

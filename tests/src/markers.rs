@@ -1,7 +1,8 @@
 //! The marker protocol of the test host VM's console, defined once. The VM's /init
 //! (images/test-host-init, a shell script) prints the case and batch markers; a unit test below checks
 //! that it uses exactly these strings. Everything that reads a console ([`crate::console`], the
-//! `test-host-vm` binary, the benchmark scripts through its `--split` option) goes through this module.
+//! `test-host-vm` and `bench` binaries, [`crate::batch_file`] running a batch here) goes through this
+//! module.
 //!
 //! ```text
 //! @@DAXVMM-CASE-BEGIN NAME@@

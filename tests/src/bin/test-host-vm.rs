@@ -11,16 +11,15 @@
 #![allow(clippy::print_stdout)]
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use daxvmm_tests::batch_file;
 use daxvmm_tests::case::{NESTED_INITRD, NESTED_KERNEL};
-use daxvmm_tests::console::ConsoleParser;
-use daxvmm_tests::markers;
 use daxvmm_tests::run::{run_nested, Echo, Nested};
-use daxvmm_tests::test_host::{self, log, root, End, Fault};
+use daxvmm_tests::test_host::{self, log, End, Fault};
 use daxvmm_tests::{Artifacts, Case};
 
 #[derive(Parser, Debug)]
@@ -113,50 +112,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn env_path(var: &str) -> Option<PathBuf> {
-    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
-}
-
-/// The output of one of the build scripts, trimmed.
-fn script_output(script: &str, args: &[&str]) -> Result<PathBuf, String> {
-    let out = Command::new(root().join("scripts").join(script))
-        .args(args)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run scripts/{script}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("scripts/{script} failed"));
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
-fn default_kernel() -> Result<PathBuf, String> {
-    if let Some(k) = env_path("DAXVMM_GUEST_KERNEL") {
-        return Ok(k);
-    }
-    let key = script_output("build-guest-kernel.sh", &["--print-key"])?;
-    let k = test_host::cache_dir().join("kernels").join(key).join("bzImage");
-    if !k.is_file() {
-        return Err(format!(
-            "the guest kernel is not built yet ({}); run scripts/build-guest-kernel.sh or pass --kernel",
-            k.display()
-        ));
-    }
-    Ok(k)
-}
-
-fn default_initrd() -> Result<PathBuf, String> {
-    env_path("DAXVMM_GUEST_INITRD").map_or_else(|| script_output("build-initramfs.sh", &[]), Ok)
-}
-
-fn default_daxvmm() -> PathBuf {
-    env_path("DAXVMM_BIN").unwrap_or_else(|| {
-        env_path("CARGO_TARGET_DIR")
-            .unwrap_or_else(|| root().join("target"))
-            .join("x86_64-unknown-linux-musl/release/daxvmm")
-    })
-}
-
 fn batch(a: BatchArgs) -> Result<ExitCode, String> {
     let text = fs::read_to_string(&a.batch).map_err(|e| format!("batch file {}: {e}", a.batch.display()))?;
     test_host::check_batch(&text)?;
@@ -168,13 +123,23 @@ fn batch(a: BatchArgs) -> Result<ExitCode, String> {
     if let Some(dir) = &a.split {
         fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    let split = a.split.as_deref();
+    let mut on_line = |line: &str, _: Option<(&str, &daxvmm_tests::console::CaseLog)>| {
+        if split.is_none() {
+            println!("{line}");
+        }
+    };
     if place == daxvmm_tests::Where::Direct {
-        return batch_here(&text, a.split.as_deref());
+        let parser = batch_file::run_here(&text, &mut on_line)?;
+        if let Some(dir) = split {
+            batch_file::write_split(dir, &parser)?;
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let mut cfg = test_host::Config::new(
         text,
-        a.kernel.map_or_else(default_kernel, Ok)?,
-        a.initrd.map_or_else(default_initrd, Ok)?,
+        a.kernel.map_or_else(batch_file::default_kernel, Ok)?,
+        a.initrd.map_or_else(batch_file::default_initrd, Ok)?,
     );
     cfg.mem = a.mem;
     cfg.cpus = a.cpus;
@@ -188,24 +153,18 @@ fn batch(a: BatchArgs) -> Result<ExitCode, String> {
     }
     cfg.daxvmm = match a.daxvmm {
         Some(d) => Some(d),
-        None => Some(default_daxvmm()).filter(|d| d.is_file()).or_else(|| {
+        None => Some(batch_file::default_daxvmm()).filter(|d| d.is_file()).or_else(|| {
             log(&format!(
                 "warning: {} does not exist; the test host VM has no /bin/daxvmm (build it with cargo build \
                  --release --target x86_64-unknown-linux-musl -p daxvmm)",
-                default_daxvmm().display()
+                batch_file::default_daxvmm().display()
             ));
             None
         }),
     };
-    let split = a.split.as_deref();
-    let mut on_line = |line: &str, _: Option<(&str, &daxvmm_tests::console::CaseLog)>| {
-        if split.is_none() {
-            println!("{line}");
-        }
-    };
     let run = test_host::run(&cfg, &mut on_line)?;
     if let Some(dir) = split {
-        write_split(dir, &run.console)?;
+        batch_file::write_split(dir, &run.console)?;
     }
     match run.end {
         End::Done => Ok(ExitCode::SUCCESS),
@@ -215,46 +174,6 @@ fn batch(a: BatchArgs) -> Result<ExitCode, String> {
             Err(format!("the batch did not complete: {f} (console: {})", run.console_log.display()))
         }
     }
-}
-
-fn write_split(dir: &Path, console: &ConsoleParser) -> Result<(), String> {
-    for (name, case) in &console.finished {
-        fs::write(dir.join(name), &case.console).map_err(|e| e.to_string())?;
-        fs::write(dir.join(format!("{name}.rc")), format!("{}\n", case.exit_code))
-            .map_err(|e| e.to_string())?;
-    }
-    if let Some((name, partial)) = &console.unfinished {
-        fs::write(dir.join(name), partial).map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-/// Runs the batch's cases on this host with the same markers, one after another.
-fn batch_here(text: &str, split: Option<&Path>) -> Result<ExitCode, String> {
-    let mut parser = ConsoleParser::new();
-    let start = std::time::Instant::now();
-    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let Some((name, cmd)) = line.split_once('\t') else { continue };
-        let out = Command::new("bash")
-            .args(["-c", &format!("{cmd} 2>&1")])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run bash: {e}"))?;
-        let rc = out.status.code().unwrap_or(128 + 9);
-        let mut console = vec![markers::begin(name)];
-        console.extend(String::from_utf8_lossy(&out.stdout).lines().map(String::from));
-        console.push(markers::end(name, rc));
-        for l in &console {
-            parser.feed(l, start.elapsed());
-            if split.is_none() {
-                println!("{l}");
-            }
-        }
-    }
-    if let Some(dir) = split {
-        write_split(dir, &parser)?;
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn daxvmm(args: Vec<String>) -> Result<ExitCode, String> {
@@ -278,7 +197,7 @@ fn daxvmm(args: Vec<String>) -> Result<ExitCode, String> {
         Some(i) => i,
         None => kernel.clone(),
     };
-    let art = Artifacts { daxvmm: default_daxvmm(), kernel, initrd };
+    let art = Artifacts { daxvmm: batch_file::default_daxvmm(), kernel, initrd };
     if !art.daxvmm.is_file() {
         return Err(format!(
             "daxvmm binary {} does not exist; run scripts/build-all.sh",

@@ -1,0 +1,753 @@
+//! The benchmarks of `bench` (tests/src/bin/bench.rs; scripts/bench-boot.sh, bench-pmem.sh and
+//! bench-race.sh run it): the batch files they run, reading the figures out of what each case printed,
+//! the statistics and the printed tables. Each benchmark measures daxvmm and its baseline (QEMU, the host,
+//! or sleep-driven race runs) on the same host in the same run, so the ratios are the figures that carry
+//! over from a test host VM to real hardware.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use crate::case::{shell_quote, NESTED_INITRD, NESTED_KERNEL};
+use crate::host::Where;
+
+/// The paths a batch's commands use where they run: this host's files (direct), or the test host VM's
+/// copies of them (nested).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// The static daxvmm.
+    pub daxvmm: String,
+    /// The guest bzImage.
+    pub kernel: String,
+    /// The guest initramfs.
+    pub initrd: String,
+    /// The benchmark's helper program (daxvmm-boot-timer, daxvmm-dax-check), if it has one.
+    pub tool: String,
+}
+
+impl Paths {
+    /// The test host VM's paths: /bin/daxvmm, the guest artifacts under /guest, `/bin/TOOL`.
+    pub fn nested(tool: &str) -> Paths {
+        Paths {
+            daxvmm: "/bin/daxvmm".into(),
+            kernel: NESTED_KERNEL.into(),
+            initrd: NESTED_INITRD.into(),
+            tool: format!("/bin/{tool}"),
+        }
+    }
+}
+
+/// The words after "measured ... in the same run (": where, and for nested what that means.
+fn place_note(place: Where, nested: &str) -> String {
+    match place {
+        Where::Direct => "direct".into(),
+        Where::Nested => format!("nested: {nested}"),
+    }
+}
+
+/// The median, or `None` for no values.
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// `a / b` with two decimals, `n/a` when either is missing or `b` is 0.
+pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
+        _ => "n/a".into(),
+    }
+}
+
+/// The text after `key` in `line`, up to the first character `stop` rejects.
+fn value_after<'a>(line: &'a str, key: &str, stop: impl Fn(char) -> bool) -> Option<&'a str> {
+    let rest = &line[line.rfind(key)? + key.len()..];
+    Some(&rest[..rest.find(stop).unwrap_or(rest.len())])
+}
+
+// ---- boot ----
+
+/// The options of the boot benchmark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootOpts {
+    /// Boots of each VMM.
+    pub runs: usize,
+    /// Guest memory, like `512M`.
+    pub mem: String,
+    /// Guest vCPUs.
+    pub cpus: usize,
+    /// QEMU's `-machine`: pc or microvm.
+    pub machine: String,
+}
+
+/// The boot benchmark's batch: `daxvmm_N` and `qemu_N` alternating, so that drift in the host's speed
+/// hits both alike, each timed by daxvmm-boot-timer (`paths.tool`). The QEMU guest gets `noxsave` (a 7.2
+/// guest needs it under nested KVM); daxvmm turns XSAVE off itself when nested.
+pub fn boot_batch(o: &BootOpts, p: &Paths) -> String {
+    let timing = format!("{} --timeout 300 --grace 60 --", shell_quote(&p.tool));
+    let (k, i) = (shell_quote(&p.kernel), shell_quote(&p.initrd));
+    let mut s = String::new();
+    for n in 1..=o.runs {
+        let _ = writeln!(
+            s,
+            "daxvmm_{n}\t{timing} {} --kernel {k} --initrd {i} --cpus {} --mem {} --cmdline {}",
+            shell_quote(&p.daxvmm),
+            o.cpus,
+            o.mem,
+            shell_quote("quiet -- true")
+        );
+        let _ = writeln!(
+            s,
+            "qemu_{n}\t{timing} qemu-system-x86_64 -machine {} -enable-kvm -cpu host -smp {} -m {} -kernel {k} \
+             -initrd {i} -append {} -nographic -no-reboot",
+            o.machine,
+            o.cpus,
+            o.mem,
+            shell_quote("console=ttyS0 quiet noxsave -- true")
+        );
+    }
+    s
+}
+
+/// What daxvmm-boot-timer's line (`daxvmm-boot-timer: marker_ms=M exit_ms=E exit=X`) in a case's output
+/// says: `None` without such a line, `Some(None)` when the marker never came (`marker_ms=none`),
+/// `Some(Some(ms))` when it came after `ms` milliseconds.
+pub fn boot_marker_ms(output: &str) -> Option<Option<f64>> {
+    let line = output.lines().find(|l| l.contains("daxvmm-boot-timer: marker_ms="))?;
+    Some(value_after(line, "marker_ms=", char::is_whitespace).and_then(|v| v.parse().ok()))
+}
+
+/// One VMM's boots, in run order: each boot's milliseconds to the marker, `None` when it never came.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Boots(pub Vec<Option<f64>>);
+
+impl Boots {
+    /// The median of the boots that reached the marker.
+    pub fn median(&self) -> Option<f64> {
+        median(&self.0.iter().flatten().copied().collect::<Vec<_>>())
+    }
+
+    fn runs(&self) -> String {
+        let one = |v: &Option<f64>| v.map_or_else(|| "none".into(), |v| format!("{v:.1}"));
+        self.0.iter().map(one).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// Everything the boot benchmark's table shows.
+#[derive(Debug, Clone)]
+pub struct BootReport {
+    /// Where it ran.
+    pub place: Where,
+    /// The options.
+    pub opts: BootOpts,
+    /// The file names of the guest kernel and initramfs.
+    pub guest: (String, String),
+    /// daxvmm's boots.
+    pub daxvmm: Boots,
+    /// QEMU's boots.
+    pub qemu: Boots,
+}
+
+impl BootReport {
+    /// The cases that never printed the marker (or no timer line at all).
+    pub fn failed(&self) -> Vec<String> {
+        let none = |vmm: &'static str, b: &Boots| {
+            let n: Vec<usize> =
+                b.0.iter().enumerate().filter(|(_, t)| t.is_none()).map(|(n, _)| n + 1).collect();
+            n.into_iter().map(move |n| format!("{vmm}_{n}"))
+        };
+        none("daxvmm", &self.daxvmm).chain(none("qemu", &self.qemu)).collect()
+    }
+
+    /// The table: both medians with the runs behind them, and their ratio.
+    pub fn table(&self) -> String {
+        let o = &self.opts;
+        let (dm, qm) = (self.daxvmm.median(), self.qemu.median());
+        let mut s = String::from(
+            "\nBoot time, VMM process start -> guest console 'daxvmm-guest: init reached' (guest runs 'true', quiet)\n",
+        );
+        let _ = writeln!(
+            s,
+            "both VMMs were measured on the same host, in the same run, alternating ({})",
+            place_note(self.place, "inside one test host VM, QEMU TCG + nested SVM")
+        );
+        let _ = writeln!(
+            s,
+            "guest: {} + {}, {} vCPU(s), {}; qemu -machine {}",
+            self.guest.0, self.guest.1, o.cpus, o.mem, o.machine
+        );
+        for (vmm, boots, m) in [("daxvmm", &self.daxvmm, dm), ("qemu", &self.qemu, qm)] {
+            let m = m.map_or_else(|| "none".into(), |m| format!("{m:.1}"));
+            let _ = writeln!(s, "  {vmm:<8} median {m:>9} ms   runs (ms): {}", boots.runs());
+        }
+        if dm.is_some() && qm.is_some() {
+            let _ = writeln!(s, "  ratio daxvmm/qemu: {}", ratio(dm, qm));
+        }
+        if self.place == Where::Nested {
+            s.push_str(
+                "  (times inside the test host VM are emulated and slow; the ratio is what carries over)\n",
+            );
+        }
+        let failed = self.failed();
+        if !failed.is_empty() {
+            let _ = writeln!(s, "  runs that never printed the marker: {}", failed.join(" "));
+        }
+        s
+    }
+}
+
+// ---- pmem ----
+
+/// The options of the pmem bandwidth benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PmemOpts {
+    /// The file's size in MiB.
+    pub mib: u64,
+    /// memcpy passes each way.
+    pub passes: u64,
+}
+
+impl PmemOpts {
+    /// The NVDIMM region in MiB: it holds ext4 and the file, so twice the file, rounded up to a GiB.
+    pub fn region_mib(&self) -> u64 {
+        (self.mib * 2).div_ceil(1024) * 1024
+    }
+
+    /// The 2 MiB huge pages each case makes sure the host (or test host VM) has: the region's, and 64 more.
+    pub fn hugepages(&self) -> u64 {
+        self.region_mib() / 2 + 64
+    }
+
+    /// The test host VM's memory: room for the hugetlb pool (the region) beside the guests' RAM.
+    pub fn vm_mem(&self) -> String {
+        format!("{}G", (self.region_mib() + 3072).div_ceil(1024))
+    }
+}
+
+/// The pmem benchmark's batch: `host` (daxvmm-dax-check, `paths.tool`, on hugetlb memory), `daxvmm`
+/// (--pmem on 2M hugetlb) and `qemu` (-device nvdimm on a 2M hugetlb memfd), the guests running
+/// /tests/pmem-bw.sh.
+pub fn pmem_batch(o: &PmemOpts, p: &Paths) -> String {
+    let (region, pages) = (o.region_mib(), o.hugepages());
+    let grow = format!(
+        "[ $(cat /proc/sys/vm/nr_hugepages) -ge {pages} ] || echo {pages} > /proc/sys/vm/nr_hugepages"
+    );
+    let guest_cmd = format!("quiet -- /tests/pmem-bw.sh {} {}", o.mib, o.passes);
+    let (k, i) = (shell_quote(&p.kernel), shell_quote(&p.initrd));
+    let mut s = String::new();
+    let _ = writeln!(s, "host\t{grow}; {} bw --hugetlb {} {}", shell_quote(&p.tool), o.mib, o.passes);
+    let _ = writeln!(
+        s,
+        "daxvmm\t{grow}; {} --kernel {k} --initrd {i} --mem 512M --timeout 20m --pmem {region}M,backing=hugetlb-2m \
+         --cmdline {}",
+        shell_quote(&p.daxvmm),
+        shell_quote(&guest_cmd)
+    );
+    let _ = writeln!(
+        s,
+        "qemu\t{grow}; qemu-system-x86_64 -machine pc,nvdimm=on -enable-kvm -cpu host -m 512M,slots=2,maxmem={}M \
+         -object memory-backend-memfd,id=nv0,size={region}M,hugetlb=on,hugetlbsize=2M,share=on \
+         -device nvdimm,memdev=nv0,id=nvdimm0 -kernel {k} -initrd {i} -append {} -nographic -no-reboot",
+        region + 1024,
+        shell_quote(&format!("console=ttyS0 noxsave reboot=k panic=1 {guest_cmd}"))
+    );
+    s
+}
+
+/// Write and read bandwidth in MB/s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bandwidth {
+    /// memcpy into the mapping.
+    pub write: f64,
+    /// memcpy out of it.
+    pub read: f64,
+}
+
+/// The first `write_MBps=W read_MBps=R` (daxvmm-dax-check bw, also behind `pmem-bw: ` in a guest) in a
+/// case's output.
+pub fn bandwidth(output: &str) -> Option<Bandwidth> {
+    let line = output.lines().find(|l| l.contains("write_MBps="))?;
+    let num = |key| value_after(line, key, |c: char| !(c.is_ascii_digit() || c == '.'))?.parse().ok();
+    Some(Bandwidth { write: num("write_MBps=")?, read: num("read_MBps=")? })
+}
+
+/// Everything the pmem benchmark's table shows.
+#[derive(Debug, Clone)]
+pub struct PmemReport {
+    /// Where it ran.
+    pub place: Where,
+    /// The options.
+    pub opts: PmemOpts,
+    /// The host's memcpy on hugetlb memory.
+    pub host: Option<Bandwidth>,
+    /// The guest's under daxvmm.
+    pub daxvmm: Option<Bandwidth>,
+    /// The guest's under QEMU.
+    pub qemu: Option<Bandwidth>,
+}
+
+impl PmemReport {
+    /// Whether all three were measured.
+    pub fn complete(&self) -> bool {
+        self.host.is_some() && self.daxvmm.is_some() && self.qemu.is_some()
+    }
+
+    /// The table: each bandwidth, each guest's against the host's, daxvmm's against QEMU's.
+    pub fn table(&self) -> String {
+        let o = &self.opts;
+        let mut s = format!(
+            "\npmem bandwidth: memcpy through a shared mapping of a {} MiB file, {} passes each way (MB/s)\n",
+            o.mib, o.passes
+        );
+        s.push_str("host: the same program on 2M hugetlb memory; guests: ext4 -o dax on a 2M-hugetlb-backed NVDIMM\n");
+        let _ = writeln!(
+            s,
+            "all measured on the same host in the same run ({})",
+            place_note(self.place, "inside one test host VM")
+        );
+        let w = |b: Option<Bandwidth>| b.map(|b| b.write);
+        let r = |b: Option<Bandwidth>| b.map(|b| b.read);
+        let num = |v: Option<f64>| v.map_or_else(|| "none".into(), |v| v.to_string());
+        let _ = writeln!(s, "  {:<8} write {:>9}  read {:>9}", "host", num(w(self.host)), num(r(self.host)));
+        for (vmm, b) in [("daxvmm", self.daxvmm), ("qemu", self.qemu)] {
+            let _ = writeln!(
+                s,
+                "  {vmm:<8} write {:>9}  read {:>9}   guest/host: write {}, read {}",
+                num(w(b)),
+                num(r(b)),
+                ratio(w(b), w(self.host)),
+                ratio(r(b), r(self.host))
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  daxvmm/qemu: write {}, read {}",
+            ratio(w(self.daxvmm), w(self.qemu)),
+            ratio(r(self.daxvmm), r(self.qemu))
+        );
+        if self.place == Where::Nested {
+            s.push_str(
+                "  (inside the test host VM the numbers are emulated; the ratios are what carries over)\n",
+            );
+        }
+        s
+    }
+}
+
+// ---- race ----
+
+/// The race benchmark's batch: `forced` (`daxvmm test`, every schedule of truncate-unpin) and
+/// `baseline` (`daxvmm test --sleeps --runs N`), both on `fs`, their reports under `out`.
+pub fn race_batch(fs: &str, baseline_runs: usize, out: &str, p: &Paths) -> String {
+    let common = format!(
+        "--kernel {} --initrd {} --scenario truncate-unpin --fs {fs} --timeout 20m",
+        shell_quote(&p.kernel),
+        shell_quote(&p.initrd)
+    );
+    let d = shell_quote(&p.daxvmm);
+    let out = shell_quote(out);
+    format!(
+        "forced\t{d} test {common} --out {out}/forced\nbaseline\t{d} test {common} --out {out}/baseline --sleeps --runs \
+         {baseline_runs}\n"
+    )
+}
+
+/// The interleaving each run took, in run order, from `daxvmm test`'s lines
+/// `[i/n] SCENARIO on FS [SCHEDULE] observed [ORDER]: VERDICT`; `incomplete` when it could not be told.
+pub fn observed_orders(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter(|l| l.contains("] observed ["))
+        .filter_map(|l| value_after(l, " observed [", |c| c == ']'))
+        .map(String::from)
+        .collect()
+}
+
+/// The seconds of runs, boot excluded, from `daxvmm test`'s closing line
+/// (`daxvmm test: N runs in S s with the boot, R s of runs (...)`); the last such line counts.
+pub fn runs_secs(output: &str) -> Option<f64> {
+    output
+        .lines()
+        .filter(|l| l.starts_with("daxvmm test: "))
+        .filter_map(|l| {
+            let rest = &l[l.find(" with the boot, ")? + " with the boot, ".len()..];
+            rest[..rest.find(" s of runs")?].trim().parse().ok()
+        })
+        .next_back()
+}
+
+/// Whether an interleaving is in the window that matters, "unpin while truncate waits": the truncator's
+/// break-layout wait began (`0.e7`) before the unpinner passed its first sync point (`1.s1`).
+pub fn in_window(order: &str) -> bool {
+    matches!((order.find("0.e7"), order.find("1.s1")), (Some(e), Some(s)) if e < s)
+}
+
+/// What one mode of the race benchmark did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaceMode {
+    /// The runs that reported an interleaving (or `incomplete`).
+    pub runs: usize,
+    /// Seconds of runs, boot excluded.
+    pub secs: Option<f64>,
+    /// The distinct interleavings observed, `incomplete` left out.
+    pub distinct: BTreeSet<String>,
+    /// The first run (from 1) whose interleaving was in the window ([`in_window`]).
+    pub first_in_window: Option<usize>,
+}
+
+impl RaceMode {
+    /// Reads one mode's `daxvmm test` output.
+    pub fn parse(output: &str) -> RaceMode {
+        let orders = observed_orders(output);
+        RaceMode {
+            runs: orders.len(),
+            secs: runs_secs(output),
+            distinct: orders.iter().filter(|o| *o != "incomplete").cloned().collect(),
+            first_in_window: orders.iter().position(|o| in_window(o)).map(|i| i + 1),
+        }
+    }
+
+    /// Whether it printed results: some runs and its closing line.
+    pub fn has_results(&self) -> bool {
+        self.runs > 0 && self.secs.is_some()
+    }
+
+    /// Distinct interleavings per minute of runs.
+    pub fn per_minute(&self) -> f64 {
+        match self.secs {
+            Some(s) if s > 0.0 => self.distinct.len() as f64 * 60.0 / s,
+            _ => 0.0,
+        }
+    }
+}
+
+/// Whether the baseline saw every interleaving the forced runs saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Coverage {
+    /// Yes, after this many of its runs.
+    After(usize),
+    /// No: in this many runs it missed these.
+    Never {
+        /// Its runs.
+        runs: usize,
+        /// The interleavings it never saw.
+        missed: Vec<String>,
+    },
+}
+
+/// After how many of the `baseline` orders (in run order) all of `wanted` had been seen.
+pub fn coverage(wanted: &BTreeSet<String>, baseline: &[String]) -> Coverage {
+    let mut left: BTreeSet<&String> = wanted.iter().collect();
+    if left.is_empty() {
+        return Coverage::After(0);
+    }
+    for (n, o) in baseline.iter().enumerate() {
+        left.remove(o);
+        if left.is_empty() {
+            return Coverage::After(n + 1);
+        }
+    }
+    Coverage::Never { runs: baseline.len(), missed: left.into_iter().cloned().collect() }
+}
+
+impl std::fmt::Display for Coverage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Coverage::After(n) => write!(f, "after {n} runs"),
+            Coverage::Never { runs, missed } => {
+                let m: Vec<String> = missed.iter().map(|o| format!("[{o}]")).collect();
+                write!(f, "never in {runs} runs (missed {})", m.join(", "))
+            }
+        }
+    }
+}
+
+/// Everything the race benchmark's table shows.
+#[derive(Debug, Clone)]
+pub struct RaceReport {
+    /// Where it ran.
+    pub place: Where,
+    /// The filesystem.
+    pub fs: String,
+    /// The forced schedules.
+    pub forced: RaceMode,
+    /// The sleep-driven runs.
+    pub baseline: RaceMode,
+    /// The baseline's runs, against what the forced runs saw.
+    pub coverage: Coverage,
+}
+
+impl RaceReport {
+    /// Reads both modes' output.
+    pub fn parse(place: Where, fs: &str, forced: &str, baseline: &str) -> RaceReport {
+        let f = RaceMode::parse(forced);
+        let coverage = coverage(&f.distinct, &observed_orders(baseline));
+        RaceReport { place, fs: fs.into(), forced: f, baseline: RaceMode::parse(baseline), coverage }
+    }
+
+    /// The table: each mode's runs, time and interleavings per minute, the baseline's window and
+    /// coverage, and the ratio of the rates.
+    pub fn table(&self) -> String {
+        let (f, b) = (&self.forced, &self.baseline);
+        let mut s = format!(
+            "\nInterleavings of truncate-unpin on {} (10 schedules: truncator s1, wait-begin, s2; unpinner s1, s2)\n",
+            self.fs
+        );
+        let _ = writeln!(
+            s,
+            "both modes measured in the same run ({}); seconds are the runs alone, boot excluded",
+            place_note(self.place, "one test host VM, QEMU TCG + nested SVM")
+        );
+        let line = |name: &str, m: &RaceMode| {
+            format!(
+                "  {name:<9} {:>4} runs in {:>6.1} s, {:>2} distinct interleavings observed, {:>7.1} per minute",
+                m.runs,
+                m.secs.unwrap_or(0.0),
+                m.distinct.len(),
+                m.per_minute()
+            )
+        };
+        let _ = writeln!(s, "{}", line("forced", f));
+        let first = b.first_in_window.map_or_else(|| "never".into(), |n| n.to_string());
+        let _ = writeln!(
+            s,
+            "{}; first run in the window (unpin while truncate waits): {first}",
+            line("baseline", b)
+        );
+        let _ = writeln!(s, "  the baseline saw every interleaving the forced runs saw: {}", self.coverage);
+        let r = if b.per_minute() > 0.0 {
+            format!("{:.1}", f.per_minute() / b.per_minute())
+        } else {
+            "inf (the baseline observed none)".into()
+        };
+        let _ = writeln!(s, "  ratio forced/baseline (interleavings per minute): {r}");
+        let _ = writeln!(
+            s,
+            "  forced: every schedule of the scenario tried in {:.1} s (goal: under 60 s)",
+            f.secs.unwrap_or(0.0)
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_ratios() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0]), Some(3.0));
+        assert_eq!(median(&[5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(ratio(Some(1.0), Some(3.0)), "0.33");
+        assert_eq!(ratio(Some(1.0), Some(0.0)), "n/a");
+        assert_eq!(ratio(None, Some(1.0)), "n/a");
+    }
+
+    #[test]
+    fn the_boot_timer_line_is_read() {
+        let out = "daxvmm: booting\r\ndaxvmm-boot-timer: marker_ms=3217.4 exit_ms=3301.0 exit=0\n";
+        assert_eq!(boot_marker_ms(out), Some(Some(3217.4)));
+        let none = "daxvmm-boot-timer: marker_ms=none exit_ms=300000.2 exit=killed\nlater\n";
+        assert_eq!(boot_marker_ms(none), Some(None));
+        assert_eq!(boot_marker_ms("qemu-system-x86_64: cannot open /dev/kvm\n"), None);
+    }
+
+    fn paths() -> Paths {
+        Paths::nested("daxvmm-boot-timer")
+    }
+
+    #[test]
+    fn the_boot_batch_alternates_the_vmms() {
+        let o = BootOpts { runs: 2, mem: "512M".into(), cpus: 1, machine: "pc".into() };
+        let b = boot_batch(&o, &paths());
+        let names: Vec<&str> = b.lines().map(|l| l.split('\t').next().unwrap_or_default()).collect();
+        assert_eq!(names, ["daxvmm_1", "qemu_1", "daxvmm_2", "qemu_2"]);
+        assert_eq!(crate::test_host::check_batch(&b), Ok(4));
+        let first = b.lines().next().unwrap_or_default();
+        assert_eq!(
+            first,
+            "daxvmm_1\t/bin/daxvmm-boot-timer --timeout 300 --grace 60 -- /bin/daxvmm --kernel /guest/bzImage \
+             --initrd /guest/initrd.cpio.lz4 --cpus 1 --mem 512M --cmdline 'quiet -- true'"
+        );
+        assert!(b.contains(
+            "qemu-system-x86_64 -machine pc -enable-kvm -cpu host -smp 1 -m 512M -kernel /guest/bzImage -initrd \
+             /guest/initrd.cpio.lz4 -append 'console=ttyS0 quiet noxsave -- true' -nographic -no-reboot"
+        ));
+    }
+
+    #[test]
+    fn the_boot_table_shows_medians_ratio_and_failures() {
+        let r = BootReport {
+            place: Where::Nested,
+            opts: BootOpts { runs: 3, mem: "512M".into(), cpus: 1, machine: "pc".into() },
+            guest: ("bzImage".into(), "initrd.cpio.lz4".into()),
+            daxvmm: Boots(vec![Some(3000.0), Some(3400.0), None]),
+            qemu: Boots(vec![Some(6000.0), Some(7000.0), Some(6500.0)]),
+        };
+        let t = r.table();
+        assert!(t.contains("alternating (nested: inside one test host VM, QEMU TCG + nested SVM)"), "{t}");
+        assert!(t.contains("guest: bzImage + initrd.cpio.lz4, 1 vCPU(s), 512M; qemu -machine pc"), "{t}");
+        assert!(t.contains("  daxvmm   median    3200.0 ms   runs (ms): 3000.0 3400.0 none\n"), "{t}");
+        assert!(t.contains("  qemu     median    6500.0 ms   runs (ms): 6000.0 7000.0 6500.0\n"), "{t}");
+        assert!(t.contains("  ratio daxvmm/qemu: 0.49\n"), "{t}");
+        assert!(t.contains("the ratio is what carries over"), "{t}");
+        assert!(t.contains("  runs that never printed the marker: daxvmm_3\n"), "{t}");
+        let none = BootReport { daxvmm: Boots(vec![None]), ..r };
+        assert!(!none.table().contains("ratio daxvmm/qemu"), "{}", none.table());
+    }
+
+    #[test]
+    fn the_pmem_sizes_follow_the_file() {
+        let o = PmemOpts { mib: 1024, passes: 3 };
+        assert_eq!((o.region_mib(), o.hugepages(), o.vm_mem()), (2048, 1088, "5G".to_string()));
+        let small = PmemOpts { mib: 1, passes: 1 };
+        assert_eq!((small.region_mib(), small.hugepages(), small.vm_mem()), (1024, 576, "4G".to_string()));
+    }
+
+    #[test]
+    fn the_pmem_batch_runs_host_daxvmm_and_qemu() {
+        let b = pmem_batch(&PmemOpts { mib: 1024, passes: 3 }, &Paths::nested("daxvmm-dax-check"));
+        assert_eq!(crate::test_host::check_batch(&b), Ok(3));
+        let grow = "[ $(cat /proc/sys/vm/nr_hugepages) -ge 1088 ] || echo 1088 > /proc/sys/vm/nr_hugepages; ";
+        let lines: Vec<&str> = b.lines().collect();
+        assert_eq!(lines[0], format!("host\t{grow}/bin/daxvmm-dax-check bw --hugetlb 1024 3"));
+        assert!(lines[1].starts_with(&format!("daxvmm\t{grow}/bin/daxvmm --kernel /guest/bzImage")), "{b}");
+        assert!(
+            lines[1]
+                .ends_with("--pmem 2048M,backing=hugetlb-2m --cmdline 'quiet -- /tests/pmem-bw.sh 1024 3'"),
+            "{b}"
+        );
+        assert!(
+            lines[2].contains("-m 512M,slots=2,maxmem=3072M -object memory-backend-memfd,id=nv0,size=2048M,")
+        );
+        assert!(lines[2]
+            .contains("-append 'console=ttyS0 noxsave reboot=k panic=1 quiet -- /tests/pmem-bw.sh 1024 3'"));
+    }
+
+    #[test]
+    fn bandwidth_lines_are_read() {
+        let host = "write_MBps=10234 read_MBps=11876\n";
+        assert_eq!(bandwidth(host), Some(Bandwidth { write: 10234.0, read: 11876.0 }));
+        let guest = "[    1.2] pmem0: detected\r\npmem-bw: write_MBps=9120 read_MBps=10998\r\n";
+        assert_eq!(bandwidth(guest), Some(Bandwidth { write: 9120.0, read: 10998.0 }));
+        assert_eq!(bandwidth("mount: /mnt/pmem0: wrong fs type\n"), None);
+    }
+
+    #[test]
+    fn the_pmem_table_shows_the_ratios() {
+        let r = PmemReport {
+            place: Where::Direct,
+            opts: PmemOpts { mib: 1024, passes: 3 },
+            host: Some(Bandwidth { write: 10000.0, read: 12000.0 }),
+            daxvmm: Some(Bandwidth { write: 9000.0, read: 11400.0 }),
+            qemu: None,
+        };
+        let t = r.table();
+        assert!(t.contains("a 1024 MiB file, 3 passes each way (MB/s)"), "{t}");
+        assert!(t.contains("in the same run (direct)\n"), "{t}");
+        assert!(t.contains("  host     write     10000  read     12000\n"), "{t}");
+        assert!(
+            t.contains("  daxvmm   write      9000  read     11400   guest/host: write 0.90, read 0.95\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("  qemu     write      none  read      none   guest/host: write n/a, read n/a\n"),
+            "{t}"
+        );
+        assert!(t.contains("  daxvmm/qemu: write n/a, read n/a\n"), "{t}");
+        assert!(!r.complete());
+    }
+
+    #[test]
+    fn the_race_batch_runs_both_modes() {
+        let b = race_batch("xfs", 7, "/tmp/bench-race", &Paths::nested(""));
+        assert_eq!(
+            b,
+            "forced\t/bin/daxvmm test --kernel /guest/bzImage --initrd /guest/initrd.cpio.lz4 --scenario \
+             truncate-unpin --fs xfs --timeout 20m --out /tmp/bench-race/forced\n\
+             baseline\t/bin/daxvmm test --kernel /guest/bzImage --initrd /guest/initrd.cpio.lz4 --scenario \
+             truncate-unpin --fs xfs --timeout 20m --out /tmp/bench-race/baseline --sleeps --runs 7\n"
+        );
+    }
+
+    const FORCED: &str = "\
+[2026-01-01T00:00:01Z INFO  daxvmm::race] [1/3] truncate-unpin on ext4 [0.s1 0.e7 1.s1 1.s2 0.s2] observed [0.s1 0.e7 1.s1 1.s2 0.s2]: host checks clean
+[2026-01-01T00:00:02Z INFO  daxvmm::race] [2/3] truncate-unpin on ext4 [1.s1 1.s2 0.s1 0.e7 0.s2] observed [1.s1 1.s2 0.s1 0.e7 0.s2]: host checks clean
+[2026-01-01T00:00:03Z INFO  daxvmm::race] [3/3] truncate-unpin on ext4 [0.s1 1.s1 0.e7 1.s2 0.s2] observed [incomplete]: host checks clean
+daxvmm test: 3 runs in 14.2 s with the boot, 9.5 s of runs (19 runs/minute), 0 with violations, 0 skipped; guest boots: 1
+";
+    const BASELINE: &str = "\
+[1/4] truncate-unpin on ext4 [unscheduled] observed [1.s1 1.s2 0.s1 0.e7 0.s2]: host checks clean
+[2/4] truncate-unpin on ext4 [unscheduled] observed [1.s1 1.s2 0.s1 0.e7 0.s2]: host checks clean
+[3/4] truncate-unpin on ext4 [unscheduled] observed [0.s1 0.e7 1.s1 1.s2 0.s2]: host checks clean, held to the bound (the kernel blocked)
+[4/4] truncate-unpin on ext4 [unscheduled] observed [0.s1 1.s1 0.e7 1.s2 0.s2]: host checks clean
+daxvmm test: 4 runs in 20.0 s with the boot, 12.0 s of runs (20 runs/minute), 0 with violations, 0 skipped; guest boots: 1
+";
+
+    #[test]
+    fn race_output_is_read() {
+        assert_eq!(observed_orders(FORCED)[2], "incomplete");
+        assert_eq!(runs_secs(FORCED), Some(9.5));
+        assert_eq!(runs_secs("no closing line\n"), None);
+        assert!(in_window("0.s1 0.e7 1.s1 1.s2 0.s2"));
+        assert!(!in_window("1.s1 1.s2 0.s1 0.e7 0.s2"));
+        assert!(!in_window("incomplete"));
+        let f = RaceMode::parse(FORCED);
+        assert_eq!((f.runs, f.secs, f.distinct.len(), f.first_in_window), (3, Some(9.5), 2, Some(1)));
+        let b = RaceMode::parse(BASELINE);
+        assert_eq!((b.runs, b.distinct.len(), b.first_in_window), (4, 3, Some(3)));
+        assert!((b.per_minute() - 15.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn coverage_counts_the_runs_until_every_forced_order_was_seen() {
+        let want: BTreeSet<String> = ["a", "b"].map(String::from).into();
+        let runs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(coverage(&want, &runs(&["b", "c", "b", "a", "a"])), Coverage::After(4));
+        let never = coverage(&want, &runs(&["c", "b"]));
+        assert_eq!(never.to_string(), "never in 2 runs (missed [a])");
+        assert_eq!(Coverage::After(4).to_string(), "after 4 runs");
+    }
+
+    #[test]
+    fn the_race_table() {
+        let r = RaceReport::parse(Where::Nested, "ext4", FORCED, BASELINE);
+        let t = r.table();
+        assert!(t.contains("truncate-unpin on ext4 (10 schedules"), "{t}");
+        assert!(
+            t.contains("(nested: one test host VM, QEMU TCG + nested SVM); seconds are the runs alone"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "  forced       3 runs in    9.5 s,  2 distinct interleavings observed,    12.6 per minute\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "  baseline     4 runs in   12.0 s,  3 distinct interleavings observed,    15.0 per minute; first run \
+                 in the window (unpin while truncate waits): 3\n"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("saw every interleaving the forced runs saw: after 3 runs\n"), "{t}");
+        assert!(t.contains("ratio forced/baseline (interleavings per minute): 0.8\n"), "{t}");
+        assert!(t.contains("tried in 9.5 s (goal: under 60 s)\n"), "{t}");
+        let idle = RaceReport::parse(
+            Where::Direct,
+            "ext4",
+            FORCED,
+            "daxvmm test: 0 runs in 1.0 s with the boot, 0.0 s of runs\n",
+        );
+        assert!(idle.table().contains("inf (the baseline observed none)"), "{}", idle.table());
+        assert!(!idle.baseline.has_results());
+    }
+}
