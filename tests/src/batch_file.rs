@@ -3,28 +3,91 @@
 //! parses the same way as a nested run's ([`crate::test_host::run`]). Used by the `test-host-vm` and
 //! `bench` binaries.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
+
+use thiserror::Error;
 
 use crate::console::ConsoleParser;
 use crate::host::Artifacts;
 use crate::markers;
 use crate::test_host::{cache_dir, root, OnLine};
 
+/// Why a batch file could not run here, or an artifact is missing.
+#[derive(Debug, Error)]
+pub enum BatchFileError {
+    /// One of the build scripts could not start.
+    #[error("cannot run scripts/{script}: {source}; check that the repository is complete")]
+    ScriptSpawn {
+        /// The script, under scripts/.
+        script: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// One of the build scripts failed (its own messages went to stderr).
+    #[error("scripts/{script} failed; see its messages above")]
+    ScriptFailed {
+        /// The script, under scripts/.
+        script: String,
+    },
+    /// The cached guest kernel is not built yet.
+    #[error(
+        "the guest kernel is not built yet ({}); run scripts/build-guest-kernel.sh or pass --kernel",
+        path.display()
+    )]
+    KernelNotBuilt {
+        /// Where it would be.
+        path: PathBuf,
+    },
+    /// The daxvmm binary does not exist.
+    #[error("daxvmm binary {} does not exist; run scripts/build-all.sh", path.display())]
+    NoDaxvmm {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The guest kernel does not exist.
+    #[error(
+        "guest kernel {} does not exist; run scripts/build-guest-kernel.sh or pass --kernel",
+        path.display()
+    )]
+    NoKernel {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The guest initramfs does not exist.
+    #[error("guest initramfs {} does not exist; run scripts/build-initramfs.sh", path.display())]
+    NoInitrd {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// bash could not start.
+    #[error("cannot run bash: {0}; install bash")]
+    Bash(#[source] io::Error),
+    /// A case's output could not be written.
+    #[error("cannot write {}: {source}; check that the directory is writable", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
 fn env_path(var: &str) -> Option<PathBuf> {
     std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
 }
 
 /// The output of one of the build scripts, trimmed.
-fn script_output(script: &str, args: &[&str]) -> Result<PathBuf, String> {
+fn script_output(script: &str, args: &[&str]) -> Result<PathBuf, BatchFileError> {
     let out = Command::new(root().join("scripts").join(script))
         .args(args)
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|e| format!("cannot run scripts/{script}: {e}"))?;
+        .map_err(|source| BatchFileError::ScriptSpawn { script: script.into(), source })?;
     if !out.status.success() {
-        return Err(format!("scripts/{script} failed"));
+        return Err(BatchFileError::ScriptFailed { script: script.into() });
     }
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
@@ -41,23 +104,20 @@ pub fn default_daxvmm() -> PathBuf {
 
 /// The guest bzImage: `$DAXVMM_GUEST_KERNEL`, else the cached build of scripts/build-guest-kernel.sh;
 /// an error when that is not built yet.
-pub fn default_kernel() -> Result<PathBuf, String> {
+pub fn default_kernel() -> Result<PathBuf, BatchFileError> {
     if let Some(k) = env_path("DAXVMM_GUEST_KERNEL") {
         return Ok(k);
     }
     let key = script_output("build-guest-kernel.sh", &["--print-key"])?;
     let k = cache_dir().join("kernels").join(key).join("bzImage");
     if !k.is_file() {
-        return Err(format!(
-            "the guest kernel is not built yet ({}); run scripts/build-guest-kernel.sh or pass --kernel",
-            k.display()
-        ));
+        return Err(BatchFileError::KernelNotBuilt { path: k });
     }
     Ok(k)
 }
 
 /// The guest initramfs: `$DAXVMM_GUEST_INITRD`, else scripts/build-initramfs.sh's (cached) build.
-pub fn default_initrd() -> Result<PathBuf, String> {
+pub fn default_initrd() -> Result<PathBuf, BatchFileError> {
     env_path("DAXVMM_GUEST_INITRD").map_or_else(|| script_output("build-initramfs.sh", &[]), Ok)
 }
 
@@ -67,24 +127,18 @@ pub fn artifacts(
     daxvmm: Option<PathBuf>,
     kernel: Option<PathBuf>,
     initrd: Option<PathBuf>,
-) -> Result<Artifacts, String> {
+) -> Result<Artifacts, BatchFileError> {
     let daxvmm = daxvmm.unwrap_or_else(default_daxvmm);
     if !daxvmm.is_file() {
-        return Err(format!("daxvmm binary {} does not exist; run scripts/build-all.sh", daxvmm.display()));
+        return Err(BatchFileError::NoDaxvmm { path: daxvmm });
     }
     let kernel = kernel.map_or_else(default_kernel, Ok)?;
     if !kernel.is_file() {
-        return Err(format!(
-            "guest kernel {} does not exist; run scripts/build-guest-kernel.sh or pass --kernel",
-            kernel.display()
-        ));
+        return Err(BatchFileError::NoKernel { path: kernel });
     }
     let initrd = initrd.map_or_else(default_initrd, Ok)?;
     if !initrd.is_file() {
-        return Err(format!(
-            "guest initramfs {} does not exist; run scripts/build-initramfs.sh",
-            initrd.display()
-        ));
+        return Err(BatchFileError::NoInitrd { path: initrd });
     }
     Ok(Artifacts { daxvmm, kernel, initrd })
 }
@@ -97,7 +151,7 @@ pub fn cases(text: &str) -> impl Iterator<Item = (&str, &str)> {
 /// Runs a batch's cases on this host, one after another (`bash -c`, stdin from /dev/null, stderr with
 /// stdout), framed by the same markers as inside the test host VM; each line goes to `on_line`, as
 /// [`crate::test_host::run`] hands them.
-pub fn run_here(text: &str, on_line: OnLine<'_>) -> Result<ConsoleParser, String> {
+pub fn run_here(text: &str, on_line: OnLine<'_>) -> Result<ConsoleParser, BatchFileError> {
     let mut parser = ConsoleParser::new();
     let start = Instant::now();
     for (name, cmd) in cases(text) {
@@ -105,7 +159,7 @@ pub fn run_here(text: &str, on_line: OnLine<'_>) -> Result<ConsoleParser, String
             .args(["-c", &format!("exec 2>&1\n{cmd}")])
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| format!("cannot run bash: {e}"))?;
+            .map_err(BatchFileError::Bash)?;
         let rc = out.status.code().unwrap_or(128 + 9);
         let mut console = vec![markers::begin(name)];
         console.extend(String::from_utf8_lossy(&out.stdout).lines().map(String::from));
@@ -123,9 +177,10 @@ pub fn run_here(text: &str, on_line: OnLine<'_>) -> Result<ConsoleParser, String
 
 /// Writes each finished case's output to `dir/NAME` and its exit status to `dir/NAME.rc`, and the
 /// output of a case that began but never ended to `dir/NAME`.
-pub fn write_split(dir: &Path, console: &ConsoleParser) -> Result<(), String> {
-    let write =
-        |p: PathBuf, text: &str| std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()));
+pub fn write_split(dir: &Path, console: &ConsoleParser) -> Result<(), BatchFileError> {
+    let write = |path: PathBuf, text: &str| {
+        std::fs::write(&path, text).map_err(|source| BatchFileError::Write { path, source })
+    };
     for (name, case) in &console.finished {
         write(dir.join(name), &case.console)?;
         write(dir.join(format!("{name}.rc")), &format!("{}\n", case.exit_code))?;

@@ -569,7 +569,7 @@ mod tests {
         let b = boot_batch(&o, &paths());
         let names: Vec<&str> = b.lines().map(|l| l.split('\t').next().unwrap_or_default()).collect();
         assert_eq!(names, ["daxvmm_1", "qemu_1", "daxvmm_2", "qemu_2"]);
-        assert_eq!(crate::test_host::check_batch(&b), Ok(4));
+        assert_eq!(crate::test_host::check_batch(&b).expect("a valid batch"), 4);
         let first = b.lines().next().unwrap_or_default();
         assert_eq!(
             first,
@@ -614,7 +614,7 @@ mod tests {
     #[test]
     fn the_pmem_batch_runs_host_daxvmm_and_qemu() {
         let b = pmem_batch(&PmemOpts { mib: 1024, passes: 3 }, &Paths::nested("daxvmm-dax-check"));
-        assert_eq!(crate::test_host::check_batch(&b), Ok(3));
+        assert_eq!(crate::test_host::check_batch(&b).expect("a valid batch"), 3);
         let grow = "[ $(cat /proc/sys/vm/nr_hugepages) -ge 1088 ] || echo 1088 > /proc/sys/vm/nr_hugepages; ";
         let lines: Vec<&str> = b.lines().collect();
         assert_eq!(lines[0], format!("host\t{grow}/bin/daxvmm-dax-check bw --hugetlb 1024 3"));

@@ -3,6 +3,39 @@
 
 use std::path::Path;
 
+use thiserror::Error;
+
+/// Why a case (or a batch of them) cannot go into a batch file.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CaseError {
+    /// The name has characters a batch file's NAME field cannot carry.
+    #[error("case name '{name}' may only use letters, digits and _.:-; rename the case")]
+    BadName {
+        /// The name.
+        name: String,
+    },
+    /// An argument has a TAB or a line break, which would split the case's batch-file line.
+    #[error(
+        "case {case}: argument '{}' contains a TAB or newline, which a batch file cannot carry; \
+         pass it without them",
+        arg.escape_debug()
+    )]
+    BadArgument {
+        /// The case.
+        case: String,
+        /// The argument.
+        arg: String,
+    },
+    /// [`Case::needs`] names a case that does not come before it.
+    #[error("case {case} needs {need}, which is not an earlier case of its batch; put {need} before it")]
+    UnknownNeed {
+        /// The case.
+        case: String,
+        /// The case it needs.
+        need: String,
+    },
+}
+
 /// Which program a case runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Vmm {
@@ -72,14 +105,14 @@ impl Case {
     }
 
     /// Checks what a batch file can carry: a plain name, and no TAB or newline in any argument.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), CaseError> {
         if self.name.is_empty()
             || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
         {
-            return Err(format!("case name '{}' may only use letters, digits and _.:-", self.name));
+            return Err(CaseError::BadName { name: self.name.clone() });
         }
         if let Some(a) = self.daxvmm_args.iter().find(|a| a.contains(['\t', '\n', '\r'])) {
-            return Err(format!("case {}: argument {a:?} contains a TAB or newline", self.name));
+            return Err(CaseError::BadArgument { case: self.name.clone(), arg: a.clone() });
         }
         Ok(())
     }
@@ -151,10 +184,10 @@ impl Case {
 }
 
 /// Checks that every case's [`Case::needs`] names a case before it in `cases`.
-pub fn check_needs(cases: &[Case]) -> Result<(), String> {
+pub fn check_needs(cases: &[Case]) -> Result<(), CaseError> {
     for (i, c) in cases.iter().enumerate() {
         if let Some(n) = c.needs.iter().find(|n| !cases[..i].iter().any(|e| &e.name == *n)) {
-            return Err(format!("case {} needs {n}, which is not an earlier case of its batch", c.name));
+            return Err(CaseError::UnknownNeed { case: c.name.clone(), need: n.clone() });
         }
     }
     Ok(())
@@ -273,7 +306,8 @@ mod tests {
         let b = Case::daxvmm("b", ["x"]).needing("a");
         assert!(check_needs(&[a.clone(), b.clone()]).is_ok());
         let err = check_needs(&[b.clone(), a.clone()]).expect_err("b comes before a");
-        assert!(err.contains("case b needs a"), "{err}");
+        assert_eq!(err, CaseError::UnknownNeed { case: "b".into(), need: "a".into() });
+        assert!(err.to_string().starts_with("case b needs a, which is not an earlier case"), "{err}");
         assert!(check_needs(&[Case::daxvmm("c", ["x"]).needing("c")]).is_err());
     }
 
@@ -301,5 +335,7 @@ mod tests {
         assert!(Case::daxvmm("", ["x"]).validate().is_err());
         assert!(Case::daxvmm("n", ["a\tb"]).validate().is_err());
         assert!(Case::daxvmm("n", ["a\nb"]).validate().is_err());
+        let err = Case::daxvmm("n", ["a\tb"]).validate().expect_err("a TAB");
+        assert!(err.to_string().starts_with("case n: argument 'a\\tb' contains a TAB"), "{err}");
     }
 }

@@ -3,9 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
+
+use thiserror::Error;
 
 use crate::case::{check_needs, rerun_set, Case, Vmm};
 use crate::console::CaseLog;
@@ -13,7 +17,7 @@ use crate::host::{self, Artifacts, Where};
 use crate::markers;
 use crate::process::{run_with_deadline, run_with_input};
 use crate::record::{record, record_boot, Record, Skip};
-use crate::test_host::{self, End};
+use crate::test_host::{self, End, Fault};
 
 /// How long one case may take before the harness kills it (inside the test host VM, or on the host);
 /// `DAXVMM_TEST_CASE_TIMEOUT` (seconds) overrides. Cases pass daxvmm a shorter --timeout of their own.
@@ -63,8 +67,90 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// Why a case has no [`Outcome`]. Clone (the I/O errors are shared) so that [`Batch::get`] can hand it
+/// out while the batch keeps it.
+#[derive(Debug, Clone, Error)]
+pub enum RunError {
+    /// The batch has no case of this name.
+    #[error("no case named {name} in this batch; ask for one of the batch's case names")]
+    NoSuchCase {
+        /// The name asked for.
+        name: String,
+    },
+    /// The case's setup snippet ran on this host and failed.
+    #[error("setup `{setup}` exited {code}:\n{output}")]
+    SetupFailed {
+        /// The snippet.
+        setup: String,
+        /// Its exit code.
+        code: i32,
+        /// Its stdout, then its stderr.
+        output: String,
+    },
+    /// The case's setup snippet could not start on this host.
+    #[error("cannot run setup `{setup}`: {source}")]
+    SetupSpawn {
+        /// The snippet.
+        setup: String,
+        /// Why sh could not run it.
+        source: Arc<io::Error>,
+    },
+    /// The VMM could not start on this host.
+    #[error("cannot run {}: {source}", program.display())]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// Why it could not start.
+        source: Arc<io::Error>,
+    },
+    /// The test host VM stopped while the case ran.
+    #[error("the test host VM stopped during this case {vm}\nthe case's own output:\n{partial}")]
+    Stopped {
+        /// How the VM ended.
+        vm: VmEnd,
+        /// What the case printed until then.
+        partial: String,
+    },
+    /// The test host VM ended before it reached the case.
+    #[error("the test host VM never ran this case {vm}")]
+    NeverRan {
+        /// How the VM ended.
+        vm: VmEnd,
+    },
+}
+
+/// How the test host VM of a case with no result ended: its fault, if any, how long it ran, its console
+/// log and the last console lines outside the cases.
+#[derive(Debug, Clone)]
+pub struct VmEnd {
+    /// The VM's fault; `None` when the batch was done.
+    pub fault: Option<Fault>,
+    /// How long it ran.
+    pub elapsed: Duration,
+    /// The copy of its console.
+    pub console_log: PathBuf,
+    /// Its console lines outside the cases, joined.
+    pub outside: String,
+}
+
+impl fmt::Display for VmEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.fault {
+            Some(fault) => write!(f, "(the test host VM failed: {fault}")?,
+            None => f.write_str("(the batch was done")?,
+        }
+        write!(
+            f,
+            ", {:.0}s; console: {}); last console lines outside cases:\n{}",
+            self.elapsed.as_secs_f64(),
+            self.console_log.display(),
+            self.outside
+        )
+    }
+}
+
 /// Each case's outcome, or why it has none, by name.
-pub type Outcomes = BTreeMap<String, Result<Outcome, String>>;
+pub type Outcomes = BTreeMap<String, Result<Outcome, RunError>>;
 
 /// The results of a batch, by case name; a case that did not finish carries the reason.
 #[derive(Debug)]
@@ -77,11 +163,11 @@ pub struct Batch {
 
 impl Batch {
     /// The outcome of case `name`, or why it has none.
-    pub fn get(&self, name: &str) -> Result<&Outcome, String> {
+    pub fn get(&self, name: &str) -> Result<&Outcome, RunError> {
         match self.outcomes.get(name) {
             Some(Ok(o)) => Ok(o),
             Some(Err(e)) => Err(e.clone()),
-            None => Err(format!("no case named {name} in this batch")),
+            None => Err(RunError::NoSuchCase { name: name.into() }),
         }
     }
 }
@@ -127,12 +213,12 @@ fn run_direct(cases: &[Case], art: &Artifacts) -> Outcomes {
             match run_with_deadline(Command::new("sh").args(["-c", &setup]), case_timeout()) {
                 Ok(r) if r.code == 0 => {}
                 Ok(r) => {
-                    let why = format!("setup `{setup}` exited {}:\n{}{}", r.code, r.stdout, r.stderr);
-                    out.insert(c.name.clone(), Err(why));
+                    let output = r.stdout + &r.stderr;
+                    out.insert(c.name.clone(), Err(RunError::SetupFailed { setup, code: r.code, output }));
                     continue;
                 }
                 Err(e) => {
-                    out.insert(c.name.clone(), Err(format!("cannot run setup `{setup}`: {e}")));
+                    out.insert(c.name.clone(), Err(RunError::SetupSpawn { setup, source: Arc::new(e) }));
                     continue;
                 }
             }
@@ -163,7 +249,7 @@ fn run_direct(cases: &[Case], art: &Artifacts) -> Outcomes {
                 ));
                 Ok(Outcome { exit_code: r.code, console, wall: r.wall, place: Where::Direct })
             }
-            Err(e) => Err(format!("cannot run {}: {e}", program.display())),
+            Err(e) => Err(RunError::Spawn { program, source: Arc::new(e) }),
         };
         out.insert(c.name.clone(), outcome);
     }
@@ -288,7 +374,7 @@ pub fn run_nested(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Outc
 const EMULATION_FAULT: &str = "emulation fault in its output";
 
 /// Why a case must run again in a new test host VM, if it must.
-fn rerun_reason(c: &Case, res: Option<&Result<Outcome, String>>) -> Option<&'static str> {
+fn rerun_reason(c: &Case, res: Option<&Result<Outcome, RunError>>) -> Option<&'static str> {
     match res {
         Some(Ok(o)) => c.nested_fault.as_deref().is_some_and(|t| o.contains(t)).then_some(EMULATION_FAULT),
         _ => Some("no result: its test host VM died"),
@@ -347,14 +433,11 @@ fn run_nested_once(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Out
     if let (Some(f), true) = (&fault, plan.record) {
         record(&Record::Fault(f.kind().into(), f.to_string()));
     }
-    let why = |what: &str| {
-        format!(
-            "{what} ({}, {:.0}s; console: {}); last console lines outside cases:\n{}",
-            fault.as_ref().map_or("the batch was done".into(), |f| format!("the test host VM failed: {f}")),
-            run.elapsed.as_secs_f64(),
-            run.console_log.display(),
-            parser.outside.join("\n")
-        )
+    let vm = VmEnd {
+        fault,
+        elapsed: run.elapsed,
+        console_log: run.console_log,
+        outside: parser.outside.join("\n"),
     };
     let mut out = BTreeMap::new();
     for c in cases {
@@ -369,12 +452,9 @@ fn run_nested_once(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Out
                 place: Where::Nested,
             })
         } else if let Some((_, partial)) = parser.unfinished.as_ref().filter(|(n, _)| *n == c.name) {
-            Err(format!(
-                "{}\nthe case's own output:\n{partial}",
-                why("the test host VM stopped during this case")
-            ))
+            Err(RunError::Stopped { vm: vm.clone(), partial: partial.clone() })
         } else {
-            Err(why("the test host VM never ran this case"))
+            Err(RunError::NeverRan { vm: vm.clone() })
         };
         out.insert(c.name.clone(), res);
     }
@@ -393,9 +473,33 @@ mod tests {
         let plain = Case::daxvmm("a", ["x"]);
         let marked = Case::daxvmm("b", ["x"]).rerun_nested_on("triple fault");
         assert!(rerun_reason(&plain, None).is_some());
-        assert!(rerun_reason(&plain, Some(&Err("stopped".into()))).is_some());
+        let stopped = RunError::NoSuchCase { name: "a".into() };
+        assert!(rerun_reason(&plain, Some(&Err(stopped))).is_some());
         assert_eq!(rerun_reason(&plain, Some(&out("vCPU 2: triple fault"))), None);
         assert_eq!(rerun_reason(&marked, Some(&out("clean"))), None);
         assert!(rerun_reason(&marked, Some(&out("vCPU 2: triple fault"))).is_some());
+    }
+
+    #[test]
+    fn a_case_without_a_result_says_how_its_test_host_vm_ended() {
+        let vm = VmEnd {
+            fault: Some(Fault::Died(Some(1))),
+            elapsed: Duration::from_secs(42),
+            console_log: "/c/console.log".into(),
+            outside: "booting\nbye".into(),
+        };
+        let stopped = RunError::Stopped { vm: vm.clone(), partial: "half".into() };
+        assert_eq!(
+            stopped.to_string(),
+            "the test host VM stopped during this case (the test host VM failed: QEMU exited with status 1 \
+             before the batch was done, 42s; console: /c/console.log); last console lines outside cases:\n\
+             booting\nbye\nthe case's own output:\nhalf"
+        );
+        let never = RunError::NeverRan { vm: VmEnd { fault: None, ..vm } };
+        assert_eq!(
+            never.to_string(),
+            "the test host VM never ran this case (the batch was done, 42s; console: /c/console.log); \
+             last console lines outside cases:\nbooting\nbye"
+        );
     }
 }

@@ -14,26 +14,33 @@
 //! (`-d cpu_reset`) is shown. Every end is one [`End`].
 //!
 //! A copy of each console is kept in `$DAXVMM_CACHE/test-host/logs/` (the newest 20).
+//!
+//! The packing is in test_host/pack.rs, the console reader and watchdog in test_host/watch.rs, and why a
+//! run could not start is a [`TestHostError`] (test_host/error.rs).
 
-use std::collections::BTreeMap;
+mod error;
+mod pack;
+mod watch;
+
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io;
 use std::os::unix::io::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::case::{NESTED_INITRD, NESTED_KERNEL};
 use crate::console::{CaseLog, ConsoleParser};
 use crate::host;
-use crate::markers::{self, L1_HOST_LOG};
+use error::io_err;
+pub use error::TestHostError;
+use pack::{base_piece, prune, qemu_piece, run_piece};
+pub use pack::{concat_padded, read_pin};
+use watch::Watch;
+pub use watch::{is_register_line, parse_stat, reset_lines};
 
 /// The repository root (this crate lives in tests/).
 pub fn root() -> PathBuf {
@@ -111,43 +118,40 @@ impl Config {
     }
 
     /// Checks the batch and the files; the number of cases.
-    pub fn check(&self) -> Result<usize, String> {
+    pub fn check(&self) -> Result<usize, TestHostError> {
         let cases = check_batch(&self.batch)?;
         let mem_ok = self.mem.len() > 1
             && self.mem.ends_with(['M', 'G'])
             && self.mem[..self.mem.len() - 1].bytes().all(|b| b.is_ascii_digit());
         if !mem_ok {
-            return Err(format!("--mem wants a size like 4G or 3072M, got '{}'", self.mem));
+            return Err(TestHostError::Mem { mem: self.mem.clone() });
         }
         if self.cpus == 0 {
-            return Err("--cpus wants a positive number".into());
+            return Err(TestHostError::NoCpus);
         }
         let files = [("guest kernel", Some(&self.kernel)), ("guest initramfs", Some(&self.initrd))];
         let more = [("daxvmm binary", self.daxvmm.as_ref()), ("--kvm-hold", self.kvm_hold.as_ref())];
         for (what, f) in files.into_iter().chain(more).chain(self.adds.iter().map(|a| ("--add", Some(a)))) {
             if let Some(f) = f.filter(|f| !f.is_file()) {
-                return Err(format!("{what} {} does not exist", f.display()));
+                return Err(TestHostError::Missing { what, path: f.clone() });
             }
         }
         if let Some(d) = self.daxvmm.as_ref().filter(|d| host::has_elf_interpreter(d)) {
-            return Err(format!(
-                "{} is dynamically linked; the test host VM needs a static build (--target x86_64-unknown-linux-musl)",
-                d.display()
-            ));
+            return Err(TestHostError::Dynamic { path: d.clone() });
         }
         Ok(cases)
     }
 }
 
 /// Checks a batch's lines (`NAME<TAB>COMMAND`, names of letters, digits and `_.:-`); the number of cases.
-pub fn check_batch(batch: &str) -> Result<usize, String> {
+pub fn check_batch(batch: &str) -> Result<usize, TestHostError> {
     let mut n = 0;
     for line in batch.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let Some((name, _)) = line.split_once('\t') else {
-            return Err(format!("batch line without a TAB between NAME and COMMAND: {line}"));
+            return Err(TestHostError::NoTab { line: line.to_string() });
         };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c)) {
-            return Err(format!("case name '{name}' may only use letters, digits and _.:-"));
+            return Err(TestHostError::BadName { name: name.to_string() });
         }
         n += 1;
     }
@@ -189,9 +193,14 @@ impl fmt::Display for Fault {
             Fault::Timeout => f.write_str("it ran into its time limit; killed"),
             Fault::Panic(p) => write!(f, "its kernel panicked: {p}"),
             Fault::Reset => f.write_str("it reset itself with no panic message (a triple fault?)"),
-            Fault::Died(rc) => write!(f, "QEMU exited with status {rc:?} before the batch was done"),
+            Fault::Died(rc) => write!(f, "QEMU {} before the batch was done", exit_status(*rc)),
         }
     }
+}
+
+/// How QEMU exited, for messages: `exited with status N`, or `was killed by a signal`.
+fn exit_status(rc: Option<i32>) -> String {
+    rc.map_or_else(|| "was killed by a signal".into(), |rc| format!("exited with status {rc}"))
 }
 
 /// How a test host VM run ended.
@@ -223,11 +232,11 @@ pub type OnLine<'a> = &'a mut dyn FnMut(&str, Option<(&str, &CaseLog)>);
 
 /// Packs, boots and reads one test host VM. `Err` when it could not start (bad input, packing failed,
 /// QEMU missing); every run that booted is `Ok`, however it ended.
-pub fn run(cfg: &Config, on_line: OnLine<'_>) -> Result<Run, String> {
+pub fn run(cfg: &Config, on_line: OnLine<'_>) -> Result<Run, TestHostError> {
     let cases = cfg.check()?;
     let qemu = find_qemu()?;
     let cache = cache_dir().join("test-host");
-    fs::create_dir_all(&cache).map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+    fs::create_dir_all(&cache).map_err(io_err("create", &cache))?;
     let base = base_piece(&cache)?;
     let mut pieces = vec![base.join("l1-base.cpio.gz")];
     if cfg.with_qemu {
@@ -239,7 +248,7 @@ pub fn run(cfg: &Config, on_line: OnLine<'_>) -> Result<Run, String> {
     let dir = TempDir::new("daxvmm-l1run")?;
     pieces.push(run_piece(cfg, dir.path())?);
     let initramfs = dir.path().join("l1.cpio");
-    concat_padded(&pieces, &initramfs).map_err(|e| format!("cannot write {}: {e}", initramfs.display()))?;
+    concat_padded(&pieces, &initramfs).map_err(io_err("write", &initramfs))?;
 
     let _slot = Slot::acquire(&cache, slot_count(host_cpus(), cfg.cpus))?;
     log(&format!(
@@ -264,7 +273,8 @@ pub fn run(cfg: &Config, on_line: OnLine<'_>) -> Result<Run, String> {
         });
     }
     let start = Instant::now();
-    let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", qemu.display()))?;
+    let child =
+        cmd.spawn().map_err(|source| TestHostError::Spawn { program: qemu.display().to_string(), source })?;
     let mut watch = Watch::new(cfg, child, &console_log, dir.path())?;
     let rc = watch.read(on_line);
     let elapsed = start.elapsed();
@@ -284,7 +294,8 @@ pub fn run(cfg: &Config, on_line: OnLine<'_>) -> Result<Run, String> {
             console_log.display()
         )),
         End::Fault(f) => log(&format!(
-            "the test host VM did not finish the batch: {f} (QEMU exit status {rc:?} after {:.1}s; console: {})",
+            "the test host VM did not finish the batch: {f} (QEMU {} after {:.1}s; console: {})",
+            exit_status(rc),
             elapsed.as_secs_f64(),
             console_log.display()
         )),
@@ -316,12 +327,12 @@ pub fn qemu_args(cfg: &Config, l1_kernel: &Path, initramfs: &Path, run_dir: &Pat
     v
 }
 
-fn find_qemu() -> Result<PathBuf, String> {
+fn find_qemu() -> Result<PathBuf, TestHostError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|d| d.join("qemu-system-x86_64"))
         .find(|p| p.is_file())
-        .ok_or_else(|| "qemu-system-x86_64 not found; run scripts/setup-host.sh".into())
+        .ok_or(TestHostError::NoQemu)
 }
 
 /// The host's CPUs this process may use (as `nproc`).
@@ -345,7 +356,7 @@ pub struct Slot {
 
 impl Slot {
     /// A free slot of `slots` in `dir`, or `None` when all are taken.
-    pub fn try_acquire(dir: &Path, slots: usize) -> Result<Option<Slot>, String> {
+    pub fn try_acquire(dir: &Path, slots: usize) -> Result<Option<Slot>, TestHostError> {
         for index in 0..slots {
             let path = dir.join(format!("vm-slot.{index}.lock"));
             let file = OpenOptions::new()
@@ -353,7 +364,7 @@ impl Slot {
                 .truncate(false)
                 .write(true)
                 .open(&path)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                .map_err(io_err("open", &path))?;
             // SAFETY: flock on a file descriptor this function owns; no memory is involved.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
                 return Ok(Some(Slot { _file: file, index }));
@@ -363,7 +374,7 @@ impl Slot {
     }
 
     /// Waits for a free slot, saying so once.
-    pub fn acquire(dir: &Path, slots: usize) -> Result<Slot, String> {
+    pub fn acquire(dir: &Path, slots: usize) -> Result<Slot, TestHostError> {
         let mut said = false;
         loop {
             if let Some(s) = Slot::try_acquire(dir, slots)? {
@@ -384,12 +395,12 @@ pub struct TempDir(PathBuf);
 
 impl TempDir {
     /// A new empty directory under the system's temporary directory.
-    pub fn new(prefix: &str) -> Result<TempDir, String> {
+    pub fn new(prefix: &str) -> Result<TempDir, TestHostError> {
         static N: AtomicUsize = AtomicUsize::new(0);
         let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let n = N.fetch_add(1, Ordering::Relaxed);
         let p = std::env::temp_dir().join(format!("{prefix}-{}-{n}-{nanos}", std::process::id()));
-        fs::create_dir(&p).map_err(|e| format!("cannot create {}: {e}", p.display()))?;
+        fs::create_dir(&p).map_err(io_err("create", &p))?;
         Ok(TempDir(p))
     }
 
@@ -405,244 +416,9 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs a snippet of bash with scripts/lib.sh and images/pack.sh sourced (apt downloads and the
-/// initramfs packing helpers), the words `args` as `$1...`; its stdout, trimmed.
-fn pack_sh(snippet: &str, args: &[&Path]) -> Result<String, String> {
-    let r = root();
-    let script = format!(
-        "source {}/scripts/lib.sh && source {}/images/pack.sh && {snippet}",
-        r.display(),
-        r.display()
-    );
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(script)
-        .arg("bash")
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run bash: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("`{snippet}` failed ({})", out.status));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn run_tool(cmd: &mut Command) -> Result<(), String> {
-    let st = cmd.status().map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
-    st.success().then_some(()).ok_or_else(|| format!("{cmd:?} failed ({st})"))
-}
-
-/// A short content key of files (names and contents) and extra words.
-fn content_key(files: &[PathBuf], words: &[&str]) -> Result<String, String> {
-    use std::hash::{DefaultHasher, Hasher};
-    let mut h = DefaultHasher::new();
-    for w in words {
-        h.write(w.as_bytes());
-    }
-    for f in files {
-        h.write(f.to_string_lossy().as_bytes());
-        h.write(&fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?);
-    }
-    Ok(format!("{:016x}", h.finish()))
-}
-
-/// `KEY=VALUE` lines of a pin file.
-pub fn read_pin(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect()
-}
-
-/// Bumped when the base piece's layout changes without any of its input files changing.
-const BASE_LAYOUT: &str = "base-layout-2";
-
-/// Piece 1, cached: the test host kernel, its KVM modules, busybox and /init.
-fn base_piece(cache: &Path) -> Result<PathBuf, String> {
-    let r = root();
-    let pin_path = r.join("images/test-host.pin");
-    let pin_text =
-        fs::read_to_string(&pin_path).map_err(|e| format!("cannot read {}: {e}", pin_path.display()))?;
-    let pin = read_pin(&pin_text);
-    let get = |k: &str| pin.get(k).cloned().ok_or_else(|| format!("no {k}= in {}", pin_path.display()));
-    let busybox = PathBuf::from(pack_sh("busybox_static", &[])?);
-    let init = r.join("images/test-host-init");
-    let key =
-        content_key(&[pin_path.clone(), init.clone(), r.join("images/pack.sh"), busybox], &[BASE_LAYOUT])?;
-    let base = cache.join(format!("base-{key}"));
-    if base.join("l1-base.cpio.gz").is_file() && base.join("vmlinuz").is_file() {
-        return Ok(base);
-    }
-    let (suite, pkg, version, sha) = (get("SUITE")?, get("PKG")?, get("PKG_VERSION")?, get("PKG_SHA256")?);
-    let release = get("KERNEL_RELEASE")?;
-    let deb =
-        pack_sh("apt_download \"$@\"", &[suite.as_ref(), pkg.as_ref(), version.as_ref(), sha.as_ref()])?;
-    log(&format!("packing the test host VM's base image ({key})"));
-    let work = TempDir::new("daxvmm-l1")?;
-    let (unpacked, stage) = (work.path().join("deb"), work.path().join("root"));
-    run_tool(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
-    pack_sh("stage_busybox \"$1\"", &[&stage])?;
-    install(&init, &stage.join("init"))?;
-    let modules = stage.join("modules");
-    fs::create_dir_all(&modules).map_err(|e| e.to_string())?;
-    let mut order = String::new();
-    for m in get("MODULES")?.split_whitespace() {
-        let src = unpacked.join("lib/modules").join(&release).join(m);
-        let name = Path::new(m).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        // Newer Debian kernels compress modules; busybox insmod takes them uncompressed.
-        let with = |ext: &str| PathBuf::from(format!("{}{ext}", src.display()));
-        let bytes = if src.is_file() {
-            fs::read(&src).map_err(|e| e.to_string())?
-        } else if let Some((tool, file)) =
-            [("xz", with(".xz")), ("zstd", with(".zst")), ("gzip", with(".gz"))]
-                .into_iter()
-                .find(|(_, f)| f.is_file())
-        {
-            let out =
-                Command::new(tool).arg("-dc").arg(&file).output().map_err(|e| format!("{tool}: {e}"))?;
-            if !out.status.success() {
-                return Err(format!("{tool} -dc {} failed", file.display()));
-            }
-            out.stdout
-        } else {
-            return Err(format!(
-                "module {m} is not in {pkg} (looked for .ko, .ko.xz, .ko.zst, .ko.gz); fix MODULES in {}",
-                pin_path.display()
-            ));
-        };
-        fs::write(modules.join(&name), bytes).map_err(|e| e.to_string())?;
-        order.push_str(&name);
-        order.push('\n');
-    }
-    fs::write(modules.join("order"), order).map_err(|e| e.to_string())?;
-    let tmp = cache.join(format!("base-{key}.tmp.{}", std::process::id()));
-    fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-    let vmlinuz = unpacked.join(format!("boot/vmlinuz-{release}"));
-    fs::copy(&vmlinuz, tmp.join("vmlinuz")).map_err(|e| {
-        format!("no {} in the package ({e}); fix KERNEL_RELEASE in {}", vmlinuz.display(), pin_path.display())
-    })?;
-    pack_sh("pack_cpio \"$1\" \"$2\" gzip", &[&stage, &tmp.join("l1-base.cpio.gz")])?;
-    // Another run may have packed the same piece meanwhile; then keep theirs.
-    if fs::rename(&tmp, &base).is_err() {
-        let _ = fs::remove_dir_all(&tmp);
-    }
-    Ok(base)
-}
-
-/// QEMU's x86 firmware that the test host VM's QEMU may load.
-fn qemu_firmware() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> =
-        ["kvmvapic", "linuxboot", "linuxboot_dma", "multiboot", "multiboot_dma", "pvh", "sgabios"]
-            .iter()
-            .map(|n| PathBuf::from(format!("/usr/share/qemu/{n}.bin")))
-            .collect();
-    if let Ok(rd) = fs::read_dir("/usr/share/seabios") {
-        let mut s: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        s.sort();
-        v.extend(s);
-    }
-    v.push("/usr/lib/ipxe/qemu/efi-e1000.rom".into());
-    v.into_iter().filter(|p| p.exists()).collect()
-}
-
-/// Piece 2, cached, optional: QEMU with its libraries and the x86 firmware it loads.
-fn qemu_piece(cache: &Path, qemu: &Path) -> Result<PathBuf, String> {
-    let real = fs::canonicalize(qemu).map_err(|e| format!("{}: {e}", qemu.display()))?;
-    let firmware = qemu_firmware();
-    let libs: Vec<PathBuf> = pack_sh("shared_libs \"$1\"", &[&real])?.lines().map(PathBuf::from).collect();
-    let mut inputs = vec![real.clone(), root().join("images/pack.sh")];
-    inputs.extend(libs);
-    inputs.extend(firmware.iter().filter_map(|f| fs::canonicalize(f).ok()));
-    let piece = cache.join(format!("qemu-{}.cpio", content_key(&inputs, &[])?));
-    if piece.is_file() {
-        return Ok(piece);
-    }
-    log(&format!("packing QEMU for the test host VM ({})", piece.display()));
-    let work = TempDir::new("daxvmm-l1q")?;
-    pack_sh("stage_dynamic \"$1\" \"$2\"", &[work.path(), &real])?;
-    let usr_bin = work.path().join("usr/bin");
-    if real != Path::new("/usr/bin/qemu-system-x86_64") {
-        fs::create_dir_all(&usr_bin).map_err(|e| e.to_string())?;
-        let _ = std::os::unix::fs::symlink(&real, usr_bin.join("qemu-system-x86_64"));
-    }
-    for f in &firmware {
-        let dest = work.path().join(f.strip_prefix("/").unwrap_or(f));
-        if let Some(d) = dest.parent() {
-            fs::create_dir_all(d).map_err(|e| e.to_string())?;
-        }
-        fs::copy(f, &dest).map_err(|e| format!("cannot copy {}: {e}", f.display()))?;
-    }
-    // Uncompressed: gunzip of 50 MB under TCG costs more than copying it.
-    pack_sh("pack_cpio \"$1\" \"$2\" none", &[work.path(), &piece])?;
-    Ok(piece)
-}
-
-/// Removes cached pieces (`base-*`, `qemu-*.cpio`) unused for `age`.
-fn prune(cache: &Path, age: Duration) {
-    let Ok(rd) = fs::read_dir(cache) else { return };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let piece = name.starts_with("base-") || (name.starts_with("qemu-") && name.ends_with(".cpio"));
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|a| a > age);
-        if piece && old {
-            let p = e.path();
-            let _ = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
-        }
-    }
-}
-
-fn install(src: &Path, dest: &Path) -> Result<(), String> {
-    if let Some(d) = dest.parent() {
-        fs::create_dir_all(d).map_err(|e| e.to_string())?;
-    }
-    fs::copy(src, dest).map_err(|e| format!("cannot copy {} to {}: {e}", src.display(), dest.display()))?;
-    fs::set_permissions(dest, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())
-}
-
-/// Piece 3, per run, uncompressed: daxvmm, the guest kernel and initramfs, extra binaries, the batch.
-fn run_piece(cfg: &Config, dir: &Path) -> Result<PathBuf, String> {
-    let stage = dir.join("root");
-    let at = |p: &str| stage.join(p.trim_start_matches('/'));
-    install(&cfg.kernel, &at(NESTED_KERNEL))?;
-    install(&cfg.initrd, &at(NESTED_INITRD))?;
-    if let Some(d) = &cfg.daxvmm {
-        install(d, &at("/bin/daxvmm"))?;
-    }
-    for a in &cfg.adds {
-        let name = a.file_name().ok_or_else(|| format!("--add {}: not a file name", a.display()))?;
-        install(a, &stage.join("bin").join(name))?;
-    }
-    if let Some(h) = &cfg.kvm_hold {
-        install(h, &at("/bin/daxvmm-kvm-hold"))?;
-    }
-    fs::write(at("/batch"), &cfg.batch).map_err(|e| e.to_string())?;
-    fs::write(at("/case-timeout"), format!("{}\n", cfg.case_timeout.as_secs())).map_err(|e| e.to_string())?;
-    let piece = dir.join("run.cpio");
-    pack_sh("pack_cpio \"$1\" \"$2\" none", &[&stage, &piece])?;
-    Ok(piece)
-}
-
-/// The kernel unpacks concatenated archives; zero padding between them is skipped, and an uncompressed
-/// archive must start 4-byte aligned, so every piece is padded to 512 bytes.
-pub fn concat_padded(pieces: &[PathBuf], out: &Path) -> io::Result<()> {
-    let mut w = io::BufWriter::new(File::create(out)?);
-    for p in pieces {
-        let n = io::copy(&mut File::open(p)?, &mut w)?;
-        w.write_all(&vec![0u8; ((512 - n % 512) % 512) as usize])?;
-    }
-    w.flush()
-}
-
 /// A new console log in `logs`, keeping the newest 20.
-fn new_console_log(logs: &Path) -> Result<PathBuf, String> {
-    fs::create_dir_all(logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
+fn new_console_log(logs: &Path) -> Result<PathBuf, TestHostError> {
+    fs::create_dir_all(logs).map_err(io_err("create", logs))?;
     let mut old: Vec<(SystemTime, PathBuf)> = fs::read_dir(logs)
         .map(|rd| {
             rd.flatten()
@@ -660,268 +436,10 @@ fn new_console_log(logs: &Path) -> Result<PathBuf, String> {
     Ok(logs.join(format!("console-{secs}-{}.log", std::process::id())))
 }
 
-/// The console reader and stall watchdog of one running QEMU.
-struct Watch<'a> {
-    cfg: &'a Config,
-    child: Child,
-    log: File,
-    parser: ConsoleParser,
-    stalled: bool,
-    timed_out: bool,
-    /// The last test host kernel panic line not followed by a case's or daxvmm's own line: a guest's
-    /// panic is followed by daxvmm's lines ("daxvmm: guest kernel panicked"), the test host kernel's
-    /// is not.
-    l1_panic: Option<String>,
-    powered_down: bool,
-    start: Instant,
-    rx: mpsc::Receiver<Vec<u8>>,
-    /// The run directory: QEMU's monitor socket and debug log.
-    dir: PathBuf,
-}
-
-impl<'a> Watch<'a> {
-    fn new(cfg: &'a Config, mut child: Child, log: &Path, dir: &Path) -> Result<Watch<'a>, String> {
-        let (tx, rx) = mpsc::channel();
-        for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as _),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            thread::spawn(move || pump(stream, tx));
-        }
-        let log = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-        Ok(Watch {
-            cfg,
-            child,
-            log,
-            parser: ConsoleParser::new(),
-            stalled: false,
-            timed_out: false,
-            l1_panic: None,
-            powered_down: false,
-            start: Instant::now(),
-            rx,
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    fn line(&mut self, line: &str, on_line: OnLine<'_>) {
-        let _ = self.log.write_all(line.as_bytes());
-        let _ = self.log.write_all(b"\n");
-        let clean = line.trim_end_matches('\r');
-        if let Some(i) = clean.find("Kernel panic - not syncing") {
-            self.l1_panic = Some(clean[i..].to_string());
-        }
-        if clean.starts_with("daxvmm") || clean.contains(markers::CASE_END) {
-            self.l1_panic = None;
-        }
-        self.powered_down |= clean.contains("reboot: Power down");
-        let ended = self.parser.feed(line, self.start.elapsed());
-        let log = ended.as_deref().and_then(|n| self.parser.finished.get_key_value(n));
-        on_line(line, log.map(|(n, l)| (n.as_str(), l)));
-    }
-
-    /// Reads the console until QEMU exits (or the watchdog kills it); QEMU's exit status.
-    fn read(&mut self, on_line: OnLine<'_>) -> Option<i32> {
-        let mut pending: Vec<u8> = Vec::new();
-        let mut last = Instant::now();
-        let mut term_at: Option<Instant> = None;
-        loop {
-            match self.rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(chunk) => {
-                    last = Instant::now();
-                    pending.extend_from_slice(&chunk);
-                    while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
-                        let line: Vec<u8> = pending.drain(..=nl).collect();
-                        let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                        self.line(&text, on_line);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-            }
-            if !self.stalled && !self.timed_out && last.elapsed() >= self.cfg.stall {
-                self.stalled = true;
-                self.stall_report(on_line);
-                let _ = self.child.kill();
-            }
-            if !self.timed_out && !self.stalled && self.start.elapsed() >= self.cfg.timeout {
-                self.timed_out = true;
-                log(&format!(
-                    "the test host VM ran into its timeout ({}s); killing it",
-                    self.cfg.timeout.as_secs()
-                ));
-                // SAFETY: a signal to our own child, which has not been reaped yet (no pid reuse).
-                unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-                term_at = Some(Instant::now());
-            }
-            if term_at.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
-                let _ = self.child.kill();
-                term_at = None;
-            }
-        }
-        if !pending.is_empty() {
-            let text = String::from_utf8_lossy(&pending).into_owned();
-            self.line(&text, on_line);
-        }
-        self.child.wait().ok().and_then(|s| s.code())
-    }
-
-    /// The diagnostics of a stalled VM: the stall marker, then each CPU's registers and local APIC, and
-    /// QEMU's threads; on the console stream, in the console log and on stderr.
-    fn stall_report(&mut self, on_line: OnLine<'_>) {
-        let sock = self.dir.join("monitor.sock");
-        let mut report: Vec<String> = monitor_dump(&sock, self.cfg.cpus)
-            .lines()
-            .filter(|l| is_register_line(l))
-            .map(|l| format!("{L1_HOST_LOG} {}", l.trim_end()))
-            .collect();
-        report.extend(qemu_threads(self.child.id()));
-        self.line("", on_line);
-        self.line(markers::L1_STALL, on_line);
-        for l in &report {
-            let _ = writeln!(self.log, "{l}");
-            log(l);
-        }
-        log(&format!(
-            "the test host VM's console was silent for {}s: it hung; killed it",
-            self.cfg.stall.as_secs()
-        ));
-    }
-
-    fn end(&mut self, rc: Option<i32>) -> End {
-        if self.stalled {
-            return End::Fault(Fault::Stall);
-        }
-        if let Some(why) = &self.parser.no_kvm {
-            return End::NoKvm(why.clone());
-        }
-        if self.parser.done {
-            return End::Done;
-        }
-        if self.timed_out {
-            return End::Fault(Fault::Timeout);
-        }
-        if let Some(p) = &self.l1_panic {
-            return End::Fault(Fault::Panic(p.clone()));
-        }
-        if rc == Some(0) && !self.powered_down {
-            // QEMU exits 0 on a guest reset (-no-reboot); -d cpu_reset logged each CPU's state at it.
-            let debug = fs::read_to_string(self.dir.join("qemu-debug.log")).unwrap_or_default();
-            let lines = reset_lines(&debug, self.cfg.cpus);
-            log("the test host VM reset itself with no panic message (a triple fault?); QEMU's CPU state at that reset:");
-            if lines.is_empty() {
-                log("(no QEMU CPU reset log)");
-            }
-            for l in lines {
-                let _ = writeln!(self.log, "{l}");
-                log(&l);
-            }
-            return End::Fault(Fault::Reset);
-        }
-        End::Fault(Fault::Died(rc))
-    }
-}
-
-fn pump(mut r: Box<dyn Read + Send>, tx: mpsc::Sender<Vec<u8>>) {
-    let mut buf = [0u8; 8192];
-    loop {
-        match r.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if tx.send(buf[..n].to_vec()).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// The monitor lines worth keeping at a stall: where each CPU is, and its local APIC timer and pending
-/// interrupts (is a timer armed, an interrupt pending?).
-pub fn is_register_line(l: &str) -> bool {
-    ["RIP=", "CPU#", "local APIC state"].iter().any(|k| l.contains(k))
-        || ["LVTT", "Timer", "ISR", "IRR", "PPR"].iter().any(|k| l.starts_with(k))
-}
-
-/// QEMU's CPU state at a reset, from its `-d cpu_reset` log: the last `4 * cpus + 1` lines of interest.
-/// (The power-on resets at start log the same way, with RIP=fff0.)
-pub fn reset_lines(debug_log: &str, cpus: usize) -> Vec<String> {
-    let keep = |l: &&str| {
-        l.contains("CPU Reset")
-            || l.contains("Triple fault")
-            || ["RIP=", "EIP=", "CR0=", "EFER="].iter().any(|k| l.starts_with(k))
-    };
-    let v: Vec<&str> = debug_log.lines().filter(keep).collect();
-    v[v.len().saturating_sub(4 * cpus + 1)..].iter().map(|l| format!("{L1_HOST_LOG} {l}")).collect()
-}
-
-/// Asks QEMU's monitor for every CPU's registers and local APIC state.
-fn monitor_dump(sock: &Path, cpus: usize) -> String {
-    let Ok(mut s) = UnixStream::connect(sock) else { return String::new() };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let mut cmds = vec!["info registers -a".to_string()];
-    for cpu in 0..cpus {
-        cmds.push(format!("cpu {cpu}"));
-        cmds.push("info lapic".into());
-    }
-    let _ = s.write_all(format!("{}\n", cmds.join("\n")).as_bytes());
-    let (mut out, end) = (Vec::new(), Instant::now() + Duration::from_secs(3));
-    let mut buf = [0u8; 65536];
-    while Instant::now() < end {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// One thread's state and CPU ticks (user + system) from its `/proc/.../stat` (the fields after the
-/// name: a thread name like "CPU 0/TCG" has spaces).
-pub fn parse_stat(stat: &str) -> Option<(String, u64)> {
-    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some((fields.first()?.to_string(), ticks))
-}
-
-/// Each QEMU thread's name, state, kernel wait channel and CPU ticks used during one second: vCPU
-/// threads burning CPU mean the test host (or TCG) spins, sleeping ones a wait inside QEMU.
-fn qemu_threads(pid: u32) -> Vec<String> {
-    let task = PathBuf::from(format!("/proc/{pid}/task"));
-    let read = |p: PathBuf| fs::read_to_string(p).unwrap_or_default().trim().to_string();
-    let tids = |_: ()| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> =
-            fs::read_dir(&task).map(|rd| rd.flatten().map(|e| e.path()).collect()).unwrap_or_default();
-        v.sort();
-        v
-    };
-    let before: BTreeMap<PathBuf, u64> = tids(())
-        .into_iter()
-        .filter_map(|t| Some((t.clone(), parse_stat(&read(t.join("stat")))?.1)))
-        .collect();
-    thread::sleep(Duration::from_secs(1));
-    tids(())
-        .into_iter()
-        .filter_map(|t| {
-            let (state, ticks) = parse_stat(&read(t.join("stat")))?;
-            let tid = t.file_name()?.to_string_lossy().into_owned();
-            Some(format!(
-                "{L1_HOST_LOG} qemu thread {tid} ({}) state {state} wchan {}, {} ticks of CPU in 1 s",
-                read(t.join("comm")),
-                read(t.join("wchan")),
-                ticks.saturating_sub(before.get(&t).copied().unwrap_or(0))
-            ))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::markers;
 
     fn config() -> Config {
         let mut c = Config::new("a\ttrue\n".into(), "/k/bzImage".into(), "/i/initrd".into());
@@ -957,14 +475,22 @@ mod tests {
 
     #[test]
     fn batches_and_sizes_are_checked() {
-        assert_eq!(check_batch("# c\n\na\ttrue\nb.1:x-y_z\techo\n"), Ok(2));
-        assert!(check_batch("a true\n").expect_err("no tab").contains("TAB"));
-        assert!(check_batch("a b\ttrue\n").expect_err("space").contains("letters"));
+        assert_eq!(check_batch("# c\n\na\ttrue\nb.1:x-y_z\techo\n").expect("valid"), 2);
+        let err = check_batch("a true\n").expect_err("no tab");
+        assert!(matches!(&err, TestHostError::NoTab { line } if line == "a true"), "{err}");
+        assert!(err.to_string().contains("TAB"), "{err}");
+        let err = check_batch("a b\ttrue\n").expect_err("space");
+        assert!(matches!(&err, TestHostError::BadName { name } if name == "a b"), "{err}");
+        assert!(err.to_string().contains("letters"), "{err}");
         let mut c = config();
         c.mem = "4T".into();
-        assert!(c.check().expect_err("mem").contains("--mem"));
+        let err = c.check().expect_err("mem");
+        assert!(matches!(&err, TestHostError::Mem { mem } if mem == "4T"), "{err}");
+        assert_eq!(err.to_string(), "--mem wants a size like 4G or 3072M, got '4T'");
         c.mem = "4G".into();
-        assert!(c.check().expect_err("kernel").contains("/k/bzImage"));
+        let err = c.check().expect_err("kernel");
+        assert!(matches!(&err, TestHostError::Missing { what: "guest kernel", .. }), "{err}");
+        assert!(err.to_string().starts_with("guest kernel /k/bzImage does not exist; "), "{err}");
     }
 
     #[test]

@@ -8,16 +8,54 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, ExitStatus};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use daxvmm_tests::batch_file::{self, target_dir};
+use daxvmm_tests::batch_file::{self, target_dir, BatchFileError};
 use daxvmm_tests::bench::{self, BootOpts, BootReport, Boots, Paths, PmemOpts, PmemReport, RaceReport};
 use daxvmm_tests::console::CaseLog;
-use daxvmm_tests::test_host::{self, root, End};
-use daxvmm_tests::{host, Artifacts, Where};
+use daxvmm_tests::test_host::{self, root, End, Fault, TestHostError};
+use daxvmm_tests::{host, Artifacts, Skip, Where};
+use thiserror::Error;
+
+/// Why a benchmark failed; printed as `error: ...`.
+#[derive(Debug, Error)]
+enum BenchError {
+    /// The artifacts are missing, or the batch could not run on this host.
+    #[error(transparent)]
+    BatchFile(#[from] BatchFileError),
+    /// Where the benchmark could run (`--where auto`).
+    #[error("{0}")]
+    Where(Skip),
+    #[error("qemu-system-x86_64 not found; run scripts/setup-host.sh")]
+    NoQemu,
+    #[error("cannot run cargo: {0}; install the Rust toolchain (rustup) or set CARGO")]
+    Cargo(#[source] io::Error),
+    #[error("cargo build of {bin} failed ({status}); see its messages above")]
+    Build { bin: String, status: ExitStatus },
+    #[error(transparent)]
+    TestHost(#[from] TestHostError),
+    #[error("KVM could not be set up in the test host VM: {0}")]
+    NoKvm(String),
+    #[error("the test host VM did not finish the benchmark: {fault} (console: {})", console_log.display())]
+    Unfinished { fault: Fault, console_log: PathBuf },
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("a VMM never reached the guest's /init; see the output above")]
+    NoInit,
+    #[error("a measurement is missing; see the output above")]
+    NoMeasurement,
+    #[error("the {0} run printed no results; see its output above")]
+    NoResults(&'static str),
+}
+
+/// A `--mem` that is not a size like 512M or 1G (clap prints it after the option's name).
+#[derive(Debug, Error)]
+#[error("wants a size like 512M or 1G, got '{0}'")]
+struct MemSizeError(String);
 
 #[derive(Parser, Debug)]
 #[command(about = "daxvmm's benchmarks: daxvmm against a baseline measured on the same host in the same run")]
@@ -146,12 +184,12 @@ struct RaceArgs {
     common: Common,
 }
 
-fn parse_mem(s: &str) -> Result<String, String> {
+fn parse_mem(s: &str) -> Result<String, MemSizeError> {
     let ok = s.len() > 1 && s.ends_with(['M', 'G']) && s[..s.len() - 1].bytes().all(|b| b.is_ascii_digit());
     if ok {
         Ok(s.to_string())
     } else {
-        Err(format!("wants a size like 512M or 1G, got '{s}'"))
+        Err(MemSizeError(s.to_string()))
     }
 }
 
@@ -175,36 +213,35 @@ fn main() -> ExitCode {
 }
 
 /// Where the benchmark runs, and its artifacts.
-fn setup(c: Common) -> Result<(Where, Artifacts), String> {
+fn setup(c: Common) -> Result<(Where, Artifacts), BenchError> {
     let art = batch_file::artifacts(c.daxvmm, c.kernel, c.initrd)?;
     let place = match c.place {
-        WhereArg::Auto => host::detect().map_err(|s| s.0)?,
+        WhereArg::Auto => host::detect().map_err(BenchError::Where)?,
         WhereArg::Direct => Where::Direct,
         WhereArg::Nested => Where::Nested,
     };
     Ok((place, art))
 }
 
-fn need_qemu() -> Result<(), String> {
+fn need_qemu() -> Result<(), BenchError> {
     match host::HostProbe::here().qemu {
         Some(_) => Ok(()),
-        None => Err("qemu-system-x86_64 not found; run scripts/setup-host.sh".into()),
+        None => Err(BenchError::NoQemu),
     }
 }
 
 /// Builds one of the static guest tools (images/guest-tools); its path.
-fn build_guest_tool(bin: &str) -> Result<PathBuf, String> {
+fn build_guest_tool(bin: &str) -> Result<PathBuf, BenchError> {
     const MUSL: &str = "x86_64-unknown-linux-musl";
     log(&format!("building {bin} (release, {MUSL})"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let ok = Command::new(cargo)
+    let status = Command::new(cargo)
         .current_dir(root())
         .args(["build", "--quiet", "--release", "--target", MUSL, "-p", "daxvmm-guest-tools", "--bin", bin])
         .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?
-        .success();
-    if !ok {
-        return Err(format!("cargo build of {bin} failed"));
+        .map_err(BenchError::Cargo)?;
+    if !status.success() {
+        return Err(BenchError::Build { bin: bin.into(), status });
     }
     Ok(target_dir().join(MUSL).join("release").join(bin))
 }
@@ -237,7 +274,12 @@ struct Vm {
 
 /// Runs the batch here or in one test host VM; every case's output by name. An error when the test host
 /// VM did not finish the batch.
-fn run(place: Where, art: &Artifacts, batch: String, vm: Vm) -> Result<BTreeMap<String, CaseLog>, String> {
+fn run(
+    place: Where,
+    art: &Artifacts,
+    batch: String,
+    vm: Vm,
+) -> Result<BTreeMap<String, CaseLog>, BenchError> {
     let mut on_line = |_: &str, ended: Option<(&str, &CaseLog)>| {
         if let Some((name, c)) = ended {
             log(&format!("case {name} exited {} after {:.1}s", c.exit_code, c.wall.as_secs_f64()));
@@ -257,11 +299,8 @@ fn run(place: Where, art: &Artifacts, batch: String, vm: Vm) -> Result<BTreeMap<
     let run = test_host::run(&cfg, &mut on_line)?;
     match run.end {
         End::Done => Ok(run.console.finished),
-        End::NoKvm(why) => Err(format!("KVM could not be set up in the test host VM: {why}")),
-        End::Fault(f) => Err(format!(
-            "the test host VM did not finish the benchmark: {f} (console: {})",
-            run.console_log.display()
-        )),
+        End::NoKvm(why) => Err(BenchError::NoKvm(why)),
+        End::Fault(fault) => Err(BenchError::Unfinished { fault, console_log: run.console_log }),
     }
 }
 
@@ -282,7 +321,7 @@ fn file_name(p: &Path) -> String {
     p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
 
-fn boot(a: BootArgs) -> Result<(), String> {
+fn boot(a: BootArgs) -> Result<(), BenchError> {
     need_qemu()?;
     let timer = build_guest_tool("daxvmm-boot-timer")?;
     let (place, art) = setup(a.common)?;
@@ -323,12 +362,12 @@ fn boot(a: BootArgs) -> Result<(), String> {
         show_tail(&out, &name, 10);
     }
     if report.daxvmm.median().is_none() || report.qemu.median().is_none() {
-        return Err("a VMM never reached the guest's /init; see the output above".into());
+        return Err(BenchError::NoInit);
     }
     Ok(())
 }
 
-fn pmem(a: PmemArgs) -> Result<(), String> {
+fn pmem(a: PmemArgs) -> Result<(), BenchError> {
     need_qemu()?;
     let (place, art) = setup(a.common)?;
     let check = build_guest_tool("daxvmm-dax-check")?;
@@ -349,12 +388,12 @@ fn pmem(a: PmemArgs) -> Result<(), String> {
         for name in ["host", "daxvmm", "qemu"] {
             show_tail(&out, name, 20);
         }
-        return Err("a measurement is missing; see the output above".into());
+        return Err(BenchError::NoMeasurement);
     }
     Ok(())
 }
 
-fn race(a: RaceArgs) -> Result<(), String> {
+fn race(a: RaceArgs) -> Result<(), BenchError> {
     let (place, art) = setup(a.common)?;
     let fs = match a.fs {
         Fs::Ext4 => "ext4",
@@ -364,7 +403,8 @@ fn race(a: RaceArgs) -> Result<(), String> {
     let out_dir = match place {
         Where::Direct => {
             let d = std::env::temp_dir().join(format!("daxvmm-bench-race.{}", std::process::id()));
-            std::fs::create_dir_all(&d).map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+            std::fs::create_dir_all(&d)
+                .map_err(|source| BenchError::CreateDir { path: d.clone(), source })?;
             log(&format!("daxvmm test reports go to {}", d.display()));
             d.display().to_string()
         }
@@ -382,7 +422,7 @@ fn race(a: RaceArgs) -> Result<(), String> {
     for (name, mode) in [("forced", &report.forced), ("baseline", &report.baseline)] {
         if !mode.has_results() {
             show_tail(&out, name, 40);
-            return Err(format!("the {name} run printed no results"));
+            return Err(BenchError::NoResults(name));
         }
     }
     print!("{}", report.table());

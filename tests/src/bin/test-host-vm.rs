@@ -11,16 +11,50 @@
 #![allow(clippy::print_stdout)]
 
 use std::fs;
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use daxvmm_tests::batch_file;
-use daxvmm_tests::case::{NESTED_INITRD, NESTED_KERNEL};
-use daxvmm_tests::run::{run_nested, Echo, Nested};
-use daxvmm_tests::test_host::{self, log, End, Fault};
-use daxvmm_tests::{Artifacts, Case};
+use daxvmm_tests::batch_file::{self, BatchFileError};
+use daxvmm_tests::case::{CaseError, NESTED_INITRD, NESTED_KERNEL};
+use daxvmm_tests::run::{run_nested, Echo, Nested, RunError};
+use daxvmm_tests::test_host::{self, log, End, Fault, TestHostError};
+use daxvmm_tests::{Artifacts, Case, Skip};
+use thiserror::Error;
+
+/// Why `test-host-vm` failed; printed as `error: ...`.
+#[derive(Debug, Error)]
+enum CliError {
+    #[error("cannot read the batch file {}: {source}", path.display())]
+    ReadBatch { path: PathBuf, source: io::Error },
+    #[error("cannot create the --split directory {}: {source}", path.display())]
+    SplitDir { path: PathBuf, source: io::Error },
+    /// Where the cases could run (`--where auto`), or the test host VM could not start.
+    #[error("{0}")]
+    Skip(Skip),
+    #[error(transparent)]
+    TestHost(#[from] TestHostError),
+    #[error(transparent)]
+    BatchFile(#[from] BatchFileError),
+    #[error(transparent)]
+    Case(#[from] CaseError),
+    #[error("KVM could not be set up in the test host VM: {0}")]
+    NoKvm(String),
+    #[error("the batch did not complete: {fault} (console: {})", console_log.display())]
+    Incomplete { fault: Fault, console_log: PathBuf },
+    #[error("{flag} wants a path")]
+    NoValue { flag: String },
+    #[error("--kernel is required; pass the guest bzImage")]
+    NoKernel,
+    #[error("daxvmm binary {} does not exist; run scripts/build-all.sh", path.display())]
+    NoDaxvmm { path: PathBuf },
+    #[error("the test host VM did not finish the run: {0}")]
+    Unfinished(RunError),
+    #[error("the test host VM did not finish the run")]
+    NoResult,
+}
 
 #[derive(Parser, Debug)]
 #[command(about = "Runs commands inside the test host VM (QEMU TCG with nested SVM and kvm-amd)")]
@@ -112,16 +146,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn batch(a: BatchArgs) -> Result<ExitCode, String> {
-    let text = fs::read_to_string(&a.batch).map_err(|e| format!("batch file {}: {e}", a.batch.display()))?;
+fn batch(a: BatchArgs) -> Result<ExitCode, CliError> {
+    let text =
+        fs::read_to_string(&a.batch).map_err(|source| CliError::ReadBatch { path: a.batch, source })?;
     test_host::check_batch(&text)?;
     let place = match a.place {
-        WhereArg::Auto => daxvmm_tests::host::detect().map_err(|s| s.0)?,
+        WhereArg::Auto => daxvmm_tests::host::detect().map_err(CliError::Skip)?,
         WhereArg::Direct => daxvmm_tests::Where::Direct,
         WhereArg::Nested => daxvmm_tests::Where::Nested,
     };
     if let Some(dir) = &a.split {
-        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        fs::create_dir_all(dir).map_err(|source| CliError::SplitDir { path: dir.clone(), source })?;
     }
     let split = a.split.as_deref();
     let mut on_line = |line: &str, _: Option<(&str, &daxvmm_tests::console::CaseLog)>| {
@@ -169,20 +204,18 @@ fn batch(a: BatchArgs) -> Result<ExitCode, String> {
     match run.end {
         End::Done => Ok(ExitCode::SUCCESS),
         End::Fault(Fault::Stall) => Ok(ExitCode::from(3)),
-        End::NoKvm(why) => Err(format!("KVM could not be set up in the test host VM: {why}")),
-        End::Fault(f) => {
-            Err(format!("the batch did not complete: {f} (console: {})", run.console_log.display()))
-        }
+        End::NoKvm(why) => Err(CliError::NoKvm(why)),
+        End::Fault(fault) => Err(CliError::Incomplete { fault, console_log: run.console_log }),
     }
 }
 
-fn daxvmm(args: Vec<String>) -> Result<ExitCode, String> {
+fn daxvmm(args: Vec<String>) -> Result<ExitCode, CliError> {
     let (mut kernel, mut initrd, mut inner) = (None, None, Vec::new());
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--kernel" | "--initrd" => {
-                let v = it.next().ok_or_else(|| format!("{a} wants a path"))?;
+                let v = it.next().ok_or_else(|| CliError::NoValue { flag: a.clone() })?;
                 let (slot, inside) =
                     if a == "--kernel" { (&mut kernel, NESTED_KERNEL) } else { (&mut initrd, NESTED_INITRD) };
                 *slot = Some(PathBuf::from(v));
@@ -191,7 +224,7 @@ fn daxvmm(args: Vec<String>) -> Result<ExitCode, String> {
             _ => inner.push(a),
         }
     }
-    let kernel = kernel.ok_or("--kernel is required")?;
+    let kernel = kernel.ok_or(CliError::NoKernel)?;
     // The test host VM always carries an initramfs file; daxvmm uses it only when asked to.
     let initrd = match initrd {
         Some(i) => i,
@@ -199,10 +232,7 @@ fn daxvmm(args: Vec<String>) -> Result<ExitCode, String> {
     };
     let art = Artifacts { daxvmm: batch_file::default_daxvmm(), kernel, initrd };
     if !art.daxvmm.is_file() {
-        return Err(format!(
-            "daxvmm binary {} does not exist; run scripts/build-all.sh",
-            art.daxvmm.display()
-        ));
+        return Err(CliError::NoDaxvmm { path: art.daxvmm });
     }
     let case = Case::daxvmm("daxvmm", inner);
     case.validate()?;
@@ -217,10 +247,10 @@ fn daxvmm(args: Vec<String>) -> Result<ExitCode, String> {
         record: false,
         echo: Echo::CasesToStdout,
     };
-    let outcomes = run_nested(std::slice::from_ref(&case), &art, &plan).map_err(|s| s.0)?;
-    match outcomes.get("daxvmm") {
+    let mut outcomes = run_nested(std::slice::from_ref(&case), &art, &plan).map_err(CliError::Skip)?;
+    match outcomes.remove("daxvmm") {
         Some(Ok(o)) => Ok(ExitCode::from(o.exit_code.clamp(0, 255) as u8)),
-        Some(Err(why)) => Err(format!("the test host VM did not finish the run: {why}")),
-        None => Err("the test host VM did not finish the run".into()),
+        Some(Err(why)) => Err(CliError::Unfinished(why)),
+        None => Err(CliError::NoResult),
     }
 }
