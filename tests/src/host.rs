@@ -8,6 +8,28 @@ use std::path::{Path, PathBuf};
 
 use crate::record::Skip;
 
+/// `--where` of the harness binaries: a [`Where`], or `auto` for what [`detect`] finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WhereArg {
+    /// direct with a hardware KVM here, else nested
+    Auto,
+    /// on this host's KVM
+    Direct,
+    /// inside one test host VM (QEMU TCG with nested SVM)
+    Nested,
+}
+
+impl WhereArg {
+    /// The place it names; `auto` asks [`detect`].
+    pub fn resolve(self) -> Result<Where, Skip> {
+        match self {
+            Self::Auto => detect(),
+            Self::Direct => Ok(Where::Direct),
+            Self::Nested => Ok(Where::Nested),
+        }
+    }
+}
+
 /// Where the guests of a batch boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Where {

@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use daxvmm_tests::batch_file::{self, target_dir, BatchFileError};
 use daxvmm_tests::bench::{self, BootOpts, BootReport, Boots, Paths, PmemOpts, PmemReport, RaceReport};
 use daxvmm_tests::console::CaseLog;
+use daxvmm_tests::host::WhereArg;
 use daxvmm_tests::test_host::{self, root, End, Fault, TestHostError};
 use daxvmm_tests::{host, Artifacts, Skip, Where};
 use thiserror::Error;
@@ -101,16 +102,6 @@ enum Cmd {
     /// point), if ever, and after how many it had seen every interleaving the forced runs saw; and the
     /// ratio forced/baseline of interleavings per minute.
     Race(RaceArgs),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum WhereArg {
-    /// direct with a hardware KVM here, else nested
-    Auto,
-    /// on this host's KVM
-    Direct,
-    /// inside one test host VM (QEMU TCG with nested SVM)
-    Nested,
 }
 
 /// Where the benchmark runs and what it boots.
@@ -215,11 +206,7 @@ fn main() -> ExitCode {
 /// Where the benchmark runs, and its artifacts.
 fn setup(c: Common) -> Result<(Where, Artifacts), BenchError> {
     let art = batch_file::artifacts(c.daxvmm, c.kernel, c.initrd)?;
-    let place = match c.place {
-        WhereArg::Auto => host::detect().map_err(BenchError::Where)?,
-        WhereArg::Direct => Where::Direct,
-        WhereArg::Nested => Where::Nested,
-    };
+    let place = c.place.resolve().map_err(BenchError::Where)?;
     Ok((place, art))
 }
 

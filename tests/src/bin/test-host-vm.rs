@@ -16,9 +16,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use daxvmm_tests::batch_file::{self, BatchFileError};
 use daxvmm_tests::case::{CaseError, NESTED_INITRD, NESTED_KERNEL};
+use daxvmm_tests::host::WhereArg;
 use daxvmm_tests::run::{run_nested, Echo, Nested, RunError};
 use daxvmm_tests::test_host::{self, log, End, Fault, TestHostError};
 use daxvmm_tests::{Artifacts, Case, Skip};
@@ -73,14 +74,6 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum WhereArg {
-    /// direct with a hardware KVM here, else nested
-    Auto,
-    Direct,
-    Nested,
 }
 
 #[derive(Args, Debug)]
@@ -150,11 +143,7 @@ fn batch(a: BatchArgs) -> Result<ExitCode, CliError> {
     let text =
         fs::read_to_string(&a.batch).map_err(|source| CliError::ReadBatch { path: a.batch, source })?;
     test_host::check_batch(&text)?;
-    let place = match a.place {
-        WhereArg::Auto => daxvmm_tests::host::detect().map_err(CliError::Skip)?,
-        WhereArg::Direct => daxvmm_tests::Where::Direct,
-        WhereArg::Nested => daxvmm_tests::Where::Nested,
-    };
+    let place = a.place.resolve().map_err(CliError::Skip)?;
     if let Some(dir) = &a.split {
         fs::create_dir_all(dir).map_err(|source| CliError::SplitDir { path: dir.clone(), source })?;
     }
