@@ -46,6 +46,9 @@ if [ $unit_only = 0 ]; then
 	DAXVMM_GUEST_KERNEL_612=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant linux-6.12) ||
 		fail "building the linux-6.12 kernel"
 	export DAXVMM_GUEST_KERNEL_BROKEN DAXVMM_GUEST_KERNEL_612
+	# The idle-VM holder some batches keep open in the test host VM (tests/src/shared.rs, holding_kvm).
+	cargo build --quiet --release --target x86_64-unknown-linux-musl -p daxvmm-test-host-tools || fail "building daxvmm-kvm-hold"
+	export DAXVMM_KVM_HOLD_BIN=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}/x86_64-unknown-linux-musl/release/daxvmm-kvm-hold
 	"$DAXVMM_ROOT/scripts/check-patches.sh" || fail "checkpatch found problems"
 	log "integration tests (they boot guests)"
 	cargo test --no-fail-fast -p daxvmm-tests "${filters[@]}" -- --nocapture 2>&1 | tee -a "$results" ||

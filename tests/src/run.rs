@@ -175,6 +175,12 @@ impl Batch {
 /// Runs all cases where this host can boot guests, or says why it cannot; `{kernel}` is the bzImage the
 /// environment variable `kernel_var` names.
 pub fn run_batch(cases: &[Case], kernel_var: &str) -> Result<Batch, Skip> {
+    run_batch_with(cases, kernel_var, false)
+}
+
+/// [`run_batch`]; with `kvm_hold`, a nested batch's test host VM keeps one idle KVM VM open for its whole
+/// life, from the static `daxvmm-kvm-hold` that `DAXVMM_KVM_HOLD_BIN` names (scripts/test.sh builds it).
+pub fn run_batch_with(cases: &[Case], kernel_var: &str, kvm_hold: bool) -> Result<Batch, Skip> {
     if let Err(e) = cases.iter().try_for_each(Case::validate).and_then(|()| check_needs(cases)) {
         return Err(Skip(format!("invalid case: {e}")));
     }
@@ -182,7 +188,13 @@ pub fn run_batch(cases: &[Case], kernel_var: &str) -> Result<Batch, Skip> {
     let art = Artifacts { kernel: host::env_file(kernel_var)?, ..Artifacts::from_env(place)? };
     let outcomes = match place {
         Where::Direct => run_direct(cases, &art),
-        Where::Nested => run_nested(cases, &art, &Nested::tests())?,
+        Where::Nested => {
+            let mut plan = Nested::tests();
+            if kvm_hold {
+                plan.kvm_hold = Some(host::env_file("DAXVMM_KVM_HOLD_BIN")?);
+            }
+            run_nested(cases, &art, &plan)?
+        }
     };
     Ok(Batch { place, outcomes })
 }
@@ -300,6 +312,9 @@ pub struct Nested {
     pub record: bool,
     /// Where the console goes as it arrives.
     pub echo: Echo,
+    /// The static daxvmm-kvm-hold for the test host VM to keep one idle KVM VM open (see
+    /// [`SharedBatch::holding_kvm`](crate::SharedBatch::holding_kvm)); `None`: as `DAXVMM_KVM_HOLD` says.
+    pub kvm_hold: Option<PathBuf>,
 }
 
 impl Nested {
@@ -314,6 +329,7 @@ impl Nested {
             total: None,
             record: true,
             echo: if verbose { Echo::Stderr } else { Echo::Off },
+            kvm_hold: None,
         }
     }
 }
@@ -405,6 +421,9 @@ fn run_nested_once(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Out
     cfg.case_timeout = plan.case_timeout;
     cfg.stall = plan.stall;
     cfg.with_qemu = cases.iter().any(|c| c.vmm == Vmm::Qemu);
+    if let Some(hold) = &plan.kvm_hold {
+        cfg.kvm_hold = Some(hold.clone());
+    }
     progress(&format!(
         "nested: booting one test host VM for {} cases (up to {}s)",
         cases.len(),

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 use crate::case::Case;
 use crate::record::{report_skip, Skip};
-use crate::run::{run_batch, Batch, Outcome};
+use crate::run::{run_batch_with, Batch, Outcome};
 
 /// A batch run at most once per process, on first use.
 #[derive(Debug)]
@@ -27,6 +27,7 @@ pub struct SharedBatch {
     cell: OnceLock<Result<Batch, Skip>>,
     cases: fn() -> Vec<Case>,
     kernel_var: &'static str,
+    kvm_hold: bool,
 }
 
 impl SharedBatch {
@@ -38,12 +39,20 @@ impl SharedBatch {
     /// Like [`SharedBatch::new`], but `{kernel}` is the bzImage the environment variable `kernel_var`
     /// names (a kernel variant; scripts/test.sh sets one variable per variant it builds).
     pub const fn with_kernel(cases: fn() -> Vec<Case>, kernel_var: &'static str) -> SharedBatch {
-        SharedBatch { cell: OnceLock::new(), cases, kernel_var }
+        SharedBatch { cell: OnceLock::new(), cases, kernel_var, kvm_hold: false }
+    }
+
+    /// Like [`SharedBatch::new`], for a batch that creates and destroys many KVM VMs in a row: nested,
+    /// its test host VM keeps one idle KVM VM open (daxvmm-kvm-hold), so that KVM never turns SVM off and
+    /// on again on every CPU between them. Under QEMU 7.2 TCG those cross-CPU calls lose an IPI now and
+    /// then and wedge the test host VM (a soft lockup in kvm_destroy_vm); a batch of 58 guests met it.
+    pub const fn holding_kvm(cases: fn() -> Vec<Case>) -> SharedBatch {
+        SharedBatch { cell: OnceLock::new(), cases, kernel_var: "DAXVMM_GUEST_KERNEL", kvm_hold: true }
     }
 
     /// The batch result, running the batch if no test has yet.
     pub fn get(&self) -> &Result<Batch, Skip> {
-        self.cell.get_or_init(|| run_batch(&(self.cases)(), self.kernel_var))
+        self.cell.get_or_init(|| run_batch_with(&(self.cases)(), self.kernel_var, self.kvm_hold))
     }
 
     /// The outcome of case `name` for the test of the same name. `None` when the batch was skipped (the

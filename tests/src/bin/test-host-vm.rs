@@ -235,6 +235,7 @@ fn daxvmm(args: Vec<String>) -> Result<ExitCode, CliError> {
         total: Some(Duration::from_secs(900)),
         record: false,
         echo: Echo::CasesToStdout,
+        kvm_hold: None,
     };
     let mut outcomes = run_nested(std::slice::from_ref(&case), &art, &plan).map_err(CliError::Skip)?;
     match outcomes.remove("daxvmm") {
