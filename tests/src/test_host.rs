@@ -42,9 +42,11 @@ pub use pack::{concat_padded, read_pin};
 use watch::Watch;
 pub use watch::{is_register_line, parse_stat, reset_lines};
 
-/// The repository root (this crate lives in tests/).
+/// The repository root (this crate lives in tests/), without `..` in it: the scripts name files
+/// relative to the root in their cache keys, so `tests/../scripts/x.sh` would key another kernel.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 /// `$DAXVMM_CACHE`, else `$XDG_CACHE_HOME/daxvmm`, else `~/.cache/daxvmm` (as scripts/lib.sh).
@@ -440,6 +442,13 @@ fn new_console_log(logs: &Path) -> Result<PathBuf, TestHostError> {
 mod tests {
     use super::*;
     use crate::markers;
+
+    #[test]
+    fn the_root_has_no_dot_dot_and_holds_the_scripts() {
+        let r = root();
+        assert!(r.components().all(|c| c != std::path::Component::ParentDir), "{}", r.display());
+        assert!(r.join("scripts/build-guest-kernel.sh").is_file(), "{}", r.display());
+    }
 
     fn config() -> Config {
         let mut c = Config::new("a\ttrue\n".into(), "/k/bzImage".into(), "/i/initrd".into());
