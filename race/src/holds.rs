@@ -10,16 +10,13 @@
 //!   around the releasing thread's operation (after the last kernel step before it, before the first
 //!   after it).
 
-use daxvmm_devices::fault::{EventCode, KernelPoint, LogEntry, Record, Schedule, Step, StepKind, THREAD_ANY};
+use daxvmm_devices::fault::{EventCode, KernelPoint, LogEntry, Record, Schedule, Step, THREAD_ANY};
 
 use crate::oracle::{Finding, FindingKind};
 
 /// A kernel step of a schedule: which thread, at which point.
 fn kernel_step(step: &Step) -> Option<(u8, KernelPoint)> {
-    match step.kind {
-        StepKind::Sync(p) => KernelPoint::from_sync_id(p).map(|k| (step.thread, k)),
-        StepKind::Event(_) => None,
-    }
+    step.kernel_point().map(|k| (step.thread, k))
 }
 
 /// Points that are about a page (the others carry pfn 0: no page left, or none involved).

@@ -39,6 +39,14 @@ impl Step {
     pub fn event(thread: u8, code: EventCode) -> Self {
         Self { thread, kind: StepKind::Event(code) }
     }
+
+    /// The kernel hold point this step holds its thread at, if it is one.
+    pub fn kernel_point(&self) -> Option<KernelPoint> {
+        match self.kind {
+            StepKind::Sync(point) => KernelPoint::from_sync_id(point),
+            StepKind::Event(_) => None,
+        }
+    }
 }
 
 /// `0.s3` (thread 0, sync point 3), `1.e7` (thread 1, event code 7) or `0.ksleep` (thread 0 held at
@@ -46,7 +54,7 @@ impl Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kind {
-            StepKind::Sync(point) => match KernelPoint::from_sync_id(point) {
+            StepKind::Sync(point) => match self.kernel_point() {
                 Some(k) => write!(f, "{}.k{}", self.thread, k.name()),
                 None => write!(f, "{}.s{point}", self.thread),
             },
@@ -307,7 +315,7 @@ impl Schedule {
 
     /// Whether the sequencer enforces this schedule in forced mode: it names a kernel hold point.
     pub fn is_forced(&self) -> bool {
-        self.0.iter().any(|s| matches!(s.kind, StepKind::Sync(p) if KernelPoint::from_sync_id(p).is_some()))
+        self.0.iter().any(|s| s.kernel_point().is_some())
     }
 
     /// Whether enforcing it can release two threads back to back, leaving the order of their code to

@@ -115,14 +115,6 @@ pub enum Arrival {
     Collected(Ticket),
 }
 
-/// The kernel hold point a step stands for, if it is one.
-fn kernel_point(step: Step) -> Option<KernelPoint> {
-    match step.kind {
-        StepKind::Sync(point) => KernelPoint::from_sync_id(point),
-        StepKind::Event(_) => None,
-    }
-}
-
 /// One schedule being enforced.
 #[derive(Debug, Clone)]
 pub struct Sequencer {
@@ -140,7 +132,7 @@ impl Sequencer {
     /// Starts enforcing `schedule`, nothing arrived yet.
     pub fn new(schedule: &Schedule) -> Self {
         let steps = schedule.steps().to_vec();
-        let forced = steps.iter().any(|s| kernel_point(*s).is_some());
+        let forced = schedule.is_forced();
         let state = vec![StepState::Pending; steps.len()];
         Self { state, steps, cursor: 0, notes: Vec::new(), forced, running: None }
     }
@@ -278,7 +270,7 @@ impl Sequencer {
                     self.notes.push(Note::Released(step));
                     if self.forced {
                         let later = self.steps[self.cursor + 1..].iter().any(|s| s.thread == step.thread);
-                        let sleeps = kernel_point(step).is_some_and(KernelPoint::blocks);
+                        let sleeps = step.kernel_point().is_some_and(KernelPoint::blocks);
                         self.running = (later && !sleeps).then_some(step.thread);
                     }
                 }
