@@ -1,3 +1,8 @@
 #!/usr/bin/env bash
-# Race interleavings per minute, forced schedules vs sleeps: `bench race` (tests/src/bin/bench.rs; --help).
-exec cargo run --quiet --manifest-path "$(dirname "$0")/../Cargo.toml" -p daxvmm-tests --bin bench -- race "$@"
+# Mutant kills, forced schedules vs sleeps vs the sequential checks: `bench race` (tests/src/bin/bench.rs;
+# --help) on the mutants kernel variant, which this builds first (cached by content). The static daxvmm
+# and the initramfs come from scripts/build-all.sh unless --daxvmm/--initrd say otherwise.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+kernel=$("$root/scripts/build-guest-kernel.sh" --variant mutants)
+exec cargo run --quiet --manifest-path "$root/Cargo.toml" -p daxvmm-tests --bin bench -- race --kernel "$kernel" "$@"

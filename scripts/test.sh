@@ -39,13 +39,13 @@ cargo test --no-fail-fast --workspace --exclude daxvmm-tests "${filters[@]}" 2>&
 if [ $unit_only = 0 ]; then
 	log "building the static daxvmm, guest kernel and initramfs, and the kernel variants"
 	artifacts=$("$DAXVMM_ROOT/scripts/build-all.sh") && eval "$artifacts" || fail "building the guest artifacts"
-	# The deliberately broken kernel the suite must catch (tests/tests/refcount.rs), and the pre-series
+	# The kernel of deliberate bugs the suite must catch (tests/tests/mutants.rs), and the pre-series
 	# Linux 6.12 the race suite compares with (tests/tests/race.rs); a test without its kernel skips.
-	DAXVMM_GUEST_KERNEL_BROKEN=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant broken-break-layout) ||
-		fail "building the broken-break-layout kernel"
+	DAXVMM_GUEST_KERNEL_MUTANTS=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant mutants) ||
+		fail "building the mutants kernel"
 	DAXVMM_GUEST_KERNEL_612=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant linux-6.12) ||
 		fail "building the linux-6.12 kernel"
-	export DAXVMM_GUEST_KERNEL_BROKEN DAXVMM_GUEST_KERNEL_612
+	export DAXVMM_GUEST_KERNEL_MUTANTS DAXVMM_GUEST_KERNEL_612
 	# The idle-VM holder some batches keep open in the test host VM (tests/src/shared.rs, holding_kvm).
 	cargo build --quiet --release --target x86_64-unknown-linux-musl -p daxvmm-test-host-tools || fail "building daxvmm-kvm-hold"
 	export DAXVMM_KVM_HOLD_BIN=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}/x86_64-unknown-linux-musl/release/daxvmm-kvm-hold

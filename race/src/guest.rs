@@ -85,8 +85,9 @@ pub trait GuestVm {
     /// Its pmem reader.
     type Pmem: PmemReader + 'static;
 
-    /// The kernel command line that has the guest's init run `command` (its words after `--`).
-    fn kernel_cmdline(&self, command: &str) -> String;
+    /// The kernel command line with `kernel_args` (may be empty) for the kernel, that has the guest's
+    /// init run `command` (its words after `--`).
+    fn kernel_cmdline(&self, kernel_args: &str, command: &str) -> String;
 
     /// Checks that `path` is a readable regular file; `what` names it in the error (e.g. "--kernel").
     fn check_file(&self, what: &'static str, path: &Path) -> anyhow::Result<()>;

@@ -104,20 +104,31 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
     let Some((begin, end)) = window else { return out };
     let kernel_index = |i: usize| steps[..i].iter().filter(|s| kernel_step(s).is_some()).count();
     // The schedule places a step where it is *released*; its kernel-point event marks the *arrival*.
-    // Before the window: any kernel step of another thread was reached before it was released, so
-    // before the window. After it: only a step its thread could not reach before the window ended,
-    // because the thread's previous step was released after the window, or was a point where it went
-    // to sleep (then only the unpin's wake-up lets it reach the next one).
-    let before = (0..kernel_index(begin)).rev().find(|&j| expected[j].0 != t);
+    // Reached before the window: a kernel step of another thread released before it, or released after
+    // it began by a thread whose previous step was released before it and does not block (a forced
+    // schedule lets nobody else go until that thread has arrived at its next step). Reached after it:
+    // only a step its thread could not reach before the window ended, because the thread's previous
+    // step was released after the window, or was a point where it went to sleep (then only the unpin's
+    // wake-up lets it reach the next one).
     let kernel_positions: Vec<usize> =
         (0..steps.len()).filter(|&i| kernel_step(&steps[i]).is_some()).collect();
+    let reached_before = |j: usize| {
+        let (thread, pos) = (expected[j].0, kernel_positions[j]);
+        let prev = steps[..pos].iter().rposition(|s| s.thread == thread);
+        thread != t
+            && (pos < begin
+                || prev
+                    .is_some_and(|p| p < begin && !kernel_step(&steps[p]).is_some_and(|(_, k)| k.blocks())))
+    };
+    let before =
+        (0..expected.len()).filter(|&j| reached_before(j)).find(|&j| at[j].is_some_and(|p| p > free_pos));
     let after = (kernel_index(end)..expected.len()).find(|&j| {
         let (thread, pos) = (expected[j].0, kernel_positions[j]);
         let prev = steps[..pos].iter().rposition(|s| s.thread == thread);
         thread != t
             && prev.is_some_and(|p| p > end || kernel_step(&steps[p]).is_some_and(|(_, k)| k.blocks()))
     });
-    if let Some(j) = before.filter(|&j| at[j].is_some_and(|p| p > free_pos)) {
+    if let Some(j) = before {
         out.push(hold(format!(
             "the pinned page {pfn:#x} was freed before thread {} reached kernel point {}",
             expected[j].0,
@@ -155,10 +166,11 @@ mod tests {
     }
 
     fn sleeping() -> Schedule {
-        "0.s1 0.kbusy 0.ksleep 1.s1 1.s2 0.kwoken 0.kbroken 0.s2".parse().unwrap()
+        "0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2".parse().unwrap()
     }
 
-    /// What the kernel does under that schedule: busy, sleep, then the unpin frees the page, then woken.
+    /// What the kernel does under that schedule: busy, sleep (held there), then the unpin frees the page,
+    /// then woken.
     fn good_log() -> Vec<LogEntry> {
         use KernelPoint::*;
         vec![

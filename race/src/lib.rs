@@ -5,6 +5,7 @@
 //!
 //! One job per module:
 //! - `library`: the scenario table, the host's view of each scenario of `daxvmm_scenarios::ScenarioId`;
+//! - `mutants`: the deliberate bugs of the `mutants` kernel variant and the scenarios that kill each;
 //! - `oracle`: judges a run from its fault log, the pmem contents and the guest's console;
 //! - `holds`: whether a forced run's kernel holds happened where its schedule says;
 //! - `plan`: which runs a session makes, in guest order, and the guest program's `--plan`;
@@ -21,6 +22,7 @@
 mod guest;
 mod holds;
 mod library;
+mod mutants;
 mod oracle;
 mod plan;
 mod report;
@@ -33,6 +35,7 @@ pub use daxvmm_scenarios::ScenarioId;
 pub use guest::{BootOutput, BootSpec, GuestEnd, GuestVm, PmemReader};
 pub use holds::check_holds;
 pub use library::{entry, find as find_scenario, library, LibraryEntry};
+pub use mutants::{find as find_mutant, Mutant, MUTANTS};
 pub use oracle::{
     check_data, check_order, check_pin_write, observed_order, scan_log, summarize, Finding, FindingKind,
     RunSummary, BLOCK, MARKER_NEW_BLOCK,

@@ -54,15 +54,22 @@ fn well_formed(id: ScenarioId, threads: Vec<ThreadSpec>) -> Scenario {
     Scenario::new(id.name(), threads).expect("library scenarios are well formed")
 }
 
-/// A truncator held at kernel points `points` between its sync points, and an unpinner with
-/// `unpinner_points` between its own.
-fn held(id: ScenarioId, points: &[KernelPoint], unpinner_points: &[KernelPoint]) -> Scenario {
-    let t0 =
-        points.iter().fold(ThreadSpec::new(0, TRUNCATOR.0).sync(BEFORE, TRUNCATOR.1), |t, &k| t.kernel(k));
+/// Thread 0 (`t0`: name and sync point names) held at kernel points `points` between its sync points,
+/// and an unpinner with `unpinner_points` between its own.
+fn held(
+    id: ScenarioId,
+    t0: (&str, &str, &str),
+    points: &[KernelPoint],
+    unpinner_points: &[KernelPoint],
+) -> Scenario {
+    let t0 = points
+        .iter()
+        .fold(ThreadSpec::new(0, t0.0).sync(BEFORE, t0.1), |t, &k| t.kernel(k))
+        .sync(AFTER, t0.2);
     let t1 = unpinner_points
         .iter()
         .fold(ThreadSpec::new(1, UNPINNER.0).sync(BEFORE, UNPINNER.1), |t, &k| t.kernel(k));
-    well_formed(id, vec![t0.sync(AFTER, TRUNCATOR.2), t1.sync(AFTER, UNPINNER.2)])
+    well_formed(id, vec![t0, t1.sync(AFTER, UNPINNER.2)])
 }
 
 fn schedule(text: &str) -> Schedule {
@@ -72,15 +79,15 @@ fn schedule(text: &str) -> Schedule {
 
 const TRUNCATOR: (&str, &str, &str) = ("truncator", "before-truncate", "after-truncate");
 const UNPINNER: (&str, &str, &str) = ("unpinner", "before-unpin", "after-unpin");
+const EVICTOR: (&str, &str, &str) = ("evictor", "before-unlink", "after-unlink");
 
 /// The entry of scenario `id`.
 pub fn entry(id: ScenarioId) -> LibraryEntry {
     let punch = ("puncher", "before-punch", "after-punch");
-    let evict = ("evictor", "before-unlink", "after-unlink");
     let umount = ("unmounter", "before-umount", "after-umount");
     let dio = ("dio-reader", "before-read", "after-read");
     let drain = ("drainer", "before-drain", "after-drain");
-    use KernelPoint::{Broken, Busy, Free, Sleep, Woken};
+    use KernelPoint::{Broken, Busy, FinalBroken, FinalBusy, FinalSleep, FinalWoken, Free, Sleep, Woken};
     let mut schedules = Vec::new();
     let (scenario, about, needs_driver) = match id {
         ScenarioId::TruncateUnpin => (
@@ -116,7 +123,7 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             true,
         ),
         ScenarioId::EvictLivePin => (
-            two_threads(id, evict, UNPINNER, false),
+            two_threads(id, EVICTOR, UNPINNER, false),
             "the last unlink evicts an inode whose page is still pinned (7.2 waits uninterruptibly)",
             true,
         ),
@@ -136,17 +143,17 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             false,
         ),
         ScenarioId::TruncateUnpinSleeping => {
-            schedules.push(schedule("0.s1 0.kbusy 0.ksleep 1.s1 1.s2 0.kwoken 0.kbroken 0.s2"));
+            schedules.push(schedule("0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2"));
             (
-                held(id, &[Busy, Sleep, Woken, Broken], &[]),
-                "truncate held in the kernel on the busy page's wait queue, about to sleep, while the pin is released; the one kernel-feasible order: the unpin must come after the busy scan (or no page is busy) and before the wake-up",
+                held(id, TRUNCATOR, &[Busy, Sleep, Woken, Broken], &[]),
+                "truncate held in the kernel on the busy page's wait queue, about to sleep, while the pin is released: the wake-up comes before the sleep and must not be lost (the one feasible order: after the busy scan, or no page is busy; before the sleep point is let go)",
                 true,
             )
         }
         ScenarioId::TruncateUnpinBusy => {
             schedules.push(schedule("0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"));
             (
-                held(id, &[Busy, Woken, Broken], &[]),
+                held(id, TRUNCATOR, &[Busy, Woken, Broken], &[]),
                 "truncate held in the kernel after its busy scan found the pinned page, while the pin is released; the wait must find the page idle without sleeping (the one feasible order: unpin after the scan, before the wait)",
                 true,
             )
@@ -154,8 +161,26 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
         ScenarioId::TruncateUnpinWakeup => {
             schedules.push(schedule("0.s1 0.kbusy 0.ksleep 1.s1 1.kfree 1.s2 0.kwoken 0.kbroken 0.s2"));
             (
-                held(id, &[Busy, Sleep, Woken, Broken], &[Free]),
+                held(id, TRUNCATOR, &[Busy, Sleep, Woken, Broken], &[Free]),
                 "truncate asleep on the wait queue; the unpin's final put held after the folio is freed, before the waiters are woken (the one feasible order: truncate cannot wake before that put)",
+                true,
+            )
+        }
+        ScenarioId::EvictUnpinBusy => {
+            schedules.push(schedule("0.s1 1.s1 1.s2 0.kfinal-busy 0.kfinal-woken 0.kfinal-broken 0.s2"));
+            (
+                held(id, EVICTOR, &[FinalBusy, FinalWoken, FinalBroken], &[]),
+                "the last unlink of a closed file evicts it; eviction held in the kernel after its final busy scan found the pinned page, while the pin is released (the one feasible order: unpin after the scan, before the wait)",
+                true,
+            )
+        }
+        ScenarioId::EvictUnpinSleeping => {
+            schedules.push(schedule(
+                "0.s1 0.kfinal-busy 1.s1 1.s2 0.kfinal-sleep 0.kfinal-woken 0.kfinal-broken 0.s2",
+            ));
+            (
+                held(id, EVICTOR, &[FinalBusy, FinalSleep, FinalWoken, FinalBroken], &[]),
+                "eviction held on the pinned page's wait queue, about to sleep uninterruptibly, while the pin is released: the wake-up must not be lost (the one feasible order)",
                 true,
             )
         }
@@ -206,7 +231,7 @@ mod tests {
     fn held_scenarios_have_forced_schedules_that_match_their_programs_and_guest_masks() {
         use daxvmm_devices::fault::{KernelPoint, Sequencer, StepKind};
         let held: Vec<LibraryEntry> = library().into_iter().filter(|e| !e.schedules.is_empty()).collect();
-        assert_eq!(held.len(), 3);
+        assert_eq!(held.len(), 5);
         for e in &held {
             for s in &e.schedules {
                 e.scenario.check(s).unwrap();
@@ -227,6 +252,11 @@ mod tests {
             [(kp::BUSY, KernelPoint::Busy), (kp::SLEEP, KernelPoint::Sleep), (kp::WOKEN, KernelPoint::Woken)]
                 .into_iter()
                 .chain([(kp::BROKEN, KernelPoint::Broken), (kp::FREE, KernelPoint::Free)])
+                .chain([(kp::FINAL_BUSY, KernelPoint::FinalBusy), (kp::FINAL_SLEEP, KernelPoint::FinalSleep)])
+                .chain([
+                    (kp::FINAL_WOKEN, KernelPoint::FinalWoken),
+                    (kp::FINAL_BROKEN, KernelPoint::FinalBroken),
+                ])
         {
             assert_eq!(id, k.id(), "{k:?}");
         }

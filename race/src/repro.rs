@@ -32,6 +32,8 @@ pub struct Repro {
     pub kernel_release: String,
     /// sha256 of the guest kernel's configuration.
     pub config_sha256: String,
+    /// The deliberate bug the kernel had selected (mutants variant), if any.
+    pub mutant: Option<String>,
     /// Library scenario.
     pub scenario: String,
     /// ext4 or xfs.
@@ -96,6 +98,9 @@ pub enum ParseError {
     /// A scenario the library does not have.
     #[error("unknown scenario '{0}' (daxvmm test --list)")]
     Scenario(String),
+    /// A mutant the variant does not have.
+    #[error("unknown mutant '{0}'")]
+    Mutant(String),
     /// A filesystem other than ext4 or xfs.
     #[error("fs '{0}': must be ext4 or xfs")]
     Filesystem(String),
@@ -129,6 +134,7 @@ impl Repro {
             initrd: initrd.to_path_buf(),
             kernel_release: hello.map_or_else(String::new, |h| h.kernel.clone()),
             config_sha256: hello.map_or_else(String::new, |h| h.config_sha256.clone()),
+            mutant: hello.map(|h| h.mutant.clone()).filter(|m| m != "none"),
             scenario: result.planned.scenario.clone(),
             fs: result.planned.fs.clone(),
             seed: result.planned.seed,
@@ -148,6 +154,7 @@ impl Repro {
         let _ = writeln!(s, "initrd: {}", self.initrd.display());
         let _ = writeln!(s, "kernel-release: {}", self.kernel_release);
         let _ = writeln!(s, "kernel-config-sha256: {}", self.config_sha256);
+        let _ = writeln!(s, "mutant: {}", self.mutant.as_deref().unwrap_or("none"));
         let _ = writeln!(s, "scenario: {}", self.scenario);
         let _ = writeln!(s, "fs: {}", self.fs);
         let _ = writeln!(s, "seed: {}", self.seed.map_or("none (enumerated)".to_string(), |v| v.to_string()));
@@ -225,11 +232,18 @@ impl Repro {
         if !(1..=600_000).contains(&bound_ms) {
             return Err(ParseError::Range { field: "hold-bound-ms", value: bound_ms, range: "1 to 600000" });
         }
+        // Files from before mutants existed have no such line.
+        let mutant = match get("mutant") {
+            Err(_) | Ok("none") => None,
+            Ok(m) if crate::mutants::find(m).is_some() => Some(m.to_string()),
+            Ok(m) => return Err(ParseError::Mutant(m.to_string())),
+        };
         Ok(Self {
             kernel: PathBuf::from(get("kernel")?),
             initrd: PathBuf::from(get("initrd")?),
             kernel_release: get("kernel-release")?.to_string(),
             config_sha256: get("kernel-config-sha256")?.to_string(),
+            mutant,
             scenario: scenario.to_string(),
             fs: fs.to_string(),
             seed: get("seed")?.parse().ok(),
@@ -281,6 +295,7 @@ mod tests {
             initrd: "/k/initrd".into(),
             kernel_release: "7.2.12".into(),
             config_sha256: "abc".into(),
+            mutant: None,
             scenario: "truncate-unpin".into(),
             fs: "xfs".into(),
             seed: None,
@@ -301,6 +316,10 @@ mod tests {
         assert_eq!(Repro::parse(&text).unwrap(), r);
         let seeded = Repro { seed: Some(42), ..sample() };
         assert_eq!(Repro::parse(&seeded.render(&[], "")).unwrap().seed, Some(42));
+        let mutant = Repro { mutant: Some("lost-wake".into()), ..sample() };
+        assert_eq!(Repro::parse(&mutant.render(&[], "")).unwrap(), mutant);
+        let old = sample().render(&[], "").replace("mutant: none\n", "");
+        assert_eq!(Repro::parse(&old).unwrap().mutant, None, "a file without the line has none");
         assert_eq!(r.file_name(7), "truncate-unpin-xfs-run7.repro");
     }
 
@@ -327,6 +346,7 @@ mod tests {
             ("fs: xfs", "fs: ext4; reboot", "fs 'ext4; reboot'"),
             ("scenario: truncate-unpin", "scenario: rm -rf", "unknown scenario"),
             ("hold-bound-ms: 2000", "hold-bound-ms: 0", "hold-bound-ms 0"),
+            ("mutant: none", "mutant: $(reboot)", "unknown mutant '$(reboot)'"),
         ] {
             assert!(text.contains(from), "{from}");
             let e = Repro::parse(&text.replace(from, to)).unwrap_err().to_string();

@@ -73,6 +73,8 @@ pub struct TestOptions {
     pub runs: usize,
     /// Only list the scenarios.
     pub list: bool,
+    /// A deliberate bug of the `mutants` kernel variant to select at boot ([`crate::MUTANTS`]).
+    pub mutant: Option<String>,
 }
 
 /// What `daxvmm repro` replays.
@@ -82,6 +84,8 @@ pub struct ReproOptions {
     pub file: PathBuf,
     /// The guest (kernel and initramfs default to the file's).
     pub boot: BootOptions,
+    /// How many times to replay the run in the one boot, each on fresh files.
+    pub replays: usize,
 }
 
 /// Why `daxvmm test` or `daxvmm repro` could not do its job.
@@ -119,6 +123,27 @@ pub enum RaceError {
         /// Where the console was saved.
         console: String,
     },
+    /// `--mutant` names no mutant of the variant.
+    #[error("no mutant {name:?}; the mutants kernel variant has: {all}")]
+    UnknownMutant {
+        /// The name given.
+        name: String,
+        /// The mutants' names, comma-separated.
+        all: String,
+    },
+    /// A mutant was asked for, but the guest kernel did not select it.
+    #[error("the guest kernel did not select mutant {asked} (it reports: {got}); boot the mutants variant (scripts/build-guest-kernel.sh --variant mutants); see {console}")]
+    MutantMissing {
+        /// The mutant asked for.
+        asked: String,
+        /// What the guest reported.
+        got: String,
+        /// Where the console was saved.
+        console: String,
+    },
+    /// `--replays` out of range.
+    #[error("--replays {0}: give 1 to {MAX_REPLAYS}")]
+    Replays(usize),
     /// The guest's driver is there but did not bind the fault injector, so nothing was forced.
     #[error("the guest has /dev/dax_refcount but its driver did not bind the fault injector (ACPI DAXF0001), so no schedule was enforced and the runs prove nothing; see the driver's lines in {console}")]
     NotForced {
@@ -208,6 +233,9 @@ pub fn test(vm: &impl GuestVm, a: &TestOptions) -> Result<u8, RaceError> {
     } else {
         Choice::Forced { limit: a.max_enumerate, samples: a.samples, seed: a.seed }
     };
+    if let Some(m) = a.mutant.as_deref().filter(|m| crate::find_mutant(m).is_none()) {
+        return Err(RaceError::UnknownMutant { name: m.to_string(), all: crate::mutants::names() });
+    }
     let plan = plan::build(&entries, &a.fs, choice);
     let cpus = a.cpus.unwrap_or_else(|| entries.iter().map(|e| e.threads()).max().unwrap_or(2).max(2) as u8);
     let (kernel, initrd) = images(vm, &a.boot)?;
@@ -220,7 +248,8 @@ pub fn test(vm: &impl GuestVm, a: &TestOptions) -> Result<u8, RaceError> {
         if a.sleeps { ", baseline (sleeps, no schedules)" } else { "" }
     );
     let started = Instant::now();
-    let boot = boot(vm, &a.boot, &kernel, &initrd, &plan, cpus, a.hold_bound, a.sleeps)?;
+    let guest = GuestSetup { cpus, bound: a.hold_bound, sleeps: a.sleeps, mutant: a.mutant.as_deref() };
+    let boot = boot(vm, &a.boot, &kernel, &initrd, &plan, &guest)?;
     let secs = started.elapsed().as_secs_f64();
     // boot() made --out (console.log is there).
     write(&a.boot.out.join("results.tap"), &report::tap(&boot.results))?;
@@ -285,9 +314,10 @@ fn summary(boot: &BootResult, secs: f64, runs_secs: f64) -> String {
     if let Some(h) = &boot.guest.hello {
         let driver = if h.driver { "bound" } else { "absent" };
         s.push_str(&format!(
-            "guest kernel {} (config sha256 {}), driver {driver}\n",
+            "guest kernel {} (config sha256 {}), driver {driver}{}\n",
             h.kernel,
-            short(&h.config_sha256)
+            short(&h.config_sha256),
+            if h.mutant == "none" { String::new() } else { format!(", mutant {} selected", h.mutant) }
         ));
     }
     s.push_str(&report::table(&report::rows(&boot.results)));
@@ -335,15 +365,27 @@ pub fn repro(vm: &impl GuestVm, a: &ReproOptions) -> Result<u8, RaceError> {
     let initrd = a.boot.initrd.clone().unwrap_or_else(|| rep.initrd.clone());
     vm.check_file("--kernel (or the repro file's kernel:)", &kernel).map_err(RaceError::Vm)?;
     vm.check_file("--initrd (or the repro file's initrd:)", &initrd).map_err(RaceError::Vm)?;
-    let plan = vec![PlannedRun {
+    if !(1..=MAX_REPLAYS).contains(&a.replays) {
+        return Err(RaceError::Replays(a.replays));
+    }
+    let run = PlannedRun {
         scenario: rep.scenario.clone(),
         fs: rep.fs.clone(),
         schedule: Some(rep.schedule.clone()),
         seed: rep.seed,
-    }];
-    log::info!("daxvmm repro: {} on {} under [{}]", rep.scenario, rep.fs, rep.schedule);
+    };
+    let plan = vec![run; a.replays];
+    log::info!(
+        "daxvmm repro: {} on {} under [{}]{}, {} time(s)",
+        rep.scenario,
+        rep.fs,
+        rep.schedule,
+        rep.mutant.as_deref().map_or(String::new(), |m| format!(" with mutant {m}")),
+        a.replays
+    );
     let bound = Duration::from_millis(rep.bound_ms);
-    let boot = boot(vm, &a.boot, &kernel, &initrd, &plan, rep.cpus, bound, false)?;
+    let guest = GuestSetup { cpus: rep.cpus, bound, sleeps: false, mutant: rep.mutant.as_deref() };
+    let boot = boot(vm, &a.boot, &kernel, &initrd, &plan, &guest)?;
     if let Some(h) = &boot.guest.hello {
         if h.kernel != rep.kernel_release || h.config_sha256 != rep.config_sha256 {
             log::warn!(
@@ -355,23 +397,34 @@ pub fn repro(vm: &impl GuestVm, a: &ReproOptions) -> Result<u8, RaceError> {
             );
         }
     }
-    let got = boot.results.first().map(|r| r.findings.clone()).unwrap_or_default();
     let mut s = String::from("recorded:\n");
     rep.findings.iter().for_each(|f| s.push_str(&format!("  {f}\n")));
-    s.push_str("replay:\n");
-    got.iter().for_each(|f| s.push_str(&format!("  {f}\n")));
-    if got.is_empty() {
-        s.push_str("  (no violation)\n");
+    let mut came_back = 0;
+    for (i, r) in boot.results.iter().enumerate() {
+        s.push_str(&format!("replay {} of {}:\n", i + 1, a.replays));
+        r.findings.iter().for_each(|f| s.push_str(&format!("  {f}\n")));
+        if r.findings.is_empty() {
+            s.push_str("  (no violation)\n");
+        }
+        came_back += usize::from(repro::reproduced(&rep.findings, &r.findings));
     }
-    let same = repro::reproduced(&rep.findings, &got);
     let kinds: Vec<&str> = repro::identity(&rep.findings).iter().map(|k| k.name()).collect();
-    s.push_str(&if same {
-        format!("reproduced: the same violation ({}) came back\n", kinds.join(", "))
+    let all = came_back == a.replays;
+    s.push_str(&if all {
+        format!(
+            "reproduced: the same violation ({}) came back in {came_back} of {} replays\n",
+            kinds.join(", "),
+            a.replays
+        )
     } else {
-        format!("NOT reproduced: the replay did not show the recorded violation ({})\n", kinds.join(", "))
+        format!(
+            "NOT reproduced: the recorded violation ({}) came back in {came_back} of {} replays\n",
+            kinds.join(", "),
+            a.replays
+        )
     });
     out(&s);
-    Ok(if same { 0 } else { EXIT_NOT_REPRODUCED })
+    Ok(if all { 0 } else { EXIT_NOT_REPRODUCED })
 }
 
 /// One guest boot's results.
@@ -387,22 +440,37 @@ struct BootResult {
 /// How many guest console lines a crash report shows.
 const CRASH_TAIL_LINES: usize = 20;
 
-#[allow(clippy::too_many_arguments)] // One boot's every input, each named at the two call sites.
+/// Most replays `daxvmm repro --replays` makes in one boot.
+pub const MAX_REPLAYS: usize = 100;
+
+/// What a boot's guest gets besides its images and plan.
+struct GuestSetup<'a> {
+    cpus: u8,
+    /// Hold bound.
+    bound: Duration,
+    /// Baseline mode.
+    sleeps: bool,
+    /// A mutant to select.
+    mutant: Option<&'a str>,
+}
+
 fn boot(
     vm: &impl GuestVm,
     b: &BootOptions,
     kernel: &Path,
     initrd: &Path,
     plan: &[PlannedRun],
-    cpus: u8,
-    bound: Duration,
-    sleeps: bool,
+    g: &GuestSetup<'_>,
 ) -> Result<BootResult, RaceError> {
-    let cmdline = vm.kernel_cmdline(&format!(
-        "daxvmm-race --plan {} --raw /dev/pmem1{}",
-        plan::guest_plan(plan),
-        if sleeps { " --sleeps" } else { "" }
-    ));
+    let (cpus, bound, sleeps) = (g.cpus, g.bound, g.sleeps);
+    let cmdline = vm.kernel_cmdline(
+        &g.mutant.map_or(String::new(), |m| format!("daxvmm_mutant={m}")),
+        &format!(
+            "daxvmm-race --plan {} --raw /dev/pmem1{}",
+            plan::guest_plan(plan),
+            if sleeps { " --sleeps" } else { "" }
+        ),
+    );
     if cmdline.len() > MAX_CMDLINE {
         return Err(RaceError::PlanTooLong(cmdline.len()));
     }
@@ -434,6 +502,15 @@ fn boot(
     }
     if guest.hello.as_ref().is_some_and(|h: &Hello| h.driver && !h.fault) {
         return Err(RaceError::NotForced { console: b.out.join("console.log").display().to_string() });
+    }
+    if let (Some(asked), Some(h)) = (g.mutant, guest.hello.as_ref()) {
+        if h.mutant != asked {
+            return Err(RaceError::MutantMissing {
+                asked: asked.to_string(),
+                got: h.mutant.clone(),
+                console: b.out.join("console.log").display().to_string(),
+            });
+        }
     }
     let stopped = match output.end {
         GuestEnd::PowerOff => None,
@@ -493,8 +570,11 @@ mod tests {
     impl GuestVm for FakeVm {
         type Pmem = NoPmem;
 
-        fn kernel_cmdline(&self, command: &str) -> String {
-            format!("console=ttyS0 -- {command}")
+        fn kernel_cmdline(&self, kernel_args: &str, command: &str) -> String {
+            format!(
+                "console=ttyS0{}{kernel_args} -- {command}",
+                if kernel_args.is_empty() { "" } else { " " }
+            )
         }
 
         fn check_file(&self, _what: &'static str, _path: &Path) -> anyhow::Result<()> {
@@ -537,6 +617,7 @@ mod tests {
             sleeps: false,
             runs: 20,
             list: false,
+            mutant: None,
         }
     }
 
@@ -572,6 +653,23 @@ mod tests {
         };
         let e = test(&unbound, &options(&out)).unwrap_err();
         assert!(matches!(e, RaceError::NotForced { .. }), "{e}");
+        // A mutant goes on the kernel's side of the command line, and the guest must confirm it.
+        let mutant = TestOptions { mutant: Some("lost-wake".into()), ..options(&out) };
+        let e = test(&vm, &mutant).unwrap_err();
+        assert!(matches!(e, RaceError::MutantMissing { .. }), "{e}");
+        assert!(e.to_string().contains("did not select mutant lost-wake (it reports: none)"), "{e}");
+        assert_eq!(
+            vm.cmdlines.lock().unwrap().last().unwrap(),
+            "console=ttyS0 daxvmm_mutant=lost-wake -- daxvmm-race --plan ext4:evict-live-pin:6 --raw /dev/pmem1"
+        );
+        let selected = FakeVm {
+            console: vm.console.replace("cpus=2", "cpus=2 mutant=lost-wake"),
+            end: GuestEnd::PowerOff,
+            cmdlines: Default::default(),
+        };
+        assert_eq!(test(&selected, &mutant).unwrap(), 0);
+        let bogus = TestOptions { mutant: Some("no-such".into()), ..options(&out) };
+        assert!(matches!(test(&vm, &bogus), Err(RaceError::UnknownMutant { .. })));
         let unknown = TestOptions { scenario: vec!["nope".into()], ..options(&out) };
         assert!(matches!(test(&vm, &unknown), Err(RaceError::UnknownScenario { .. })));
         let _ = std::fs::remove_dir_all(&out);

@@ -21,6 +21,8 @@ pub struct Hello {
     pub driver: bool,
     /// Whether the driver bound the fault injector.
     pub fault: bool,
+    /// The deliberate bug the kernel selected at boot (`none`: a kernel without one, or none selected).
+    pub mutant: String,
 }
 
 /// What the console says about one run.
@@ -73,6 +75,7 @@ pub fn parse_console(text: &str) -> GuestReport {
                         config_sha256: field(rest, "config-sha256").unwrap_or("").to_string(),
                         driver: field(rest, "driver") == Some("yes"),
                         fault: field(rest, "fault") == Some("yes"),
+                        mutant: field(rest, "mutant").unwrap_or("none").to_string(),
                     })
                 }
                 ("begin", Some(r)) => current = Some(r),

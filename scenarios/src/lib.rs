@@ -42,6 +42,12 @@ pub enum ScenarioId {
     /// Truncate asleep on the wait queue; the unpinner held in the final put (the folio freed, the
     /// waiters not yet woken), then released: the wake-up path itself.
     TruncateUnpinWakeup,
+    /// Eviction (the last unlink) held after its final busy scan found the pinned page, before it
+    /// waits, while the pin is released.
+    EvictUnpinBusy,
+    /// Eviction held on the busy page's wait queue, about to sleep uninterruptibly, while the pin is
+    /// released.
+    EvictUnpinSleeping,
 }
 
 /// Sync point every scenario thread passes just before its operation (truncate, unpin, ...).
@@ -61,6 +67,14 @@ pub mod kernel_point {
     pub const WOKEN: u16 = 2;
     /// No busy page is left: truncate or punch proceeds.
     pub const BROKEN: u16 = 3;
+    /// As [`BUSY`], in the final break-layout of eviction and unmount.
+    pub const FINAL_BUSY: u16 = 4;
+    /// As [`SLEEP`], in the final break-layout (an uninterruptible sleep).
+    pub const FINAL_SLEEP: u16 = 5;
+    /// As [`WOKEN`], in the final break-layout.
+    pub const FINAL_WOKEN: u16 = 6;
+    /// As [`BROKEN`], in the final break-layout.
+    pub const FINAL_BROKEN: u16 = 7;
     /// free_zone_device_folio(): the last reference went, waiters not woken yet.
     pub const FREE: u16 = 11;
 }
@@ -83,12 +97,16 @@ impl ScenarioId {
             }
             (Self::TruncateUnpinBusy, 0) => bit(BUSY) | bit(WOKEN) | bit(BROKEN),
             (Self::TruncateUnpinWakeup, 1) => bit(FREE),
+            (Self::EvictUnpinSleeping, 0) => {
+                bit(FINAL_BUSY) | bit(FINAL_SLEEP) | bit(FINAL_WOKEN) | bit(FINAL_BROKEN)
+            }
+            (Self::EvictUnpinBusy, 0) => bit(FINAL_BUSY) | bit(FINAL_WOKEN) | bit(FINAL_BROKEN),
             _ => 0,
         }
     }
 
     /// Every scenario, in run order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 14] = [
         Self::TruncateUnpin,
         Self::PunchUnpin,
         Self::PinMunmapTruncate,
@@ -101,6 +119,8 @@ impl ScenarioId {
         Self::TruncateUnpinSleeping,
         Self::TruncateUnpinBusy,
         Self::TruncateUnpinWakeup,
+        Self::EvictUnpinBusy,
+        Self::EvictUnpinSleeping,
     ];
 
     /// The name both sides use.
@@ -118,6 +138,8 @@ impl ScenarioId {
             Self::TruncateUnpinSleeping => "truncate-unpin-sleeping",
             Self::TruncateUnpinBusy => "truncate-unpin-busy",
             Self::TruncateUnpinWakeup => "truncate-unpin-wakeup",
+            Self::EvictUnpinBusy => "evict-unpin-busy",
+            Self::EvictUnpinSleeping => "evict-unpin-sleeping",
         }
     }
 
@@ -160,7 +182,7 @@ mod tests {
         for (i, s) in ScenarioId::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }
-        assert_eq!(ScenarioId::ALL.len(), ScenarioId::TruncateUnpinWakeup as usize + 1);
+        assert_eq!(ScenarioId::ALL.len(), ScenarioId::EvictUnpinSleeping as usize + 1);
         assert!(ScenarioId::ALL.iter().all(|s| (2..=3).contains(&s.threads())));
     }
 }

@@ -1,10 +1,9 @@
-//! The benchmarks of `bench` (tests/src/bin/bench.rs; scripts/bench-boot.sh, bench-pmem.sh and
-//! bench-race.sh run it): the batch files they run, reading the figures out of what each case printed,
-//! the statistics and the printed tables. Each benchmark measures daxvmm and its baseline (QEMU, the host,
-//! or sleep-driven race runs) on the same host in the same run, so the ratios are the figures that carry
-//! over from a test host VM to real hardware.
+//! The boot and pmem benchmarks of `bench` (tests/src/bin/bench.rs; scripts/bench-boot.sh and
+//! bench-pmem.sh run it), and what all benchmarks share: the batch files they run, reading the figures
+//! out of what each case printed, the statistics and the printed tables. Each benchmark measures daxvmm
+//! and its baseline (QEMU, the host) on the same host in the same run, so the ratios are the figures that
+//! carry over from a test host VM to real hardware. The race benchmark is [`crate::bench_race`].
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use crate::case::{shell_quote, NESTED_INITRD, NESTED_KERNEL};
@@ -37,7 +36,7 @@ impl Paths {
 }
 
 /// The words after "measured ... in the same run (": where, and for nested what that means.
-fn place_note(place: Where, nested: &str) -> String {
+pub(crate) fn place_note(place: Where, nested: &str) -> String {
     match place {
         Where::Direct => "direct".into(),
         Where::Nested => format!("nested: {nested}"),
@@ -65,7 +64,7 @@ pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 }
 
 /// The text after `key` in `line`, up to the first character `stop` rejects.
-fn value_after<'a>(line: &'a str, key: &str, stop: impl Fn(char) -> bool) -> Option<&'a str> {
+pub(crate) fn value_after<'a>(line: &'a str, key: &str, stop: impl Fn(char) -> bool) -> Option<&'a str> {
     let rest = &line[line.rfind(key)? + key.len()..];
     Some(&rest[..rest.find(stop).unwrap_or(rest.len())])
 }
@@ -339,202 +338,6 @@ impl PmemReport {
     }
 }
 
-// ---- race ----
-
-/// The race benchmark's batch: `forced` (`daxvmm test`, every schedule of truncate-unpin) and
-/// `baseline` (`daxvmm test --sleeps --runs N`), both on `fs`, their reports under `out`.
-pub fn race_batch(fs: &str, baseline_runs: usize, out: &str, p: &Paths) -> String {
-    let common = format!(
-        "--kernel {} --initrd {} --scenario truncate-unpin --fs {fs} --timeout 20m",
-        shell_quote(&p.kernel),
-        shell_quote(&p.initrd)
-    );
-    let d = shell_quote(&p.daxvmm);
-    let out = shell_quote(out);
-    format!(
-        "forced\t{d} test {common} --out {out}/forced\nbaseline\t{d} test {common} --out {out}/baseline --sleeps --runs \
-         {baseline_runs}\n"
-    )
-}
-
-/// The interleaving each run took, in run order, from `daxvmm test`'s lines
-/// `[i/n] SCENARIO on FS [SCHEDULE] observed [ORDER]: VERDICT`; `incomplete` when it could not be told.
-pub fn observed_orders(output: &str) -> Vec<String> {
-    output
-        .lines()
-        .filter(|l| l.contains("] observed ["))
-        .filter_map(|l| value_after(l, " observed [", |c| c == ']'))
-        .map(String::from)
-        .collect()
-}
-
-/// The seconds of runs, boot excluded, from `daxvmm test`'s closing line
-/// (`daxvmm test: N runs in S s with the boot, R s of runs (...)`); the last such line counts.
-pub fn runs_secs(output: &str) -> Option<f64> {
-    output
-        .lines()
-        .filter(|l| l.starts_with("daxvmm test: "))
-        .filter_map(|l| {
-            let rest = &l[l.find(" with the boot, ")? + " with the boot, ".len()..];
-            rest[..rest.find(" s of runs")?].trim().parse().ok()
-        })
-        .next_back()
-}
-
-/// Whether an interleaving is in the window that matters, "unpin while truncate waits": the truncator's
-/// break-layout wait began (`0.e7`) before the unpinner passed its first sync point (`1.s1`).
-pub fn in_window(order: &str) -> bool {
-    matches!((order.find("0.e7"), order.find("1.s1")), (Some(e), Some(s)) if e < s)
-}
-
-/// What one mode of the race benchmark did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RaceMode {
-    /// The runs that reported an interleaving (or `incomplete`).
-    pub runs: usize,
-    /// Seconds of runs, boot excluded.
-    pub secs: Option<f64>,
-    /// The distinct interleavings observed, `incomplete` left out.
-    pub distinct: BTreeSet<String>,
-    /// The first run (from 1) whose interleaving was in the window ([`in_window`]).
-    pub first_in_window: Option<usize>,
-}
-
-impl RaceMode {
-    /// Reads one mode's `daxvmm test` output.
-    pub fn parse(output: &str) -> RaceMode {
-        let orders = observed_orders(output);
-        RaceMode {
-            runs: orders.len(),
-            secs: runs_secs(output),
-            distinct: orders.iter().filter(|o| *o != "incomplete").cloned().collect(),
-            first_in_window: orders.iter().position(|o| in_window(o)).map(|i| i + 1),
-        }
-    }
-
-    /// Whether it printed results: some runs and its closing line.
-    pub fn has_results(&self) -> bool {
-        self.runs > 0 && self.secs.is_some()
-    }
-
-    /// Distinct interleavings per minute of runs.
-    pub fn per_minute(&self) -> f64 {
-        match self.secs {
-            Some(s) if s > 0.0 => self.distinct.len() as f64 * 60.0 / s,
-            _ => 0.0,
-        }
-    }
-}
-
-/// Whether the baseline saw every interleaving the forced runs saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Coverage {
-    /// Yes, after this many of its runs.
-    After(usize),
-    /// No: in this many runs it missed these.
-    Never {
-        /// Its runs.
-        runs: usize,
-        /// The interleavings it never saw.
-        missed: Vec<String>,
-    },
-}
-
-/// After how many of the `baseline` orders (in run order) all of `wanted` had been seen.
-pub fn coverage(wanted: &BTreeSet<String>, baseline: &[String]) -> Coverage {
-    let mut left: BTreeSet<&String> = wanted.iter().collect();
-    if left.is_empty() {
-        return Coverage::After(0);
-    }
-    for (n, o) in baseline.iter().enumerate() {
-        left.remove(o);
-        if left.is_empty() {
-            return Coverage::After(n + 1);
-        }
-    }
-    Coverage::Never { runs: baseline.len(), missed: left.into_iter().cloned().collect() }
-}
-
-impl std::fmt::Display for Coverage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Coverage::After(n) => write!(f, "after {n} runs"),
-            Coverage::Never { runs, missed } => {
-                let m: Vec<String> = missed.iter().map(|o| format!("[{o}]")).collect();
-                write!(f, "never in {runs} runs (missed {})", m.join(", "))
-            }
-        }
-    }
-}
-
-/// Everything the race benchmark's table shows.
-#[derive(Debug, Clone)]
-pub struct RaceReport {
-    /// Where it ran.
-    pub place: Where,
-    /// The filesystem.
-    pub fs: String,
-    /// The forced schedules.
-    pub forced: RaceMode,
-    /// The sleep-driven runs.
-    pub baseline: RaceMode,
-    /// The baseline's runs, against what the forced runs saw.
-    pub coverage: Coverage,
-}
-
-impl RaceReport {
-    /// Reads both modes' output.
-    pub fn parse(place: Where, fs: &str, forced: &str, baseline: &str) -> RaceReport {
-        let f = RaceMode::parse(forced);
-        let coverage = coverage(&f.distinct, &observed_orders(baseline));
-        RaceReport { place, fs: fs.into(), forced: f, baseline: RaceMode::parse(baseline), coverage }
-    }
-
-    /// The table: each mode's runs, time and interleavings per minute, the baseline's window and
-    /// coverage, and the ratio of the rates.
-    pub fn table(&self) -> String {
-        let (f, b) = (&self.forced, &self.baseline);
-        let mut s = format!(
-            "\nInterleavings of truncate-unpin on {} (10 schedules: truncator s1, wait-begin, s2; unpinner s1, s2)\n",
-            self.fs
-        );
-        let _ = writeln!(
-            s,
-            "both modes measured in the same run ({}); seconds are the runs alone, boot excluded",
-            place_note(self.place, "one test host VM, QEMU TCG + nested SVM")
-        );
-        let line = |name: &str, m: &RaceMode| {
-            format!(
-                "  {name:<9} {:>4} runs in {:>6.1} s, {:>2} distinct interleavings observed, {:>7.1} per minute",
-                m.runs,
-                m.secs.unwrap_or(0.0),
-                m.distinct.len(),
-                m.per_minute()
-            )
-        };
-        let _ = writeln!(s, "{}", line("forced", f));
-        let first = b.first_in_window.map_or_else(|| "never".into(), |n| n.to_string());
-        let _ = writeln!(
-            s,
-            "{}; first run in the window (unpin while truncate waits): {first}",
-            line("baseline", b)
-        );
-        let _ = writeln!(s, "  the baseline saw every interleaving the forced runs saw: {}", self.coverage);
-        let r = if b.per_minute() > 0.0 {
-            format!("{:.1}", f.per_minute() / b.per_minute())
-        } else {
-            "inf (the baseline observed none)".into()
-        };
-        let _ = writeln!(s, "  ratio forced/baseline (interleavings per minute): {r}");
-        let _ = writeln!(
-            s,
-            "  forced: every schedule of the scenario tried in {:.1} s (goal: under 60 s)",
-            f.secs.unwrap_or(0.0)
-        );
-        s
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,91 +466,5 @@ mod tests {
         );
         assert!(t.contains("  daxvmm/qemu: write n/a, read n/a\n"), "{t}");
         assert!(!r.complete());
-    }
-
-    #[test]
-    fn the_race_batch_runs_both_modes() {
-        let b = race_batch("xfs", 7, "/tmp/bench-race", &Paths::nested(""));
-        assert_eq!(
-            b,
-            "forced\t/bin/daxvmm test --kernel /guest/bzImage --initrd /guest/initrd.cpio.lz4 --scenario \
-             truncate-unpin --fs xfs --timeout 20m --out /tmp/bench-race/forced\n\
-             baseline\t/bin/daxvmm test --kernel /guest/bzImage --initrd /guest/initrd.cpio.lz4 --scenario \
-             truncate-unpin --fs xfs --timeout 20m --out /tmp/bench-race/baseline --sleeps --runs 7\n"
-        );
-    }
-
-    const FORCED: &str = "\
-[2026-01-01T00:00:01Z INFO  daxvmm::race] [1/3] truncate-unpin on ext4 [0.s1 0.e7 1.s1 1.s2 0.s2] observed [0.s1 0.e7 1.s1 1.s2 0.s2]: host checks clean
-[2026-01-01T00:00:02Z INFO  daxvmm::race] [2/3] truncate-unpin on ext4 [1.s1 1.s2 0.s1 0.e7 0.s2] observed [1.s1 1.s2 0.s1 0.e7 0.s2]: host checks clean
-[2026-01-01T00:00:03Z INFO  daxvmm::race] [3/3] truncate-unpin on ext4 [0.s1 1.s1 0.e7 1.s2 0.s2] observed [incomplete]: host checks clean
-daxvmm test: 3 runs in 14.2 s with the boot, 9.5 s of runs (19 runs/minute), 0 with violations, 0 skipped; guest boots: 1
-";
-    const BASELINE: &str = "\
-[1/4] truncate-unpin on ext4 [unscheduled] observed [1.s1 1.s2 0.s1 0.e7 0.s2]: host checks clean
-[2/4] truncate-unpin on ext4 [unscheduled] observed [1.s1 1.s2 0.s1 0.e7 0.s2]: host checks clean
-[3/4] truncate-unpin on ext4 [unscheduled] observed [0.s1 0.e7 1.s1 1.s2 0.s2]: host checks clean, held to the bound (the kernel blocked)
-[4/4] truncate-unpin on ext4 [unscheduled] observed [0.s1 1.s1 0.e7 1.s2 0.s2]: host checks clean
-daxvmm test: 4 runs in 20.0 s with the boot, 12.0 s of runs (20 runs/minute), 0 with violations, 0 skipped; guest boots: 1
-";
-
-    #[test]
-    fn race_output_is_read() {
-        assert_eq!(observed_orders(FORCED)[2], "incomplete");
-        assert_eq!(runs_secs(FORCED), Some(9.5));
-        assert_eq!(runs_secs("no closing line\n"), None);
-        assert!(in_window("0.s1 0.e7 1.s1 1.s2 0.s2"));
-        assert!(!in_window("1.s1 1.s2 0.s1 0.e7 0.s2"));
-        assert!(!in_window("incomplete"));
-        let f = RaceMode::parse(FORCED);
-        assert_eq!((f.runs, f.secs, f.distinct.len(), f.first_in_window), (3, Some(9.5), 2, Some(1)));
-        let b = RaceMode::parse(BASELINE);
-        assert_eq!((b.runs, b.distinct.len(), b.first_in_window), (4, 3, Some(3)));
-        assert!((b.per_minute() - 15.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn coverage_counts_the_runs_until_every_forced_order_was_seen() {
-        let want: BTreeSet<String> = ["a", "b"].map(String::from).into();
-        let runs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(coverage(&want, &runs(&["b", "c", "b", "a", "a"])), Coverage::After(4));
-        let never = coverage(&want, &runs(&["c", "b"]));
-        assert_eq!(never.to_string(), "never in 2 runs (missed [a])");
-        assert_eq!(Coverage::After(4).to_string(), "after 4 runs");
-    }
-
-    #[test]
-    fn the_race_table() {
-        let r = RaceReport::parse(Where::Nested, "ext4", FORCED, BASELINE);
-        let t = r.table();
-        assert!(t.contains("truncate-unpin on ext4 (10 schedules"), "{t}");
-        assert!(
-            t.contains("(nested: one test host VM, QEMU TCG + nested SVM); seconds are the runs alone"),
-            "{t}"
-        );
-        assert!(
-            t.contains(
-                "  forced       3 runs in    9.5 s,  2 distinct interleavings observed,    12.6 per minute\n"
-            ),
-            "{t}"
-        );
-        assert!(
-            t.contains(
-                "  baseline     4 runs in   12.0 s,  3 distinct interleavings observed,    15.0 per minute; first run \
-                 in the window (unpin while truncate waits): 3\n"
-            ),
-            "{t}"
-        );
-        assert!(t.contains("saw every interleaving the forced runs saw: after 3 runs\n"), "{t}");
-        assert!(t.contains("ratio forced/baseline (interleavings per minute): 0.8\n"), "{t}");
-        assert!(t.contains("tried in 9.5 s (goal: under 60 s)\n"), "{t}");
-        let idle = RaceReport::parse(
-            Where::Direct,
-            "ext4",
-            FORCED,
-            "daxvmm test: 0 runs in 1.0 s with the boot, 0.0 s of runs\n",
-        );
-        assert!(idle.table().contains("inf (the baseline observed none)"), "{}", idle.table());
-        assert!(!idle.baseline.has_results());
     }
 }

@@ -10,6 +10,7 @@
 //! - [`run`]: [`run_batch`], which boots one test host VM for all cases (Nested) or runs each (Direct).
 //! - [`batch_file`]: batch files of shell cases run on this host with the markers; the default artifacts.
 //! - [`bench`]: the benchmarks' batches, the parsing of their figures, the statistics and the tables.
+//! - [`bench_race`]: the race benchmark: mutant kills by forced schedules, sleeps and sequential checks.
 //! - [`shared`]: [`SharedBatch`], one batch per test binary shared by its `#[test]` functions.
 //! - [`record`]: [`Skip`], and the boot log (boots, skips, test host VM faults and reruns).
 //! - [`summary`]: the closing lines of scripts/test.sh, from cargo's output and the boot log.
@@ -25,6 +26,7 @@
 
 pub mod batch_file;
 pub mod bench;
+pub mod bench_race;
 pub mod case;
 pub mod console;
 pub mod host;

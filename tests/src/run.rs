@@ -46,6 +46,33 @@ impl Outcome {
     pub fn contains(&self, text: &str) -> bool {
         self.console.contains(text)
     }
+
+    /// The TAP result of the check whose description contains `what`: `Some(true)` for ok.
+    pub fn tap_result(&self, what: &str) -> Option<bool> {
+        self.console.lines().map(str::trim).find_map(|l| {
+            let passed = if l.starts_with("ok ") {
+                true
+            } else if l.starts_with("not ok ") {
+                false
+            } else {
+                return None;
+            };
+            l.split_once(" - ").filter(|(_, desc)| desc.contains(what)).map(|_| passed)
+        })
+    }
+
+    /// A row of `daxvmm test`'s table: (tried, observed, blocked, skipped, violations) of `scenario` on
+    /// `fs`.
+    pub fn race_row(&self, scenario: &str, fs: &str) -> Option<[usize; 5]> {
+        self.console.lines().find_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if w.len() != 7 || w[0] != scenario || w[1] != fs {
+                return None;
+            }
+            let n: Vec<usize> = w[2..].iter().filter_map(|x| x.parse().ok()).collect();
+            n.try_into().ok()
+        })
+    }
 }
 
 impl fmt::Display for Outcome {

@@ -1,12 +1,11 @@
 //! `daxvmm test` and `daxvmm repro`, booting real guests: the race scenario library under the fault
 //! injector passes on the pinned 7.2 kernel (ext4 and xfs, one boot each), including the scenarios held
-//! inside the kernel at the fs/dax hold points, exactly where their schedules say; the broken-break-layout variant
-//! is caught by the host-side oracle and its repro file replays to the same violation, and the Linux 6.12
+//! inside the kernel at the fs/dax hold points, exactly where their schedules say; and the Linux 6.12
 //! comparison kernel shows the historical bug (truncate does not wait for a page whose mapping is gone,
-//! and dax_disassociate_entry WARNs).
+//! and dax_disassociate_entry WARNs). The mutants kernel variant has its own tests (mutants.rs).
 
 use daxvmm_scenarios::ScenarioId;
-use daxvmm_tests::{Case, Outcome, SharedBatch};
+use daxvmm_tests::{Case, SharedBatch};
 
 const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
 
@@ -38,39 +37,13 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-fn broken_cases() -> Vec<Case> {
-    // One boot per scenario: the broken kernel reuses blocks that are still pinned, and the stale writes
-    // can crash it (seen once: a triple fault in a later run), which would end every run after it.
-    vec![
-        race("race_broken", "{tmp}/race-broken", &["--fs", "ext4", "--scenario", "truncate-unpin"]),
-        race("race_broken_munmap", "{tmp}/race-broken-munmap", &["--fs", "ext4", "--scenario", "pin-munmap-truncate"]),
-        race("race_broken_held", "{tmp}/race-broken-held", &["--fs", "ext4", "--scenario", "truncate-unpin-sleeping"]),
-        Case::daxvmm("replay_broken", ["repro", "{tmp}/replay.repro"]).with_setup(
-            "f=$(ls {tmp}/race-broken/repro/truncate-unpin-*.repro | head -n1) && cp \"$f\" {tmp}/replay.repro",
-        ).needing("race_broken"),
-    ]
-}
-
 fn old_cases() -> Vec<Case> {
     let extra = ["--fs", "ext4", "--scenario", "vmsplice-munmap-truncate,truncate-unpin"];
     vec![race("race_612", "{tmp}/race-612", &extra)]
 }
 
 static BATCH: SharedBatch = SharedBatch::new(cases);
-static BROKEN: SharedBatch = SharedBatch::with_kernel(broken_cases, "DAXVMM_GUEST_KERNEL_BROKEN");
 static OLD: SharedBatch = SharedBatch::with_kernel(old_cases, "DAXVMM_GUEST_KERNEL_612");
-
-/// A table row of `daxvmm test`: (tried, observed, blocked, skipped, violations).
-fn row(out: &Outcome, scenario: &str, fs: &str) -> Option<[usize; 5]> {
-    out.console.lines().find_map(|l| {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        if w.len() != 7 || w[0] != scenario || w[1] != fs {
-            return None;
-        }
-        let n: Vec<usize> = w[2..].iter().filter_map(|x| x.parse().ok()).collect();
-        n.try_into().ok()
-    })
-}
 
 #[test]
 fn every_scenario_passes_on_7_2_on_ext4_and_xfs() {
@@ -78,7 +51,7 @@ fn every_scenario_passes_on_7_2_on_ext4_and_xfs() {
         let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };
         // Every scenario of the library, in its order.
         for s in ScenarioId::ALL.map(ScenarioId::name) {
-            let Some([tried, observed, _, skipped, violations]) = row(out, s, fs) else {
+            let Some([tried, observed, _, skipped, violations]) = out.race_row(s, fs) else {
                 panic!("no table row for {s} on {fs}: {out}")
             };
             assert!(
@@ -97,7 +70,7 @@ fn every_scenario_passes_on_7_2_on_ext4_and_xfs() {
 fn truncate_waits_for_the_unpin_under_forced_orders() {
     for fs in FILESYSTEMS {
         let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };
-        let [tried, observed, blocked, ..] = row(out, "truncate-unpin", fs).expect("truncate-unpin row");
+        let [tried, observed, blocked, ..] = out.race_row("truncate-unpin", fs).expect("truncate-unpin row");
         // All 10 schedules tried; the order "truncate returns, then unpin" cannot happen on 7.2, so the
         // host held the unpinner to the bound while truncate waited.
         assert_eq!(tried, 10, "{out}");
@@ -119,16 +92,21 @@ fn truncate_waits_for_the_unpin_under_forced_orders() {
 #[test]
 fn kernel_holds_are_where_the_schedule_says() {
     let held = [
-        (ScenarioId::TruncateUnpinSleeping, "0.s1 0.kbusy 0.ksleep 1.s1 1.s2 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::TruncateUnpinSleeping, "0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2"),
         (ScenarioId::TruncateUnpinBusy, "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
         (ScenarioId::TruncateUnpinWakeup, "0.s1 0.kbusy 0.ksleep 1.s1 1.kfree 1.s2 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::EvictUnpinBusy, "0.s1 1.s1 1.s2 0.kfinal-busy 0.kfinal-woken 0.kfinal-broken 0.s2"),
+        (
+            ScenarioId::EvictUnpinSleeping,
+            "0.s1 0.kfinal-busy 1.s1 1.s2 0.kfinal-sleep 0.kfinal-woken 0.kfinal-broken 0.s2",
+        ),
     ];
     for fs in FILESYSTEMS {
         let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };
         for (id, schedule) in held {
             let line = format!("{id} on {fs} [{schedule}] observed [{schedule}]: host checks clean");
             assert!(out.contains(&line), "expected the line '{line}': {out}");
-            let [tried, observed, blocked, skipped, violations] = row(out, id.name(), fs).expect("row");
+            let [tried, observed, blocked, skipped, violations] = out.race_row(id.name(), fs).expect("row");
             assert_eq!(
                 (tried, observed, blocked, skipped, violations),
                 (1, 1, 0, 0, 0),
@@ -145,48 +123,11 @@ fn results_are_written_as_tap_junit_and_console_log() {
 }
 
 #[test]
-fn the_broken_kernel_is_caught_by_ordering_and_data_checks() {
-    for (case, s) in [("race_broken", "truncate-unpin"), ("race_broken_munmap", "pin-munmap-truncate")] {
-        let Some(out) = BROKEN.outcome(case) else { return };
-        assert_eq!(out.exit_code, 10, "violations must make daxvmm test exit 10: {out}");
-        let [_, _, _, _, violations] = row(out, s, "ext4").expect("row");
-        assert!(violations > 0, "{s}: the broken kernel must be caught: {out}");
-        assert!(out.contains("ordering: truncate or eviction returned"), "{s}: {out}");
-        assert!(out.contains("repro file: "), "{out}");
-    }
-    let Some(out) = BROKEN.outcome("race_broken") else { return };
-    assert!(out.contains("data: block pfn"), "the stale pin's write must be found in a reused block: {out}");
-}
-
-/// On the broken kernel truncate never finds the pinned page busy, so it never reaches the hold points
-/// its forced schedule names: the kernel's own events show the holds were not where the schedule says.
-/// (Truncate is held at `broken` instead, so the unpin comes first and no ordering violation shows: the
-/// schedule the run was meant to force did not happen, and that is what fails it.)
-#[test]
-fn a_hold_the_kernel_never_reached_is_a_finding() {
-    let Some(out) = BROKEN.outcome("race_broken_held") else { return };
-    assert_eq!(out.exit_code, 10, "{out}");
-    let [_, observed, _, _, violations] = row(out, "truncate-unpin-sleeping", "ext4").expect("row");
-    assert_eq!((observed, violations), (0, 1), "{out}");
-    for point in ["busy", "sleep", "woken"] {
-        let finding = format!("hold: thread 0 never reached kernel point {point} where the schedule says");
-        assert!(out.contains(&finding), "{finding}: {out}");
-    }
-}
-
-#[test]
-fn a_repro_file_replays_to_the_same_violation() {
-    let Some(out) = BROKEN.outcome("replay_broken") else { return };
-    assert!(out.contains("recorded:\n  ordering:"), "{out}");
-    assert!(out.contains("reproduced: the same violation (ordering) came back"), "{out}");
-    assert_eq!(out.exit_code, 0, "{out}");
-}
-
-#[test]
 fn linux_6_12_shows_the_historical_bug() {
     let Some(out) = OLD.outcome("race_612") else { return };
     assert_eq!(out.exit_code, 10, "{out}");
-    let [tried, _, _, _, violations] = row(out, "vmsplice-munmap-truncate", "ext4").expect("vmsplice row");
+    let [tried, _, _, _, violations] =
+        out.race_row("vmsplice-munmap-truncate", "ext4").expect("vmsplice row");
     assert!(tried > 0 && violations > 0, "{out}");
     assert!(
         out.contains("guest: truncate returned while a vmsplice reference to the page was still held"),
@@ -194,7 +135,7 @@ fn linux_6_12_shows_the_historical_bug() {
     );
     assert!(out.contains("dax_disassociate_entry"), "the 6.12 WARN must be reported: {out}");
     // Without the driver the pinning scenarios cannot run, and say why.
-    let [_, _, _, skipped, _] = row(out, "truncate-unpin", "ext4").expect("truncate-unpin row");
+    let [_, _, _, skipped, _] = out.race_row("truncate-unpin", "ext4").expect("truncate-unpin row");
     assert_eq!(skipped, 10, "{out}");
     assert!(out.contains("guest kernel 6.12"), "{out}");
 }

@@ -43,8 +43,12 @@ impl PmemReader for PmemView {
 impl GuestVm for KvmGuests {
     type Pmem = PmemView;
 
-    fn kernel_cmdline(&self, command: &str) -> String {
-        format!("{BASE_CMDLINE} -- {command}")
+    fn kernel_cmdline(&self, kernel_args: &str, command: &str) -> String {
+        if kernel_args.is_empty() {
+            format!("{BASE_CMDLINE} -- {command}")
+        } else {
+            format!("{BASE_CMDLINE} {kernel_args} -- {command}")
+        }
     }
 
     fn check_file(&self, what: &'static str, path: &Path) -> anyhow::Result<()> {

@@ -4,7 +4,8 @@
 //!
 //! - `bench boot`: boot time of daxvmm against QEMU, medians and their ratio.
 //! - `bench pmem`: memcpy bandwidth of a DAX file in a daxvmm guest and a QEMU guest, against the host's.
-//! - `bench race`: interleavings per minute of truncate-unpin with forced schedules against sleep-driven runs.
+//! - `bench race`: per mutant of the mutants kernel, killed by forced schedules, by sleep-driven runs, by
+//!   the sequential refcount checks.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
@@ -15,7 +16,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use daxvmm_tests::batch_file::{self, target_dir, BatchFileError};
-use daxvmm_tests::bench::{self, BootOpts, BootReport, Boots, Paths, PmemOpts, PmemReport, RaceReport};
+use daxvmm_tests::bench::{self, BootOpts, BootReport, Boots, Paths, PmemOpts, PmemReport};
+use daxvmm_tests::bench_race;
 use daxvmm_tests::console::CaseLog;
 use daxvmm_tests::host::WhereArg;
 use daxvmm_tests::test_host::{self, root, End, Fault, TestHostError};
@@ -49,7 +51,7 @@ enum BenchError {
     NoInit,
     #[error("a measurement is missing; see the output above")]
     NoMeasurement,
-    #[error("the {0} run printed no results; see its output above")]
+    #[error("a {0} printed no results; see its output above")]
     NoResults(&'static str),
 }
 
@@ -86,21 +88,19 @@ enum Cmd {
     /// or inside ONE test host VM elsewhere (then the numbers are emulated; only the ratios carry over).
     /// Goals (issue tracker): guest/host >= 0.9, daxvmm >= QEMU.
     Pmem(PmemArgs),
-    /// Race interleavings per minute, forced schedules against sleeps (scripts/bench-race.sh).
+    /// Mutant kills: forced schedules against sleeps and sequential checks (scripts/bench-race.sh).
     ///
-    /// Race-coverage benchmark: how fast `daxvmm test` covers the interleavings of the truncate-vs-unpin
-    /// scenario with forced schedules, against the baseline of the same scenario driven by random sleeps
-    /// in guest user space (`daxvmm test --sleeps`: no schedule armed, each thread sleeps 0-2 ms before
-    /// each sync point, as a sleep-based race test would). Both run in the same host run (one test host
-    /// VM when nested), on the same guest kernel, initramfs and filesystem. The interleaving a run really
-    /// took is read from the fault injector's log (release order when forced, arrival order when not) in
-    /// both modes.
+    /// Race benchmark: for every deliberate bug of the mutants kernel variant (daxvmm test --list shows
+    /// the scenarios; guest-kernel/variants/mutants the bugs), on ext4, in one host run (one test host VM
+    /// when nested): `daxvmm test --mutant M` over the mutant's killing scenarios with their forced
+    /// schedules; the same scenarios driven by random sleeps instead (`--sleeps --runs N`: no schedule,
+    /// each guest thread sleeps 0-2 ms before each sync point, as a sleep-based race test would); and the
+    /// sequential refcount checks (daxvmm-refcount-test) with the mutant selected. --kernel must be the
+    /// mutants kernel (scripts/bench-race.sh passes it).
     ///
-    /// Prints, for each mode: runs, seconds of runs (boot excluded), distinct interleavings observed, and
-    /// interleavings per minute; for the baseline also how many runs it took to first hit the window that
-    /// matters ("unpin while truncate waits": the break-layout wait began before the unpinner's first sync
-    /// point), if ever, and after how many it had seen every interleaving the forced runs saw; and the
-    /// ratio forced/baseline of interleavings per minute.
+    /// Prints a row per mutant: killed or not by each mode (runs with a violation of runs, seconds of
+    /// runs with the boot excluded) and how many sequential checks failed; then, over the
+    /// schedule-dependent mutants, how many each mode killed.
     Race(RaceArgs),
 }
 
@@ -157,20 +157,11 @@ struct PmemArgs {
     common: Common,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Fs {
-    Ext4,
-    Xfs,
-}
-
 #[derive(Args, Debug)]
 struct RaceArgs {
-    /// Sleep-driven runs of the baseline.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Sleep-driven runs of the baseline, per mutant.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     baseline_runs: u32,
-    /// The filesystem on the pmem device.
-    #[arg(long, value_enum, default_value = "ext4")]
-    fs: Fs,
     #[command(flatten)]
     common: Common,
 }
@@ -382,10 +373,6 @@ fn pmem(a: PmemArgs) -> Result<(), BenchError> {
 
 fn race(a: RaceArgs) -> Result<(), BenchError> {
     let (place, art) = setup(a.common)?;
-    let fs = match a.fs {
-        Fs::Ext4 => "ext4",
-        Fs::Xfs => "xfs",
-    };
     // The reports of `daxvmm test`: kept on this host when direct (their path is logged).
     let out_dir = match place {
         Where::Direct => {
@@ -397,21 +384,22 @@ fn race(a: RaceArgs) -> Result<(), BenchError> {
         }
         Where::Nested => "/tmp/bench-race".into(),
     };
-    let batch = bench::race_batch(fs, a.baseline_runs as usize, &out_dir, &paths(place, &art, None));
+    let batch = bench_race::batch(a.baseline_runs as usize, &out_dir, &paths(place, &art, None));
     log(&format!(
-        "benchmark: truncate-unpin on {fs}, forced schedules vs {} sleep-driven runs ({})",
+        "benchmark: {} mutants on ext4, forced schedules vs {} sleep-driven runs vs the sequential checks ({})",
+        daxvmm_race::MUTANTS.len(),
         a.baseline_runs,
         place.name()
     ));
-    let vm = Vm { mem: "4G".into(), timeout: 3000, case_timeout: 1500, with_qemu: false, adds: Vec::new() };
+    let vm = Vm { mem: "4G".into(), timeout: 3600, case_timeout: 1500, with_qemu: false, adds: Vec::new() };
     let out = run(place, &art, batch, vm)?;
-    let report = RaceReport::parse(place, fs, output(&out, "forced"), output(&out, "baseline"));
-    for (name, mode) in [("forced", &report.forced), ("baseline", &report.baseline)] {
-        if !mode.has_results() {
-            show_tail(&out, name, 40);
-            return Err(BenchError::NoResults(name));
-        }
-    }
+    let report = bench_race::Report::parse(place, |name| output(&out, name));
     print!("{}", report.table());
+    if !report.complete() {
+        for name in out.keys() {
+            show_tail(&out, name, 15);
+        }
+        return Err(BenchError::NoResults("mutant's run"));
+    }
     Ok(())
 }

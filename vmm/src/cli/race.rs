@@ -98,6 +98,10 @@ pub struct TestArgs {
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,
+    /// Select a deliberate bug of the mutants kernel variant at boot (daxvmm_mutant=NAME), to see
+    /// which runs catch it: pinned-idle, lost-wake, state-reset, final-lost-wake, final-state-reset.
+    #[arg(long, value_name = "NAME")]
+    pub mutant: Option<String>,
 }
 
 /// The options of `daxvmm repro`.
@@ -107,6 +111,10 @@ pub struct ReproArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub boot: Boot,
+    /// Replay the run this many times in the one boot, each on fresh files; "reproduced" only when
+    /// the violation came back every time.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub replays: usize,
 }
 
 impl Boot {
@@ -137,12 +145,13 @@ impl TestArgs {
             sleeps: self.sleeps,
             runs: self.runs,
             list: self.list,
+            mutant: self.mutant.clone(),
         }
     }
 }
 
 impl ReproArgs {
     pub fn options(&self) -> ReproOptions {
-        ReproOptions { file: self.file.clone(), boot: self.boot.options() }
+        ReproOptions { file: self.file.clone(), boot: self.boot.options(), replays: self.replays }
     }
 }

@@ -5,7 +5,7 @@
 //! `@@race` are the protocol with the host:
 //!
 //! ```text
-//! @@race hello run=0 kernel=RELEASE config-sha256=HASH driver=yes|no fault=yes|no cpus=N
+//! @@race hello run=0 kernel=RELEASE config-sha256=HASH driver=yes|no fault=yes|no cpus=N mutant=NAME|none
 //! @@race begin run=N scenario=NAME fs=FS
 //! @@race note|finding|skip run=N TEXT
 //! @@race end run=N
@@ -16,6 +16,7 @@ mod ctx;
 mod error;
 mod files;
 mod scenarios;
+mod watchdog;
 
 use std::process::Command;
 use std::sync::Arc;
@@ -97,6 +98,21 @@ fn mount_fresh(fs: &str, dev: &str, mnt: &str) -> Result<(), RaceError> {
 }
 
 // The usage text goes to stderr; everything else is the `@@race` protocol on stdout.
+/// The deliberate bug the kernel selected at boot: `daxvmm_mutant=` on its command line, if the kernel is
+/// the mutants variant (it has the mutants' wake file); `none` otherwise.
+fn selected_mutant() -> String {
+    if !std::path::Path::new(watchdog::WAKE_FILE).exists() {
+        return "none".into();
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("daxvmm_mutant="))
+        .filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+        .unwrap_or("none")
+        .to_string()
+}
+
 #[allow(clippy::print_stderr)]
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -114,11 +130,12 @@ fn main() {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let kernel = sh("uname -r").unwrap_or_default();
     let config = sh("zcat /proc/config.gz 2>/dev/null | sha256sum | cut -d' ' -f1").unwrap_or_default();
+    let mutant = selected_mutant();
     bracket(
         "hello",
         0,
         &format!(
-            "kernel={kernel} config-sha256={config} driver={} fault={} cpus={cpus}",
+            "kernel={kernel} config-sha256={config} driver={} fault={} cpus={cpus} mutant={mutant}",
             if dev.is_some() { "yes" } else { "no" },
             if fault { "yes" } else { "no" }
         ),

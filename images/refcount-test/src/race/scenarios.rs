@@ -19,6 +19,7 @@ use daxvmm_scenarios::{ScenarioId, AFTER, BEFORE};
 use crate::ctx::{code, finding, note, Ctx};
 use crate::error::RaceError;
 use crate::files::{new_files, pfn_of, pin_file, remove, umount, unlink, PinnedFile, FRESH, STALE};
+use crate::watchdog::Progress;
 
 /// What thread 0 does to the pinned page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +51,10 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
         ScenarioId::TruncateUnpin => pinned_race(ctx, dir, Op::Truncate, Shape::Page),
         ScenarioId::TruncateUnpinSleeping
         | ScenarioId::TruncateUnpinBusy
-        | ScenarioId::TruncateUnpinWakeup => held_race(ctx, dir, id),
+        | ScenarioId::TruncateUnpinWakeup => held_race(ctx, dir, id, Op::Truncate, Shape::Page),
+        ScenarioId::EvictUnpinBusy | ScenarioId::EvictUnpinSleeping => {
+            held_race(ctx, dir, id, Op::Evict, Shape::Unmapped)
+        }
         ScenarioId::PunchUnpin => pinned_race(ctx, dir, Op::Punch, Shape::Page),
         ScenarioId::PinMunmapTruncate => pinned_race(ctx, dir, Op::Truncate, Shape::Unmapped),
         ScenarioId::PmdTruncate => pinned_race(ctx, dir, Op::Truncate, Shape::Pmd),
@@ -101,14 +105,14 @@ fn write_and_unpin(ctx: &Ctx<'_>, dev: &Dev, thread: u8, handle: u64, pfn: u64, 
 /// A truncate race whose threads the host holds inside the kernel too: each thread tags itself for its
 /// scenario's kernel hold points around its operation. Needs a kernel with the hold points (guest patches
 /// 0006 and 0007) and the fault injector; without them the run is skipped, since nothing would be forced.
-fn held_race(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError> {
+fn held_race(ctx: &Ctx<'_>, dir: &str, id: ScenarioId, op: Op, shape: Shape) -> Result<(), RaceError> {
     let dev = ctx.dev.ok_or(RaceError::NoDriver)?;
     if !ctx.fault {
         return Err(RaceError::NoFaultInjector);
     }
     // Untagging a thread nobody tagged is harmless and tells whether the driver knows TAG.
     dev.tag(7, 0).map_err(RaceError::NoHoldPoints)?;
-    pinned_race_with(ctx, dir, Op::Truncate, Shape::Page, Some(id))
+    pinned_race_with(ctx, dir, op, shape, Some(id))
 }
 
 fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), RaceError> {
@@ -161,12 +165,15 @@ fn pinned_race_with(
     }
     let made = Mutex::new(Vec::new());
     let (start, returned) = start_and_return(op);
+    let progress = &Progress::default();
     std::thread::scope(|s| {
+        s.spawn(|| progress.watch(ctx.run, 1 + usize::from(second.is_some()), &format!("{op:?}")));
         s.spawn(|| {
             ctx.place(0);
             ctx.sync(0, BEFORE);
             ctx.event(start, 0, pfn, 0);
             let t = Instant::now();
+            progress.start();
             let r = tagged(ctx, held, 0, || match (op, pf.file.as_ref()) {
                 (Op::Truncate, Some(f)) => f.truncate(0),
                 (Op::Punch, Some(f)) => punch(f, len),
@@ -174,6 +181,7 @@ fn pinned_race_with(
                 (Op::Umount, _) => umount(dir),
                 _ => Err(libc::EBADF),
             });
+            progress.returned();
             let e = r.err().unwrap_or(0);
             ctx.event(returned, 0, pfn, e as u16);
             note(ctx.run, &format!("{op:?} returned {} after {} ms", ename(e), t.elapsed().as_millis()));
@@ -187,6 +195,7 @@ fn pinned_race_with(
             ctx.place(1);
             ctx.sync(1, BEFORE);
             tagged(ctx, held, 1, || write_and_unpin(ctx, dev, 1, pf.handle, pfn, second.is_none()));
+            progress.released();
             ctx.sync(1, AFTER);
         });
         if let Some(h2) = second {
@@ -194,6 +203,7 @@ fn pinned_race_with(
                 ctx.place(2);
                 ctx.sync(2, BEFORE);
                 write_and_unpin(ctx, dev, 2, h2, pfn, true);
+                progress.released();
                 ctx.sync(2, AFTER);
             });
         }

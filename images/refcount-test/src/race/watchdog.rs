@@ -1,0 +1,114 @@
+//! The hang watchdog of the pinned races: once every releasing thread has dropped its reference and the
+//! operation of thread 0 (truncate, punch, unlink, unmount) has started, that operation has a few
+//! seconds to return. One that does not slept through its wake-up (the lost-wake mutants do this). The
+//! watchdog reports it as a finding, then gives the wake-up back so the plan goes on: through the mutants
+//! kernel's wake file when there is one, and with a signal (an interruptible wait returns EINTR). A task
+//! that neither frees stays blocked, and the guest powers off: nothing after it could be trusted.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::ctx::{finding, note};
+
+/// How long the operation has after the last release and its own start.
+pub const GRACE: Duration = Duration::from_secs(3);
+/// The mutants kernel's wake-up file (guest-kernel/variants/mutants): a thread id written wakes that task.
+pub const WAKE_FILE: &str = "/sys/module/dax_mutant/parameters/wake";
+
+extern "C" fn on_usr1(_: libc::c_int) {}
+
+/// What thread 0 and the releasing threads tell the watchdog.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Thread 0's kernel thread id, once its operation starts.
+    tid: AtomicI32,
+    started: AtomicBool,
+    returned: AtomicBool,
+    released: AtomicUsize,
+}
+
+impl Progress {
+    /// Thread 0 is about to start its operation; installs the signal handler the watchdog may use.
+    pub fn start(&self) {
+        // SAFETY: a zeroed sigaction with a plain handler and no SA_RESTART, so a blocked syscall
+        // returns EINTR; on_usr1 does nothing and is async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_usr1 as extern "C" fn(libc::c_int) as usize;
+            libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+        }
+        // SAFETY: gettid has no arguments and cannot fail.
+        self.tid.store(unsafe { libc::gettid() }, Ordering::Release);
+        self.started.store(true, Ordering::Release);
+    }
+
+    /// Thread 0's operation returned.
+    pub fn returned(&self) {
+        self.returned.store(true, Ordering::Release);
+    }
+
+    /// A releasing thread dropped its reference.
+    pub fn released(&self) {
+        self.released.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Runs until thread 0's operation returns (or the guest is powered off). `releasers` threads
+    /// release; `what` names the operation in findings.
+    pub fn watch(&self, run: u64, releasers: usize, what: &str) {
+        let mut since: Option<Instant> = None;
+        while !self.returned.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(10));
+            let ready =
+                self.started.load(Ordering::Acquire) && self.released.load(Ordering::Acquire) >= releasers;
+            if !ready {
+                since = None;
+                continue;
+            }
+            let at = *since.get_or_insert_with(Instant::now);
+            if at.elapsed() < GRACE || self.returned.load(Ordering::Acquire) {
+                continue;
+            }
+            finding(
+                run,
+                &format!(
+                    "{what} had not returned {} s after the last reference to the page was released: it slept through its wake-up",
+                    GRACE.as_secs()
+                ),
+            );
+            self.rescue(run, what);
+            return;
+        }
+    }
+
+    fn rescue(&self, run: u64, what: &str) {
+        let tid = self.tid.load(Ordering::Acquire);
+        let wait = || {
+            let t = Instant::now();
+            while !self.returned.load(Ordering::Acquire) && t.elapsed() < GRACE {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.returned.load(Ordering::Acquire)
+        };
+        let mut how = match std::fs::write(WAKE_FILE, tid.to_string()) {
+            Ok(()) => "woken through the mutants kernel's wake file".to_string(),
+            Err(e) => format!("not woken (no wake file: {e})"),
+        };
+        if wait() {
+            note(run, &format!("{what} returned once {how}"));
+            return;
+        }
+        // SAFETY: tgkill sends a signal to our own thread `tid`, whose handler is installed.
+        let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) };
+        how.push_str(&format!(", then signalled ({})", if r == 0 { "sent" } else { "failed" }));
+        if wait() {
+            note(run, &format!("{what} returned once {how}"));
+            return;
+        }
+        finding(run, &format!("{what} is still blocked after it was {how}; powering the guest off"));
+        // SAFETY: sync and reboot take no pointers; the guest cannot go on with a task stuck in the kernel.
+        unsafe {
+            libc::sync();
+            libc::reboot(libc::RB_POWER_OFF);
+        }
+    }
+}

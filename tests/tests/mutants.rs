@@ -1,0 +1,210 @@
+//! The mutants kernel variant (guest-kernel/variants/mutants): one kernel whose deliberate refcounting
+//! bugs are each off unless `daxvmm test --mutant NAME` selects one at boot. For every mutant of
+//! `daxvmm_race::MUTANTS` these tests show, on the built kernel:
+//! - its killing scenarios' forced schedules kill it on ext4 and xfs, every run, and the other
+//!   kernel-held scenarios stay clean with it selected (it breaks its own window only);
+//! - a repro file of the kill replays to the same violation 10 times out of 10 in one boot;
+//! - for a schedule-dependent mutant, the sequential refcount checks (daxvmm-refcount-test) all pass:
+//!   only a forced schedule finds it. The control `pinned-idle` is the other way round: the sequential
+//!   checks catch it, and so do the plain (user-space ordered) race scenarios and their repro file.
+
+use daxvmm_race::{Mutant, MUTANTS};
+use daxvmm_scenarios::ScenarioId;
+use daxvmm_tests::{Case, SharedBatch};
+
+const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
+const TRIPLE_FAULT: &str = "triple fault (KVM_EXIT_SHUTDOWN)";
+/// The scenarios that hold a thread inside the kernel (each with one forced schedule).
+const HELD: [ScenarioId; 5] = [
+    ScenarioId::TruncateUnpinSleeping,
+    ScenarioId::TruncateUnpinBusy,
+    ScenarioId::TruncateUnpinWakeup,
+    ScenarioId::EvictUnpinBusy,
+    ScenarioId::EvictUnpinSleeping,
+];
+/// Replays of each kill's repro file.
+const REPLAYS: usize = 10;
+/// The checks daxvmm-refcount-test runs (its TAP plan).
+const CHECKS: usize = 30;
+
+fn race(name: &str, out: &str, mutant: &str, extra: &[&str]) -> Case {
+    let mut args = vec![
+        "test",
+        "--kernel",
+        "{kernel}",
+        "--initrd",
+        "{initrd}",
+        "--out",
+        out,
+        "--timeout",
+        "240s",
+        "--mutant",
+        mutant,
+    ];
+    args.extend_from_slice(extra);
+    Case::daxvmm(name, args).rerun_nested_on(TRIPLE_FAULT)
+}
+
+/// The sequential refcount checks on ext4 with `mutant` selected.
+fn sequential(m: &str) -> Case {
+    let extra = ["--cpus", "2", "--mem", "512M", "--pmem", "1G"];
+    Case::guest(
+        &format!("seq_{m}"),
+        &extra,
+        &format!("quiet daxvmm_mutant={m} -- /tests/refcount.sh ext4"),
+        "240s",
+    )
+}
+
+fn held_names() -> String {
+    HELD.map(ScenarioId::name).join(",")
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = Vec::new();
+    for m in MUTANTS.iter().filter(|m| m.schedule_dependent) {
+        let n = m.name;
+        let killer = m.killers[0].name();
+        cases.push(race(
+            &format!("kill_{n}"),
+            &format!("{{tmp}}/kill-{n}"),
+            n,
+            &["--fs", "ext4,xfs", "--scenario", &held_names()],
+        ));
+        cases.push(
+            Case::daxvmm(&format!("replay_{n}"), ["repro", "--replays", &REPLAYS.to_string(), &format!("{{tmp}}/{n}.repro")])
+                .with_setup(&format!("f=$(ls {{tmp}}/kill-{n}/repro/{killer}-ext4-*.repro | head -n1) && cp \"$f\" {{tmp}}/{n}.repro"))
+                .needing(&format!("kill_{n}"))
+                .rerun_nested_on(TRIPLE_FAULT),
+        );
+        cases.push(sequential(n));
+    }
+    // The control. One boot per scenario: a kernel that reuses blocks still pinned can crash later runs.
+    let c = "pinned-idle";
+    cases.push(race(
+        "race_broken",
+        "{tmp}/race-broken",
+        c,
+        &["--fs", "ext4", "--scenario", "truncate-unpin"],
+    ));
+    cases.push(race(
+        "race_broken_munmap",
+        "{tmp}/race-broken-munmap",
+        c,
+        &["--fs", "ext4", "--scenario", "pin-munmap-truncate"],
+    ));
+    cases.push(race(
+        "race_broken_held",
+        "{tmp}/race-broken-held",
+        c,
+        &["--fs", "ext4", "--scenario", "truncate-unpin-sleeping"],
+    ));
+    cases.push(
+        Case::daxvmm("replay_broken", ["repro", "{tmp}/replay.repro"])
+            .with_setup("f=$(ls {tmp}/race-broken/repro/truncate-unpin-*.repro | head -n1) && cp \"$f\" {tmp}/replay.repro")
+            .needing("race_broken"),
+    );
+    cases.push(sequential(c));
+    cases
+}
+
+static BATCH: SharedBatch = SharedBatch::with_kernel(cases, "DAXVMM_GUEST_KERNEL_MUTANTS");
+
+fn schedule_dependent() -> impl Iterator<Item = &'static Mutant> {
+    MUTANTS.iter().filter(|m| m.schedule_dependent)
+}
+
+#[test]
+fn each_schedule_dependent_mutant_is_killed_by_its_forced_schedules_only() {
+    for m in schedule_dependent() {
+        let Some(out) = BATCH.outcome(&format!("kill_{}", m.name)) else { return };
+        assert!(out.contains(&format!("mutant {} selected", m.name)), "{}: {out}", m.name);
+        assert_eq!(out.exit_code, 10, "{}: violations must make daxvmm test exit 10: {out}", m.name);
+        for fs in FILESYSTEMS {
+            for id in HELD {
+                let Some([tried, _, _, skipped, violations]) = out.race_row(id.name(), fs) else {
+                    panic!("{}: no row for {id} on {fs}: {out}", m.name)
+                };
+                assert_eq!(skipped, 0, "{}: {id} on {fs}: {out}", m.name);
+                let want = if m.killers.contains(&id) { tried } else { 0 };
+                assert_eq!(violations, want, "{}: {id} on {fs} ({tried} runs): {out}", m.name);
+            }
+        }
+        assert!(
+            out.contains("had not returned 3 s after the last reference to the page was released"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn each_kill_replays_every_time() {
+    for m in schedule_dependent() {
+        let Some(out) = BATCH.outcome(&format!("replay_{}", m.name)) else { return };
+        assert!(out.contains(&format!("with mutant {}", m.name)), "the replay must select the mutant: {out}");
+        assert!(out.contains(&format!("came back in {REPLAYS} of {REPLAYS} replays")), "{}: {out}", m.name);
+        assert_eq!(out.exit_code, 0, "{out}");
+    }
+}
+
+#[test]
+fn the_sequential_checks_miss_every_schedule_dependent_mutant() {
+    for m in schedule_dependent() {
+        let Some(out) = BATCH.outcome(&format!("seq_{}", m.name)) else { return };
+        assert!(out.has_line(&format!("1..{CHECKS}")), "{}: the checks must have run: {out}", m.name);
+        let failed = out.console.lines().filter(|l| l.trim_start().starts_with("not ok ")).count();
+        assert_eq!(
+            failed, 0,
+            "{}: a sequential check caught it, so it is not schedule-dependent: {out}",
+            m.name
+        );
+        assert_eq!(out.exit_code, 0, "{out}");
+    }
+}
+
+/// The control: with pinned folios reported idle, the sequential truncate check fails.
+#[test]
+fn the_sequential_checks_catch_the_control() {
+    let Some(out) = BATCH.outcome("seq_pinned-idle") else { return };
+    assert!(out.has_line(&format!("1..{CHECKS}")), "the test program must have run: {out}");
+    assert_eq!(out.tap_result("blocks until the unpin"), Some(false), "{out}");
+    assert_ne!(out.exit_code, 0, "the failed checks must reach daxvmm's exit code: {out}");
+}
+
+#[test]
+fn the_control_is_caught_by_ordering_and_data_checks() {
+    for (case, s) in [("race_broken", "truncate-unpin"), ("race_broken_munmap", "pin-munmap-truncate")] {
+        let Some(out) = BATCH.outcome(case) else { return };
+        assert_eq!(out.exit_code, 10, "violations must make daxvmm test exit 10: {out}");
+        let [_, _, _, _, violations] = out.race_row(s, "ext4").expect("row");
+        assert!(violations > 0, "{s}: the control must be caught: {out}");
+        assert!(out.contains("ordering: truncate or eviction returned"), "{s}: {out}");
+        assert!(out.contains("repro file: "), "{out}");
+    }
+    let Some(out) = BATCH.outcome("race_broken") else { return };
+    assert!(out.contains("data: block pfn"), "the stale pin's write must be found in a reused block: {out}");
+}
+
+/// With the control, truncate never finds the pinned page busy, so it never reaches the hold points
+/// its forced schedule names: the kernel's own events show the holds were not where the schedule says.
+/// (Truncate is held at `broken` instead, so the unpin comes first and no ordering violation shows: the
+/// schedule the run was meant to force did not happen, and that is what fails it.)
+#[test]
+fn a_hold_the_kernel_never_reached_is_a_finding() {
+    let Some(out) = BATCH.outcome("race_broken_held") else { return };
+    assert_eq!(out.exit_code, 10, "{out}");
+    let [_, observed, _, _, violations] = out.race_row("truncate-unpin-sleeping", "ext4").expect("row");
+    assert_eq!((observed, violations), (0, 1), "{out}");
+    for point in ["busy", "sleep", "woken"] {
+        let finding = format!("hold: thread 0 never reached kernel point {point} where the schedule says");
+        assert!(out.contains(&finding), "{finding}: {out}");
+    }
+}
+
+#[test]
+fn a_repro_file_replays_to_the_same_violation() {
+    let Some(out) = BATCH.outcome("replay_broken") else { return };
+    assert!(out.contains("recorded:\n  ordering:"), "{out}");
+    assert!(out.contains("reproduced: the same violation (ordering) came back in 1 of 1 replays"), "{out}");
+    assert_eq!(out.exit_code, 0, "{out}");
+}
