@@ -55,7 +55,10 @@ pub fn build(entries: &[LibraryEntry], filesystems: &[String], choice: Choice) -
                     out.extend(e.schedules.iter().map(|s| run(Some(s.clone()), None)))
                 }
                 Choice::Forced { limit, samples, seed } => match e.scenario.interleavings(limit) {
-                    Ok(all) => out.extend(all.into_iter().map(|s| run(Some(s), None))),
+                    // Only the orders the sequencer can force (see Schedule::leaves_order_to_timing).
+                    Ok(all) => out.extend(
+                        all.into_iter().filter(|s| !s.leaves_order_to_timing()).map(|s| run(Some(s), None)),
+                    ),
                     Err(_) => {
                         let mut seen: Vec<Schedule> = Vec::new();
                         for i in 0..samples as u64 {
@@ -100,7 +103,10 @@ mod tests {
         let entries = vec![find_scenario("truncate-unpin").unwrap(), find_scenario("two-pins").unwrap()];
         let runs = build(&entries, &fss(), Choice::Forced { limit: 24, samples: 5, seed: 9 });
         let count = |fs: &str, name: &str| runs.iter().filter(|r| r.fs == fs && r.scenario == name).count();
-        assert_eq!(count("ext4", "truncate-unpin"), 10);
+        // 10 interleavings, of which the 4 that put the wait-begin event after the unpinner's step are
+        // left out: that event comes while the truncator runs alone after its release.
+        assert_eq!(count("ext4", "truncate-unpin"), 6);
+        assert!(runs.iter().all(|r| !r.schedule.as_ref().unwrap().leaves_order_to_timing()));
         assert!((1..=5).contains(&count("xfs", "two-pins")));
         assert!(runs.iter().filter(|r| r.scenario == "truncate-unpin").all(|r| r.seed.is_none()));
         assert!(runs.iter().filter(|r| r.scenario == "two-pins").all(|r| r.seed.is_some()));
@@ -115,7 +121,7 @@ mod tests {
         assert_eq!(
             guest_plan(&runs),
             format!(
-                "ext4:truncate-unpin:10,ext4:two-pins:{},xfs:truncate-unpin:10,xfs:two-pins:{}",
+                "ext4:truncate-unpin:6,ext4:two-pins:{},xfs:truncate-unpin:6,xfs:two-pins:{}",
                 count("ext4", "two-pins"),
                 count("xfs", "two-pins")
             )

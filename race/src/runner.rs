@@ -275,12 +275,24 @@ fn list() -> String {
                 "{:<26} {} threads, {:>3} schedules{}  {}\n",
                 e.scenario.name(),
                 e.threads(),
-                e.scenario.interleaving_count().unwrap_or(u128::MAX),
+                forcible(e),
                 if e.needs_driver { ", driver" } else { "" },
                 e.about
             )
         })
         .collect()
+}
+
+/// How many schedules of `e` the sequencer can force (`--list`): its fixed ones, else the interleavings
+/// that leave no order to timing (all of them when there are too many to look at).
+fn forcible(e: &LibraryEntry) -> u128 {
+    if !e.schedules.is_empty() {
+        return e.schedules.len() as u128;
+    }
+    match e.scenario.interleavings(1000) {
+        Ok(all) => all.iter().filter(|s| !s.leaves_order_to_timing()).count() as u128,
+        Err(_) => e.scenario.interleaving_count().unwrap_or(u128::MAX),
+    }
 }
 
 /// A repro file per violating run with a schedule, in `out/repro/`; their paths.
@@ -325,7 +337,7 @@ fn summary(boot: &BootResult, secs: f64, runs_secs: f64) -> String {
     let unforced = scheduled.iter().filter(|s| s.leaves_order_to_timing()).count();
     if unforced > 0 {
         s.push_str(&format!(
-            "unforced: {unforced} of {} schedules name user-space points only and release a thread while another still runs; they fix the order threads pass their points, not the order of the kernel code between them\n",
+            "unforced: {unforced} of {} schedules put an event step after another thread's step; events cannot be held, so that order is left to timing\n",
             scheduled.len()
         ));
     }

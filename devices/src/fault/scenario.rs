@@ -313,19 +313,17 @@ impl Schedule {
         &self.0
     }
 
-    /// Whether the sequencer enforces this schedule in forced mode: it names a kernel hold point.
-    pub fn is_forced(&self) -> bool {
-        self.0.iter().any(|s| s.kernel_point().is_some())
-    }
-
-    /// Whether enforcing it can release two threads back to back, leaving the order of their code to
-    /// timing: not forced, and some step is followed by another thread's step while its own thread has
-    /// steps left.
+    /// Whether it names an order the sequencer cannot force: an event step that does not come right
+    /// after its thread's previous step (or, for a thread's first step, first). Events cannot be held:
+    /// the thread sends it while it runs alone after its previous release, before any step between.
     pub fn leaves_order_to_timing(&self) -> bool {
-        !self.is_forced()
-            && self.0.windows(2).enumerate().any(|(i, w)| {
-                w[0].thread != w[1].thread && self.0[i + 1..].iter().any(|s| s.thread == w[0].thread)
-            })
+        self.0.iter().enumerate().any(|(j, s)| {
+            matches!(s.kind, StepKind::Event(_))
+                && match self.0[..j].iter().rposition(|p| p.thread == s.thread) {
+                    Some(i) => i + 1 != j,
+                    None => j != 0,
+                }
+        })
     }
 }
 

@@ -16,12 +16,13 @@
 //!   cannot be held). An event matching no pending step is only logged.
 //! - An expired hold passes its step as timed out (a deviation); the cursor still waits for the steps
 //!   before it, so a late arrival at one of those is released in order.
-//! - A schedule with a kernel hold point ([`KernelPoint`]) is *forced*: after a thread is released it
-//!   runs alone until it reaches its next step of the schedule (arrives at a sync point, or sends the
-//!   event of its next event step); only then is another thread released. Two exceptions, where the
-//!   thread is known to stop by itself: its last step, and a kernel point where it goes to sleep
-//!   ([`KernelPoint::blocks`]). So no step of a forced schedule is left to timing; an order the kernel
-//!   cannot take holds until the bound ends it (a timed-out deviation, "blocked").
+//! - Every schedule is *forced*: after a thread is released it runs alone until it reaches its next step
+//!   of the schedule (arrives at a sync point, or sends the event of its next event step); only then is
+//!   another thread released. Two exceptions, where the thread is known to stop by itself: its last step,
+//!   and a kernel point where it goes to sleep ([`KernelPoint::blocks`]). So no step is left to timing;
+//!   an order the kernel cannot take holds until the bound ends it (a timed-out deviation, "blocked").
+//!   Events cannot be held, so an event step that does not come right after its thread's previous step
+//!   names an order nothing can force ([`Schedule::leaves_order_to_timing`]): it comes early.
 
 use super::protocol::{EventCode, KernelPoint, SyncOutcome, THREAD_ANY};
 use super::scenario::{Schedule, Step, StepKind};
@@ -122,9 +123,7 @@ pub struct Sequencer {
     state: Vec<StepState>,
     cursor: usize,
     notes: Vec<Note>,
-    /// Forced mode (the schedule has a kernel hold point): see the module rules.
-    forced: bool,
-    /// In forced mode, the thread released last, until it reaches its next step.
+    /// The thread released last, until it reaches its next step (see the module rules).
     running: Option<u8>,
 }
 
@@ -132,14 +131,8 @@ impl Sequencer {
     /// Starts enforcing `schedule`, nothing arrived yet.
     pub fn new(schedule: &Schedule) -> Self {
         let steps = schedule.steps().to_vec();
-        let forced = schedule.is_forced();
         let state = vec![StepState::Pending; steps.len()];
-        Self { state, steps, cursor: 0, notes: Vec::new(), forced, running: None }
-    }
-
-    /// Whether this schedule is enforced in forced mode (it has a kernel hold point).
-    pub fn is_forced(&self) -> bool {
-        self.forced
+        Self { state, steps, cursor: 0, notes: Vec::new(), running: None }
     }
 
     /// Thread `thread` arrives at sync point `point`.
@@ -257,22 +250,20 @@ impl Sequencer {
         (0..self.steps.len()).find(|&i| pred(self.steps[i], self.state[i]))
     }
 
-    /// Moves the cursor over passed steps, releasing waiting ones, up to the first pending step (in
-    /// forced mode also up to a step of another thread while one still runs).
+    /// Moves the cursor over passed steps, releasing waiting ones, up to the first pending step, or to a
+    /// step of another thread while one still runs.
     fn pump(&mut self) {
         while let Some(&state) = self.state.get(self.cursor) {
             let step = self.steps[self.cursor];
             match state {
                 StepState::Pending => break,
-                StepState::Waiting if self.forced && self.running.is_some_and(|r| r != step.thread) => break,
+                StepState::Waiting if self.running.is_some_and(|r| r != step.thread) => break,
                 StepState::Waiting => {
                     self.state[self.cursor] = StepState::Released;
                     self.notes.push(Note::Released(step));
-                    if self.forced {
-                        let later = self.steps[self.cursor + 1..].iter().any(|s| s.thread == step.thread);
-                        let sleeps = step.kernel_point().is_some_and(KernelPoint::blocks);
-                        self.running = (later && !sleeps).then_some(step.thread);
-                    }
+                    let later = self.steps[self.cursor + 1..].iter().any(|s| s.thread == step.thread);
+                    let sleeps = step.kernel_point().is_some_and(KernelPoint::blocks);
+                    self.running = (later && !sleeps).then_some(step.thread);
                 }
                 _ => {}
             }

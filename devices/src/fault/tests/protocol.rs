@@ -203,9 +203,16 @@ fn kernel_points_have_unique_ids_names_and_sync_ids_and_read_back_in_schedules()
     let s: Schedule = "0.s1 0.kbusy 1.s1 0.ksleep 1.e9 0.kwoken".parse().unwrap();
     assert_eq!(s.to_string(), "0.s1 0.kbusy 1.s1 0.ksleep 1.e9 0.kwoken");
     assert!(KernelPoint::Free.atomic() && !KernelPoint::Sleep.atomic());
-    assert!(s.is_forced() && !s.leaves_order_to_timing());
+    assert!(s.leaves_order_to_timing(), "1.e9 is not right after 1.s1");
     let user: Schedule = "0.s1 1.s1 0.s2 1.s2".parse().unwrap();
-    assert!(!user.is_forced() && user.leaves_order_to_timing(), "1.s1 goes right after 0.s1");
-    let sequential: Schedule = "0.s1 0.s2 1.s1 1.s2".parse().unwrap();
-    assert!(!sequential.leaves_order_to_timing(), "thread 0 is done before thread 1 goes");
+    assert!(!user.leaves_order_to_timing(), "sync steps only: every release waits for the last one");
+    for (text, timing) in [
+        ("0.s1 0.e7 1.s1 1.s2 0.s2", false),
+        ("0.s1 1.s1 0.e7 1.s2 0.s2", true),
+        ("0.e9 0.e7 0.e8", false),
+        ("1.s1 0.e9", true),
+        ("0.s1 0.kbusy 1.s1 0.ksleep 1.e9 0.kwoken", true),
+    ] {
+        assert_eq!(text.parse::<Schedule>().unwrap().leaves_order_to_timing(), timing, "{text}");
+    }
 }

@@ -203,13 +203,11 @@ fn worked_example_on_a_kernel_that_does_not_wait() {
     assert!(seq.is_complete());
 }
 
-/// Forced mode (a kernel hold point in the schedule): after a release, that thread runs alone until it
-/// reaches its next step; without a kernel point the same order releases both threads back to back.
+/// After a release, that thread runs alone until it reaches its next step, with kernel points or without.
 #[test]
 fn a_forced_schedule_releases_the_next_thread_only_when_the_last_one_reached_its_next_step() {
     // Thread 1 is held at its first point before thread 0 even starts.
     let mut seq = Sequencer::new(&s("0.s1 1.s1 0.kbusy 1.s2"));
-    assert!(seq.is_forced());
     let Arrival::Wait { ticket: t1, .. } = seq.arrive(1, 1) else { panic!("thread 1 must wait") };
     assert_eq!(seq.arrive(0, 1), Arrival::Go(SyncOutcome::Released));
     assert_eq!(seq.poll(t1), None, "thread 0 still runs towards kbusy: thread 1 must stay held");
@@ -224,12 +222,14 @@ fn a_forced_schedule_releases_the_next_thread_only_when_the_last_one_reached_its
     assert!(seq.is_complete());
     assert!(deviations(&seq.take_notes()).is_empty());
 
-    // The same order without a kernel point: thread 1 goes as soon as 0.s1 is released.
+    // The same order with user points only: thread 1 goes once thread 0 has reached 0.s2.
     let mut seq = Sequencer::new(&s("0.s1 1.s1 0.s2 1.s2"));
-    assert!(!seq.is_forced());
     let Arrival::Wait { ticket: t1, .. } = seq.arrive(1, 1) else { panic!("thread 1 must wait") };
     assert_eq!(seq.arrive(0, 1), Arrival::Go(SyncOutcome::Released));
-    assert_eq!(seq.poll(t1), Some(SyncOutcome::Released), "released back to back");
+    assert_eq!(seq.poll(t1), None, "thread 0 still runs towards 0.s2");
+    let Arrival::Wait { ticket: t0, .. } = seq.arrive(0, 2) else { panic!("0.s2 comes after 1.s1") };
+    assert_eq!(seq.poll(t1), Some(SyncOutcome::Released));
+    assert_eq!(seq.poll(t0), None, "thread 1 runs alone until 1.s2");
 }
 
 #[test]
