@@ -24,6 +24,50 @@ fn about_a_page(k: KernelPoint) -> bool {
     !matches!(k, KernelPoint::Broken | KernelPoint::FinalBroken)
 }
 
+/// How far from the pinned page a pfn is, for [`kernel_order`]: within a PMD folio, else "other".
+fn at_page(pfn: u64, pinned: Option<u64>) -> String {
+    match pinned.map(|p| pfn.wrapping_sub(p)) {
+        _ if pfn == 0 => String::new(),
+        Some(d) if d < 512 => format!("@+{d}"),
+        _ => "@other".into(),
+    }
+}
+
+/// The kernel's own events of a run, in the order they came, as tokens a repro file records and a
+/// replay compares: kernel-point arrivals (`0.kbusy@+0`), break-layout wait begin and end, and the first
+/// free of each page of the pinned folio after the pin (`free@+0`). Pfns are offsets from the first
+/// pinned page, so another boot's allocation does not change them. Later frees of those pages are new
+/// files reusing the blocks, which depends on the allocator, so they are left out.
+pub fn kernel_order(entries: &[LogEntry]) -> Vec<String> {
+    let mut pinned: Option<u64> = None;
+    let mut freed: Vec<u64> = Vec::new();
+    let mut out = Vec::new();
+    for e in entries {
+        let Record::Event(ev) = &e.record else { continue };
+        let pfn = ev.pfn();
+        match ev.code {
+            EventCode::PinTaken if ev.thread != THREAD_ANY => pinned = pinned.or(Some(pfn)),
+            EventCode::KernelPoint => {
+                if let Some(k) = KernelPoint::from_id(ev.detail()) {
+                    out.push(format!("{}.k{}{}", ev.thread, k.name(), at_page(pfn, pinned)));
+                }
+            }
+            EventCode::WaitBegin | EventCode::WaitEnd => {
+                out.push(format!("{}{}", ev.code.name(), at_page(pfn, pinned)))
+            }
+            EventCode::FolioFree if pinned.is_some() && !freed.contains(&pfn) => {
+                let at = at_page(pfn, pinned);
+                if at != "@other" {
+                    freed.push(pfn);
+                    out.push(format!("free{at}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The hold findings of one run of `schedule` with fault log `entries`; none for a schedule without
 /// kernel steps.
 pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
@@ -203,6 +247,20 @@ mod tests {
         woke_first.swap(3, 4);
         let f = check_holds(&busy, &woke_first);
         assert!(f[0].text.contains("reached kernel point woken before the pinned page"), "{f:?}");
+    }
+
+    #[test]
+    fn the_kernel_order_is_in_page_offsets_and_leaves_out_reuse() {
+        let mut log = good_log();
+        log.insert(0, ev(EventCode::FolioFree, THREAD_ANY, PFN - 5, 0)); // before the pin: not ours
+        log.push(ev(EventCode::FolioFree, THREAD_ANY, PFN, 0)); // a new file reusing the block
+        log.push(ev(EventCode::FolioFree, THREAD_ANY, PFN + 4096, 0)); // some other page
+        log.push(ev(EventCode::WaitBegin, THREAD_ANY, PFN + 1, 0));
+        assert_eq!(
+            kernel_order(&log),
+            ["0.kbusy@+0", "0.ksleep@+0", "free@+0", "0.kwoken@+0", "0.kbroken", "wait-begin@+1"]
+        );
+        assert!(kernel_order(&[]).is_empty());
     }
 
     #[test]

@@ -33,7 +33,7 @@ mod verdict;
 
 pub use daxvmm_scenarios::ScenarioId;
 pub use guest::{BootOutput, BootSpec, GuestEnd, GuestVm, PmemReader};
-pub use holds::check_holds;
+pub use holds::{check_holds, kernel_order};
 pub use library::{entry, find as find_scenario, library, LibraryEntry};
 pub use mutants::{find as find_mutant, Mutant, MUTANTS};
 pub use oracle::{

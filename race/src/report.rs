@@ -222,6 +222,7 @@ mod tests {
             notes: vec![],
             log: "console <line> & more\n".into(),
             fault_log: vec![],
+            kernel_order: vec![],
         }
     }
 

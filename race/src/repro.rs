@@ -34,6 +34,11 @@ pub struct Repro {
     pub config_sha256: String,
     /// The deliberate bug the kernel had selected (mutants variant), if any.
     pub mutant: Option<String>,
+    /// The guest kernel's GNU build id (empty: not known).
+    pub build_id: String,
+    /// The kernel's own events of the run in order ([`crate::kernel_order`]); a replay must show them
+    /// in the same order.
+    pub kernel_events: Vec<String>,
     /// Library scenario.
     pub scenario: String,
     /// ext4 or xfs.
@@ -98,6 +103,9 @@ pub enum ParseError {
     /// A scenario the library does not have.
     #[error("unknown scenario '{0}' (daxvmm test --list)")]
     Scenario(String),
+    /// A build id that is not hex.
+    #[error("kernel-build-id '{0}': must be hex")]
+    BuildId(String),
     /// A mutant the variant does not have.
     #[error("unknown mutant '{0}'")]
     Mutant(String),
@@ -135,6 +143,8 @@ impl Repro {
             kernel_release: hello.map_or_else(String::new, |h| h.kernel.clone()),
             config_sha256: hello.map_or_else(String::new, |h| h.config_sha256.clone()),
             mutant: hello.map(|h| h.mutant.clone()).filter(|m| m != "none"),
+            build_id: hello.map_or_else(String::new, |h| h.build_id.clone()),
+            kernel_events: result.kernel_order.clone(),
             scenario: result.planned.scenario.clone(),
             fs: result.planned.fs.clone(),
             seed: result.planned.seed,
@@ -155,12 +165,20 @@ impl Repro {
         let _ = writeln!(s, "kernel-release: {}", self.kernel_release);
         let _ = writeln!(s, "kernel-config-sha256: {}", self.config_sha256);
         let _ = writeln!(s, "mutant: {}", self.mutant.as_deref().unwrap_or("none"));
+        let _ = writeln!(
+            s,
+            "kernel-build-id: {}",
+            if self.build_id.is_empty() { "unknown" } else { &self.build_id }
+        );
         let _ = writeln!(s, "scenario: {}", self.scenario);
         let _ = writeln!(s, "fs: {}", self.fs);
         let _ = writeln!(s, "seed: {}", self.seed.map_or("none (enumerated)".to_string(), |v| v.to_string()));
         let _ = writeln!(s, "schedule: {}", self.schedule);
         let _ = writeln!(s, "cpus: {}", self.cpus);
         let _ = writeln!(s, "hold-bound-ms: {}", self.bound_ms);
+        let events =
+            if self.kernel_events.is_empty() { "none".to_string() } else { self.kernel_events.join(" ") };
+        let _ = writeln!(s, "kernel-events: {events}");
         for f in &self.findings {
             let _ = writeln!(s, "finding: {f}");
         }
@@ -238,12 +256,23 @@ impl Repro {
             Ok(m) if crate::mutants::find(m).is_some() => Some(m.to_string()),
             Ok(m) => return Err(ParseError::Mutant(m.to_string())),
         };
+        // Also absent from older files.
+        let build_id = get("kernel-build-id").ok().filter(|b| *b != "unknown").unwrap_or("");
+        if !build_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ParseError::BuildId(build_id.to_string()));
+        }
+        let kernel_events = match get("kernel-events") {
+            Err(_) | Ok("none") => Vec::new(),
+            Ok(e) => e.split_whitespace().map(String::from).collect(),
+        };
         Ok(Self {
             kernel: PathBuf::from(get("kernel")?),
             initrd: PathBuf::from(get("initrd")?),
             kernel_release: get("kernel-release")?.to_string(),
             config_sha256: get("kernel-config-sha256")?.to_string(),
             mutant,
+            build_id: build_id.to_string(),
+            kernel_events,
             scenario: scenario.to_string(),
             fs: fs.to_string(),
             seed: get("seed")?.parse().ok(),
@@ -296,6 +325,8 @@ mod tests {
             kernel_release: "7.2.12".into(),
             config_sha256: "abc".into(),
             mutant: None,
+            build_id: "0a1b".into(),
+            kernel_events: vec!["wait-begin@+0".into(), "free@+0".into()],
             scenario: "truncate-unpin".into(),
             fs: "xfs".into(),
             seed: None,
@@ -320,6 +351,13 @@ mod tests {
         assert_eq!(Repro::parse(&mutant.render(&[], "")).unwrap(), mutant);
         let old = sample().render(&[], "").replace("mutant: none\n", "");
         assert_eq!(Repro::parse(&old).unwrap().mutant, None, "a file without the line has none");
+        let bare = Repro { build_id: String::new(), kernel_events: Vec::new(), ..sample() };
+        let text = bare.render(&[], "");
+        assert!(
+            text.contains("kernel-build-id: unknown\n") && text.contains("kernel-events: none\n"),
+            "{text}"
+        );
+        assert_eq!(Repro::parse(&text).unwrap(), bare);
         assert_eq!(r.file_name(7), "truncate-unpin-xfs-run7.repro");
     }
 
@@ -347,6 +385,7 @@ mod tests {
             ("scenario: truncate-unpin", "scenario: rm -rf", "unknown scenario"),
             ("hold-bound-ms: 2000", "hold-bound-ms: 0", "hold-bound-ms 0"),
             ("mutant: none", "mutant: $(reboot)", "unknown mutant '$(reboot)'"),
+            ("kernel-build-id: 0a1b", "kernel-build-id: ../x", "kernel-build-id '../x'"),
         ] {
             assert!(text.contains(from), "{from}");
             let e = Repro::parse(&text.replace(from, to)).unwrap_err().to_string();

@@ -86,6 +86,8 @@ pub struct ReproOptions {
     pub boot: BootOptions,
     /// How many times to replay the run in the one boot, each on fresh files.
     pub replays: usize,
+    /// Compare even when the guest kernel is not the recorded one.
+    pub any_kernel: bool,
 }
 
 /// Why `daxvmm test` or `daxvmm repro` could not do its job.
@@ -140,6 +142,14 @@ pub enum RaceError {
         got: String,
         /// Where the console was saved.
         console: String,
+    },
+    /// The replay booted another kernel than the repro file recorded.
+    #[error("the guest kernel is not the one the repro file recorded ({now} now, {then} then): give --kernel the recorded image, or --any-kernel to compare anyway")]
+    OtherKernel {
+        /// Release, config hash and build id now.
+        now: String,
+        /// The same, recorded.
+        then: String,
     },
     /// `--replays` out of range.
     #[error("--replays {0}: give 1 to {MAX_REPLAYS}")]
@@ -399,18 +409,28 @@ pub fn repro(vm: &impl GuestVm, a: &ReproOptions) -> Result<u8, RaceError> {
     let guest = GuestSetup { cpus: rep.cpus, bound, sleeps: false, mutant: rep.mutant.as_deref() };
     let boot = boot(vm, &a.boot, &kernel, &initrd, &plan, &guest)?;
     if let Some(h) = &boot.guest.hello {
-        if h.kernel != rep.kernel_release || h.config_sha256 != rep.config_sha256 {
-            log::warn!(
-                "the guest kernel differs from the recorded one: {} (config {}) now, {} (config {}) then",
-                h.kernel,
-                short(&h.config_sha256),
-                rep.kernel_release,
-                short(&rep.config_sha256)
-            );
+        let id = |release: &str, config: &str, build: &str| {
+            let build = if build.is_empty() { "unknown" } else { short(build) };
+            format!("{release}, config {}, build id {build}", short(config))
+        };
+        let known = !h.build_id.is_empty() && !rep.build_id.is_empty();
+        let other = h.kernel != rep.kernel_release
+            || h.config_sha256 != rep.config_sha256
+            || (known && h.build_id != rep.build_id);
+        if other {
+            let now = id(&h.kernel, &h.config_sha256, &h.build_id);
+            let then = id(&rep.kernel_release, &rep.config_sha256, &rep.build_id);
+            if !a.any_kernel {
+                return Err(RaceError::OtherKernel { now, then });
+            }
+            log::warn!("the guest kernel is not the recorded one ({now} now, {then} then); comparing anyway");
         }
     }
     let mut s = String::from("recorded:\n");
     rep.findings.iter().for_each(|f| s.push_str(&format!("  {f}\n")));
+    if !rep.kernel_events.is_empty() {
+        s.push_str(&format!("recorded kernel events: {}\n", rep.kernel_events.join(" ")));
+    }
     let mut came_back = 0;
     for (i, r) in boot.results.iter().enumerate() {
         s.push_str(&format!("replay {} of {}:\n", i + 1, a.replays));
@@ -418,14 +438,20 @@ pub fn repro(vm: &impl GuestVm, a: &ReproOptions) -> Result<u8, RaceError> {
         if r.findings.is_empty() {
             s.push_str("  (no violation)\n");
         }
-        came_back += usize::from(repro::reproduced(&rep.findings, &r.findings));
+        // The same violation, and (when the file has them) the kernel's events in the same order.
+        let same_events = rep.kernel_events.is_empty() || r.kernel_order == rep.kernel_events;
+        if !same_events {
+            s.push_str(&format!("  kernel events in another order: {}\n", r.kernel_order.join(" ")));
+        }
+        came_back += usize::from(repro::reproduced(&rep.findings, &r.findings) && same_events);
     }
     let kinds: Vec<&str> = repro::identity(&rep.findings).iter().map(|k| k.name()).collect();
     let all = came_back == a.replays;
     s.push_str(&if all {
         format!(
-            "reproduced: the same violation ({}) came back in {came_back} of {} replays\n",
+            "reproduced: the same violation ({}){} came back in {came_back} of {} replays\n",
             kinds.join(", "),
+            if rep.kernel_events.is_empty() { "" } else { ", with the same kernel event order," },
             a.replays
         )
     } else {
@@ -561,6 +587,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::oracle::Finding;
 
     /// A VMM whose guest prints `console` and ends with `end`, and records the command lines it got.
     #[derive(Debug)]
@@ -684,6 +711,59 @@ mod tests {
         assert!(matches!(test(&vm, &bogus), Err(RaceError::UnknownMutant { .. })));
         let unknown = TestOptions { scenario: vec!["nope".into()], ..options(&out) };
         assert!(matches!(test(&vm, &unknown), Err(RaceError::UnknownScenario { .. })));
+        let _ = std::fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn a_replay_refuses_another_kernel_and_compares_the_kernel_event_order() {
+        let out = std::env::temp_dir().join(format!("daxvmm-race-repro-{}", std::process::id()));
+        std::fs::create_dir_all(&out).unwrap();
+        let rep = Repro {
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            kernel_release: "7.2.12".into(),
+            config_sha256: "abc".into(),
+            mutant: None,
+            build_id: "feed".into(),
+            kernel_events: vec!["free@+0".into()],
+            scenario: "truncate-unpin".into(),
+            fs: "ext4".into(),
+            seed: None,
+            schedule: "0.s1 0.e7 0.s2 1.s1 1.s2".parse().unwrap(),
+            cpus: 2,
+            bound_ms: 2000,
+            findings: vec![Finding::new(FindingKind::Guest, "x")],
+        };
+        let file = out.join("r.repro");
+        std::fs::write(&file, rep.render(&[], "")).unwrap();
+        let console = |build: &str| {
+            format!(
+                "@@race hello run=0 kernel=7.2.12 config-sha256=abc driver=yes fault=yes cpus=2 build-id={build}\n\
+                 @@race begin run=0 scenario=truncate-unpin fs=ext4\n@@race finding run=0 x\n@@race end run=0\n\
+                 @@race done run=1 runs=1\n"
+            )
+        };
+        let vm = |build: &str| FakeVm {
+            console: console(build),
+            end: GuestEnd::PowerOff,
+            cmdlines: Default::default(),
+        };
+        let opts = |any_kernel| ReproOptions {
+            file: file.clone(),
+            boot: options(&out).boot,
+            replays: 1,
+            any_kernel,
+        };
+        let e = repro(&vm("beef"), &opts(false)).unwrap_err();
+        assert!(matches!(e, RaceError::OtherKernel { .. }), "{e}");
+        assert!(e.to_string().contains("build id beef now"), "{e}");
+        // Told to, it compares; the fake guest sends no events, so the recorded free is missing.
+        assert_eq!(repro(&vm("beef"), &opts(true)).unwrap(), EXIT_NOT_REPRODUCED);
+        assert_eq!(repro(&vm("feed"), &opts(false)).unwrap(), EXIT_NOT_REPRODUCED);
+        // Without recorded kernel events, the same violation is enough.
+        let no_events = Repro { kernel_events: vec![], ..rep };
+        std::fs::write(&file, no_events.render(&[], "")).unwrap();
+        assert_eq!(repro(&vm("feed"), &opts(false)).unwrap(), 0);
         let _ = std::fs::remove_dir_all(&out);
     }
 

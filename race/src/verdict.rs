@@ -21,6 +21,8 @@ pub struct Hello {
     pub driver: bool,
     /// Whether the driver bound the fault injector.
     pub fault: bool,
+    /// The kernel's GNU build id (hex), empty when the guest could not read it.
+    pub build_id: String,
     /// The deliberate bug the kernel selected at boot (`none`: a kernel without one, or none selected).
     pub mutant: String,
 }
@@ -76,6 +78,7 @@ pub fn parse_console(text: &str) -> GuestReport {
                         driver: field(rest, "driver") == Some("yes"),
                         fault: field(rest, "fault") == Some("yes"),
                         mutant: field(rest, "mutant").unwrap_or("none").to_string(),
+                        build_id: field(rest, "build-id").unwrap_or("").to_string(),
                     })
                 }
                 ("begin", Some(r)) => current = Some(r),
@@ -121,6 +124,8 @@ pub struct RunResult {
     pub log: String,
     /// Its fault log, one line per entry.
     pub fault_log: Vec<String>,
+    /// The kernel's own events in order ([`crate::kernel_order`]).
+    pub kernel_order: Vec<String>,
 }
 
 impl RunResult {
@@ -181,6 +186,7 @@ pub fn combine(
                     notes
                 },
                 fault_log: fault_log(&record),
+                kernel_order: crate::holds::kernel_order(&record.entries),
             }
         })
         .collect();

@@ -3,7 +3,8 @@
 //! `daxvmm_race::MUTANTS` these tests show, on the built kernel:
 //! - its killing scenarios' forced schedules kill it on ext4 and xfs, every run, and the other
 //!   kernel-held scenarios stay clean with it selected (it breaks its own window only);
-//! - a repro file of the kill replays to the same violation 10 times out of 10 in one boot;
+//! - a repro file of the kill replays to the same violation, with the kernel's events in the recorded
+//!   order, 10 times out of 10 in one boot;
 //! - for a schedule-dependent mutant, the sequential refcount checks (daxvmm-refcount-test) all pass:
 //!   only a forced schedule finds it. The control `pinned-idle` is the other way round: the sequential
 //!   checks catch it, and so do the plain (user-space ordered) race scenarios and their repro file.
@@ -142,7 +143,10 @@ fn each_kill_replays_every_time() {
     for m in schedule_dependent() {
         let Some(out) = BATCH.outcome(&format!("replay_{}", m.name)) else { return };
         assert!(out.contains(&format!("with mutant {}", m.name)), "the replay must select the mutant: {out}");
-        assert!(out.contains(&format!("came back in {REPLAYS} of {REPLAYS} replays")), "{}: {out}", m.name);
+        // The same violation with the kernel's own events (holds, wait, free) in the recorded order.
+        assert!(out.contains("recorded kernel events: "), "{out}");
+        let line = format!("with the same kernel event order, came back in {REPLAYS} of {REPLAYS} replays");
+        assert!(out.contains(&line), "{}: {out}", m.name);
         assert_eq!(out.exit_code, 0, "{out}");
     }
 }
@@ -205,6 +209,8 @@ fn a_hold_the_kernel_never_reached_is_a_finding() {
 fn a_repro_file_replays_to_the_same_violation() {
     let Some(out) = BATCH.outcome("replay_broken") else { return };
     assert!(out.contains("recorded:\n  ordering:"), "{out}");
-    assert!(out.contains("reproduced: the same violation (ordering) came back in 1 of 1 replays"), "{out}");
+    let line =
+        "reproduced: the same violation (ordering), with the same kernel event order, came back in 1 of 1";
+    assert!(out.contains(line), "{out}");
     assert_eq!(out.exit_code, 0, "{out}");
 }

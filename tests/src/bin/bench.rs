@@ -94,7 +94,8 @@ enum Cmd {
     /// the scenarios; guest-kernel/variants/mutants the bugs), on ext4, in one host run (one test host VM
     /// when nested): `daxvmm test --mutant M` over the mutant's killing scenarios with their forced
     /// schedules; the same scenarios driven by random sleeps instead (`--sleeps --runs N`: no schedule,
-    /// each guest thread sleeps 0-2 ms before each sync point, as a sleep-based race test would); and the
+    /// no kernel hold points, each guest thread sleeps 0-2 ms before each sync point, as a sleep-based
+    /// race test would); and the
     /// sequential refcount checks (daxvmm-refcount-test) with the mutant selected. --kernel must be the
     /// mutants kernel (scripts/bench-race.sh passes it).
     ///

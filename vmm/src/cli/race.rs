@@ -89,7 +89,8 @@ pub struct TestArgs {
     /// (it blocks the thread the schedule waits for) shows up as "blocked" after this.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_timeout)]
     pub hold_bound: Duration,
-    /// Baseline mode: no schedules; the guest sleeps a random 0-2 ms before each sync point instead.
+    /// Baseline mode: no schedules and no kernel hold points; the guest sleeps a random 0-2 ms before
+    /// each sync point instead.
     #[arg(long)]
     pub sleeps: bool,
     /// Runs per scenario and filesystem in --sleeps mode.
@@ -115,6 +116,9 @@ pub struct ReproArgs {
     /// the violation came back every time.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub replays: usize,
+    /// Replay even when the guest kernel (release, config hash, build id) is not the recorded one.
+    #[arg(long)]
+    pub any_kernel: bool,
 }
 
 impl Boot {
@@ -152,6 +156,11 @@ impl TestArgs {
 
 impl ReproArgs {
     pub fn options(&self) -> ReproOptions {
-        ReproOptions { file: self.file.clone(), boot: self.boot.options(), replays: self.replays }
+        ReproOptions {
+            file: self.file.clone(),
+            boot: self.boot.options(),
+            replays: self.replays,
+            any_kernel: self.any_kernel,
+        }
     }
 }

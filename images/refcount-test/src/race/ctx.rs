@@ -77,8 +77,14 @@ impl Ctx<'_> {
     }
 
     /// Tags the calling thread as scenario thread `thread` for the kernel hold points in `points` (a
-    /// [`daxvmm_scenarios::kernel_point`] mask; 0 untags). No-op without the fault injector or points.
+    /// [`daxvmm_scenarios::kernel_point`] mask; 0 untags). No-op without the fault injector or points,
+    /// and in baseline mode: a sleep-based test has no hold points, and even an unarmed one costs the
+    /// thread a round trip to the host there, which would widen the very windows the baseline is
+    /// measured on.
     pub fn tag(&self, thread: u8, points: u32) {
+        if self.sleeps {
+            return;
+        }
         let Some(dev) = self.dev.filter(|_| self.fault) else { return };
         if let Err(e) = dev.tag(thread, points) {
             note(self.run, &format!("TAG {thread} {points:#x} failed: {}", ename(e)));

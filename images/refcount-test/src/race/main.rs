@@ -5,7 +5,7 @@
 //! `@@race` are the protocol with the host:
 //!
 //! ```text
-//! @@race hello run=0 kernel=RELEASE config-sha256=HASH driver=yes|no fault=yes|no cpus=N mutant=NAME|none
+//! @@race hello run=0 kernel=RELEASE config-sha256=HASH driver=yes|no fault=yes|no cpus=N mutant=NAME|none build-id=HEX
 //! @@race begin run=N scenario=NAME fs=FS
 //! @@race note|finding|skip run=N TEXT
 //! @@race end run=N
@@ -98,6 +98,26 @@ fn mount_fresh(fs: &str, dev: &str, mnt: &str) -> Result<(), RaceError> {
 }
 
 // The usage text goes to stderr; everything else is the `@@race` protocol on stdout.
+/// The GNU build id (hex) among the ELF notes `notes` (/sys/kernel/notes: namesz, descsz, type, then the
+/// name and the descriptor, each padded to 4 bytes).
+fn gnu_build_id(notes: &[u8]) -> Option<String> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let word = |at: usize| Some(u32::from_ne_bytes(notes.get(at..at + 4)?.try_into().ok()?) as usize);
+    let pad = |n: usize| n.div_ceil(4) * 4;
+    let mut at = 0;
+    while at + 12 <= notes.len() {
+        let (namesz, descsz, kind) = (word(at)?, word(at + 4)?, word(at + 8)?);
+        let name = notes.get(at + 12..at + 12 + namesz)?;
+        let desc_at = at + 12 + pad(namesz);
+        let desc = notes.get(desc_at..desc_at + descsz)?;
+        if kind as u32 == NT_GNU_BUILD_ID && name == b"GNU\0" {
+            return Some(desc.iter().map(|b| format!("{b:02x}")).collect());
+        }
+        at = desc_at + pad(descsz);
+    }
+    None
+}
+
 /// The deliberate bug the kernel selected at boot: `daxvmm_mutant=` on its command line, if the kernel is
 /// the mutants variant (it has the mutants' wake file); `none` otherwise.
 fn selected_mutant() -> String {
@@ -131,11 +151,12 @@ fn main() {
     let kernel = sh("uname -r").unwrap_or_default();
     let config = sh("zcat /proc/config.gz 2>/dev/null | sha256sum | cut -d' ' -f1").unwrap_or_default();
     let mutant = selected_mutant();
+    let build_id = std::fs::read("/sys/kernel/notes").ok().and_then(|n| gnu_build_id(&n)).unwrap_or_default();
     bracket(
         "hello",
         0,
         &format!(
-            "kernel={kernel} config-sha256={config} driver={} fault={} cpus={cpus} mutant={mutant}",
+            "kernel={kernel} config-sha256={config} driver={} fault={} cpus={cpus} mutant={mutant} build-id={build_id}",
             if dev.is_some() { "yes" } else { "no" },
             if fault { "yes" } else { "no" }
         ),
@@ -178,4 +199,31 @@ fn main() {
         let _ = sh(&format!("umount {}", args.mnt));
     }
     bracket("done", run, &format!("runs={run}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gnu_build_id;
+
+    fn note(name: &[u8], kind: u32, desc: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for w in [name.len() as u32, desc.len() as u32, kind] {
+            v.extend_from_slice(&w.to_ne_bytes());
+        }
+        v.extend_from_slice(name);
+        v.resize(v.len().div_ceil(4) * 4, 0);
+        v.extend_from_slice(desc);
+        v.resize(v.len().div_ceil(4) * 4, 0);
+        v
+    }
+
+    #[test]
+    fn finds_the_gnu_build_id_among_other_notes() {
+        let mut notes = note(b"Xen\0", 1, &[1, 2, 3]);
+        notes.extend(note(b"GNU\0", 3, &[0xde, 0xad, 0xbe, 0xef, 0x01]));
+        assert_eq!(gnu_build_id(&notes).as_deref(), Some("deadbeef01"));
+        assert_eq!(gnu_build_id(&note(b"GNU\0", 1, &[1])), None, "another GNU note");
+        assert_eq!(gnu_build_id(&notes[..20]), None, "cut short");
+        assert_eq!(gnu_build_id(&[]), None);
+    }
 }
