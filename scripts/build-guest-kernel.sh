@@ -7,9 +7,10 @@
 #
 # A variant (guest-kernel/variants/NAME/) adds to that: `config` (another fragment), `series` plus patches
 # (applied after the main series), `make-flags` (e.g. LLVM=-19). `debug` is the bug-hunting kernel (clang,
-# KASAN, lockdep); `broken-*` variants carry a deliberate bug that the test suite must catch. A variant with
-# its own `PIN` builds another kernel version: without guest-kernel/patches (they target the main pin) and
-# with only the fragments its `fragments` file names; `linux-6.12` is the pre-series comparison kernel.
+# KASAN, lockdep); `mutants` carries deliberate bugs, each selected at boot, that the suite must catch. A
+# variant with its own `PIN` builds another kernel version: without guest-kernel/patches (they target the
+# main pin) and with only the fragments its `fragments` file names; `linux-6.12` is the pre-series
+# comparison kernel.
 #
 # usage: scripts/build-guest-kernel.sh [--variant default|NAME] [--force] [--print-key] [--config-only]
 #   --config-only  stop after the configuration is checked (prints the .config path; seconds, no cache)
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
 	--force) force=1; shift ;;
 	--print-key) print_key=1; shift ;;
 	--config-only) config_only=1; shift ;;
-	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
 done

@@ -64,12 +64,16 @@ apt_download() {
 	echo "$file"
 }
 
-# hash_files FILE... -> a short content hash of the named files (names and contents).
+# hash_files FILE... -> a short content hash of the named files (names and contents). Comment lines of
+# shell scripts do not count, so editing a script's documentation rebuilds nothing.
 hash_files() {
 	local f
 	for f in "$@"; do
 		printf '%s\n' "${f#"$DAXVMM_ROOT"/}"
-		cat "$f"
+		case $f in
+		*.sh) grep -v '^[[:space:]]*#' "$f" || true ;;
+		*) cat "$f" ;;
+		esac
 	done | sha256sum | cut -c1-16
 }
 
