@@ -36,6 +36,9 @@ pub struct Repro {
     pub mutant: Option<String>,
     /// The guest kernel's GNU build id (empty: not known).
     pub build_id: String,
+    /// Where the run was in its boot's plan: (run number from 0, runs in the plan). Earlier runs of a
+    /// boot can leave state behind (a WARN_ON_ONCE that fired, a reused block), so a reader wants it.
+    pub plan_position: Option<(u64, u64)>,
     /// The kernel's own events of the run in order ([`crate::kernel_order`]); a replay must show them
     /// in the same order.
     pub kernel_events: Vec<String>,
@@ -145,6 +148,7 @@ impl Repro {
             mutant: hello.map(|h| h.mutant.clone()).filter(|m| m != "none"),
             build_id: hello.map_or_else(String::new, |h| h.build_id.clone()),
             kernel_events: result.kernel_order.clone(),
+            plan_position: None,
             scenario: result.planned.scenario.clone(),
             fs: result.planned.fs.clone(),
             seed: result.planned.seed,
@@ -176,6 +180,9 @@ impl Repro {
         let _ = writeln!(s, "schedule: {}", self.schedule);
         let _ = writeln!(s, "cpus: {}", self.cpus);
         let _ = writeln!(s, "hold-bound-ms: {}", self.bound_ms);
+        if let Some((run, of)) = self.plan_position {
+            let _ = writeln!(s, "plan-position: run {run} of {of}");
+        }
         let events =
             if self.kernel_events.is_empty() { "none".to_string() } else { self.kernel_events.join(" ") };
         let _ = writeln!(s, "kernel-events: {events}");
@@ -261,6 +268,12 @@ impl Repro {
         if !build_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ParseError::BuildId(build_id.to_string()));
         }
+        let plan_position = match get("plan-position") {
+            Err(_) => None,
+            Ok(p) => {
+                Some(parse_position(p).ok_or_else(|| ParseError::BadLine(format!("plan-position: {p}")))?)
+            }
+        };
         let kernel_events = match get("kernel-events") {
             Err(_) | Ok("none") => Vec::new(),
             Ok(e) => e.split_whitespace().map(String::from).collect(),
@@ -273,6 +286,7 @@ impl Repro {
             mutant,
             build_id: build_id.to_string(),
             kernel_events,
+            plan_position,
             scenario: scenario.to_string(),
             fs: fs.to_string(),
             seed: get("seed")?.parse().ok(),
@@ -287,6 +301,13 @@ impl Repro {
     pub fn file_name(&self, run: u64) -> String {
         format!("{}-{}-run{run}.repro", self.scenario, self.fs)
     }
+}
+
+/// `run N of M` with N < M.
+fn parse_position(text: &str) -> Option<(u64, u64)> {
+    let (n, m) = text.strip_prefix("run ")?.split_once(" of ")?;
+    let (n, m) = (n.parse().ok()?, m.parse().ok()?);
+    (n < m).then_some((n, m))
 }
 
 /// The kinds that identify a violation for replay: ordering, guest and crash findings are decided by the
@@ -327,6 +348,7 @@ mod tests {
             mutant: None,
             build_id: "0a1b".into(),
             kernel_events: vec!["wait-begin@+0".into(), "free@+0".into()],
+            plan_position: Some((3, 10)),
             scenario: "truncate-unpin".into(),
             fs: "xfs".into(),
             seed: None,
@@ -386,6 +408,11 @@ mod tests {
             ("hold-bound-ms: 2000", "hold-bound-ms: 0", "hold-bound-ms 0"),
             ("mutant: none", "mutant: $(reboot)", "unknown mutant '$(reboot)'"),
             ("kernel-build-id: 0a1b", "kernel-build-id: ../x", "kernel-build-id '../x'"),
+            (
+                "plan-position: run 3 of 10",
+                "plan-position: run 10 of 3",
+                "bad line 'plan-position: run 10 of 3'",
+            ),
         ] {
             assert!(text.contains(from), "{from}");
             let e = Repro::parse(&text.replace(from, to)).unwrap_err().to_string();

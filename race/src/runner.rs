@@ -317,10 +317,11 @@ fn write_repros(
     let mut paths = Vec::new();
     let hello = boot.guest.hello.as_ref();
     for r in boot.results.iter().filter(|r| r.failed()) {
-        let Some(rep) = Repro::of(r, &abs(kernel), &abs(initrd), hello, cpus, bound.as_millis() as u64)
+        let Some(mut rep) = Repro::of(r, &abs(kernel), &abs(initrd), hello, cpus, bound.as_millis() as u64)
         else {
             continue;
         };
+        rep.plan_position = Some((r.run, boot.results.len() as u64));
         let dir = out.join("repro");
         create_dir(&dir)?;
         let path = dir.join(rep.file_name(r.run));
@@ -726,6 +727,7 @@ mod tests {
             mutant: None,
             build_id: "feed".into(),
             kernel_events: vec!["free@+0".into()],
+            plan_position: None,
             scenario: "truncate-unpin".into(),
             fs: "ext4".into(),
             seed: None,

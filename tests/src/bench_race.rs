@@ -152,14 +152,15 @@ impl Report {
             "all measured in the same run ({}); seconds are the runs alone, boot excluded",
             place_note(self.place, "one test host VM, QEMU TCG + nested SVM")
         );
+        let killers = |m: &Mutant| m.killers.iter().map(|k| k.name()).collect::<Vec<_>>().join(",");
+        let w = self.rows.iter().map(|r| killers(r.mutant).len()).max().unwrap_or(0).max(17);
         let _ = writeln!(
             s,
-            "{:<18} {:<10} {:<24} {:<19} {:<19} sequential checks",
+            "{:<18} {:<10} {:<w$} {:<19} {:<19} sequential checks",
             "mutant", "schedule", "killing scenarios", "forced: killed", "baseline: killed"
         );
         for r in &self.rows {
             let m = r.mutant;
-            let killers: Vec<&str> = m.killers.iter().map(|k| k.name()).collect();
             let seq = match r.sequential {
                 Some((0, n)) => format!("missed (0 of {n} failed)"),
                 Some((f, n)) => format!("caught ({f} of {n} failed)"),
@@ -167,10 +168,10 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "{:<18} {:<10} {:<24} {} {} {seq}",
+                "{:<18} {:<10} {:<w$} {} {} {seq}",
                 m.name,
                 if m.schedule_dependent { "dependent" } else { "any order" },
-                killers.join(","),
+                killers(m),
                 Kills::cell(r.forced),
                 Kills::cell(r.baseline)
             );
@@ -184,6 +185,15 @@ impl Report {
             count(|r| r.baseline.is_some_and(|k| k.killed > 0)),
             count(|r| r.sequential.is_some_and(|(f, _)| f > 0)),
             n = dependent.len()
+        );
+        let longer = self.rows.iter().all(|r| match (r.forced, r.baseline) {
+            (Some(f), Some(b)) => b.secs >= f.secs,
+            _ => false,
+        });
+        let _ = writeln!(
+            s,
+            "the baseline ran at least as many seconds as the forced runs for every mutant: {}",
+            if longer { "yes" } else { "no" }
         );
         s
     }
@@ -247,5 +257,9 @@ daxvmm test: 1 runs in 12.3 s with the boot, 3.4 s of runs (17 runs/minute), 1 w
         assert!(line.contains("yes   1/1      3.4 s no    0/30     3.4 s missed (0 of 30 failed)"), "{t}");
         assert!(t.contains("forced 1 of 4, baseline 0 of 4, sequential checks 0 of 4"), "{t}");
         assert!(t.contains("nested: one test host VM"), "{t}");
+        assert!(
+            t.contains("as many seconds as the forced runs for every mutant: no"),
+            "rows without figures: {t}"
+        );
     }
 }

@@ -160,8 +160,9 @@ struct PmemArgs {
 
 #[derive(Args, Debug)]
 struct RaceArgs {
-    /// Sleep-driven runs of the baseline, per mutant.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Sleep-driven runs of the baseline, per mutant (the default gives it more seconds of runs than the
+    /// forced schedules take here).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
     baseline_runs: u32,
     #[command(flatten)]
     common: Common,
