@@ -37,7 +37,10 @@ sbin_tool() { # name -> absolute path of a host tool, also looking in the sbin d
 mke2fs=$(readlink -f "$(sbin_tool mke2fs)")
 mkfs_xfs=$(readlink -f "$(sbin_tool mkfs.xfs)")
 ndctl=$(readlink -f "$(sbin_tool ndctl)")
-tools=("$mke2fs" "$mkfs_xfs" "$ndctl")
+# The read-only checks daxvmm-race runs after a filesystem's last run.
+e2fsck=$(readlink -f "$(sbin_tool e2fsck)")
+xfs_repair=$(readlink -f "$(sbin_tool xfs_repair)")
+tools=("$mke2fs" "$mkfs_xfs" "$ndctl" "$e2fsck" "$xfs_repair")
 mapfile -t libs < <(shared_libs "${tools[@]}")
 inputs=("$DAXVMM_ROOT/scripts/build-initramfs.sh" "$DAXVMM_ROOT/images/pack.sh" "$DAXVMM_ROOT/images/init" "$(busybox_static)" "${guest_bins[@]}" "${guest_tests[@]}" "${tools[@]}" "${libs[@]}")
 [ -f /etc/mke2fs.conf ] && inputs+=(/etc/mke2fs.conf)

@@ -80,10 +80,10 @@ fn schedule(text: &str) -> Schedule {
 const TRUNCATOR: (&str, &str, &str) = ("truncator", "before-truncate", "after-truncate");
 const UNPINNER: (&str, &str, &str) = ("unpinner", "before-unpin", "after-unpin");
 const EVICTOR: (&str, &str, &str) = ("evictor", "before-unlink", "after-unlink");
+const PUNCHER: (&str, &str, &str) = ("puncher", "before-punch", "after-punch");
 
 /// The entry of scenario `id`.
 pub fn entry(id: ScenarioId) -> LibraryEntry {
-    let punch = ("puncher", "before-punch", "after-punch");
     let umount = ("unmounter", "before-umount", "after-umount");
     let dio = ("dio-reader", "before-read", "after-read");
     let drain = ("drainer", "before-drain", "after-drain");
@@ -96,7 +96,7 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             true,
         ),
         ScenarioId::PunchUnpin => (
-            two_threads(id, punch, UNPINNER, true),
+            two_threads(id, PUNCHER, UNPINNER, true),
             "fallocate(PUNCH_HOLE) over a pinned page races the unpin",
             true,
         ),
@@ -184,6 +184,22 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
                 true,
             )
         }
+        ScenarioId::PunchUnpinBusy => {
+            schedules.push(schedule("0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"));
+            (
+                held(id, PUNCHER, &[Busy, Woken, Broken], &[]),
+                "fallocate(PUNCH_HOLE) held in the kernel after its busy scan found the pinned page, while the pin is released (as truncate-unpin-busy)",
+                true,
+            )
+        }
+        ScenarioId::PunchUnpinSleeping => {
+            schedules.push(schedule("0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2"));
+            (
+                held(id, PUNCHER, &[Busy, Sleep, Woken, Broken], &[]),
+                "fallocate(PUNCH_HOLE) held on the busy page's wait queue, about to sleep, while the pin is released (as truncate-unpin-sleeping)",
+                true,
+            )
+        }
     };
     LibraryEntry { id, scenario, about, needs_driver, schedules }
 }
@@ -231,7 +247,7 @@ mod tests {
     fn held_scenarios_have_forced_schedules_that_match_their_programs_and_guest_masks() {
         use daxvmm_devices::fault::{KernelPoint, StepKind};
         let held: Vec<LibraryEntry> = library().into_iter().filter(|e| !e.schedules.is_empty()).collect();
-        assert_eq!(held.len(), 5);
+        assert_eq!(held.len(), 7);
         for e in &held {
             for s in &e.schedules {
                 e.scenario.check(s).unwrap();

@@ -31,13 +31,13 @@ pub const MUTANTS: [Mutant; 5] = [
     Mutant {
         name: "lost-wake",
         about: "dax_break_layout() sleeps once without checking the page again after queueing: an unpin between the busy scan and the queueing is a lost wake-up",
-        killers: &[ScenarioId::TruncateUnpinBusy],
+        killers: &[ScenarioId::TruncateUnpinBusy, ScenarioId::PunchUnpinBusy],
         schedule_dependent: true,
     },
     Mutant {
         name: "state-reset",
         about: "dax_break_layout() sets the task state again after queueing, just before sleeping: an unpin in between is a lost wake-up",
-        killers: &[ScenarioId::TruncateUnpinSleeping],
+        killers: &[ScenarioId::TruncateUnpinSleeping, ScenarioId::PunchUnpinSleeping],
         schedule_dependent: true,
     },
     Mutant {

@@ -204,6 +204,11 @@ const SIGNATURES: &[&str] = &[
     "rcu: INFO:",
     "watchdog: BUG: soft lockup",
     "possible circular locking dependency",
+    "EXT4-fs error",
+    "Corruption detected",
+    "Corruption of in-memory data",
+    "metadata I/O error",
+    "xfs_do_force_shutdown",
 ];
 
 /// Signature findings in a stretch of the guest's console output, one per matching line.
@@ -419,6 +424,15 @@ mod tests {
         assert_eq!(f[0].text, "WARNING: CPU: 1 PID: 80 at fs/dax.c:380 dax_disassociate_entry+0x9c/0xb0");
         assert!(f[1].text.contains("blocked for more than"));
         assert!(scan_log("all good\n").is_empty());
+        // Filesystem damage, as ext4 and xfs report it.
+        for line in [
+            "[ 9.1] EXT4-fs error (device pmem0): ext4_validate_block_bitmap:421: comm kworker: bg 0: bad block bitmap checksum",
+            "[ 9.2] XFS (pmem0): Corruption detected. Unmount and run xfs_repair",
+            "[ 9.3] XFS (pmem0): metadata I/O error in \"xfs_imap_to_bp+0x61\" at daddr 0x20 len 32 error 117",
+            "[ 9.4] XFS (pmem0): xfs_do_force_shutdown(0x8) called from line 1234 of file fs/xfs/xfs_trans.c",
+        ] {
+            assert_eq!(scan_log(line).len(), 1, "{line}");
+        }
     }
 
     #[test]

@@ -48,6 +48,11 @@ pub enum ScenarioId {
     /// Eviction held on the busy page's wait queue, about to sleep uninterruptibly, while the pin is
     /// released.
     EvictUnpinSleeping,
+    /// Hole punch held after its busy scan found the pinned page, before it waits, while the pin is
+    /// released.
+    PunchUnpinBusy,
+    /// Hole punch held on the busy page's wait queue, about to sleep, while the pin is released.
+    PunchUnpinSleeping,
 }
 
 /// Sync point every scenario thread passes just before its operation (truncate, unpin, ...).
@@ -92,10 +97,10 @@ impl ScenarioId {
             1 << p
         }
         match (self, thread) {
-            (Self::TruncateUnpinSleeping | Self::TruncateUnpinWakeup, 0) => {
+            (Self::TruncateUnpinSleeping | Self::TruncateUnpinWakeup | Self::PunchUnpinSleeping, 0) => {
                 bit(BUSY) | bit(SLEEP) | bit(WOKEN) | bit(BROKEN)
             }
-            (Self::TruncateUnpinBusy, 0) => bit(BUSY) | bit(WOKEN) | bit(BROKEN),
+            (Self::TruncateUnpinBusy | Self::PunchUnpinBusy, 0) => bit(BUSY) | bit(WOKEN) | bit(BROKEN),
             (Self::TruncateUnpinWakeup, 1) => bit(FREE),
             (Self::EvictUnpinSleeping, 0) => {
                 bit(FINAL_BUSY) | bit(FINAL_SLEEP) | bit(FINAL_WOKEN) | bit(FINAL_BROKEN)
@@ -106,7 +111,7 @@ impl ScenarioId {
     }
 
     /// Every scenario, in run order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 16] = [
         Self::TruncateUnpin,
         Self::PunchUnpin,
         Self::PinMunmapTruncate,
@@ -121,6 +126,8 @@ impl ScenarioId {
         Self::TruncateUnpinWakeup,
         Self::EvictUnpinBusy,
         Self::EvictUnpinSleeping,
+        Self::PunchUnpinBusy,
+        Self::PunchUnpinSleeping,
     ];
 
     /// The name both sides use.
@@ -140,6 +147,8 @@ impl ScenarioId {
             Self::TruncateUnpinWakeup => "truncate-unpin-wakeup",
             Self::EvictUnpinBusy => "evict-unpin-busy",
             Self::EvictUnpinSleeping => "evict-unpin-sleeping",
+            Self::PunchUnpinBusy => "punch-unpin-busy",
+            Self::PunchUnpinSleeping => "punch-unpin-sleeping",
         }
     }
 
@@ -182,7 +191,7 @@ mod tests {
         for (i, s) in ScenarioId::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }
-        assert_eq!(ScenarioId::ALL.len(), ScenarioId::EvictUnpinSleeping as usize + 1);
+        assert_eq!(ScenarioId::ALL.len(), ScenarioId::PunchUnpinSleeping as usize + 1);
         assert!(ScenarioId::ALL.iter().all(|s| (2..=3).contains(&s.threads())));
     }
 }

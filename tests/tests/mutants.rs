@@ -16,12 +16,14 @@ use daxvmm_tests::{Case, SharedBatch};
 const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
 const TRIPLE_FAULT: &str = "triple fault (KVM_EXIT_SHUTDOWN)";
 /// The scenarios that hold a thread inside the kernel (each with one forced schedule).
-const HELD: [ScenarioId; 5] = [
+const HELD: [ScenarioId; 7] = [
     ScenarioId::TruncateUnpinSleeping,
     ScenarioId::TruncateUnpinBusy,
     ScenarioId::TruncateUnpinWakeup,
     ScenarioId::EvictUnpinBusy,
     ScenarioId::EvictUnpinSleeping,
+    ScenarioId::PunchUnpinBusy,
+    ScenarioId::PunchUnpinSleeping,
 ];
 /// Replays of each kill's repro file.
 const REPLAYS: usize = 10;

@@ -101,6 +101,8 @@ fn kernel_holds_are_where_the_schedule_says() {
             ScenarioId::EvictUnpinSleeping,
             "0.s1 0.kfinal-busy 1.s1 1.s2 0.kfinal-sleep 0.kfinal-woken 0.kfinal-broken 0.s2",
         ),
+        (ScenarioId::PunchUnpinBusy, "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::PunchUnpinSleeping, "0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2"),
     ];
     for fs in FILESYSTEMS {
         let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };

@@ -15,6 +15,7 @@
 mod ctx;
 mod error;
 mod files;
+mod fsck;
 mod scenarios;
 mod watchdog;
 
@@ -168,7 +169,10 @@ fn main() {
         let setup = if mounted.as_deref() == Some(fs.as_str()) {
             Ok(())
         } else {
-            mounted = None;
+            // The filesystem left behind is checked before the device gets a new one.
+            if let (Some(old), Some(last)) = (mounted.take(), run.checked_sub(1)) {
+                fsck::check(&old, &args.dev, &args.mnt, last);
+            }
             mount_fresh(fs, &args.dev, &args.mnt).map(|_| mounted = Some(fs.clone())).map_err(Arc::new)
         };
         for _ in 0..runs {
@@ -195,8 +199,8 @@ fn main() {
             run += 1;
         }
     }
-    if mounted.is_some() {
-        let _ = sh(&format!("umount {}", args.mnt));
+    if let (Some(old), Some(last)) = (mounted, run.checked_sub(1)) {
+        fsck::check(&old, &args.dev, &args.mnt, last);
     }
     bracket("done", run, &format!("runs={run}"));
 }

@@ -55,6 +55,9 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
         ScenarioId::EvictUnpinBusy | ScenarioId::EvictUnpinSleeping => {
             held_race(ctx, dir, id, Op::Evict, Shape::Unmapped)
         }
+        ScenarioId::PunchUnpinBusy | ScenarioId::PunchUnpinSleeping => {
+            held_race(ctx, dir, id, Op::Punch, Shape::Page)
+        }
         ScenarioId::PunchUnpin => pinned_race(ctx, dir, Op::Punch, Shape::Page),
         ScenarioId::PinMunmapTruncate => pinned_race(ctx, dir, Op::Truncate, Shape::Unmapped),
         ScenarioId::PmdTruncate => pinned_race(ctx, dir, Op::Truncate, Shape::Pmd),
