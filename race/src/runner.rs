@@ -377,6 +377,9 @@ fn summary(boot: &BootResult, secs: f64, runs_secs: f64) -> String {
 /// `daxvmm repro`: replays the repro file's run in a guest booted by `vm` and returns the exit code (0
 /// when the recorded violation came back, else [`EXIT_NOT_REPRODUCED`]).
 pub fn repro(vm: &impl GuestVm, a: &ReproOptions) -> Result<u8, RaceError> {
+    if !(1..=MAX_REPLAYS).contains(&a.replays) {
+        return Err(RaceError::Replays(a.replays));
+    }
     let rep = Repro::load(&a.file)?;
     let entry = find_scenario(&rep.scenario).ok_or_else(|| RaceError::ReproScenario(rep.scenario.clone()))?;
     entry.scenario.check(&rep.schedule).map_err(|source| RaceError::ReproSchedule {
@@ -388,9 +391,6 @@ pub fn repro(vm: &impl GuestVm, a: &ReproOptions) -> Result<u8, RaceError> {
     let initrd = a.boot.initrd.clone().unwrap_or_else(|| rep.initrd.clone());
     vm.check_file("--kernel (or the repro file's kernel:)", &kernel).map_err(RaceError::Vm)?;
     vm.check_file("--initrd (or the repro file's initrd:)", &initrd).map_err(RaceError::Vm)?;
-    if !(1..=MAX_REPLAYS).contains(&a.replays) {
-        return Err(RaceError::Replays(a.replays));
-    }
     let run = PlannedRun {
         scenario: rep.scenario.clone(),
         fs: rep.fs.clone(),

@@ -1,4 +1,4 @@
-//! Checks that daxvmm refuses bad input: an error line that names the input, exit 1 or 2, no panic.
+//! Checks that daxvmm refuses bad input: one error line that names the input, exit 1 or 2, no panic.
 //! These run daxvmm on this host (no guest is booted), so they run everywhere.
 
 use std::path::PathBuf;
@@ -36,9 +36,13 @@ pub fn assert_rejected(test: &str, args: &[String], mention: &[&str]) {
     assert!(!r.timed_out, "daxvmm did not exit within 60s on bad input: {show}");
     assert!(r.code == 1 || r.code == 2, "bad input must exit 1 or 2: {show}");
     assert!(!r.stdout.contains("panicked") && !r.stderr.contains("panicked"), "daxvmm panicked: {show}");
-    let error_line = r.stderr.lines().find(|l| l.starts_with("error") || l.starts_with("daxvmm: error"));
-    let Some(error_line) = error_line else {
-        panic!("no stderr line starting with 'error' (or 'daxvmm: error'): {show}");
+    let errors: Vec<&str> =
+        r.stderr.lines().filter(|l| l.starts_with("error") || l.starts_with("daxvmm: error")).collect();
+    let [error_line] = errors[..] else {
+        panic!(
+            "expected one stderr line starting with 'error' (or 'daxvmm: error'), got {}: {show}",
+            errors.len()
+        );
     };
     let lower = error_line.to_lowercase();
     assert!(

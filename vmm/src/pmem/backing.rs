@@ -5,9 +5,8 @@
 //! start: sizes are checked before anything is written.
 
 use std::ffi::CString;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -208,32 +207,14 @@ fn choose_memory_backing(index: usize, spec: &PmemSpec, pools: &Path) -> Result<
 fn open_file(index: usize, spec: &PmemSpec, path: &Path) -> Result<(File, BackingKind, bool), BackingError> {
     let shown = path.display().to_string();
     let bad = |why: String| BackingError::File { index, path: shown.clone(), why };
-    let (file, created) = match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => return Err(bad("is a directory; name a file".into())),
-        Ok(meta) if !(meta.is_file() || meta.file_type().is_block_device()) => {
-            return Err(bad("is not a regular file".into()))
+    let opened = super::file::open(path, spec.size, spec.resize).map_err(bad)?;
+    let (file, created) = (opened.file, opened.created);
+    let bad = |why: String| {
+        if created {
+            // Nothing of the user's is in a file this start made: do not leave it behind.
+            let _ = std::fs::remove_file(path);
         }
-        Ok(meta) => {
-            if meta.is_file() && meta.len() != spec.size && !spec.resize {
-                return Err(bad(format!(
-                    "is {} bytes but --pmem asks for {}; pass resize=on to change its size (shrinking drops the data past the new end)",
-                    meta.len(),
-                    format_size(spec.size)
-                )));
-            }
-            let f = OpenOptions::new().read(true).write(true).open(path).map_err(|e| bad(e.to_string()))?;
-            (f, false)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(path)
-                .map_err(|e| bad(e.to_string()))?;
-            (f, true)
-        }
-        Err(e) => return Err(bad(e.to_string())),
+        BackingError::File { index, path: shown.clone(), why }
     };
     // SAFETY: fstatfs writes into the zeroed struct we own.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -259,7 +240,7 @@ fn open_file(index: usize, spec: &PmemSpec, path: &Path) -> Result<(File, Backin
             _ => BackingKind::Small,
         }
     };
-    if created || spec.resize {
+    if created || (spec.resize && matches!(opened.kind, super::file::FileKind::Regular(_))) {
         file.set_len(spec.size).map_err(|e| bad(format!("cannot set its size: {e}")))?;
     }
     Ok((file, kind, created))

@@ -4,6 +4,7 @@
 //! Placement is checked before any backing is mapped, so bad input never touches a user's file.
 
 pub mod backing;
+pub mod file;
 pub mod hugetlb;
 pub mod spec;
 pub mod view;

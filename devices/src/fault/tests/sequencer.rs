@@ -186,7 +186,7 @@ fn a_held_thread_reading_again_is_the_same_arrival() {
 
 #[test]
 fn worked_example_on_a_kernel_that_does_not_wait() {
-    // docs/fault-injection.md: on the broken variant wait-begin never comes; the truncator's return
+    // docs/fault-injection.md: with the pinned-idle mutant wait-begin never comes; the truncator's return
     // skips it, which lets the unpinner go, and the run completes with one skipped-step deviation.
     let mut seq = Sequencer::new(&s("0.s1 0.e7 1.s1 1.s2 0.s2"));
     let Arrival::Wait { ticket: u, .. } = seq.arrive(1, 1) else { panic!() };
