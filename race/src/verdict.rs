@@ -229,7 +229,7 @@ mod tests {
 [    1.0] booting
 @@race hello run=0 kernel=7.2.12 config-sha256=abc driver=yes fault=yes cpus=3
 @@race begin run=0 scenario=truncate-unpin fs=ext4
-@@race note run=0 Truncate returned success after 3 ms
+@@race note run=0 ftruncate returned success after 3 ms
 @@race end run=0
 @@race begin run=1 scenario=truncate-unpin fs=ext4
 [   12.5] WARNING: CPU: 1 PID: 80 at fs/dax.c:380 dax_disassociate_entry+0x9c/0xb0
@@ -262,7 +262,7 @@ some text @@race finding run=1 truncate returned while a vmsplice reference to t
         );
         assert!(g.preamble.contains("booting"));
         assert!(g.runs[&0].ended && g.runs[&0].findings.is_empty());
-        assert_eq!(g.runs[&0].notes, ["Truncate returned success after 3 ms"]);
+        assert_eq!(g.runs[&0].notes, ["ftruncate returned success after 3 ms"]);
         assert_eq!(g.runs[&1].findings.len(), 1);
         assert!(g.runs[&1].log.contains("dax_disassociate_entry"));
         assert_eq!(g.runs[&2].skip.as_deref(), Some("needs /dev/dax_refcount"));

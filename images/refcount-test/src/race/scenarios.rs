@@ -69,6 +69,18 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
     }
 }
 
+impl Op {
+    /// The system call, as the guest's findings and notes name it.
+    fn name(self) -> &'static str {
+        match self {
+            Op::Truncate => "ftruncate",
+            Op::Punch => "fallocate(PUNCH_HOLE)",
+            Op::Evict => "unlink (eviction)",
+            Op::Umount => "umount",
+        }
+    }
+}
+
 fn start_and_return(op: Op) -> (u8, u8) {
     match op {
         Op::Punch => (code::PUNCH_START, code::PUNCH_RETURNED),
@@ -170,7 +182,7 @@ fn pinned_race_with(
     let (start, returned) = start_and_return(op);
     let progress = &Progress::default();
     std::thread::scope(|s| {
-        s.spawn(|| progress.watch(ctx.run, 1 + usize::from(second.is_some()), &format!("{op:?}")));
+        s.spawn(|| progress.watch(ctx.run, 1 + usize::from(second.is_some()), op.name()));
         s.spawn(|| {
             ctx.place(0);
             ctx.sync(0, BEFORE);
@@ -187,7 +199,10 @@ fn pinned_race_with(
             progress.returned();
             let e = r.err().unwrap_or(0);
             ctx.event(returned, 0, pfn, e as u16);
-            note(ctx.run, &format!("{op:?} returned {} after {} ms", ename(e), t.elapsed().as_millis()));
+            note(
+                ctx.run,
+                &format!("{} returned {} after {} ms", op.name(), ename(e), t.elapsed().as_millis()),
+            );
             // Once unmounted, `dir` is no longer the DAX filesystem: no new files there.
             if e == 0 && op != Op::Umount {
                 *made.lock().unwrap_or_else(|p| p.into_inner()) = new_files(ctx, 0, dir);
