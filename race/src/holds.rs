@@ -35,18 +35,22 @@ fn at_page(pfn: u64, pinned: Option<u64>) -> String {
 
 /// The kernel's own events of a run, in the order they came, as tokens a repro file records and a
 /// replay compares: kernel-point arrivals (`0.kbusy@+0`), break-layout wait begin and end, and the first
-/// free of each page of the pinned folio after the pin (`free@+0`). Pfns are offsets from the first
-/// pinned page, so another boot's allocation does not change them. Later frees of those pages are new
-/// files reusing the blocks, which depends on the allocator, so they are left out.
+/// free of each pinned page after its pin (`free@+0`). Pfns are offsets from the first pinned page, so
+/// another boot's allocation does not change them. Frees of other pages (the run's new files), and later
+/// frees of a pinned page (a new file reusing its block), depend on the allocator, so they are left out.
 pub fn kernel_order(entries: &[LogEntry]) -> Vec<String> {
     let mut pinned: Option<u64> = None;
+    let mut pins: Vec<u64> = Vec::new();
     let mut freed: Vec<u64> = Vec::new();
     let mut out = Vec::new();
     for e in entries {
         let Record::Event(ev) = &e.record else { continue };
         let pfn = ev.pfn();
         match ev.code {
-            EventCode::PinTaken if ev.thread != THREAD_ANY => pinned = pinned.or(Some(pfn)),
+            EventCode::PinTaken if ev.thread != THREAD_ANY => {
+                pinned = pinned.or(Some(pfn));
+                pins.push(pfn);
+            }
             EventCode::KernelPoint => {
                 if let Some(k) = KernelPoint::from_id(ev.detail()) {
                     out.push(format!("{}.k{}{}", ev.thread, k.name(), at_page(pfn, pinned)));
@@ -55,12 +59,9 @@ pub fn kernel_order(entries: &[LogEntry]) -> Vec<String> {
             EventCode::WaitBegin | EventCode::WaitEnd => {
                 out.push(format!("{}{}", ev.code.name(), at_page(pfn, pinned)))
             }
-            EventCode::FolioFree if pinned.is_some() && !freed.contains(&pfn) => {
-                let at = at_page(pfn, pinned);
-                if at != "@other" {
-                    freed.push(pfn);
-                    out.push(format!("free{at}"));
-                }
+            EventCode::FolioFree if pins.contains(&pfn) && !freed.contains(&pfn) => {
+                freed.push(pfn);
+                out.push(format!("free{}", at_page(pfn, pinned)));
             }
             _ => {}
         }
@@ -255,6 +256,7 @@ mod tests {
         log.insert(0, ev(EventCode::FolioFree, THREAD_ANY, PFN - 5, 0)); // before the pin: not ours
         log.push(ev(EventCode::FolioFree, THREAD_ANY, PFN, 0)); // a new file reusing the block
         log.push(ev(EventCode::FolioFree, THREAD_ANY, PFN + 4096, 0)); // some other page
+        log.push(ev(EventCode::FolioFree, THREAD_ANY, PFN + 1, 0)); // a new file's block nearby
         log.push(ev(EventCode::WaitBegin, THREAD_ANY, PFN + 1, 0));
         assert_eq!(
             kernel_order(&log),
