@@ -72,7 +72,10 @@ fn cases() -> Vec<Case> {
             &format!("kill_{n}"),
             &format!("{{tmp}}/kill-{n}"),
             n,
-            &["--fs", "ext4,xfs", "--scenario", &held_names()],
+            // A generous bound: in the nested test host a filesystem busy after the previous run's
+            // hang can take over 2 s to reach its busy scan, and a bound that ends the hold first lets the
+            // unpin go too early. Each hang still ends at the watchdog's 3 s.
+            &["--fs", "ext4,xfs", "--scenario", &held_names(), "--hold-bound", "10s"],
         ));
         cases.push(
             Case::daxvmm(&format!("replay_{n}"), ["repro", "--replays", &REPLAYS.to_string(), &format!("{{tmp}}/{n}.repro")])
@@ -83,12 +86,14 @@ fn cases() -> Vec<Case> {
         cases.push(sequential(n));
     }
     // The control. One boot per scenario: a kernel that reuses blocks still pinned can crash later runs.
+    // race_broken's "truncate, new files, then the pin's write" order waits for the truncator's new files,
+    // which can take over the default 2 s bound in the nested test host: hence 10 s.
     let c = "pinned-idle";
     cases.push(race(
         "race_broken",
         "{tmp}/race-broken",
         c,
-        &["--fs", "ext4", "--scenario", "truncate-unpin"],
+        &["--fs", "ext4", "--scenario", "truncate-unpin", "--hold-bound", "10s"],
     ));
     cases.push(race(
         "race_broken_munmap",
