@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use super::file::{self, FileKind, Opened};
 use super::hugetlb::{how_to_grow, read_pool};
 use super::spec::{Backing, PmemSpec};
 use crate::units::{format_size, GIB, MIB};
@@ -202,24 +203,14 @@ fn choose_memory_backing(index: usize, spec: &PmemSpec, pools: &Path) -> Result<
     }
 }
 
-/// Opens (or creates) the backing file, checking everything before anything is written.
-/// Returns the file, its page kind, and whether this call created it.
-fn open_file(index: usize, spec: &PmemSpec, path: &Path) -> Result<(File, BackingKind, bool), BackingError> {
-    let shown = path.display().to_string();
-    let bad = |why: String| BackingError::File { index, path: shown.clone(), why };
-    let opened = super::file::open(path, spec.size, spec.resize).map_err(bad)?;
-    let (file, created) = (opened.file, opened.created);
-    let bad = |why: String| {
-        if created {
-            // Nothing of the user's is in a file this start made: do not leave it behind.
-            let _ = std::fs::remove_file(path);
-        }
-        BackingError::File { index, path: shown.clone(), why }
-    };
+/// Checks the opened backing file `o` at `path` against `spec` (its filesystem's page size, the backing
+/// asked for) and only then sizes it; its page kind.
+fn prepare_file(index: usize, spec: &PmemSpec, path: &Path, o: &Opened) -> Result<BackingKind, BackingError> {
+    let bad = |why: String| BackingError::File { index, path: path.display().to_string(), why };
     // SAFETY: fstatfs writes into the zeroed struct we own.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: the descriptor is open and `st` is writable.
-    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) } != 0 {
+    if unsafe { libc::fstatfs(o.file.as_raw_fd(), &mut st) } != 0 {
         return Err(bad(std::io::Error::last_os_error().to_string()));
     }
     let kind = if st.f_type as i64 == HUGETLBFS_MAGIC {
@@ -240,10 +231,10 @@ fn open_file(index: usize, spec: &PmemSpec, path: &Path) -> Result<(File, Backin
             _ => BackingKind::Small,
         }
     };
-    if created || (spec.resize && matches!(opened.kind, super::file::FileKind::Regular(_))) {
-        file.set_len(spec.size).map_err(|e| bad(format!("cannot set its size: {e}")))?;
+    if o.created || (spec.resize && matches!(o.kind, FileKind::Regular(_))) {
+        o.file.set_len(spec.size).map_err(|e| bad(format!("cannot set its size: {e}")))?;
     }
-    Ok((file, kind, created))
+    Ok(kind)
 }
 
 fn memfd(index: usize, kind: BackingKind) -> Result<File, BackingError> {
@@ -302,12 +293,40 @@ fn reserve_aligned(index: usize, size: u64, align: u64) -> Result<*mut u8, Backi
 
 /// Maps the backing for region `index` as `spec` asks. `pools` is normally /sys/kernel/mm/hugepages.
 pub fn map(index: usize, spec: &PmemSpec, pools: &Path) -> Result<HostMapping, BackingError> {
-    let (fd, kind, created) = match &spec.file {
-        Some(path) => {
-            let (f, k, c) = open_file(index, spec, path)?;
-            (Some(f), k, c)
+    let opened = match &spec.file {
+        Some(path) => Some(file::open(path, spec.size, spec.resize).map_err(|why| BackingError::File {
+            index,
+            path: path.display().to_string(),
+            why,
+        })?),
+        None => None,
+    };
+    let created = opened.as_ref().is_some_and(|o| o.created);
+    let result = map_backing(index, spec, pools, opened);
+    if result.is_err() && created {
+        // A file this failed start created holds nothing of the user's: do not leave it behind.
+        if let Some(p) = &spec.file {
+            let _ = std::fs::remove_file(p);
         }
-        None => {
+    }
+    let (fd, kind, addr) = result?;
+    Ok(HostMapping { addr, size: spec.size, kind, file: spec.file.clone(), created, _fd: fd })
+}
+
+/// Everything of [`map`] after the user's file (if any) is open: its checks and sizing, or the memory
+/// backing, then the mapping.
+fn map_backing(
+    index: usize,
+    spec: &PmemSpec,
+    pools: &Path,
+    opened: Option<Opened>,
+) -> Result<(Option<File>, BackingKind, *mut u8), BackingError> {
+    let (fd, kind) = match (opened, &spec.file) {
+        (Some(o), Some(path)) => {
+            let kind = prepare_file(index, spec, path, &o)?;
+            (Some(o.file), kind)
+        }
+        _ => {
             let kind = choose_memory_backing(index, spec, pools)?;
             let fd = match kind {
                 BackingKind::Hugetlb(_) => Some(memfd(index, kind)?),
@@ -316,18 +335,11 @@ pub fn map(index: usize, spec: &PmemSpec, pools: &Path) -> Result<HostMapping, B
             if let Some(f) = &fd {
                 f.set_len(spec.size).map_err(os_err(index, "sizing the memfd"))?;
             }
-            (fd, kind, false)
+            (fd, kind)
         }
     };
-    let result = map_fd(index, spec, fd.as_ref(), kind);
-    if result.is_err() && created {
-        // A file this failed start created holds nothing of the user's: do not leave it behind.
-        if let Some(p) = &spec.file {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-    let addr = result?;
-    Ok(HostMapping { addr, size: spec.size, kind, file: spec.file.clone(), created, _fd: fd })
+    let addr = map_fd(index, spec, fd.as_ref(), kind)?;
+    Ok((fd, kind, addr))
 }
 
 fn map_fd(
@@ -488,6 +500,11 @@ mod tests {
         map(0, &s, &no_pools()).unwrap().discard_if_created();
         assert_eq!(std::fs::read(&path).unwrap()[0], 7, "an existing file is kept as it was");
         std::fs::remove_file(&path).unwrap();
+        // A check that fails after the file was created (it is not on hugetlbfs) removes it too.
+        let e = map(0, &spec(&format!("2M,file={},backing=hugetlb-2m", path.display())), &no_pools())
+            .unwrap_err();
+        assert!(e.to_string().contains("is not on hugetlbfs"), "{e}");
+        assert!(!path.exists(), "the file this failed start created is gone");
     }
 
     #[test]
