@@ -4,7 +4,7 @@
 //! the same program order; the names (from `daxvmm-scenarios`) are the ones both sides use on the kernel
 //! command line, in reports and in repro files.
 
-use daxvmm_devices::fault::{EventCode, KernelPoint, Scenario, Schedule, ThreadSpec};
+use daxvmm_devices::fault::{EventCode, Scenario, Schedule, ThreadSpec};
 use daxvmm_scenarios::{ScenarioId, AFTER, BEFORE};
 
 /// One entry of the library.
@@ -54,23 +54,31 @@ fn well_formed(id: ScenarioId, threads: Vec<ThreadSpec>) -> Scenario {
     Scenario::new(id.name(), threads).expect("library scenarios are well formed")
 }
 
-/// Thread 0 (`t0`: name and sync point names) held at kernel points `points` between its sync points,
-/// and an unpinner with `unpinner_points` between its own.
+/// A scenario held inside the kernel, with its one forced schedule `order` (pushed to `schedules`): thread
+/// 0 (`t0`: name and sync point names) and an unpinner, each held at the kernel points `order` names for
+/// it, in that order, between its own sync points. The programs come from the schedule, so the two cannot
+/// disagree. Returns what [`entry`]'s table has for every scenario: it needs the driver.
 fn held(
+    schedules: &mut Vec<Schedule>,
     id: ScenarioId,
     t0: (&str, &str, &str),
-    points: &[KernelPoint],
-    unpinner_points: &[KernelPoint],
-) -> Scenario {
-    let t0 = points
-        .iter()
-        .fold(ThreadSpec::new(0, t0.0).sync(BEFORE, t0.1), |t, &k| t.kernel(k))
-        .sync(AFTER, t0.2);
-    let t1 = unpinner_points
-        .iter()
-        .fold(ThreadSpec::new(1, UNPINNER.0).sync(BEFORE, UNPINNER.1), |t, &k| t.kernel(k));
-    well_formed(id, vec![t0, t1.sync(AFTER, UNPINNER.2)])
+    order: &str,
+    about: &'static str,
+) -> (Scenario, &'static str, bool) {
+    let order = schedule(order);
+    let program = |tag: u8, (name, before, after): (&str, &str, &str)| {
+        let points = order.steps().iter().filter(|s| s.thread == tag).filter_map(|s| s.kernel_point());
+        points.fold(ThreadSpec::new(tag, name).sync(BEFORE, before), |t, k| t.kernel(k)).sync(AFTER, after)
+    };
+    let scenario = well_formed(id, vec![program(0, t0), program(1, UNPINNER)]);
+    schedules.push(order);
+    (scenario, about, true)
 }
+
+/// Truncate or punch held after its busy scan found the pinned page, while the pin is released.
+const BUSY: &str = "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
+/// Truncate or punch held on the wait queue, about to sleep, while the pin is released.
+const SLEEPING: &str = "0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2";
 
 fn schedule(text: &str) -> Schedule {
     #[allow(clippy::expect_used)] // Constant texts, covered by the unit tests.
@@ -87,7 +95,6 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
     let umount = ("unmounter", "before-umount", "after-umount");
     let dio = ("dio-reader", "before-read", "after-read");
     let drain = ("drainer", "before-drain", "after-drain");
-    use KernelPoint::{Broken, Busy, FinalBroken, FinalBusy, FinalSleep, FinalWoken, Free, Sleep, Woken};
     let mut schedules = Vec::new();
     let (scenario, about, needs_driver) = match id {
         ScenarioId::TruncateUnpin => (
@@ -142,64 +149,55 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             "vmsplice holds a page reference, the mapping goes, truncate races the pipe drain (the pre-6.15 bug; runs without the driver)",
             false,
         ),
-        ScenarioId::TruncateUnpinSleeping => {
-            schedules.push(schedule("0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2"));
-            (
-                held(id, TRUNCATOR, &[Busy, Sleep, Woken, Broken], &[]),
-                "truncate held in the kernel on the busy page's wait queue, about to sleep, while the pin is released: the wake-up comes before the sleep and must not be lost (the one feasible order: after the busy scan, or no page is busy; before the sleep point is let go)",
-                true,
-            )
-        }
-        ScenarioId::TruncateUnpinBusy => {
-            schedules.push(schedule("0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"));
-            (
-                held(id, TRUNCATOR, &[Busy, Woken, Broken], &[]),
-                "truncate held in the kernel after its busy scan found the pinned page, while the pin is released; the wait must find the page idle without sleeping (the one feasible order: unpin after the scan, before the wait)",
-                true,
-            )
-        }
-        ScenarioId::TruncateUnpinWakeup => {
-            schedules.push(schedule("0.s1 0.kbusy 0.ksleep 1.s1 1.kfree 1.s2 0.kwoken 0.kbroken 0.s2"));
-            (
-                held(id, TRUNCATOR, &[Busy, Sleep, Woken, Broken], &[Free]),
-                "truncate asleep on the wait queue; the unpin's final put held after the folio is freed, before the waiters are woken (the one feasible order: truncate cannot wake before that put)",
-                true,
-            )
-        }
-        ScenarioId::EvictUnpinBusy => {
-            schedules.push(schedule("0.s1 1.s1 1.s2 0.kfinal-busy 0.kfinal-woken 0.kfinal-broken 0.s2"));
-            (
-                held(id, EVICTOR, &[FinalBusy, FinalWoken, FinalBroken], &[]),
-                "the last unlink of a closed file evicts it; eviction held in the kernel after its final busy scan found the pinned page, while the pin is released (the one feasible order: unpin after the scan, before the wait)",
-                true,
-            )
-        }
-        ScenarioId::EvictUnpinSleeping => {
-            schedules.push(schedule(
-                "0.s1 0.kfinal-busy 1.s1 1.s2 0.kfinal-sleep 0.kfinal-woken 0.kfinal-broken 0.s2",
-            ));
-            (
-                held(id, EVICTOR, &[FinalBusy, FinalSleep, FinalWoken, FinalBroken], &[]),
-                "eviction held on the pinned page's wait queue, about to sleep uninterruptibly, while the pin is released: the wake-up must not be lost (the one feasible order)",
-                true,
-            )
-        }
-        ScenarioId::PunchUnpinBusy => {
-            schedules.push(schedule("0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"));
-            (
-                held(id, PUNCHER, &[Busy, Woken, Broken], &[]),
-                "fallocate(PUNCH_HOLE) held in the kernel after its busy scan found the pinned page, while the pin is released (as truncate-unpin-busy)",
-                true,
-            )
-        }
-        ScenarioId::PunchUnpinSleeping => {
-            schedules.push(schedule("0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2"));
-            (
-                held(id, PUNCHER, &[Busy, Sleep, Woken, Broken], &[]),
-                "fallocate(PUNCH_HOLE) held on the busy page's wait queue, about to sleep, while the pin is released (as truncate-unpin-sleeping)",
-                true,
-            )
-        }
+        ScenarioId::TruncateUnpinSleeping => held(
+            &mut schedules,
+            id,
+            TRUNCATOR,
+            SLEEPING,
+            "truncate held in the kernel on the busy page's wait queue, about to sleep, while the pin is released: the wake-up comes before the sleep and must not be lost (the one feasible order: after the busy scan, or no page is busy; before the sleep point is let go)",
+        ),
+        ScenarioId::TruncateUnpinBusy => held(
+            &mut schedules,
+            id,
+            TRUNCATOR,
+            BUSY,
+            "truncate held in the kernel after its busy scan found the pinned page, while the pin is released; the wait must find the page idle without sleeping (the one feasible order: unpin after the scan, before the wait)",
+        ),
+        ScenarioId::TruncateUnpinWakeup => held(
+            &mut schedules,
+            id,
+            TRUNCATOR,
+            "0.s1 0.kbusy 0.ksleep 1.s1 1.kfree 1.s2 0.kwoken 0.kbroken 0.s2",
+            "truncate asleep on the wait queue; the unpin's final put held after the folio is freed, before the waiters are woken (the one feasible order: truncate cannot wake before that put)",
+        ),
+        ScenarioId::EvictUnpinBusy => held(
+            &mut schedules,
+            id,
+            EVICTOR,
+            "0.s1 1.s1 1.s2 0.kfinal-busy 0.kfinal-woken 0.kfinal-broken 0.s2",
+            "the last unlink of a closed file evicts it; eviction held in the kernel after its final busy scan found the pinned page, while the pin is released (the one feasible order: unpin after the scan, before the wait)",
+        ),
+        ScenarioId::EvictUnpinSleeping => held(
+            &mut schedules,
+            id,
+            EVICTOR,
+            "0.s1 0.kfinal-busy 1.s1 1.s2 0.kfinal-sleep 0.kfinal-woken 0.kfinal-broken 0.s2",
+            "eviction held on the pinned page's wait queue, about to sleep uninterruptibly, while the pin is released: the wake-up must not be lost (the one feasible order)",
+        ),
+        ScenarioId::PunchUnpinBusy => held(
+            &mut schedules,
+            id,
+            PUNCHER,
+            BUSY,
+            "fallocate(PUNCH_HOLE) held in the kernel after its busy scan found the pinned page, while the pin is released (as truncate-unpin-busy)",
+        ),
+        ScenarioId::PunchUnpinSleeping => held(
+            &mut schedules,
+            id,
+            PUNCHER,
+            SLEEPING,
+            "fallocate(PUNCH_HOLE) held on the busy page's wait queue, about to sleep, while the pin is released (as truncate-unpin-sleeping)",
+        ),
     };
     LibraryEntry { id, scenario, about, needs_driver, schedules }
 }
