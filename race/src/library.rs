@@ -26,6 +26,17 @@ pub struct LibraryEntry {
 }
 
 impl LibraryEntry {
+    /// The schedules the sequencer can force: the fixed ones, else every interleaving that leaves no
+    /// order to timing ([`Schedule::leaves_order_to_timing`]); `None` when there are more than `limit`
+    /// interleavings to look at (then a run samples).
+    pub fn forcible(&self, limit: usize) -> Option<Vec<Schedule>> {
+        if !self.schedules.is_empty() {
+            return Some(self.schedules.clone());
+        }
+        let all = self.scenario.interleavings(limit).ok()?;
+        Some(all.into_iter().filter(|s| !s.leaves_order_to_timing()).collect())
+    }
+
     /// Guest threads, hence the vCPUs a run needs (each scenario thread gets its own vCPU).
     pub fn threads(&self) -> usize {
         self.scenario.threads().len()

@@ -51,15 +51,9 @@ pub fn build(entries: &[LibraryEntry], filesystems: &[String], choice: Choice) -
             };
             match choice {
                 Choice::Baseline { runs } => out.extend((0..runs).map(|_| run(None, None))),
-                Choice::Forced { .. } if !e.schedules.is_empty() => {
-                    out.extend(e.schedules.iter().map(|s| run(Some(s.clone()), None)))
-                }
-                Choice::Forced { limit, samples, seed } => match e.scenario.interleavings(limit) {
-                    // Only the orders the sequencer can force (see Schedule::leaves_order_to_timing).
-                    Ok(all) => out.extend(
-                        all.into_iter().filter(|s| !s.leaves_order_to_timing()).map(|s| run(Some(s), None)),
-                    ),
-                    Err(_) => {
+                Choice::Forced { limit, samples, seed } => match e.forcible(limit) {
+                    Some(all) => out.extend(all.into_iter().map(|s| run(Some(s), None))),
+                    None => {
                         let mut seen: Vec<Schedule> = Vec::new();
                         for i in 0..samples as u64 {
                             let s = e.scenario.sample(seed.wrapping_add(i));

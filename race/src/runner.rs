@@ -285,24 +285,15 @@ fn list() -> String {
                 "{:<26} {} threads, {:>3} schedules{}  {}\n",
                 e.scenario.name(),
                 e.threads(),
-                forcible(e),
+                e.forcible(1000).map_or_else(
+                    || e.scenario.interleaving_count().unwrap_or(u128::MAX),
+                    |all| all.len() as u128
+                ),
                 if e.needs_driver { ", driver" } else { "" },
                 e.about
             )
         })
         .collect()
-}
-
-/// How many schedules of `e` the sequencer can force (`--list`): its fixed ones, else the interleavings
-/// that leave no order to timing (all of them when there are too many to look at).
-fn forcible(e: &LibraryEntry) -> u128 {
-    if !e.schedules.is_empty() {
-        return e.schedules.len() as u128;
-    }
-    match e.scenario.interleavings(1000) {
-        Ok(all) => all.iter().filter(|s| !s.leaves_order_to_timing()).count() as u128,
-        Err(_) => e.scenario.interleaving_count().unwrap_or(u128::MAX),
-    }
 }
 
 /// A repro file per violating run with a schedule, in `out/repro/`; their paths.
