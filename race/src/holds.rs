@@ -157,22 +157,20 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
     // wake-up lets it reach the next one).
     let kernel_positions: Vec<usize> =
         (0..steps.len()).filter(|&i| kernel_step(&steps[i]).is_some()).collect();
-    let reached_before = |j: usize| {
+    // Kernel step j's thread's previous step: its position, and whether it is a point where it sleeps.
+    let previous = |j: usize| {
         let (thread, pos) = (expected[j].0, kernel_positions[j]);
-        let prev = steps[..pos].iter().rposition(|s| s.thread == thread);
-        thread != t
-            && (pos < begin
-                || prev
-                    .is_some_and(|p| p < begin && !kernel_step(&steps[p]).is_some_and(|(_, k)| k.blocks())))
+        let p = steps[..pos].iter().rposition(|s| s.thread == thread)?;
+        Some((p, kernel_step(&steps[p]).is_some_and(|(_, k)| k.blocks())))
+    };
+    let reached_before = |j: usize| {
+        expected[j].0 != t
+            && (kernel_positions[j] < begin || previous(j).is_some_and(|(p, sleeps)| p < begin && !sleeps))
     };
     let before =
         (0..expected.len()).filter(|&j| reached_before(j)).find(|&j| at[j].is_some_and(|p| p > free_pos));
-    let after = (kernel_index(end)..expected.len()).find(|&j| {
-        let (thread, pos) = (expected[j].0, kernel_positions[j]);
-        let prev = steps[..pos].iter().rposition(|s| s.thread == thread);
-        thread != t
-            && prev.is_some_and(|p| p > end || kernel_step(&steps[p]).is_some_and(|(_, k)| k.blocks()))
-    });
+    let after = (kernel_index(end)..expected.len())
+        .find(|&j| expected[j].0 != t && previous(j).is_some_and(|(p, sleeps)| p > end || sleeps));
     if let Some(j) = before {
         out.push(hold(format!(
             "the pinned page {pfn:#x} was freed before thread {} reached kernel point {}",
