@@ -98,7 +98,6 @@ fn mount_fresh(fs: &str, dev: &str, mnt: &str) -> Result<(), RaceError> {
     .map(|_| ())
 }
 
-// The usage text goes to stderr; everything else is the `@@race` protocol on stdout.
 /// The GNU build id (hex) among the ELF notes `notes` (/sys/kernel/notes: namesz, descsz, type, then the
 /// name and the descriptor, each padded to 4 bytes).
 fn gnu_build_id(notes: &[u8]) -> Option<String> {
@@ -134,6 +133,7 @@ fn selected_mutant() -> String {
         .to_string()
 }
 
+// The usage text goes to stderr; everything else is the `@@race` protocol on stdout.
 #[allow(clippy::print_stderr)]
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
