@@ -145,7 +145,7 @@ impl Repro {
             initrd: initrd.to_path_buf(),
             kernel_release: hello.map_or_else(String::new, |h| h.kernel.clone()),
             config_sha256: hello.map_or_else(String::new, |h| h.config_sha256.clone()),
-            mutant: hello.map(|h| h.mutant.clone()).filter(|m| m != "none"),
+            mutant: hello.and_then(|h| h.mutant.clone()),
             build_id: hello.map_or_else(String::new, |h| h.build_id.clone()),
             kernel_events: result.kernel_order.clone(),
             plan_position: None,

@@ -331,7 +331,7 @@ fn summary(boot: &BootResult, secs: f64, runs_secs: f64) -> String {
             "guest kernel {} (config sha256 {}), driver {driver}{}\n",
             h.kernel,
             short(&h.config_sha256),
-            if h.mutant == "none" { String::new() } else { format!(", mutant {} selected", h.mutant) }
+            h.mutant.as_ref().map_or(String::new(), |m| format!(", mutant {m} selected"))
         ));
     }
     s.push_str(&report::table(&report::rows(&boot.results)));
@@ -534,10 +534,10 @@ fn boot(
         return Err(RaceError::NotForced { console: b.out.join("console.log").display().to_string() });
     }
     if let (Some(asked), Some(h)) = (g.mutant, guest.hello.as_ref()) {
-        if h.mutant != asked {
+        if h.mutant.as_deref() != Some(asked) {
             return Err(RaceError::MutantMissing {
                 asked: asked.to_string(),
-                got: h.mutant.clone(),
+                got: h.mutant.clone().unwrap_or_else(|| "none".into()),
                 console: b.out.join("console.log").display().to_string(),
             });
         }

@@ -23,8 +23,9 @@ pub struct Hello {
     pub fault: bool,
     /// The kernel's GNU build id (hex), empty when the guest could not read it.
     pub build_id: String,
-    /// The deliberate bug the kernel selected at boot (`none`: a kernel without one, or none selected).
-    pub mutant: String,
+    /// The deliberate bug the kernel selected at boot (`None`: a kernel without one, or none selected;
+    /// the guest says `mutant=none`).
+    pub mutant: Option<String>,
 }
 
 /// What the console says about one run.
@@ -77,7 +78,7 @@ pub fn parse_console(text: &str) -> GuestReport {
                         config_sha256: field(rest, "config-sha256").unwrap_or("").to_string(),
                         driver: field(rest, "driver") == Some("yes"),
                         fault: field(rest, "fault") == Some("yes"),
-                        mutant: field(rest, "mutant").unwrap_or("none").to_string(),
+                        mutant: field(rest, "mutant").filter(|m| *m != "none").map(String::from),
                         build_id: field(rest, "build-id").unwrap_or("").to_string(),
                     })
                 }
