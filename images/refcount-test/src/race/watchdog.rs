@@ -20,9 +20,8 @@ extern "C" fn on_usr1(_: libc::c_int) {}
 /// What thread 0 and the releasing threads tell the watchdog.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Thread 0's kernel thread id, once its operation starts.
+    /// Thread 0's kernel thread id once its operation starts; 0 before.
     tid: AtomicI32,
-    started: AtomicBool,
     returned: AtomicBool,
     released: AtomicUsize,
 }
@@ -39,7 +38,6 @@ impl Progress {
         }
         // SAFETY: gettid has no arguments and cannot fail.
         self.tid.store(unsafe { libc::gettid() }, Ordering::Release);
-        self.started.store(true, Ordering::Release);
     }
 
     /// Thread 0's operation returned.
@@ -55,52 +53,49 @@ impl Progress {
     /// Runs until thread 0's operation returns (or the guest is powered off). `releasers` threads
     /// release; `what` names the operation in findings.
     pub fn watch(&self, run: u64, releasers: usize, what: &str) {
-        let mut since: Option<Instant> = None;
-        while !self.returned.load(Ordering::Acquire) {
+        // Until the operation has started and every reference is gone, a slow one is not a hang.
+        while self.tid.load(Ordering::Acquire) == 0 || self.released.load(Ordering::Acquire) < releasers {
+            if self.returned.load(Ordering::Acquire) {
+                return;
+            }
             std::thread::sleep(Duration::from_millis(10));
-            let ready =
-                self.started.load(Ordering::Acquire) && self.released.load(Ordering::Acquire) >= releasers;
-            if !ready {
-                since = None;
-                continue;
-            }
-            let at = *since.get_or_insert_with(Instant::now);
-            if at.elapsed() < GRACE || self.returned.load(Ordering::Acquire) {
-                continue;
-            }
-            finding(
-                run,
-                &format!(
-                    "{what} had not returned {} s after the last reference to the page was released: it slept through its wake-up",
-                    GRACE.as_secs()
-                ),
-            );
-            self.rescue(run, what);
+        }
+        if self.returned_within(GRACE) {
             return;
         }
+        finding(
+            run,
+            &format!(
+                "{what} had not returned {} s after the last reference to the page was released: it slept through its wake-up",
+                GRACE.as_secs()
+            ),
+        );
+        self.rescue(run, what);
+    }
+
+    /// Whether thread 0's operation returns within `limit`.
+    fn returned_within(&self, limit: Duration) -> bool {
+        let t = Instant::now();
+        while !self.returned.load(Ordering::Acquire) && t.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.returned.load(Ordering::Acquire)
     }
 
     fn rescue(&self, run: u64, what: &str) {
         let tid = self.tid.load(Ordering::Acquire);
-        let wait = || {
-            let t = Instant::now();
-            while !self.returned.load(Ordering::Acquire) && t.elapsed() < GRACE {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            self.returned.load(Ordering::Acquire)
-        };
         let mut how = match std::fs::write(WAKE_FILE, tid.to_string()) {
             Ok(()) => "woken through the mutants kernel's wake file".to_string(),
             Err(e) => format!("not woken (no wake file: {e})"),
         };
-        if wait() {
+        if self.returned_within(GRACE) {
             note(run, &format!("{what} returned once {how}"));
             return;
         }
         // SAFETY: tgkill sends a signal to our own thread `tid`, whose handler is installed.
         let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) };
         how.push_str(&format!(", then signalled ({})", if r == 0 { "sent" } else { "failed" }));
-        if wait() {
+        if self.returned_within(GRACE) {
             note(run, &format!("{what} returned once {how}"));
             return;
         }
