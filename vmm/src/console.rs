@@ -98,45 +98,6 @@ impl Write for RawStdout {
     }
 }
 
-/// Guest console output kept in memory for a caller that parses it (`daxvmm test`), and also shown on
-/// stdout when `echo` is set.
-#[derive(Debug, Clone, Default)]
-pub struct Capture {
-    buf: Arc<Mutex<Vec<u8>>>,
-    echo: bool,
-}
-
-impl Capture {
-    /// An empty capture.
-    pub fn new(echo: bool) -> Self {
-        Self { buf: Arc::default(), echo }
-    }
-
-    /// Everything captured so far (invalid UTF-8 replaced).
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&lock(&self.buf)).into_owned()
-    }
-
-    /// The serial port's output sink.
-    pub fn writer(&self) -> Box<dyn Write + Send> {
-        Box::new(self.clone())
-    }
-}
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        lock(&self.buf).extend_from_slice(buf);
-        if self.echo {
-            RawStdout.write_all(buf)?;
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// daxvmm's log output (to fd 2), kept out of the middle of a guest console line.
 #[derive(Debug)]
 pub struct LogWriter;

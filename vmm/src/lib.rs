@@ -6,6 +6,7 @@
 
 mod acpi_setup;
 mod boot;
+pub mod capture;
 pub mod cli;
 pub mod console;
 mod exit;

@@ -12,9 +12,9 @@ use daxvmm_devices::fault::RunObserver;
 use daxvmm_race::{BootOutput, BootSpec, GuestVm, PmemReader};
 
 use crate::boot::cpuid::XsavePolicy;
+use crate::capture::Capture;
 use crate::cli::race::{ReproArgs, TestArgs};
 use crate::cli::run::{check_file, BASE_CMDLINE};
-use crate::console::Capture;
 use crate::pmem::spec::PmemSpec;
 use crate::pmem::view::PmemView;
 use crate::units::format_size;

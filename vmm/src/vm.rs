@@ -75,7 +75,7 @@ pub struct RaceHooks {
     /// Attached to the pmem regions while the guest runs.
     pub pmem: Arc<PmemView>,
     /// Receives the guest's console output instead of stdout.
-    pub console: console::Capture,
+    pub console: crate::capture::Capture,
     /// Longest hold of one sync arrival.
     pub bound: Duration,
 }
