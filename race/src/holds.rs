@@ -78,7 +78,8 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
     }
     let mut pinned: Vec<u64> = Vec::new();
     let mut pinned_at = 0;
-    let mut unpinner: Option<u8> = None;
+    // Each pinned page's releasing thread: the last to unpin it (two pins on one page free it once).
+    let mut released_by: Vec<(u64, u8)> = Vec::new();
     // (log position, thread, point, pfn) of each kernel-point event; log positions of folio frees.
     let mut holds: Vec<(usize, u8, KernelPoint, u64)> = Vec::new();
     let mut frees: Vec<(usize, u64)> = Vec::new();
@@ -89,7 +90,10 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
                 pinned.push(ev.pfn());
                 pinned_at = i;
             }
-            EventCode::Unpin if ev.thread != THREAD_ANY => unpinner = unpinner.or(Some(ev.thread)),
+            EventCode::Unpin if ev.thread != THREAD_ANY => {
+                released_by.retain(|&(p, _)| p != ev.pfn());
+                released_by.push((ev.pfn(), ev.thread));
+            }
             EventCode::KernelPoint => {
                 if let Some(k) = KernelPoint::from_id(ev.detail()) {
                     holds.push((i, ev.thread, k, ev.pfn()));
@@ -100,7 +104,6 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
         }
     }
     let mut out = Vec::new();
-    let hold = |text: String| Finding::new(FindingKind::Hold, text);
 
     // Each expected hold, in order, each event used once.
     let mut at = Vec::with_capacity(expected.len());
@@ -111,7 +114,7 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
                 let (pos, _, _, pfn) = holds[from + j];
                 if about_a_page(k) && !pinned.is_empty() && !pinned.contains(&pfn) {
                     out.push(hold(format!(
-                        "thread {thread} held at kernel point {} on pfn {pfn:#x}, not on the pinned page {:#x}",
+                        "thread {thread} held at kernel point {} on pfn {pfn:#x}, not on a pinned page ({:#x})",
                         k.name(),
                         pinned[0]
                     )));
@@ -134,58 +137,88 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
         return out;
     }
 
-    // The pinned page's free (the first after the pin: later ones are of new files that reused the
-    // block) lies inside the releasing thread's window.
-    let (Some(t), Some(&pfn)) = (unpinner, pinned.first()) else { return out };
-    let Some(&(free_pos, _)) = frees.iter().find(|&&(at, p)| p == pfn && at > pinned_at) else {
-        out.push(hold(format!("the pinned page {pfn:#x} was never freed during the run")));
-        return out;
-    };
-    let steps = schedule.steps();
-    let window = steps
-        .iter()
-        .position(|s| *s == Step::sync(t, daxvmm_scenarios::BEFORE))
-        .zip(steps.iter().position(|s| *s == Step::sync(t, daxvmm_scenarios::AFTER)));
-    let Some((begin, end)) = window else { return out };
-    let kernel_index = |i: usize| steps[..i].iter().filter(|s| kernel_step(s).is_some()).count();
-    // The schedule places a step where it is *released*; its kernel-point event marks the *arrival*.
-    // Reached before the window: a kernel step of another thread released before it, or released after
-    // it began by a thread whose previous step was released before it and does not block (a forced
-    // schedule lets nobody else go until that thread has arrived at its next step). Reached after it:
-    // only a step its thread could not reach before the window ended, because the thread's previous
-    // step was released after the window, or was a point where it went to sleep (then only the unpin's
-    // wake-up lets it reach the next one).
-    let kernel_positions: Vec<usize> =
-        (0..steps.len()).filter(|&i| kernel_step(&steps[i]).is_some()).collect();
-    // Kernel step j's thread's previous step: its position, and whether it is a point where it sleeps.
-    let previous = |j: usize| {
-        let (thread, pos) = (expected[j].0, kernel_positions[j]);
-        let p = steps[..pos].iter().rposition(|s| s.thread == thread)?;
-        Some((p, kernel_step(&steps[p]).is_some_and(|(_, k)| k.blocks())))
-    };
-    let reached_before = |j: usize| {
-        expected[j].0 != t
-            && (kernel_positions[j] < begin || previous(j).is_some_and(|(p, sleeps)| p < begin && !sleeps))
-    };
-    let before =
-        (0..expected.len()).filter(|&j| reached_before(j)).find(|&j| at[j].is_some_and(|p| p > free_pos));
-    let after = (kernel_index(end)..expected.len())
-        .find(|&j| expected[j].0 != t && previous(j).is_some_and(|(p, sleeps)| p > end || sleeps));
-    if let Some(j) = before {
-        out.push(hold(format!(
-            "the pinned page {pfn:#x} was freed before thread {} reached kernel point {}",
-            expected[j].0,
-            expected[j].1.name()
-        )));
-    }
-    if let Some(j) = after.filter(|&j| at[j].is_some_and(|p| p < free_pos)) {
-        out.push(hold(format!(
-            "thread {} reached kernel point {} before the pinned page {pfn:#x} was freed",
-            expected[j].0,
-            expected[j].1.name()
-        )));
+    // Each pinned page's free (the first after the pins: later ones are of new files that reused the
+    // block) lies inside the window of the thread that released it.
+    let windows = Windows { schedule, expected: &expected, at: &at };
+    let mut seen = Vec::new();
+    for &pfn in &pinned {
+        if seen.contains(&pfn) {
+            continue;
+        }
+        seen.push(pfn);
+        let Some(&(_, t)) = released_by.iter().find(|&&(p, _)| p == pfn) else { continue };
+        match frees.iter().find(|&&(at, p)| p == pfn && at > pinned_at) {
+            Some(&(free_pos, _)) => out.extend(windows.check(t, pfn, free_pos)),
+            None => out.push(hold(format!("the pinned page {pfn:#x} was never freed during the run"))),
+        }
     }
     out
+}
+
+fn hold(text: String) -> Finding {
+    Finding::new(FindingKind::Hold, text)
+}
+
+/// A schedule's kernel steps with where their kernel-point events came (`at`, log positions), to place
+/// a page's free against the window of the thread that released it.
+struct Windows<'a> {
+    schedule: &'a Schedule,
+    expected: &'a [(u8, KernelPoint)],
+    at: &'a [Option<usize>],
+}
+
+impl Windows<'_> {
+    /// The findings for page `pfn`, released by thread `t`, freed at log position `free_pos`.
+    fn check(&self, t: u8, pfn: u64, free_pos: usize) -> Vec<Finding> {
+        let (expected, at) = (self.expected, self.at);
+        let mut out = Vec::new();
+        let steps = self.schedule.steps();
+        let window = steps
+            .iter()
+            .position(|s| *s == Step::sync(t, daxvmm_scenarios::BEFORE))
+            .zip(steps.iter().position(|s| *s == Step::sync(t, daxvmm_scenarios::AFTER)));
+        let Some((begin, end)) = window else { return out };
+        let kernel_index = |i: usize| steps[..i].iter().filter(|s| kernel_step(s).is_some()).count();
+        // The schedule places a step where it is *released*; its kernel-point event marks the *arrival*.
+        // Reached before the window: a kernel step of another thread released before it, or released
+        // after it began by a thread whose previous step was released before it and does not block (a
+        // forced schedule lets nobody else go until that thread has arrived at its next step). Reached
+        // after it: only a step its thread could not reach before the window ended, because the thread's
+        // previous step was released after the window, or was a point where it went to sleep (then only
+        // the unpin's wake-up lets it reach the next one).
+        let kernel_positions: Vec<usize> =
+            (0..steps.len()).filter(|&i| kernel_step(&steps[i]).is_some()).collect();
+        // Kernel step j's thread's previous step: its position, and whether it is a point where it sleeps.
+        let previous = |j: usize| {
+            let (thread, pos) = (expected[j].0, kernel_positions[j]);
+            let p = steps[..pos].iter().rposition(|s| s.thread == thread)?;
+            Some((p, kernel_step(&steps[p]).is_some_and(|(_, k)| k.blocks())))
+        };
+        let reached_before = |j: usize| {
+            expected[j].0 != t
+                && (kernel_positions[j] < begin
+                    || previous(j).is_some_and(|(p, sleeps)| p < begin && !sleeps))
+        };
+        let before =
+            (0..expected.len()).filter(|&j| reached_before(j)).find(|&j| at[j].is_some_and(|p| p > free_pos));
+        let after = (kernel_index(end)..expected.len())
+            .find(|&j| expected[j].0 != t && previous(j).is_some_and(|(p, sleeps)| p > end || sleeps));
+        if let Some(j) = before {
+            out.push(hold(format!(
+                "the pinned page {pfn:#x} was freed before thread {} reached kernel point {}",
+                expected[j].0,
+                expected[j].1.name()
+            )));
+        }
+        if let Some(j) = after.filter(|&j| at[j].is_some_and(|p| p < free_pos)) {
+            out.push(hold(format!(
+                "thread {} reached kernel point {} before the pinned page {pfn:#x} was freed",
+                expected[j].0,
+                expected[j].1.name()
+            )));
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -248,6 +281,39 @@ mod tests {
         assert!(f[0].text.contains("reached kernel point woken before the pinned page"), "{f:?}");
     }
 
+    /// truncate-two-pages: each page's free is placed in the window of the thread that released it.
+    #[test]
+    fn each_pinned_page_is_freed_in_its_own_releasers_window() {
+        use KernelPoint::*;
+        let two: Schedule = "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 2.s1 2.s2 0.ksleep 0.s2".parse().unwrap();
+        let b = PFN + 1;
+        let log = vec![
+            ev(EventCode::PinTaken, 1, PFN, 0),
+            ev(EventCode::PinTaken, 2, b, 0),
+            kp(0, Busy, PFN),
+            ev(EventCode::Unpin, 1, PFN, 0),
+            ev(EventCode::FolioFree, THREAD_ANY, PFN, 0),
+            kp(0, Woken, PFN),
+            kp(0, Sleep, b),
+            ev(EventCode::Unpin, 2, b, 0),
+            ev(EventCode::FolioFree, THREAD_ANY, b, 0),
+        ];
+        assert!(check_holds(&two, &log).is_empty(), "{:?}", check_holds(&two, &log));
+        // The second page freed before truncate was held on its wait queue.
+        let mut early = log.clone();
+        let free = early.remove(8);
+        early.insert(6, free);
+        let f = check_holds(&two, &early);
+        assert!(
+            f[0].text.contains(&format!("page {b:#x} was freed before thread 0 reached kernel point sleep")),
+            "{f:?}"
+        );
+        // No rescan: truncate never reached the second wait.
+        let mut no_rescan = log.clone();
+        no_rescan.remove(6);
+        assert!(check_holds(&two, &no_rescan)[0].text.contains("never reached kernel point sleep"));
+    }
+
     #[test]
     fn the_kernel_order_is_in_page_offsets_and_leaves_out_reuse() {
         let mut log = good_log();
@@ -302,6 +368,6 @@ mod tests {
         // A hold on some other page.
         let mut other = good_log();
         other[1] = kp(0, KernelPoint::Busy, PFN + 1);
-        assert!(check_holds(&sleeping(), &other)[0].text.contains("not on the pinned page"));
+        assert!(check_holds(&sleeping(), &other)[0].text.contains("not on a pinned page"));
     }
 }

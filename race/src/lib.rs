@@ -37,8 +37,8 @@ pub use holds::{check_holds, kernel_order};
 pub use library::{entry, find as find_scenario, library, LibraryEntry};
 pub use mutants::{find as find_mutant, Mutant, MUTANTS};
 pub use oracle::{
-    check_data, check_order, check_pin_write, observed_order, scan_log, summarize, Finding, FindingKind,
-    RunSummary, BLOCK, MARKER_NEW_BLOCK,
+    check_data, check_order, check_pin_write, observed_order, scan_log, stale_window, summarize, Finding,
+    FindingKind, RunSummary, BLOCK, MARKER_NEW_BLOCK,
 };
 pub use runner::{
     repro, test, BootOptions, RaceError, ReproOptions, TestOptions, EXIT_NOT_REPRODUCED, EXIT_VIOLATIONS,

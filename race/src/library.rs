@@ -65,23 +65,24 @@ fn well_formed(id: ScenarioId, threads: Vec<ThreadSpec>) -> Scenario {
     Scenario::new(id.name(), threads).expect("library scenarios are well formed")
 }
 
-/// A scenario held inside the kernel, with its one forced schedule `order` (pushed to `schedules`): thread
-/// 0 (`t0`: name and sync point names) and an unpinner, each held at the kernel points `order` names for
-/// it, in that order, between its own sync points. The programs come from the schedule, so the two cannot
-/// disagree. Returns what [`entry`]'s table has for every scenario: it needs the driver.
+/// A scenario held inside the kernel, with its one forced schedule `order` (pushed to `schedules`):
+/// thread 0 (`t0`: name and sync point names) and the unpinners after it (thread 1 releases the page the
+/// kernel waits on first), each held at the kernel points `order` names for it, in that order, between
+/// its own sync points. The programs come from the schedule, so the two cannot disagree. Returns what
+/// [`entry`]'s table has for every scenario: it needs the driver.
 fn held(
     schedules: &mut Vec<Schedule>,
     id: ScenarioId,
-    t0: (&str, &str, &str),
+    threads: &[(&str, &str, &str)],
     order: &str,
     about: &'static str,
 ) -> (Scenario, &'static str, bool) {
     let order = schedule(order);
-    let program = |tag: u8, (name, before, after): (&str, &str, &str)| {
+    let program = |tag: u8, &(name, before, after): &(&str, &str, &str)| {
         let points = order.steps().iter().filter(|s| s.thread == tag).filter_map(|s| s.kernel_point());
         points.fold(ThreadSpec::new(tag, name).sync(BEFORE, before), |t, k| t.kernel(k)).sync(AFTER, after)
     };
-    let scenario = well_formed(id, vec![program(0, t0), program(1, UNPINNER)]);
+    let scenario = well_formed(id, (0..).zip(threads).map(|(tag, t)| program(tag, t)).collect());
     schedules.push(order);
     (scenario, about, true)
 }
@@ -98,6 +99,8 @@ fn schedule(text: &str) -> Schedule {
 
 const TRUNCATOR: (&str, &str, &str) = ("truncator", "before-truncate", "after-truncate");
 const UNPINNER: (&str, &str, &str) = ("unpinner", "before-unpin", "after-unpin");
+/// Thread 2 of the two-page scenarios: releases the second page.
+const SECOND_UNPINNER: (&str, &str, &str) = ("second-unpinner", UNPINNER.1, UNPINNER.2);
 const EVICTOR: (&str, &str, &str) = ("evictor", "before-unlink", "after-unlink");
 const PUNCHER: (&str, &str, &str) = ("puncher", "before-punch", "after-punch");
 
@@ -163,51 +166,65 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
         ScenarioId::TruncateUnpinSleeping => held(
             &mut schedules,
             id,
-            TRUNCATOR,
+            &[TRUNCATOR, UNPINNER],
             SLEEPING,
             "truncate held in the kernel on the busy page's wait queue, about to sleep, while the pin is released: the wake-up comes before the sleep and must not be lost (the one feasible order: after the busy scan, or no page is busy; before the sleep point is let go)",
         ),
         ScenarioId::TruncateUnpinBusy => held(
             &mut schedules,
             id,
-            TRUNCATOR,
+            &[TRUNCATOR, UNPINNER],
             BUSY,
             "truncate held in the kernel after its busy scan found the pinned page, while the pin is released; the wait must find the page idle without sleeping (the one feasible order: unpin after the scan, before the wait)",
         ),
         ScenarioId::TruncateUnpinWakeup => held(
             &mut schedules,
             id,
-            TRUNCATOR,
+            &[TRUNCATOR, UNPINNER],
             "0.s1 0.kbusy 0.ksleep 1.s1 1.kfree 1.s2 0.kwoken 0.kbroken 0.s2",
             "truncate asleep on the wait queue; the unpin's final put held after the folio is freed, before the waiters are woken (the one feasible order: truncate cannot wake before that put)",
         ),
         ScenarioId::EvictUnpinBusy => held(
             &mut schedules,
             id,
-            EVICTOR,
+            &[EVICTOR, UNPINNER],
             "0.s1 1.s1 1.s2 0.kfinal-busy 0.kfinal-woken 0.kfinal-broken 0.s2",
             "the last unlink of a closed file evicts it; eviction held in the kernel after its final busy scan found the pinned page, while the pin is released (the one feasible order: unpin after the scan, before the wait)",
         ),
         ScenarioId::EvictUnpinSleeping => held(
             &mut schedules,
             id,
-            EVICTOR,
+            &[EVICTOR, UNPINNER],
             "0.s1 0.kfinal-busy 1.s1 1.s2 0.kfinal-sleep 0.kfinal-woken 0.kfinal-broken 0.s2",
             "eviction held on the pinned page's wait queue, about to sleep uninterruptibly, while the pin is released: the wake-up must not be lost (the one feasible order)",
         ),
         ScenarioId::PunchUnpinBusy => held(
             &mut schedules,
             id,
-            PUNCHER,
+            &[PUNCHER, UNPINNER],
             BUSY,
             "fallocate(PUNCH_HOLE) held in the kernel after its busy scan found the pinned page, while the pin is released (as truncate-unpin-busy)",
         ),
         ScenarioId::PunchUnpinSleeping => held(
             &mut schedules,
             id,
-            PUNCHER,
+            &[PUNCHER, UNPINNER],
             SLEEPING,
             "fallocate(PUNCH_HOLE) held on the busy page's wait queue, about to sleep, while the pin is released (as truncate-unpin-sleeping)",
+        ),
+        ScenarioId::TruncateTwoPages => held(
+            &mut schedules,
+            id,
+            &[TRUNCATOR, UNPINNER, SECOND_UNPINNER],
+            "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 2.s1 2.s2 0.ksleep 0.s2",
+            "truncate over two pinned pages, held after its busy scan found the first while that pin is released, then on the second page's wait queue, about to sleep, while the second is released: the wait on the first must not end the busy scan (the one feasible order that releases the first page inside the wait: the second wait starts only after the first ends, and only on a page still pinned)",
+        ),
+        ScenarioId::EvictTwoPages => held(
+            &mut schedules,
+            id,
+            &[EVICTOR, UNPINNER, SECOND_UNPINNER],
+            "0.s1 1.s1 1.s2 0.kfinal-busy 0.kfinal-woken 2.s1 2.s2 0.kfinal-sleep 0.s2",
+            "the last unlink evicts a closed file with two pinned pages; eviction held at its final break-layout's points as truncate is in truncate-two-pages (the one feasible order, as there)",
         ),
     };
     LibraryEntry { id, scenario, about, needs_driver, schedules }
@@ -256,7 +273,7 @@ mod tests {
     fn held_scenarios_have_forced_schedules_that_match_their_programs_and_guest_masks() {
         use daxvmm_devices::fault::{KernelPoint, StepKind};
         let held: Vec<LibraryEntry> = library().into_iter().filter(|e| !e.schedules.is_empty()).collect();
-        assert_eq!(held.len(), 7);
+        assert_eq!(held.len(), 9);
         for e in &held {
             for s in &e.schedules {
                 e.scenario.check(s).unwrap();

@@ -18,41 +18,67 @@ pub struct Mutant {
     /// Whether only some orders of events show it. A schedule-independent mutant is a control: the
     /// sequential refcount checks must catch it too.
     pub schedule_dependent: bool,
+    /// Part of the finding a kill of it reports: how the bug shows.
+    pub shows: &'static str,
 }
 
 /// Every mutant of the variant.
-pub const MUTANTS: [Mutant; 5] = [
+pub const MUTANTS: [Mutant; 7] = [
     Mutant {
         name: "pinned-idle",
         about: "the busy scan treats a DMA-pinned folio as idle: truncate, punch and eviction never wait for a pin",
         killers: &[ScenarioId::TruncateUnpin, ScenarioId::TruncateUnpinSleeping],
         schedule_dependent: false,
+        shows: ORDERING,
     },
     Mutant {
         name: "lost-wake",
         about: "dax_break_layout() sleeps once without checking the page again after queueing: an unpin between the busy scan and the queueing is a lost wake-up",
-        killers: &[ScenarioId::TruncateUnpinBusy, ScenarioId::PunchUnpinBusy],
+        killers: &[ScenarioId::TruncateUnpinBusy, ScenarioId::PunchUnpinBusy, ScenarioId::TruncateTwoPages],
         schedule_dependent: true,
+        shows: HANG,
     },
     Mutant {
         name: "state-reset",
         about: "dax_break_layout() sets the task state again after queueing, just before sleeping: an unpin in between is a lost wake-up",
-        killers: &[ScenarioId::TruncateUnpinSleeping, ScenarioId::PunchUnpinSleeping],
+        killers: &[ScenarioId::TruncateUnpinSleeping, ScenarioId::PunchUnpinSleeping, ScenarioId::TruncateTwoPages],
         schedule_dependent: true,
+        shows: HANG,
     },
     Mutant {
         name: "final-lost-wake",
         about: "lost-wake in dax_break_layout_final(): eviction sleeps uninterruptibly through the unpin's wake-up",
-        killers: &[ScenarioId::EvictUnpinBusy],
+        killers: &[ScenarioId::EvictUnpinBusy, ScenarioId::EvictTwoPages],
         schedule_dependent: true,
+        shows: HANG,
     },
     Mutant {
         name: "final-state-reset",
         about: "state-reset in dax_break_layout_final()",
-        killers: &[ScenarioId::EvictUnpinSleeping],
+        killers: &[ScenarioId::EvictUnpinSleeping, ScenarioId::EvictTwoPages],
         schedule_dependent: true,
+        shows: HANG,
+    },
+    Mutant {
+        name: "no-rescan",
+        about: "dax_break_layout() does not scan again after a wait: with two pinned pages, releasing the one it waits on first lets truncate free the other under its pin",
+        killers: &[ScenarioId::TruncateTwoPages],
+        schedule_dependent: true,
+        shows: ORDERING,
+    },
+    Mutant {
+        name: "final-no-rescan",
+        about: "no-rescan in dax_break_layout_final(): eviction frees the second pinned page's block",
+        killers: &[ScenarioId::EvictTwoPages],
+        schedule_dependent: true,
+        shows: ORDERING,
     },
 ];
+
+/// What the guest's hang watchdog reports (images/refcount-test/src/race/watchdog.rs).
+const HANG: &str = "had not returned 3 s after the last reference to the page was released";
+/// What the oracle's ordering check reports (`crate::oracle::check_order`).
+const ORDERING: &str = "ordering: truncate or eviction returned";
 
 /// The mutant called `name`.
 pub fn find(name: &str) -> Option<&'static Mutant> {

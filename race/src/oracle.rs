@@ -90,39 +90,48 @@ fn guest_events(entries: &[LogEntry]) -> impl Iterator<Item = (u64, &Event)> {
     })
 }
 
-/// Ordering: every successful truncate-returned / punch-hole-returned event from a scenario thread must
-/// come after the unpins of every pin the guest program took on that pfn.
-pub fn check_order(entries: &[LogEntry]) -> Vec<Finding> {
+/// The scenario threads' events (hook events, from any thread, left out), each with the pins held at
+/// that point (pfn to pins taken minus pins released, before the event: a pin or unpin event counts from
+/// the next one on).
+fn with_pins(entries: &[LogEntry], mut each: impl FnMut(u64, &Event, &HashMap<u64, i64>)) {
     let mut pins: HashMap<u64, i64> = HashMap::new();
-    let mut out = Vec::new();
-    for (seq, ev) in guest_events(entries) {
-        if ev.thread == THREAD_ANY {
-            continue;
-        }
+    for (seq, ev) in guest_events(entries).filter(|(_, ev)| ev.thread != THREAD_ANY) {
+        each(seq, ev, &pins);
         match ev.code {
             EventCode::PinTaken => *pins.entry(ev.pfn()).or_default() += 1,
             EventCode::Unpin => *pins.entry(ev.pfn()).or_default() -= 1,
-            EventCode::TruncateReturned | EventCode::PunchHoleReturned if ev.detail() == 0 => {
-                let held = pins.get(&ev.pfn()).copied().unwrap_or(0);
-                if held > 0 {
-                    // Scenarios that evict (unlink, umount) report with the truncate codes too.
-                    let op = if ev.code == EventCode::TruncateReturned {
-                        "truncate or eviction"
-                    } else {
-                        "punch-hole"
-                    };
-                    out.push(Finding::new(
-                        FindingKind::Ordering,
-                        format!(
-                            "{op} returned (log #{seq}) while pfn {:#x} still had {held} pin(s): the kernel freed blocks still under DMA",
-                            ev.pfn()
-                        ),
-                    ));
-                }
-            }
             _ => {}
         }
     }
+}
+
+/// Ordering: every successful truncate-returned / punch-hole-returned event from a scenario thread must
+/// come after the unpins of every pin the guest program took.
+pub fn check_order(entries: &[LogEntry]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    with_pins(entries, |seq, ev, pins| {
+        let returned = matches!(ev.code, EventCode::TruncateReturned | EventCode::PunchHoleReturned);
+        if !returned || ev.detail() != 0 {
+            return;
+        }
+        // Every page a scenario pins is in the range its operation removes, so any pin still held
+        // counts, not only one on the page the event names.
+        let mut held: Vec<(u64, i64)> = pins.iter().filter(|&(_, &n)| n > 0).map(|(&p, &n)| (p, n)).collect();
+        held.sort_unstable();
+        let Some(&(pfn, n)) = held.first() else { return };
+        // Scenarios that evict (unlink, umount) report with the truncate codes too.
+        let op = if ev.code == EventCode::TruncateReturned { "truncate or eviction" } else { "punch-hole" };
+        let more = match held.len() {
+            1 => String::new(),
+            k => format!(" (and {} more pinned pages)", k - 1),
+        };
+        out.push(Finding::new(
+            FindingKind::Ordering,
+            format!(
+                "{op} returned (log #{seq}) while pfn {pfn:#x} still had {n} pin(s){more}: the kernel freed blocks still under DMA"
+            ),
+        ));
+    });
     out
 }
 
@@ -185,6 +194,22 @@ pub fn check_pin_write(pfn: u64, pattern: u8, read: &dyn Fn(u64, &mut [u8]) -> b
             format!("of the {BLOCK} bytes of pattern {pattern:#04x} written through the pin of pfn {pfn:#x}, only {landed} are in that block of pmem"),
         )
     })
+}
+
+/// The stale-write window of a run: the new-file blocks (announced by the guest) that were still pinned
+/// by a scenario thread when the new file got them. A pin that outlives its block is harmless until
+/// another file gets the block; then a device write through the pin lands in that file. Each such pfn
+/// once, in the order the files got them.
+pub fn stale_window(entries: &[LogEntry]) -> Vec<u64> {
+    let mut out = Vec::new();
+    with_pins(entries, |_, ev, pins| {
+        let pfn = ev.pfn();
+        let new_block = ev.code == EventCode::Marker && ev.detail() & 0xF00 == MARKER_NEW_BLOCK;
+        if new_block && pins.get(&pfn).is_some_and(|&n| n > 0) && !out.contains(&pfn) {
+            out.push(pfn);
+        }
+    });
+    out
 }
 
 /// Lines of a guest kernel log that mean a refcount bug (docs/dax-refcount.md lists the WARN and BUG sites).
@@ -354,6 +379,40 @@ mod tests {
             ev(PunchHoleReturned, 0, 9, 0),
         ]);
         assert!(check_order(&two)[0].text.starts_with("punch-hole returned"));
+        // Two pinned pages: the event names the first, released; the second still pinned counts.
+        let pages = log(vec![
+            ev(PinTaken, 1, 0x20, 0),
+            ev(PinTaken, 2, 0x21, 0),
+            ev(Unpin, 1, 0x20, 0),
+            ev(TruncateReturned, 0, 0x20, 0),
+            ev(Unpin, 2, 0x21, 0),
+        ]);
+        let f = check_order(&pages);
+        assert_eq!(f.len(), 1);
+        assert!(f[0].text.contains("pfn 0x21 still had 1 pin(s):"), "{}", f[0]);
+        let both =
+            log(vec![ev(PinTaken, 1, 0x20, 0), ev(PinTaken, 2, 0x21, 0), ev(TruncateReturned, 0, 0x20, 0)]);
+        assert!(check_order(&both)[0].text.contains("pfn 0x20 still had 1 pin(s) (and 1 more pinned pages)"));
+    }
+
+    #[test]
+    fn the_stale_write_window_is_a_new_file_on_a_block_still_pinned() {
+        use EventCode::*;
+        let new = |pfn| ev(Marker, 0, pfn, MARKER_NEW_BLOCK | 0x3c);
+        // Block 0x21 went to a new file while pinned; 0x20 only after its unpin; 0x30 was never pinned.
+        let entries = log(vec![
+            ev(PinTaken, 1, 0x20, 0),
+            ev(PinTaken, 2, 0x21, 0),
+            ev(Unpin, 1, 0x20, 0),
+            new(0x20),
+            new(0x21),
+            new(0x21),
+            new(0x30),
+            ev(Marker, 0, 0x21, 0x001),
+            ev(Unpin, 2, 0x21, 0),
+        ]);
+        assert_eq!(stale_window(&entries), [0x21]);
+        assert!(stale_window(&entries[..3]).is_empty());
     }
 
     #[test]

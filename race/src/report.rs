@@ -1,5 +1,5 @@
 //! Reports of a `daxvmm test` session: the summary table for people (scenario, filesystem, interleavings
-//! tried and seen, blocked, skipped, violations), TAP and JUnit XML for CI, one test point per run.
+//! tried and seen, blocked, skipped, violations, stale-write windows), TAP and JUnit XML for CI, one test point per run.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -23,6 +23,8 @@ pub struct Row {
     pub skipped: usize,
     /// Runs with a violation.
     pub violations: usize,
+    /// Runs in which a new file got a block still pinned: the stale-write window was open.
+    pub stale_window: usize,
 }
 
 /// Rows in plan order.
@@ -43,6 +45,7 @@ pub fn rows(results: &[RunResult]) -> Vec<Row> {
                     blocked: 0,
                     skipped: 0,
                     violations: 0,
+                    stale_window: 0,
                 };
                 rows.push((row, BTreeSet::new()));
                 rows.len() - 1
@@ -59,6 +62,7 @@ pub fn rows(results: &[RunResult]) -> Vec<Row> {
         }
         row.blocked += usize::from(r.summary.timeouts > 0);
         row.violations += usize::from(r.failed());
+        row.stale_window += usize::from(!r.stale_window.is_empty());
     }
     rows.into_iter()
         .map(|(mut row, seen)| {
@@ -72,27 +76,28 @@ pub fn rows(results: &[RunResult]) -> Vec<Row> {
 pub fn table(rows: &[Row]) -> String {
     let w = rows.iter().map(|r| r.scenario.len()).max().unwrap_or(8).max(8);
     let mut s = format!(
-        "{:<w$}  {:<4}  {:>5}  {:>8}  {:>7}  {:>7}  {:>10}\n",
-        "scenario", "fs", "tried", "observed", "blocked", "skipped", "violations"
+        "{:<w$}  {:<4}  {:>5}  {:>8}  {:>7}  {:>7}  {:>10}  {:>12}\n",
+        "scenario", "fs", "tried", "observed", "blocked", "skipped", "violations", "stale-window"
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "{:<w$}  {:<4}  {:>5}  {:>8}  {:>7}  {:>7}  {:>10}",
-            r.scenario, r.fs, r.tried, r.observed, r.blocked, r.skipped, r.violations
+            "{:<w$}  {:<4}  {:>5}  {:>8}  {:>7}  {:>7}  {:>10}  {:>12}",
+            r.scenario, r.fs, r.tried, r.observed, r.blocked, r.skipped, r.violations, r.stale_window
         );
     }
     let sum = |f: fn(&Row) -> usize| rows.iter().map(f).sum::<usize>();
     let _ = writeln!(
         s,
-        "{:<w$}  {:<4}  {:>5}  {:>8}  {:>7}  {:>7}  {:>10}",
+        "{:<w$}  {:<4}  {:>5}  {:>8}  {:>7}  {:>7}  {:>10}  {:>12}",
         "total",
         "",
         sum(|r| r.tried),
         sum(|r| r.observed),
         sum(|r| r.blocked),
         sum(|r| r.skipped),
-        sum(|r| r.violations)
+        sum(|r| r.violations),
+        sum(|r| r.stale_window)
     );
     s
 }
@@ -223,6 +228,7 @@ mod tests {
             log: "console <line> & more\n".into(),
             fault_log: vec![],
             kernel_order: vec![],
+            stale_window: vec![],
         }
     }
 

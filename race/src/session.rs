@@ -13,7 +13,7 @@ use crate::guest::PmemReader;
 use crate::holds::check_holds;
 use crate::library::find as find_scenario;
 use crate::oracle::{
-    check_data, check_order, check_pin_write, observed_order, summarize, Finding, RunSummary,
+    check_data, check_order, check_pin_write, observed_order, stale_window, summarize, Finding, RunSummary,
 };
 use crate::plan::PlannedRun;
 
@@ -125,9 +125,16 @@ impl RunObserver for Session {
                 Some(f) => format!("VIOLATION {f}"),
             };
             let blocked = if summary.timeouts > 0 { ", held to the bound (the kernel blocked)" } else { "" };
+            let stale = stale_window(&entries);
+            let window = match stale.first() {
+                Some(pfn) => {
+                    format!("; stale-write window open: a new file got block {pfn:#x}, still pinned")
+                }
+                None => String::new(),
+            };
             let observed = observed.as_ref().map_or("incomplete".to_string(), |s| s.to_string());
             log::info!(
-                "[{}/{}] {} on {} [{}] observed [{observed}]: {verdict}{blocked}",
+                "[{}/{}] {} on {} [{}] observed [{observed}]: {verdict}{blocked}{window}",
                 run + 1,
                 self.plan.len(),
                 p.scenario,

@@ -127,6 +127,8 @@ pub struct RunResult {
     pub fault_log: Vec<String>,
     /// The kernel's own events in order ([`crate::kernel_order`]).
     pub kernel_order: Vec<String>,
+    /// New-file blocks that were still pinned when the file got them ([`crate::stale_window`]).
+    pub stale_window: Vec<u64>,
 }
 
 impl RunResult {
@@ -178,6 +180,12 @@ pub fn combine(
                 log: g.map(|g| g.log.clone()).unwrap_or_default(),
                 notes: {
                     let mut notes = g.map(|g| g.notes.clone()).unwrap_or_default();
+                    let stale = crate::oracle::stale_window(&record.entries);
+                    if !stale.is_empty() {
+                        notes.push(format!(
+                            "stale-write window: a new file got block(s) still pinned: {stale:x?}"
+                        ));
+                    }
                     if !record.unreadable.is_empty() {
                         notes.push(format!(
                             "new-file blocks outside pmem, not checked: {:x?}",
@@ -188,6 +196,7 @@ pub fn combine(
                 },
                 fault_log: fault_log(&record),
                 kernel_order: crate::holds::kernel_order(&record.entries),
+                stale_window: crate::oracle::stale_window(&record.entries),
             }
         })
         .collect();

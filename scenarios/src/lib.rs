@@ -53,6 +53,12 @@ pub enum ScenarioId {
     PunchUnpinBusy,
     /// Hole punch held on the busy page's wait queue, about to sleep, while the pin is released.
     PunchUnpinSleeping,
+    /// Truncate over two pinned pages: held after the busy scan found the first while that one is
+    /// released, then on the second one's wait queue while the second is released.
+    TruncateTwoPages,
+    /// Eviction over two pinned pages, held as truncate is in [`Self::TruncateTwoPages`], at the final
+    /// break-layout's points.
+    EvictTwoPages,
 }
 
 /// Sync point every scenario thread passes just before its operation (truncate, unpin, ...).
@@ -106,12 +112,14 @@ impl ScenarioId {
                 bit(FINAL_BUSY) | bit(FINAL_SLEEP) | bit(FINAL_WOKEN) | bit(FINAL_BROKEN)
             }
             (Self::EvictUnpinBusy, 0) => bit(FINAL_BUSY) | bit(FINAL_WOKEN) | bit(FINAL_BROKEN),
+            (Self::TruncateTwoPages, 0) => bit(BUSY) | bit(WOKEN) | bit(SLEEP),
+            (Self::EvictTwoPages, 0) => bit(FINAL_BUSY) | bit(FINAL_WOKEN) | bit(FINAL_SLEEP),
             _ => 0,
         }
     }
 
     /// Every scenario, in run order.
-    pub const ALL: [Self; 16] = [
+    pub const ALL: [Self; 18] = [
         Self::TruncateUnpin,
         Self::PunchUnpin,
         Self::PinMunmapTruncate,
@@ -128,6 +136,8 @@ impl ScenarioId {
         Self::EvictUnpinSleeping,
         Self::PunchUnpinBusy,
         Self::PunchUnpinSleeping,
+        Self::TruncateTwoPages,
+        Self::EvictTwoPages,
     ];
 
     /// The name both sides use.
@@ -149,6 +159,8 @@ impl ScenarioId {
             Self::EvictUnpinSleeping => "evict-unpin-sleeping",
             Self::PunchUnpinBusy => "punch-unpin-busy",
             Self::PunchUnpinSleeping => "punch-unpin-sleeping",
+            Self::TruncateTwoPages => "truncate-two-pages",
+            Self::EvictTwoPages => "evict-two-pages",
         }
     }
 
@@ -161,7 +173,7 @@ impl ScenarioId {
     /// that release what holds the page); each gets its own vCPU.
     pub const fn threads(self) -> u8 {
         match self {
-            Self::TwoPins => 3,
+            Self::TwoPins | Self::TruncateTwoPages | Self::EvictTwoPages => 3,
             _ => 2,
         }
     }
@@ -191,7 +203,7 @@ mod tests {
         for (i, s) in ScenarioId::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }
-        assert_eq!(ScenarioId::ALL.len(), ScenarioId::PunchUnpinSleeping as usize + 1);
+        assert_eq!(ScenarioId::ALL.len(), ScenarioId::EvictTwoPages as usize + 1);
         assert!(ScenarioId::ALL.iter().all(|s| (2..=3).contains(&s.threads())));
     }
 }

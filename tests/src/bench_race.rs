@@ -66,7 +66,7 @@ impl Kills {
         }
         let total: Vec<usize> = output.lines().find_map(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
-            (w.len() == 6 && w[0] == "total").then(|| w[1..].iter().filter_map(|x| x.parse().ok()).collect())
+            (w.len() == 7 && w[0] == "total").then(|| w[1..6].iter().filter_map(|x| x.parse().ok()).collect())
         })?;
         let secs = output
             .lines()
@@ -206,9 +206,9 @@ mod tests {
 
     const FORCED: &str = "\
 guest kernel 7.2.12+ (config sha256 939cf80007ef), driver bound, mutant lost-wake selected
-scenario                 fs    tried  observed  blocked  skipped  violations
-truncate-unpin-busy      ext4      1         1        0        0           1
-total                              1         1        0        0           1
+scenario                 fs    tried  observed  blocked  skipped  violations  stale-window
+truncate-unpin-busy      ext4      1         1        0        0           1             0
+total                              1         1        0        0           1             0
 daxvmm test: 1 runs in 12.3 s with the boot, 3.4 s of runs (17 runs/minute), 1 with violations, 0 skipped; guest boots: 1
 ";
 
@@ -217,7 +217,7 @@ daxvmm test: 1 runs in 12.3 s with the boot, 3.4 s of runs (17 runs/minute), 1 w
         let b = batch(30, "/tmp/r", &Paths::nested(""));
         assert_eq!(b.lines().count(), 3 * MUTANTS.len());
         assert!(b.contains(
-            "forced-lost-wake\t/bin/daxvmm test --kernel /guest/bzImage --initrd /guest/initrd.cpio.lz4 --scenario truncate-unpin-busy,punch-unpin-busy --fs ext4 --mutant lost-wake --timeout 20m --out /tmp/r/forced-lost-wake\n"
+            "forced-lost-wake\t/bin/daxvmm test --kernel /guest/bzImage --initrd /guest/initrd.cpio.lz4 --scenario truncate-unpin-busy,punch-unpin-busy,truncate-two-pages --fs ext4 --mutant lost-wake --timeout 20m --out /tmp/r/forced-lost-wake\n"
         ), "{b}");
         assert!(b.contains("--out /tmp/r/baseline-lost-wake --sleeps --runs 30\n"), "{b}");
         assert!(b.contains("seq-lost-wake\t/bin/daxvmm --kernel /guest/bzImage --initrd /guest/initrd.cpio.lz4 --cpus 2 --mem 512M --pmem 1G --cmdline 'quiet daxvmm_mutant=lost-wake -- /tests/refcount.sh ext4' --timeout 240s\n"), "{b}");
@@ -236,8 +236,8 @@ daxvmm test: 1 runs in 12.3 s with the boot, 3.4 s of runs (17 runs/minute), 1 w
     fn the_table_counts_the_kills() {
         let forced = FORCED.to_string();
         let baseline = FORCED.replace("1           1\ndaxvmm", "30           0\ndaxvmm").replace(
-            "total                              1         1        0        0           1",
-            "total                             30        30        0        0           0",
+            "total                              1         1        0        0           1             0",
+            "total                             30        30        0        0           0             0",
         );
         let out = |name: &str| -> &str {
             if name == "forced-lost-wake" {
@@ -255,7 +255,7 @@ daxvmm test: 1 runs in 12.3 s with the boot, 3.4 s of runs (17 runs/minute), 1 w
         let t = r.table();
         let line = t.lines().find(|l| l.starts_with("lost-wake")).unwrap();
         assert!(line.contains("yes   1/1      3.4 s no    0/30     3.4 s missed (0 of 30 failed)"), "{t}");
-        assert!(t.contains("forced 1 of 4, baseline 0 of 4, sequential checks 0 of 4"), "{t}");
+        assert!(t.contains("forced 1 of 6, baseline 0 of 6, sequential checks 0 of 6"), "{t}");
         assert!(t.contains("nested: one test host VM"), "{t}");
         assert!(
             t.contains("as many seconds as the forced runs for every mutant: no"),

@@ -64,9 +64,19 @@ impl Outcome {
     /// A row of `daxvmm test`'s table: (tried, observed, blocked, skipped, violations) of `scenario` on
     /// `fs`.
     pub fn race_row(&self, scenario: &str, fs: &str) -> Option<[usize; 5]> {
+        self.race_columns(scenario, fs).and_then(|n| n[..5].try_into().ok())
+    }
+
+    /// The stale-window column of `scenario`'s row on `fs`: runs in which a new file got a block still
+    /// pinned.
+    pub fn stale_windows(&self, scenario: &str, fs: &str) -> Option<usize> {
+        self.race_columns(scenario, fs).map(|n| n[5])
+    }
+
+    fn race_columns(&self, scenario: &str, fs: &str) -> Option<[usize; 6]> {
         self.console.lines().find_map(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
-            if w.len() != 7 || w[0] != scenario || w[1] != fs {
+            if w.len() != 8 || w[0] != scenario || w[1] != fs {
                 return None;
             }
             let n: Vec<usize> = w[2..].iter().filter_map(|x| x.parse().ok()).collect();

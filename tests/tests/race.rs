@@ -60,6 +60,11 @@ fn every_scenario_passes_on_7_2_on_ext4_and_xfs() {
             );
             assert!(observed > 0, "{s} on {fs}: no run took a complete interleaving: {out}");
             assert_eq!(violations, 0, "{s} on {fs} found violations on 7.2: {out}");
+            assert_eq!(
+                out.stale_windows(s, fs),
+                Some(0),
+                "{s} on {fs}: a new file got a pinned block: {out}"
+            );
         }
         assert!(out.contains("guest boots: 1"), "{out}");
         // Every schedule the library plans is forced: no release leaves an order to timing.
@@ -103,6 +108,11 @@ fn kernel_holds_are_where_the_schedule_says() {
         ),
         (ScenarioId::PunchUnpinBusy, "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
         (ScenarioId::PunchUnpinSleeping, "0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::TruncateTwoPages, "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 2.s1 2.s2 0.ksleep 0.s2"),
+        (
+            ScenarioId::EvictTwoPages,
+            "0.s1 1.s1 1.s2 0.kfinal-busy 0.kfinal-woken 2.s1 2.s2 0.kfinal-sleep 0.s2",
+        ),
     ];
     for fs in FILESYSTEMS {
         let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };

@@ -30,14 +30,21 @@ pub struct PinnedFile {
 }
 
 /// Creates `dir/name` of `len` bytes, maps it (2 MiB aligned for `len == PMD`), writes every page and
-/// pins `len` bytes from its start.
-pub fn pin_file(dev: &Dev, dir: &str, name: &str, len: usize) -> Result<PinnedFile, RaceError> {
+/// pins `pin_len` bytes from its start.
+pub fn pin_file(
+    dev: &Dev,
+    dir: &str,
+    name: &str,
+    len: usize,
+    pin_len: usize,
+) -> Result<PinnedFile, RaceError> {
     let path = format!("{dir}/{name}");
     let file = TFile::create(dir, name, len)?;
     let map =
         if len >= PMD { map_file_aligned(file.fd, len, libc::MAP_SHARED)? } else { map_file(file.fd, len)? };
     map.touch();
-    let p = dev.pin(map.addr(), len, PIN_WRITE).map_err(|errno| RaceError::Ioctl { what: "PIN", errno })?;
+    let p =
+        dev.pin(map.addr(), pin_len, PIN_WRITE).map_err(|errno| RaceError::Ioctl { what: "PIN", errno })?;
     let q = dev.query(p.handle, 0).map_err(|errno| RaceError::Ioctl { what: "QUERY", errno })?;
     Ok(PinnedFile { path, file: Some(file), map, handle: p.handle, pfn: q.pfn, order: q.order })
 }

@@ -43,6 +43,8 @@ enum Shape {
     Pmd,
     /// One page pinned twice; threads 1 and 2 release one pin each.
     TwoPins,
+    /// Two pages, pinned separately: thread 1 releases the first, thread 2 the second.
+    TwoPages,
 }
 
 /// Runs one run of `id` in `dir`; `Err` is why it could not run (a skip, not a violation).
@@ -58,6 +60,8 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
         ScenarioId::PunchUnpinBusy | ScenarioId::PunchUnpinSleeping => {
             held_race(ctx, dir, id, Op::Punch, Shape::Page)
         }
+        ScenarioId::TruncateTwoPages => held_race(ctx, dir, id, Op::Truncate, Shape::TwoPages),
+        ScenarioId::EvictTwoPages => held_race(ctx, dir, id, Op::Evict, Shape::TwoPages),
         ScenarioId::PunchUnpin => pinned_race(ctx, dir, Op::Punch, Shape::Page),
         ScenarioId::PinMunmapTruncate => pinned_race(ctx, dir, Op::Truncate, Shape::Unmapped),
         ScenarioId::PmdTruncate => pinned_race(ctx, dir, Op::Truncate, Shape::Pmd),
@@ -155,23 +159,38 @@ fn pinned_race_with(
     held: Option<ScenarioId>,
 ) -> Result<(), RaceError> {
     let dev = ctx.dev.ok_or(RaceError::NoDriver)?;
-    let len = if shape == Shape::Pmd { PMD } else { PAGE };
-    let mut pf: PinnedFile = pin_file(dev, dir, &format!("f-{}", ctx.run), len)?;
+    let (len, pin_len) = match shape {
+        Shape::Pmd => (PMD, PMD),
+        Shape::TwoPages => (2 * PAGE, PAGE),
+        Shape::Page | Shape::Unmapped | Shape::TwoPins => (PAGE, PAGE),
+    };
+    let mut pf: PinnedFile = pin_file(dev, dir, &format!("f-{}", ctx.run), len, pin_len)?;
     let pfn = pf.pfn;
     if shape == Shape::Pmd && pf.order != 9 {
         note(ctx.run, &format!("no PMD mapping (folio order {}): raced 2 MiB of small pages", pf.order));
     }
     ctx.event(code::PIN, 1, pfn, 0);
-    let second = if shape == Shape::TwoPins {
-        let p = dev
-            .pin(pf.map.addr(), PAGE, PIN_WRITE)
-            .map_err(|errno| RaceError::Ioctl { what: "second PIN", errno })?;
-        ctx.event(code::PIN, 2, pfn, 0);
-        Some(p.handle)
-    } else {
-        None
+    // Thread 2's pin: on the same page, or on the second one (whose pfn the driver tells).
+    let second = match shape {
+        Shape::TwoPins | Shape::TwoPages => {
+            let offset = if shape == Shape::TwoPages { PAGE } else { 0 };
+            let p = dev
+                .pin(pf.map.addr() + offset, PAGE, PIN_WRITE)
+                .map_err(|errno| RaceError::Ioctl { what: "second PIN", errno })?;
+            let pfn2 = match dev.query(p.handle, 0) {
+                Ok(q) => q.pfn,
+                Err(errno) => {
+                    let _ = dev.unpin(p.handle, 0);
+                    return Err(RaceError::Ioctl { what: "second QUERY", errno });
+                }
+            };
+            ctx.event(code::PIN, 2, pfn2, 0);
+            Some((p.handle, pfn2))
+        }
+        Shape::Page | Shape::Unmapped | Shape::Pmd => None,
     };
-    if matches!(shape, Shape::Unmapped) {
+    // Eviction needs the file unmapped (a mapping keeps the inode alive).
+    if shape == Shape::Unmapped || matches!(op, Op::Evict | Op::Umount) {
         pf.map.unmap();
         ctx.event(code::MUNMAP, 1, pfn, 0);
     }
@@ -212,15 +231,17 @@ fn pinned_race_with(
         s.spawn(|| {
             ctx.place(1);
             ctx.sync(1, BEFORE);
-            tagged(ctx, held, 1, || write_and_unpin(ctx, dev, 1, pf.handle, pfn, second.is_none()));
+            // Two pins on one page: only the second writes (the first unpin frees nothing).
+            let write = shape != Shape::TwoPins;
+            tagged(ctx, held, 1, || write_and_unpin(ctx, dev, 1, pf.handle, pfn, write));
             progress.released();
             ctx.sync(1, AFTER);
         });
-        if let Some(h2) = second {
+        if let Some((h2, pfn2)) = second {
             s.spawn(move || {
                 ctx.place(2);
                 ctx.sync(2, BEFORE);
-                write_and_unpin(ctx, dev, 2, h2, pfn, true);
+                tagged(ctx, held, 2, || write_and_unpin(ctx, dev, 2, h2, pfn2, true));
                 progress.released();
                 ctx.sync(2, AFTER);
             });
