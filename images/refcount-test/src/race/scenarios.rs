@@ -138,6 +138,15 @@ fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), Rac
     pinned_race_with(ctx, dir, op, shape, None)
 }
 
+/// Whether scenario `id`'s schedule lets thread 0 go from its sleep point before thread 1 starts
+/// releasing: then thread 1 first waits until thread 0 is asleep, which no hold point can tell.
+fn releases_after_sleep(id: ScenarioId) -> bool {
+    id == ScenarioId::TruncateUnpinWakeup
+}
+
+/// How long a releasing thread waits for thread 0 to fall asleep ([`releases_after_sleep`]).
+const ASLEEP_WITHIN: Duration = Duration::from_secs(5);
+
 /// Runs `op` under `ctx.tag` for thread `thread`'s kernel points of `held` (if any), untagging after.
 fn tagged<T>(ctx: &Ctx<'_>, held: Option<ScenarioId>, thread: u8, op: impl FnOnce() -> T) -> T {
     let points = held.map_or(0, |id| id.kernel_points(thread));
@@ -231,6 +240,12 @@ fn pinned_race_with(
         s.spawn(|| {
             ctx.place(1);
             ctx.sync(1, BEFORE);
+            if held.is_some_and(releases_after_sleep) && !progress.wait_asleep(ASLEEP_WITHIN) {
+                note(
+                    ctx.run,
+                    &format!("{} was not seen asleep within {ASLEEP_WITHIN:?}; releasing anyway", op.name()),
+                );
+            }
             // Two pins on one page: only the second writes (the first unpin frees nothing).
             let write = shape != Shape::TwoPins;
             tagged(ctx, held, 1, || write_and_unpin(ctx, dev, 1, pf.handle, pfn, write));

@@ -5,7 +5,7 @@
 //! kernel's wake file when there is one, and with a signal (an interruptible wait returns EINTR). A task
 //! that neither frees stays blocked, and the guest powers off: nothing after it could be trusted.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::ctx::{finding, note};
@@ -22,6 +22,8 @@ extern "C" fn on_usr1(_: libc::c_int) {}
 pub struct Progress {
     /// Thread 0's kernel thread id once its operation starts; 0 before.
     tid: AtomicI32,
+    /// Thread 0's voluntary context switches just before its operation (see [`Progress::wait_asleep`]).
+    switches: AtomicU64,
     returned: AtomicBool,
     released: AtomicUsize,
 }
@@ -37,7 +39,31 @@ impl Progress {
             libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
         }
         // SAFETY: gettid has no arguments and cannot fail.
-        self.tid.store(unsafe { libc::gettid() }, Ordering::Release);
+        let tid = unsafe { libc::gettid() };
+        self.switches.store(voluntary_switches(tid).unwrap_or(0), Ordering::Relaxed);
+        self.tid.store(tid, Ordering::Release);
+    }
+
+    /// Waits until thread 0 has gone to sleep inside its operation (its count of voluntary context
+    /// switches, which the kernel bumps when the task leaves the CPU to sleep, passed the one before
+    /// the operation), or its operation returned; at most `limit`. For a schedule that lets thread 0
+    /// go from a sleep point before another thread acts: a hold point cannot say when the task is
+    /// really asleep (it is let go just before schedule()), the kernel's own count can. `false` when
+    /// it was not seen asleep in time.
+    pub fn wait_asleep(&self, limit: Duration) -> bool {
+        let t = Instant::now();
+        loop {
+            let tid = self.tid.load(Ordering::Acquire);
+            let asleep = tid != 0
+                && voluntary_switches(tid).is_some_and(|n| n > self.switches.load(Ordering::Relaxed));
+            if asleep || self.returned.load(Ordering::Acquire) {
+                return true;
+            }
+            if t.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Thread 0's operation returned.
@@ -106,4 +132,10 @@ impl Progress {
             libc::reboot(libc::RB_POWER_OFF);
         }
     }
+}
+
+/// `voluntary_ctxt_switches` of our thread `tid`, from /proc.
+fn voluntary_switches(tid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("voluntary_ctxt_switches:")?.trim().parse().ok())
 }
