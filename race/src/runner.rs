@@ -524,6 +524,10 @@ fn boot(
     write(&b.out.join("console.log"), &text)?;
     let guest = verdict::parse_console(&text);
     if guest.hello.is_none() {
+        // The console file may be out of reach (a nested run's is inside the test host VM): show how the
+        // guest kernel ended here.
+        let tail = console_tail(&text);
+        log::warn!("the guest console's last {} lines:\n{}", tail.len(), tail.join("\n"));
         return Err(RaceError::NeverStarted {
             end: output.end,
             initrd: initrd.display().to_string(),
@@ -551,9 +555,13 @@ fn boot(
         GuestEnd::Signal(s) => Some(format!("daxvmm was stopped by signal {s}")),
     };
     let results = verdict::combine(plan, &session.records(), &guest, stopped.as_deref());
+    Ok(BootResult { results, guest, span: session.span(), tail: console_tail(&text) })
+}
+
+/// The last [`CRASH_TAIL_LINES`] lines of a guest console.
+fn console_tail(text: &str) -> Vec<String> {
     let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(CRASH_TAIL_LINES)..].iter().map(|l| l.to_string()).collect();
-    Ok(BootResult { results, guest, span: session.span(), tail })
+    lines[lines.len().saturating_sub(CRASH_TAIL_LINES)..].iter().map(|l| l.to_string()).collect()
 }
 
 fn create_dir(path: &Path) -> Result<(), RaceError> {
