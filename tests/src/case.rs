@@ -65,11 +65,19 @@ pub struct Case {
     /// Whether the case boots a guest (and counts in the boot log); a check of files or of the
     /// command line does not.
     pub boots: bool,
-    /// Inside the test host VM only: output that marks a fault of the emulation rather than of the code
+    /// Inside the test host VM only: outputs that mark a fault of the emulation rather than of the code
     /// under test (a guest triple fault under QEMU TCG's nested SVM); such a result is set aside and the
     /// case runs again in a new test host VM, as when that VM itself dies.
-    pub nested_fault: Option<String>,
+    pub nested_fault: Vec<String>,
 }
+
+/// What daxvmm prints for a guest triple fault. In the test host VM that has come from QEMU TCG's nested
+/// SVM (also on the good kernel, on an idle vCPU, and at the same rate as the test host VM's own resets).
+pub const TRIPLE_FAULT: &str = "triple fault (KVM_EXIT_SHUTDOWN)";
+/// What `daxvmm test` and `repro` print when the guest reset before its init started the race program.
+/// In the test host VM that has been a guest kernel oops at boot, in code the tests do not touch (an
+/// instruction fetched from the middle of a just-patched jump).
+pub const RACE_NEVER_STARTED: &str = "daxvmm-race never started (the guest: reset)";
 
 impl Case {
     fn new<S: Into<String>>(name: &str, vmm: Vmm, args: impl IntoIterator<Item = S>) -> Case {
@@ -81,7 +89,7 @@ impl Case {
             input: None,
             needs: Vec::new(),
             boots: true,
-            nested_fault: None,
+            nested_fault: Vec::new(),
         }
     }
 
@@ -135,10 +143,18 @@ impl Case {
         self
     }
 
-    /// Runs the case again when, nested, its output contains `text` (see [`Case::nested_fault`]).
+    /// Runs the case again when, nested, its output contains `text` (see [`Case::nested_fault`]); each
+    /// call adds one such text.
     pub fn rerun_nested_on(mut self, text: &str) -> Case {
-        self.nested_fault = Some(text.to_string());
+        self.nested_fault.push(text.to_string());
         self
+    }
+
+    /// Runs the case again, nested, on the faults QEMU TCG's nested SVM causes in a guest that the code
+    /// under test cannot: a triple fault ([`TRIPLE_FAULT`]), and a guest kernel that crashed or reset
+    /// before its init ran the race program ([`RACE_NEVER_STARTED`]). On hardware KVM both stay failures.
+    pub fn rerun_nested_on_emulation_faults(self) -> Case {
+        self.rerun_nested_on(TRIPLE_FAULT).rerun_nested_on(RACE_NEVER_STARTED)
     }
 
     /// Types `text` on the VMM's stdin `delay_secs` after it starts.

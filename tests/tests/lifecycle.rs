@@ -4,14 +4,9 @@
 //! was stopped in the middle of booting. daxvmm checks its own footprint after each run (exit 1 on a
 //! leak); these tests check that it did, and that each run really ended the way the case says.
 
-use daxvmm_tests::{Case, SharedBatch};
+use daxvmm_tests::{Case, SharedBatch, TRIPLE_FAULT};
 
 const INIT_REACHED: &str = "daxvmm-guest: init reached";
-
-/// What daxvmm prints for a guest triple fault; inside the test host VM that comes from QEMU TCG's nested
-/// SVM (seen on the good kernel, on idle vCPUs), so there the case runs again in a new test host VM, as
-/// the race cases do; with hardware KVM it fails the test.
-const TRIPLE_FAULT: &str = "triple fault (KVM_EXIT_SHUTDOWN)";
 
 fn repeat(name: &str, runs: u32, cmdline: &str, timeout: &str) -> Case {
     Case::guest(name, &["--cpus", "2", "--repeat", &runs.to_string()], cmdline, timeout)

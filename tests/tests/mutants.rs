@@ -16,7 +16,6 @@ use daxvmm_tests::{Case, SharedBatch};
 const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
 /// How the no-rescan mutants' kills show ([`Mutant::shows`]).
 const ORDERING: &str = "ordering: truncate or eviction returned";
-const TRIPLE_FAULT: &str = "triple fault (KVM_EXIT_SHUTDOWN)";
 /// The scenarios that hold a thread inside the kernel (each with one forced schedule).
 const HELD: [ScenarioId; 9] = [
     ScenarioId::TruncateUnpinSleeping,
@@ -49,7 +48,7 @@ fn race(name: &str, out: &str, mutant: &str, extra: &[&str]) -> Case {
         mutant,
     ];
     args.extend_from_slice(extra);
-    Case::daxvmm(name, args).rerun_nested_on(TRIPLE_FAULT)
+    Case::daxvmm(name, args).rerun_nested_on_emulation_faults()
 }
 
 /// The sequential refcount checks on ext4 with `mutant` selected.
@@ -85,7 +84,7 @@ fn cases() -> Vec<Case> {
             Case::daxvmm(&format!("replay_{n}"), ["repro", "--replays", &REPLAYS.to_string(), &format!("{{tmp}}/{n}.repro")])
                 .with_setup(&format!("f=$(ls {{tmp}}/kill-{n}/repro/{killer}-ext4-*.repro | head -n1) && cp \"$f\" {{tmp}}/{n}.repro"))
                 .needing(&format!("kill_{n}"))
-                .rerun_nested_on(TRIPLE_FAULT),
+                .rerun_nested_on_emulation_faults(),
         );
         cases.push(sequential(n));
     }

@@ -9,16 +9,11 @@ use daxvmm_tests::{Case, SharedBatch};
 
 const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
 
-/// What daxvmm prints for a guest triple fault. In the test host VM that has come from QEMU TCG's
-/// nested SVM (also on the good kernel, on an idle vCPU, and at the same rate as the test host VM's own
-/// resets), so there the case runs again in a new test host VM; on hardware KVM it stays a failure.
-const TRIPLE_FAULT: &str = "triple fault (KVM_EXIT_SHUTDOWN)";
-
 fn race(name: &str, out: &str, extra: &[&str]) -> Case {
     let mut args =
         vec!["test", "--kernel", "{kernel}", "--initrd", "{initrd}", "--out", out, "--timeout", "240s"];
     args.extend_from_slice(extra);
-    Case::daxvmm(name, args).rerun_nested_on(TRIPLE_FAULT)
+    Case::daxvmm(name, args).rerun_nested_on_emulation_faults()
 }
 
 fn cases() -> Vec<Case> {
