@@ -39,7 +39,6 @@ fn at_page(pfn: u64, pinned: Option<u64>) -> String {
 /// another boot's allocation does not change them. Frees of other pages (the run's new files), and later
 /// frees of a pinned page (a new file reusing its block), depend on the allocator, so they are left out.
 pub fn kernel_order(entries: &[LogEntry]) -> Vec<String> {
-    let mut pinned: Option<u64> = None;
     let mut pins: Vec<u64> = Vec::new();
     let mut freed: Vec<u64> = Vec::new();
     let mut out = Vec::new();
@@ -47,21 +46,18 @@ pub fn kernel_order(entries: &[LogEntry]) -> Vec<String> {
         let Record::Event(ev) = &e.record else { continue };
         let pfn = ev.pfn();
         match ev.code {
-            EventCode::PinTaken if ev.thread != THREAD_ANY => {
-                pinned = pinned.or(Some(pfn));
-                pins.push(pfn);
-            }
+            EventCode::PinTaken if ev.thread != THREAD_ANY => pins.push(pfn),
             EventCode::KernelPoint => {
                 if let Some(k) = KernelPoint::from_id(ev.detail()) {
-                    out.push(format!("{}.k{}{}", ev.thread, k.name(), at_page(pfn, pinned)));
+                    out.push(format!("{}.k{}{}", ev.thread, k.name(), at_page(pfn, pins.first().copied())));
                 }
             }
             EventCode::WaitBegin | EventCode::WaitEnd => {
-                out.push(format!("{}{}", ev.code.name(), at_page(pfn, pinned)))
+                out.push(format!("{}{}", ev.code.name(), at_page(pfn, pins.first().copied())))
             }
             EventCode::FolioFree if pins.contains(&pfn) && !freed.contains(&pfn) => {
                 freed.push(pfn);
-                out.push(format!("free{}", at_page(pfn, pinned)));
+                out.push(format!("free{}", at_page(pfn, pins.first().copied())));
             }
             _ => {}
         }
@@ -140,12 +136,10 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
     // Each pinned page's free (the first after the pins: later ones are of new files that reused the
     // block) lies inside the window of the thread that released it.
     let windows = Windows { schedule, expected: &expected, at: &at };
-    let mut seen = Vec::new();
-    for &pfn in &pinned {
-        if seen.contains(&pfn) {
-            continue;
+    for (i, &pfn) in pinned.iter().enumerate() {
+        if pinned[..i].contains(&pfn) {
+            continue; // two pins on one page: one free
         }
-        seen.push(pfn);
         let Some(&(_, t)) = released_by.iter().find(|&&(p, _)| p == pfn) else { continue };
         match frees.iter().find(|&&(at, p)| p == pfn && at > pinned_at) {
             Some(&(free_pos, _)) => out.extend(windows.check(t, pfn, free_pos)),

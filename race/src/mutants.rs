@@ -80,6 +80,13 @@ const HANG: &str = "had not returned 3 s after the last reference to the page wa
 /// What the oracle's ordering check reports (`crate::oracle::check_order`).
 const ORDERING: &str = "ordering: truncate or eviction returned";
 
+impl Mutant {
+    /// Whether a kill shows as a hang (a lost wake-up: the operation returns late, never early).
+    pub fn hangs(&self) -> bool {
+        self.shows == HANG
+    }
+}
+
 /// The mutant called `name`.
 pub fn find(name: &str) -> Option<&'static Mutant> {
     MUTANTS.iter().find(|m| m.name == name)

@@ -1,5 +1,6 @@
 //! Reports of a `daxvmm test` session: the summary table for people (scenario, filesystem, interleavings
-//! tried and seen, blocked, skipped, violations, stale-write windows), TAP and JUnit XML for CI, one test point per run.
+//! tried and seen, blocked, skipped, violations, stale-write windows), TAP and JUnit XML for CI, one test
+//! point per run.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

@@ -30,6 +30,8 @@ pub struct RunRecord {
     pub findings: Vec<Finding>,
     /// New-file blocks the oracle could not read (outside pmem).
     pub unreadable: Vec<u64>,
+    /// New-file blocks that were still pinned when the file got them ([`stale_window`]).
+    pub stale_window: Vec<u64>,
     /// Deviations from the schedule.
     pub summary: RunSummary,
     /// The interleaving the run really took, when it was one of the scenario's.
@@ -119,13 +121,13 @@ impl RunObserver for Session {
             .and_then(|p| find_scenario(&p.scenario))
             .and_then(|e| observed_order(&e.scenario, &entries));
         let summary = summarize(&entries);
+        let stale = stale_window(&entries);
         if let Some(p) = planned {
             let verdict = match findings.first() {
                 None => "host checks clean".to_string(),
                 Some(f) => format!("VIOLATION {f}"),
             };
             let blocked = if summary.timeouts > 0 { ", held to the bound (the kernel blocked)" } else { "" };
-            let stale = stale_window(&entries);
             let window = match stale.first() {
                 Some(pfn) => {
                     format!("; stale-write window open: a new file got block {pfn:#x}, still pinned")
@@ -142,7 +144,16 @@ impl RunObserver for Session {
                 p.schedule.as_ref().map_or("unscheduled".to_string(), |s| s.to_string()),
             );
         }
-        let record = RunRecord { entries, dropped, progress, findings, unreadable, summary, observed };
+        let record = RunRecord {
+            entries,
+            dropped,
+            progress,
+            findings,
+            unreadable,
+            stale_window: stale,
+            summary,
+            observed,
+        };
         lock(&self.records).insert(run, record);
     }
 }

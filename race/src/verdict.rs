@@ -127,7 +127,7 @@ pub struct RunResult {
     pub fault_log: Vec<String>,
     /// The kernel's own events in order ([`crate::kernel_order`]).
     pub kernel_order: Vec<String>,
-    /// New-file blocks that were still pinned when the file got them ([`crate::stale_window`]).
+    /// New-file blocks that were still pinned when the file got them (the record's, [`crate::stale_window`]).
     pub stale_window: Vec<u64>,
 }
 
@@ -180,10 +180,10 @@ pub fn combine(
                 log: g.map(|g| g.log.clone()).unwrap_or_default(),
                 notes: {
                     let mut notes = g.map(|g| g.notes.clone()).unwrap_or_default();
-                    let stale = crate::oracle::stale_window(&record.entries);
-                    if !stale.is_empty() {
+                    if !record.stale_window.is_empty() {
                         notes.push(format!(
-                            "stale-write window: a new file got block(s) still pinned: {stale:x?}"
+                            "stale-write window: a new file got block(s) still pinned: {:x?}",
+                            record.stale_window
                         ));
                     }
                     if !record.unreadable.is_empty() {
@@ -196,7 +196,7 @@ pub fn combine(
                 },
                 fault_log: fault_log(&record),
                 kernel_order: crate::holds::kernel_order(&record.entries),
-                stale_window: crate::oracle::stale_window(&record.entries),
+                stale_window: record.stale_window.clone(),
             }
         })
         .collect();

@@ -118,12 +118,10 @@ fn write_and_unpin(ctx: &Ctx<'_>, dev: &Dev, thread: u8, handle: u64, pfn: u64, 
     }
 }
 
-/// Thread 0 truncates (punches, evicts) a page the driver pins; thread 1 (and 2) write through the pin
-/// and release it. After its operation thread 0 makes new files, whose blocks the host checks for the
-/// pattern written through a pin that outlived its block.
 /// A pinned race (`op` on a page held as `shape`) whose threads the host holds inside the kernel too:
-/// each thread tags itself for its scenario's kernel hold points around its operation. Needs a kernel with the hold points (guest patches
-/// 0006 and 0007) and the fault injector; without them the run is skipped, since nothing would be forced.
+/// each thread tags itself for its scenario's kernel hold points around its operation. Needs a kernel
+/// with the hold points (guest patches 0006 and 0007) and the fault injector; without them the run is
+/// skipped, since nothing would be forced.
 fn held_race(ctx: &Ctx<'_>, dir: &str, id: ScenarioId, op: Op, shape: Shape) -> Result<(), RaceError> {
     let dev = ctx.dev.ok_or(RaceError::NoDriver)?;
     if !ctx.fault {
@@ -160,6 +158,10 @@ fn tagged<T>(ctx: &Ctx<'_>, held: Option<ScenarioId>, thread: u8, op: impl FnOnc
     r
 }
 
+/// Thread 0 truncates (punches, evicts) a page the driver pins; thread 1 (and 2) write through the pin
+/// and release it. After its operation thread 0 makes new files, whose blocks the host checks for the
+/// pattern written through a pin that outlived its block. `held`: the scenario whose kernel points the
+/// threads tag themselves for (see [`held_race`]).
 fn pinned_race_with(
     ctx: &Ctx<'_>,
     dir: &str,
