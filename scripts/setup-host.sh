@@ -15,13 +15,39 @@ packages=(
 	clang-19 lld-19 llvm-19 libclang-19-dev lz4 debian-archive-keyring ca-certificates
 	perl python3-ply python3-git
 )
+sudo=''
+[ "$(id -u)" = 0 ] || sudo=sudo
+# QEMU for the test host VM comes from bookworm-backports (images/test-host.pin says why): a sources
+# entry for that suite and an apt preference that raises exactly the pinned packages at exactly the pinned
+# versions, so nothing else is ever taken from backports.
+qpin=$DAXVMM_ROOT/images/test-host.pin
+qsuite=$(pin_get "$qpin" QEMU_SUITE)
+qver=$(pin_get "$qpin" QEMU_VERSION)
+read -r -a qpkgs <<<"$(pin_get "$qpin" QEMU_PACKAGES)"
+sbver=$(pin_get "$qpin" SEABIOS_VERSION)
+apt_pin=/etc/apt/preferences.d/daxvmm-test-host-qemu
+apt_src=/etc/apt/sources.list.d/daxvmm-$qsuite.list
+want_pin=$(for p in "${qpkgs[@]}"; do printf 'Package: %s\nPin: version %s\nPin-Priority: 990\n\n' "$p" "$qver"; done
+	printf 'Package: seabios\nPin: version %s\nPin-Priority: 990\n' "$sbver")
+want_src="deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(debian_mirror) $qsuite main"
+if [ "$(cat "$apt_pin" 2>/dev/null)" != "$want_pin" ] || [ "$(cat "$apt_src" 2>/dev/null)" != "$want_src" ]; then
+	log "pinning QEMU $qver from $qsuite for the test host VM ($apt_pin)"
+	echo "$want_pin" | $sudo tee "$apt_pin" >/dev/null
+	echo "$want_src" | $sudo tee "$apt_src" >/dev/null
+	$sudo apt-get update -q >/dev/null || die "apt-get update failed after adding $apt_src"
+fi
+installed_qemu=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+if [ "$installed_qemu" != "$qver" ]; then
+	log "installing QEMU $qver (was: ${installed_qemu:-none})"
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${qpkgs[@]/%/=$qver}" "seabios=$sbver" >/dev/null ||
+		die "apt-get install of QEMU $qver from $qsuite failed (is $qsuite still on the mirror? see images/test-host.pin)"
+fi
+
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-	sudo=''
-	[ "$(id -u)" = 0 ] || sudo=sudo
 	log "installing Debian packages: ${missing[*]}"
 	$sudo apt-get update -q >/dev/null
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null ||
