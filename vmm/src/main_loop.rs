@@ -6,7 +6,7 @@
 //! no guest can postpone `--timeout` or Ctrl-C.
 
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use daxvmm_devices::debug_port::MARKER_INIT_STARTED;
 use daxvmm_devices::events::{EventQueue, GuestEvent, Pending};
@@ -30,12 +30,23 @@ impl<F: FnMut()> Progress for F {
     }
 }
 
+/// When a run times out: at a fixed instant (`--timeout`, counted from the start) and a while after the
+/// guest's init started (`--timeout-after-init`, so a slow boot does not eat the guest's own time),
+/// whichever comes first. Neither: never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deadline {
+    /// The fixed instant.
+    pub at: Option<Instant>,
+    /// How long after init started.
+    pub after_init: Option<Duration>,
+}
+
 /// Waits for the run's end: the first terminal event in `queue`, a signal from `signals`, or
 /// `deadline`.
 pub fn wait(
     queue: &EventQueue,
     signals: &SignalFd,
-    deadline: Option<Instant>,
+    deadline: Deadline,
     started: Instant,
     progress: &mut dyn Progress,
 ) -> Result<Outcome, VmError> {
@@ -47,13 +58,14 @@ pub fn wait(
     }
     let mut logged = 0u32;
     let mut init_seen = false;
+    let mut deadline_at = deadline.at;
     let mut ready = [EpollEvent::default(); 2];
     loop {
         if let Some(sig) = signals.take() {
             return Ok(Outcome::Signal(sig));
         }
         let now = Instant::now();
-        if deadline.is_some_and(|d| now >= d) {
+        if deadline_at.is_some_and(|d| now >= d) {
             return Ok(Outcome::Timeout);
         }
         let pending = queue.take();
@@ -62,11 +74,15 @@ pub fn wait(
             init_seen = true;
             log::info!("guest userspace init started {} ms after start", started.elapsed().as_millis());
             progress.init_started();
+            if let Some(after) = deadline.after_init {
+                let t = now + after;
+                deadline_at = Some(deadline_at.map_or(t, |d| d.min(t)));
+            }
         }
         if let Some(ev) = pending.terminal {
             return outcome(ev, pending.status);
         }
-        let timeout_ms = match deadline {
+        let timeout_ms = match deadline_at {
             // Rounded up, so the loop never wakes just before the deadline and spins.
             Some(d) => {
                 d.saturating_duration_since(now).as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
@@ -120,8 +136,6 @@ fn log_markers(p: &Pending, started: Instant, logged: &mut u32) {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::time::Duration;
-
     use daxvmm_devices::events::{channel, EventSink};
 
     use super::*;
@@ -132,7 +146,8 @@ mod tests {
             sink.send(*e);
         }
         let start = Instant::now();
-        wait(&queue, &SignalFd::new().unwrap(), timeout.map(|t| start + t), start, &mut || {})
+        let deadline = Deadline { at: timeout.map(|t| start + t), after_init: None };
+        wait(&queue, &SignalFd::new().unwrap(), deadline, start, &mut || {})
     }
 
     #[test]
@@ -163,6 +178,34 @@ mod tests {
     }
 
     #[test]
+    fn the_time_after_init_counts_from_the_init_marker() {
+        let (sink, queue) = channel().unwrap();
+        let signals = SignalFd::new().unwrap();
+        let start = Instant::now();
+        let long = Some(start + Duration::from_secs(60));
+        // The guest's init started: 50 ms from then, well before the fixed deadline.
+        sink.send(GuestEvent::BootMarker(MARKER_INIT_STARTED));
+        let mut inits = 0;
+        let deadline = Deadline { at: long, after_init: Some(Duration::from_millis(50)) };
+        assert_eq!(wait(&queue, &signals, deadline, start, &mut || inits += 1).unwrap(), Outcome::Timeout);
+        assert_eq!(inits, 1);
+        assert!(start.elapsed() >= Duration::from_millis(50) && start.elapsed() < Duration::from_secs(30));
+        // No init marker: only the fixed deadline ends the run.
+        let start = Instant::now();
+        sink.send(GuestEvent::BootMarker(MARKER_INIT_STARTED + 1));
+        let deadline =
+            Deadline { at: Some(start + Duration::from_millis(80)), after_init: Some(Duration::ZERO) };
+        assert_eq!(wait(&queue, &signals, deadline, start, &mut || {}).unwrap(), Outcome::Timeout);
+        assert!(start.elapsed() >= Duration::from_millis(80));
+        // The fixed deadline still wins when it comes first.
+        let start = Instant::now();
+        sink.send(GuestEvent::BootMarker(MARKER_INIT_STARTED));
+        let deadline = Deadline { at: Some(start), after_init: Some(Duration::from_secs(60)) };
+        assert_eq!(wait(&queue, &signals, deadline, start, &mut || {}).unwrap(), Outcome::Timeout);
+        assert!(start.elapsed() < Duration::from_secs(30));
+    }
+
+    #[test]
     fn a_guest_flooding_events_does_not_postpone_the_deadline() {
         let (sink, queue) = channel().unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -182,7 +225,8 @@ mod tests {
             .collect();
         let start = Instant::now();
         let limit = Duration::from_millis(200);
-        let r = wait(&queue, &SignalFd::new().unwrap(), Some(start + limit), start, &mut || {});
+        let deadline = Deadline { at: Some(start + limit), after_init: None };
+        let r = wait(&queue, &SignalFd::new().unwrap(), deadline, start, &mut || {});
         let took = start.elapsed();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let sent: u64 = flooders.into_iter().map(|t| t.join().unwrap()).sum();

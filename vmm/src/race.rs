@@ -79,6 +79,7 @@ impl GuestVm for KvmGuests {
             mem: spec.mem,
             cpus: spec.cpus,
             timeout: Some(spec.timeout),
+            timeout_after_init: None,
             xsave: XsavePolicy::for_this_host(),
             pmem: regions,
             fault_schedule: None,

@@ -25,6 +25,7 @@ pub fn run(args: &RunArgs, started: Instant) -> anyhow::Result<Outcome> {
         mem: args.mem,
         cpus: args.cpus,
         timeout: args.timeout,
+        timeout_after_init: args.timeout_after_init,
         xsave: args.xsave.policy(),
         pmem: args.pmem.clone(),
         fault_schedule: args.fault_schedule.clone(),

@@ -46,6 +46,8 @@ pub struct VmConfig {
     pub cpus: u8,
     /// Stop the guest after this long.
     pub timeout: Option<Duration>,
+    /// Stop the guest this long after its init started.
+    pub timeout_after_init: Option<Duration>,
     /// XSAVE state the guest may enable.
     pub xsave: XsavePolicy,
     /// Emulated NVDIMMs.
@@ -200,7 +202,8 @@ fn boot_and_wait(
         started.elapsed().as_millis()
     );
     machine.start(started)?;
-    let deadline = cfg.timeout.map(|t| started + t);
+    let deadline =
+        main_loop::Deadline { at: cfg.timeout.map(|t| started + t), after_init: cfg.timeout_after_init };
     let mut on_init = || log_memory(machine.pmem());
     main_loop::wait(queue, signal_fd, deadline, started, &mut on_init)
 }

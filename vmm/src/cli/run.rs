@@ -49,6 +49,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
 
+    /// Stop the guest this long after its init started and exit with code 4, as --timeout does: the
+    /// guest's own time, whatever the boot took. Init's start is the debug-port marker the project's
+    /// initramfs sends (docs/guest-interface.md); a guest that never sends it runs until --timeout.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
+    pub timeout_after_init: Option<Duration>,
+
     /// An emulated NFIT NVDIMM (the guest sees /dev/pmemN):
     /// SIZE[,file=PATH][,backing=auto|hugetlb-2m|hugetlb-1g|thp|anon][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA].
     /// Repeat for up to
