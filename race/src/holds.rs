@@ -104,7 +104,7 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
     // Each expected hold, in order, each event used once.
     let mut at = Vec::with_capacity(expected.len());
     let mut from = 0;
-    for &(thread, k) in &expected {
+    for (n, &(thread, k)) in expected.iter().enumerate() {
         match holds[from..].iter().position(|&(_, t, p, _)| t == thread && p == k) {
             Some(j) => {
                 let (pos, _, _, pfn) = holds[from + j];
@@ -119,12 +119,23 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
                 from += j + 1;
             }
             None => {
-                let anywhere = holds.iter().any(|&(_, t, p, _)| t == thread && p == k);
-                out.push(hold(format!(
-                    "thread {thread} {} kernel point {} where the schedule says",
-                    if anywhere { "was held at" } else { "never reached" },
-                    k.name()
-                )));
+                // Which visit of the point this step is, and how many visits the kernel made.
+                let visit = expected[..=n].iter().filter(|&&e| e == (thread, k)).count();
+                let seen = holds.iter().filter(|&&(_, t, p, _)| t == thread && p == k).count();
+                let text = match (seen, visit) {
+                    (s, 1) if s > 0 => {
+                        format!("was held at kernel point {} but not where the schedule says", k.name())
+                    }
+                    (_, 1) => format!("never reached kernel point {} where the schedule says", k.name()),
+                    (s, v) if s >= v => {
+                        format!("was held at kernel point {} again but not where the schedule says", k.name())
+                    }
+                    _ => format!(
+                        "never reached kernel point {} again (visit {visit} of the schedule)",
+                        k.name()
+                    ),
+                };
+                out.push(hold(format!("thread {thread} {text}")));
                 at.push(None);
             }
         }
@@ -167,10 +178,16 @@ impl Windows<'_> {
         let (expected, at) = (self.expected, self.at);
         let mut out = Vec::new();
         let steps = self.schedule.steps();
+        // A thread that took its pin during the run releases it between its release points.
+        use daxvmm_scenarios::{AFTER, AFTER_RELEASE, BEFORE, BEFORE_RELEASE};
+        let (b, a) = match steps.contains(&Step::sync(t, BEFORE_RELEASE)) {
+            true => (BEFORE_RELEASE, AFTER_RELEASE),
+            false => (BEFORE, AFTER),
+        };
         let window = steps
             .iter()
-            .position(|s| *s == Step::sync(t, daxvmm_scenarios::BEFORE))
-            .zip(steps.iter().position(|s| *s == Step::sync(t, daxvmm_scenarios::AFTER)));
+            .position(|s| *s == Step::sync(t, b))
+            .zip(steps.iter().position(|s| *s == Step::sync(t, a)));
         let Some((begin, end)) = window else { return out };
         let kernel_index = |i: usize| steps[..i].iter().filter(|s| kernel_step(s).is_some()).count();
         // The schedule places a step where it is *released*; its kernel-point event marks the *arrival*.
@@ -306,6 +323,44 @@ mod tests {
         let mut no_rescan = log.clone();
         no_rescan.remove(6);
         assert!(check_holds(&two, &no_rescan)[0].text.contains("never reached kernel point sleep"));
+    }
+
+    /// truncate-late-pin: the second page is pinned first and waited on; the first page is pinned by
+    /// thread 2 during that wait and released between thread 2's release points, after the second wait.
+    #[test]
+    fn a_page_pinned_during_the_wait_is_freed_in_its_release_window() {
+        use KernelPoint::*;
+        let late: Schedule =
+            "0.s1 0.kbusy 0.ksleep 2.s1 2.s2 1.s1 1.s2 0.kwoken 0.ksleep 2.s3 2.s4 0.s2".parse().unwrap();
+        let b = PFN + 1;
+        let log = vec![
+            ev(EventCode::PinTaken, 1, b, 0),
+            kp(0, Busy, b),
+            kp(0, Sleep, b),
+            ev(EventCode::PinTaken, 2, PFN, 0),
+            ev(EventCode::Unpin, 1, b, 0),
+            ev(EventCode::FolioFree, THREAD_ANY, b, 0),
+            kp(0, Woken, b),
+            kp(0, Sleep, PFN),
+            ev(EventCode::Unpin, 2, PFN, 0),
+            ev(EventCode::FolioFree, THREAD_ANY, PFN, 0),
+        ];
+        assert!(check_holds(&late, &log).is_empty(), "{:?}", check_holds(&late, &log));
+        // Resume-scan: truncate never waited for the new pin.
+        let mut resumed = log.clone();
+        resumed.remove(7);
+        let f = check_holds(&late, &resumed);
+        assert!(f[0].text.contains("never reached kernel point sleep again (visit 2"), "{f:?}");
+        // The first page freed before truncate slept on it a second time.
+        let mut early = log.clone();
+        let free = early.remove(9);
+        early.insert(7, free);
+        let f = check_holds(&late, &early);
+        assert!(
+            f[0].text
+                .contains(&format!("page {PFN:#x} was freed before thread 0 reached kernel point sleep")),
+            "{f:?}"
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! the same program order; the names (from `daxvmm-scenarios`) are the ones both sides use on the kernel
 //! command line, in reports and in repro files.
 
-use daxvmm_devices::fault::{EventCode, Scenario, Schedule, ThreadSpec};
-use daxvmm_scenarios::{ScenarioId, AFTER, BEFORE};
+use daxvmm_devices::fault::{EventCode, Scenario, Schedule, StepKind, ThreadSpec};
+use daxvmm_scenarios::{ScenarioId, AFTER, AFTER_RELEASE, BEFORE, BEFORE_RELEASE};
 
 /// One entry of the library.
 #[derive(Debug, Clone)]
@@ -66,10 +66,11 @@ fn well_formed(id: ScenarioId, threads: Vec<ThreadSpec>) -> Scenario {
 }
 
 /// A scenario held inside the kernel, with its one forced schedule `order` (pushed to `schedules`):
-/// thread 0 (`t0`: name and sync point names) and the unpinners after it (thread 1 releases the page the
-/// kernel waits on first), each held at the kernel points `order` names for it, in that order, between
-/// its own sync points. The programs come from the schedule, so the two cannot disagree. Returns what
-/// [`entry`]'s table has for every scenario: it needs the driver.
+/// thread 0 (`t0`: name and sync point names) and the threads after it (thread 1 releases the page the
+/// kernel waits on first), each with the steps `order` names for it, in that order: its sync points
+/// (named by `threads`; a thread that pins during the run also has [`BEFORE_RELEASE`] and
+/// [`AFTER_RELEASE`] around its unpin) and kernel points. The programs come from the schedule, so the two
+/// cannot disagree. Returns what [`entry`]'s table has for every scenario: it needs the driver.
 fn held(
     schedules: &mut Vec<Schedule>,
     id: ScenarioId,
@@ -79,14 +80,25 @@ fn held(
 ) -> (Scenario, &'static str, bool) {
     let order = schedule(order);
     let program = |tag: u8, &(name, before, after): &(&str, &str, &str)| {
-        let points = order.steps().iter().filter(|s| s.thread == tag).filter_map(|s| s.kernel_point());
-        points.fold(ThreadSpec::new(tag, name).sync(BEFORE, before), |t, k| t.kernel(k)).sync(AFTER, after)
+        let mine = order.steps().iter().filter(|s| s.thread == tag);
+        mine.fold(ThreadSpec::new(tag, name), |t, s| match (s.kernel_point(), s.kind) {
+            (Some(k), _) => t.kernel(k),
+            (None, StepKind::Sync(BEFORE)) => t.sync(BEFORE, before),
+            (None, StepKind::Sync(AFTER)) => t.sync(AFTER, after),
+            (None, StepKind::Sync(BEFORE_RELEASE)) => t.sync(BEFORE_RELEASE, UNPINNER.1),
+            (None, StepKind::Sync(AFTER_RELEASE)) => t.sync(AFTER_RELEASE, UNPINNER.2),
+            #[allow(clippy::panic)] // Constant schedules, covered by the unit tests.
+            (None, kind) => panic!("{id}: no name for step {kind:?}"),
+        })
     };
     let scenario = well_formed(id, (0..).zip(threads).map(|(tag, t)| program(tag, t)).collect());
     schedules.push(order);
     (scenario, about, true)
 }
 
+/// Truncate sleeps on the first pin; a late pin is taken during that wait and released only after
+/// truncate, woken by the first pin's release, slept again on it.
+const LATE_PIN: &str = "0.s1 0.kbusy 0.ksleep 2.s1 2.s2 1.s1 1.s2 0.kwoken 0.ksleep 2.s3 2.s4 0.s2";
 /// Truncate or punch held after its busy scan found the pinned page, while the pin is released.
 const BUSY: &str = "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
 /// Truncate or punch held on the wait queue, about to sleep, while the pin is released.
@@ -103,6 +115,10 @@ const UNPINNER: (&str, &str, &str) = ("unpinner", "before-unpin", "after-unpin")
 const SECOND_UNPINNER: (&str, &str, &str) = ("second-unpinner", UNPINNER.1, UNPINNER.2);
 const EVICTOR: (&str, &str, &str) = ("evictor", "before-unlink", "after-unlink");
 const PUNCHER: (&str, &str, &str) = ("puncher", "before-punch", "after-punch");
+/// Thread 2 of truncate-late-pin: pins a page while truncate sleeps, releases it later.
+const LATE_PINNER: (&str, &str, &str) = ("late-pinner", "before-pin", "after-pin");
+/// Thread 2 of truncate-signal: sends the truncating thread a signal.
+const SIGNALER: (&str, &str, &str) = ("signaler", "before-signal", "after-signal");
 
 /// The entry of scenario `id`.
 pub fn entry(id: ScenarioId) -> LibraryEntry {
@@ -226,6 +242,27 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             "0.s1 1.s1 1.s2 0.kfinal-busy 0.kfinal-woken 2.s1 2.s2 0.kfinal-sleep 0.s2",
             "the last unlink evicts a closed file with two pinned pages; eviction held at its final break-layout's points as truncate is in truncate-two-pages (the one feasible order, as there)",
         ),
+        ScenarioId::TruncateLatePin => held(
+            &mut schedules,
+            id,
+            &[TRUNCATOR, UNPINNER, LATE_PINNER],
+            LATE_PIN,
+            "truncate found the second page pinned and sleeps on it (the wait dropped the layout lock); meanwhile a third thread faults the first page in again and pins it; the second pin goes, truncate wakes and must scan the whole range again, find the new pin and sleep on it until it goes (the one order that puts a new pin inside the wait, below the page waited on, and keeps it past the wake-up)",
+        ),
+        ScenarioId::TruncateLatePinAbove => held(
+            &mut schedules,
+            id,
+            &[TRUNCATOR, UNPINNER, LATE_PINNER],
+            LATE_PIN,
+            "as truncate-late-pin with the pages swapped: truncate sleeps on the first page and the new pin is on the second, which a scan after the wait must still find (the one order, as there)",
+        ),
+        ScenarioId::TruncateSignal => held(
+            &mut schedules,
+            id,
+            &[TRUNCATOR, UNPINNER, SIGNALER],
+            "0.s1 0.ksleep 2.s1 2.s2 0.s2 1.s1 1.s2",
+            "truncate about to sleep on a pinned page gets a signal (a handler without SA_RESTART): it must fail with EINTR and leave the page alone; the pin goes after truncate returned (the one order that interrupts the wait with the pin still held)",
+        ),
     };
     LibraryEntry { id, scenario, about, needs_driver, schedules }
 }
@@ -272,8 +309,9 @@ mod tests {
     #[test]
     fn held_scenarios_have_forced_schedules_that_match_their_programs_and_guest_masks() {
         use daxvmm_devices::fault::{KernelPoint, StepKind};
+        use daxvmm_scenarios::kernel_point as kp;
         let held: Vec<LibraryEntry> = library().into_iter().filter(|e| !e.schedules.is_empty()).collect();
-        assert_eq!(held.len(), 9);
+        assert_eq!(held.len(), 12);
         for e in &held {
             for s in &e.schedules {
                 e.scenario.check(s).unwrap();
@@ -281,15 +319,19 @@ mod tests {
             }
             // The guest tags each thread for exactly the kernel points of its host program.
             for t in e.scenario.threads() {
+                // A point listed twice is held twice: its second bit too.
                 let mask = t.steps.iter().fold(0u32, |m, s| match s.kind {
-                    StepKind::Sync(p) => m | KernelPoint::from_sync_id(p).map_or(0, |k| 1 << k.id()),
+                    StepKind::Sync(p) => match KernelPoint::from_sync_id(p).map(|k| 1 << k.id()) {
+                        Some(bit) if m & bit != 0 => m | bit << kp::AGAIN_SHIFT,
+                        Some(bit) => m | bit,
+                        None => m,
+                    },
                     StepKind::Event(_) => m,
                 });
                 assert_eq!(mask, e.id.kernel_points(t.tag), "{} thread {}", e.id, t.tag);
             }
         }
         // The ids the guest uses are the host's.
-        use daxvmm_scenarios::kernel_point as kp;
         for (id, k) in
             [(kp::BUSY, KernelPoint::Busy), (kp::SLEEP, KernelPoint::Sleep), (kp::WOKEN, KernelPoint::Woken)]
                 .into_iter()

@@ -23,7 +23,7 @@ pub struct Mutant {
 }
 
 /// Every mutant of the variant.
-pub const MUTANTS: [Mutant; 7] = [
+pub const MUTANTS: [Mutant; 10] = [
     Mutant {
         name: "pinned-idle",
         about: "the busy scan treats a DMA-pinned folio as idle: truncate, punch and eviction never wait for a pin",
@@ -71,6 +71,30 @@ pub const MUTANTS: [Mutant; 7] = [
         about: "no-rescan in dax_break_layout_final(): eviction frees the second pinned page's block",
         killers: &[ScenarioId::EvictTwoPages],
         schedule_dependent: true,
+        shows: ORDERING,
+    },
+    Mutant {
+        name: "resume-scan",
+        about: "after a wait, dax_break_layout() scans again from the page it waited for: a lower page pinned during the wait (the layout lock is dropped while it sleeps) is freed under its pin",
+        killers: &[ScenarioId::TruncateLatePin],
+        schedule_dependent: true,
+        shows: ORDERING,
+    },
+    Mutant {
+        name: "scan-once",
+        about: "dax_break_layout() finds every busy page in one pass and waits for those only: a page pinned during a wait, below or above, is freed under its pin",
+        killers: &[ScenarioId::TruncateLatePin, ScenarioId::TruncateLatePinAbove],
+        schedule_dependent: true,
+        shows: ORDERING,
+    },
+    // Shows only when a signal ends the wait, but the sequential checks include one (a timer fires
+    // 250 ms into truncate's wait), so it is a control: both its forced schedule and those checks
+    // catch it.
+    Mutant {
+        name: "interrupted-idle",
+        about: "a signal that ends dax_break_layout()'s wait is taken as the page going idle: truncate goes on over the pinned page instead of failing with EINTR",
+        killers: &[ScenarioId::TruncateSignal],
+        schedule_dependent: false,
         shows: ORDERING,
     },
 ];

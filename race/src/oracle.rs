@@ -280,19 +280,19 @@ pub fn summarize(entries: &[LogEntry]) -> RunSummary {
 
 /// The order in which the run's threads really passed the scenario's steps: the release order when a
 /// schedule was enforced, else the arrival order, with each awaited event placed where it first came (and
-/// left out where it never came). `None` when the log does not hold every sync step exactly once.
+/// left out where it never came). `None` when the log does not hold every sync step as often as the
+/// scenario has it.
 pub fn observed_order(scenario: &Scenario, entries: &[LogEntry]) -> Option<Schedule> {
     let enforced = entries.iter().any(|e| matches!(e.record, Record::Released(_)));
-    let awaited: Vec<Step> = scenario
-        .threads()
-        .iter()
-        .flat_map(|t| {
-            t.steps
-                .iter()
-                .filter(|s| matches!(s.kind, StepKind::Event(_)))
-                .map(|s| Step { thread: t.tag, kind: s.kind })
-        })
-        .collect();
+    // The scenario's steps of one kind (events, or sync points), in thread and program order.
+    let of_kind = |event: bool| -> Vec<Step> {
+        let threads = scenario.threads().iter();
+        threads
+            .flat_map(|t| t.steps.iter().map(move |s| Step { thread: t.tag, kind: s.kind }))
+            .filter(|s| matches!(s.kind, StepKind::Event(_)) == event)
+            .collect()
+    };
+    let awaited = of_kind(true);
     let mut seen_events: Vec<Step> = Vec::new();
     let mut steps = Vec::new();
     for e in entries {
@@ -313,16 +313,13 @@ pub fn observed_order(scenario: &Scenario, entries: &[LogEntry]) -> Option<Sched
             _ => {}
         }
     }
-    // Every sync step exactly once; awaited events only where they came (a kernel that did not wait has
-    // no wait-begin), so the order is still one the report can count.
-    let syncs = scenario.threads().iter().flat_map(|t| {
-        t.steps
-            .iter()
-            .filter(|s| matches!(s.kind, StepKind::Sync(_)))
-            .map(|s| Step { thread: t.tag, kind: s.kind })
-    });
-    let complete = syncs.clone().all(|s| steps.iter().filter(|&&x| x == s).count() == 1)
-        && steps.iter().filter(|s| matches!(s.kind, StepKind::Sync(_))).count() == syncs.count();
+    // Every sync step as often as the scenario has it (a kernel hold point can come twice); awaited
+    // events only where they came (a kernel that did not wait has no wait-begin), so the order is still
+    // one the report can count.
+    let syncs = of_kind(false);
+    let count = |v: &[Step], s: Step| v.iter().filter(|&&x| x == s).count();
+    let complete = syncs.iter().all(|&s| count(&steps, s) == count(&syncs, s))
+        && steps.iter().filter(|s| matches!(s.kind, StepKind::Sync(_))).count() == syncs.len();
     complete.then(|| Schedule::new(steps))
 }
 
@@ -530,6 +527,16 @@ mod tests {
             Record::Released("1.s2".parse().unwrap()),
         ]);
         assert_eq!(observed_order(&scenario, &released), Some(s("0.s1 0.e7 1.s1 0.s2 1.s2")));
+        // A kernel point the scenario holds twice counts twice; once is not the whole order.
+        let late = find("truncate-late-pin").unwrap();
+        let order = late.schedules[0].clone();
+        let released: Vec<Record> = order.steps().iter().map(|&st| Record::Released(st)).collect();
+        assert_eq!(observed_order(&late.scenario, &log(released.clone())), Some(order));
+        let sleep: Step = "0.ksleep".parse().unwrap();
+        let second_sleep = released.iter().rposition(|r| *r == Record::Released(sleep)).unwrap();
+        let mut once = released;
+        once.remove(second_sleep);
+        assert_eq!(observed_order(&late.scenario, &log(once)), None);
     }
 
     #[test]

@@ -59,12 +59,27 @@ pub enum ScenarioId {
     /// Eviction over two pinned pages, held as truncate is in [`Self::TruncateTwoPages`], at the final
     /// break-layout's points.
     EvictTwoPages,
+    /// Truncate asleep on a pinned page while another thread faults in and pins a lower page of the
+    /// file (the wait dropped the layout lock); the first pin goes, truncate wakes and must find the
+    /// new pin before it frees anything.
+    TruncateLatePin,
+    /// As [`Self::TruncateLatePin`] with the pages swapped: the new pin is on a page above the one
+    /// truncate sleeps on.
+    TruncateLatePinAbove,
+    /// Truncate asleep on a pinned page is interrupted by a signal: it must fail with EINTR, not go on
+    /// over the pinned page.
+    TruncateSignal,
 }
 
 /// Sync point every scenario thread passes just before its operation (truncate, unpin, ...).
 pub const BEFORE: u16 = 1;
 /// Sync point every scenario thread passes just after its operation returned.
 pub const AFTER: u16 = 2;
+/// Sync point of a thread that takes its pin during the run ([`BEFORE`] and [`AFTER`] around the pin):
+/// just before it releases the pin.
+pub const BEFORE_RELEASE: u16 = 3;
+/// Just after that thread released its pin.
+pub const AFTER_RELEASE: u16 = 4;
 
 /// The guest kernel's hold points (`enum dax_refcount_point` in the guest patch
 /// include/linux/dax_refcount.h; `KernelPoint` on the host, which a unit test of the race crate checks
@@ -88,6 +103,8 @@ pub mod kernel_point {
     pub const FINAL_BROKEN: u16 = 7;
     /// free_zone_device_folio(): the last reference went, waiters not woken yet.
     pub const FREE: u16 = 11;
+    /// In a tag mask, bit `AGAIN_SHIFT + p` asks for a second hold at point `p` (bit `p` set too).
+    pub const AGAIN_SHIFT: u16 = 16;
 }
 
 /// Bit in a marker event's detail saying "a new file's block, filled with the pattern in the low byte":
@@ -102,6 +119,9 @@ impl ScenarioId {
         const fn bit(p: u16) -> u32 {
             1 << p
         }
+        const fn twice(p: u16) -> u32 {
+            1 << p | 1 << (AGAIN_SHIFT + p)
+        }
         match (self, thread) {
             (Self::TruncateUnpinSleeping | Self::TruncateUnpinWakeup | Self::PunchUnpinSleeping, 0) => {
                 bit(BUSY) | bit(SLEEP) | bit(WOKEN) | bit(BROKEN)
@@ -114,12 +134,14 @@ impl ScenarioId {
             (Self::EvictUnpinBusy, 0) => bit(FINAL_BUSY) | bit(FINAL_WOKEN) | bit(FINAL_BROKEN),
             (Self::TruncateTwoPages, 0) => bit(BUSY) | bit(WOKEN) | bit(SLEEP),
             (Self::EvictTwoPages, 0) => bit(FINAL_BUSY) | bit(FINAL_WOKEN) | bit(FINAL_SLEEP),
+            (Self::TruncateLatePin | Self::TruncateLatePinAbove, 0) => bit(BUSY) | twice(SLEEP) | bit(WOKEN),
+            (Self::TruncateSignal, 0) => bit(SLEEP),
             _ => 0,
         }
     }
 
     /// Every scenario, in run order.
-    pub const ALL: [Self; 18] = [
+    pub const ALL: [Self; 21] = [
         Self::TruncateUnpin,
         Self::PunchUnpin,
         Self::PinMunmapTruncate,
@@ -138,6 +160,9 @@ impl ScenarioId {
         Self::PunchUnpinSleeping,
         Self::TruncateTwoPages,
         Self::EvictTwoPages,
+        Self::TruncateLatePin,
+        Self::TruncateLatePinAbove,
+        Self::TruncateSignal,
     ];
 
     /// The name both sides use.
@@ -161,6 +186,9 @@ impl ScenarioId {
             Self::PunchUnpinSleeping => "punch-unpin-sleeping",
             Self::TruncateTwoPages => "truncate-two-pages",
             Self::EvictTwoPages => "evict-two-pages",
+            Self::TruncateLatePin => "truncate-late-pin",
+            Self::TruncateLatePinAbove => "truncate-late-pin-above",
+            Self::TruncateSignal => "truncate-signal",
         }
     }
 
@@ -170,10 +198,16 @@ impl ScenarioId {
     }
 
     /// Guest threads, tagged 0 (the one that truncates, punches, unlinks or unmounts) and up (the ones
-    /// that release what holds the page); each gets its own vCPU.
+    /// that release what holds the page; in [`Self::TruncateLatePin`] thread 2 pins, then releases; in
+    /// [`Self::TruncateSignal`] thread 2 sends the signal); each gets its own vCPU.
     pub const fn threads(self) -> u8 {
         match self {
-            Self::TwoPins | Self::TruncateTwoPages | Self::EvictTwoPages => 3,
+            Self::TwoPins
+            | Self::TruncateTwoPages
+            | Self::EvictTwoPages
+            | Self::TruncateLatePin
+            | Self::TruncateLatePinAbove
+            | Self::TruncateSignal => 3,
             _ => 2,
         }
     }
@@ -203,7 +237,7 @@ mod tests {
         for (i, s) in ScenarioId::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }
-        assert_eq!(ScenarioId::ALL.len(), ScenarioId::EvictTwoPages as usize + 1);
+        assert_eq!(ScenarioId::ALL.len(), ScenarioId::TruncateSignal as usize + 1);
         assert!(ScenarioId::ALL.iter().all(|s| (2..=3).contains(&s.threads())));
     }
 }

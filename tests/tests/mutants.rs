@@ -6,8 +6,9 @@
 //! - a repro file of the kill replays to the same violation, with the kernel's events in the recorded
 //!   order, 10 times out of 10 in one boot;
 //! - for a schedule-dependent mutant, the sequential refcount checks (daxvmm-refcount-test) all pass:
-//!   only a forced schedule finds it. The control `pinned-idle` is the other way round: the sequential
-//!   checks catch it, and so do the plain (user-space ordered) race scenarios and their repro file.
+//!   only a forced schedule finds it. The controls are the other way round: the sequential checks catch
+//!   `pinned-idle`, and so do the plain (user-space ordered) race scenarios and their repro file; they
+//!   catch `interrupted-idle` with their timer-driven EINTR check, as its forced schedule does.
 
 use daxvmm_race::{Mutant, MUTANTS};
 use daxvmm_scenarios::ScenarioId;
@@ -15,7 +16,7 @@ use daxvmm_tests::{Case, SharedBatch};
 
 const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
 /// The scenarios that hold a thread inside the kernel (each with one forced schedule).
-const HELD: [ScenarioId; 9] = [
+const HELD: [ScenarioId; 12] = [
     ScenarioId::TruncateUnpinSleeping,
     ScenarioId::TruncateUnpinBusy,
     ScenarioId::TruncateUnpinWakeup,
@@ -25,7 +26,13 @@ const HELD: [ScenarioId; 9] = [
     ScenarioId::PunchUnpinSleeping,
     ScenarioId::TruncateTwoPages,
     ScenarioId::EvictTwoPages,
+    ScenarioId::TruncateLatePin,
+    ScenarioId::TruncateLatePinAbove,
+    ScenarioId::TruncateSignal,
 ];
+/// The control that breaks every order (it is tested on its own below: it fails the held scenarios'
+/// hold checks everywhere).
+const ANY_ORDER: &str = "pinned-idle";
 /// Replays of each kill's repro file.
 const REPLAYS: usize = 10;
 /// The checks daxvmm-refcount-test runs (its TAP plan).
@@ -66,7 +73,7 @@ fn held_names() -> String {
 
 fn cases() -> Vec<Case> {
     let mut cases = Vec::new();
-    for m in MUTANTS.iter().filter(|m| m.schedule_dependent) {
+    for m in forced_killed() {
         let n = m.name;
         let killer = m.killers[0].name();
         cases.push(race(
@@ -86,10 +93,10 @@ fn cases() -> Vec<Case> {
         );
         cases.push(sequential(n));
     }
-    // The control. One boot per scenario: a kernel that reuses blocks still pinned can crash later runs.
+    // The control of every order. One boot per scenario: a kernel that reuses blocks still pinned can crash later runs.
     // race_broken's "truncate, new files, then the pin's write" order waits for the truncator's new files,
     // which can take over the default 2 s bound in the nested test host: hence 10 s.
-    let c = "pinned-idle";
+    let c = ANY_ORDER;
     cases.push(race(
         "race_broken",
         "{tmp}/race-broken",
@@ -123,9 +130,14 @@ fn schedule_dependent() -> impl Iterator<Item = &'static Mutant> {
     MUTANTS.iter().filter(|m| m.schedule_dependent)
 }
 
+/// Every mutant a forced schedule kills in its own scenarios only: all but the control of every order.
+fn forced_killed() -> impl Iterator<Item = &'static Mutant> {
+    MUTANTS.iter().filter(|m| m.name != ANY_ORDER)
+}
+
 #[test]
-fn each_schedule_dependent_mutant_is_killed_by_its_forced_schedules_only() {
-    for m in schedule_dependent() {
+fn each_mutant_is_killed_by_its_forced_schedules_only() {
+    for m in forced_killed() {
         let Some(out) = BATCH.outcome(&format!("kill_{}", m.name)) else { return };
         assert!(out.contains(&format!("mutant {} selected", m.name)), "{}: {out}", m.name);
         assert_eq!(out.exit_code, 10, "{}: violations must make daxvmm test exit 10: {out}", m.name);
@@ -151,7 +163,7 @@ fn each_schedule_dependent_mutant_is_killed_by_its_forced_schedules_only() {
 
 #[test]
 fn each_kill_replays_every_time() {
-    for m in schedule_dependent() {
+    for m in forced_killed() {
         let Some(out) = BATCH.outcome(&format!("replay_{}", m.name)) else { return };
         assert!(out.contains(&format!("with mutant {}", m.name)), "the replay must select the mutant: {out}");
         // The same violation with the kernel's own events (holds, wait, free) in the recorded order.
@@ -177,13 +189,18 @@ fn the_sequential_checks_miss_every_schedule_dependent_mutant() {
     }
 }
 
-/// The control: with pinned folios reported idle, the sequential truncate check fails.
+/// The controls: with pinned folios reported idle, the sequential truncate check fails; with an
+/// interrupted wait taken for idle, their EINTR check does.
 #[test]
-fn the_sequential_checks_catch_the_control() {
-    let Some(out) = BATCH.outcome("seq_pinned-idle") else { return };
-    assert!(out.has_line(&format!("1..{CHECKS}")), "the test program must have run: {out}");
-    assert_eq!(out.tap_result("blocks until the unpin"), Some(false), "{out}");
-    assert_ne!(out.exit_code, 0, "the failed checks must reach daxvmm's exit code: {out}");
+fn the_sequential_checks_catch_the_controls() {
+    for (m, check) in
+        [(ANY_ORDER, "blocks until the unpin"), ("interrupted-idle", "returns EINTR on a signal")]
+    {
+        let Some(out) = BATCH.outcome(&format!("seq_{m}")) else { return };
+        assert!(out.has_line(&format!("1..{CHECKS}")), "{m}: the test program must have run: {out}");
+        assert_eq!(out.tap_result(check), Some(false), "{m}: {out}");
+        assert_ne!(out.exit_code, 0, "{m}: the failed checks must reach daxvmm's exit code: {out}");
+    }
 }
 
 #[test]

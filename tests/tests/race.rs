@@ -22,12 +22,14 @@ fn cases() -> Vec<Case> {
         .map(|fs| race(&format!("race_{fs}"), &format!("{{tmp}}/race-{fs}"), &["--fs", fs]))
         .collect();
     // The reports of the ext4 run, checked where they were written (and the PMD scenario really got
-    // a 2 MiB folio: otherwise the guest notes "no PMD mapping" in the TAP output).
+    // a 2 MiB folio: otherwise the guest notes "no PMD mapping" in the TAP output; the signal ended
+    // truncate-signal's truncate with EINTR, as the guest notes there).
     cases.push(Case::daxvmm("race_reports", ["--version"]).with_setup(
         "d={tmp}/race-ext4; grep -q '^TAP version 13' $d/results.tap && ! grep -q '^not ok' $d/results.tap \
              && grep -q '<testsuites name=\"daxvmm test\" tests=\"[0-9]*\" failures=\"0\">' $d/results.xml \
              && grep -q '@@race done' $d/console.log && ! ls $d/repro 2>/dev/null \
-             && ! grep -q 'no PMD mapping' $d/results.tap",
+             && ! grep -q 'no PMD mapping' $d/results.tap \
+             && grep -A3 ' - truncate-signal ext4 run ' $d/results.tap | grep -q '^# ftruncate returned EINTR'",
     ).needing("race_ext4").without_boot());
     cases
 }
@@ -108,6 +110,11 @@ fn kernel_holds_are_where_the_schedule_says() {
             ScenarioId::EvictTwoPages,
             "0.s1 1.s1 1.s2 0.kfinal-busy 0.kfinal-woken 2.s1 2.s2 0.kfinal-sleep 0.s2",
         ),
+        (
+            ScenarioId::TruncateLatePin,
+            "0.s1 0.kbusy 0.ksleep 2.s1 2.s2 1.s1 1.s2 0.kwoken 0.ksleep 2.s3 2.s4 0.s2",
+        ),
+        (ScenarioId::TruncateSignal, "0.s1 0.ksleep 2.s1 2.s2 0.s2 1.s1 1.s2"),
     ];
     for fs in FILESYSTEMS {
         let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };

@@ -148,7 +148,9 @@ pub struct Scenario {
 impl Scenario {
     /// Checks and builds a scenario: at least one thread, every thread with steps, tags unique and below
     /// [`MAX_THREADS`], sync points below [`MAX_POINTS`] and unique within their thread (so an arrival
-    /// names exactly one step).
+    /// names exactly one step), but for kernel hold points: a thread can reach one again (a
+    /// break-layout that waits twice), and the sequencer matches each arrival to the first of its steps
+    /// still open.
     pub fn new(name: &str, threads: Vec<ThreadSpec>) -> Result<Self, FaultError> {
         if threads.is_empty() {
             return Err(FaultError::NoThreads);
@@ -168,7 +170,9 @@ impl Scenario {
                     if point >= MAX_POINTS {
                         return Err(FaultError::PointOutOfRange { thread: t.tag, point });
                     }
-                    if t.steps[..j].iter().any(|o| o.kind == s.kind) {
+                    if KernelPoint::from_sync_id(point).is_none()
+                        && t.steps[..j].iter().any(|o| o.kind == s.kind)
+                    {
                         return Err(FaultError::DuplicatePoint { thread: t.tag, point });
                     }
                 }

@@ -96,6 +96,9 @@ fn validation() {
     assert_eq!(Scenario::new("x", vec![far]), Err(FaultError::PointOutOfRange { thread: 0, point: 512 }));
     let twice = ThreadSpec::new(3, "t").sync(5, "p").sync(5, "q");
     assert_eq!(Scenario::new("x", vec![twice]), Err(FaultError::DuplicatePoint { thread: 3, point: 5 }));
+    // A kernel hold point can come twice (a second wait); a user sync point cannot.
+    let waits_twice = ThreadSpec::new(0, "t").kernel(KernelPoint::Sleep).kernel(KernelPoint::Sleep);
+    assert!(Scenario::new("x", vec![waits_twice]).is_ok());
     // Repeated events are fine (two folios freed).
     let events = ThreadSpec::new(0, "t").event(EventCode::FolioFree).event(EventCode::FolioFree);
     assert!(Scenario::new("x", vec![events]).is_ok());

@@ -269,3 +269,28 @@ fn an_order_the_kernel_cannot_take_holds_until_the_bound() {
     let d = deviations(&seq.take_notes());
     assert!(matches!(d[..], [Deviation::TimedOut { step, .. }] if step == Step::sync(1, 1)), "{d:?}");
 }
+
+#[test]
+fn a_kernel_point_listed_twice_holds_each_visit_in_turn() {
+    // truncate-late-pin's shape: thread 0 sleeps on one page, wakes, and sleeps again on another, which
+    // thread 1 releases after the second sleep.
+    let mut seq = Sequencer::new(&s("0.ksleep 1.s1 1.s2 0.kwoken 0.ksleep 1.s3"));
+    let (sleep, woken) = (KernelPoint::Sleep.sync_id(), KernelPoint::Woken.sync_id());
+    assert_eq!(seq.arrive(0, sleep), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(seq.arrive(1, 1), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(seq.arrive(1, 2), Arrival::Go(SyncOutcome::Released));
+    // Thread 1 runs alone to 1.s3, which waits for the second sleep.
+    let Arrival::Wait { ticket: t1, .. } = seq.arrive(1, 3) else {
+        panic!("1.s3 waits for the second sleep")
+    };
+    assert_eq!(seq.arrive(0, woken), Arrival::Go(SyncOutcome::Released));
+    // The second visit is the second step, not a repeat of the first.
+    assert_eq!(seq.poll(t1), None);
+    assert_eq!(seq.arrive(0, sleep), Arrival::Go(SyncOutcome::Released));
+    assert_eq!(seq.poll(t1), Some(SyncOutcome::Released));
+    assert!(deviations(&seq.take_notes()).is_empty());
+    assert!(seq.is_complete());
+    // A third visit is one the schedule does not have.
+    assert_eq!(seq.arrive(0, sleep), Arrival::Go(SyncOutcome::Unscheduled));
+    assert!(matches!(deviations(&seq.take_notes())[..], [Deviation::Repeated { .. }]));
+}

@@ -49,6 +49,26 @@ pub fn pin_file(
     Ok(PinnedFile { path, file: Some(file), map, handle: p.handle, pfn: q.pfn, order: q.order })
 }
 
+/// One page pinned for writing through the driver: its handle and pfn.
+#[derive(Debug, Clone, Copy)]
+pub struct PinnedPage {
+    pub handle: u64,
+    pub pfn: u64,
+}
+
+/// Pins the page at `addr` (faulting it in if needed) for writing, and asks its pfn; `what` names the
+/// pin in errors. A pin whose pfn cannot be read is released again.
+pub fn pin_page(dev: &Dev, addr: usize, what: &'static str) -> Result<PinnedPage, RaceError> {
+    let p = dev.pin(addr, PAGE, PIN_WRITE).map_err(|errno| RaceError::Ioctl { what, errno })?;
+    match dev.query(p.handle, 0) {
+        Ok(q) => Ok(PinnedPage { handle: p.handle, pfn: q.pfn }),
+        Err(errno) => {
+            let _ = dev.unpin(p.handle, 0);
+            Err(RaceError::Ioctl { what: "QUERY", errno })
+        }
+    }
+}
+
 /// The pfn behind the first page of `map` (pin, query, unpin); `None` without the driver.
 pub fn pfn_of(dev: Option<&Dev>, map: &Map) -> Option<u64> {
     let dev = dev?;

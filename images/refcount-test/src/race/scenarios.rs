@@ -12,18 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use daxvmm_refcount_test::abi::PIN_WRITE;
 use daxvmm_refcount_test::sys::{ename, errno, map_file, Dev, TFile, PAGE, PMD};
 use daxvmm_scenarios::{ScenarioId, AFTER, BEFORE};
 
 use crate::ctx::{code, finding, note, Ctx};
 use crate::error::RaceError;
-use crate::files::{new_files, pfn_of, pin_file, remove, umount, unlink, PinnedFile, FRESH, STALE};
+use crate::files::{new_files, pfn_of, pin_file, pin_page, remove, umount, unlink, PinnedFile, FRESH, STALE};
 use crate::watchdog::Progress;
 
 /// What thread 0 does to the pinned page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
+pub enum Op {
     Truncate,
     Punch,
     /// Unlink the closed file: the last reference evicts the inode.
@@ -61,6 +60,10 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
             held_race(ctx, dir, id, Op::Punch, Shape::Page)
         }
         ScenarioId::TruncateTwoPages => held_race(ctx, dir, id, Op::Truncate, Shape::TwoPages),
+        ScenarioId::TruncateLatePin | ScenarioId::TruncateLatePinAbove => {
+            crate::racers::late_pin(ctx, dir, id)
+        }
+        ScenarioId::TruncateSignal => crate::racers::signal(ctx, dir, id),
         ScenarioId::EvictTwoPages => held_race(ctx, dir, id, Op::Evict, Shape::TwoPages),
         ScenarioId::PunchUnpin => pinned_race(ctx, dir, Op::Punch, Shape::Page),
         ScenarioId::PinMunmapTruncate => pinned_race(ctx, dir, Op::Truncate, Shape::Unmapped),
@@ -75,7 +78,7 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
 
 impl Op {
     /// The system call, as the guest's findings and notes name it.
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Op::Truncate => "ftruncate",
             Op::Punch => "fallocate(PUNCH_HOLE)",
@@ -103,7 +106,7 @@ fn punch(f: &TFile, len: usize) -> Result<(), i32> {
 }
 
 /// Writes [`STALE`] over the first page of a pin and unpins it, announcing both.
-fn write_and_unpin(ctx: &Ctx<'_>, dev: &Dev, thread: u8, handle: u64, pfn: u64, write: bool) {
+pub fn write_and_unpin(ctx: &Ctx<'_>, dev: &Dev, thread: u8, handle: u64, pfn: u64, write: bool) {
     if write {
         match dev.write(handle, 0, 0, PAGE as u32, STALE) {
             Ok(()) => ctx.event(code::WRITE_THROUGH_PIN, thread, pfn, u16::from(STALE)),
@@ -123,13 +126,20 @@ fn write_and_unpin(ctx: &Ctx<'_>, dev: &Dev, thread: u8, handle: u64, pfn: u64, 
 /// with the hold points (guest patches 0006 and 0007) and the fault injector; without them the run is
 /// skipped, since nothing would be forced.
 fn held_race(ctx: &Ctx<'_>, dir: &str, id: ScenarioId, op: Op, shape: Shape) -> Result<(), RaceError> {
+    held_device(ctx)?;
+    pinned_race_with(ctx, dir, op, shape, Some(id))
+}
+
+/// The driver, if the kernel has the hold points and the fault injector answers; else why a held race
+/// cannot run.
+pub fn held_device<'a>(ctx: &Ctx<'a>) -> Result<&'a Dev, RaceError> {
     let dev = ctx.dev.ok_or(RaceError::NoDriver)?;
     if !ctx.fault {
         return Err(RaceError::NoFaultInjector);
     }
     // Untagging a thread nobody tagged is harmless and tells whether the driver knows TAG.
     dev.tag(7, 0).map_err(RaceError::NoHoldPoints)?;
-    pinned_race_with(ctx, dir, op, shape, Some(id))
+    Ok(dev)
 }
 
 fn pinned_race(ctx: &Ctx<'_>, dir: &str, op: Op, shape: Shape) -> Result<(), RaceError> {
@@ -146,7 +156,7 @@ fn releases_after_sleep(id: ScenarioId) -> bool {
 const ASLEEP_WITHIN: Duration = Duration::from_secs(5);
 
 /// Runs `op` under `ctx.tag` for thread `thread`'s kernel points of `held` (if any), untagging after.
-fn tagged<T>(ctx: &Ctx<'_>, held: Option<ScenarioId>, thread: u8, op: impl FnOnce() -> T) -> T {
+pub fn tagged<T>(ctx: &Ctx<'_>, held: Option<ScenarioId>, thread: u8, op: impl FnOnce() -> T) -> T {
     let points = held.map_or(0, |id| id.kernel_points(thread));
     if points != 0 {
         ctx.tag(thread, points);
@@ -185,18 +195,9 @@ fn pinned_race_with(
     let second = match shape {
         Shape::TwoPins | Shape::TwoPages => {
             let offset = if shape == Shape::TwoPages { PAGE } else { 0 };
-            let p = dev
-                .pin(pf.map.addr() + offset, PAGE, PIN_WRITE)
-                .map_err(|errno| RaceError::Ioctl { what: "second PIN", errno })?;
-            let pfn2 = match dev.query(p.handle, 0) {
-                Ok(q) => q.pfn,
-                Err(errno) => {
-                    let _ = dev.unpin(p.handle, 0);
-                    return Err(RaceError::Ioctl { what: "second QUERY", errno });
-                }
-            };
-            ctx.event(code::PIN, 2, pfn2, 0);
-            Some((p.handle, pfn2))
+            let p = pin_page(dev, pf.map.addr() + offset, "second PIN")?;
+            ctx.event(code::PIN, 2, p.pfn, 0);
+            Some((p.handle, p.pfn))
         }
         Shape::Page | Shape::Unmapped | Shape::Pmd => None,
     };
@@ -209,35 +210,17 @@ fn pinned_race_with(
         pf.file = None;
     }
     let made = Mutex::new(Vec::new());
-    let (start, returned) = start_and_return(op);
     let progress = &Progress::default();
     std::thread::scope(|s| {
         s.spawn(|| progress.watch(ctx.run, 1 + usize::from(second.is_some()), op.name()));
         s.spawn(|| {
-            ctx.place(0);
-            ctx.sync(0, BEFORE);
-            ctx.event(start, 0, pfn, 0);
-            let t = Instant::now();
-            progress.start();
-            let r = tagged(ctx, held, 0, || match (op, pf.file.as_ref()) {
+            operate(ctx, progress, held, op, pfn, dir, &made, || match (op, pf.file.as_ref()) {
                 (Op::Truncate, Some(f)) => f.truncate(0),
                 (Op::Punch, Some(f)) => punch(f, len),
                 (Op::Evict, _) => unlink(&pf.path),
                 (Op::Umount, _) => umount(dir),
                 _ => Err(libc::EBADF),
-            });
-            progress.returned();
-            let e = r.err().unwrap_or(0);
-            ctx.event(returned, 0, pfn, e as u16);
-            note(
-                ctx.run,
-                &format!("{} returned {} after {} ms", op.name(), ename(e), t.elapsed().as_millis()),
-            );
-            // Once unmounted, `dir` is no longer the DAX filesystem: no new files there.
-            if e == 0 && op != Op::Umount {
-                *made.lock().unwrap_or_else(|p| p.into_inner()) = new_files(ctx, 0, dir);
-            }
-            ctx.sync(0, AFTER);
+            })
         });
         s.spawn(|| {
             ctx.place(1);
@@ -270,6 +253,38 @@ fn pinned_race_with(
     remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));
     remove(std::slice::from_ref(&pf.path));
     Ok(())
+}
+
+/// Thread 0 of a pinned race: between its sync points, `act` does `op` (tagged for its kernel points of
+/// `held`), announced to the host and the watchdog (`pfn`: the pinned page). After a successful `op` it
+/// makes new files in `dir` (listed in `made`), whose blocks the host checks.
+#[allow(clippy::too_many_arguments)] // One call per race shape; a struct would only rename them.
+pub fn operate(
+    ctx: &Ctx<'_>,
+    progress: &Progress,
+    held: Option<ScenarioId>,
+    op: Op,
+    pfn: u64,
+    dir: &str,
+    made: &Mutex<Vec<String>>,
+    act: impl FnOnce() -> Result<(), i32>,
+) {
+    let (start, returned) = start_and_return(op);
+    ctx.place(0);
+    ctx.sync(0, BEFORE);
+    ctx.event(start, 0, pfn, 0);
+    let t = Instant::now();
+    progress.start();
+    let r = tagged(ctx, held, 0, act);
+    progress.returned();
+    let e = r.err().unwrap_or(0);
+    ctx.event(returned, 0, pfn, e as u16);
+    note(ctx.run, &format!("{} returned {} after {} ms", op.name(), ename(e), t.elapsed().as_millis()));
+    // Once unmounted, `dir` is no longer the DAX filesystem: no new files there.
+    if e == 0 && op != Op::Umount {
+        *made.lock().unwrap_or_else(|p| p.into_inner()) = new_files(ctx, 0, dir);
+    }
+    ctx.sync(0, AFTER);
 }
 
 /// Mounts the run's filesystem on `dir` again, unless the unmount failed and it is still there.

@@ -66,6 +66,20 @@ impl Progress {
         }
     }
 
+    /// Sends thread 0 the signal whose handler [`Progress::start`] installed (no SA_RESTART: an
+    /// interruptible wait in its operation ends with EINTR), waiting up to `limit` for thread 0 to
+    /// start. The errno when it cannot.
+    pub fn interrupt(&self, limit: Duration) -> Result<(), i32> {
+        let t = Instant::now();
+        while self.tid.load(Ordering::Acquire) == 0 {
+            if t.elapsed() >= limit {
+                return Err(libc::ESRCH);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        signal(self.tid.load(Ordering::Acquire))
+    }
+
     /// Thread 0's operation returned.
     pub fn returned(&self) {
         self.returned.store(true, Ordering::Release);
@@ -118,9 +132,8 @@ impl Progress {
             note(run, &format!("{what} returned once {how}"));
             return;
         }
-        // SAFETY: tgkill sends a signal to our own thread `tid`, whose handler is installed.
-        let r = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) };
-        how.push_str(&format!(", then signalled ({})", if r == 0 { "sent" } else { "failed" }));
+        let r = signal(tid);
+        how.push_str(&format!(", then signalled ({})", if r.is_ok() { "sent" } else { "failed" }));
         if self.returned_within(GRACE) {
             note(run, &format!("{what} returned once {how}"));
             return;
@@ -131,6 +144,15 @@ impl Progress {
             libc::sync();
             libc::reboot(libc::RB_POWER_OFF);
         }
+    }
+}
+
+/// Sends SIGUSR1 to our thread `tid` (thread 0, whose handler [`Progress::start`] installed).
+fn signal(tid: i32) -> Result<(), i32> {
+    // SAFETY: tgkill sends a signal to a thread of our own process; no memory is passed.
+    match unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) } {
+        0 => Ok(()),
+        _ => Err(daxvmm_refcount_test::sys::errno()),
     }
 }
 

@@ -1,0 +1,119 @@
+//! The held races whose third thread acts on truncate's wait itself rather than on a pin taken before
+//! the run: a pin taken while truncate sleeps (truncate-late-pin) and a signal while it waits
+//! (truncate-signal). Thread 0 truncates under its kernel hold points, thread 1 releases the pin truncate
+//! waits on first, thread 2 races. Events, new files and the watchdog are those of the other pinned
+//! races (scenarios.rs), so the host's oracle judges them the same way.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use daxvmm_refcount_test::sys::{ename, map_file, TFile, PAGE};
+use daxvmm_scenarios::{ScenarioId, AFTER, AFTER_RELEASE, BEFORE, BEFORE_RELEASE};
+
+use crate::ctx::{code, note, Ctx};
+use crate::error::RaceError;
+use crate::files::{pin_file, pin_page, remove};
+use crate::scenarios::{held_device, operate, tagged, write_and_unpin, Op};
+use crate::watchdog::Progress;
+
+/// How long the signalling thread waits for thread 0 to start (only a sleep-based baseline run can
+/// start it first; a forced schedule releases thread 0 long before).
+const START_WITHIN: Duration = Duration::from_secs(1);
+
+/// truncate-late-pin: a two-page file; thread 1 holds a pin on the second page, on which truncate
+/// waits. While truncate sleeps (the wait dropped the filesystem's layout lock) thread 2 pins the first
+/// page, which faults it in again; it releases it between its release points, after truncate waited for
+/// it too. A kernel that does not scan from the start of the range after a wait frees the first page's
+/// block under thread 2's pin. truncate-late-pin-above swaps the pages: the early pin on the first, the
+/// late one on the second (a kernel that waits only for the pages its first scan found misses it).
+pub fn late_pin(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError> {
+    let dev = held_device(ctx)?;
+    let name = format!("late-{}", ctx.run);
+    let len = 2 * PAGE;
+    let f = TFile::create(dir, &name, len)?;
+    let map = map_file(f.fd, len)?;
+    map.touch();
+    let (early, late) = if id == ScenarioId::TruncateLatePinAbove { (0, PAGE) } else { (PAGE, 0) };
+    let first = pin_page(dev, map.addr() + early, "PIN")?;
+    ctx.event(code::PIN, 1, first.pfn, 0);
+    // The address only: the kernel, not this program, touches the mapping from thread 2.
+    let addr = map.addr() + late;
+    let made = Mutex::new(Vec::new());
+    let progress = &Progress::default();
+    std::thread::scope(|s| {
+        s.spawn(|| progress.watch(ctx.run, 2, Op::Truncate.name()));
+        s.spawn(|| operate(ctx, progress, Some(id), Op::Truncate, first.pfn, dir, &made, || f.truncate(0)));
+        s.spawn(|| {
+            ctx.place(1);
+            ctx.sync(1, BEFORE);
+            tagged(ctx, Some(id), 1, || write_and_unpin(ctx, dev, 1, first.handle, first.pfn, true));
+            progress.released();
+            ctx.sync(1, AFTER);
+        });
+        s.spawn(|| {
+            ctx.place(2);
+            ctx.sync(2, BEFORE);
+            // A sleep-based run can come here after truncate removed the page: then there is no pin.
+            let late = match pin_page(dev, addr, "late PIN") {
+                Ok(p) => {
+                    ctx.event(code::PIN, 2, p.pfn, 0);
+                    Some(p)
+                }
+                Err(e) => {
+                    note(ctx.run, &format!("no late pin: {e}"));
+                    None
+                }
+            };
+            ctx.sync(2, AFTER);
+            ctx.sync(2, BEFORE_RELEASE);
+            if let Some(p) = late {
+                write_and_unpin(ctx, dev, 2, p.handle, p.pfn, true);
+            }
+            progress.released();
+            ctx.sync(2, AFTER_RELEASE);
+        });
+    });
+    drop(map);
+    drop(f);
+    remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));
+    remove(&[format!("{dir}/{name}")]);
+    Ok(())
+}
+
+/// truncate-signal: thread 1 holds a pin on the file's page; thread 2 signals thread 0 while its
+/// truncate waits for that page (a handler without SA_RESTART). Truncate must fail with EINTR and leave
+/// the page alone; thread 1 releases it after truncate returned.
+pub fn signal(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError> {
+    let dev = held_device(ctx)?;
+    let pf = pin_file(dev, dir, &format!("sig-{}", ctx.run), PAGE, PAGE)?;
+    ctx.event(code::PIN, 1, pf.pfn, 0);
+    let made = Mutex::new(Vec::new());
+    let progress = &Progress::default();
+    std::thread::scope(|s| {
+        s.spawn(|| progress.watch(ctx.run, 1, Op::Truncate.name()));
+        s.spawn(|| {
+            operate(ctx, progress, Some(id), Op::Truncate, pf.pfn, dir, &made, || match pf.file.as_ref() {
+                Some(f) => f.truncate(0),
+                None => Err(libc::EBADF),
+            })
+        });
+        s.spawn(|| {
+            ctx.place(1);
+            ctx.sync(1, BEFORE);
+            write_and_unpin(ctx, dev, 1, pf.handle, pf.pfn, true);
+            progress.released();
+            ctx.sync(1, AFTER);
+        });
+        s.spawn(|| {
+            ctx.place(2);
+            ctx.sync(2, BEFORE);
+            if let Err(e) = progress.interrupt(START_WITHIN) {
+                note(ctx.run, &format!("could not signal the truncating thread: {}", ename(e)));
+            }
+            ctx.sync(2, AFTER);
+        });
+    });
+    remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));
+    remove(std::slice::from_ref(&pf.path));
+    Ok(())
+}
