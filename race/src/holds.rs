@@ -326,12 +326,13 @@ mod tests {
     }
 
     /// truncate-late-pin: the second page is pinned first and waited on; the first page is pinned by
-    /// thread 2 during that wait and released between thread 2's release points, after the second wait.
+    /// thread 2 during that wait and released between thread 2's release points, while truncate is held
+    /// where its second busy scan found it.
     #[test]
     fn a_page_pinned_during_the_wait_is_freed_in_its_release_window() {
         use KernelPoint::*;
         let late: Schedule =
-            "0.s1 0.kbusy 0.ksleep 2.s1 2.s2 1.s1 1.s2 0.kwoken 0.ksleep 2.s3 2.s4 0.s2".parse().unwrap();
+            "0.s1 0.kbusy 0.ksleep 2.s1 2.s2 1.s1 1.s2 0.kwoken 2.s3 2.s4 0.kbusy 0.s2".parse().unwrap();
         let b = PFN + 1;
         let log = vec![
             ev(EventCode::PinTaken, 1, b, 0),
@@ -341,7 +342,7 @@ mod tests {
             ev(EventCode::Unpin, 1, b, 0),
             ev(EventCode::FolioFree, THREAD_ANY, b, 0),
             kp(0, Woken, b),
-            kp(0, Sleep, PFN),
+            kp(0, Busy, PFN),
             ev(EventCode::Unpin, 2, PFN, 0),
             ev(EventCode::FolioFree, THREAD_ANY, PFN, 0),
         ];
@@ -350,15 +351,14 @@ mod tests {
         let mut resumed = log.clone();
         resumed.remove(7);
         let f = check_holds(&late, &resumed);
-        assert!(f[0].text.contains("never reached kernel point sleep again (visit 2"), "{f:?}");
+        assert!(f[0].text.contains("never reached kernel point busy again (visit 2"), "{f:?}");
         // The first page freed before truncate slept on it a second time.
         let mut early = log.clone();
         let free = early.remove(9);
         early.insert(7, free);
         let f = check_holds(&late, &early);
         assert!(
-            f[0].text
-                .contains(&format!("page {PFN:#x} was freed before thread 0 reached kernel point sleep")),
+            f[0].text.contains(&format!("page {PFN:#x} was freed before thread 0 reached kernel point busy")),
             "{f:?}"
         );
     }

@@ -96,9 +96,9 @@ fn held(
     (scenario, about, true)
 }
 
-/// Truncate sleeps on the first pin; a late pin is taken during that wait and released only after
-/// truncate, woken by the first pin's release, slept again on it.
-const LATE_PIN: &str = "0.s1 0.kbusy 0.ksleep 2.s1 2.s2 1.s1 1.s2 0.kwoken 0.ksleep 2.s3 2.s4 0.s2";
+/// Truncate sleeps on the first pin; a late pin is taken during that wait, and released while truncate,
+/// woken by the first pin's release, is held where its second busy scan found the late pin.
+const LATE_PIN: &str = "0.s1 0.kbusy 0.ksleep 2.s1 2.s2 1.s1 1.s2 0.kwoken 2.s3 2.s4 0.kbusy 0.s2";
 /// Truncate or punch held after its busy scan found the pinned page, while the pin is released.
 const BUSY: &str = "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
 /// Truncate or punch held on the wait queue, about to sleep, while the pin is released.
@@ -247,7 +247,7 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             id,
             &[TRUNCATOR, UNPINNER, LATE_PINNER],
             LATE_PIN,
-            "truncate found the second page pinned and sleeps on it (the wait dropped the layout lock); meanwhile a third thread faults the first page in again and pins it; the second pin goes, truncate wakes and must scan the whole range again, find the new pin and sleep on it until it goes (the one order that puts a new pin inside the wait, below the page waited on, and keeps it past the wake-up)",
+            "truncate found the second page pinned and sleeps on it (the wait dropped the layout lock); meanwhile a third thread faults the first page in again and pins it; the second pin goes, truncate wakes and must scan the whole range again and find the new pin (held there, its second busy hold, while the new pin goes; then its wait finds the page idle) (the one order that puts a new pin inside the wait, below the page waited on, and keeps it past the wake-up's scan)",
         ),
         ScenarioId::TruncateLatePinAbove => held(
             &mut schedules,

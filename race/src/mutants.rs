@@ -34,7 +34,13 @@ pub const MUTANTS: [Mutant; 10] = [
     Mutant {
         name: "lost-wake",
         about: "dax_break_layout() sleeps once without checking the page again after queueing: an unpin between the busy scan and the queueing is a lost wake-up",
-        killers: &[ScenarioId::TruncateUnpinBusy, ScenarioId::PunchUnpinBusy, ScenarioId::TruncateTwoPages],
+        killers: &[
+            ScenarioId::TruncateUnpinBusy,
+            ScenarioId::PunchUnpinBusy,
+            ScenarioId::TruncateTwoPages,
+            ScenarioId::TruncateLatePin,
+            ScenarioId::TruncateLatePinAbove,
+        ],
         schedule_dependent: true,
         shows: HANG,
     },

@@ -532,10 +532,10 @@ mod tests {
         let order = late.schedules[0].clone();
         let released: Vec<Record> = order.steps().iter().map(|&st| Record::Released(st)).collect();
         assert_eq!(observed_order(&late.scenario, &log(released.clone())), Some(order));
-        let sleep: Step = "0.ksleep".parse().unwrap();
-        let second_sleep = released.iter().rposition(|r| *r == Record::Released(sleep)).unwrap();
+        let busy: Step = "0.kbusy".parse().unwrap();
+        let second_busy = released.iter().rposition(|r| *r == Record::Released(busy)).unwrap();
         let mut once = released;
-        once.remove(second_sleep);
+        once.remove(second_busy);
         assert_eq!(observed_order(&late.scenario, &log(once)), None);
     }
 

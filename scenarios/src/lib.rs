@@ -134,7 +134,7 @@ impl ScenarioId {
             (Self::EvictUnpinBusy, 0) => bit(FINAL_BUSY) | bit(FINAL_WOKEN) | bit(FINAL_BROKEN),
             (Self::TruncateTwoPages, 0) => bit(BUSY) | bit(WOKEN) | bit(SLEEP),
             (Self::EvictTwoPages, 0) => bit(FINAL_BUSY) | bit(FINAL_WOKEN) | bit(FINAL_SLEEP),
-            (Self::TruncateLatePin | Self::TruncateLatePinAbove, 0) => bit(BUSY) | twice(SLEEP) | bit(WOKEN),
+            (Self::TruncateLatePin | Self::TruncateLatePinAbove, 0) => twice(BUSY) | bit(SLEEP) | bit(WOKEN),
             (Self::TruncateSignal, 0) => bit(SLEEP),
             _ => 0,
         }

@@ -112,7 +112,7 @@ fn kernel_holds_are_where_the_schedule_says() {
         ),
         (
             ScenarioId::TruncateLatePin,
-            "0.s1 0.kbusy 0.ksleep 2.s1 2.s2 1.s1 1.s2 0.kwoken 0.ksleep 2.s3 2.s4 0.s2",
+            "0.s1 0.kbusy 0.ksleep 2.s1 2.s2 1.s1 1.s2 0.kwoken 2.s3 2.s4 0.kbusy 0.s2",
         ),
         (ScenarioId::TruncateSignal, "0.s1 0.ksleep 2.s1 2.s2 0.s2 1.s1 1.s2"),
     ];
