@@ -67,8 +67,8 @@ pub const MUTANTS: [Mutant; 10] = [
     },
     Mutant {
         name: "no-rescan",
-        about: "dax_break_layout() does not scan again after a wait: with two pinned pages, releasing the one it waits on first lets truncate free the other under its pin",
-        killers: &[ScenarioId::TruncateTwoPages],
+        about: "dax_break_layout() does not scan again after a wait: with two pinned pages, releasing the one it waits on first lets truncate free the other under its pin (or a page pinned during the wait)",
+        killers: &[ScenarioId::TruncateTwoPages, ScenarioId::TruncateLatePin, ScenarioId::TruncateLatePinAbove],
         schedule_dependent: true,
         shows: ORDERING,
     },

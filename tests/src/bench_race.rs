@@ -217,7 +217,7 @@ daxvmm test: 1 runs in 12.3 s with the boot, 3.4 s of runs (17 runs/minute), 1 w
         let b = batch(30, "/tmp/r", &Paths::nested(""));
         assert_eq!(b.lines().count(), 3 * MUTANTS.len());
         assert!(b.contains(
-            "forced-lost-wake\t/bin/daxvmm test --kernel /guest/bzImage --initrd /guest/initrd.cpio.lz4 --scenario truncate-unpin-busy,punch-unpin-busy,truncate-two-pages --fs ext4 --mutant lost-wake --timeout 20m --out /tmp/r/forced-lost-wake\n"
+            "forced-lost-wake\t/bin/daxvmm test --kernel /guest/bzImage --initrd /guest/initrd.cpio.lz4 --scenario truncate-unpin-busy,punch-unpin-busy,truncate-two-pages,truncate-late-pin,truncate-late-pin-above --fs ext4 --mutant lost-wake --timeout 20m --out /tmp/r/forced-lost-wake\n"
         ), "{b}");
         assert!(b.contains("--out /tmp/r/baseline-lost-wake --sleeps --runs 30\n"), "{b}");
         assert!(b.contains("seq-lost-wake\t/bin/daxvmm --kernel /guest/bzImage --initrd /guest/initrd.cpio.lz4 --cpus 2 --mem 512M --pmem 1G --cmdline 'quiet daxvmm_mutant=lost-wake -- /tests/refcount.sh ext4' --timeout 240s\n"), "{b}");

@@ -65,6 +65,7 @@ fn sequential(m: &str) -> Case {
         &format!("quiet daxvmm_mutant={m} -- /tests/refcount.sh ext4"),
         "240s",
     )
+    .rerun_nested_on_emulation_faults()
 }
 
 fn held_names() -> String {
