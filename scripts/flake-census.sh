@@ -34,7 +34,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/daxvmm-census.XXXXXX")
 hogs=()
 cleanup() { [ ${#hogs[@]} -eq 0 ] || kill "${hogs[@]}" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-if [ $load = 1 ]; then
+if [ $load = 1 ] && [ "$runs" -gt 0 ]; then
 	for _ in $(seq "$(jobs_count)"); do
 		(while :; do :; done) &
 		hogs+=($!)
@@ -52,10 +52,12 @@ for i in $(seq 1 "$runs"); do
 	fi
 done
 # "test NAME ... FAILED" lines name the failures; each "---- NAME stdout ----" block has its message.
-grep -h '^test .* \.\.\. FAILED$' "$work"/run-*.log | sed 's/^test \(.*\) \.\.\. FAILED$/\1/' | sort | uniq -c |
+[ "$runs" -eq 0 ] || grep -h '^test .* \.\.\. FAILED$' "$work"/run-*.log | sed 's/^test \(.*\) \.\.\. FAILED$/\1/' | sort | uniq -c |
 	sort -rn >"$work/failures" || true
-echo "unit tests: $runs runs$([ $load = 1 ] && echo " under a CPU hog on every core"), $failed_runs with a failure"
-if [ -s "$work/failures" ]; then
+[ "$runs" -eq 0 ] || echo "unit tests: $runs runs$([ $load = 1 ] && echo " under a CPU hog on every core"), $failed_runs with a failure"
+if [ "$runs" -eq 0 ]; then
+	:
+elif [ -s "$work/failures" ]; then
 	while read -r count name; do
 		echo "  $name: failed $count of $runs"
 		grep -h -A3 "^---- $name stdout ----" "$work"/run-*.log | grep -v '^----\|^--$' | sed 's/^/      /' | sort | uniq -c | sort -rn | head -5
@@ -82,6 +84,8 @@ if [ "$nested" -gt 0 ]; then
 	faults=$(cat "$work"/boots-*.log | grep '^FAULT ' | grep -v 'sysrq triggered crash' || true)
 	nfaults=$(grep -c . <<<"$faults" || true)
 	echo "nested suite: $nested runs on $qemu, $nested_failed with a failure"
+	# No boot at all is no measurement: the test host VM did not start (its console logs say why).
+	[ "$boots" -gt 0 ] || echo "  no nested guest booted: the test host VM never ran a case, so these are no fault figures (see $DAXVMM_CACHE/test-host/logs/)"
 	echo "  nested guest boots: $boots; test host VM faults (deliberate ones left out): $nfaults$(
 		[ "$boots" -gt 0 ] && awk -v f="$nfaults" -v b="$boots" 'BEGIN { printf " = %.1f per 100 nested boots", 100 * f / b }')"
 	[ -z "$faults" ] || awk '{ print $2 }' <<<"$faults" | sort | uniq -c | sed 's/^ */    /; s/$/ (kind)/'
