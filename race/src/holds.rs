@@ -180,9 +180,10 @@ impl Windows<'_> {
         let steps = self.schedule.steps();
         // A thread that took its pin during the run releases it between its release points.
         use daxvmm_scenarios::{AFTER, AFTER_RELEASE, BEFORE, BEFORE_RELEASE};
-        let (b, a) = match steps.contains(&Step::sync(t, BEFORE_RELEASE)) {
-            true => (BEFORE_RELEASE, AFTER_RELEASE),
-            false => (BEFORE, AFTER),
+        let (b, a) = if steps.contains(&Step::sync(t, BEFORE_RELEASE)) {
+            (BEFORE_RELEASE, AFTER_RELEASE)
+        } else {
+            (BEFORE, AFTER)
         };
         let window = steps
             .iter()
@@ -352,7 +353,7 @@ mod tests {
         resumed.remove(7);
         let f = check_holds(&late, &resumed);
         assert!(f[0].text.contains("never reached kernel point busy again (visit 2"), "{f:?}");
-        // The first page freed before truncate slept on it a second time.
+        // The first page freed before truncate's second busy scan was held on it.
         let mut early = log.clone();
         let free = early.remove(9);
         early.insert(7, free);

@@ -12,8 +12,8 @@ use daxvmm_scenarios::{ScenarioId, AFTER, AFTER_RELEASE, BEFORE, BEFORE_RELEASE}
 
 use crate::ctx::{code, note, Ctx};
 use crate::error::RaceError;
-use crate::files::{pin_file, pin_page, remove};
-use crate::scenarios::{held_device, operate, tagged, write_and_unpin, Op};
+use crate::files::{pin_file, pin_page, remove, PinnedPage};
+use crate::scenarios::{held_device, operate, unpinner, write_and_unpin, Op};
 use crate::watchdog::Progress;
 
 /// How long the signalling thread waits for thread 0 to start (only a sleep-based baseline run can
@@ -43,13 +43,7 @@ pub fn late_pin(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceErro
     std::thread::scope(|s| {
         s.spawn(|| progress.watch(ctx.run, 2, Op::Truncate.name()));
         s.spawn(|| operate(ctx, progress, Some(id), Op::Truncate, first.pfn, dir, &made, || f.truncate(0)));
-        s.spawn(|| {
-            ctx.place(1);
-            ctx.sync(1, BEFORE);
-            tagged(ctx, Some(id), 1, || write_and_unpin(ctx, dev, 1, first.handle, first.pfn, true));
-            progress.released();
-            ctx.sync(1, AFTER);
-        });
+        s.spawn(|| unpinner(ctx, dev, progress, Some(id), 1, first, true));
         s.spawn(|| {
             ctx.place(2);
             ctx.sync(2, BEFORE);
@@ -97,13 +91,8 @@ pub fn signal(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError>
                 None => Err(libc::EBADF),
             })
         });
-        s.spawn(|| {
-            ctx.place(1);
-            ctx.sync(1, BEFORE);
-            write_and_unpin(ctx, dev, 1, pf.handle, pf.pfn, true);
-            progress.released();
-            ctx.sync(1, AFTER);
-        });
+        let pin = PinnedPage { handle: pf.handle, pfn: pf.pfn };
+        s.spawn(move || unpinner(ctx, dev, progress, Some(id), 1, pin, true));
         s.spawn(|| {
             ctx.place(2);
             ctx.sync(2, BEFORE);

@@ -17,7 +17,9 @@ use daxvmm_scenarios::{ScenarioId, AFTER, BEFORE};
 
 use crate::ctx::{code, finding, note, Ctx};
 use crate::error::RaceError;
-use crate::files::{new_files, pfn_of, pin_file, pin_page, remove, umount, unlink, PinnedFile, FRESH, STALE};
+use crate::files::{
+    new_files, pfn_of, pin_file, pin_page, remove, umount, unlink, PinnedFile, PinnedPage, FRESH, STALE,
+};
 use crate::watchdog::Progress;
 
 /// What thread 0 does to the pinned page.
@@ -155,6 +157,24 @@ fn releases_after_sleep(id: ScenarioId) -> bool {
 /// How long a releasing thread waits for thread 0 to fall asleep ([`releases_after_sleep`]).
 const ASLEEP_WITHIN: Duration = Duration::from_secs(5);
 
+/// A releasing thread: between its sync points, writes [`STALE`] through `pin` (if `write`) and unpins
+/// it, tagged for its kernel points of `held`, and tells the watchdog.
+pub fn unpinner(
+    ctx: &Ctx<'_>,
+    dev: &Dev,
+    progress: &Progress,
+    held: Option<ScenarioId>,
+    thread: u8,
+    pin: PinnedPage,
+    write: bool,
+) {
+    ctx.place(thread);
+    ctx.sync(thread, BEFORE);
+    tagged(ctx, held, thread, || write_and_unpin(ctx, dev, thread, pin.handle, pin.pfn, write));
+    progress.released();
+    ctx.sync(thread, AFTER);
+}
+
 /// Runs `op` under `ctx.tag` for thread `thread`'s kernel points of `held` (if any), untagging after.
 pub fn tagged<T>(ctx: &Ctx<'_>, held: Option<ScenarioId>, thread: u8, op: impl FnOnce() -> T) -> T {
     let points = held.map_or(0, |id| id.kernel_points(thread));
@@ -197,7 +217,7 @@ fn pinned_race_with(
             let offset = if shape == Shape::TwoPages { PAGE } else { 0 };
             let p = pin_page(dev, pf.map.addr() + offset, "second PIN")?;
             ctx.event(code::PIN, 2, p.pfn, 0);
-            Some((p.handle, p.pfn))
+            Some(p)
         }
         Shape::Page | Shape::Unmapped | Shape::Pmd => None,
     };
@@ -237,14 +257,8 @@ fn pinned_race_with(
             progress.released();
             ctx.sync(1, AFTER);
         });
-        if let Some((h2, pfn2)) = second {
-            s.spawn(move || {
-                ctx.place(2);
-                ctx.sync(2, BEFORE);
-                tagged(ctx, held, 2, || write_and_unpin(ctx, dev, 2, h2, pfn2, true));
-                progress.released();
-                ctx.sync(2, AFTER);
-            });
+        if let Some(p) = second {
+            s.spawn(move || unpinner(ctx, dev, progress, held, 2, p, true));
         }
     });
     if op == Op::Umount {
