@@ -96,9 +96,11 @@ fn held(
     (scenario, about, true)
 }
 
-/// Truncate sleeps on the first pin; a late pin is taken during that wait, and released while truncate,
-/// woken by the first pin's release, is held where its second busy scan found the late pin.
-const LATE_PIN: &str = "0.s1 0.kbusy 0.ksleep 2.s1 2.s2 1.s1 1.s2 0.kwoken 2.s3 2.s4 0.kbusy 0.s2";
+/// Truncate sleeps on the first pin; a late pin is taken during that wait (its fault and its GUP held
+/// there: both happen inside the wait), and released while truncate, woken by the first pin's release,
+/// is held where its second busy scan found the late pin.
+const LATE_PIN: &str =
+    "0.s1 0.kbusy 0.ksleep 2.s1 2.kpte-insert 2.kgup 2.s2 1.s1 1.s2 0.kwoken 2.s3 2.s4 0.kbusy 0.s2";
 /// Truncate or punch held after its busy scan found the pinned page, while the pin is released.
 const BUSY: &str = "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
 /// Truncate or punch held on the wait queue, about to sleep, while the pin is released.
@@ -117,6 +119,8 @@ const EVICTOR: (&str, &str, &str) = ("evictor", "before-unlink", "after-unlink")
 const PUNCHER: (&str, &str, &str) = ("puncher", "before-punch", "after-punch");
 /// Thread 2 of truncate-late-pin: pins a page while truncate sleeps, releases it later.
 const LATE_PINNER: (&str, &str, &str) = ("late-pinner", "before-pin", "after-pin");
+/// Thread 1 of punch-pmd-subpage: pins (through a PMD fault) during the run, releases it later.
+const PMD_PINNER: (&str, &str, &str) = ("pmd-pinner", "before-pin", "after-pin");
 /// Thread 2 of truncate-signal: sends the truncating thread a signal.
 const SIGNALER: (&str, &str, &str) = ("signaler", "before-signal", "after-signal");
 
@@ -197,8 +201,8 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             &mut schedules,
             id,
             &[TRUNCATOR, UNPINNER],
-            "0.s1 0.kbusy 0.ksleep 1.s1 1.kfree 1.s2 0.kwoken 0.kbroken 0.s2",
-            "truncate asleep on the wait queue; the unpin's final put held after the folio is freed, before the waiters are woken (the one feasible order: truncate cannot wake before that put)",
+            "0.s1 0.kbusy 0.ksleep 1.s1 1.kfree 1.s2 0.kwoken 0.kbroken 0.kdisassociate 0.s2",
+            "truncate asleep on the wait queue; the unpin's final put held after the folio is freed, before the waiters are woken (the one feasible order: truncate cannot wake before that put); truncate held again where it lets go of the freed folio",
         ),
         ScenarioId::EvictUnpinBusy => held(
             &mut schedules,
@@ -263,6 +267,13 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             "0.s1 0.ksleep 2.s1 2.s2 0.s2 1.s1 1.s2",
             "truncate about to sleep on a pinned page gets a signal (a handler without SA_RESTART): it must fail with EINTR and leave the page alone; the pin goes after truncate returned (the one order that interrupts the wait with the pin still held)",
         ),
+        ScenarioId::PunchPmdSubpage => held(
+            &mut schedules,
+            id,
+            &[PUNCHER, PMD_PINNER],
+            "1.s1 1.kpmd-insert 1.kgup 1.s2 0.s1 1.s3 1.s4 0.kbusy 0.kwoken 0.kbroken 0.s2",
+            "a pin taken during the run on the first page of a 2 MiB file, held at its PMD fault and at GUP; hole punch of the second 4 KiB page, held after its busy scan found the pinned folio, while the pin is released; then 4 KiB write faults on every page of the freed folio (the one order: the punch's busy scan must come after the pin, and a folio is busy as a whole)",
+        ),
     };
     LibraryEntry { id, scenario, about, needs_driver, schedules }
 }
@@ -311,7 +322,7 @@ mod tests {
         use daxvmm_devices::fault::{KernelPoint, StepKind};
         use daxvmm_scenarios::kernel_point as kp;
         let held: Vec<LibraryEntry> = library().into_iter().filter(|e| !e.schedules.is_empty()).collect();
-        assert_eq!(held.len(), 12);
+        assert_eq!(held.len(), 13);
         for e in &held {
             for s in &e.schedules {
                 e.scenario.check(s).unwrap();
@@ -341,8 +352,24 @@ mod tests {
                     (kp::FINAL_WOKEN, KernelPoint::FinalWoken),
                     (kp::FINAL_BROKEN, KernelPoint::FinalBroken),
                 ])
+                .chain([(kp::PTE_INSERT, KernelPoint::PteInsert), (kp::PMD_INSERT, KernelPoint::PmdInsert)])
+                .chain([(kp::DISASSOCIATE, KernelPoint::Disassociate), (kp::GUP, KernelPoint::Gup)])
         {
             assert_eq!(id, k.id(), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn every_kernel_hold_point_is_held_by_some_schedule() {
+        use daxvmm_devices::fault::KernelPoint;
+        let held: Vec<KernelPoint> = library()
+            .iter()
+            .flat_map(|e| {
+                e.schedules.iter().flat_map(|s| s.steps().iter().filter_map(|st| st.kernel_point()))
+            })
+            .collect();
+        for k in KernelPoint::ALL {
+            assert!(held.contains(k), "no schedule holds a thread at kernel point {}", k.name());
         }
     }
 

@@ -40,6 +40,7 @@ pub const MUTANTS: [Mutant; 10] = [
             ScenarioId::TruncateTwoPages,
             ScenarioId::TruncateLatePin,
             ScenarioId::TruncateLatePinAbove,
+            ScenarioId::PunchPmdSubpage,
         ],
         schedule_dependent: true,
         shows: HANG,

@@ -114,8 +114,9 @@ pub fn check_order(entries: &[LogEntry]) -> Vec<Finding> {
         if !returned || ev.detail() != 0 {
             return;
         }
-        // Every page a scenario pins is in the range its operation removes, so any pin still held
-        // counts, not only one on the page the event names.
+        // Every page a scenario pins is in the range its operation removes, or in a folio of that
+        // range (a folio is busy as a whole), so any pin still held counts, not only one on the page
+        // the event names.
         let mut held: Vec<(u64, i64)> = pins.iter().filter(|&(_, &n)| n > 0).map(|(&p, &n)| (p, n)).collect();
         held.sort_unstable();
         let Some(&(pfn, n)) = held.first() else { return };

@@ -69,6 +69,10 @@ pub enum ScenarioId {
     /// Truncate asleep on a pinned page is interrupted by a signal: it must fail with EINTR, not go on
     /// over the pinned page.
     TruncateSignal,
+    /// A pin taken during the run through a PMD fault (2 MiB folio) on the file's first page; hole punch
+    /// of another 4 KiB inside that folio must wait for it (the whole folio is busy). After the punch,
+    /// 4 KiB write faults on the freed folio's former tail pages.
+    PunchPmdSubpage,
 }
 
 /// Sync point every scenario thread passes just before its operation (truncate, unpin, ...).
@@ -101,8 +105,16 @@ pub mod kernel_point {
     pub const FINAL_WOKEN: u16 = 6;
     /// As [`BROKEN`], in the final break-layout.
     pub const FINAL_BROKEN: u16 = 7;
+    /// A DAX fault is about to map a page with a PTE.
+    pub const PTE_INSERT: u16 = 8;
+    /// A DAX fault is about to map a 2 MiB folio with a PMD.
+    pub const PMD_INSERT: u16 = 9;
+    /// dax_disassociate_entry(): the file lets go of a folio.
+    pub const DISASSOCIATE: u16 = 10;
     /// free_zone_device_folio(): the last reference went, waiters not woken yet.
     pub const FREE: u16 = 11;
+    /// GUP took a reference on an fs-dax folio.
+    pub const GUP: u16 = 12;
     /// In a tag mask, bit `AGAIN_SHIFT + p` asks for a second hold at point `p` (bit `p` set too).
     pub const AGAIN_SHIFT: u16 = 16;
 }
@@ -123,10 +135,16 @@ impl ScenarioId {
             1 << p | 1 << (AGAIN_SHIFT + p)
         }
         match (self, thread) {
-            (Self::TruncateUnpinSleeping | Self::TruncateUnpinWakeup | Self::PunchUnpinSleeping, 0) => {
+            (Self::TruncateUnpinSleeping | Self::PunchUnpinSleeping, 0) => {
                 bit(BUSY) | bit(SLEEP) | bit(WOKEN) | bit(BROKEN)
             }
-            (Self::TruncateUnpinBusy | Self::PunchUnpinBusy, 0) => bit(BUSY) | bit(WOKEN) | bit(BROKEN),
+            (Self::TruncateUnpinWakeup, 0) => {
+                bit(BUSY) | bit(SLEEP) | bit(WOKEN) | bit(BROKEN) | bit(DISASSOCIATE)
+            }
+            (Self::TruncateUnpinBusy | Self::PunchUnpinBusy | Self::PunchPmdSubpage, 0) => {
+                bit(BUSY) | bit(WOKEN) | bit(BROKEN)
+            }
+            (Self::PunchPmdSubpage, 1) => bit(PMD_INSERT) | bit(GUP),
             (Self::TruncateUnpinWakeup, 1) => bit(FREE),
             (Self::EvictUnpinSleeping, 0) => {
                 bit(FINAL_BUSY) | bit(FINAL_SLEEP) | bit(FINAL_WOKEN) | bit(FINAL_BROKEN)
@@ -135,13 +153,14 @@ impl ScenarioId {
             (Self::TruncateTwoPages, 0) => bit(BUSY) | bit(WOKEN) | bit(SLEEP),
             (Self::EvictTwoPages, 0) => bit(FINAL_BUSY) | bit(FINAL_WOKEN) | bit(FINAL_SLEEP),
             (Self::TruncateLatePin | Self::TruncateLatePinAbove, 0) => twice(BUSY) | bit(SLEEP) | bit(WOKEN),
+            (Self::TruncateLatePin | Self::TruncateLatePinAbove, 2) => bit(PTE_INSERT) | bit(GUP),
             (Self::TruncateSignal, 0) => bit(SLEEP),
             _ => 0,
         }
     }
 
     /// Every scenario, in run order.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 22] = [
         Self::TruncateUnpin,
         Self::PunchUnpin,
         Self::PinMunmapTruncate,
@@ -163,6 +182,7 @@ impl ScenarioId {
         Self::TruncateLatePin,
         Self::TruncateLatePinAbove,
         Self::TruncateSignal,
+        Self::PunchPmdSubpage,
     ];
 
     /// The name both sides use.
@@ -189,6 +209,7 @@ impl ScenarioId {
             Self::TruncateLatePin => "truncate-late-pin",
             Self::TruncateLatePinAbove => "truncate-late-pin-above",
             Self::TruncateSignal => "truncate-signal",
+            Self::PunchPmdSubpage => "punch-pmd-subpage",
         }
     }
 
@@ -198,8 +219,9 @@ impl ScenarioId {
     }
 
     /// Guest threads, tagged 0 (the one that truncates, punches, unlinks or unmounts) and up (the ones
-    /// that release what holds the page; in [`Self::TruncateLatePin`] thread 2 pins, then releases; in
-    /// [`Self::TruncateSignal`] thread 2 sends the signal); each gets its own vCPU.
+    /// that release what holds the page; in [`Self::TruncateLatePin`] thread 2 pins, then releases, as
+    /// thread 1 does in [`Self::PunchPmdSubpage`]; in [`Self::TruncateSignal`] thread 2 sends the
+    /// signal); each gets its own vCPU.
     pub const fn threads(self) -> u8 {
         match self {
             Self::TwoPins
@@ -237,7 +259,7 @@ mod tests {
         for (i, s) in ScenarioId::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }
-        assert_eq!(ScenarioId::ALL.len(), ScenarioId::TruncateSignal as usize + 1);
+        assert_eq!(ScenarioId::ALL.len(), ScenarioId::PunchPmdSubpage as usize + 1);
         assert!(ScenarioId::ALL.iter().all(|s| (2..=3).contains(&s.threads())));
     }
 }

@@ -16,7 +16,7 @@ use daxvmm_tests::{Case, SharedBatch};
 
 const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
 /// The scenarios that hold a thread inside the kernel (each with one forced schedule).
-const HELD: [ScenarioId; 12] = [
+const HELD: [ScenarioId; 13] = [
     ScenarioId::TruncateUnpinSleeping,
     ScenarioId::TruncateUnpinBusy,
     ScenarioId::TruncateUnpinWakeup,
@@ -29,6 +29,7 @@ const HELD: [ScenarioId; 12] = [
     ScenarioId::TruncateLatePin,
     ScenarioId::TruncateLatePinAbove,
     ScenarioId::TruncateSignal,
+    ScenarioId::PunchPmdSubpage,
 ];
 /// The control that breaks every order (it is tested on its own below: it fails the held scenarios'
 /// hold checks everywhere).

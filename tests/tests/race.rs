@@ -97,7 +97,10 @@ fn kernel_holds_are_where_the_schedule_says() {
     let held = [
         (ScenarioId::TruncateUnpinSleeping, "0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2"),
         (ScenarioId::TruncateUnpinBusy, "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
-        (ScenarioId::TruncateUnpinWakeup, "0.s1 0.kbusy 0.ksleep 1.s1 1.kfree 1.s2 0.kwoken 0.kbroken 0.s2"),
+        (
+            ScenarioId::TruncateUnpinWakeup,
+            "0.s1 0.kbusy 0.ksleep 1.s1 1.kfree 1.s2 0.kwoken 0.kbroken 0.kdisassociate 0.s2",
+        ),
         (ScenarioId::EvictUnpinBusy, "0.s1 1.s1 1.s2 0.kfinal-busy 0.kfinal-woken 0.kfinal-broken 0.s2"),
         (
             ScenarioId::EvictUnpinSleeping,
@@ -112,9 +115,13 @@ fn kernel_holds_are_where_the_schedule_says() {
         ),
         (
             ScenarioId::TruncateLatePin,
-            "0.s1 0.kbusy 0.ksleep 2.s1 2.s2 1.s1 1.s2 0.kwoken 2.s3 2.s4 0.kbusy 0.s2",
+            "0.s1 0.kbusy 0.ksleep 2.s1 2.kpte-insert 2.kgup 2.s2 1.s1 1.s2 0.kwoken 2.s3 2.s4 0.kbusy 0.s2",
         ),
         (ScenarioId::TruncateSignal, "0.s1 0.ksleep 2.s1 2.s2 0.s2 1.s1 1.s2"),
+        (
+            ScenarioId::PunchPmdSubpage,
+            "1.s1 1.kpmd-insert 1.kgup 1.s2 0.s1 1.s3 1.s4 0.kbusy 0.kwoken 0.kbroken 0.s2",
+        ),
     ];
     for fs in FILESYSTEMS {
         let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };

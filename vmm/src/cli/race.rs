@@ -100,7 +100,7 @@ pub struct TestArgs {
     #[arg(long)]
     pub list: bool,
     /// Select a deliberate bug of the mutants kernel variant at boot (daxvmm_mutant=NAME), to see
-    /// which runs catch it: pinned-idle, lost-wake, state-reset, final-lost-wake, final-state-reset.
+    /// which runs catch it (an unknown NAME is refused with the list of names).
     #[arg(long, value_name = "NAME")]
     pub mutant: Option<String>,
 }

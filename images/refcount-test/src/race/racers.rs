@@ -1,19 +1,20 @@
-//! The held races whose third thread acts on truncate's wait itself rather than on a pin taken before
-//! the run: a pin taken while truncate sleeps (truncate-late-pin) and a signal while it waits
-//! (truncate-signal). Thread 0 truncates under its kernel hold points, thread 1 releases the pin truncate
-//! waits on first, thread 2 races. Events, new files and the watchdog are those of the other pinned
-//! races (scenarios.rs), so the host's oracle judges them the same way.
+//! The held races whose pins are not all taken before the run, or whose third thread acts on truncate's
+//! wait itself: a pin taken while truncate sleeps (truncate-late-pin), a signal while it waits
+//! (truncate-signal), and a pin taken through a PMD fault before a hole punch inside its folio
+//! (punch-pmd-subpage). Thread 0 truncates or punches under its kernel hold points; the other threads
+//! pin, release or signal. Events, new files and the watchdog are those of the other pinned races
+//! (scenarios.rs), so the host's oracle judges them the same way.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use daxvmm_refcount_test::sys::{ename, map_file, TFile, PAGE};
+use daxvmm_refcount_test::sys::{ename, map_file, map_file_aligned, TFile, PAGE, PMD};
 use daxvmm_scenarios::{ScenarioId, AFTER, AFTER_RELEASE, BEFORE, BEFORE_RELEASE};
 
-use crate::ctx::{code, note, Ctx};
+use crate::ctx::{code, finding, note, Ctx};
 use crate::error::RaceError;
 use crate::files::{pin_file, pin_page, remove, PinnedPage};
-use crate::scenarios::{held_device, operate, unpinner, write_and_unpin, Op};
+use crate::scenarios::{held_device, operate, punch, tagged, unpinner, write_and_unpin, Op};
 use crate::watchdog::Progress;
 
 /// How long the signalling thread waits for thread 0 to start (only a sleep-based baseline run can
@@ -48,7 +49,8 @@ pub fn late_pin(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceErro
             ctx.place(2);
             ctx.sync(2, BEFORE);
             // A sleep-based run can come here after truncate removed the page: then there is no pin.
-            let late = match pin_page(dev, addr, "late PIN") {
+            // Tagged: the pin's fault and GUP are hold points of the schedule (inside truncate's wait).
+            let late = match tagged(ctx, Some(id), 2, || pin_page(dev, addr, "late PIN")) {
                 Ok(p) => {
                     ctx.event(code::PIN, 2, p.pfn, 0);
                     Some(p)
@@ -104,5 +106,86 @@ pub fn signal(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError>
     });
     remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));
     remove(std::slice::from_ref(&pf.path));
+    Ok(())
+}
+
+/// punch-pmd-subpage: a 2 MiB file, mapped 2 MiB aligned and not touched; thread 1 pins its first page,
+/// so the pin's fault maps the whole folio with a PMD (hold points pmd-insert, then gup). Thread 0
+/// punches the second 4 KiB page: the folio is busy as a whole, so the punch must wait for the pin on
+/// another page of it. After the run, 4 KiB write faults on every page of the freed folio (the punched
+/// hole breaks the 2 MiB extent, so none can be a PMD fault): each must land where written.
+pub fn pmd_subpage(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError> {
+    let dev = held_device(ctx)?;
+    let name = format!("pmd-{}", ctx.run);
+    let f = TFile::create(dir, &name, PMD)?;
+    let map = map_file_aligned(f.fd, PMD, libc::MAP_SHARED)?;
+    let addr = map.addr();
+    let made = Mutex::new(Vec::new());
+    let progress = &Progress::default();
+    std::thread::scope(|s| {
+        s.spawn(|| progress.watch(ctx.run, 1, Op::Punch.name()));
+        s.spawn(|| {
+            ctx.place(1);
+            ctx.sync(1, BEFORE);
+            let pin = match tagged(ctx, Some(id), 1, || pin_page(dev, addr, "PMD PIN")) {
+                Ok(p) => {
+                    ctx.event(code::PIN, 1, p.pfn, 0);
+                    Some(p)
+                }
+                Err(e) => {
+                    note(ctx.run, &format!("no pin: {e}"));
+                    None
+                }
+            };
+            ctx.sync(1, AFTER);
+            ctx.sync(1, BEFORE_RELEASE);
+            if let Some(p) = pin {
+                write_and_unpin(ctx, dev, 1, p.handle, p.pfn, true);
+            }
+            progress.released();
+            ctx.sync(1, AFTER_RELEASE);
+        });
+        // The punch's events name no page: the pin is taken once the threads run (the oracle counts
+        // every pin held when the punch returns, whichever page its event names).
+        s.spawn(|| operate(ctx, progress, Some(id), Op::Punch, 0, dir, &made, || punch(&f, PAGE, PAGE)));
+    });
+    drop(map);
+    tail_faults(ctx, &f)?;
+    drop(f);
+    remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));
+    remove(&[format!("{dir}/{name}")]);
+    Ok(())
+}
+
+/// Writes a distinct byte to every 4 KiB page of `f`'s first 2 MiB through a new shared mapping (one
+/// write fault each), then reads each back with pread; a page that does not hold its byte is a finding.
+fn tail_faults(ctx: &Ctx<'_>, f: &TFile) -> Result<(), RaceError> {
+    let map = map_file_aligned(f.fd, PMD, libc::MAP_SHARED)?;
+    let byte = |i: usize| (i % 251) as u8 ^ 0x5a;
+    for (i, off) in (0..PMD).step_by(PAGE).enumerate() {
+        // SAFETY: off < PMD, inside the mapping, which is PROT_WRITE.
+        unsafe { std::ptr::write_volatile((map.addr() as *mut u8).add(off), byte(i)) };
+    }
+    drop(map);
+    let mut bad = Vec::new();
+    for (i, off) in (0..PMD).step_by(PAGE).enumerate() {
+        let mut b = [0u8; 1];
+        // SAFETY: f.fd is open; b is a live 1-byte buffer.
+        let n = unsafe { libc::pread(f.fd, b.as_mut_ptr().cast(), 1, off as libc::off_t) };
+        if n != 1 || b[0] != byte(i) {
+            bad.push(i);
+        }
+    }
+    if !bad.is_empty() {
+        let first: Vec<String> = bad.iter().take(8).map(|i| i.to_string()).collect();
+        finding(
+            ctx.run,
+            &format!(
+                "after the punch, {} of 512 pages of the freed 2 MiB folio lost a write made through a 4 KiB fault (pages {})",
+                bad.len(),
+                first.join(", ")
+            ),
+        );
+    }
     Ok(())
 }

@@ -66,6 +66,7 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
             crate::racers::late_pin(ctx, dir, id)
         }
         ScenarioId::TruncateSignal => crate::racers::signal(ctx, dir, id),
+        ScenarioId::PunchPmdSubpage => crate::racers::pmd_subpage(ctx, dir, id),
         ScenarioId::EvictTwoPages => held_race(ctx, dir, id, Op::Evict, Shape::TwoPages),
         ScenarioId::PunchUnpin => pinned_race(ctx, dir, Op::Punch, Shape::Page),
         ScenarioId::PinMunmapTruncate => pinned_race(ctx, dir, Op::Truncate, Shape::Unmapped),
@@ -97,10 +98,11 @@ fn start_and_return(op: Op) -> (u8, u8) {
     }
 }
 
-fn punch(f: &TFile, len: usize) -> Result<(), i32> {
+/// Punches `len` bytes at `offset` out of `f` (the size stays).
+pub fn punch(f: &TFile, offset: usize, len: usize) -> Result<(), i32> {
     let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
     // SAFETY: f.fd is open; fallocate touches no memory of ours.
-    if unsafe { libc::fallocate(f.fd, mode, 0, len as libc::off_t) } == 0 {
+    if unsafe { libc::fallocate(f.fd, mode, offset as libc::off_t, len as libc::off_t) } == 0 {
         Ok(())
     } else {
         Err(errno())
@@ -236,7 +238,7 @@ fn pinned_race_with(
         s.spawn(|| {
             operate(ctx, progress, held, op, pfn, dir, &made, || match (op, pf.file.as_ref()) {
                 (Op::Truncate, Some(f)) => f.truncate(0),
-                (Op::Punch, Some(f)) => punch(f, len),
+                (Op::Punch, Some(f)) => punch(f, 0, len),
                 (Op::Evict, _) => unlink(&pf.path),
                 (Op::Umount, _) => umount(dir),
                 _ => Err(libc::EBADF),
