@@ -6,9 +6,13 @@
 # With --nested K it then runs the integration suite (scripts/test.sh --no-lint) K times, unloaded, and
 # prints per run and in all: nested guest boots, test host VM faults by kind (the deliberate ones of
 # harness_retry left out) per 100 nested boots, reruns, and failed tests with the QEMU that ran the test
-# host VM (the one on PATH). --runs 0 skips the unit tests.
+# host VM (the one on PATH). --runs 0 skips the unit tests. --qemu-root DIR runs the test host VM on
+# another QEMU beside the installed one: Debian packages unpacked into DIR with `dpkg-deb -x` (for the
+# bookworm 7.2 row of README: qemu-system-x86, qemu-system-common, qemu-system-data, seabios and
+# ipxe-qemu of bookworm); that QEMU finds its firmware and modules relative to DIR/usr/bin.
 #
-# usage: scripts/flake-census.sh [--runs N] [--no-load] [--nested K]   (default: 50 runs, loaded, K=0)
+# usage: scripts/flake-census.sh [--runs N] [--no-load] [--nested K] [--qemu-root DIR]
+#        (default: 50 runs, loaded, K=0, the QEMU on PATH)
 source "$(dirname "$0")/lib.sh"
 
 runs=50
@@ -19,12 +23,18 @@ while [ $# -gt 0 ]; do
 	--runs) runs=$2; shift 2 ;;
 	--no-load) load=0; shift ;;
 	--nested) nested=$2; shift 2 ;;
-	-h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--qemu-root) qemu_root=$2; shift 2 ;;
+	-h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
 done
 [[ $runs =~ ^[0-9]+$ ]] || die "--runs $runs: give a number"
 [[ $nested =~ ^[0-9]+$ ]] || die "--nested $nested: give a number"
+if [ -n "${qemu_root:-}" ]; then
+	[ -x "$qemu_root/usr/bin/qemu-system-x86_64" ] ||
+		die "--qemu-root $qemu_root: no usr/bin/qemu-system-x86_64 there (unpack the QEMU packages with dpkg-deb -x)"
+	export PATH="$qemu_root/usr/bin:$PATH" QEMU_MODULE_DIR="$qemu_root/usr/lib/x86_64-linux-gnu/qemu"
+fi
 
 cd "$DAXVMM_ROOT"
 log "building the unit tests once"
