@@ -145,8 +145,13 @@ impl Repro {
             initrd: initrd.to_path_buf(),
             kernel_release: hello.map_or_else(String::new, |h| h.kernel.clone()),
             config_sha256: hello.map_or_else(String::new, |h| h.config_sha256.clone()),
-            mutant: hello.and_then(|h| h.mutant.clone()),
-            build_id: hello.map_or_else(String::new, |h| h.build_id.clone()),
+            // The guest's hello is untrusted: what would not load again is left out (a mutant the host
+            // does not know, a build id that is not hex), so every file written can be replayed.
+            mutant: hello.and_then(|h| h.mutant.clone()).filter(|m| crate::mutants::find(m).is_some()),
+            build_id: hello
+                .map(|h| h.build_id.clone())
+                .filter(|b| b.bytes().all(|c| c.is_ascii_hexdigit()))
+                .unwrap_or_default(),
             kernel_events: result.kernel_order.clone(),
             plan_position: None,
             scenario: result.planned.scenario.clone(),
@@ -237,7 +242,9 @@ impl Repro {
             .iter()
             .filter(|(k, _)| *k == "finding")
             .map(|(_, v)| {
-                let (kind, text) = v.split_once(": ").ok_or_else(|| ParseError::BadFinding(v.to_string()))?;
+                // "KIND: TEXT"; a finding with no text is written as "KIND: " and read back trimmed.
+                let (kind, text) = v.split_once(':').ok_or_else(|| ParseError::BadFinding(v.to_string()))?;
+                let text = text.trim();
                 let kind =
                     FindingKind::from_name(kind).ok_or_else(|| ParseError::FindingKind(kind.to_string()))?;
                 Ok(Finding::new(kind, text))
@@ -381,6 +388,45 @@ mod tests {
         );
         assert_eq!(Repro::parse(&text).unwrap(), bare);
         assert_eq!(r.file_name(7), "truncate-unpin-xfs-run7.repro");
+    }
+
+    #[test]
+    fn a_file_written_from_hostile_guest_output_loads_again() {
+        use crate::plan::PlannedRun;
+        use crate::verdict::{Hello, RunResult};
+        let s = sample();
+        let result = RunResult {
+            run: 0,
+            planned: PlannedRun {
+                scenario: s.scenario.clone(),
+                fs: s.fs.clone(),
+                schedule: Some(s.schedule.clone()),
+                seed: None,
+            },
+            // A guest finding with no text (`@@race finding run=0`).
+            findings: vec![Finding::new(FindingKind::Guest, "")],
+            skipped: None,
+            summary: Default::default(),
+            observed: None,
+            notes: Vec::new(),
+            log: String::new(),
+            fault_log: Vec::new(),
+            kernel_order: Vec::new(),
+            stale_window: Vec::new(),
+        };
+        let hello = Hello {
+            kernel: "7.2.12".into(),
+            mutant: Some("bogus".into()),
+            build_id: "xyz".into(),
+            ..Default::default()
+        };
+        let r = Repro::of(&result, Path::new("/k"), Path::new("/i"), Some(&hello), 2, 2000).unwrap();
+        let back = Repro::parse(&r.render(&[], "")).unwrap();
+        assert_eq!((back.mutant, back.build_id.as_str()), (None, ""), "left out, not refused later");
+        assert_eq!(back.findings, vec![Finding::new(FindingKind::Guest, "")]);
+        let known = Hello { mutant: Some("lost-wake".into()), build_id: "0a1b".into(), ..hello };
+        let r = Repro::of(&result, Path::new("/k"), Path::new("/i"), Some(&known), 2, 2000).unwrap();
+        assert_eq!((r.mutant.as_deref(), r.build_id.as_str()), (Some("lost-wake"), "0a1b"));
     }
 
     #[test]
