@@ -12,8 +12,10 @@
 //! a per-process directory under /dev/shm (or the temporary directory), removed at exit.
 #![no_main]
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+mod scratch;
+
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use daxvmm_devices::fault::{
@@ -228,33 +230,6 @@ impl GuestVm for Silent {
     }
 }
 
-/// Removes the scratch directory when the process exits (not after a crash: the files may help).
-extern "C" fn remove_dir() {
-    if let Some(d) = DIR.get() {
-        let _ = std::fs::remove_dir_all(d);
-    }
-}
-
-static DIR: OnceLock<PathBuf> = OnceLock::new();
-
-/// The scratch directory, made once; stdout (where `daxvmm test` prints its table) goes to /dev/null.
-fn dir() -> &'static PathBuf {
-    DIR.get_or_init(|| {
-        let shm = Path::new("/dev/shm");
-        let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
-        let d = base.join(format!("daxvmm-fuzz-race-session-{}", std::process::id()));
-        std::fs::create_dir_all(&d).expect("making the scratch directory");
-        // SAFETY: registers a plain function; libFuzzer ends a run with exit(), which calls it.
-        unsafe { libc::atexit(remove_dir) };
-        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-            use std::os::fd::AsRawFd;
-            // SAFETY: dup2 onto fd 1 of a descriptor we hold open; nothing else uses fd 1 here.
-            unsafe { libc::dup2(null.as_raw_fd(), 1) };
-        }
-        d
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
     let mut input = data;
     let h: [u8; 6] = std::array::from_fn(|_| byte(&mut input));
@@ -297,7 +272,7 @@ fuzz_target!(|data: &[u8]| {
         hello,
         done: h[1] & 0x80 != 0,
     };
-    let dir = dir();
+    let dir = scratch::dir("race-session");
     let _ = std::fs::remove_dir_all(dir.join("repro"));
     let boot = BootOptions {
         kernel: Some("/k".into()),

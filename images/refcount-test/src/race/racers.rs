@@ -8,7 +8,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use daxvmm_refcount_test::sys::{ename, map_file, map_file_aligned, TFile, PAGE, PMD};
+use daxvmm_refcount_test::sys::{ename, map_file, map_file_aligned, Dev, TFile, PAGE, PMD};
 use daxvmm_scenarios::{ScenarioId, AFTER, AFTER_RELEASE, BEFORE, BEFORE_RELEASE};
 
 use crate::ctx::{code, finding, note, Ctx};
@@ -45,29 +45,8 @@ pub fn late_pin(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceErro
         s.spawn(|| progress.watch(ctx.run, 2, Op::Truncate.name()));
         s.spawn(|| operate(ctx, progress, Some(id), Op::Truncate, first.pfn, dir, &made, || f.truncate(0)));
         s.spawn(|| unpinner(ctx, dev, progress, Some(id), 1, first, true));
-        s.spawn(|| {
-            ctx.place(2);
-            ctx.sync(2, BEFORE);
-            // A sleep-based run can come here after truncate removed the page: then there is no pin.
-            // Tagged: the pin's fault and GUP are hold points of the schedule (inside truncate's wait).
-            let late = match tagged(ctx, Some(id), 2, || pin_page(dev, addr, "late PIN")) {
-                Ok(p) => {
-                    ctx.event(code::PIN, 2, p.pfn, 0);
-                    Some(p)
-                }
-                Err(e) => {
-                    note(ctx.run, &format!("no late pin: {e}"));
-                    None
-                }
-            };
-            ctx.sync(2, AFTER);
-            ctx.sync(2, BEFORE_RELEASE);
-            if let Some(p) = late {
-                write_and_unpin(ctx, dev, 2, p.handle, p.pfn, true);
-            }
-            progress.released();
-            ctx.sync(2, AFTER_RELEASE);
-        });
+        // A sleep-based run can pin after truncate removed the page: then there is no pin.
+        s.spawn(|| pinner(ctx, dev, progress, id, 2, addr, "late PIN"));
     });
     drop(map);
     drop(f);
@@ -109,6 +88,40 @@ pub fn signal(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError>
     Ok(())
 }
 
+/// A thread that pins the page at `addr` during the run, between its sync points [`BEFORE`] and
+/// [`AFTER`] (tagged for its kernel points of `id`: the pin's fault and GUP), then writes through the pin
+/// and releases it between [`BEFORE_RELEASE`] and [`AFTER_RELEASE`]. A pin that fails is noted (`what`
+/// names it) and the thread passes its points without one.
+fn pinner(
+    ctx: &Ctx<'_>,
+    dev: &Dev,
+    progress: &Progress,
+    id: ScenarioId,
+    thread: u8,
+    addr: usize,
+    what: &'static str,
+) {
+    ctx.place(thread);
+    ctx.sync(thread, BEFORE);
+    let pin = match tagged(ctx, Some(id), thread, || pin_page(dev, addr, what)) {
+        Ok(p) => {
+            ctx.event(code::PIN, thread, p.pfn, 0);
+            Some(p)
+        }
+        Err(e) => {
+            note(ctx.run, &format!("no {what}: {e}"));
+            None
+        }
+    };
+    ctx.sync(thread, AFTER);
+    ctx.sync(thread, BEFORE_RELEASE);
+    if let Some(p) = pin {
+        write_and_unpin(ctx, dev, thread, p.handle, p.pfn, true);
+    }
+    progress.released();
+    ctx.sync(thread, AFTER_RELEASE);
+}
+
 /// punch-pmd-subpage: a 2 MiB file, mapped 2 MiB aligned and not touched; thread 1 pins its first page,
 /// so the pin's fault maps the whole folio with a PMD (hold points pmd-insert, then gup). Thread 0
 /// punches the second 4 KiB page: the folio is busy as a whole, so the punch must wait for the pin on
@@ -124,27 +137,7 @@ pub fn pmd_subpage(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceE
     let progress = &Progress::default();
     std::thread::scope(|s| {
         s.spawn(|| progress.watch(ctx.run, 1, Op::Punch.name()));
-        s.spawn(|| {
-            ctx.place(1);
-            ctx.sync(1, BEFORE);
-            let pin = match tagged(ctx, Some(id), 1, || pin_page(dev, addr, "PMD PIN")) {
-                Ok(p) => {
-                    ctx.event(code::PIN, 1, p.pfn, 0);
-                    Some(p)
-                }
-                Err(e) => {
-                    note(ctx.run, &format!("no pin: {e}"));
-                    None
-                }
-            };
-            ctx.sync(1, AFTER);
-            ctx.sync(1, BEFORE_RELEASE);
-            if let Some(p) = pin {
-                write_and_unpin(ctx, dev, 1, p.handle, p.pfn, true);
-            }
-            progress.released();
-            ctx.sync(1, AFTER_RELEASE);
-        });
+        s.spawn(|| pinner(ctx, dev, progress, id, 1, addr, "PMD PIN"));
         // The punch's events name no page: the pin is taken once the threads run (the oracle counts
         // every pin held when the punch returns, whichever page its event names).
         s.spawn(|| operate(ctx, progress, Some(id), Op::Punch, 0, dir, &made, || punch(&f, PAGE, PAGE)));
