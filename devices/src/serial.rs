@@ -69,7 +69,7 @@ impl BusDevice for SerialDevice {
         };
         if let Err(e) = self.uart.write(off, value) {
             // Losing console output is bad but must not stop the guest.
-            log::warn!("serial: {e:?}");
+            log::warn!("serial: {e}");
         }
     }
 }

@@ -224,7 +224,7 @@ fn fault_log(record: &RunRecord) -> Vec<String> {
         lines.push(format!("({} entries did not fit in the log)", record.dropped));
     }
     if let Some(p) = &record.progress {
-        let steps: Vec<String> = p.iter().map(|(step, st)| format!("{step}:{st:?}")).collect();
+        let steps: Vec<String> = p.iter().map(|(step, st)| format!("{step}:{st}")).collect();
         lines.push(format!("schedule progress at run end: {}", steps.join(" ")));
     }
     lines

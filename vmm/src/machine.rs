@@ -245,7 +245,7 @@ fn log_fault_stats(injector: &FaultInjector) {
 fn log_schedule_progress(progress: &[(daxvmm_devices::fault::Step, daxvmm_devices::fault::StepState)]) {
     use daxvmm_devices::fault::StepState;
     let passed = progress.iter().filter(|(_, st)| *st == StepState::Passed).count();
-    let steps: Vec<String> = progress.iter().map(|(step, st)| format!("{step}:{st:?}")).collect();
+    let steps: Vec<String> = progress.iter().map(|(step, st)| format!("{step}:{st}")).collect();
     if passed == progress.len() {
         log::info!("fault schedule: complete, all {passed} steps in order ({})", steps.join(" "));
     } else {

@@ -342,7 +342,7 @@ impl FaultInjector {
                 Note::Released(_) => released = true,
                 Note::Deviation(d) => {
                     st.stats.deviations += 1;
-                    log::info!("fault injector: deviation {d:?}");
+                    log::info!("fault injector: deviation: {d}");
                 }
                 Note::EventMatched(_) => {}
             }

@@ -84,6 +84,51 @@ pub enum Deviation {
     },
 }
 
+impl std::fmt::Display for StepState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StepState::Pending => "pending",
+            StepState::Waiting => "waiting",
+            StepState::Released => "released",
+            StepState::Passed => "passed",
+            StepState::TimedOut => "timed-out",
+            StepState::Skipped => "skipped",
+            StepState::Early => "early",
+        })
+    }
+}
+
+impl std::fmt::Display for Deviation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let waiting = |b: &Option<Step>| b.map_or_else(|| "the end".to_string(), |s| s.to_string());
+        match self {
+            Deviation::Unscheduled { thread, point } => {
+                write!(
+                    f,
+                    "{} arrived, which the schedule does not name: let through",
+                    Step::sync(*thread, *point)
+                )
+            }
+            Deviation::Repeated { thread, point } => {
+                write!(f, "{} arrived again after its step: let through", Step::sync(*thread, *point))
+            }
+            Deviation::Skipped { step } => {
+                write!(f, "{step} skipped: its thread went on without arriving there")
+            }
+            Deviation::TimedOut { step, blocked_on } => {
+                write!(
+                    f,
+                    "{step} let go by the hold bound while the schedule waited for {}",
+                    waiting(blocked_on)
+                )
+            }
+            Deviation::EarlyEvent { step, blocked_on } => {
+                write!(f, "{step} came early, while the schedule waited for {}", waiting(blocked_on))
+            }
+        }
+    }
+}
+
 /// What the injector should record, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Note {

@@ -294,3 +294,30 @@ fn a_kernel_point_listed_twice_holds_each_visit_in_turn() {
     assert_eq!(seq.arrive(0, sleep), Arrival::Go(SyncOutcome::Unscheduled));
     assert!(matches!(deviations(&seq.take_notes())[..], [Deviation::Repeated { .. }]));
 }
+
+#[test]
+fn deviations_read_as_schedule_steps() {
+    let busy = KernelPoint::Busy.sync_id();
+    let cases = [
+        (
+            Deviation::Unscheduled { thread: 1, point: 7 },
+            "1.s7 arrived, which the schedule does not name: let through",
+        ),
+        (Deviation::Repeated { thread: 0, point: busy }, "0.kbusy arrived again after its step: let through"),
+        (
+            Deviation::Skipped { step: Step::sync(0, busy) },
+            "0.kbusy skipped: its thread went on without arriving there",
+        ),
+        (
+            Deviation::TimedOut { step: Step::sync(1, 1), blocked_on: Some(Step::sync(0, busy)) },
+            "1.s1 let go by the hold bound while the schedule waited for 0.kbusy",
+        ),
+        (
+            Deviation::EarlyEvent { step: Step::sync(0, 2), blocked_on: None },
+            "0.s2 came early, while the schedule waited for the end",
+        ),
+    ];
+    for (d, text) in cases {
+        assert_eq!(d.to_string(), text);
+    }
+}
