@@ -112,9 +112,12 @@ impl std::fmt::Display for Deviation {
             Deviation::Repeated { thread, point } => {
                 write!(f, "{} arrived again after its step: let through", Step::sync(*thread, *point))
             }
-            Deviation::Skipped { step } => {
-                write!(f, "{step} skipped: its thread went on without arriving there")
-            }
+            Deviation::Skipped { step } => match step.kind {
+                StepKind::Event(_) => {
+                    write!(f, "{step} skipped: its thread went on without sending that event")
+                }
+                StepKind::Sync(_) => write!(f, "{step} skipped: its thread went on without arriving there"),
+            },
             Deviation::TimedOut { step, blocked_on } => {
                 write!(
                     f,

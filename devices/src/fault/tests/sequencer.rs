@@ -313,6 +313,10 @@ fn deviations_read_as_schedule_steps() {
             "1.s1 let go by the hold bound while the schedule waited for 0.kbusy",
         ),
         (
+            Deviation::Skipped { step: "0.e7".parse().expect("an event step") },
+            "0.e7 skipped: its thread went on without sending that event",
+        ),
+        (
             Deviation::EarlyEvent { step: Step::sync(0, 2), blocked_on: None },
             "0.s2 came early, while the schedule waited for the end",
         ),
