@@ -1,5 +1,6 @@
 //! `daxvmm-guest`: the guest-side end of daxvmm's debug ports (docs/guest-interface.md).
-//! `marker CODE` writes a boot progress code to port 0x6F0; `status N` writes the exit status to 0x6F1.
+//! `marker CODE` writes a boot progress code to port 0x6F0; `status N` writes the exit status to 0x6F1;
+//! `flood PORT [BYTE]` writes to any port until killed (a hostile guest for daxvmm's tests).
 //! Exit codes: 0 written, 1 the write failed (not root, no port I/O in the kernel), 2 usage error.
 
 use std::process::ExitCode;
@@ -23,6 +24,12 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::SUCCESS;
     };
+    if let Command::Flood(..) = cmd {
+        // Returns only on failure: the flood goes on until the guest is stopped.
+        let e = daxvmm_guest_tools::port::flood_port(port, value);
+        eprintln!("error: daxvmm-guest: {e}");
+        return ExitCode::from(1);
+    }
     match write_port(port, value) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

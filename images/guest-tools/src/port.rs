@@ -60,6 +60,29 @@ pub fn write_port(port: u16, value: u8) -> Result<(), PortError> {
     }
 }
 
+/// Writes `value` to `port` again and again; returns only when a write fails.
+pub fn flood_port(port: u16, value: u8) -> PortError {
+    if let Err(e) = write_port(port, value) {
+        return e;
+    }
+    // The first write worked, through ioperm or, without it, /dev/port (then this ioperm fails again).
+    // SAFETY: ioperm only changes this thread's I/O permission bitmap; it touches no memory of ours.
+    if unsafe { libc::ioperm(libc::c_ulong::from(port), 1, 1) } == 0 {
+        loop {
+            // SAFETY: ioperm granted access to exactly this port, so `out` cannot fault; the write does
+            // not touch this process's memory.
+            unsafe {
+                std::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags));
+            }
+        }
+    }
+    loop {
+        if let Err(err) = write_devport(port, value) {
+            return PortError::Io { port, what: "/dev/port", err };
+        }
+    }
+}
+
 /// The fallback: `/dev/port` maps file offsets to port numbers.
 fn write_devport(port: u16, value: u8) -> io::Result<()> {
     let f = OpenOptions::new().write(true).open("/dev/port")?;
