@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole daxvmm test suite, as CI runs it (.ci/run) and as the README's quick start tells users to:
 #   1. installs what is missing (scripts/setup-host.sh), checks formatting and clippy;
-#   2. runs every crate's unit tests (no KVM needed);
+#   2. runs every crate's unit tests (no KVM needed), then every fuzz target for a few seconds
+#      (scripts/fuzz.sh; DAXVMM_FUZZ_SECONDS each, default 10; not with --unit-only or a filter);
 #   3. builds the static daxvmm, the guest kernel and its variants, and the guest initramfs (cached);
 #   4. runs the integration tests, which boot real guests: directly on a host with hardware KVM, otherwise
 #      inside the test host VM (QEMU TCG with nested SVM);
@@ -16,7 +17,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--no-lint) lint=0; shift ;;
 	--unit-only) unit_only=1; shift ;;
-	-h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) filters+=("$1"); shift ;;
 	esac
 done
@@ -36,6 +37,9 @@ fi
 
 log "unit tests"
 cargo test --no-fail-fast --workspace --exclude daxvmm-tests "${filters[@]}" 2>&1 | tee -a "$results" || fail "unit tests"
+if [ $unit_only = 0 ] && [ ${#filters[@]} -eq 0 ]; then
+	"$DAXVMM_ROOT/scripts/fuzz.sh" --seconds "${DAXVMM_FUZZ_SECONDS:-10}" || fail "a fuzz target crashed (scripts/fuzz.sh)"
+fi
 if [ $unit_only = 0 ]; then
 	log "building the static daxvmm, guest kernel and initramfs, and the kernel variants"
 	artifacts=$("$DAXVMM_ROOT/scripts/build-all.sh") && eval "$artifacts" || fail "building the guest artifacts"
