@@ -103,6 +103,11 @@ const LATE_PIN: &str =
     "0.s1 0.kbusy 0.ksleep 2.s1 2.kpte-insert 2.kgup 2.s2 1.s1 1.s2 0.kwoken 2.s3 2.s4 0.kbusy 0.s2";
 /// Truncate or punch held after its busy scan found the pinned page, while the pin is released.
 const BUSY: &str = "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
+/// As [`BUSY`], with the page's last reference in a pipe: the drain is held where its put freed the
+/// folio, before the waiters are woken (none is queued yet).
+const VMSPLICE_BUSY: &str = "0.s1 1.s1 1.kfree 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
+/// As [`BUSY`], with thread 2's io_uring registration of the page (refused) inside the window too.
+const IOURING_BUSY: &str = "0.s1 2.s1 2.s2 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
 /// Truncate or punch held on the wait queue, about to sleep, while the pin is released.
 const SLEEPING: &str = "0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2";
 
@@ -121,14 +126,16 @@ const PUNCHER: (&str, &str, &str) = ("puncher", "before-punch", "after-punch");
 const LATE_PINNER: (&str, &str, &str) = ("late-pinner", "before-pin", "after-pin");
 /// Thread 1 of punch-pmd-subpage: pins (through a PMD fault) during the run, releases it later.
 const PMD_PINNER: (&str, &str, &str) = ("pmd-pinner", "before-pin", "after-pin");
+/// Thread 1 of the vmsplice scenarios: drains the pipe that holds the page's last reference.
+const DRAINER: (&str, &str, &str) = ("drainer", "before-drain", "after-drain");
+/// Thread 2 of the io_uring scenarios: asks io_uring to register the pinned page as a fixed buffer.
+const REGISTRAR: (&str, &str, &str) = ("registrar", "before-register", "after-register");
 /// Thread 2 of truncate-signal: sends the truncating thread a signal.
 const SIGNALER: (&str, &str, &str) = ("signaler", "before-signal", "after-signal");
 
 /// The entry of scenario `id`.
 pub fn entry(id: ScenarioId) -> LibraryEntry {
     let umount = ("unmounter", "before-umount", "after-umount");
-    let dio = ("dio-reader", "before-read", "after-read");
-    let drain = ("drainer", "before-drain", "after-drain");
     let mut schedules = Vec::new();
     let (scenario, about, needs_driver) = match id {
         ScenarioId::TruncateUnpin => (
@@ -174,12 +181,12 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             true,
         ),
         ScenarioId::OdirectTruncate => (
-            two_threads(id, TRUNCATOR, dio, false),
+            two_threads(id, TRUNCATOR, ("dio-reader", "before-read", "after-read"), false),
             "O_DIRECT read from a non-DAX block device into a DAX mapping races truncate (xfstests generic/503 pattern, no driver pins)",
             false,
         ),
         ScenarioId::VmspliceMunmapTruncate => (
-            two_threads(id, TRUNCATOR, drain, false),
+            two_threads(id, TRUNCATOR, DRAINER, false),
             "vmsplice holds a page reference, the mapping goes, truncate races the pipe drain (the pre-6.15 bug; runs without the driver)",
             false,
         ),
@@ -274,6 +281,41 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             "1.s1 1.kpmd-insert 1.kgup 1.s2 0.s1 1.s3 1.s4 0.kbusy 0.kwoken 0.kbroken 0.s2",
             "a pin taken during the run on the first page of a 2 MiB file, held at its PMD fault and at GUP; hole punch of the second 4 KiB page, held after its busy scan found the pinned folio, while the pin is released; then 4 KiB write faults on every page of the freed folio (the one order: the punch's busy scan must come after the pin, and a folio is busy as a whole)",
         ),
+        ScenarioId::TruncateVmspliceBusy => held(
+            &mut schedules,
+            id,
+            &[TRUNCATOR, DRAINER],
+            VMSPLICE_BUSY,
+            "vmsplice leaves a page reference in a pipe and the mapping goes; truncate held after its busy scan found that page, while the pipe is drained (its put held where it freed the folio): the wait must find the page idle (the one feasible order, as truncate-unpin-busy; the reference is a plain get, not a DMA pin)",
+        ),
+        ScenarioId::PunchVmspliceBusy => held(
+            &mut schedules,
+            id,
+            &[PUNCHER, DRAINER],
+            VMSPLICE_BUSY,
+            "as truncate-vmsplice-busy, with fallocate(PUNCH_HOLE) over the page",
+        ),
+        ScenarioId::TruncateUnpinHeld => held(
+            &mut schedules,
+            id,
+            &[TRUNCATOR, UNPINNER],
+            "0.s1 1.s1 1.kunpin 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2",
+            "as truncate-unpin-busy, with the unpinner held inside the kernel where its unpin is about to drop the last pin (the pin still held) while truncate is held after its busy scan found the page; then the unpin goes on and the wait must find the page idle (the one feasible order, as there)",
+        ),
+        ScenarioId::TruncateIouringBusy => held(
+            &mut schedules,
+            id,
+            &[TRUNCATOR, UNPINNER, REGISTRAR],
+            IOURING_BUSY,
+            "truncate held after its busy scan found the driver-pinned page; meanwhile io_uring is asked to register that page as a fixed buffer, a FOLL_LONGTERM pin fs-dax must refuse with EOPNOTSUPP (a registration that succeeds is a finding); then the pin is released and the wait must find the page idle (the order of truncate-unpin-busy, the registration inside its window)",
+        ),
+        ScenarioId::PunchIouringBusy => held(
+            &mut schedules,
+            id,
+            &[PUNCHER, UNPINNER, REGISTRAR],
+            IOURING_BUSY,
+            "as truncate-iouring-busy, with fallocate(PUNCH_HOLE) over the page",
+        ),
     };
     LibraryEntry { id, scenario, about, needs_driver, schedules }
 }
@@ -322,7 +364,7 @@ mod tests {
         use daxvmm_devices::fault::{KernelPoint, StepKind};
         use daxvmm_scenarios::kernel_point as kp;
         let held: Vec<LibraryEntry> = library().into_iter().filter(|e| !e.schedules.is_empty()).collect();
-        assert_eq!(held.len(), 13);
+        assert_eq!(held.len(), 18);
         for e in &held {
             for s in &e.schedules {
                 e.scenario.check(s).unwrap();
@@ -354,6 +396,7 @@ mod tests {
                 ])
                 .chain([(kp::PTE_INSERT, KernelPoint::PteInsert), (kp::PMD_INSERT, KernelPoint::PmdInsert)])
                 .chain([(kp::DISASSOCIATE, KernelPoint::Disassociate), (kp::GUP, KernelPoint::Gup)])
+                .chain([(kp::UNPIN, KernelPoint::Unpin)])
         {
             assert_eq!(id, k.id(), "{k:?}");
         }

@@ -73,6 +73,20 @@ pub enum ScenarioId {
     /// of another 4 KiB inside that folio must wait for it (the whole folio is busy). After the punch,
     /// 4 KiB write faults on the freed folio's former tail pages.
     PunchPmdSubpage,
+    /// Truncate held after its busy scan found a page whose only reference is one vmsplice left in a
+    /// pipe (the mapping is gone), while the pipe is drained: the drain's put is the last reference.
+    TruncateVmspliceBusy,
+    /// As [`Self::TruncateVmspliceBusy`], with a hole punch.
+    PunchVmspliceBusy,
+    /// As [`Self::TruncateUnpinBusy`], with the unpinner held inside the kernel where its unpin is
+    /// about to drop the last pin (the pin still held), then let go.
+    TruncateUnpinHeld,
+    /// Truncate held after its busy scan found a driver-pinned page, while another thread asks
+    /// io_uring to register that page as a fixed buffer (a long-term pin fs-dax must refuse), then the
+    /// pin is released.
+    TruncateIouringBusy,
+    /// As [`Self::TruncateIouringBusy`], with a hole punch.
+    PunchIouringBusy,
 }
 
 /// Sync point every scenario thread passes just before its operation (truncate, unpin, ...).
@@ -115,6 +129,8 @@ pub mod kernel_point {
     pub const FREE: u16 = 11;
     /// GUP took a reference on an fs-dax folio.
     pub const GUP: u16 = 12;
+    /// A FOLL_PIN pin on an fs-dax folio is about to be dropped (the pin still held).
+    pub const UNPIN: u16 = 13;
     /// In a tag mask, bit `AGAIN_SHIFT + p` asks for a second hold at point `p` (bit `p` set too).
     pub const AGAIN_SHIFT: u16 = 16;
 }
@@ -141,11 +157,22 @@ impl ScenarioId {
             (Self::TruncateUnpinWakeup, 0) => {
                 bit(BUSY) | bit(SLEEP) | bit(WOKEN) | bit(BROKEN) | bit(DISASSOCIATE)
             }
-            (Self::TruncateUnpinBusy | Self::PunchUnpinBusy | Self::PunchPmdSubpage, 0) => {
-                bit(BUSY) | bit(WOKEN) | bit(BROKEN)
-            }
+            (
+                Self::TruncateUnpinBusy
+                | Self::PunchUnpinBusy
+                | Self::PunchPmdSubpage
+                | Self::TruncateVmspliceBusy
+                | Self::PunchVmspliceBusy
+                | Self::TruncateUnpinHeld
+                | Self::TruncateIouringBusy
+                | Self::PunchIouringBusy,
+                0,
+            ) => bit(BUSY) | bit(WOKEN) | bit(BROKEN),
             (Self::PunchPmdSubpage, 1) => bit(PMD_INSERT) | bit(GUP),
-            (Self::TruncateUnpinWakeup, 1) => bit(FREE),
+            (Self::TruncateUnpinHeld, 1) => bit(UNPIN),
+            (Self::TruncateUnpinWakeup | Self::TruncateVmspliceBusy | Self::PunchVmspliceBusy, 1) => {
+                bit(FREE)
+            }
             (Self::EvictUnpinSleeping, 0) => {
                 bit(FINAL_BUSY) | bit(FINAL_SLEEP) | bit(FINAL_WOKEN) | bit(FINAL_BROKEN)
             }
@@ -160,7 +187,7 @@ impl ScenarioId {
     }
 
     /// Every scenario, in run order.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 27] = [
         Self::TruncateUnpin,
         Self::PunchUnpin,
         Self::PinMunmapTruncate,
@@ -183,6 +210,11 @@ impl ScenarioId {
         Self::TruncateLatePinAbove,
         Self::TruncateSignal,
         Self::PunchPmdSubpage,
+        Self::TruncateVmspliceBusy,
+        Self::PunchVmspliceBusy,
+        Self::TruncateUnpinHeld,
+        Self::TruncateIouringBusy,
+        Self::PunchIouringBusy,
     ];
 
     /// The name both sides use.
@@ -210,6 +242,11 @@ impl ScenarioId {
             Self::TruncateLatePinAbove => "truncate-late-pin-above",
             Self::TruncateSignal => "truncate-signal",
             Self::PunchPmdSubpage => "punch-pmd-subpage",
+            Self::TruncateVmspliceBusy => "truncate-vmsplice-busy",
+            Self::PunchVmspliceBusy => "punch-vmsplice-busy",
+            Self::TruncateUnpinHeld => "truncate-unpin-held",
+            Self::TruncateIouringBusy => "truncate-iouring-busy",
+            Self::PunchIouringBusy => "punch-iouring-busy",
         }
     }
 
@@ -221,7 +258,8 @@ impl ScenarioId {
     /// Guest threads, tagged 0 (the one that truncates, punches, unlinks or unmounts) and up (the ones
     /// that release what holds the page; in [`Self::TruncateLatePin`] thread 2 pins, then releases, as
     /// thread 1 does in [`Self::PunchPmdSubpage`]; in [`Self::TruncateSignal`] thread 2 sends the
-    /// signal); each gets its own vCPU.
+    /// signal, in [`Self::TruncateIouringBusy`] it asks io_uring for a long-term pin); each gets its own
+    /// vCPU.
     pub const fn threads(self) -> u8 {
         match self {
             Self::TwoPins
@@ -229,7 +267,9 @@ impl ScenarioId {
             | Self::EvictTwoPages
             | Self::TruncateLatePin
             | Self::TruncateLatePinAbove
-            | Self::TruncateSignal => 3,
+            | Self::TruncateSignal
+            | Self::TruncateIouringBusy
+            | Self::PunchIouringBusy => 3,
             _ => 2,
         }
     }
@@ -259,7 +299,7 @@ mod tests {
         for (i, s) in ScenarioId::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }
-        assert_eq!(ScenarioId::ALL.len(), ScenarioId::PunchPmdSubpage as usize + 1);
+        assert_eq!(ScenarioId::ALL.len(), ScenarioId::PunchIouringBusy as usize + 1);
         assert!(ScenarioId::ALL.iter().all(|s| (2..=3).contains(&s.threads())));
     }
 }

@@ -16,21 +16,9 @@ use daxvmm_tests::{Case, SharedBatch};
 
 const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
 /// The scenarios that hold a thread inside the kernel (each with one forced schedule).
-const HELD: [ScenarioId; 13] = [
-    ScenarioId::TruncateUnpinSleeping,
-    ScenarioId::TruncateUnpinBusy,
-    ScenarioId::TruncateUnpinWakeup,
-    ScenarioId::EvictUnpinBusy,
-    ScenarioId::EvictUnpinSleeping,
-    ScenarioId::PunchUnpinBusy,
-    ScenarioId::PunchUnpinSleeping,
-    ScenarioId::TruncateTwoPages,
-    ScenarioId::EvictTwoPages,
-    ScenarioId::TruncateLatePin,
-    ScenarioId::TruncateLatePinAbove,
-    ScenarioId::TruncateSignal,
-    ScenarioId::PunchPmdSubpage,
-];
+fn held() -> Vec<ScenarioId> {
+    daxvmm_race::library().into_iter().filter(|e| !e.schedules.is_empty()).map(|e| e.id).collect()
+}
 /// The control that breaks every order (it is tested on its own below: it fails the held scenarios'
 /// hold checks everywhere).
 const ANY_ORDER: &str = "pinned-idle";
@@ -70,7 +58,7 @@ fn sequential(m: &str) -> Case {
 }
 
 fn held_names() -> String {
-    HELD.map(ScenarioId::name).join(",")
+    held().iter().map(|id| id.name()).collect::<Vec<_>>().join(",")
 }
 
 fn cases() -> Vec<Case> {
@@ -144,7 +132,7 @@ fn each_mutant_is_killed_by_its_forced_schedules_only() {
         assert!(out.contains(&format!("mutant {} selected", m.name)), "{}: {out}", m.name);
         assert_eq!(out.exit_code, 10, "{}: violations must make daxvmm test exit 10: {out}", m.name);
         for fs in FILESYSTEMS {
-            for id in HELD {
+            for id in held() {
                 let Some([tried, _, _, skipped, violations]) = out.race_row(id.name(), fs) else {
                     panic!("{}: no row for {id} on {fs}: {out}", m.name)
                 };

@@ -23,13 +23,16 @@ fn cases() -> Vec<Case> {
         .collect();
     // The reports of the ext4 run, checked where they were written (and the PMD scenario really got
     // a 2 MiB folio: otherwise the guest notes "no PMD mapping" in the TAP output; the signal ended
-    // truncate-signal's truncate with EINTR, as the guest notes there).
+    // truncate-signal's truncate with EINTR, and io_uring refused to register the pinned page as a fixed
+    // buffer, as the guest notes there).
     cases.push(Case::daxvmm("race_reports", ["--version"]).with_setup(
         "d={tmp}/race-ext4; grep -q '^TAP version 13' $d/results.tap && ! grep -q '^not ok' $d/results.tap \
              && grep -q '<testsuites name=\"daxvmm test\" tests=\"[0-9]*\" failures=\"0\">' $d/results.xml \
              && grep -q '@@race done' $d/console.log && ! ls $d/repro 2>/dev/null \
              && ! grep -q 'no PMD mapping' $d/results.tap \
-             && grep -A3 ' - truncate-signal ext4 run ' $d/results.tap | grep -q '^# ftruncate returned EINTR'",
+             && grep -A3 ' - truncate-signal ext4 run ' $d/results.tap | grep -q '^# ftruncate returned EINTR' \
+             && grep -A6 ' - truncate-iouring-busy ext4 run ' $d/results.tap \
+                | grep -q '^# io_uring fixed-buffer registration refused: EOPNOTSUPP'",
     ).needing("race_ext4").without_boot());
     cases
 }
@@ -122,6 +125,11 @@ fn kernel_holds_are_where_the_schedule_says() {
             ScenarioId::PunchPmdSubpage,
             "1.s1 1.kpmd-insert 1.kgup 1.s2 0.s1 1.s3 1.s4 0.kbusy 0.kwoken 0.kbroken 0.s2",
         ),
+        (ScenarioId::TruncateVmspliceBusy, "0.s1 1.s1 1.kfree 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::PunchVmspliceBusy, "0.s1 1.s1 1.kfree 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::TruncateUnpinHeld, "0.s1 1.s1 1.kunpin 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::TruncateIouringBusy, "0.s1 2.s1 2.s2 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::PunchIouringBusy, "0.s1 2.s1 2.s2 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
     ];
     for fs in FILESYSTEMS {
         let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };

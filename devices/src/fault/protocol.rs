@@ -432,6 +432,9 @@ kernel_points! {
     Free = 11, "free", true;
     /// GUP took a reference on an fs-dax folio (pin or get; page-table lock held or interrupts off).
     Gup = 12, "gup", true;
+    /// A FOLL_PIN pin on an fs-dax folio is about to be dropped: the pin is still held (gup_put_folio();
+    /// an I/O's completion may hold locks).
+    Unpin = 13, "unpin", true;
 }
 
 /// One decoded event: bits 63:56 code, 55:48 thread tag, 47:0 argument.

@@ -140,6 +140,9 @@ pub enum RaceError {
     /// pipe2(2) failed: out of file descriptors or memory.
     #[error("pipe2: {0}")]
     Pipe(io::Error),
+    /// io_uring_setup(2) failed: a kernel without CONFIG_IO_URING says ENOSYS.
+    #[error("io_uring_setup: {0} (the guest kernel needs CONFIG_IO_URING=y)")]
+    IoUring(io::Error),
     /// vmsplice(2) did not take the whole page (`n` is what it returned): a DAX page it cannot splice;
     /// the scenario needs a kernel that lets vmsplice reference fs-dax pages.
     #[error("vmsplice: {n} ({source})")]

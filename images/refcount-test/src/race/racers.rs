@@ -59,27 +59,45 @@ pub fn late_pin(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceErro
 /// truncate waits for that page (a handler without SA_RESTART). Truncate must fail with EINTR and leave
 /// the page alone; thread 1 releases it after truncate returned.
 pub fn signal(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError> {
+    pinned_three(ctx, dir, id, Op::Truncate, "sig", |progress, _| {
+        if let Err(e) = progress.interrupt(START_WITHIN) {
+            note(ctx.run, &format!("could not signal the truncating thread: {}", ename(e)));
+        }
+    })
+}
+
+/// A one-page file `dir/PREFIX-RUN` pinned through the driver: thread 0 does `op` on it (tagged for
+/// its kernel points of `id`), thread 1 releases the pin, and thread 2 runs `third` between its sync
+/// points, given the watchdog and the address of the file's mapped page.
+pub fn pinned_three(
+    ctx: &Ctx<'_>,
+    dir: &str,
+    id: ScenarioId,
+    op: Op,
+    prefix: &str,
+    third: impl FnOnce(&Progress, usize) + Send,
+) -> Result<(), RaceError> {
     let dev = held_device(ctx)?;
-    let pf = pin_file(dev, dir, &format!("sig-{}", ctx.run), PAGE, PAGE)?;
+    let pf = pin_file(dev, dir, &format!("{prefix}-{}", ctx.run), PAGE, PAGE)?;
     ctx.event(code::PIN, 1, pf.pfn, 0);
+    let addr = pf.map.addr();
     let made = Mutex::new(Vec::new());
     let progress = &Progress::default();
     std::thread::scope(|s| {
-        s.spawn(|| progress.watch(ctx.run, 1, Op::Truncate.name()));
+        s.spawn(|| progress.watch(ctx.run, 1, op.name()));
         s.spawn(|| {
-            operate(ctx, progress, Some(id), Op::Truncate, pf.pfn, dir, &made, || match pf.file.as_ref() {
-                Some(f) => f.truncate(0),
-                None => Err(libc::EBADF),
+            operate(ctx, progress, Some(id), op, pf.pfn, dir, &made, || match (op, pf.file.as_ref()) {
+                (Op::Truncate, Some(f)) => f.truncate(0),
+                (Op::Punch, Some(f)) => punch(f, 0, PAGE),
+                _ => Err(libc::EBADF),
             })
         });
         let pin = PinnedPage { handle: pf.handle, pfn: pf.pfn };
         s.spawn(move || unpinner(ctx, dev, progress, Some(id), 1, pin, true));
-        s.spawn(|| {
+        s.spawn(move || {
             ctx.place(2);
             ctx.sync(2, BEFORE);
-            if let Err(e) = progress.interrupt(START_WITHIN) {
-                note(ctx.run, &format!("could not signal the truncating thread: {}", ename(e)));
-            }
+            third(progress, addr);
             ctx.sync(2, AFTER);
         });
     });

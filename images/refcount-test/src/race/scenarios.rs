@@ -18,8 +18,9 @@ use daxvmm_scenarios::{ScenarioId, AFTER, BEFORE};
 use crate::ctx::{code, finding, note, Ctx};
 use crate::error::RaceError;
 use crate::files::{
-    new_files, pfn_of, pin_file, pin_page, remove, umount, unlink, PinnedFile, PinnedPage, FRESH, STALE,
+    new_files, pfn_of, pin_file, pin_page, remove, umount, unlink, PinnedFile, PinnedPage, STALE,
 };
+use crate::refs::{Pipe, RawDev};
 use crate::watchdog::Progress;
 
 /// What thread 0 does to the pinned page.
@@ -54,7 +55,8 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
         ScenarioId::TruncateUnpin => pinned_race(ctx, dir, Op::Truncate, Shape::Page),
         ScenarioId::TruncateUnpinSleeping
         | ScenarioId::TruncateUnpinBusy
-        | ScenarioId::TruncateUnpinWakeup => held_race(ctx, dir, id, Op::Truncate, Shape::Page),
+        | ScenarioId::TruncateUnpinWakeup
+        | ScenarioId::TruncateUnpinHeld => held_race(ctx, dir, id, Op::Truncate, Shape::Page),
         ScenarioId::EvictUnpinBusy | ScenarioId::EvictUnpinSleeping => {
             held_race(ctx, dir, id, Op::Evict, Shape::Unmapped)
         }
@@ -76,6 +78,10 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
         ScenarioId::UmountLivePin => pinned_race(ctx, dir, Op::Umount, Shape::Unmapped),
         ScenarioId::OdirectTruncate => odirect(ctx, dir, raw),
         ScenarioId::VmspliceMunmapTruncate => vmsplice(ctx, dir),
+        ScenarioId::TruncateVmspliceBusy => crate::refs::vmsplice_held(ctx, dir, id, Op::Truncate),
+        ScenarioId::PunchVmspliceBusy => crate::refs::vmsplice_held(ctx, dir, id, Op::Punch),
+        ScenarioId::TruncateIouringBusy => crate::refs::iouring_held(ctx, dir, id, Op::Truncate),
+        ScenarioId::PunchIouringBusy => crate::refs::iouring_held(ctx, dir, id, Op::Punch),
     }
 }
 
@@ -327,13 +333,7 @@ fn remount(ctx: &Ctx<'_>, dir: &str) -> Result<(), RaceError> {
 /// The xfstests generic/503 pattern: an O_DIRECT read from a non-DAX block device into a DAX mapping (the
 /// block layer pins the DAX pages for the I/O) races truncate of the mapped file. No driver pins.
 fn odirect(ctx: &Ctx<'_>, dir: &str, raw: Option<&str>) -> Result<(), RaceError> {
-    let raw = raw.ok_or(RaceError::NoRawDevice)?;
-    let c = std::ffi::CString::new(raw).map_err(RaceError::RawPath)?;
-    // SAFETY: c is NUL-terminated and outlives the call.
-    let rfd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC) };
-    if rfd < 0 {
-        return Err(RaceError::OpenRaw { raw: raw.into(), source: std::io::Error::last_os_error() });
-    }
+    let rdev = RawDev::open(raw)?;
     let name = format!("dio-{}", ctx.run);
     let len = 4 * PAGE;
     let res = (|| {
@@ -355,18 +355,16 @@ fn odirect(ctx: &Ctx<'_>, dir: &str, raw: Option<&str>) -> Result<(), RaceError>
             s.spawn(|| {
                 ctx.place(1);
                 ctx.sync(1, BEFORE);
-                // SAFETY: buf is the start of `map`, a live writable mapping of `len` bytes until the scope
-                // ends; the kernel writes into it (or fails with EFAULT where truncate removed the pages).
-                let n = unsafe { libc::pread(rfd, buf as *mut libc::c_void, len, 0) };
-                let what = if n < 0 { ename(errno()) } else { format!("{n} bytes") };
+                // SAFETY: buf is the start of `map`, a live writable mapping of `len` bytes until the
+                // scope ends.
+                let what = unsafe { rdev.read_into(buf, len) };
                 note(ctx.run, &format!("O_DIRECT read into the DAX mapping: {what}"));
                 ctx.sync(1, AFTER);
             });
         });
         Ok::<(), RaceError>(())
     })();
-    // SAFETY: rfd is our open descriptor, closed once.
-    unsafe { libc::close(rfd) };
+    drop(rdev);
     remove(&[format!("{dir}/{name}")]);
     res
 }
@@ -382,17 +380,8 @@ fn vmsplice(ctx: &Ctx<'_>, dir: &str) -> Result<(), RaceError> {
     // SAFETY: map is a live writable mapping of PAGE bytes.
     unsafe { std::ptr::write_bytes(map.ptr, STALE, PAGE) };
     let pfn = pfn_of(ctx.dev, &map).unwrap_or(0);
-    let mut fds = [0; 2];
-    // SAFETY: fds has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(RaceError::Pipe(std::io::Error::last_os_error()));
-    }
-    let iov = libc::iovec { iov_base: map.ptr.cast(), iov_len: PAGE };
-    // SAFETY: iov describes our live mapping; vmsplice takes page references, it does not keep the pointer.
-    let n = unsafe { libc::vmsplice(fds[1], &iov, 1, 0) };
-    let result = if n != PAGE as isize {
-        Err(RaceError::Vmsplice { n, source: std::io::Error::last_os_error() })
-    } else {
+    let pipe = Pipe::new()?;
+    let result = pipe.splice(&map).map(|()| {
         ctx.event(code::PIN, 1, pfn, 0);
         map.unmap();
         ctx.event(code::MUNMAP, 1, pfn, 0);
@@ -430,10 +419,7 @@ fn vmsplice(ctx: &Ctx<'_>, dir: &str) -> Result<(), RaceError> {
                 draining.store(true, Ordering::Release);
                 // Announced before the drain drops the reference, as for UNPIN.
                 ctx.event(code::UNPIN, 1, pfn, 0);
-                let mut buf = [0u8; PAGE];
-                // SAFETY: fds[0] is the pipe's read end; buf is a live buffer of PAGE bytes.
-                let n = unsafe { libc::read(fds[0], buf.as_mut_ptr().cast(), PAGE) };
-                let leaked = buf.iter().take(n.max(0) as usize).filter(|&&b| b == FRESH).count();
+                let leaked = pipe.drain();
                 if leaked > 0 {
                     finding(
                         ctx.run,
@@ -444,13 +430,8 @@ fn vmsplice(ctx: &Ctx<'_>, dir: &str) -> Result<(), RaceError> {
             });
         });
         remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));
-        Ok(())
-    };
-    // SAFETY: both pipe ends are ours and closed once.
-    unsafe {
-        libc::close(fds[0]);
-        libc::close(fds[1]);
-    }
+    });
+    drop(pipe);
     drop(f);
     remove(&[format!("{dir}/{name}")]);
     result
