@@ -106,6 +106,10 @@ const BUSY: &str = "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
 /// As [`BUSY`], with the page's last reference in a pipe: the drain is held where its put freed the
 /// folio, before the waiters are woken (none is queued yet).
 const VMSPLICE_BUSY: &str = "0.s1 1.s1 1.kfree 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
+/// As [`BUSY`], with the pin taken during the run by an O_DIRECT read: held where GUP took it (before
+/// truncate starts: GUP-fast holds its vCPU with interrupts off) and where the read drops it (while
+/// truncate runs to its busy point).
+const ODIRECT_BUSY: &str = "1.s1 1.kgup 0.s1 1.kunpin 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
 /// As [`BUSY`], with thread 2's io_uring registration of the page (refused) inside the window too.
 const IOURING_BUSY: &str = "0.s1 2.s1 2.s2 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
 /// Truncate or punch held on the wait queue, about to sleep, while the pin is released.
@@ -128,6 +132,8 @@ const LATE_PINNER: (&str, &str, &str) = ("late-pinner", "before-pin", "after-pin
 const PMD_PINNER: (&str, &str, &str) = ("pmd-pinner", "before-pin", "after-pin");
 /// Thread 1 of the vmsplice scenarios: drains the pipe that holds the page's last reference.
 const DRAINER: (&str, &str, &str) = ("drainer", "before-drain", "after-drain");
+/// Thread 1 of the O_DIRECT scenarios: reads from the raw NVDIMM into a mapping of the file.
+const DIO_READER: (&str, &str, &str) = ("dio-reader", "before-read", "after-read");
 /// Thread 2 of the io_uring scenarios: asks io_uring to register the pinned page as a fixed buffer.
 const REGISTRAR: (&str, &str, &str) = ("registrar", "before-register", "after-register");
 /// Thread 2 of truncate-signal: sends the truncating thread a signal.
@@ -181,7 +187,7 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             true,
         ),
         ScenarioId::OdirectTruncate => (
-            two_threads(id, TRUNCATOR, ("dio-reader", "before-read", "after-read"), false),
+            two_threads(id, TRUNCATOR, DIO_READER, false),
             "O_DIRECT read from a non-DAX block device into a DAX mapping races truncate (xfstests generic/503 pattern, no driver pins)",
             false,
         ),
@@ -316,6 +322,20 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             IOURING_BUSY,
             "as truncate-iouring-busy, with fallocate(PUNCH_HOLE) over the page",
         ),
+        ScenarioId::TruncateOdirectBusy => held(
+            &mut schedules,
+            id,
+            &[TRUNCATOR, DIO_READER],
+            ODIRECT_BUSY,
+            "an O_DIRECT read from the raw NVDIMM into a mapped page of the file pins it for the I/O (held where GUP took the pin, then where the read drops it, the pin still held); truncate runs to its busy scan, which finds the page pinned, and is held there while the read's unpin is let go: the wait must find the page idle (the one feasible order: the pin must come before the busy scan, and truncate must not start while GUP-fast holds its vCPU with interrupts off)",
+        ),
+        ScenarioId::PunchOdirectBusy => held(
+            &mut schedules,
+            id,
+            &[PUNCHER, DIO_READER],
+            ODIRECT_BUSY,
+            "as truncate-odirect-busy, with fallocate(PUNCH_HOLE) over the page",
+        ),
     };
     LibraryEntry { id, scenario, about, needs_driver, schedules }
 }
@@ -364,7 +384,7 @@ mod tests {
         use daxvmm_devices::fault::{KernelPoint, StepKind};
         use daxvmm_scenarios::kernel_point as kp;
         let held: Vec<LibraryEntry> = library().into_iter().filter(|e| !e.schedules.is_empty()).collect();
-        assert_eq!(held.len(), 18);
+        assert_eq!(held.len(), 20);
         for e in &held {
             for s in &e.schedules {
                 e.scenario.check(s).unwrap();

@@ -46,6 +46,8 @@ pub const MUTANTS: [Mutant; 10] = [
             ScenarioId::TruncateUnpinHeld,
             ScenarioId::TruncateIouringBusy,
             ScenarioId::PunchIouringBusy,
+            ScenarioId::TruncateOdirectBusy,
+            ScenarioId::PunchOdirectBusy,
         ],
         schedule_dependent: true,
         shows: HANG,

@@ -87,6 +87,11 @@ pub enum ScenarioId {
     TruncateIouringBusy,
     /// As [`Self::TruncateIouringBusy`], with a hole punch.
     PunchIouringBusy,
+    /// Truncate held after its busy scan found a page that an O_DIRECT read (into a mapping of it)
+    /// pinned during the run, while the read, held where it drops the pin, is let go.
+    TruncateOdirectBusy,
+    /// As [`Self::TruncateOdirectBusy`], with a hole punch.
+    PunchOdirectBusy,
 }
 
 /// Sync point every scenario thread passes just before its operation (truncate, unpin, ...).
@@ -165,11 +170,14 @@ impl ScenarioId {
                 | Self::PunchVmspliceBusy
                 | Self::TruncateUnpinHeld
                 | Self::TruncateIouringBusy
-                | Self::PunchIouringBusy,
+                | Self::PunchIouringBusy
+                | Self::TruncateOdirectBusy
+                | Self::PunchOdirectBusy,
                 0,
             ) => bit(BUSY) | bit(WOKEN) | bit(BROKEN),
             (Self::PunchPmdSubpage, 1) => bit(PMD_INSERT) | bit(GUP),
             (Self::TruncateUnpinHeld, 1) => bit(UNPIN),
+            (Self::TruncateOdirectBusy | Self::PunchOdirectBusy, 1) => bit(GUP) | bit(UNPIN),
             (Self::TruncateUnpinWakeup | Self::TruncateVmspliceBusy | Self::PunchVmspliceBusy, 1) => {
                 bit(FREE)
             }
@@ -187,7 +195,7 @@ impl ScenarioId {
     }
 
     /// Every scenario, in run order.
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 29] = [
         Self::TruncateUnpin,
         Self::PunchUnpin,
         Self::PinMunmapTruncate,
@@ -215,6 +223,8 @@ impl ScenarioId {
         Self::TruncateUnpinHeld,
         Self::TruncateIouringBusy,
         Self::PunchIouringBusy,
+        Self::TruncateOdirectBusy,
+        Self::PunchOdirectBusy,
     ];
 
     /// The name both sides use.
@@ -247,6 +257,8 @@ impl ScenarioId {
             Self::TruncateUnpinHeld => "truncate-unpin-held",
             Self::TruncateIouringBusy => "truncate-iouring-busy",
             Self::PunchIouringBusy => "punch-iouring-busy",
+            Self::TruncateOdirectBusy => "truncate-odirect-busy",
+            Self::PunchOdirectBusy => "punch-odirect-busy",
         }
     }
 
@@ -299,7 +311,7 @@ mod tests {
         for (i, s) in ScenarioId::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }
-        assert_eq!(ScenarioId::ALL.len(), ScenarioId::PunchIouringBusy as usize + 1);
+        assert_eq!(ScenarioId::ALL.len(), ScenarioId::PunchOdirectBusy as usize + 1);
         assert!(ScenarioId::ALL.iter().all(|s| (2..=3).contains(&s.threads())));
     }
 }

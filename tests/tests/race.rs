@@ -130,6 +130,8 @@ fn kernel_holds_are_where_the_schedule_says() {
         (ScenarioId::TruncateUnpinHeld, "0.s1 1.s1 1.kunpin 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
         (ScenarioId::TruncateIouringBusy, "0.s1 2.s1 2.s2 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
         (ScenarioId::PunchIouringBusy, "0.s1 2.s1 2.s2 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::TruncateOdirectBusy, "1.s1 1.kgup 0.s1 1.kunpin 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::PunchOdirectBusy, "1.s1 1.kgup 0.s1 1.kunpin 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
     ];
     for fs in FILESYSTEMS {
         let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };

@@ -2,8 +2,8 @@
 //! on each page it splices (a plain get, dropped when the pipe is drained), the pin an O_DIRECT read
 //! takes on the pages of its buffer for the I/O ([`RawDev`], the non-DAX device it reads from), and the
 //! long-term pin an io_uring fixed-buffer registration asks for (which fs-dax must refuse).
-//! [`vmsplice_held`] and [`iouring_held`] race them against truncate or hole punch under the kernel's
-//! hold points; the unheld races, which also run without the driver, are `scenarios::vmsplice` and
+//! [`vmsplice_held`], [`odirect_held`] and [`iouring_held`] race them against truncate or hole punch
+//! under the kernel's hold points; the unheld races, which also run without the driver, are `scenarios::vmsplice` and
 //! `scenarios::odirect`.
 
 use std::sync::Mutex;
@@ -150,6 +150,42 @@ pub fn vmsplice_held(ctx: &Ctx<'_>, dir: &str, id: ScenarioId, op: Op) -> Result
         }
     });
     drop(pipe);
+    drop(f);
+    remove(&made);
+    remove(&[format!("{dir}/{name}")]);
+    Ok(())
+}
+
+/// truncate-odirect-busy and punch-odirect-busy: thread 1 reads one page from the raw device with
+/// O_DIRECT into a mapped page of the file; the read pins that page (held at `gup`), does the I/O and is
+/// held again where it drops the pin (`unpin`). Meanwhile thread 0 truncates or punches the page, held
+/// after its busy scan found it pinned; the read's unpin, let go, makes it idle before the wait. The pin
+/// is announced before the read and its release after it, so the host's ordering check counts the pin
+/// as held for the whole read.
+pub fn odirect_held(
+    ctx: &Ctx<'_>,
+    dir: &str,
+    raw: Option<&str>,
+    id: ScenarioId,
+    op: Op,
+) -> Result<(), RaceError> {
+    let dev = held_device(ctx)?;
+    let rdev = RawDev::open(raw)?;
+    let name = format!("dioh-{}", ctx.run);
+    let f = TFile::create(dir, &name, PAGE)?;
+    let map = map_file(f.fd, PAGE)?;
+    map.touch();
+    let pfn = pfn_of(Some(dev), &map).unwrap_or(0);
+    // The address only: the kernel, not this program, touches the mapping from the reader thread.
+    let buf = map.addr();
+    let made = race_release(ctx, dir, id, op, pfn, &f, || {
+        ctx.event(code::PIN, 1, pfn, 0);
+        // SAFETY: buf is the start of `map`, a live writable mapping of PAGE bytes until after the race.
+        let what = tagged(ctx, Some(id), 1, || unsafe { rdev.read_into(buf, PAGE) });
+        ctx.event(code::UNPIN, 1, pfn, 0);
+        note(ctx.run, &format!("O_DIRECT read into the DAX mapping: {what}"));
+    });
+    drop(map);
     drop(f);
     remove(&made);
     remove(&[format!("{dir}/{name}")]);

@@ -82,6 +82,8 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
         ScenarioId::PunchVmspliceBusy => crate::refs::vmsplice_held(ctx, dir, id, Op::Punch),
         ScenarioId::TruncateIouringBusy => crate::refs::iouring_held(ctx, dir, id, Op::Truncate),
         ScenarioId::PunchIouringBusy => crate::refs::iouring_held(ctx, dir, id, Op::Punch),
+        ScenarioId::TruncateOdirectBusy => crate::refs::odirect_held(ctx, dir, raw, id, Op::Truncate),
+        ScenarioId::PunchOdirectBusy => crate::refs::odirect_held(ctx, dir, raw, id, Op::Punch),
     }
 }
 
