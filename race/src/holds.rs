@@ -104,7 +104,8 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
     // Each expected hold, in the order the threads reach them, each event used once.
     let mut at = vec![None; expected.len()];
     let mut from = 0;
-    for (i, &n) in arrival_order(schedule).iter().enumerate() {
+    let order = arrival_order(schedule);
+    for (i, &n) in order.iter().enumerate() {
         let (thread, k) = expected[n];
         match holds[from..].iter().position(|&(_, t, p, _)| t == thread && p == k) {
             Some(j) => {
@@ -121,8 +122,7 @@ pub fn check_holds(schedule: &Schedule, entries: &[LogEntry]) -> Vec<Finding> {
             }
             None => {
                 // Which visit of the point this step is, and how many visits the kernel made.
-                let visit =
-                    arrival_order(schedule)[..=i].iter().filter(|&&m| expected[m] == (thread, k)).count();
+                let visit = order[..=i].iter().filter(|&&m| expected[m] == (thread, k)).count();
                 let seen = holds.iter().filter(|&&(_, t, p, _)| t == thread && p == k).count();
                 let text = match (seen, visit) {
                     (s, 1) if s > 0 => {

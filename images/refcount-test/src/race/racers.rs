@@ -14,7 +14,7 @@ use daxvmm_scenarios::{ScenarioId, AFTER, AFTER_RELEASE, BEFORE, BEFORE_RELEASE}
 use crate::ctx::{code, finding, note, Ctx};
 use crate::error::RaceError;
 use crate::files::{pin_file, pin_page, remove, PinnedPage};
-use crate::scenarios::{held_device, operate, punch, tagged, unpinner, write_and_unpin, Op};
+use crate::scenarios::{held_device, one_page, operate, punch, tagged, unpinner, write_and_unpin, Op};
 use crate::watchdog::Progress;
 
 /// How long the signalling thread waits for thread 0 to start (only a sleep-based baseline run can
@@ -86,10 +86,9 @@ pub fn pinned_three(
     std::thread::scope(|s| {
         s.spawn(|| progress.watch(ctx.run, 1, op.name()));
         s.spawn(|| {
-            operate(ctx, progress, Some(id), op, pf.pfn, dir, &made, || match (op, pf.file.as_ref()) {
-                (Op::Truncate, Some(f)) => f.truncate(0),
-                (Op::Punch, Some(f)) => punch(f, 0, PAGE),
-                _ => Err(libc::EBADF),
+            operate(ctx, progress, Some(id), op, pf.pfn, dir, &made, || match pf.file.as_ref() {
+                Some(f) => one_page(f, op),
+                None => Err(libc::EBADF),
             })
         });
         let pin = PinnedPage { handle: pf.handle, pfn: pf.pfn };

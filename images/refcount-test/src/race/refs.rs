@@ -15,7 +15,7 @@ use crate::ctx::{code, finding, note, Ctx};
 use crate::error::RaceError;
 use crate::files::{pfn_of, remove, FRESH, STALE};
 use crate::racers::pinned_three;
-use crate::scenarios::{held_device, operate, punch, tagged, Op};
+use crate::scenarios::{held_device, one_page, operate, tagged, Op};
 use crate::watchdog::Progress;
 
 /// A pipe, both ends closed on drop.
@@ -108,15 +108,6 @@ impl Drop for RawDev {
     fn drop(&mut self) {
         // SAFETY: fd is ours and closed once, here.
         unsafe { libc::close(self.fd) };
-    }
-}
-
-/// What thread 0 does to `f`'s one page.
-fn act(f: &TFile, op: Op) -> Result<(), i32> {
-    match op {
-        Op::Truncate => f.truncate(0),
-        Op::Punch => punch(f, 0, PAGE),
-        Op::Evict | Op::Umount => Err(libc::EINVAL),
     }
 }
 
@@ -297,7 +288,7 @@ fn race_release(
     let progress = &Progress::default();
     std::thread::scope(|s| {
         s.spawn(|| progress.watch(ctx.run, 1, op.name()));
-        s.spawn(|| operate(ctx, progress, Some(id), op, pfn, dir, &made, || act(f, op)));
+        s.spawn(|| operate(ctx, progress, Some(id), op, pfn, dir, &made, || one_page(f, op)));
         s.spawn(move || {
             ctx.place(1);
             ctx.sync(1, BEFORE);

@@ -117,6 +117,16 @@ pub fn punch(f: &TFile, offset: usize, len: usize) -> Result<(), i32> {
     }
 }
 
+/// `op` on the one-page file `f` in the races over a single page: truncate to 0, or punch the page.
+/// Eviction and unmount are not done to one open file: EINVAL.
+pub fn one_page(f: &TFile, op: Op) -> Result<(), i32> {
+    match op {
+        Op::Truncate => f.truncate(0),
+        Op::Punch => punch(f, 0, PAGE),
+        Op::Evict | Op::Umount => Err(libc::EINVAL),
+    }
+}
+
 /// Writes [`STALE`] over the first page of a pin and unpins it, announcing both.
 pub fn write_and_unpin(ctx: &Ctx<'_>, dev: &Dev, thread: u8, handle: u64, pfn: u64, write: bool) {
     if write {
