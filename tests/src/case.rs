@@ -74,6 +74,10 @@ pub struct Case {
 /// What daxvmm prints for a guest triple fault. In the test host VM that has come from QEMU TCG's nested
 /// SVM (also on the good kernel, on an idle vCPU, and at the same rate as the test host VM's own resets).
 pub const TRIPLE_FAULT: &str = "triple fault (KVM_EXIT_SHUTDOWN)";
+/// What daxvmm prints when a run timed out a minute or more after any vCPU last exited to it. In the
+/// test host VM that has been a guest stopped in mid-boot with its clock frozen and no RCU stall warning
+/// (its vCPUs no longer run), which no code in the guest or in daxvmm can cause without an exit.
+pub const NO_VCPU_EXIT: &str = "no vCPU exited to daxvmm in the last";
 /// What `daxvmm test` and `repro` print when the guest reset before its init started the race program.
 /// In the test host VM that has been a guest kernel oops at boot, in code the tests do not touch (an
 /// instruction fetched from the middle of a just-patched jump).

@@ -23,6 +23,7 @@ pub mod run;
 pub mod signals;
 mod units;
 mod vcpu;
+mod vcpu_end;
 mod vm;
 
 pub use vm::Outcome;

@@ -30,6 +30,7 @@ use crate::memory;
 use crate::pmem::view::PmemView;
 use crate::pmem::{self, PmemRegion};
 use crate::vcpu::{self, Vcpus, STOP_LIMIT};
+use crate::vcpu_end::VcpuEnd;
 use crate::vm::{VmConfig, VmError};
 
 /// Where KVM puts the TSS it needs on Intel (three pages just below the BIOS area at 4 GiB).
@@ -146,31 +147,32 @@ impl Machine {
 
     /// Ends the run: releases any vCPU held at a sync point, stops and joins every vCPU thread, and
     /// detaches the oracle's view of pmem. After this no thread of the run touches guest memory, unless
-    /// a vCPU would not stop (then the memory stays mapped for good and this says which).
-    pub fn stop(&mut self, limit: Duration) -> Result<(), VmError> {
+    /// a vCPU would not stop (then the memory stays mapped for good and this says which). Returns where
+    /// each vCPU ended.
+    pub fn stop(&mut self, limit: Duration) -> Result<Vec<VcpuEnd>, VmError> {
         if let Some(injector) = &self.injector {
             log_fault_stats(injector);
             if let Some(progress) = injector.disarm() {
                 log_schedule_progress(&progress);
             }
         }
-        let stuck = self.vcpus.take().map(|mut v| v.stop(limit)).unwrap_or_default();
-        if !stuck.is_empty() {
+        let stopped = self.vcpus.take().map(|mut v| v.stop(limit)).unwrap_or_default();
+        if !stopped.stuck.is_empty() {
             self.leak = true;
-            let list: Vec<String> = stuck.iter().map(u8::to_string).collect();
+            let list: Vec<String> = stopped.stuck.iter().map(u8::to_string).collect();
             return Err(VmError::VcpuStuck(list.join(", ")));
         }
         if let Some(view) = &self.view {
             view.detach();
         }
-        Ok(())
+        Ok(stopped.ends)
     }
 }
 
 impl Drop for Machine {
     fn drop(&mut self) {
         if let Some(mut vcpus) = self.vcpus.take() {
-            self.leak |= !vcpus.stop(STOP_LIMIT).is_empty();
+            self.leak |= !vcpus.stop(STOP_LIMIT).stuck.is_empty();
         }
         // The vCPU fds closed with their threads; closing the VM's lets KVM drop the memory slots.
         self.vm = None;

@@ -17,6 +17,7 @@ use crate::boot::cpuid::{apply_xsave_policy, patch_cpuid, XsavePolicy};
 use crate::boot::regs::{self, RegsError};
 use crate::exit::{handle_exit, Action, Buses, Stop};
 use crate::signals;
+use crate::vcpu_end::{ExitCounter, VcpuEnd};
 
 /// Errors creating vCPUs.
 #[derive(Debug, Error)]
@@ -74,7 +75,7 @@ const KICK_EVERY: Duration = Duration::from_millis(1);
 /// The running vCPU threads of one guest run, and the flag that tells them to stop.
 #[derive(Debug)]
 pub struct Vcpus {
-    threads: Vec<(u8, JoinHandle<()>)>,
+    threads: Vec<(u8, JoinHandle<VcpuEnd>)>,
     stop: Arc<AtomicBool>,
 }
 
@@ -103,12 +104,13 @@ impl Vcpus {
 
     /// Stops every vCPU thread and joins it: sets the stop flag, then kicks each thread out of KVM_RUN
     /// (or out of a held sync point's slice) until it has returned, for at most `limit` in all. Returns
-    /// the vCPUs that did not stop; their threads may still use guest memory, which must then stay mapped.
-    pub fn stop(&mut self, limit: Duration) -> Vec<u8> {
+    /// where each vCPU that stopped ended, and the vCPUs that did not stop: their threads may still use
+    /// guest memory, which must then stay mapped.
+    pub fn stop(&mut self, limit: Duration) -> Stopped {
         self.stop.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + limit;
         let sig = signals::vcpu_kick_signal();
-        let mut stuck = Vec::new();
+        let mut stopped = Stopped::default();
         for (cpu, handle) in self.threads.drain(..) {
             while !handle.is_finished() && Instant::now() < deadline {
                 if let Err(e) = handle.kill(sig) {
@@ -117,19 +119,29 @@ impl Vcpus {
                 std::thread::sleep(KICK_EVERY);
             }
             if handle.is_finished() {
-                if handle.join().is_err() {
-                    log::error!("vCPU {cpu}'s thread panicked");
+                match handle.join() {
+                    Ok(end) => stopped.ends.push(end),
+                    Err(_) => log::error!("vCPU {cpu}'s thread panicked"),
                 }
             } else {
                 log::error!(
                     "vCPU {cpu} did not leave the guest within {} s of the run's end",
                     limit.as_secs()
                 );
-                stuck.push(cpu);
+                stopped.stuck.push(cpu);
             }
         }
-        stuck
+        stopped
     }
+}
+
+/// What [`Vcpus::stop`] found.
+#[derive(Debug, Default)]
+pub struct Stopped {
+    /// Where each joined vCPU ended.
+    pub ends: Vec<VcpuEnd>,
+    /// The vCPUs whose threads did not stop.
+    pub stuck: Vec<u8>,
 }
 
 impl Drop for Vcpus {
@@ -141,7 +153,7 @@ impl Drop for Vcpus {
 }
 
 /// One vCPU's thread: enters the guest until the run stops or its exit handler says stop; a stop the
-/// guest caused goes to `events`.
+/// guest caused goes to `events`. Returns where the vCPU ended.
 fn run_loop(
     mut vcpu: VcpuFd,
     cpu: u8,
@@ -149,14 +161,18 @@ fn run_loop(
     events: &EventSink,
     stop: &AtomicBool,
     started: Instant,
-) {
+) -> VcpuEnd {
     if cpu == 0 {
         log::info!("entering the guest kernel {} ms after start", started.elapsed().as_millis());
     }
+    let mut exits = ExitCounter::new(started);
     // Once the guest has powered off, reset or crashed, nothing it does afterwards matters.
     while !stop.load(Ordering::SeqCst) && !events.stopping() {
         let action = match vcpu.run() {
-            Ok(exit) => handle_exit(exit.into(), buses, cpu),
+            Ok(exit) => {
+                exits.exit();
+                handle_exit(exit.into(), buses, cpu)
+            }
             // A kick (EINTR) or a pending signal: the loop condition decides.
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Action::Continue,
             Err(e) => Action::Stop(Stop::Fatal(format!("KVM_RUN failed: {e}"))),
@@ -170,7 +186,7 @@ fn run_loop(
             // vector we do not have); that is not an error of ours.
             Stop::Fatal(why) if events.stopping() || stop.load(Ordering::SeqCst) => {
                 log::debug!("vCPU {cpu} after the guest stopped: {why}");
-                return;
+                break;
             }
             Stop::Fatal(why) => {
                 log::error!("vCPU {cpu}: {why}");
@@ -178,6 +194,7 @@ fn run_loop(
             }
         };
         events.send(event);
-        return;
+        break;
     }
+    exits.end(cpu, &vcpu)
 }

@@ -27,6 +27,7 @@ use crate::pmem::{self, PmemError, PmemRegion};
 use crate::procfs;
 use crate::signals::{self, SignalFd};
 use crate::vcpu::{VcpuError, STOP_LIMIT};
+use crate::vcpu_end;
 
 /// Where the host's hugetlb pools are described.
 const HUGEPAGES_SYSFS: &str = "/sys/kernel/mm/hugepages";
@@ -152,7 +153,12 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
     sink.mark_stopping();
     let result = match (result, machine.stop(STOP_LIMIT)) {
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-        (Ok(outcome), Ok(())) => Ok(outcome),
+        (Ok(outcome), Ok(ends)) => {
+            if outcome == Outcome::Timeout {
+                vcpu_end::log_timeout(&ends);
+            }
+            Ok(outcome)
+        }
     };
     match result {
         // The guest never ran: leave no file behind that this start created.
