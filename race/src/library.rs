@@ -101,6 +101,12 @@ fn held(
 /// is held where its second busy scan found the late pin.
 const LATE_PIN: &str =
     "0.s1 0.kbusy 0.ksleep 2.s1 2.kpte-insert 2.kgup 2.s2 1.s1 1.s2 0.kwoken 2.s3 2.s4 0.kbusy 0.s2";
+/// As [`LATE_PIN`], with a fault (held where it inserts the PTE) instead of a pin inside the wait: the
+/// scan after the wake-up finds that page mapped, not pinned. Thread 2 may fork after its fault.
+const LATE_FAULT: &str = "0.s1 0.kbusy 0.ksleep 2.s1 2.kpte-insert 2.s2 1.s1 1.s2 0.kwoken 0.kbroken 0.s2";
+/// As [`LATE_FAULT`], with a PMD fault (then mremap) inside the wait.
+const LATE_PMD_FAULT: &str =
+    "0.s1 0.kbusy 0.ksleep 2.s1 2.kpmd-insert 2.s2 1.s1 1.s2 0.kwoken 0.kbroken 0.s2";
 /// Truncate or punch held after its busy scan found the pinned page, while the pin is released.
 const BUSY: &str = "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
 /// As [`BUSY`], with the page's last reference in a pipe: the drain is held where its put freed the
@@ -136,6 +142,12 @@ const DRAINER: (&str, &str, &str) = ("drainer", "before-drain", "after-drain");
 const DIO_READER: (&str, &str, &str) = ("dio-reader", "before-read", "after-read");
 /// Thread 2 of the io_uring scenarios: asks io_uring to register the pinned page as a fixed buffer.
 const REGISTRAR: (&str, &str, &str) = ("registrar", "before-register", "after-register");
+/// Thread 2 of punch-late-fault: write-faults a page of the punched range while the punch sleeps.
+const FAULTER: (&str, &str, &str) = ("faulter", "before-fault", "after-fault");
+/// Thread 2 of truncate-fork-cow: faults a page in through a private mapping and forks.
+const FORKER: (&str, &str, &str) = ("forker", "before-fork", "after-fork");
+/// Thread 2 of truncate-mremap-pmd: faults a second mapping in with a PMD and moves it.
+const REMAPPER: (&str, &str, &str) = ("remapper", "before-mremap", "after-mremap");
 /// Thread 2 of truncate-signal: sends the truncating thread a signal.
 const SIGNALER: (&str, &str, &str) = ("signaler", "before-signal", "after-signal");
 
@@ -336,6 +348,27 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             ODIRECT_BUSY,
             "as truncate-odirect-busy, with fallocate(PUNCH_HOLE) over the page",
         ),
+        ScenarioId::PunchLateFault => held(
+            &mut schedules,
+            id,
+            &[PUNCHER, UNPINNER, FAULTER],
+            LATE_FAULT,
+            "fallocate(PUNCH_HOLE) of a two-page file sleeps on its pinned second page (the wait dropped the layout lock); meanwhile a third thread write-faults the first page back in (held where the fault inserts the PTE); the pin goes, the punch wakes, scans again and must take the newly mapped page too; afterwards a write through the same mapping must reach the file (the one order that puts a fault inside the wait: before, it waits for the layout lock; after, the punch holds it)",
+        ),
+        ScenarioId::TruncateForkCow => held(
+            &mut schedules,
+            id,
+            &[TRUNCATOR, UNPINNER, FORKER],
+            LATE_FAULT,
+            "truncate of a two-page file sleeps on its pinned second page; meanwhile a third thread reads the first page through a MAP_PRIVATE mapping (held where the fault maps the DAX page) and forks: the child inherits that mapping, must read the file's bytes through it and copy the page on its write; the pin goes, truncate wakes and must unmap the parent's mapping; afterwards a write there must reach the file (the one order that forks inside the wait, as punch-late-fault)",
+        ),
+        ScenarioId::TruncateMremapPmd => held(
+            &mut schedules,
+            id,
+            &[TRUNCATOR, UNPINNER, REMAPPER],
+            LATE_PMD_FAULT,
+            "truncate of a 2 MiB file sleeps on its folio, pinned whole; meanwhile a third thread faults a second 2 MiB-aligned mapping of the file in with a PMD (held there) and moves it with mremap to another aligned address; the pin goes, truncate wakes and must unmap the mapping where it moved; afterwards a write through it must reach the file (the one order that moves a mapping inside the wait, as punch-late-fault)",
+        ),
     };
     LibraryEntry { id, scenario, about, needs_driver, schedules }
 }
@@ -384,7 +417,7 @@ mod tests {
         use daxvmm_devices::fault::{KernelPoint, StepKind};
         use daxvmm_scenarios::kernel_point as kp;
         let held: Vec<LibraryEntry> = library().into_iter().filter(|e| !e.schedules.is_empty()).collect();
-        assert_eq!(held.len(), 20);
+        assert_eq!(held.len(), 23);
         for e in &held {
             for s in &e.schedules {
                 e.scenario.check(s).unwrap();

@@ -92,6 +92,17 @@ pub enum ScenarioId {
     TruncateOdirectBusy,
     /// As [`Self::TruncateOdirectBusy`], with a hole punch.
     PunchOdirectBusy,
+    /// Hole punch asleep on a pinned page (the wait dropped the layout lock) while another thread
+    /// write-faults a page of the punched range back in; the pin goes, the punch wakes and must take that
+    /// page too. A write through the mapping afterwards must reach the file.
+    PunchLateFault,
+    /// Truncate asleep on a pinned page while another thread maps another page of the file through a
+    /// private mapping and forks: the child inherits that mapping of the DAX page and copies it on write.
+    /// Truncate wakes and must unmap the parent's mapping too.
+    TruncateForkCow,
+    /// Truncate asleep on a 2 MiB folio pinned whole while another thread faults a second mapping of it
+    /// in with a PMD and moves that mapping with mremap; truncate wakes and must unmap it where it moved.
+    TruncateMremapPmd,
 }
 
 /// Sync point every scenario thread passes just before its operation (truncate, unpin, ...).
@@ -143,6 +154,9 @@ pub mod kernel_point {
 /// Bit in a marker event's detail saying "a new file's block, filled with the pattern in the low byte":
 /// the guest announces such blocks, the host's oracle reads them back from pmem.
 pub const MARKER_NEW_BLOCK: u16 = 0x100;
+/// Bit in a marker event's detail saying "a page of the file that a thread maps again during the run":
+/// the host's hold check accepts a fault's hold on such a page as on a pinned one.
+pub const MARKER_FAULT_TARGET: u16 = 0x200;
 
 impl ScenarioId {
     /// The kernel hold points thread `thread` asks the driver for (a mask of [`kernel_point`] bits), in
@@ -156,9 +170,14 @@ impl ScenarioId {
             1 << p | 1 << (AGAIN_SHIFT + p)
         }
         match (self, thread) {
-            (Self::TruncateUnpinSleeping | Self::PunchUnpinSleeping, 0) => {
-                bit(BUSY) | bit(SLEEP) | bit(WOKEN) | bit(BROKEN)
-            }
+            (
+                Self::TruncateUnpinSleeping
+                | Self::PunchUnpinSleeping
+                | Self::PunchLateFault
+                | Self::TruncateForkCow
+                | Self::TruncateMremapPmd,
+                0,
+            ) => bit(BUSY) | bit(SLEEP) | bit(WOKEN) | bit(BROKEN),
             (Self::TruncateUnpinWakeup, 0) => {
                 bit(BUSY) | bit(SLEEP) | bit(WOKEN) | bit(BROKEN) | bit(DISASSOCIATE)
             }
@@ -190,12 +209,14 @@ impl ScenarioId {
             (Self::TruncateLatePin | Self::TruncateLatePinAbove, 0) => twice(BUSY) | bit(SLEEP) | bit(WOKEN),
             (Self::TruncateLatePin | Self::TruncateLatePinAbove, 2) => bit(PTE_INSERT) | bit(GUP),
             (Self::TruncateSignal, 0) => bit(SLEEP),
+            (Self::PunchLateFault | Self::TruncateForkCow, 2) => bit(PTE_INSERT),
+            (Self::TruncateMremapPmd, 2) => bit(PMD_INSERT),
             _ => 0,
         }
     }
 
     /// Every scenario, in run order.
-    pub const ALL: [Self; 29] = [
+    pub const ALL: [Self; 32] = [
         Self::TruncateUnpin,
         Self::PunchUnpin,
         Self::PinMunmapTruncate,
@@ -225,6 +246,9 @@ impl ScenarioId {
         Self::PunchIouringBusy,
         Self::TruncateOdirectBusy,
         Self::PunchOdirectBusy,
+        Self::PunchLateFault,
+        Self::TruncateForkCow,
+        Self::TruncateMremapPmd,
     ];
 
     /// The name both sides use.
@@ -259,6 +283,9 @@ impl ScenarioId {
             Self::PunchIouringBusy => "punch-iouring-busy",
             Self::TruncateOdirectBusy => "truncate-odirect-busy",
             Self::PunchOdirectBusy => "punch-odirect-busy",
+            Self::PunchLateFault => "punch-late-fault",
+            Self::TruncateForkCow => "truncate-fork-cow",
+            Self::TruncateMremapPmd => "truncate-mremap-pmd",
         }
     }
 
@@ -270,7 +297,9 @@ impl ScenarioId {
     /// Guest threads, tagged 0 (the one that truncates, punches, unlinks or unmounts) and up (the ones
     /// that release what holds the page; in [`Self::TruncateLatePin`] thread 2 pins, then releases, as
     /// thread 1 does in [`Self::PunchPmdSubpage`]; in [`Self::TruncateSignal`] thread 2 sends the
-    /// signal, in [`Self::TruncateIouringBusy`] it asks io_uring for a long-term pin); each gets its own
+    /// signal, in [`Self::TruncateIouringBusy`] it asks io_uring for a long-term pin, in
+    /// [`Self::PunchLateFault`] it write-faults a page of the range, in [`Self::TruncateForkCow`] it forks,
+    /// in [`Self::TruncateMremapPmd`] it moves a mapping); each gets its own
     /// vCPU.
     pub const fn threads(self) -> u8 {
         match self {
@@ -281,7 +310,10 @@ impl ScenarioId {
             | Self::TruncateLatePinAbove
             | Self::TruncateSignal
             | Self::TruncateIouringBusy
-            | Self::PunchIouringBusy => 3,
+            | Self::PunchIouringBusy
+            | Self::PunchLateFault
+            | Self::TruncateForkCow
+            | Self::TruncateMremapPmd => 3,
             _ => 2,
         }
     }
@@ -311,7 +343,7 @@ mod tests {
         for (i, s) in ScenarioId::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }
-        assert_eq!(ScenarioId::ALL.len(), ScenarioId::PunchOdirectBusy as usize + 1);
+        assert_eq!(ScenarioId::ALL.len(), ScenarioId::TruncateMremapPmd as usize + 1);
         assert!(ScenarioId::ALL.iter().all(|s| (2..=3).contains(&s.threads())));
     }
 }

@@ -132,6 +132,18 @@ fn kernel_holds_are_where_the_schedule_says() {
         (ScenarioId::PunchIouringBusy, "0.s1 2.s1 2.s2 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
         (ScenarioId::TruncateOdirectBusy, "1.s1 1.kgup 0.s1 1.kunpin 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
         (ScenarioId::PunchOdirectBusy, "1.s1 1.kgup 0.s1 1.kunpin 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
+        (
+            ScenarioId::PunchLateFault,
+            "0.s1 0.kbusy 0.ksleep 2.s1 2.kpte-insert 2.s2 1.s1 1.s2 0.kwoken 0.kbroken 0.s2",
+        ),
+        (
+            ScenarioId::TruncateForkCow,
+            "0.s1 0.kbusy 0.ksleep 2.s1 2.kpte-insert 2.s2 1.s1 1.s2 0.kwoken 0.kbroken 0.s2",
+        ),
+        (
+            ScenarioId::TruncateMremapPmd,
+            "0.s1 0.kbusy 0.ksleep 2.s1 2.kpmd-insert 2.s2 1.s1 1.s2 0.kwoken 0.kbroken 0.s2",
+        ),
     ];
     for fs in FILESYSTEMS {
         let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };

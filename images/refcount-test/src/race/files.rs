@@ -71,8 +71,12 @@ pub fn pin_page(dev: &Dev, addr: usize, what: &'static str) -> Result<PinnedPage
 
 /// The pfn behind the first page of `map` (pin, query, unpin); `None` without the driver.
 pub fn pfn_of(dev: Option<&Dev>, map: &Map) -> Option<u64> {
-    let dev = dev?;
-    let p = dev.pin(map.addr(), PAGE, 0).ok()?;
+    pfn_at(dev?, map.addr())
+}
+
+/// The pfn behind the mapped page at `addr` (pin, query, unpin; the pin faults it in if needed).
+pub fn pfn_at(dev: &Dev, addr: usize) -> Option<u64> {
+    let p = dev.pin(addr, PAGE, 0).ok()?;
     let pfn = dev.query(p.handle, 0).ok().map(|q| q.pfn);
     let _ = dev.unpin(p.handle, 0);
     pfn

@@ -16,6 +16,7 @@ mod ctx;
 mod error;
 mod files;
 mod fsck;
+mod mappings;
 mod racers;
 mod refs;
 mod scenarios;

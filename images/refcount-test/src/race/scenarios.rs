@@ -69,6 +69,9 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
         }
         ScenarioId::TruncateSignal => crate::racers::signal(ctx, dir, id),
         ScenarioId::PunchPmdSubpage => crate::racers::pmd_subpage(ctx, dir, id),
+        ScenarioId::PunchLateFault => crate::mappings::late_fault(ctx, dir, id),
+        ScenarioId::TruncateForkCow => crate::mappings::fork_cow(ctx, dir, id),
+        ScenarioId::TruncateMremapPmd => crate::mappings::mremap_pmd(ctx, dir, id),
         ScenarioId::EvictTwoPages => held_race(ctx, dir, id, Op::Evict, Shape::TwoPages),
         ScenarioId::PunchUnpin => pinned_race(ctx, dir, Op::Punch, Shape::Page),
         ScenarioId::PinMunmapTruncate => pinned_race(ctx, dir, Op::Truncate, Shape::Unmapped),
