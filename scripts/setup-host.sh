@@ -13,7 +13,7 @@ packages=(
 	qemu-system-x86 seabios ipxe-qemu busybox-static e2fsprogs xfsprogs ndctl
 	build-essential bc bison flex libelf-dev libssl-dev cpio gzip xz-utils zstd kmod rsync file
 	clang-19 lld-19 llvm-19 libclang-19-dev lz4 debian-archive-keyring ca-certificates
-	perl python3-ply python3-git
+	perl python3-ply python3-git acpica-tools
 )
 sudo=''
 [ "$(id -u)" = 0 ] || sudo=sudo

@@ -49,3 +49,9 @@ pub const MAX_VCPUS: u8 = 8;
 pub const FAULT_INJECTOR_BASE: u64 = 0xfeb0_0000;
 /// Length of the fault-injection device's MMIO window (64 KiB).
 pub const FAULT_INJECTOR_LEN: u64 = 0x1_0000;
+/// Base of the NVDIMM flush hint window (crate::flush_hint): right after the fault injector's window.
+pub const FLUSH_HINT_BASE: u64 = FAULT_INJECTOR_BASE + FAULT_INJECTOR_LEN;
+/// One page per DIMM slot: Linux maps each hint's page on its own.
+pub const FLUSH_HINT_STRIDE: u64 = 0x1000;
+/// Length of the flush hint window: a page for each of the (at most 8) DIMMs.
+pub const FLUSH_HINT_LEN: u64 = 8 * FLUSH_HINT_STRIDE;

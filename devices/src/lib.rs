@@ -7,6 +7,7 @@ pub mod bus;
 pub mod debug_port;
 pub mod events;
 pub mod fault;
+pub mod flush_hint;
 pub mod layout;
 pub mod power;
 pub mod pvpanic;

@@ -172,20 +172,29 @@ impl Case {
         self.daxvmm_args.iter().map(|a| substitute_tmp(&substitute(a, kernel, initrd), tmp)).collect()
     }
 
-    /// The setup snippet with `{tmp}` filled in.
-    pub fn setup_with(&self, tmp: &Path) -> Option<String> {
-        self.setup.as_deref().map(|s| substitute_tmp(s, tmp))
+    /// The setup snippet with `{tmp}`, `{kernel}`, `{initrd}` and `{daxvmm}` (the daxvmm binary, for a
+    /// setup that runs daxvmm itself) filled in.
+    pub fn setup_with(&self, tmp: &Path, kernel: &Path, initrd: &Path, daxvmm: &Path) -> Option<String> {
+        self.setup.as_deref().map(|s| {
+            substitute_tmp(&substitute(s, kernel, initrd), tmp).replace("{daxvmm}", &daxvmm.to_string_lossy())
+        })
     }
 
     /// The batch-file line (`NAME<TAB>COMMAND`) that runs this case inside the test host VM.
     pub fn batch_line(&self) -> String {
         let program = match self.vmm {
-            Vmm::Daxvmm => "/bin/daxvmm",
+            Vmm::Daxvmm => NESTED_DAXVMM,
             Vmm::Qemu => "qemu-system-x86_64",
         };
         let tmp = Path::new(NESTED_TMP);
         let args = self.args_with(Path::new(NESTED_KERNEL), Path::new(NESTED_INITRD), tmp);
-        let mut cmd = match self.setup_with(tmp) {
+        let setup = self.setup_with(
+            tmp,
+            Path::new(NESTED_KERNEL),
+            Path::new(NESTED_INITRD),
+            Path::new(NESTED_DAXVMM),
+        );
+        let mut cmd = match setup {
             Some(setup) => format!("( {setup} ) && "),
             None => String::new(),
         };
@@ -241,6 +250,8 @@ pub fn rerun_set(cases: &[Case], again: impl Fn(&Case) -> bool) -> Vec<Case> {
 pub const NESTED_KERNEL: &str = "/guest/bzImage";
 /// Where the test host VM (tests/src/test_host.rs) has the guest initramfs inside the test host VM.
 pub const NESTED_INITRD: &str = "/guest/initrd.cpio.lz4";
+/// Where the test host VM has the daxvmm binary.
+pub const NESTED_DAXVMM: &str = "/bin/daxvmm";
 /// Scratch directory for `{tmp}` inside the test host VM (its tmpfs root).
 pub const NESTED_TMP: &str = "/tmp";
 

@@ -258,7 +258,7 @@ fn run_direct(cases: &[Case], art: &Artifacts) -> Outcomes {
         };
         let tmp = direct_tmp();
         let args = c.args_with(&art.kernel, &art.initrd, &tmp);
-        if let Some(setup) = c.setup_with(&tmp) {
+        if let Some(setup) = c.setup_with(&tmp, &art.kernel, &art.initrd, &art.daxvmm) {
             match run_with_deadline(Command::new("sh").args(["-c", &setup]), case_timeout()) {
                 Ok(r) if r.code == 0 => {}
                 Ok(r) => {

@@ -1,6 +1,7 @@
 //! The emulated NFIT NVDIMM (`--pmem`), booted in real guests as one batch: DAX on ext4 and xfs with a
-//! PMD fault, two NVDIMMs, data that survives a restart in a backing file, a 16G region that costs no
-//! memory until touched, and hugetlb backing proven by smaps. Then bad `--pmem` input, checked on this
+//! PMD fault, two NVDIMMs, data that survives a restart in a backing file (and the guest's flushes that
+//! reach it through the NFIT flush hint), data fsynced before daxvmm is killed with SIGKILL, a 16G region
+//! that costs no memory until touched, and hugetlb backing proven by smaps. Then bad `--pmem` input, checked on this
 //! host without a guest.
 
 use daxvmm_tests::reject::{args, assert_rejected, some_kernel};
@@ -11,6 +12,27 @@ const MARKER: &str = "daxvmm-persist-marker-5f3a";
 
 fn guest(name: &str, extra: &[&str], cmd: &str) -> Case {
     Case::guest(name, extra, &format!("quiet -- {cmd}"), "240s")
+}
+
+/// Rounds of the SIGKILL test: boot, write and fsync a marker, SIGKILL daxvmm at a random moment up to a
+/// second after the fsync returned, and check the host file.
+const KILL_ROUNDS: u32 = 3;
+
+/// The setup of the SIGKILL case (one shell line): the rounds, each with its own marker.
+fn kill9_rounds() -> String {
+    let round = "{daxvmm} --kernel {kernel} --initrd {initrd} --pmem 256M,file={tmp}/k9.img --timeout 120s \
+         --cmdline \"quiet -- /tests/persist.sh write-and-wait /dev/pmem0 round$r\" >{tmp}/k9-$r.log 2>&1 & p=$!; \
+         n=0; until grep -q 'persist: wrote' {tmp}/k9-$r.log || [ $n -ge 1200 ] || ! kill -0 $p 2>/dev/null; \
+         do sleep 0.1; n=$((n+1)); done; \
+         sleep $(awk -v r=$r 'BEGIN { srand(); printf \"%.2f\", rand() }'); kill -9 $p; wait $p; \
+         if grep -q -a MARKER-round$r {tmp}/k9.img; then echo kill9: round $r kept its fsynced marker; \
+         else echo kill9: round $r lost its fsynced marker; cat {tmp}/k9-$r.log; exit 1; fi";
+    let rounds: Vec<String> = (1..=KILL_ROUNDS).map(|r| r.to_string()).collect();
+    format!(
+        "rm -f {{tmp}}/k9.img; for r in {}; do {}; done",
+        rounds.join(" "),
+        round.replace("MARKER", MARKER)
+    )
 }
 
 fn cases() -> Vec<Case> {
@@ -28,6 +50,13 @@ fn cases() -> Vec<Case> {
         guest("persist_read", &["--pmem", "256M,file={tmp}/persist.img"], "/tests/persist.sh read")
             .with_setup(&format!("grep -q -a {MARKER} {{tmp}}/persist.img"))
             .needing("persist_write"),
+        // The last round's marker, read back by a guest from the file the killed daxvmm left.
+        guest(
+            "kill9",
+            &["--pmem", "256M,file={tmp}/k9.img"],
+            &format!("/tests/persist.sh read /dev/pmem0 round{KILL_ROUNDS}"),
+        )
+        .with_setup(&kill9_rounds()),
         guest("big_lazy", &["--mem", "256M", "--pmem", "16G"], "cat /sys/block/pmem0/size"),
         guest(
             "hugetlb",
@@ -73,8 +102,28 @@ fn persist_across_boots() {
     assert_eq!(w.exit_code, 0, "first boot: {w}");
     assert!(w.contains(&format!("persist: wrote {MARKER}")), "{w}");
     assert!(w.contains("flushed to"), "daxvmm must msync the file at power-off: {w}");
+    // sync and the unmount flush the guest's pmem disk: its driver writes the NFIT flush hint.
+    let flushes = w.console.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("daxvmm: pmem0: the guest flushed it ")?
+            .split_once(" times")?
+            .0
+            .parse::<u64>()
+            .ok()
+    });
+    assert!(flushes.is_some_and(|n| n > 0), "the guest's flushes must reach daxvmm: {flushes:?}: {w}");
     assert_eq!(r.exit_code, 0, "second boot (its setup also checks the host file holds the marker): {r}");
     assert!(r.contains(&format!("persist: read {MARKER}")), "{r}");
+}
+
+#[test]
+fn fsynced_data_survives_sigkill() {
+    let Some(out) = BATCH.outcome("kill9") else { return };
+    for r in 1..=KILL_ROUNDS {
+        assert!(out.contains(&format!("kill9: round {r} kept its fsynced marker")), "round {r}: {out}");
+    }
+    assert_eq!(out.exit_code, 0, "{out}");
+    assert!(out.contains(&format!("persist: read {MARKER}-round{KILL_ROUNDS}")), "{out}");
 }
 
 /// The value in a daxvmm log line like "daxvmm RSS 52 MiB".

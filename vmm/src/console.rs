@@ -13,6 +13,8 @@ use daxvmm_devices::bus::lock;
 use daxvmm_devices::serial::SerialDevice;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::seccomp::{Filters, ThreadKind};
+
 /// How long a log line may wait for the guest to finish its console line.
 const LOG_HOLD: Duration = Duration::from_millis(500);
 
@@ -162,10 +164,14 @@ pub struct StdinForwarder {
 
 impl StdinForwarder {
     /// Starts the thread.
-    pub fn spawn(serial: Arc<Mutex<SerialDevice>>) -> io::Result<Self> {
+    pub fn spawn(serial: Arc<Mutex<SerialDevice>>, filters: Filters) -> io::Result<Self> {
         let stop = Arc::new(EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?);
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new().name("stdin".into()).spawn(move || {
+            if let Err(e) = filters.install(ThreadKind::Stdin) {
+                log::error!("{e}; the guest gets no console input");
+                return;
+            }
             let mut buf = [0u8; 64];
             while let Some(n) = read_unless_stopped(&mut buf, &thread_stop) {
                 let mut pending = &buf[..n];

@@ -20,6 +20,7 @@ mod pmem;
 mod procfs;
 pub mod race;
 pub mod run;
+pub mod seccomp;
 pub mod signals;
 mod units;
 mod vcpu;

@@ -7,10 +7,11 @@ use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use daxvmm_devices::bus::SharedDevice;
+use daxvmm_devices::bus::{lock, SharedDevice};
 use daxvmm_devices::debug_port::DebugPort;
 use daxvmm_devices::events::EventSink;
 use daxvmm_devices::fault::{FaultDevice, FaultInjector, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY, DEFAULT_SLICE};
+use daxvmm_devices::flush_hint::FlushHints;
 use daxvmm_devices::layout::*;
 use daxvmm_devices::power::{AcpiPm, I8042};
 use daxvmm_devices::pvpanic::PvPanic;
@@ -29,6 +30,7 @@ use crate::kvm_host;
 use crate::memory;
 use crate::pmem::view::PmemView;
 use crate::pmem::{self, PmemRegion};
+use crate::seccomp::Filters;
 use crate::vcpu::{self, Vcpus, STOP_LIMIT};
 use crate::vcpu_end::VcpuEnd;
 use crate::vm::{VmConfig, VmError};
@@ -49,6 +51,8 @@ pub struct Machine {
     pmem: ManuallyDrop<Vec<PmemRegion>>,
     /// The oracle's view of pmem, detached before pmem is unmapped.
     view: Option<Arc<PmemView>>,
+    /// The NVDIMM flush hints' device, for the flush counts at the end.
+    flush_hints: Option<Arc<Mutex<FlushHints>>>,
     started: bool,
     /// Set when a vCPU thread did not stop: the memory above must then never be unmapped.
     leak: bool,
@@ -77,6 +81,7 @@ impl Machine {
             memory: ManuallyDrop::new(None),
             pmem: ManuallyDrop::new(pmem),
             view,
+            flush_hints: None,
             started: false,
             leak: false,
         }
@@ -124,7 +129,10 @@ impl Machine {
         )?;
         step("kernel and initrd loaded");
 
-        let (buses, wiring) = wire_devices(vm, cfg, sink)?;
+        let (mut buses, wiring) = wire_devices(vm, cfg, sink)?;
+        let hints = Arc::new(Mutex::new(pmem::flush_hints(&self.pmem)));
+        buses.mmio.insert(hints.clone(), FLUSH_HINT_BASE, FLUSH_HINT_LEN)?;
+        self.flush_hints = Some(hints);
         self.injector = Some(wiring.injector.clone());
         let fds = (0..cfg.cpus)
             .map(|cpu| vcpu::create(kvm, vm, cpu, cfg.cpus, boot.entry.0, cfg.xsave))
@@ -135,13 +143,13 @@ impl Machine {
     }
 
     /// Starts the vCPUs [`Machine::prepare`] created.
-    pub fn start(&mut self, started: Instant) -> Result<(), VmError> {
+    pub fn start(&mut self, started: Instant, filters: Filters) -> Result<(), VmError> {
         let (fds, buses, sink) = self.pending.take().ok_or(VmError::NotPrepared)?;
         if let Some(view) = &self.view {
             view.attach(&self.pmem);
         }
         self.started = true;
-        self.vcpus = Some(Vcpus::spawn(fds, buses, sink, started)?);
+        self.vcpus = Some(Vcpus::spawn(fds, buses, sink, started, filters)?);
         Ok(())
     }
 
@@ -164,6 +172,9 @@ impl Machine {
         }
         if let Some(view) = &self.view {
             view.detach();
+        }
+        if let Some(hints) = &self.flush_hints {
+            pmem::log_flushes(&lock(hints));
         }
         Ok(stopped.ends)
     }

@@ -17,22 +17,26 @@ use crate::cli::race::{ReproArgs, TestArgs};
 use crate::cli::run::{check_file, BASE_CMDLINE};
 use crate::pmem::spec::PmemSpec;
 use crate::pmem::view::PmemView;
+use crate::seccomp::SeccompMode;
 use crate::units::format_size;
 use crate::vm::{self, RaceHooks, VmConfig};
 
 /// `daxvmm test`: its exit code (0, or 10 with violations).
 pub fn test(args: &TestArgs) -> anyhow::Result<u8> {
-    Ok(daxvmm_race::test(&KvmGuests, &args.options())?)
+    Ok(daxvmm_race::test(&KvmGuests { seccomp: args.boot.seccomp }, &args.options())?)
 }
 
 /// `daxvmm repro`: its exit code (0 when the violation came back, else 11).
 pub fn repro(args: &ReproArgs) -> anyhow::Result<u8> {
-    Ok(daxvmm_race::repro(&KvmGuests, &args.options())?)
+    Ok(daxvmm_race::repro(&KvmGuests { seccomp: args.boot.seccomp }, &args.options())?)
 }
 
 /// The race runner's guests, booted with KVM.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct KvmGuests;
+pub struct KvmGuests {
+    /// `--seccomp`.
+    pub seccomp: SeccompMode,
+}
 
 impl PmemReader for PmemView {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
@@ -83,6 +87,7 @@ impl GuestVm for KvmGuests {
             xsave: XsavePolicy::for_this_host(),
             pmem: regions,
             fault_schedule: None,
+            seccomp: self.seccomp,
             race: Some(RaceHooks { observer, pmem, console: capture.clone(), bound: spec.bound }),
         };
         cfg.check()?;

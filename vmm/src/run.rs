@@ -29,6 +29,7 @@ pub fn run(args: &RunArgs, started: Instant) -> anyhow::Result<Outcome> {
         xsave: args.xsave.policy(),
         pmem: args.pmem.clone(),
         fault_schedule: args.fault_schedule.clone(),
+        seccomp: args.seccomp,
         race: None,
     };
     cfg.check()?;

@@ -16,6 +16,7 @@ use vmm_sys_util::signal::Killable;
 use crate::boot::cpuid::{apply_xsave_policy, patch_cpuid, XsavePolicy};
 use crate::boot::regs::{self, RegsError};
 use crate::exit::{handle_exit, Action, Buses, Stop};
+use crate::seccomp::{Filters, ThreadKind};
 use crate::signals;
 use crate::vcpu_end::{ExitCounter, VcpuEnd};
 
@@ -86,15 +87,17 @@ impl Vcpus {
         buses: Arc<Buses>,
         events: EventSink,
         started: Instant,
+        filters: Filters,
     ) -> Result<Self, VcpuError> {
         let mut vcpus =
             Vcpus { threads: Vec::with_capacity(fds.len()), stop: Arc::new(AtomicBool::new(false)) };
         for (cpu, fd) in fds.into_iter().enumerate() {
             let cpu = cpu as u8;
             let (buses, events, stop) = (buses.clone(), events.clone(), vcpus.stop.clone());
+            let filters = filters.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("vcpu{cpu}"))
-                .spawn(move || run_loop(fd, cpu, &buses, &events, &stop, started))
+                .spawn(move || run_loop(fd, cpu, &buses, &events, &stop, started, &filters))
                 // Threads started so far are stopped when `vcpus` drops.
                 .map_err(|e| VcpuError::Thread(cpu, e))?;
             vcpus.threads.push((cpu, handle));
@@ -161,11 +164,18 @@ fn run_loop(
     events: &EventSink,
     stop: &AtomicBool,
     started: Instant,
+    filters: &Filters,
 ) -> VcpuEnd {
+    let mut exits = ExitCounter::new(started);
+    // Before the guest runs: every exit it causes is handled on this thread.
+    if let Err(e) = filters.install(ThreadKind::Vcpu) {
+        log::error!("vCPU {cpu}: {e}");
+        events.send(GuestEvent::VcpuFailed(cpu));
+        return exits.end(cpu, &vcpu);
+    }
     if cpu == 0 {
         log::info!("entering the guest kernel {} ms after start", started.elapsed().as_millis());
     }
-    let mut exits = ExitCounter::new(started);
     // Once the guest has powered off, reset or crashed, nothing it does afterwards matters.
     while !stop.load(Ordering::SeqCst) && !events.stopping() {
         let action = match vcpu.run() {

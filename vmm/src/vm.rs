@@ -25,6 +25,7 @@ use crate::pmem::spec::PmemSpec;
 use crate::pmem::view::PmemView;
 use crate::pmem::{self, PmemError, PmemRegion};
 use crate::procfs;
+use crate::seccomp::{self, Filters, SeccompError, SeccompMode};
 use crate::signals::{self, SignalFd};
 use crate::vcpu::{VcpuError, STOP_LIMIT};
 use crate::vcpu_end;
@@ -55,6 +56,8 @@ pub struct VmConfig {
     pub pmem: Vec<PmemSpec>,
     /// A schedule for the fault injector, armed before the guest starts.
     pub fault_schedule: Option<Schedule>,
+    /// Seccomp filters for the threads that handle guest input.
+    pub seccomp: SeccompMode,
     /// `daxvmm test`'s hooks; `None` for an ordinary, interactive run.
     pub race: Option<RaceHooks>,
 }
@@ -125,6 +128,9 @@ pub enum VmError {
     /// Persistent memory.
     #[error(transparent)]
     Pmem(#[from] PmemError),
+    /// Seccomp filters.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// A vCPU failed while the guest ran.
     #[error("vCPU {0} stopped on an error (see the log line above)")]
     VcpuFailed(u8),
@@ -189,12 +195,16 @@ fn boot_and_wait(
         return Err(VmError::Interrupted(sig));
     }
     signals::install_vcpu_kick_handler().map_err(|e| VmError::Host("installing the vCPU kick handler", e))?;
+    let filters = Filters::new(cfg.seccomp)?;
+    if cfg.seccomp != SeccompMode::Off {
+        seccomp::install_sigsys_handler()?;
+    }
     // Stopped and joined when it drops at the end of this function.
     let _stdin = match cfg.race {
         None => {
             console::enter_raw_mode();
             Some(
-                console::StdinForwarder::spawn(wiring.serial)
+                console::StdinForwarder::spawn(wiring.serial, filters.clone())
                     .map_err(|e| VmError::Host("starting the stdin thread", e))?,
             )
         }
@@ -207,7 +217,7 @@ fn boot_and_wait(
         cfg.mem >> 20,
         started.elapsed().as_millis()
     );
-    machine.start(started)?;
+    machine.start(started, filters)?;
     let deadline =
         main_loop::Deadline { at: cfg.timeout.map(|t| started + t), after_init: cfg.timeout_after_init };
     let mut on_init = || log_memory(machine.pmem());

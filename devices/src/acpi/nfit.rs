@@ -4,8 +4,9 @@
 //! devices of [`super::nvdimm_root_aml`]: device handles (= each child device's `_ADR`), SPA range
 //! indexes and control region indexes, all derived from the slot the way QEMU's hw/acpi/nvdimm.c does.
 //!
-//! Per region the table holds one SPA range (type 0), one memory device to SPA range mapping (type 1) and
-//! one control region without block windows (type 4); one platform capabilities structure (type 7) ends it.
+//! Per region the table holds one SPA range (type 0), one memory device to SPA range mapping (type 1), one
+//! control region without block windows (type 4) and, for a region whose writes the host can make
+//! durable, one flush hint address (type 6); one platform capabilities structure (type 7) ends it.
 
 use super::{new_sdt, AcpiError, HEADER_LEN};
 
@@ -26,6 +27,9 @@ pub struct NvdimmRegion {
     pub base: u64,
     /// Size in bytes, a non-zero multiple of [`NVDIMM_ALIGN`].
     pub size: u64,
+    /// Guest-physical address of the DIMM's flush hint, if it has one: a write there asks the host to
+    /// make the region's writes durable (Linux's `nvdimm_flush` writes it on fsync and REQ_PREFLUSH).
+    pub flush_hint: Option<u64>,
 }
 
 /// NFIT revision (ACPI 6.5, table 5.141).
@@ -41,6 +45,9 @@ const MEMDEV_LEN: usize = 48;
 const DCR_TYPE: u16 = 4;
 /// A control region without block control windows stops before the window fields.
 const DCR_LEN: usize = 32;
+const FLUSH_TYPE: u16 = 6;
+/// One hint address: the fixed 16 bytes and one u64.
+const FLUSH_LEN: usize = 24;
 const CAPS_TYPE: u16 = 7;
 const CAPS_LEN: usize = 16;
 
@@ -150,6 +157,17 @@ fn dcr(r: &NvdimmRegion) -> [u8; DCR_LEN] {
     s
 }
 
+/// Type 6, Flush Hint Address (ACPI 6.5, 5.2.26.8): one hint address for the DIMM in `slot`.
+fn flush_hint(slot: u16, address: u64) -> [u8; FLUSH_LEN] {
+    const HINTS: u16 = 1;
+    let mut s = structure::<FLUSH_LEN>(FLUSH_TYPE);
+    put(&mut s, 4, &nvdimm_handle(slot).to_le_bytes());
+    put(&mut s, 8, &HINTS.to_le_bytes());
+    // Reserved (10..16).
+    put(&mut s, 16, &address.to_le_bytes());
+    s
+}
+
 /// Type 7, Platform Capabilities (ACPI 6.5, 5.2.26.9).
 fn platform_capabilities() -> [u8; CAPS_LEN] {
     let mut s = structure::<CAPS_LEN>(CAPS_TYPE);
@@ -160,7 +178,7 @@ fn platform_capabilities() -> [u8; CAPS_LEN] {
 
 /// Checks `regions` and returns them in slot order.
 fn checked(regions: &[NvdimmRegion]) -> Result<Vec<NvdimmRegion>, AcpiError> {
-    for &NvdimmRegion { slot, base, size } in regions {
+    for &NvdimmRegion { slot, base, size, .. } in regions {
         if slot >= MAX_NVDIMM_SLOTS {
             return Err(AcpiError::NvdimmSlotOutOfRange { slot });
         }
@@ -202,6 +220,9 @@ pub fn nfit(regions: &[NvdimmRegion]) -> Result<Vec<u8>, AcpiError> {
         sdt.append_slice(&spa(r));
         sdt.append_slice(&memdev(r));
         sdt.append_slice(&dcr(r));
+        if let Some(address) = r.flush_hint {
+            sdt.append_slice(&flush_hint(r.slot, address));
+        }
     }
     sdt.append_slice(&platform_capabilities());
     Ok(sdt.as_slice().to_vec())
@@ -241,7 +262,7 @@ mod tests {
     }
 
     fn region(slot: u16, base: u64, size: u64) -> NvdimmRegion {
-        NvdimmRegion { slot, base, size }
+        NvdimmRegion { slot, base, size, flush_hint: None }
     }
 
     #[test]
@@ -319,6 +340,21 @@ mod tests {
         assert_eq!(u32_at(d, 24), 0x123456, "serial number");
         assert_eq!(u16_at(d, 28), 0x0301, "format interface code");
         assert_eq!(u16_at(d, 30), 0, "block control windows");
+    }
+
+    #[test]
+    fn flush_hint_fields() {
+        let hinted = NvdimmRegion { flush_hint: Some(0xfeb1_2000), ..region(2, 0x1_0000_0000, 512 * MIB) };
+        let b = nfit(&[region(0, 0x2_0000_0000, GIB), hinted]).unwrap();
+        let s = structures(&b);
+        assert_eq!(s.iter().map(|s| u16_at(s, 0)).collect::<Vec<_>>(), [0, 1, 4, 0, 1, 4, 6, 7]);
+        let f = s[6];
+        assert_eq!(u16_at(f, 0), 6, "type");
+        assert_eq!(u16_at(f, 2), 24, "length: 16 + 8 per hint (Linux rejects any other)");
+        assert_eq!(u32_at(f, 4), 3, "device handle of slot 2");
+        assert_eq!(u16_at(f, 8), 1, "hint count");
+        assert_eq!(&f[10..16], &[0; 6], "reserved");
+        assert_eq!(u64_at(f, 16), 0xfeb1_2000, "hint address");
     }
 
     #[test]

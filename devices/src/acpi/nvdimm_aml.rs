@@ -60,7 +60,7 @@ mod tests {
     use super::*;
 
     fn region(slot: u16) -> NvdimmRegion {
-        NvdimmRegion { slot, base: (4 + u64::from(slot)) << 30, size: 1 << 30 }
+        NvdimmRegion { slot, base: (4 + u64::from(slot)) << 30, size: 1 << 30, flush_hint: None }
     }
 
     /// Splits a Device object (ExtOpPrefix, DeviceOp, PkgLength, NameSeg, TermList) into its NameSeg and

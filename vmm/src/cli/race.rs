@@ -8,6 +8,7 @@ use clap::Args;
 use daxvmm_race::{BootOptions, ReproOptions, TestOptions};
 
 use crate::cli::run::MIN_MEM;
+use crate::seccomp::SeccompMode;
 use crate::units::{format_size, parse_size, parse_timeout, MIB};
 
 /// Why a guest RAM size was refused.
@@ -60,6 +61,12 @@ pub struct Boot {
     /// Show the guest console (it is always saved to DIR/console.log).
     #[arg(long)]
     pub verbose: bool,
+
+    /// Seccomp filters on the threads that handle guest input (vCPUs, stdin): on (a system call outside
+    /// a thread's filter ends daxvmm with a message naming it), log (let it through; the kernel logs it),
+    /// or off.
+    #[arg(long, value_name = "MODE", default_value = "on")]
+    pub seccomp: SeccompMode,
 }
 
 /// The options of `daxvmm test`.

@@ -11,6 +11,7 @@ use daxvmm_devices::layout::MAX_VCPUS;
 
 use crate::boot::cpuid::XsavePolicy;
 use crate::pmem::spec::PmemSpec;
+use crate::seccomp::SeccompMode;
 use crate::units::{format_size, parse_size, parse_timeout, MIB};
 
 /// The kernel command line every guest gets before the user's `--cmdline`.
@@ -68,6 +69,12 @@ pub struct RunArgs {
     /// runs inside a VM (nested KVM on an emulated CPU can lose track of the guest's XCR0).
     #[arg(long, value_name = "POLICY", default_value = "auto")]
     pub xsave: XsaveArg,
+
+    /// Seccomp filters on the threads that handle guest input (vCPUs, stdin): on (a system call outside
+    /// a thread's filter ends daxvmm with a message naming it), log (let it through; the kernel logs it),
+    /// or off.
+    #[arg(long, value_name = "MODE", default_value = "on")]
+    pub seccomp: SeccompMode,
 
     /// Arm the fault injector (ACPI DAXF0001, docs/fault-injection.md) with this schedule: steps in order,
     /// THREAD.sPOINT (that guest thread's sync point), THREAD.eCODE (an event with that code) or

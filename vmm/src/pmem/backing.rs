@@ -85,6 +85,8 @@ pub struct HostMapping {
     size: u64,
     kind: BackingKind,
     file: Option<PathBuf>,
+    /// Mapped shared, so the guest's writes go to `file` (with `share=off` they stay in private copies).
+    shared: bool,
     created: bool,
     // Keeps a memfd or the user's file open for the life of the mapping.
     _fd: Option<File>,
@@ -131,9 +133,21 @@ impl HostMapping {
         }
     }
 
-    /// Writes dirty pages of a file-backed region back to the file (msync MS_SYNC).
+    /// The file the guest's writes go to: a file-backed region mapped shared (`share=on`).
+    pub fn durable_file(&self) -> Option<&Path> {
+        self.file.as_deref().filter(|_| self.shared)
+    }
+
+    /// The range [`Self::flush`] writes back, for a flush from another thread (the guest's flush hint):
+    /// `(address, length)`, or `None` when there is nothing to write back (see [`Self::durable_file`]).
+    pub fn flush_range(&self) -> Option<(usize, usize)> {
+        self.durable_file().map(|_| (self.addr as usize, self.size as usize))
+    }
+
+    /// Writes dirty pages of a shared file-backed region back to the file (msync MS_SYNC); nothing for
+    /// other regions.
     pub fn flush(&self) -> std::io::Result<()> {
-        if self.file.is_none() {
+        if self.durable_file().is_none() {
             return Ok(());
         }
         // SAFETY: addr/size describe exactly the mapping this struct owns.
@@ -310,7 +324,8 @@ pub fn map(index: usize, spec: &PmemSpec, pools: &Path) -> Result<HostMapping, B
         }
     }
     let (fd, kind, addr) = result?;
-    Ok(HostMapping { addr, size: spec.size, kind, file: spec.file.clone(), created, _fd: fd })
+    let shared = spec.share;
+    Ok(HostMapping { addr, size: spec.size, kind, file: spec.file.clone(), shared, created, _fd: fd })
 }
 
 /// Everything of [`map`] after the user's file (if any) is open: its checks and sizing, or the memory

@@ -12,6 +12,7 @@ pub mod view;
 use std::path::Path;
 
 use daxvmm_devices::acpi::NvdimmRegion;
+use daxvmm_devices::flush_hint::{self, Flush, FlushHints};
 use daxvmm_devices::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
@@ -196,19 +197,58 @@ pub fn acpi_regions(regions: &[PmemRegion]) -> Vec<NvdimmRegion> {
     regions
         .iter()
         .enumerate()
-        .map(|(i, r)| NvdimmRegion { slot: i as u16, base: r.gpa, size: r.mapping.size() })
+        .map(|(i, r)| NvdimmRegion {
+            slot: i as u16,
+            base: r.gpa,
+            size: r.mapping.size(),
+            // Only a shared file has anything a flush could make durable.
+            flush_hint: r.mapping.durable_file().map(|_| flush_hint::address(i as u16)),
+        })
         .collect()
 }
 
-/// Writes file-backed regions back to their files; errors are logged, not fatal, so every region gets
-/// its chance.
+/// The flush hint device for `regions`: a guest flush of a shared file-backed region msyncs it.
+pub fn flush_hints(regions: &[PmemRegion]) -> FlushHints {
+    let slots = regions.iter().enumerate().filter_map(|(i, r)| {
+        let (addr, len) = r.mapping.flush_range()?;
+        let flush: Flush = Box::new(move || {
+            // SAFETY: msync only writes back the pages of this range; it touches no memory of ours,
+            // and on a range that is no longer mapped it fails with ENOMEM.
+            if unsafe { libc::msync(addr as *mut libc::c_void, len, libc::MS_SYNC) } == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+        Some((i as u16, flush))
+    });
+    FlushHints::new(slots.collect())
+}
+
+/// Logs how often the guest flushed each region that has a flush hint.
+pub fn log_flushes(hints: &FlushHints) {
+    for (slot, c) in hints.counts() {
+        let failed = if c.failed > 0 { format!(", {} failed", c.failed) } else { String::new() };
+        log::info!("pmem{slot}: the guest flushed it {} times (each an msync of its file){failed}", c.done);
+    }
+}
+
+/// Writes shared file-backed regions back to their files; errors are logged, not fatal, so every region
+/// gets its chance. A `share=off` file is left as it was, and says so.
 pub fn flush_all(regions: &[PmemRegion]) {
     for (i, r) in regions.iter().enumerate() {
-        if let Some(f) = r.mapping.file() {
-            match r.mapping.flush() {
+        match (r.mapping.file(), r.mapping.durable_file()) {
+            (Some(f), Some(_)) => match r.mapping.flush() {
                 Ok(()) => log::info!("pmem{i}: flushed to {}", f.display()),
                 Err(e) => log::error!("pmem{i}: msync of {} failed: {e}", f.display()),
+            },
+            (Some(f), None) => {
+                log::info!(
+                    "pmem{i}: share=off: the guest's writes are discarded; {} is unchanged",
+                    f.display()
+                )
             }
+            (None, _) => {}
         }
     }
 }
