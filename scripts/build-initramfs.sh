@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the daxvmm guest initramfs (LZ4-compressed newc cpio): busybox-static (one symlink per applet), images/init
 # as /init, the static guest programs (built here with cargo for x86_64-unknown-linux-musl: daxvmm-guest,
-# daxvmm-dax-check, daxvmm-refcount-test, daxvmm-race), the scripts in images/guest-tests as /tests, and e2fsprogs'
+# daxvmm-dax-check, daxvmm-refcount-test, daxvmm-race, daxvmm-fault-flood), the scripts in images/guest-tests as /tests, and e2fsprogs'
 # mke2fs/mkfs.ext4, xfsprogs' mkfs.xfs and ndctl with their shared libraries and the dynamic loader.
 # Cached in $DAXVMM_CACHE/images/<hash of every input file>/initrd.cpio.lz4; rebuilt only when an input
 # changes. Progress goes to stderr; the initrd path to stdout.
@@ -26,7 +26,7 @@ log "building the guest programs (release, $musl)"
 (cd "$DAXVMM_ROOT" && cargo build --quiet --release --target $musl -p daxvmm-guest-tools -p daxvmm-refcount-test) >&2 ||
 	die "cargo build of the guest programs failed"
 guest_bins=()
-for b in daxvmm-guest daxvmm-dax-check daxvmm-refcount-test daxvmm-race; do
+for b in daxvmm-guest daxvmm-dax-check daxvmm-refcount-test daxvmm-race daxvmm-fault-flood; do
 	guest_bins+=("$target_dir/$musl/release/$b")
 done
 guest_tests=("$DAXVMM_ROOT"/images/guest-tests/*)

@@ -75,8 +75,13 @@ pub const MUTANTS: [Mutant; 10] = [
     },
     Mutant {
         name: "no-rescan",
-        about: "dax_break_layout() does not scan again after a wait: with two pinned pages, releasing the one it waits on first lets truncate free the other under its pin (or a page pinned during the wait)",
-        killers: &[ScenarioId::TruncateTwoPages, ScenarioId::TruncateLatePin, ScenarioId::TruncateLatePinAbove],
+        about: "dax_break_layout() does not scan again after a wait: with two pinned pages, releasing the one it waits on first lets truncate free the other under its pin (or a page pinned during the wait); a folio mapped with a PMD during the wait and moved by mremap is left mapped, and truncate trips the kernel's rmap checks",
+        killers: &[
+            ScenarioId::TruncateTwoPages,
+            ScenarioId::TruncateLatePin,
+            ScenarioId::TruncateLatePinAbove,
+            ScenarioId::TruncateMremapPmd,
+        ],
         schedule_dependent: true,
         shows: ORDERING,
     },
@@ -96,8 +101,8 @@ pub const MUTANTS: [Mutant; 10] = [
     },
     Mutant {
         name: "scan-once",
-        about: "dax_break_layout() finds every busy page in one pass and waits for those only: a page pinned during a wait, below or above, is freed under its pin",
-        killers: &[ScenarioId::TruncateLatePin, ScenarioId::TruncateLatePinAbove],
+        about: "dax_break_layout() finds every busy page in one pass and waits for those only: a page pinned during a wait, below or above, is freed under its pin, and a folio mapped during the wait (and moved by mremap) is left mapped",
+        killers: &[ScenarioId::TruncateLatePin, ScenarioId::TruncateLatePinAbove, ScenarioId::TruncateMremapPmd],
         schedule_dependent: true,
         shows: ORDERING,
     },

@@ -1,13 +1,14 @@
 //! A hostile guest cannot keep daxvmm from ending a run on time: guests that write to a port in a tight
 //! loop (the boot-marker debug port, each write an event for daxvmm's main loop; the serial port, each
 //! byte one for daxvmm's stdout; the ACPI power block's sleep control, each write an exit daxvmm's power
-//! device handles) are stopped at `--timeout` and on SIGTERM within a second, and daxvmm's peak RSS does
-//! not grow while the flood goes on. One batch (one test host VM boot when
+//! device handles; the fault-injection device, through the guest driver, with events for its log and
+//! sync reads) are stopped at `--timeout` and on SIGTERM within a second, and daxvmm's peak RSS does not
+//! grow while the flood goes on. One batch (one test host VM boot when
 //! nested).
 
 use std::time::Duration;
 
-use daxvmm_tests::{Case, Outcome, SharedBatch};
+use daxvmm_tests::{Case, Outcome, SharedBatch, TRIPLE_FAULT};
 
 const INIT_REACHED: &str = "daxvmm-guest: init reached";
 /// How late daxvmm may end a run after its deadline or a signal.
@@ -20,7 +21,12 @@ const RSS_FIRST_S: u64 = 12;
 
 fn flood(name: &str, port: &str, byte: &str, timeout: &str) -> Case {
     let cmdline = format!("quiet -- daxvmm-guest flood {port} {byte}");
-    Case::guest(name, &["--cpus", "1"], &cmdline, timeout)
+    guest(name, &cmdline, timeout)
+}
+
+/// A guest case; a guest triple fault (QEMU TCG's nested SVM, see TRIPLE_FAULT) runs it again nested.
+fn guest(name: &str, cmdline: &str, timeout: &str) -> Case {
+    Case::guest(name, &["--cpus", "1"], cmdline, timeout).rerun_nested_on(TRIPLE_FAULT)
 }
 
 fn cases() -> Vec<Case> {
@@ -42,6 +48,7 @@ fn cases() -> Vec<Case> {
         flood("flood_serial", "0x3f8", "0x2e", &format!("{TIMEOUT_S}s")),
         // Sleep control without SLP_EN: no power-off, just an exit per write.
         flood("flood_power", "0x600", "0x00", &format!("{TIMEOUT_S}s")),
+        guest("flood_fault", "quiet -- daxvmm-fault-flood", &format!("{TIMEOUT_S}s")),
         flood("flood_marker_sigterm", "0x6f0", "0x55", "60s").with_setup(&signal),
     ]
 }
@@ -102,6 +109,14 @@ fn a_serial_port_flood_does_not_delay_the_timeout() {
 #[test]
 fn a_power_port_flood_does_not_delay_the_timeout() {
     stopped_at_timeout("flood_power");
+}
+
+#[test]
+fn a_fault_device_flood_does_not_delay_the_timeout() {
+    stopped_at_timeout("flood_fault");
+    let Some(out) = BATCH.outcome("flood_fault") else { return };
+    assert!(out.contains("daxvmm-fault-flood: flooding"), "the flood never started: {out}");
+    assert!(!out.contains("error: daxvmm-fault-flood"), "the driver refused the flood: {out}");
 }
 
 #[test]

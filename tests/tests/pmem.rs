@@ -15,8 +15,11 @@ fn guest(name: &str, extra: &[&str], cmd: &str) -> Case {
 }
 
 /// Rounds of the SIGKILL test: boot, write and fsync a marker, SIGKILL daxvmm at a random moment up to a
-/// second after the fsync returned, and check the host file.
-const KILL_ROUNDS: u32 = 3;
+/// second after the fsync returned, and check the host file. `DAXVMM_KILL9_ROUNDS` asks for more (a soak;
+/// give the case time with `DAXVMM_TEST_CASE_TIMEOUT`, about 15 s a round nested).
+fn kill_rounds() -> u32 {
+    std::env::var("DAXVMM_KILL9_ROUNDS").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(3)
+}
 
 /// The setup of the SIGKILL case (one shell line): the rounds, each with its own marker.
 fn kill9_rounds() -> String {
@@ -27,7 +30,7 @@ fn kill9_rounds() -> String {
          sleep $(awk -v r=$r 'BEGIN { srand(); printf \"%.2f\", rand() }'); kill -9 $p; wait $p; \
          if grep -q -a MARKER-round$r {tmp}/k9.img; then echo kill9: round $r kept its fsynced marker; \
          else echo kill9: round $r lost its fsynced marker; cat {tmp}/k9-$r.log; exit 1; fi";
-    let rounds: Vec<String> = (1..=KILL_ROUNDS).map(|r| r.to_string()).collect();
+    let rounds: Vec<String> = (1..=kill_rounds()).map(|r| r.to_string()).collect();
     format!(
         "rm -f {{tmp}}/k9.img; for r in {}; do {}; done",
         rounds.join(" "),
@@ -54,7 +57,7 @@ fn cases() -> Vec<Case> {
         guest(
             "kill9",
             &["--pmem", "256M,file={tmp}/k9.img"],
-            &format!("/tests/persist.sh read /dev/pmem0 round{KILL_ROUNDS}"),
+            &format!("/tests/persist.sh read /dev/pmem0 round{}", kill_rounds()),
         )
         .with_setup(&kill9_rounds()),
         guest("big_lazy", &["--mem", "256M", "--pmem", "16G"], "cat /sys/block/pmem0/size"),
@@ -119,11 +122,12 @@ fn persist_across_boots() {
 #[test]
 fn fsynced_data_survives_sigkill() {
     let Some(out) = BATCH.outcome("kill9") else { return };
-    for r in 1..=KILL_ROUNDS {
+    let rounds = kill_rounds();
+    for r in 1..=rounds {
         assert!(out.contains(&format!("kill9: round {r} kept its fsynced marker")), "round {r}: {out}");
     }
     assert_eq!(out.exit_code, 0, "{out}");
-    assert!(out.contains(&format!("persist: read {MARKER}-round{KILL_ROUNDS}")), "{out}");
+    assert!(out.contains(&format!("persist: read {MARKER}-round{rounds}")), "{out}");
 }
 
 /// The value in a daxvmm log line like "daxvmm RSS 52 MiB".

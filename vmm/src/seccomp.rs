@@ -264,62 +264,41 @@ mod tests {
         assert!(off.vcpu.is_none() && off.stdin.is_none());
     }
 
-    /// Runs `body` in a child process (this test binary again, running only `child_test`), and returns
-    /// its exit status and stderr.
-    fn in_child(child_test: &str) -> (std::process::ExitStatus, String) {
+    /// In a child process (this test binary again, running only the test `name` with
+    /// `DAXVMM_SECCOMP_CHILD` set): its exit status and stderr. In that child, `None`: the caller then
+    /// does the child's part.
+    fn in_child(name: &str) -> Option<(std::process::ExitStatus, String)> {
+        if std::env::var_os("DAXVMM_SECCOMP_CHILD").is_some() {
+            return None;
+        }
         let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", child_test, "--ignored", "--nocapture", "--test-threads", "1"])
+            .args(["--exact", name, "--nocapture", "--test-threads", "1"])
             .env("DAXVMM_SECCOMP_CHILD", "1")
             .output()
             .unwrap();
-        (out.status, String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-
-    fn child_only() -> bool {
-        std::env::var_os("DAXVMM_SECCOMP_CHILD").is_some()
-    }
-
-    /// In the child: a vCPU-filtered thread opens a file, which its filter forbids.
-    #[test]
-    #[ignore = "run by a_forbidden_call_in_a_vcpu_thread_ends_daxvmm_with_a_message in a child process"]
-    fn child_vcpu_thread_opens_a_file() {
-        if !child_only() {
-            return;
-        }
-        install_sigsys_handler().unwrap();
-        let filters = Filters::new(SeccompMode::On).unwrap();
-        std::thread::spawn(move || {
-            filters.install(ThreadKind::Vcpu).unwrap();
-            // Allowed: memory, futexes, clock, write.
-            let v: Vec<u8> = vec![1; 1 << 20];
-            eprintln!("allowed calls went through ({} bytes)", v.len());
-            let _ = std::fs::File::open("/proc/self/status");
-            eprintln!("the forbidden call returned");
-        })
-        .join()
-        .unwrap();
-    }
-
-    /// In the child: the same in log mode goes on.
-    #[test]
-    #[ignore = "run by log_mode_lets_the_call_through in a child process"]
-    fn child_vcpu_thread_opens_a_file_in_log_mode() {
-        if !child_only() {
-            return;
-        }
-        let filters = Filters::new(SeccompMode::Log).unwrap();
-        std::thread::spawn(move || {
-            filters.install(ThreadKind::Vcpu).unwrap();
-            let opened = std::fs::File::open("/proc/self/status").is_ok();
-            eprintln!("open in log mode: {opened}");
-        })
-        .join()
-        .unwrap();
+        Some((out.status, String::from_utf8_lossy(&out.stderr).into_owned()))
     }
 
     #[test]
     fn a_forbidden_call_in_a_vcpu_thread_ends_daxvmm_with_a_message() {
-        let (status, stderr) = in_child("seccomp::tests::child_vcpu_thread_opens_a_file");
+        let Some((status, stderr)) =
+            in_child("seccomp::tests::a_forbidden_call_in_a_vcpu_thread_ends_daxvmm_with_a_message")
+        else {
+            // The child: a vCPU-filtered thread opens a file, which its filter forbids.
+            install_sigsys_handler().unwrap();
+            let filters = Filters::new(SeccompMode::On).unwrap();
+            std::thread::spawn(move || {
+                filters.install(ThreadKind::Vcpu).unwrap();
+                // Allowed: memory, futexes, clock, write.
+                let v: Vec<u8> = vec![1; 1 << 20];
+                eprintln!("allowed calls went through ({} bytes)", v.len());
+                let _ = std::fs::File::open("/proc/self/status");
+                eprintln!("the forbidden call returned");
+            })
+            .join()
+            .unwrap();
+            return;
+        };
         assert_eq!(status.code(), Some(EXIT_SECCOMP), "{stderr}");
         assert!(stderr.contains("allowed calls went through"), "{stderr}");
         assert!(!stderr.contains("the forbidden call returned"), "{stderr}");
@@ -331,7 +310,18 @@ mod tests {
 
     #[test]
     fn log_mode_lets_the_call_through() {
-        let (status, stderr) = in_child("seccomp::tests::child_vcpu_thread_opens_a_file_in_log_mode");
+        let Some((status, stderr)) = in_child("seccomp::tests::log_mode_lets_the_call_through") else {
+            // The child: the same call in log mode goes on.
+            let filters = Filters::new(SeccompMode::Log).unwrap();
+            std::thread::spawn(move || {
+                filters.install(ThreadKind::Vcpu).unwrap();
+                let opened = std::fs::File::open("/proc/self/status").is_ok();
+                eprintln!("open in log mode: {opened}");
+            })
+            .join()
+            .unwrap();
+            return;
+        };
         assert!(status.success(), "{stderr}");
         assert!(stderr.contains("open in log mode: true"), "{stderr}");
     }
