@@ -142,7 +142,9 @@ fn big_region_costs_nothing_until_touched() {
     assert_eq!(out.exit_code, 0, "{out}");
     assert!(out.has_line("33554432"), "/dev/pmem0 must be 16G (33554432 sectors): {out}");
     let rss = mib_after(&out.console, "daxvmm RSS ").unwrap_or_else(|| panic!("no RSS line: {out}"));
-    assert!(rss < 64, "daxvmm RSS {rss} MiB at guest init, expected < 64 MiB: {out}");
+    // The guest's kernel and initramfs touch tens of MiB of its 256M RAM (65 MiB at 908e9b4's successor,
+    // the initramfs a little bigger); a touched 16G region would be gigabytes.
+    assert!(rss < 128, "daxvmm RSS {rss} MiB at guest init, expected < 128 MiB with 256M of RAM: {out}");
     let pmem_rss = mib_after(&out.console, "pmem0: smaps KernelPageSize ")
         .and_then(|_| mib_after(&out.console[out.console.find("pmem0: smaps")?..], ", Rss "));
     assert_eq!(pmem_rss, Some(0), "the untouched 16G region must have no resident pages: {out}");
