@@ -360,7 +360,7 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             id,
             &[TRUNCATOR, UNPINNER, FORKER],
             LATE_FAULT,
-            "truncate of a two-page file sleeps on its pinned second page; meanwhile a third thread reads the first page through a MAP_PRIVATE mapping (held where the fault maps the DAX page) and forks: the child inherits that mapping, must read the file's bytes through it and copy the page on its write; the pin goes, truncate wakes and must unmap the parent's mapping; afterwards a write there must reach the file (the one order that forks inside the wait, as punch-late-fault)",
+            "truncate of a two-page file sleeps on its pinned second page; meanwhile a third thread reads the first page through a MAP_PRIVATE mapping (held where the fault maps the DAX page) and forks: the child inherits that mapping, must read the file's bytes through it and copy the page on its write; the pin goes, truncate wakes and must unmap the parent's mapping; afterwards, the file grown again, that never-copied page must read the new hole (the one order that forks inside the wait, as punch-late-fault)",
         ),
         ScenarioId::TruncateMremapPmd => held(
             &mut schedules,

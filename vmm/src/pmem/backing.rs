@@ -138,23 +138,16 @@ impl HostMapping {
         self.file.as_deref().filter(|_| self.shared)
     }
 
-    /// The range [`Self::flush`] writes back, for a flush from another thread (the guest's flush hint):
-    /// `(address, length)`, or `None` when there is nothing to write back (see [`Self::durable_file`]).
-    pub fn flush_range(&self) -> Option<(usize, usize)> {
-        self.durable_file().map(|_| (self.addr as usize, self.size as usize))
+    /// The range [`Self::flush`] writes back, also for a flush from another thread (the guest's flush
+    /// hint); `None` when there is nothing to write back (see [`Self::durable_file`]).
+    pub fn flush_range(&self) -> Option<FlushRange> {
+        self.durable_file().map(|_| FlushRange { addr: self.addr as usize, len: self.size as usize })
     }
 
     /// Writes dirty pages of a shared file-backed region back to the file (msync MS_SYNC); nothing for
     /// other regions.
     pub fn flush(&self) -> std::io::Result<()> {
-        if self.durable_file().is_none() {
-            return Ok(());
-        }
-        // SAFETY: addr/size describe exactly the mapping this struct owns.
-        if unsafe { libc::msync(self.addr.cast(), self.size as usize, libc::MS_SYNC) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        self.flush_range().map_or(Ok(()), FlushRange::flush)
     }
 
     /// Reads `buf.len()` bytes at `offset`: the host's own view of pmem, for checks that must not trust
@@ -170,6 +163,25 @@ impl HostMapping {
         // racing guest writes only make the snapshot stale, never invalid memory.
         unsafe { std::ptr::copy_nonoverlapping(self.addr.add(offset as usize), buf.as_mut_ptr(), buf.len()) };
         Some(())
+    }
+}
+
+/// The host range of a shared file-backed region, which msync writes back to its file.
+#[derive(Debug, Clone, Copy)]
+pub struct FlushRange {
+    addr: usize,
+    len: usize,
+}
+
+impl FlushRange {
+    /// msync(MS_SYNC) of the range.
+    pub fn flush(self) -> std::io::Result<()> {
+        // SAFETY: msync only writes back the pages of this range; it touches no memory of ours, and on a
+        // range that is no longer mapped it fails with ENOMEM.
+        if unsafe { libc::msync(self.addr as *mut libc::c_void, self.len, libc::MS_SYNC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 

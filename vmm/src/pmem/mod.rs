@@ -210,16 +210,8 @@ pub fn acpi_regions(regions: &[PmemRegion]) -> Vec<NvdimmRegion> {
 /// The flush hint device for `regions`: a guest flush of a shared file-backed region msyncs it.
 pub fn flush_hints(regions: &[PmemRegion]) -> FlushHints {
     let slots = regions.iter().enumerate().filter_map(|(i, r)| {
-        let (addr, len) = r.mapping.flush_range()?;
-        let flush: Flush = Box::new(move || {
-            // SAFETY: msync only writes back the pages of this range; it touches no memory of ours,
-            // and on a range that is no longer mapped it fails with ENOMEM.
-            if unsafe { libc::msync(addr as *mut libc::c_void, len, libc::MS_SYNC) } == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
+        let range = r.mapping.flush_range()?;
+        let flush: Flush = Box::new(move || range.flush());
         Some((i as u16, flush))
     });
     FlushHints::new(slots.collect())
@@ -302,5 +294,8 @@ mod tests {
         assert_eq!(acpi.len(), 2);
         assert_eq!((acpi[0].slot, acpi[0].base, acpi[0].size), (0, 4 * GIB, 4 * MIB));
         assert_eq!((acpi[1].slot, acpi[1].base, acpi[1].size), (1, 5 * GIB, 2 * MIB));
+        // Nothing to make durable without a shared file: no flush hint, and no flush device slot.
+        assert!(acpi.iter().all(|r| r.flush_hint.is_none()));
+        assert!(flush_hints(&regions).counts().is_empty());
     }
 }

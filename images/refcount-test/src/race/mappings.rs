@@ -5,18 +5,16 @@
 //! or punches the file under its kernel hold points, thread 1 releases the pin, and after the run the
 //! main thread checks through the changed mapping that nothing still maps a freed block.
 
-use std::sync::Mutex;
-
 use daxvmm_refcount_test::sys::{
     ename, errno, map_file, map_file_aligned, mmap_at, Dev, Map, TFile, PAGE, PMD,
 };
-use daxvmm_scenarios::{ScenarioId, AFTER, BEFORE, MARKER_FAULT_TARGET};
+use daxvmm_scenarios::{ScenarioId, MARKER_FAULT_TARGET};
 
 use crate::ctx::{code, finding, note, Ctx};
 use crate::error::RaceError;
 use crate::files::{pfn_at, pin_file, pin_page, remove, PinnedPage};
-use crate::scenarios::{held_device, operate, punch, tagged, unpinner, Op};
-use crate::watchdog::Progress;
+use crate::racers::{three_threads, Pinned};
+use crate::scenarios::{held_device, Op};
 
 /// What a file's pages hold before the run (`Map::touch`).
 const TOUCHED: u8 = 0x5a;
@@ -24,51 +22,6 @@ const TOUCHED: u8 = 0x5a;
 const INSIDE: u8 = 0xa7;
 /// What is written through the mapping after the run.
 const AFTER_RUN: u8 = 0xc3;
-
-/// The file of a run and the pin on one of its pages; thread 0 does `op` over its first `len` bytes.
-struct Pinned<'a> {
-    dev: &'a Dev,
-    file: &'a TFile,
-    len: usize,
-    pin: PinnedPage,
-    op: Op,
-}
-
-/// Runs thread 0 (`op` on the file, then new files), thread 1 (the unpin) and thread 2 (`third`
-/// between its sync points, tagged for its kernel points of `id`), and returns what `third` returned.
-fn race<T: Send>(
-    ctx: &Ctx<'_>,
-    dir: &str,
-    id: ScenarioId,
-    p: &Pinned<'_>,
-    third: impl FnOnce() -> T + Send,
-) -> T {
-    let made = Mutex::new(Vec::new());
-    let progress = &Progress::default();
-    let out = std::thread::scope(|s| {
-        s.spawn(|| progress.watch(ctx.run, 1, p.op.name()));
-        s.spawn(|| {
-            operate(ctx, progress, Some(id), p.op, p.pin.pfn, dir, &made, || match p.op {
-                Op::Punch => punch(p.file, 0, p.len),
-                _ => p.file.truncate(0),
-            })
-        });
-        s.spawn(|| unpinner(ctx, p.dev, progress, Some(id), 1, p.pin, true));
-        let third = s.spawn(move || {
-            ctx.place(2);
-            ctx.sync(2, BEFORE);
-            let out = tagged(ctx, Some(id), 2, third);
-            ctx.sync(2, AFTER);
-            out
-        });
-        third.join()
-    });
-    remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));
-    match out {
-        Ok(v) => v,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
 
 /// Tells the host which page thread 2 will fault in (its hold is on that page, not on the pinned one).
 fn announce_target(ctx: &Ctx<'_>, dev: &Dev, addr: usize) {
@@ -90,8 +43,7 @@ fn write_reaches_file(
     offset: usize,
     what: &str,
 ) {
-    if let Err(e) = f.truncate(len) {
-        note(ctx.run, &format!("could not extend the file again: {}", ename(e)));
+    if !regrow(ctx, f, len) {
         return;
     }
     // SAFETY: offset < map.len, inside a live writable mapping of ours.
@@ -108,12 +60,23 @@ fn write_reaches_file(
     }
 }
 
+/// Gives the truncated or punched file `f` its `len` bytes back (a hole), for a check through a
+/// mapping; false (noted) when it cannot.
+fn regrow(ctx: &Ctx<'_>, f: &TFile, len: usize) -> bool {
+    match f.truncate(len) {
+        Ok(()) => true,
+        Err(e) => {
+            note(ctx.run, &format!("could not extend the file again: {}", ename(e)));
+            false
+        }
+    }
+}
+
 /// After truncate-fork-cow's run: gives `f` its `len` bytes back (a hole) and reads the first page
 /// through the parent's private mapping, which never copied it: the read must fault the new hole in
 /// (zeros). The bytes from before the run mean the mapping of the freed block outlived the truncate.
 fn reads_the_hole(ctx: &Ctx<'_>, f: &TFile, len: usize, private: &Map) {
-    if let Err(e) = f.truncate(len) {
-        note(ctx.run, &format!("could not extend the file again: {}", ename(e)));
+    if !regrow(ctx, f, len) {
         return;
     }
     let b = private.byte(0);
@@ -135,7 +98,7 @@ pub fn late_fault(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceEr
     let ptr = t.map.addr();
     let p = Pinned { dev, file: &t.file, len: TwoPages::LEN, pin: t.pin, op: Op::Punch };
     // SAFETY: ptr is the start of `t.map`, a live writable mapping of two pages until after the race.
-    race(ctx, dir, id, &p, || unsafe { std::ptr::write_volatile(ptr as *mut u8, INSIDE) });
+    three_threads(ctx, dir, id, &p, |_| unsafe { std::ptr::write_volatile(ptr as *mut u8, INSIDE) });
     write_reaches_file(ctx, &t.file, TwoPages::LEN, (&t.map, 0), 0, "the mapping the fault made");
     Ok(())
 }
@@ -187,7 +150,7 @@ pub fn fork_cow(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceErro
     unsafe { std::ptr::write_volatile(private.ptr.add(PAGE), INSIDE) };
     let ptr = private.addr();
     let p = Pinned { dev, file: &t.file, len, pin: t.pin, op: Op::Truncate };
-    match race(ctx, dir, id, &p, || fork_and_cow(ptr)) {
+    match three_threads(ctx, dir, id, &p, |_| fork_and_cow(ptr)) {
         Ok(0) => {}
         Ok(status) => finding(ctx.run, &child_failure(status)),
         Err(e) => note(ctx.run, &format!("fork: {}", ename(e))),
@@ -279,7 +242,7 @@ pub fn mremap_pmd(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceEr
     let (src, dst) = (from.addr() + PMD, to.addr());
     let pin = PinnedPage { handle: pf.handle, pfn: pf.pfn };
     let p = Pinned { dev, file: f, len, pin, op: Op::Truncate };
-    let moved = race(ctx, dir, id, &p, || {
+    let moved = three_threads(ctx, dir, id, &p, |_| {
         // SAFETY: src is the second half of `from`, a live readable mapping; the read faults it in
         // with a PMD.
         let _ = unsafe { std::ptr::read_volatile(src as *const u8) };

@@ -14,7 +14,7 @@ use daxvmm_scenarios::{ScenarioId, AFTER, AFTER_RELEASE, BEFORE, BEFORE_RELEASE}
 use crate::ctx::{code, finding, note, Ctx};
 use crate::error::RaceError;
 use crate::files::{pin_file, pin_page, remove, PinnedPage};
-use crate::scenarios::{held_device, one_page, operate, punch, tagged, unpinner, write_and_unpin, Op};
+use crate::scenarios::{held_device, operate, over, punch, tagged, unpinner, write_and_unpin, Op};
 use crate::watchdog::Progress;
 
 /// How long the signalling thread waits for thread 0 to start (only a sleep-based baseline run can
@@ -81,28 +81,59 @@ pub fn pinned_three(
     let pf = pin_file(dev, dir, &format!("{prefix}-{}", ctx.run), PAGE, PAGE)?;
     ctx.event(code::PIN, 1, pf.pfn, 0);
     let addr = pf.map.addr();
-    let made = Mutex::new(Vec::new());
-    let progress = &Progress::default();
-    std::thread::scope(|s| {
-        s.spawn(|| progress.watch(ctx.run, 1, op.name()));
-        s.spawn(|| {
-            operate(ctx, progress, Some(id), op, pf.pfn, dir, &made, || match pf.file.as_ref() {
-                Some(f) => one_page(f, op),
-                None => Err(libc::EBADF),
-            })
-        });
+    // pin_file always opens the file; only eviction races close it.
+    if let Some(file) = pf.file.as_ref() {
         let pin = PinnedPage { handle: pf.handle, pfn: pf.pfn };
-        s.spawn(move || unpinner(ctx, dev, progress, Some(id), 1, pin, true));
-        s.spawn(move || {
-            ctx.place(2);
-            ctx.sync(2, BEFORE);
-            third(progress, addr);
-            ctx.sync(2, AFTER);
-        });
-    });
-    remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));
+        let p = Pinned { dev, file, len: PAGE, pin, op };
+        three_threads(ctx, dir, id, &p, |progress| third(progress, addr));
+    }
     remove(std::slice::from_ref(&pf.path));
     Ok(())
+}
+
+/// The file of a three-thread race and the driver pin on one of its pages: thread 0 does `op` over its
+/// first `len` bytes ([`over`]), thread 1 releases `pin`.
+pub struct Pinned<'a> {
+    pub dev: &'a Dev,
+    pub file: &'a TFile,
+    pub len: usize,
+    pub pin: PinnedPage,
+    pub op: Op,
+}
+
+/// Runs thread 0 (`op` on the file, then new files, tagged for its kernel points of `id`), thread 1
+/// (writes through the pin and releases it) and thread 2 (`third` between its sync points [`BEFORE`]
+/// and [`AFTER`], tagged for its kernel points of `id`, given the watchdog), and returns what `third`
+/// returned.
+pub fn three_threads<T: Send>(
+    ctx: &Ctx<'_>,
+    dir: &str,
+    id: ScenarioId,
+    p: &Pinned<'_>,
+    third: impl FnOnce(&Progress) -> T + Send,
+) -> T {
+    let made = Mutex::new(Vec::new());
+    let progress = &Progress::default();
+    let out = std::thread::scope(|s| {
+        s.spawn(|| progress.watch(ctx.run, 1, p.op.name()));
+        s.spawn(|| {
+            operate(ctx, progress, Some(id), p.op, p.pin.pfn, dir, &made, || over(p.file, p.op, p.len))
+        });
+        s.spawn(|| unpinner(ctx, p.dev, progress, Some(id), 1, p.pin, true));
+        let third = s.spawn(move || {
+            ctx.place(2);
+            ctx.sync(2, BEFORE);
+            let out = tagged(ctx, Some(id), 2, || third(progress));
+            ctx.sync(2, AFTER);
+            out
+        });
+        third.join()
+    });
+    remove(&made.into_inner().unwrap_or_else(|p| p.into_inner()));
+    match out {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 /// A thread that pins the page at `addr` during the run, between its sync points [`BEFORE`] and

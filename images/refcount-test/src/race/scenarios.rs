@@ -123,9 +123,15 @@ pub fn punch(f: &TFile, offset: usize, len: usize) -> Result<(), i32> {
 /// `op` on the one-page file `f` in the races over a single page: truncate to 0, or punch the page.
 /// Eviction and unmount are not done to one open file: EINVAL.
 pub fn one_page(f: &TFile, op: Op) -> Result<(), i32> {
+    over(f, op, PAGE)
+}
+
+/// `op` on the first `len` bytes of the open file `f`: truncate to 0, or punch them; EINVAL for
+/// eviction and unmount, which are not done to one open file.
+pub fn over(f: &TFile, op: Op, len: usize) -> Result<(), i32> {
     match op {
         Op::Truncate => f.truncate(0),
-        Op::Punch => punch(f, 0, PAGE),
+        Op::Punch => punch(f, 0, len),
         Op::Evict | Op::Umount => Err(libc::EINVAL),
     }
 }
