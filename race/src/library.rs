@@ -17,7 +17,7 @@ pub struct LibraryEntry {
     /// One line for `daxvmm test --list` and reports.
     pub about: &'static str,
     /// Whether it needs the dax_refcount driver (pins through /dev/dax_refcount). Scenarios that do not
-    /// (user-space references only) also run on kernels without our patches, such as 6.12.
+    /// (user-space references only) also run on kernels without the driver.
     pub needs_driver: bool,
     /// The schedules to run instead of every interleaving, for scenarios with kernel hold points: only
     /// orders the kernel can take (each forced, see the sequencer), with why the others cannot happen

@@ -6,7 +6,8 @@
 //! - *data*: a block handed to a new file after the truncate holds bytes that are not that file's, such as
 //!   a pattern written through a stale pin;
 //! - *signature*: a WARN, BUG, KASAN report, Oops or hung task in the guest's log;
-//! - *guest*: a check the guest program made itself (used where the host sees no events, e.g. 6.12);
+//! - *guest*: a check the guest program made itself (used where the host sees no events: a kernel without
+//!   the driver);
 //! - *hold*: a forced run's kernel hold was not where its schedule says (crate::holds).
 //!
 //! It also recovers the interleaving a run really took ([`observed_order`]), which the benchmark and the

@@ -1,8 +1,9 @@
 //! `daxvmm test` and `daxvmm repro`, booting real guests: the race scenario library under the fault
 //! injector passes on the pinned 7.2 kernel (ext4 and xfs, one boot each), including the scenarios held
-//! inside the kernel at the fs/dax hold points, exactly where their schedules say; and the Linux 6.12
-//! comparison kernel shows the historical bug (truncate does not wait for a page whose mapping is gone,
-//! and dax_disassociate_entry WARNs). The mutants kernel variant has its own tests (mutants.rs).
+//! inside the kernel at the fs/dax hold points, exactly where their schedules say; and on the Linux 6.12
+//! comparison kernel (its own hooks and C driver) forced schedules show the historical bugs (truncate
+//! does not wait for a pinned page whose mapping is gone, eviction and unmount never wait) while the
+//! controls pass, held inside its wait. The mutants kernel variant has its own tests (mutants.rs).
 
 use daxvmm_scenarios::ScenarioId;
 use daxvmm_tests::{Case, SharedBatch};
@@ -37,9 +38,14 @@ fn cases() -> Vec<Case> {
     cases
 }
 
+/// What the Linux 6.12 run tries: the historical bugs (an unmapped pinned page, eviction and unmount
+/// with a pin; a vmsplice reference, which needs no driver) and the controls 6.12 handles (a mapped
+/// pinned page, also held inside its break-layouts wait).
+const OLD_SCENARIOS: &str = "pin-munmap-truncate,truncate-unpin,truncate-unpin-busy,truncate-unpin-sleeping,\
+evict-live-pin,evict-unpin-busy,umount-live-pin,vmsplice-munmap-truncate";
+
 fn old_cases() -> Vec<Case> {
-    let extra = ["--fs", "ext4", "--scenario", "vmsplice-munmap-truncate,truncate-unpin"];
-    vec![race("race_612", "{tmp}/race-612", &extra)]
+    vec![race("race_612", "{tmp}/race-612", &["--fs", "ext4,xfs", "--scenario", OLD_SCENARIOS])]
 }
 
 static BATCH: SharedBatch = SharedBatch::new(cases);
@@ -166,20 +172,76 @@ fn results_are_written_as_tap_junit_and_console_log() {
     assert_eq!(out.exit_code, 0, "{out}");
 }
 
+/// On 6.12 (its variant's hooks and C driver), the schedules where thread 0's operation starts before
+/// the unpin are forced to let it return first, and each of them is a violation: 6.12's busy scan skips
+/// a file nobody maps, and eviction and unmount never wait. The three that unpin first are clean.
 #[test]
-fn linux_6_12_shows_the_historical_bug() {
+fn linux_6_12_forced_schedules_show_the_historical_bugs() {
     let Some(out) = OLD.outcome("race_612") else { return };
     assert_eq!(out.exit_code, 10, "{out}");
-    let [tried, _, _, _, violations] =
-        out.race_row("vmsplice-munmap-truncate", "ext4").expect("vmsplice row");
-    assert!(tried > 0 && violations > 0, "{out}");
+    assert!(out.contains("guest kernel 6.12") && out.contains("driver bound"), "{out}");
+    let returned = "VIOLATION ordering: truncate or eviction returned";
+    for fs in FILESYSTEMS {
+        let forced = [
+            (
+                "pin-munmap-truncate",
+                ["0.s1 0.e7 0.s2 1.s1 1.s2", "0.s1 0.e7 1.s1 0.s2 1.s2", "0.s1 0.e7 1.s1 1.s2 0.s2"],
+            ),
+            ("evict-live-pin", ["0.s1 0.s2 1.s1 1.s2", "0.s1 1.s1 0.s2 1.s2", "0.s1 1.s1 1.s2 0.s2"]),
+            ("umount-live-pin", ["0.s1 0.s2 1.s1 1.s2", "0.s1 1.s1 0.s2 1.s2", "0.s1 1.s1 1.s2 0.s2"]),
+        ];
+        for (s, schedules) in forced {
+            for schedule in schedules {
+                let line =
+                    out.console.lines().find(|l| l.contains(&format!(" {s} on {fs} [{schedule}] observed ")));
+                assert!(
+                    line.is_some_and(|l| l.contains(returned)),
+                    "{s} on {fs} [{schedule}]: {line:?}: {out}"
+                );
+            }
+            let [tried, _, _, skipped, violations] = out.race_row(s, fs).expect("row");
+            assert_eq!((tried, skipped, violations), (6, 0, 3), "{s} on {fs}: {out}");
+        }
+        // The busy scan never found the unmapped page: the wait-begin event the schedule names never came.
+        assert!(
+            out.contains("deviation: 0.e7 skipped: its thread went on without sending that event"),
+            "{out}"
+        );
+        // Eviction held where 7.2 waits: 6.12 never gets there.
+        let [_, _, _, _, violations] = out.race_row("evict-unpin-busy", fs).expect("row");
+        assert_eq!(violations, 1, "{out}");
+        let [tried, _, _, _, violations] =
+            out.race_row("vmsplice-munmap-truncate", fs).expect("vmsplice row");
+        assert!(tried > 0 && violations > 0, "{out}");
+    }
+    assert!(
+        out.contains("deviation: 0.kfinal-busy skipped: its thread went on without arriving there"),
+        "{out}"
+    );
     assert!(
         out.contains("guest: truncate returned while a vmsplice reference to the page was still held"),
         "{out}"
     );
     assert!(out.contains("dax_disassociate_entry"), "the 6.12 WARN must be reported: {out}");
-    // Without the driver the pinning scenarios cannot run, and say why.
-    let [_, _, _, skipped, _] = out.race_row("truncate-unpin", "ext4").expect("truncate-unpin row");
-    assert_eq!(skipped, 6, "its 6 forcible schedules: {out}");
-    assert!(out.contains("guest kernel 6.12"), "{out}");
+}
+
+/// The controls: 6.12 waits for a pinned page that is still mapped, under every forced order, and its
+/// break-layouts wait is held exactly where the schedules say (the hooks' kernel-point events).
+#[test]
+fn linux_6_12_passes_the_controls_held_inside_its_wait() {
+    let Some(out) = OLD.outcome("race_612") else { return };
+    for fs in FILESYSTEMS {
+        let [tried, _, blocked, skipped, violations] = out.race_row("truncate-unpin", fs).expect("row");
+        assert_eq!((tried, skipped, violations), (6, 0, 0), "{out}");
+        assert!(blocked >= 1, "truncate-before-unpin must block on a mapped page: {out}");
+        let held = [
+            ("truncate-unpin", "0.s1 0.e7 1.s1 1.s2 0.s2"),
+            ("truncate-unpin-busy", "0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
+            ("truncate-unpin-sleeping", "0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2"),
+        ];
+        for (s, schedule) in held {
+            let line = format!("{s} on {fs} [{schedule}] observed [{schedule}]: host checks clean");
+            assert!(out.contains(&line), "expected the line '{line}': {out}");
+        }
+    }
 }

@@ -6,7 +6,7 @@
 //!
 //! The host's oracle judges a run from the events (pin, unpin, truncate returned, writes through pins,
 //! new files' blocks) and the pmem contents; the guest reports a finding itself only where the host
-//! cannot see (no driver, hence no events: the vmsplice scenario on 6.12).
+//! cannot see (the vmsplice scenario on a kernel without the driver, which sends no events).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -393,7 +393,7 @@ fn odirect(ctx: &Ctx<'_>, dir: &str, raw: Option<&str>) -> Result<(), RaceError>
 /// vmsplice keeps a reference on a DAX page in a pipe after its mapping is gone; thread 0 truncates the
 /// file, thread 1 drains the pipe (dropping the reference) once truncate returned, or after 1 s. Before
 /// 6.15 truncate does not wait for such a page: it returns at once, frees the block, and the pipe can then
-/// read another file's data. Needs no driver, so it also runs on 6.12; the guest reports what it saw.
+/// read another file's data. Needs no driver, so it runs on any kernel; the guest reports what it saw.
 fn vmsplice(ctx: &Ctx<'_>, dir: &str) -> Result<(), RaceError> {
     let name = format!("vs-{}", ctx.run);
     let f = TFile::create(dir, &name, PAGE)?;
