@@ -320,6 +320,13 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             "0.s1 1.s1 1.kunpin 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2",
             "as truncate-unpin-busy, with the unpinner held inside the kernel where its unpin is about to drop the last pin (the pin still held) while truncate is held after its busy scan found the page; then the unpin goes on and the wait must find the page idle (the one feasible order, as there)",
         ),
+        ScenarioId::TruncateUnpinStraddle => held(
+            &mut schedules,
+            id,
+            &[TRUNCATOR, UNPINNER],
+            "0.s1 1.s1 0.kbusy 1.kunpin 0.ksleep 1.s2 0.kwoken 0.kbroken 0.s2",
+            "the unpin straddles truncate's queueing: held inside the kernel where it is about to drop the pin, it started while truncate was held after its busy scan; truncate then queues itself on the page (held before sleeping) and the unpin drops the pin: the free must wake truncate, or it sleeps through its only wake-up (the one feasible order of those points: truncate cannot queue before its busy scan)",
+        ),
         ScenarioId::TruncateIouringBusy => held(
             &mut schedules,
             id,
@@ -417,7 +424,7 @@ mod tests {
         use daxvmm_devices::fault::{KernelPoint, StepKind};
         use daxvmm_scenarios::kernel_point as kp;
         let held: Vec<LibraryEntry> = library().into_iter().filter(|e| !e.schedules.is_empty()).collect();
-        assert_eq!(held.len(), 23);
+        assert_eq!(held.len(), 24);
         for e in &held {
             for s in &e.schedules {
                 e.scenario.check(s).unwrap();

@@ -23,7 +23,7 @@ pub struct Mutant {
 }
 
 /// Every mutant of the variant.
-pub const MUTANTS: [Mutant; 10] = [
+pub const MUTANTS: [Mutant; 11] = [
     Mutant {
         name: "pinned-idle",
         about: "the busy scan treats a DMA-pinned folio as idle: truncate, punch and eviction never wait for a pin",
@@ -55,7 +55,12 @@ pub const MUTANTS: [Mutant; 10] = [
     Mutant {
         name: "state-reset",
         about: "dax_break_layout() sets the task state again after queueing, just before sleeping: an unpin in between is a lost wake-up",
-        killers: &[ScenarioId::TruncateUnpinSleeping, ScenarioId::PunchUnpinSleeping, ScenarioId::TruncateTwoPages],
+        killers: &[
+            ScenarioId::TruncateUnpinSleeping,
+            ScenarioId::PunchUnpinSleeping,
+            ScenarioId::TruncateTwoPages,
+            ScenarioId::TruncateUnpinStraddle,
+        ],
         schedule_dependent: true,
         shows: HANG,
     },
@@ -105,6 +110,13 @@ pub const MUTANTS: [Mutant; 10] = [
         killers: &[ScenarioId::TruncateLatePin, ScenarioId::TruncateLatePinAbove, ScenarioId::TruncateMremapPmd],
         schedule_dependent: true,
         shows: ORDERING,
+    },
+    Mutant {
+        name: "early-wake-check",
+        about: "an unpin decides before it drops the pin whether the free must wake waiters (mm/gup.c, mm/memremap.c): a truncate that queues itself on the page in between sleeps through its only wake-up",
+        killers: &[ScenarioId::TruncateUnpinStraddle],
+        schedule_dependent: true,
+        shows: HANG,
     },
     // Shows only when a signal ends the wait, but the sequential checks include one (a timer fires
     // 250 ms into truncate's wait), so it is a control: both its forced schedule and those checks

@@ -103,6 +103,11 @@ pub enum ScenarioId {
     /// Truncate asleep on a 2 MiB folio pinned whole while another thread faults a second mapping of it
     /// in with a PMD and moves that mapping with mremap; truncate wakes and must unmap it where it moved.
     TruncateMremapPmd,
+    /// The unpin starts before truncate queues itself on the pinned page and drops the pin after:
+    /// the unpinner is held inside the kernel where it is about to drop the pin while truncate goes
+    /// from its busy scan onto the page's wait queue (held there before sleeping); the free that the
+    /// unpin then causes must wake it.
+    TruncateUnpinStraddle,
 }
 
 /// Sync point every scenario thread passes just before its operation (truncate, unpin, ...).
@@ -175,7 +180,8 @@ impl ScenarioId {
                 | Self::PunchUnpinSleeping
                 | Self::PunchLateFault
                 | Self::TruncateForkCow
-                | Self::TruncateMremapPmd,
+                | Self::TruncateMremapPmd
+                | Self::TruncateUnpinStraddle,
                 0,
             ) => bit(BUSY) | bit(SLEEP) | bit(WOKEN) | bit(BROKEN),
             (Self::TruncateUnpinWakeup, 0) => {
@@ -195,7 +201,7 @@ impl ScenarioId {
                 0,
             ) => bit(BUSY) | bit(WOKEN) | bit(BROKEN),
             (Self::PunchPmdSubpage, 1) => bit(PMD_INSERT) | bit(GUP),
-            (Self::TruncateUnpinHeld, 1) => bit(UNPIN),
+            (Self::TruncateUnpinHeld | Self::TruncateUnpinStraddle, 1) => bit(UNPIN),
             (Self::TruncateOdirectBusy | Self::PunchOdirectBusy, 1) => bit(GUP) | bit(UNPIN),
             (Self::TruncateUnpinWakeup | Self::TruncateVmspliceBusy | Self::PunchVmspliceBusy, 1) => {
                 bit(FREE)
@@ -216,7 +222,7 @@ impl ScenarioId {
     }
 
     /// Every scenario, in run order.
-    pub const ALL: [Self; 32] = [
+    pub const ALL: [Self; 33] = [
         Self::TruncateUnpin,
         Self::PunchUnpin,
         Self::PinMunmapTruncate,
@@ -249,6 +255,7 @@ impl ScenarioId {
         Self::PunchLateFault,
         Self::TruncateForkCow,
         Self::TruncateMremapPmd,
+        Self::TruncateUnpinStraddle,
     ];
 
     /// The name both sides use.
@@ -286,6 +293,7 @@ impl ScenarioId {
             Self::PunchLateFault => "punch-late-fault",
             Self::TruncateForkCow => "truncate-fork-cow",
             Self::TruncateMremapPmd => "truncate-mremap-pmd",
+            Self::TruncateUnpinStraddle => "truncate-unpin-straddle",
         }
     }
 
@@ -343,7 +351,7 @@ mod tests {
         for (i, s) in ScenarioId::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }
-        assert_eq!(ScenarioId::ALL.len(), ScenarioId::TruncateMremapPmd as usize + 1);
+        assert_eq!(ScenarioId::ALL.len(), ScenarioId::TruncateUnpinStraddle as usize + 1);
         assert!(ScenarioId::ALL.iter().all(|s| (2..=3).contains(&s.threads())));
     }
 }

@@ -150,6 +150,10 @@ fn kernel_holds_are_where_the_schedule_says() {
             ScenarioId::TruncateMremapPmd,
             "0.s1 0.kbusy 0.ksleep 2.s1 2.kpmd-insert 2.s2 1.s1 1.s2 0.kwoken 0.kbroken 0.s2",
         ),
+        (
+            ScenarioId::TruncateUnpinStraddle,
+            "0.s1 1.s1 0.kbusy 1.kunpin 0.ksleep 1.s2 0.kwoken 0.kbroken 0.s2",
+        ),
     ];
     for fs in FILESYSTEMS {
         let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };

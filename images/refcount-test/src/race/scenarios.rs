@@ -56,7 +56,8 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
         ScenarioId::TruncateUnpinSleeping
         | ScenarioId::TruncateUnpinBusy
         | ScenarioId::TruncateUnpinWakeup
-        | ScenarioId::TruncateUnpinHeld => held_race(ctx, dir, id, Op::Truncate, Shape::Page),
+        | ScenarioId::TruncateUnpinHeld
+        | ScenarioId::TruncateUnpinStraddle => held_race(ctx, dir, id, Op::Truncate, Shape::Page),
         ScenarioId::EvictUnpinBusy | ScenarioId::EvictUnpinSleeping => {
             held_race(ctx, dir, id, Op::Evict, Shape::Unmapped)
         }
