@@ -291,6 +291,46 @@ impl Drop for TFile {
     }
 }
 
+/// Copies one byte between `addr` and a pipe inside the kernel: `to_user` false reads the byte at
+/// `addr` (a read fault), true writes `v` there (a write fault, copy on write in a private mapping).
+/// A fault the kernel cannot satisfy, such as a page past the end of a file a truncate shrank, fails
+/// with EFAULT instead of killing the program with SIGBUS: without holds (the `--sleeps` baseline) a
+/// racer may touch a mapping after the truncate returned. Async-signal-safe (a forked child may call it).
+pub fn kernel_copy_byte(addr: usize, to_user: bool, v: u8) -> Result<u8, i32> {
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a live array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(errno());
+    }
+    let mut b = [v];
+    // SAFETY: the pipe's ends are ours; `addr` is only reached by the kernel's user copy, which checks
+    // it; `b` is a live one-byte buffer.
+    let r = unsafe {
+        if to_user {
+            if libc::write(fds[1], b.as_ptr().cast(), 1) == 1 {
+                libc::read(fds[0], addr as *mut libc::c_void, 1)
+            } else {
+                -1
+            }
+        } else if libc::write(fds[1], addr as *const libc::c_void, 1) == 1 {
+            libc::read(fds[0], b.as_mut_ptr().cast(), 1)
+        } else {
+            -1
+        }
+    };
+    let e = errno();
+    // SAFETY: closes the two descriptors pipe2 returned, once.
+    unsafe {
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+    if r == 1 {
+        Ok(b[0])
+    } else {
+        Err(e)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,5 +371,21 @@ mod tests {
         let Err(e) = TFile::create("/tmp/a\0b", "f", 0) else { panic!("a path with a NUL opened") };
         let nul = CString::new("/tmp/a\0b/f").expect_err("a NUL byte");
         assert_eq!(e.to_string(), format!("open /tmp/a\0b/f: {nul}"));
+    }
+
+    #[test]
+    fn kernel_copies_fail_with_efault_past_the_end_of_a_file() -> Result<(), SysError> {
+        let dir = std::env::temp_dir().to_string_lossy().into_owned();
+        let name = format!("kcopy-{}", std::process::id());
+        let f = TFile::create(&dir, &name, PAGE)?;
+        let map = map_file(f.fd, 2 * PAGE)?;
+        assert_eq!(kernel_copy_byte(map.addr(), true, 0x7e), Ok(0x7e));
+        assert_eq!(kernel_copy_byte(map.addr(), false, 0), Ok(0x7e));
+        assert_eq!(map.byte(0), 0x7e, "the write went through the mapping");
+        // The second page lies past the end of the one-page file: a user access would be SIGBUS.
+        assert_eq!(kernel_copy_byte(map.addr() + PAGE, false, 0), Err(libc::EFAULT));
+        assert_eq!(kernel_copy_byte(map.addr() + PAGE, true, 1), Err(libc::EFAULT));
+        let _ = std::fs::remove_file(format!("{dir}/{name}"));
+        Ok(())
     }
 }

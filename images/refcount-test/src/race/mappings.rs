@@ -6,7 +6,7 @@
 //! main thread checks through the changed mapping that nothing still maps a freed block.
 
 use daxvmm_refcount_test::sys::{
-    ename, errno, map_file, map_file_aligned, mmap_at, Dev, Map, TFile, PAGE, PMD,
+    ename, errno, kernel_copy_byte, map_file, map_file_aligned, mmap_at, Dev, Map, TFile, PAGE, PMD,
 };
 use daxvmm_scenarios::{ScenarioId, MARKER_FAULT_TARGET};
 
@@ -166,27 +166,27 @@ const CHILD_LOST_ITS_WRITE: i32 = 3;
 /// Reads the page at `addr` (a private mapping of the file; the fault maps the DAX page), forks, and
 /// waits for the child, which checks the file's bytes through the inherited mapping, writes its own
 /// and checks them. Returns the child's wait status.
+/// The faults go through [`kernel_copy_byte`]: a page the truncate already cut off (possible only
+/// without holds) gives EFAULT, and then there is nothing to check.
 fn fork_and_cow(addr: usize) -> Result<i32, i32> {
-    let page = addr as *mut u8;
-    // SAFETY: addr is a live readable mapping of at least one page.
-    let _ = unsafe { std::ptr::read_volatile(page) };
-    // SAFETY: the child only reads and writes its own copy of this address space and calls _exit, all
-    // async-signal-safe; it touches no lock or allocation another thread may hold.
+    if kernel_copy_byte(addr, false, 0).is_err() {
+        return Ok(0);
+    }
+    // SAFETY: the child only copies through pipes and calls _exit, all async-signal-safe; it touches
+    // no lock or allocation another thread may hold.
     match unsafe { libc::fork() } {
         -1 => Err(errno()),
         0 => {
-            // SAFETY: the child's copy of the mapping; see above.
-            let code = unsafe {
-                if std::ptr::read_volatile(page) != TOUCHED {
-                    CHILD_SAW_OTHER_BYTES
-                } else {
-                    std::ptr::write_volatile(page, INSIDE);
-                    if std::ptr::read_volatile(page) == INSIDE {
-                        0
-                    } else {
-                        CHILD_LOST_ITS_WRITE
-                    }
-                }
+            let code = match kernel_copy_byte(addr, false, 0) {
+                Err(_) => 0,
+                Ok(b) if b != TOUCHED => CHILD_SAW_OTHER_BYTES,
+                Ok(_) => match kernel_copy_byte(addr, true, INSIDE)
+                    .and_then(|_| kernel_copy_byte(addr, false, 0))
+                {
+                    Err(_) => 0,
+                    Ok(b) if b == INSIDE => 0,
+                    Ok(_) => CHILD_LOST_ITS_WRITE,
+                },
             };
             // SAFETY: ends the child without running anything of the parent's.
             unsafe { libc::_exit(code) }
@@ -243,9 +243,9 @@ pub fn mremap_pmd(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceEr
     let pin = PinnedPage { handle: pf.handle, pfn: pf.pfn };
     let p = Pinned { dev, file: f, len, pin, op: Op::Truncate };
     let moved = three_threads(ctx, dir, id, &p, |_| {
-        // SAFETY: src is the second half of `from`, a live readable mapping; the read faults it in
-        // with a PMD.
-        let _ = unsafe { std::ptr::read_volatile(src as *const u8) };
+        // Faults the second half of `from` in with a PMD; EFAULT (possible only without holds) when
+        // truncate already cut it off, and then the mapping moves unpopulated.
+        let _ = kernel_copy_byte(src, false, 0);
         let flags = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED;
         // SAFETY: moves the second half of our own mapping onto our own placeholder at dst, PMD bytes.
         let r = unsafe { libc::mremap(src as *mut _, PMD, PMD, flags, dst as *mut libc::c_void) };
