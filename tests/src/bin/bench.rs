@@ -244,6 +244,7 @@ fn paths(place: Where, art: &Artifacts, tool: Option<&Path>) -> Paths {
 }
 
 /// How a benchmark's batch runs in the test host VM.
+#[derive(Clone)]
 struct Vm {
     mem: String,
     timeout: u64,
@@ -254,19 +255,68 @@ struct Vm {
 
 /// Runs the batch here or in one test host VM; every case's output by name. An error when the test host
 /// VM did not finish the batch.
-fn run(
+fn run(place: Where, art: &Artifacts, batch: String, vm: Vm) -> Result<Outputs, BenchError> {
+    let (out, fault) = run_once(place, art, batch, vm)?;
+    match fault {
+        None => Ok(out),
+        Some((fault, console_log)) => Err(BenchError::Unfinished { fault, console_log }),
+    }
+}
+
+/// Test host VMs one batch may take: after a fault, the cases it did not finish run again in a new one.
+const ATTEMPTS: usize = 3;
+
+/// As [`run`], for a batch whose cases stand alone (no ratio between two of them): when the test host
+/// VM dies, the cases it did not finish (the one it died in too) run again in a new one, up to
+/// [`ATTEMPTS`] VMs. Returns the outputs and each fault, which the caller must print.
+fn run_rerunning(
+    place: Where,
+    art: &Artifacts,
+    batch: &str,
+    vm: &Vm,
+) -> Result<(Outputs, Vec<String>), BenchError> {
+    let (mut out, mut faults, mut pending) = (BTreeMap::new(), Vec::new(), batch.to_string());
+    for attempt in 1..=ATTEMPTS {
+        let (done, fault) = run_once(place, art, pending, vm.clone())?;
+        out.extend(done);
+        let Some((fault, console_log)) = fault else { return Ok((out, faults)) };
+        pending = batch
+            .lines()
+            .filter(|l| l.split('\t').next().is_some_and(|name| !out.contains_key(name)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if attempt == ATTEMPTS || pending.is_empty() {
+            return Err(BenchError::Unfinished { fault, console_log });
+        }
+        let text = format!("{fault} (console: {})", console_log.display());
+        log(&format!(
+            "test host VM fault {}: {text}; running the {} unfinished cases again in a new test host VM",
+            faults.len() + 1,
+            pending.lines().count()
+        ));
+        faults.push(text);
+    }
+    Ok((out, faults))
+}
+
+/// Every finished case's output by name.
+type Outputs = BTreeMap<String, CaseLog>;
+
+/// One test host VM (or here): the finished cases' outputs, and the fault that ended the VM early (with
+/// its console log).
+fn run_once(
     place: Where,
     art: &Artifacts,
     batch: String,
     vm: Vm,
-) -> Result<BTreeMap<String, CaseLog>, BenchError> {
+) -> Result<(Outputs, Option<(Fault, PathBuf)>), BenchError> {
     let mut on_line = |_: &str, ended: Option<(&str, &CaseLog)>| {
         if let Some((name, c)) = ended {
             log(&format!("case {name} exited {} after {:.1}s", c.exit_code, c.wall.as_secs_f64()));
         }
     };
     if place == Where::Direct {
-        return Ok(batch_file::run_here(&batch, &mut on_line)?.finished);
+        return Ok((batch_file::run_here(&batch, &mut on_line)?.finished, None));
     }
     let mut cfg = test_host::Config::new(batch, art.kernel.clone(), art.initrd.clone());
     cfg.daxvmm = Some(art.daxvmm.clone());
@@ -278,9 +328,9 @@ fn run(
     cfg.adds = vm.adds;
     let run = test_host::run(&cfg, &mut on_line)?;
     match run.end {
-        End::Done => Ok(run.console.finished),
+        End::Done => Ok((run.console.finished, None)),
         End::NoKvm(why) => Err(BenchError::NoKvm(why)),
-        End::Fault(fault) => Err(BenchError::Unfinished { fault, console_log: run.console_log }),
+        End::Fault(fault) => Ok((run.console.finished, Some((fault, run.console_log)))),
     }
 }
 
@@ -394,9 +444,18 @@ fn race(a: RaceArgs) -> Result<(), BenchError> {
         place.name()
     ));
     let vm = Vm { mem: "4G".into(), timeout: 3600, case_timeout: 1500, with_qemu: false, adds: Vec::new() };
-    let out = run(place, &art, batch, vm)?;
+    // A mutant's three cases compare kill counts, not times across VMs, so a case may run again.
+    let (out, faults) = run_rerunning(place, &art, &batch, &vm)?;
     let report = bench_race::Report::parse(place, |name| output(&out, name));
     print!("{}", report.table());
+    println!(
+        "test host VM faults: {}{}",
+        faults.len(),
+        if faults.is_empty() { "" } else { " (their unfinished cases ran again in a new test host VM)" }
+    );
+    for f in &faults {
+        println!("  {f}");
+    }
     if !report.complete() {
         for name in out.keys() {
             show_tail(&out, name, 15);
