@@ -280,11 +280,7 @@ fn run_rerunning(
         let (done, fault) = run_once(place, art, pending, vm.clone())?;
         out.extend(done);
         let Some((fault, console_log)) = fault else { return Ok((out, faults)) };
-        pending = batch
-            .lines()
-            .filter(|l| l.split('\t').next().is_some_and(|name| !out.contains_key(name)))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        pending = unfinished(batch, &out);
         if attempt == ATTEMPTS || pending.is_empty() {
             return Err(BenchError::Unfinished { fault, console_log });
         }
@@ -301,6 +297,15 @@ fn run_rerunning(
 
 /// Every finished case's output by name.
 type Outputs = BTreeMap<String, CaseLog>;
+
+/// The lines of `batch` (`NAME<TAB>COMMAND`) whose case has no output in `done`.
+fn unfinished(batch: &str, done: &Outputs) -> String {
+    batch
+        .lines()
+        .filter(|l| l.split('\t').next().is_some_and(|name| !done.contains_key(name)))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
 
 /// One test host VM (or here): the finished cases' outputs, and the fault that ended the VM early (with
 /// its console log).
@@ -463,4 +468,25 @@ fn race(a: RaceArgs) -> Result<(), BenchError> {
         return Err(BenchError::NoResults("mutant's run"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended() -> CaseLog {
+        CaseLog { exit_code: 0, console: String::new(), wall: Duration::ZERO }
+    }
+
+    #[test]
+    fn a_dead_vm_leaves_exactly_its_unfinished_cases_to_run_again() {
+        let batch = "forced-a\tdaxvmm test a\nbaseline-a\tdaxvmm test a --sleeps\nseq-a\tdaxvmm a\n";
+        let mut done = Outputs::new();
+        assert_eq!(unfinished(batch, &done), batch);
+        done.insert("forced-a".into(), ended());
+        assert_eq!(unfinished(batch, &done), "baseline-a\tdaxvmm test a --sleeps\nseq-a\tdaxvmm a\n");
+        done.insert("baseline-a".into(), ended());
+        done.insert("seq-a".into(), ended());
+        assert_eq!(unfinished(batch, &done), "");
+    }
 }
