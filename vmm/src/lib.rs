@@ -17,6 +17,7 @@ mod machine;
 mod main_loop;
 mod memory;
 mod pmem;
+pub mod privileges;
 mod procfs;
 pub mod race;
 pub mod run;

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use daxvmm::cli::{Cli, Command};
-use daxvmm::{console, logging, race, run, signals};
+use daxvmm::{console, logging, privileges, race, run, seccomp, signals};
 
 fn main() {
     let started = Instant::now();
@@ -12,11 +12,11 @@ fn main() {
     signals::block();
     let command = Cli::parse_command();
     logging::init(command.log_level());
-    let result = match &command {
+    let result = lock_down(command.seccomp()).and_then(|()| match &command {
         Command::Run(args) => run::run(args, started).map(run::exit_code),
         Command::Test(args) => race::test(args),
         Command::Repro(args) => race::repro(args),
-    };
+    });
     let code = result.unwrap_or_else(|e| {
         console::restore_terminal();
         // One line, whatever the chain: users grep for it.
@@ -27,4 +27,15 @@ fn main() {
     console::restore_terminal();
     console::release_held_logs();
     std::process::exit(i32::from(code))
+}
+
+/// Before any other thread exists, so that every thread inherits both: the capabilities daxvmm keeps
+/// (none, or file access for root) and the main thread's seccomp filter.
+fn lock_down(mode: seccomp::SeccompMode) -> anyhow::Result<()> {
+    let kept = privileges::drop_at_start()?;
+    if kept.effective != 0 {
+        log::debug!("capabilities kept for opening files: {:#x}", kept.effective);
+    }
+    seccomp::install_main(mode)?;
+    Ok(())
 }

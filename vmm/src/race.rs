@@ -88,6 +88,7 @@ impl GuestVm for KvmGuests {
             pmem: regions,
             fault_schedule: None,
             seccomp: self.seccomp,
+            last_run: false,
             race: Some(RaceHooks { observer, pmem, console: capture.clone(), bound: spec.bound }),
         };
         cfg.check()?;

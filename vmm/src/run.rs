@@ -30,6 +30,7 @@ pub fn run(args: &RunArgs, started: Instant) -> anyhow::Result<Outcome> {
         pmem: args.pmem.clone(),
         fault_schedule: args.fault_schedule.clone(),
         seccomp: args.seccomp,
+        last_run: args.repeat == 1,
         race: None,
     };
     cfg.check()?;

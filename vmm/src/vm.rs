@@ -24,6 +24,7 @@ use crate::memory::MemoryError;
 use crate::pmem::spec::PmemSpec;
 use crate::pmem::view::PmemView;
 use crate::pmem::{self, PmemError, PmemRegion};
+use crate::privileges;
 use crate::procfs;
 use crate::seccomp::{self, Filters, SeccompError, SeccompMode};
 use crate::signals::{self, SignalFd};
@@ -58,6 +59,9 @@ pub struct VmConfig {
     pub fault_schedule: Option<Schedule>,
     /// Seccomp filters for the threads that handle guest input.
     pub seccomp: SeccompMode,
+    /// The last run of the process: once the guest runs, the main thread drops the capabilities it
+    /// kept for opening files (crate::privileges).
+    pub last_run: bool,
     /// `daxvmm test`'s hooks; `None` for an ordinary, interactive run.
     pub race: Option<RaceHooks>,
 }
@@ -218,6 +222,9 @@ fn boot_and_wait(
         started.elapsed().as_millis()
     );
     machine.start(started, filters)?;
+    if cfg.last_run {
+        privileges::drop_all_on_this_thread().map_err(SeccompError::Privileges)?;
+    }
     let deadline =
         main_loop::Deadline { at: cfg.timeout.map(|t| started + t), after_init: cfg.timeout_after_init };
     let mut on_init = || log_memory(machine.pmem());

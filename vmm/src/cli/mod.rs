@@ -104,6 +104,15 @@ impl Command {
             Self::Test(_) | Self::Repro(_) => log::LevelFilter::Info,
         }
     }
+
+    /// `--seccomp`.
+    pub fn seccomp(&self) -> crate::seccomp::SeccompMode {
+        match self {
+            Self::Run(run) => run.seccomp,
+            Self::Test(test) => test.boot.seccomp,
+            Self::Repro(repro) => repro.boot.seccomp,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -70,9 +70,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "POLICY", default_value = "auto")]
     pub xsave: XsaveArg,
 
-    /// Seccomp filters on the threads that handle guest input (vCPUs, stdin): on (a system call outside
-    /// a thread's filter ends daxvmm with a message naming it), log (let it through; the kernel logs it),
-    /// or off.
+    /// Seccomp filters: one on the main thread that every thread inherits (no programs, network, ptrace,
+    /// mounts or modules), narrower ones on the threads that handle guest input (vCPUs, stdin). on (a
+    /// system call outside a thread's filter ends daxvmm with a message naming it), log (let it through;
+    /// the kernel logs it), or off.
     #[arg(long, value_name = "MODE", default_value = "on")]
     pub seccomp: SeccompMode,
 

@@ -1,20 +1,22 @@
-//! The seccomp filters of the threads that act on guest input: each vCPU thread (every exit the guest
-//! causes is handled there) and the stdin thread (which feeds the guest's serial port). Each installs
-//! its own filter before it first touches the guest ([`install`]); a system call outside it sends SIGSYS,
-//! whose handler ([`install_sigsys_handler`]) says which thread kind made which call and ends daxvmm.
+//! daxvmm's seccomp filters. The main thread installs its own at start ([`install_main`]): every thread
+//! inherits it, and it forbids what no VMM needs (programs, the network, other processes, mounts,
+//! modules). The threads that act on guest input narrow it further before they first touch the guest
+//! ([`Filters::install`]): each vCPU thread (every exit the guest causes is handled there) and the stdin
+//! thread (which feeds the guest's serial port). A system call outside a filter sends SIGSYS, whose
+//! handler ([`install_sigsys_handler`]) says which thread kind made which call and ends daxvmm.
 //! `--seccomp log` lets such calls through and has the kernel log them (audit type 1326 in the kernel
-//! log), `--seccomp off` installs nothing. The main thread, which sets up and tears down every run, is
-//! not filtered.
+//! log), `--seccomp off` installs nothing. The lists are in `rules.rs`.
+
+mod rules;
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
-    TargetArch,
-};
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 use thiserror::Error;
+
+use crate::privileges;
+use rules::{clone3_unsupported, rules};
 
 /// What `--seccomp` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -31,6 +33,8 @@ pub enum SeccompMode {
 /// Which kind of thread a filter is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ThreadKind {
+    /// The main thread: setup, the main loop, teardown. Its filter is inherited by every thread.
+    Main,
     /// A vCPU thread: KVM_RUN and the exit handlers.
     Vcpu,
     /// The thread that copies stdin to the guest's serial port.
@@ -40,6 +44,7 @@ pub enum ThreadKind {
 impl ThreadKind {
     fn name(self) -> &'static str {
         match self {
+            Self::Main => "main",
             Self::Vcpu => "vCPU",
             Self::Stdin => "stdin",
         }
@@ -55,6 +60,9 @@ pub enum SeccompError {
     /// The kernel refused the filter: run with `--seccomp off` on a kernel without seccomp filters.
     #[error("cannot install the seccomp filter of a {0} thread: {1} (is seccomp available? --seccomp off runs without)")]
     Install(&'static str, seccompiler::Error),
+    /// A thread could not drop its capabilities.
+    #[error("{0}")]
+    Privileges(privileges::PrivilegeError),
     /// The SIGSYS handler could not be installed.
     #[error("cannot install the SIGSYS handler for seccomp: {0}")]
     Handler(std::io::Error),
@@ -70,24 +78,17 @@ pub struct Filters {
 impl Filters {
     /// Compiles the filters `mode` asks for.
     pub fn new(mode: SeccompMode) -> Result<Self, SeccompError> {
-        let action = match mode {
-            SeccompMode::Off => return Ok(Filters::default()),
-            SeccompMode::On => SeccompAction::Trap,
-            SeccompMode::Log => SeccompAction::Log,
-        };
-        let build = |kind: ThreadKind| -> Result<Arc<BpfProgram>, SeccompError> {
-            let err = |e| SeccompError::Build(kind.name(), e);
-            let filter =
-                SeccompFilter::new(rules(kind).map_err(err)?, action.clone(), SeccompAction::Allow, arch())
-                    .map_err(err)?;
-            Ok(Arc::new(filter.try_into().map_err(err)?))
-        };
+        let Some(action) = mismatch_action(mode) else { return Ok(Filters::default()) };
+        let build = |kind| compile(kind, action.clone()).map(Arc::new);
         Ok(Filters { vcpu: Some(build(ThreadKind::Vcpu)?), stdin: Some(build(ThreadKind::Stdin)?) })
     }
 
-    /// Installs the filter of `kind` on the calling thread (nothing for `--seccomp off`).
+    /// Drops the calling thread's capabilities (it never needs them) and installs the filter of `kind`
+    /// on it (no filter for `--seccomp off`). For the vCPU and stdin threads.
     pub fn install(&self, kind: ThreadKind) -> Result<(), SeccompError> {
+        privileges::drop_all_on_this_thread().map_err(SeccompError::Privileges)?;
         let program = match kind {
+            ThreadKind::Main => return Ok(()),
             ThreadKind::Vcpu => &self.vcpu,
             ThreadKind::Stdin => &self.stdin,
         };
@@ -97,61 +98,48 @@ impl Filters {
     }
 }
 
-fn arch() -> TargetArch {
-    TargetArch::x86_64
+/// Installs the main thread's filter (and the SIGSYS handler) on the calling thread, which every
+/// thread it starts later inherits. Call once, at start, before any other thread exists.
+pub fn install_main(mode: SeccompMode) -> Result<(), SeccompError> {
+    let Some(action) = mismatch_action(mode) else { return Ok(()) };
+    install_sigsys_handler()?;
+    let main = compile(ThreadKind::Main, action)?;
+    let err = |e| SeccompError::Build("main", e);
+    let clone3 = SeccompFilter::new(
+        clone3_unsupported(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch(),
+    )
+    .map_err(err)?;
+    let clone3: BpfProgram = clone3.try_into().map_err(err)?;
+    THREAD_KIND.with(|k| k.set(Some(ThreadKind::Main)));
+    // The kernel runs every filter on each call and keeps the strictest answer: the main filter lets
+    // clone3 through, this one answers it ENOSYS.
+    for program in [&main, &clone3] {
+        seccompiler::apply_filter(program).map_err(|e| SeccompError::Install("main", e))?;
+    }
+    Ok(())
 }
 
-/// KVM's ioctl type (`KVMIO`): the vCPU threads may issue KVM ioctls and no others.
-const KVMIO: u64 = 0xAE;
+/// What a call outside the filter gets; `None` for no filter.
+fn mismatch_action(mode: SeccompMode) -> Option<SeccompAction> {
+    match mode {
+        SeccompMode::Off => None,
+        SeccompMode::On => Some(SeccompAction::Trap),
+        SeccompMode::Log => Some(SeccompAction::Log),
+    }
+}
 
-/// The system calls each thread kind needs: its own work, plus what the Rust runtime and musl's malloc
-/// and thread exit use (memory, futexes, signal masks, the alternate signal stack, exit).
-fn rules(kind: ThreadKind) -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::BackendError> {
-    let mut calls = vec![
-        libc::SYS_brk,
-        libc::SYS_mmap,
-        libc::SYS_munmap,
-        libc::SYS_mremap,
-        libc::SYS_madvise,
-        libc::SYS_mprotect,
-        libc::SYS_futex,
-        libc::SYS_sched_yield,
-        libc::SYS_nanosleep,
-        libc::SYS_clock_nanosleep,
-        libc::SYS_clock_gettime,
-        libc::SYS_rt_sigprocmask,
-        libc::SYS_rt_sigreturn,
-        libc::SYS_sigaltstack,
-        libc::SYS_gettid,
-        libc::SYS_getpid,
-        libc::SYS_getrandom,
-        libc::SYS_write,
-        libc::SYS_writev,
-        libc::SYS_read,
-        libc::SYS_close,
-        libc::SYS_exit,
-        libc::SYS_exit_group,
-    ];
-    let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    match kind {
-        ThreadKind::Vcpu => {
-            // The NVDIMM flush hints write a region back to its file.
-            map.insert(libc::SYS_msync, Vec::new());
-            // KVM_RUN, KVM_GET_REGS, KVM_GET_MP_STATE...: any ioctl of KVM's type, nothing else.
-            let kvm_only = SeccompCondition::new(
-                1,
-                SeccompCmpArgLen::Dword,
-                SeccompCmpOp::MaskedEq(0xff00),
-                KVMIO << 8,
-            )?;
-            map.insert(libc::SYS_ioctl, vec![SeccompRule::new(vec![kvm_only])?]);
-        }
-        ThreadKind::Stdin => calls.extend([libc::SYS_poll, libc::SYS_ppoll]),
-    }
-    for call in calls {
-        map.insert(call, Vec::new());
-    }
-    Ok(map)
+fn compile(kind: ThreadKind, mismatch: SeccompAction) -> Result<BpfProgram, SeccompError> {
+    let err = |e| SeccompError::Build(kind.name(), e);
+    let filter =
+        SeccompFilter::new(rules(kind).map_err(err)?, mismatch, SeccompAction::Allow, arch()).map_err(err)?;
+    filter.try_into().map_err(err)
+}
+
+fn arch() -> TargetArch {
+    TargetArch::x86_64
 }
 
 thread_local! {
@@ -306,6 +294,48 @@ mod tests {
         let want =
             format!("daxvmm: error: seccomp: a vCPU thread made system call {openat}, which its filter");
         assert!(stderr.contains(&want), "{stderr}");
+    }
+
+    /// The main filter lets a thread start (glibc's clone3 gets ENOSYS and falls back to clone), files
+    /// open and a vCPU filter stack on it; a fork, the first step of starting a program, is outside it.
+    #[test]
+    fn the_main_filter_allows_setup_and_forbids_programs() {
+        let Some((status, stderr)) =
+            in_child("seccomp::tests::the_main_filter_allows_setup_and_forbids_programs")
+        else {
+            install_main(SeccompMode::On).unwrap();
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let filters = Filters::new(SeccompMode::On).unwrap();
+            let ran = std::thread::spawn(move || filters.install(ThreadKind::Vcpu).is_ok()).join().unwrap();
+            eprintln!("setup went through ({} bytes of status, vCPU filter {ran})", status.len());
+            // (std::process::Command would fork with every signal blocked, and a blocked SIGSYS from
+            // seccomp kills without running the handler: no message to check.)
+            // SAFETY: the child, if any, only exits.
+            if unsafe { libc::fork() } == 0 {
+                // SAFETY: _exit is async-signal-safe.
+                unsafe { libc::_exit(0) };
+            }
+            eprintln!("the program started");
+            return;
+        };
+        assert_eq!(status.code(), Some(EXIT_SECCOMP), "{stderr}");
+        assert!(stderr.contains("setup went through") && stderr.contains("vCPU filter true"), "{stderr}");
+        assert!(!stderr.contains("the program started"), "{stderr}");
+        assert!(stderr.contains("daxvmm: error: seccomp: a main thread made system call "), "{stderr}");
+    }
+
+    #[test]
+    fn the_main_filter_forbids_the_network() {
+        let Some((status, stderr)) = in_child("seccomp::tests::the_main_filter_forbids_the_network") else {
+            install_main(SeccompMode::On).unwrap();
+            // SAFETY: socket takes integers; the descriptor, if any, is closed by exit.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+            eprintln!("socket returned {fd}");
+            return;
+        };
+        assert_eq!(status.code(), Some(EXIT_SECCOMP), "{stderr}");
+        let want = format!("a main thread made system call {}, which its filter", libc::SYS_socket);
+        assert!(stderr.contains(&want) && !stderr.contains("socket returned"), "{stderr}");
     }
 
     #[test]
