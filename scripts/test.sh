@@ -3,7 +3,8 @@
 #   1. installs what is missing (scripts/setup-host.sh), checks formatting and clippy;
 #   2. runs every crate's unit tests (no KVM needed), then every fuzz target for a few seconds
 #      (scripts/fuzz.sh; DAXVMM_FUZZ_SECONDS each, default 10; not with --unit-only or a filter);
-#   3. builds the static daxvmm, the guest kernel and its variants, and the guest initramfs (cached);
+#   3. builds the static daxvmm, the guest kernel and its variants, the guest initramfs and the suite
+#      image with fstests (cached);
 #   4. runs the integration tests, which boot real guests: directly on a host with hardware KVM, otherwise
 #      inside the test host VM (QEMU TCG with nested SVM);
 #   5. prints the summary (tests/src/bin/test-summary.rs): guest boots, test host VM faults and reruns,
@@ -50,6 +51,9 @@ if [ $unit_only = 0 ]; then
 	DAXVMM_GUEST_KERNEL_612=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant linux-6.12) ||
 		fail "building the linux-6.12 kernel"
 	export DAXVMM_GUEST_KERNEL_MUTANTS DAXVMM_GUEST_KERNEL_612
+	# The suite image fstests runs in (tests/tests/suites.rs).
+	DAXVMM_ROOTFS=$("$DAXVMM_ROOT/scripts/build-guest-rootfs.sh") || fail "building the suite image"
+	export DAXVMM_ROOTFS
 	# The idle-VM holder some batches keep open in the test host VM (tests/src/shared.rs, holding_kvm).
 	cargo build --quiet --release --target x86_64-unknown-linux-musl -p daxvmm-test-host-tools || fail "building daxvmm-kvm-hold"
 	export DAXVMM_KVM_HOLD_BIN=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}/x86_64-unknown-linux-musl/release/daxvmm-kvm-hold

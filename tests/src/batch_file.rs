@@ -140,7 +140,7 @@ pub fn artifacts(
     if !initrd.is_file() {
         return Err(BatchFileError::NoInitrd { path: initrd });
     }
-    Ok(Artifacts { daxvmm, kernel, initrd })
+    Ok(Artifacts { daxvmm, kernel, initrd, adds: Vec::new() })
 }
 
 /// The cases of a batch file, in order: (name, command); `#` lines and blank lines are skipped.

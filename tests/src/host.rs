@@ -131,6 +131,8 @@ pub struct Artifacts {
     pub kernel: PathBuf,
     /// DAXVMM_GUEST_INITRD: the guest initramfs.
     pub initrd: PathBuf,
+    /// More files for the test host VM's /bin (nested runs only), e.g. the suite image.
+    pub adds: Vec<PathBuf>,
 }
 
 impl Artifacts {
@@ -140,6 +142,7 @@ impl Artifacts {
             daxvmm: env_file("DAXVMM_BIN")?,
             kernel: env_file("DAXVMM_GUEST_KERNEL")?,
             initrd: env_file("DAXVMM_GUEST_INITRD")?,
+            adds: Vec::new(),
         };
         if place == Where::Nested && has_elf_interpreter(&a.daxvmm) {
             return Err(Skip(format!(

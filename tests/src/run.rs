@@ -218,15 +218,47 @@ pub fn run_batch(cases: &[Case], kernel_var: &str) -> Result<Batch, Skip> {
 /// [`run_batch`]; with `kvm_hold`, a nested batch's test host VM keeps one idle KVM VM open for its whole
 /// life, from the static `daxvmm-kvm-hold` that `DAXVMM_KVM_HOLD_BIN` names (scripts/test.sh builds it).
 pub fn run_batch_with(cases: &[Case], kernel_var: &str, kvm_hold: bool) -> Result<Batch, Skip> {
+    run_batch_inner(cases, kernel_var, kvm_hold, Vec::new(), None)
+}
+
+/// [`run_batch`] with more host files the cases use, named in their arguments by [`added_path`] (in
+/// the test host VM they are copied into /bin), and cases that may take `case_timeout` each (when that
+/// is longer than [`CASE_TIMEOUT`] or `DAXVMM_TEST_CASE_TIMEOUT`).
+pub fn run_batch_adding(
+    cases: &[Case],
+    kernel_var: &str,
+    adds: Vec<PathBuf>,
+    case_timeout: Duration,
+) -> Result<Batch, Skip> {
+    run_batch_inner(cases, kernel_var, false, adds, Some(case_timeout))
+}
+
+/// Where a file given to [`run_batch_adding`] is for the cases: the host path, or in the test host VM
+/// /bin/NAME.
+pub fn added_path(place: Where, host_path: &std::path::Path) -> String {
+    match (place, host_path.file_name()) {
+        (Where::Nested, Some(name)) => format!("/bin/{}", name.to_string_lossy()),
+        _ => host_path.display().to_string(),
+    }
+}
+
+fn run_batch_inner(
+    cases: &[Case],
+    kernel_var: &str,
+    kvm_hold: bool,
+    adds: Vec<PathBuf>,
+    case_timeout: Option<Duration>,
+) -> Result<Batch, Skip> {
     if let Err(e) = cases.iter().try_for_each(Case::validate).and_then(|()| check_needs(cases)) {
         return Err(Skip(format!("invalid case: {e}")));
     }
     let place = host::detect()?;
-    let art = Artifacts { kernel: host::env_file(kernel_var)?, ..Artifacts::from_env(place)? };
+    let art = Artifacts { kernel: host::env_file(kernel_var)?, adds, ..Artifacts::from_env(place)? };
     let outcomes = match place {
         Where::Direct => run_direct(cases, &art),
         Where::Nested => {
             let mut plan = Nested::tests();
+            plan.case_timeout = plan.case_timeout.max(case_timeout.unwrap_or_default());
             if kvm_hold {
                 plan.kvm_hold = Some(host::env_file("DAXVMM_KVM_HOLD_BIN")?);
             }
@@ -454,6 +486,7 @@ fn run_nested_once(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Out
     let text: String = cases.iter().map(|c| c.batch_line() + "\n").collect();
     let mut cfg = test_host::Config::new(text, art.kernel.clone(), art.initrd.clone());
     cfg.daxvmm = Some(art.daxvmm.clone());
+    cfg.adds.clone_from(&art.adds);
     cfg.timeout = total;
     cfg.case_timeout = plan.case_timeout;
     cfg.stall = plan.stall;

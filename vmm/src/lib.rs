@@ -23,6 +23,7 @@ pub mod race;
 pub mod run;
 pub mod seccomp;
 pub mod signals;
+pub mod suites;
 mod units;
 mod vcpu;
 mod vcpu_end;

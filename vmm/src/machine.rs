@@ -209,8 +209,8 @@ fn wire_devices(vm: &VmFd, cfg: &VmConfig, sink: &EventSink) -> Result<(Buses, W
     let serial_irq =
         EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Host("creating the serial eventfd", e))?;
     vm.register_irqfd(&serial_irq, COM1_IRQ).map_err(|e| VmError::Ioctl("KVM_IRQFD", e))?;
-    let out = match &cfg.race {
-        Some(r) => r.console.writer(),
+    let out = match &cfg.console {
+        Some(c) => c.writer(),
         None => Box::new(console::RawStdout),
     };
     let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, out)));

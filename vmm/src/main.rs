@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use daxvmm::cli::{Cli, Command};
-use daxvmm::{console, logging, privileges, race, run, seccomp, signals};
+use daxvmm::{console, logging, privileges, race, run, seccomp, signals, suites};
 
 fn main() {
     let started = Instant::now();
@@ -16,6 +16,7 @@ fn main() {
         Command::Run(args) => run::run(args, started).map(run::exit_code),
         Command::Test(args) => race::test(args),
         Command::Repro(args) => race::repro(args),
+        Command::Fstests(args) => suites::fstests(args),
     });
     let code = result.unwrap_or_else(|e| {
         console::restore_terminal();

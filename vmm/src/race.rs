@@ -89,7 +89,8 @@ impl GuestVm for KvmGuests {
             fault_schedule: None,
             seccomp: self.seccomp,
             last_run: false,
-            race: Some(RaceHooks { observer, pmem, console: capture.clone(), bound: spec.bound }),
+            race: Some(RaceHooks { observer, pmem, bound: spec.bound }),
+            console: Some(capture.clone()),
         };
         cfg.check()?;
         let end = vm::run(&cfg, Instant::now())?;

@@ -32,6 +32,7 @@ pub fn run(args: &RunArgs, started: Instant) -> anyhow::Result<Outcome> {
         seccomp: args.seccomp,
         last_run: args.repeat == 1,
         race: None,
+        console: None,
     };
     cfg.check()?;
     if args.repeat == 1 {

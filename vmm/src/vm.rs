@@ -64,6 +64,9 @@ pub struct VmConfig {
     pub last_run: bool,
     /// `daxvmm test`'s hooks; `None` for an ordinary, interactive run.
     pub race: Option<RaceHooks>,
+    /// Receives the guest's console instead of stdout, for commands that read it after the run
+    /// (`test`, `repro`, `fstests`); `None`: stdout, and stdin goes to the guest's serial port.
+    pub console: Option<crate::capture::Capture>,
 }
 
 impl VmConfig {
@@ -77,15 +80,13 @@ impl VmConfig {
 }
 
 /// What `daxvmm test` hooks into a run: the observer that arms each guest run's schedule and judges it,
-/// the pmem window its oracle reads, the captured console, and the hold bound of the fault injector.
+/// the pmem window its oracle reads, and the hold bound of the fault injector.
 #[derive(Clone)]
 pub struct RaceHooks {
     /// Gets the guest's run-begin/run-end events.
     pub observer: Arc<dyn RunObserver>,
     /// Attached to the pmem regions while the guest runs.
     pub pmem: Arc<PmemView>,
-    /// Receives the guest's console output instead of stdout.
-    pub console: crate::capture::Capture,
     /// Longest hold of one sync arrival.
     pub bound: Duration,
 }
@@ -204,7 +205,7 @@ fn boot_and_wait(
         seccomp::install_sigsys_handler()?;
     }
     // Stopped and joined when it drops at the end of this function.
-    let _stdin = match cfg.race {
+    let _stdin = match cfg.console {
         None => {
             console::enter_raw_mode();
             Some(

@@ -199,10 +199,17 @@ fn batch(a: BatchArgs) -> Result<ExitCode, CliError> {
 }
 
 fn daxvmm(args: Vec<String>) -> Result<ExitCode, CliError> {
-    let (mut kernel, mut initrd, mut inner) = (None, None, Vec::new());
+    let (mut kernel, mut initrd, mut inner, mut adds) = (None, None, Vec::new(), Vec::new());
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
+            // `daxvmm fstests`'s image: copied into the test host VM's /bin.
+            "--rootfs" => {
+                let v = PathBuf::from(it.next().ok_or_else(|| CliError::NoValue { flag: a.clone() })?);
+                let name = v.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                inner.extend([a, format!("/bin/{name}")]);
+                adds.push(v);
+            }
             "--kernel" | "--initrd" => {
                 let v = it.next().ok_or_else(|| CliError::NoValue { flag: a.clone() })?;
                 let (slot, inside) =
@@ -219,10 +226,13 @@ fn daxvmm(args: Vec<String>) -> Result<ExitCode, CliError> {
         Some(i) => i,
         None => kernel.clone(),
     };
-    let art = Artifacts { daxvmm: batch_file::default_daxvmm(), kernel, initrd };
+    let art = Artifacts { daxvmm: batch_file::default_daxvmm(), kernel, initrd, adds };
     if !art.daxvmm.is_file() {
         return Err(CliError::NoDaxvmm { path: art.daxvmm });
     }
+    // daxvmm's own --timeout, with a minute to spare, when it is longer than the default 300 s.
+    let case_timeout = daxvmm_timeout(&inner)
+        .map_or(Duration::from_secs(300), |t| (t + Duration::from_secs(60)).max(Duration::from_secs(300)));
     let case = Case::daxvmm("daxvmm", inner);
     case.validate()?;
     log("running daxvmm inside the test host VM (QEMU TCG with nested SVM; this host's KVM cannot boot the guest)");
@@ -230,9 +240,9 @@ fn daxvmm(args: Vec<String>) -> Result<ExitCode, CliError> {
     // more in a new one.
     let plan = Nested {
         attempts: 2,
-        case_timeout: Duration::from_secs(300),
+        case_timeout,
         stall: Duration::from_secs(360),
-        total: Some(Duration::from_secs(900)),
+        total: Some(case_timeout + Duration::from_secs(600)),
         record: false,
         echo: Echo::CasesToStdout,
         kvm_hold: None,
@@ -243,4 +253,18 @@ fn daxvmm(args: Vec<String>) -> Result<ExitCode, CliError> {
         Some(Err(why)) => Err(CliError::Unfinished(why)),
         None => Err(CliError::NoResult),
     }
+}
+
+/// The value of `--timeout` (`N`, `Ns`, `Nm`, `Nh`) among daxvmm's arguments.
+fn daxvmm_timeout(args: &[String]) -> Option<Duration> {
+    let value = args.iter().position(|a| a == "--timeout").and_then(|i| args.get(i + 1))?;
+    let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let n: u64 = value[..split].parse().ok()?;
+    let unit = match &value[split..] {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        _ => return None,
+    };
+    n.checked_mul(unit).map(Duration::from_secs)
 }

@@ -3,11 +3,13 @@
 //! options are in its module: `run` (one guest run, with the checks that need no KVM), `race` (the race
 //! runner's options).
 
+pub mod fstests;
 pub mod race;
 pub mod run;
 
 use clap::{Parser, Subcommand};
 
+use self::fstests::FstestsArgs;
 use self::race::{ReproArgs, TestArgs};
 use self::run::RunArgs;
 
@@ -21,6 +23,16 @@ Examples:
 The guest needs the initramfs of scripts/build-initramfs.sh (it runs daxvmm-race) and, for the scenarios
 that pin through the driver, a kernel with guest-kernel/patches (scripts/build-guest-kernel.sh).
 docs/fault-injection.md describes the device, the schedules and the oracle.";
+
+const FSTESTS_HELP: &str = "\
+Examples:
+  daxvmm fstests --kernel bzImage --rootfs rootfs.img -g dax
+  daxvmm fstests --fs xfs generic/413 generic/462 --out /tmp/fst
+
+The image comes from scripts/build-guest-rootfs.sh (Debian with fstests built in /var/lib/xfstests).
+The guest boots it from a raw NVDIMM (share=off: the file is never written) and gets two more, turned
+into fsdax namespaces for TEST_DEV and SCRATCH_DEV; check runs once per filesystem with
+MOUNT_OPTIONS=\"-o dax=always\". check's own lines show the progress; --out gets the results.";
 
 /// daxvmm's command line.
 #[derive(Debug, Parser)]
@@ -67,6 +79,10 @@ pub enum Command {
     /// Replay a repro file. Exit codes: 0 the same violation came back, 11 it did not, 1 error.
     #[command(after_help = RACE_HELP)]
     Repro(ReproArgs),
+    /// Run fstests (e.g. -g dax) with -o dax on ext4 and xfs in the suite image. Exit codes: 0 nothing
+    /// failed, 10 a test failed, 1 the guest did not finish (or an error), 2 usage.
+    #[command(after_help = FSTESTS_HELP)]
+    Fstests(FstestsArgs),
 }
 
 impl Cli {
@@ -101,7 +117,7 @@ impl Command {
     pub fn log_level(&self) -> log::LevelFilter {
         match self {
             Self::Run(run) => run.log_level,
-            Self::Test(_) | Self::Repro(_) => log::LevelFilter::Info,
+            Self::Test(_) | Self::Repro(_) | Self::Fstests(_) => log::LevelFilter::Info,
         }
     }
 
@@ -111,6 +127,7 @@ impl Command {
             Self::Run(run) => run.seccomp,
             Self::Test(test) => test.boot.seccomp,
             Self::Repro(repro) => repro.boot.seccomp,
+            Self::Fstests(f) => f.seccomp,
         }
     }
 }

@@ -26,7 +26,7 @@ pub enum MemArgError {
 }
 
 /// Guest RAM for `test` and `repro`: at least [`MIN_MEM`], a multiple of 2M.
-fn parse_mem(s: &str) -> Result<u64, MemArgError> {
+pub(crate) fn parse_mem(s: &str) -> Result<u64, MemArgError> {
     let mem = parse_size(s)?;
     if mem < MIN_MEM {
         return Err(MemArgError::TooSmall);

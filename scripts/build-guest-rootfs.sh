@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Builds the guest root filesystem image for the standard suites (fstests now, ndctl's tests next): Debian
+# (images/fstests.pin: ROOTFS_SUITE, minbase, made with mmdebstrap) with the tools the suites use, fstests
+# built inside it from the pinned commit and installed in /var/lib/xfstests, fstests' users (fsgqa,
+# fsgqa2, 123456-fsgqa), busybox and daxvmm-guest (power-off, the exit status port), and
+# images/rootfs/{init,daxvmm-fstests}. The compilers are removed again after the build. The image is
+# ext4 and boots as a raw NVDIMM: `--pmem SIZE,file=IMG,share=off` with root=/dev/pmem0 (share=off: the
+# guest's writes never reach the file).
+# Cached by content in $DAXVMM_CACHE/rootfs/KEY/ (rootfs.img, and packages.txt: every package and version
+# in the image, also printed at build time). Needs root (mmdebstrap, chroot). Prints the image's path.
+# fstests' source: $DAXVMM_FSTESTS_TARBALL if set (checked against the pin's sha256), else a clone of
+# FSTESTS_URL at FSTESTS_COMMIT.
+#
+# usage: scripts/build-guest-rootfs.sh [--force]
+source "$(dirname "$0")/lib.sh"
+
+force=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--force) force=1; shift ;;
+	-h | --help) sed -n '2,/^[^#]/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) die "unknown argument '$1' (see --help)" ;;
+	esac
+done
+
+pin=$DAXVMM_ROOT/images/fstests.pin
+suite=$(pin_get "$pin" ROOTFS_SUITE)
+commit=$(pin_get "$pin" FSTESTS_COMMIT)
+url=$(pin_get "$pin" FSTESTS_URL)
+tar_sha=$(pin_get "$pin" FSTESTS_TARBALL_SHA256)
+# What the suites run, and the libraries fstests' programs link against (kept when the -dev packages go).
+runtime=(bash coreutils util-linux e2fsprogs xfsprogs xfsdump ndctl daxctl fio attr acl psmisc bc gawk perl
+	procps kmod file sed grep findutils hostname quota busybox-static uuid-runtime
+	libaio1 liburing2 libgdbm6 libcap2 libuuid1 libacl1 libattr1)
+build=(build-essential autoconf automake libtool-bin pkg-config xfslibs-dev uuid-dev libacl1-dev
+	libattr1-dev libaio-dev liburing-dev libgdbm-dev libcap-dev)
+
+[ "$(id -u)" = 0 ] || die "building the suite image needs root (mmdebstrap and chroot); run it with sudo"
+command -v mmdebstrap >/dev/null || die "mmdebstrap not found; run scripts/setup-host.sh"
+
+musl=x86_64-unknown-linux-musl
+log "building daxvmm-guest (release, $musl)"
+(cd "$DAXVMM_ROOT" && cargo build --quiet --release --target $musl -p daxvmm-guest-tools) >&2 ||
+	die "cargo build of daxvmm-guest failed"
+guest_bin=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}/$musl/release/daxvmm-guest
+
+key=$( (hash_files "$0" "$pin" "$DAXVMM_ROOT"/images/rootfs/* "$guest_bin"; echo "${runtime[*]} ${build[*]}") | sha256sum | cut -c1-16)
+out=$DAXVMM_CACHE/rootfs/$key
+if [ $force = 0 ] && [ -f "$out/rootfs.img" ]; then
+	log "guest suite image $key is cached"
+	echo "$out/rootfs.img"
+	exit 0
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/daxvmm-rootfs.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+src=$work/fstests.tar.xz
+if [ -n "${DAXVMM_FSTESTS_TARBALL:-}" ]; then
+	log "fstests $commit from $DAXVMM_FSTESTS_TARBALL"
+	echo "$tar_sha  $DAXVMM_FSTESTS_TARBALL" | sha256sum -c --status ||
+		die "$DAXVMM_FSTESTS_TARBALL is not the pinned fstests archive (sha256 must be $tar_sha, images/fstests.pin)"
+	cp "$DAXVMM_FSTESTS_TARBALL" "$src"
+else
+	log "fstests $commit from $url"
+	git clone -q --filter=blob:none --no-checkout "$url" "$work/fstests" >&2 || die "cannot clone $url (set DAXVMM_FSTESTS_TARBALL to a copy of the pinned commit, see images/fstests.pin)"
+	git -C "$work/fstests" archive --prefix="xfstests-${commit:0:12}/" "$commit" | xz -T0 >"$src" ||
+		die "commit $commit is not in $url"
+fi
+
+log "building the suite image ($key): Debian $suite, fstests ${commit:0:12} (a few minutes)"
+root=$work/root
+mkdir "$root"
+jobs=$(jobs_count)
+# The hooks run with the image's root as $1.
+mmdebstrap --quiet --variant=minbase --include="$(IFS=,; echo "${runtime[*]},${build[*]}")" \
+	--customize-hook="copy-in '$src' /tmp" \
+	--customize-hook="chroot \"\$1\" sh -ec 'cd /tmp && tar xf fstests.tar.xz && cd xfstests-* && make -j$jobs >/tmp/build.log 2>&1 && make install >>/tmp/build.log 2>&1' || { tail -n 30 \"\$1\"/tmp/build.log >&2; exit 1; }" \
+	--customize-hook="chroot \"\$1\" sh -ec 'groupadd fsgqa; useradd -m -g fsgqa fsgqa; useradd -m fsgqa2; useradd 123456-fsgqa'" \
+	--customize-hook="chroot \"\$1\" apt-mark manual ${runtime[*]} >/dev/null" \
+	--customize-hook="chroot \"\$1\" env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q --autoremove -o APT::AutoRemove::RecommendsImportant=false -o APT::AutoRemove::SuggestsImportant=false ${build[*]} >/dev/null" \
+	--customize-hook="copy-in '$guest_bin' /usr/local/bin" \
+	--customize-hook="copy-in '$DAXVMM_ROOT/images/rootfs/daxvmm-fstests' /usr/local/bin" \
+	--customize-hook="copy-in '$DAXVMM_ROOT/images/rootfs/init' /usr/local/sbin" \
+	--customize-hook="mv \"\$1\"/usr/local/sbin/init \"\$1\"/usr/local/sbin/daxvmm-init" \
+	--customize-hook="chroot \"\$1\" dpkg-query -W -f '\${Package} \${Version}\n' >'$work/packages.txt'" \
+	--customize-hook="rm -rf \"\$1\"/tmp/* \"\$1\"/var/cache/apt/* \"\$1\"/var/lib/apt/lists/* \"\$1\"/usr/share/doc \"\$1\"/usr/share/man \"\$1\"/usr/share/locale" \
+	"$suite" "$root" "$(debian_mirror)" >&2 || die "mmdebstrap failed (see above)"
+[ -x "$root/var/lib/xfstests/check" ] || die "fstests was not installed in the image"
+
+# Room for the suites' own files (results, fsgqa's homes): a quarter more than the contents, in 64 MiB.
+used_mb=$(du -sm "$root" | cut -f1)
+size_mb=$(((used_mb * 5 / 4 + 64 + 63) / 64 * 64))
+mkfs.ext4 -q -F -L daxvmm-root -b 4096 -d "$root" "$work/rootfs.img" "${size_mb}M" >&2 || die "mkfs.ext4 -d failed"
+
+log "packages in the image ($(wc -l <"$work/packages.txt")):"
+column -c 110 "$work/packages.txt" >&2 2>/dev/null || cat "$work/packages.txt" >&2
+mkdir -p "$out"
+mv "$work/packages.txt" "$out/packages.txt"
+mv "$work/rootfs.img" "$out/rootfs.img"
+log "guest suite image: $out/rootfs.img (${size_mb} MiB, ${used_mb} MiB used)"
+echo "$out/rootfs.img"
