@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds the guest root filesystem image for the standard suites (fstests now, ndctl's tests next): Debian
-# (images/fstests.pin: ROOTFS_SUITE, minbase, made with mmdebstrap) with the tools the suites use, fstests
-# built inside it from the pinned commit and installed in /var/lib/xfstests, fstests' users (fsgqa,
-# fsgqa2, 123456-fsgqa), busybox and daxvmm-guest (power-off, the exit status port), and
-# images/rootfs/{init,daxvmm-fstests}. The compilers are removed again after the build. The image is
-# ext4 and boots as a raw NVDIMM: `--pmem SIZE,file=IMG,share=off` with root=/dev/pmem0 (share=off: the
-# guest's writes never reach the file).
+# Builds the guest root filesystem image for the standard suites: Debian (images/suites.pin: ROOTFS_SUITE,
+# minbase, made with mmdebstrap) with the tools the suites use; fstests built inside it from the pinned
+# commit and installed in /var/lib/xfstests, with its users (fsgqa, fsgqa2, 123456-fsgqa); ndctl built from
+# the pinned Debian source package (NDCTL_*) and installed in /usr/local, with the test programs and
+# scripts of its test/ directory in /usr/local/lib/ndctl-tests; busybox and daxvmm-guest (power-off, the
+# exit status port); and images/rootfs/{init,daxvmm-fstests,daxvmm-ndctl-tests,journalctl}. The compilers are
+# removed again after the build. The image is ext4 and boots as a raw NVDIMM: `--pmem SIZE,file=IMG,
+# share=off` with root=/dev/pmem0 (share=off: the guest's writes never reach the file).
 # Cached by content in $DAXVMM_CACHE/rootfs/KEY/ (rootfs.img, and packages.txt: every package and version
 # in the image, also printed at build time). Needs root (mmdebstrap, chroot). Prints the image's path.
 # fstests' source: $DAXVMM_FSTESTS_TARBALL if set (checked against the pin's sha256), else a clone of
@@ -23,17 +24,21 @@ while [ $# -gt 0 ]; do
 	esac
 done
 
-pin=$DAXVMM_ROOT/images/fstests.pin
+pin=$DAXVMM_ROOT/images/suites.pin
 suite=$(pin_get "$pin" ROOTFS_SUITE)
 commit=$(pin_get "$pin" FSTESTS_COMMIT)
 url=$(pin_get "$pin" FSTESTS_URL)
 tar_sha=$(pin_get "$pin" FSTESTS_TARBALL_SHA256)
+ndctl_suite=$(pin_get "$pin" NDCTL_SUITE)
+ndctl_ver=$(pin_get "$pin" NDCTL_VERSION)
+ndctl_sha=$(pin_get "$pin" NDCTL_ORIG_SHA256)
 # What the suites run, and the libraries fstests' programs link against (kept when the -dev packages go).
 runtime=(bash coreutils util-linux e2fsprogs xfsprogs xfsdump ndctl daxctl fio attr acl psmisc bc gawk perl
-	procps kmod file sed grep findutils hostname quota busybox-static uuid-runtime
-	libaio1 liburing2 libgdbm6 libcap2 libuuid1 libacl1 libattr1)
+	procps kmod file sed grep findutils hostname quota busybox-static uuid-runtime trace-cmd
+	libaio1 liburing2 libgdbm6 libcap2 libuuid1 libacl1 libattr1 libkmod2 libudev1 libjson-c5 libiniparser1 libkeyutils1 libtracefs1 libtraceevent1)
 build=(build-essential autoconf automake libtool-bin pkg-config xfslibs-dev uuid-dev libacl1-dev
-	libattr1-dev libaio-dev liburing-dev libgdbm-dev libcap-dev)
+	libattr1-dev libaio-dev liburing-dev libgdbm-dev libcap-dev
+	meson ninja-build libkmod-dev libudev-dev libjson-c-dev libiniparser-dev libkeyutils-dev libtracefs-dev libtraceevent-dev)
 
 [ "$(id -u)" = 0 ] || die "building the suite image needs root (mmdebstrap and chroot); run it with sudo"
 command -v mmdebstrap >/dev/null || die "mmdebstrap not found; run scripts/setup-host.sh"
@@ -58,16 +63,17 @@ src=$work/fstests.tar.xz
 if [ -n "${DAXVMM_FSTESTS_TARBALL:-}" ]; then
 	log "fstests $commit from $DAXVMM_FSTESTS_TARBALL"
 	echo "$tar_sha  $DAXVMM_FSTESTS_TARBALL" | sha256sum -c --status ||
-		die "$DAXVMM_FSTESTS_TARBALL is not the pinned fstests archive (sha256 must be $tar_sha, images/fstests.pin)"
+		die "$DAXVMM_FSTESTS_TARBALL is not the pinned fstests archive (sha256 must be $tar_sha, images/suites.pin)"
 	cp "$DAXVMM_FSTESTS_TARBALL" "$src"
 else
 	log "fstests $commit from $url"
-	git clone -q --filter=blob:none --no-checkout "$url" "$work/fstests" >&2 || die "cannot clone $url (set DAXVMM_FSTESTS_TARBALL to a copy of the pinned commit, see images/fstests.pin)"
+	git clone -q --filter=blob:none --no-checkout "$url" "$work/fstests" >&2 || die "cannot clone $url (set DAXVMM_FSTESTS_TARBALL to a copy of the pinned commit, see images/suites.pin)"
 	git -C "$work/fstests" archive --prefix="xfstests-${commit:0:12}/" "$commit" | xz -T0 >"$src" ||
 		die "commit $commit is not in $url"
 fi
 
-log "building the suite image ($key): Debian $suite, fstests ${commit:0:12} (a few minutes)"
+ndctl_src=$(apt_orig_tarball "$ndctl_suite" ndctl "$ndctl_ver" "$ndctl_sha")
+log "building the suite image ($key): Debian $suite, fstests ${commit:0:12}, ndctl $ndctl_ver (a few minutes)"
 root=$work/root
 mkdir "$root"
 jobs=$(jobs_count)
@@ -75,17 +81,20 @@ jobs=$(jobs_count)
 mmdebstrap --quiet --variant=minbase --include="$(IFS=,; echo "${runtime[*]},${build[*]}")" \
 	--customize-hook="copy-in '$src' /tmp" \
 	--customize-hook="chroot \"\$1\" sh -ec 'cd /tmp && tar xf fstests.tar.xz && cd xfstests-* && make -j$jobs >/tmp/build.log 2>&1 && make install >>/tmp/build.log 2>&1' || { tail -n 30 \"\$1\"/tmp/build.log >&2; exit 1; }" \
+	--customize-hook="copy-in '$ndctl_src' /tmp" \
+	--customize-hook="chroot \"\$1\" sh -ec 'cd /tmp && tar xf $(basename "$ndctl_src") && cd ndctl-$ndctl_ver && meson setup build --prefix=/usr/local -Drootprefix=/usr/local -Drootlibdir=/usr/local/lib/x86_64-linux-gnu -Dversion-tag=$ndctl_ver -Dtest=enabled -Ddestructive=enabled -Dpoison=disabled -Ddocs=disabled -Dsystemd=disabled -Diniparserdir=/usr/include/iniparser >/tmp/ndctl.log 2>&1 && meson compile -C build >>/tmp/ndctl.log 2>&1 && meson install -C build >>/tmp/ndctl.log 2>&1 && mkdir -p /usr/local/lib/ndctl-tests && cp build/test/dax-pmd build/test/dax-dev build/test/mmap /usr/local/lib/ndctl-tests/ && cp -a test/common test/dax.sh test/dax-ext4.sh test/dax-xfs.sh test/mmap.sh /usr/local/lib/ndctl-tests/ && ldconfig' || { tail -n 30 \"\$1\"/tmp/ndctl.log >&2; exit 1; }" \
 	--customize-hook="chroot \"\$1\" sh -ec 'groupadd fsgqa; useradd -m -g fsgqa fsgqa; useradd -m fsgqa2; useradd 123456-fsgqa'" \
 	--customize-hook="chroot \"\$1\" apt-mark manual ${runtime[*]} >/dev/null" \
 	--customize-hook="chroot \"\$1\" env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q --autoremove -o APT::AutoRemove::RecommendsImportant=false -o APT::AutoRemove::SuggestsImportant=false ${build[*]} >/dev/null" \
 	--customize-hook="copy-in '$guest_bin' /usr/local/bin" \
-	--customize-hook="copy-in '$DAXVMM_ROOT/images/rootfs/daxvmm-fstests' /usr/local/bin" \
+	--customize-hook="copy-in '$DAXVMM_ROOT/images/rootfs/daxvmm-fstests' '$DAXVMM_ROOT/images/rootfs/daxvmm-ndctl-tests' '$DAXVMM_ROOT/images/rootfs/journalctl' /usr/local/bin" \
 	--customize-hook="copy-in '$DAXVMM_ROOT/images/rootfs/init' /usr/local/sbin" \
 	--customize-hook="mv \"\$1\"/usr/local/sbin/init \"\$1\"/usr/local/sbin/daxvmm-init" \
 	--customize-hook="chroot \"\$1\" dpkg-query -W -f '\${Package} \${Version}\n' >'$work/packages.txt'" \
 	--customize-hook="rm -rf \"\$1\"/tmp/* \"\$1\"/var/cache/apt/* \"\$1\"/var/lib/apt/lists/* \"\$1\"/usr/share/doc \"\$1\"/usr/share/man \"\$1\"/usr/share/locale" \
 	"$suite" "$root" "$(debian_mirror)" >&2 || die "mmdebstrap failed (see above)"
 [ -x "$root/var/lib/xfstests/check" ] || die "fstests was not installed in the image"
+[ -x "$root/usr/local/lib/ndctl-tests/dax-pmd" ] || die "ndctl's tests were not installed in the image"
 
 # Room for the suites' own files (results, fsgqa's homes): a quarter more than the contents, in 64 MiB.
 used_mb=$(du -sm "$root" | cut -f1)

@@ -31,6 +31,21 @@ debian_mirror() {
 
 # apt_download SUITE PACKAGE VERSION SHA256 -> prints the path of the verified .deb in the cache.
 # A private sources list, state and cache under $DAXVMM_CACHE/apt keep the system's apt untouched.
+# apt_private DIR deb|deb-src SUITE: a private apt state in DIR with one sources line for SUITE of the
+# host's mirror, updated; sets the caller's `opts` array to the apt-get options that use it.
+apt_private() {
+	local apt=$1 kind=$2 suite=$3 mirror
+	mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial"
+	mirror=$(debian_mirror)
+	# Security updates live in their own archive beside the main one (…/debian-security).
+	case $suite in *-security) mirror=${mirror%/debian}/debian-security ;; esac
+	printf '%s [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' "$kind" "$mirror" "$suite" >"$apt/sources.list"
+	opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+		-o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o Debug::NoLocking=1
+		-o APT::Sandbox::User=root -q)
+	apt-get "${opts[@]}" update >"$apt/update.log" 2>&1 || { cat "$apt/update.log" >&2; die "apt-get update for $kind $suite failed"; }
+}
+
 apt_download() {
 	local suite=$1 pkg=$2 ver=$3 sha=$4
 	local dir=$DAXVMM_CACHE/debs
@@ -41,17 +56,9 @@ apt_download() {
 		return
 	fi
 	local apt=$DAXVMM_CACHE/apt
-	mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial"
-	local mirror
-	mirror=$(debian_mirror)
-	# Security updates live in their own archive beside the main one (…/debian-security).
-	case $suite in *-security) mirror=${mirror%/debian}/debian-security ;; esac
-	printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' "$mirror" "$suite" >"$apt/sources.list"
-	local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
-		-o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o Debug::NoLocking=1
-		-o APT::Sandbox::User=root -q)
+	local opts
+	apt_private "$apt" deb "$suite"
 	log "fetching $pkg=$ver from Debian $suite"
-	apt-get "${opts[@]}" update >"$apt/update.log" 2>&1 || { cat "$apt/update.log" >&2; die "apt-get update for $suite failed"; }
 	(cd "$dir" && apt-get "${opts[@]}" download "$pkg=$ver" >"$apt/download.log" 2>&1) || {
 		cat "$apt/download.log" >&2
 		die "$pkg=$ver is no longer on the mirror's $suite suite. Pick a version that is (apt-cache madison $pkg with the same private sources list, or see https://snapshot.debian.org/package/${pkg}/), update the pin file with it and its sha256, and rebuild"
@@ -62,6 +69,33 @@ apt_download() {
 	[ "$got" = "$file" ] || mv "$got" "$file"
 	echo "$sha  $file" | sha256sum -c --status || die "checksum mismatch for $file (expected $sha); the pin file must name the checksum of the exact package"
 	echo "$file"
+}
+
+# apt_orig_tarball SUITE PKG UPSTREAM_VERSION SHA256 -> the upstream tarball (PKG_VERSION.orig.tar.*) of
+# a Debian source package, from a private deb-src list, cached in $DAXVMM_CACHE/debs and checked. Only the
+# orig tarball matters: the mirror may have dropped the .dsc or the Debian diff of a version.
+apt_orig_tarball() {
+	local suite=$1 pkg=$2 ver=$3 sha=$4
+	local dir=$DAXVMM_CACHE/debs f
+	mkdir -p "$dir"
+	for f in "$dir/${pkg}_${ver}.orig.tar."*; do
+		[ -f "$f" ] && echo "$sha  $f" | sha256sum -c --status && { echo "$f"; return; }
+	done
+	local apt=$DAXVMM_CACHE/apt-src
+	mkdir -p "$apt/get"
+	local opts
+	apt_private "$apt" deb-src "$suite"
+	log "fetching the source of $pkg $ver from Debian $suite"
+	(cd "$apt/get" && apt-get "${opts[@]}" source --download-only "$pkg" >"$apt/source.log" 2>&1) || true
+	for f in "$apt/get/${pkg}_${ver}.orig.tar."*; do
+		[ -f "$f" ] || continue
+		echo "$sha  $f" | sha256sum -c --status || die "checksum mismatch for $f (expected $sha)"
+		mv "$f" "$dir/"
+		echo "$dir/$(basename "$f")"
+		return
+	done
+	cat "$apt/source.log" >&2
+	die "Debian $suite no longer has the source of $pkg $ver; pick the suite that does (apt-cache showsrc $pkg with a deb-src line) and update the pin file"
 }
 
 # hash_files FILE... -> a short content hash of the named files (names and contents). Comment lines of

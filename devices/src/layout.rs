@@ -25,6 +25,10 @@ pub const ACPI_RESET_VALUE: u8 = 1;
 pub const ACPI_S5_SLEEP_TYPE: u8 = 5;
 /// i8042 command port; writing 0xFE pulses the CPU reset line.
 pub const I8042_COMMAND_PORT: u16 = 0x64;
+/// PCI configuration mechanism #1: address register at +0, data window at +4 (crate::pci_host).
+pub const PCI_CONFIG_PORT: u16 = 0xcf8;
+/// Size of the PCI configuration ports.
+pub const PCI_CONFIG_LEN: u16 = 8;
 /// Debug port: +0 takes boot progress markers, +1 the guest's exit status.
 pub const DEBUG_PORT: u16 = 0x6f0;
 /// Size of the debug port block.

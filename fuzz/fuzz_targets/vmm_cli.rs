@@ -46,6 +46,12 @@ const OPTIONS: &[(&str, &str)] = &[
     ("repro", "--mem"),
     ("repro", "--timeout"),
     ("repro", "--replays"),
+    ("fstests", "--group"),
+    ("fstests", "--fs"),
+    ("fstests", "--pmem-size"),
+    ("fstests", "--mem"),
+    ("ndctl-tests", "--e820-size"),
+    ("ndctl-tests", "--timeout"),
 ];
 
 fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, clap::Error> {
@@ -90,11 +96,12 @@ fn check_run(run: &RunArgs) {
             other => panic!("a backing this target does not know: {other}"),
         };
         let mut text = format!(
-            "{},backing={backing},share={},prefault={},resize={}",
+            "{},backing={backing},share={},prefault={},resize={},type={}",
             spec.size,
             on_off(spec.share),
             on_off(spec.prefault),
-            on_off(spec.resize)
+            on_off(spec.resize),
+            if spec.e820 { "e820" } else { "nfit" }
         );
         if let Some(addr) = spec.addr {
             text.push_str(&format!(",addr={addr:#x}"));
@@ -127,6 +134,25 @@ fn check(cmd: Result<Command, clap::Error>) {
         Ok(Command::Repro(r)) => {
             let _ = r.options();
         }
+        // What reaches the guest's command line must be words its shell takes literally.
+        Ok(Command::Fstests(f)) => {
+            assert!(f.boot.timeout > Duration::ZERO, "a zero duration");
+            for w in f.check_args() {
+                assert!(
+                    w.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-/".contains(&b)),
+                    "check word {w:?}"
+                );
+            }
+        }
+        Ok(Command::NdctlTests(n)) => {
+            assert!(n.boot.timeout > Duration::ZERO, "a zero duration");
+            for t in &n.tests {
+                assert!(
+                    t.ends_with(".sh") && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)),
+                    "{t:?}"
+                );
+            }
+        }
         // Usage errors are fine; rendering them must not panic either.
         Err(e) => {
             let _ = e.to_string();
@@ -146,6 +172,9 @@ fuzz_target!(|data: &[u8]| {
                 let args: Vec<OsString> = match sub {
                     "run" => vec!["--kernel".into(), "/k".into(), arg],
                     "test" => vec!["test".into(), arg],
+                    "fstests" | "ndctl-tests" => {
+                        vec![sub.into(), "--kernel".into(), "/k".into(), "--rootfs".into(), "/r".into(), arg]
+                    }
                     _ => vec!["repro".into(), "x.repro".into(), arg],
                 };
                 check(parse(args));

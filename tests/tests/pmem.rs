@@ -61,6 +61,15 @@ fn cases() -> Vec<Case> {
         )
         .with_setup(&kill9_rounds()),
         guest("big_lazy", &["--mem", "256M", "--pmem", "16G"], "cat /sys/block/pmem0/size"),
+        // A legacy e820 range beside an NFIT DIMM: each on its own bus, and DAX with a PMD fault on
+        // the e820 one (its raw namespace has struct pages: no conversion).
+        guest(
+            "e820",
+            &["--cpus", "2", "--pmem", "256M", "--pmem", "1G,type=e820"],
+            "for b in /sys/bus/nd/devices/ndbus*; do echo bus $(cat $b/provider); done; \
+             for r in /sys/bus/nd/devices/region*; do echo region $(basename $r) $(cat $r/size); done; \
+             /tests/pmem-dax.sh ext4 /dev/pmem1",
+        ),
         guest(
             "hugetlb",
             &["--log-level", "debug", "--pmem", "512M,backing=hugetlb-2m"],
@@ -89,6 +98,21 @@ fn dax_ext4() {
 #[test]
 fn dax_xfs() {
     assert_tap_passed("dax_xfs", 10);
+}
+
+#[test]
+fn e820_range_is_on_the_e820_bus_and_does_dax() {
+    let Some(out) = BATCH.outcome("e820") else { return };
+    assert!(out.has_line("bus e820") && out.has_line("bus ACPI.NFIT"), "one bus each: {out}");
+    // Region sizes in bytes: the NFIT DIMM's 256M, the e820 range's 1G.
+    assert!(out.contains(" 268435456") && out.contains(" 1073741824"), "{out}");
+    assert!(
+        !out.contains("namespace of pmem1 converted"),
+        "an e820 namespace needs no pfn conversion: {out}"
+    );
+    assert_eq!(out.exit_code, 0, "{out}");
+    assert!(out.has_line("1..9") && !out.contains("not ok"), "{out}");
+    assert!(out.contains("- a PMD fault was served"), "{out}");
 }
 
 #[test]

@@ -1,73 +1,101 @@
-//! The standard suites in the suite image (scripts/build-guest-rootfs.sh): `daxvmm fstests` runs the CI
-//! subset of fstests' dax group on ext4 and xfs with `-o dax=always`, and every test's verdict is
-//! checked in the table it prints and in the JUnit it writes.
+//! The standard suites in the suite image (scripts/build-guest-rootfs.sh), in one test host VM:
+//! `daxvmm fstests` runs the CI subset of fstests' dax group on ext4 and xfs with `-o dax=always`, and
+//! `daxvmm ndctl-tests` runs ndctl's dax-ext4.sh, dax-xfs.sh (dax-pmd) and mmap.sh on a legacy e820
+//! range; every test's verdict is checked in the table each prints and in the JUnit it writes.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use daxvmm_tests::record::report_skip;
 use daxvmm_tests::run::{added_path, run_batch_adding};
-use daxvmm_tests::{host, Case, Skip};
+use daxvmm_tests::{host, Batch, Case, Outcome, Skip};
 
 /// The subset: DAX with the huge page size (413), mmap and msync of DAX files (428, 437), DAX with
 /// another user's writes through su (462), DAX and page-cache I/O racing (503).
 const TESTS: [&str; 5] = ["generic/413", "generic/428", "generic/437", "generic/462", "generic/503"];
 const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
+/// ndctl's scripts that need no nfit_test module: dax-pmd through trace-cmd on ext4 and xfs, and mmap's
+/// 18 flag combinations on both.
+const NDCTL_TESTS: [&str; 3] = ["dax-ext4.sh", "dax-xfs.sh", "mmap.sh"];
 
 fn rootfs() -> Result<PathBuf, Skip> {
     match std::env::var_os("DAXVMM_ROOTFS").map(PathBuf::from) {
         Some(p) if p.is_file() => Ok(p),
         Some(p) => Err(Skip(format!("DAXVMM_ROOTFS={} is not a file", p.display()))),
-        None => Err(Skip("DAXVMM_ROOTFS is not set (scripts/build-guest-rootfs.sh builds the suite image; scripts/test.sh sets it)".into())),
+        None => Err(Skip(
+            "DAXVMM_ROOTFS is not set (scripts/build-guest-rootfs.sh builds the suite image; scripts/test.sh sets it)"
+                .into(),
+        )),
+    }
+}
+
+fn suite_case(name: &str, command: &str, image: &str, extra: &[&str]) -> Case {
+    let mut args: Vec<String> =
+        [command, "--kernel", "{kernel}", "--rootfs", image, "--out"].iter().map(|s| s.to_string()).collect();
+    args.push(format!("{{tmp}}/{name}"));
+    args.extend(["--timeout".into(), "40m".into()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Case::daxvmm(name, args).with_setup(&format!("rm -rf {{tmp}}/{name}")).rerun_nested_on_emulation_faults()
+}
+
+fn run() -> Result<Batch, Skip> {
+    let image = rootfs()?;
+    let place = host::detect()?;
+    let inside = added_path(place, &image);
+    let files = Case::daxvmm("fstests_files", ["--version"])
+        .with_setup(
+            "d={tmp}/fstests; for fs in ext4 xfs; do \
+             grep -q \"<testsuite name=\\\"fstests.$fs\\\" tests=\\\"5\\\" failures=\\\"0\\\" skipped=\\\"0\\\" errors=\\\"0\\\">\" $d/junit.xml \
+             && grep -q 'xfstests.global' $d/$fs/result.xml && grep -q '^Passed all 5 tests' $d/$fs/check.log || exit 1; done",
+        )
+        .needing("fstests")
+        .without_boot();
+    let fs = FILESYSTEMS.join(",");
+    let fstests_args: Vec<&str> = ["--fs", fs.as_str()].into_iter().chain(TESTS).collect();
+    let cases = [
+        suite_case("fstests", "fstests", &inside, &fstests_args),
+        files,
+        suite_case("ndctl", "ndctl-tests", &inside, &NDCTL_TESTS),
+    ];
+    run_batch_adding(&cases, "DAXVMM_GUEST_KERNEL", vec![image], Duration::from_secs(45 * 60))
+}
+
+static BATCH: OnceLock<Result<Batch, Skip>> = OnceLock::new();
+
+/// The outcome of case `name`, or `None` after reporting why the batch was skipped.
+fn outcome(test: &str, name: &str) -> Option<&'static Outcome> {
+    match BATCH.get_or_init(run) {
+        Ok(b) => Some(b.get(name).unwrap_or_else(|e| panic!("{e}"))),
+        Err(skip) => {
+            report_skip(test, skip);
+            None
+        }
     }
 }
 
 #[test]
 fn fstests_dax_subset_passes_on_ext4_and_xfs() {
-    let name = "fstests_dax_subset_passes_on_ext4_and_xfs";
-    let batch = rootfs().and_then(|image| {
-        let place = host::detect()?;
-        let mut args = vec![
-            "fstests".to_string(),
-            "--kernel".into(),
-            "{kernel}".into(),
-            "--rootfs".into(),
-            added_path(place, &image),
-            "--fs".into(),
-            FILESYSTEMS.join(","),
-            "--out".into(),
-            "{tmp}/fstests".into(),
-            "--timeout".into(),
-            "40m".into(),
-        ];
-        args.extend(TESTS.iter().map(|t| t.to_string()));
-        let case = Case::daxvmm("fstests", args)
-            .with_setup("rm -rf {tmp}/fstests")
-            .rerun_nested_on_emulation_faults();
-        let check = Case::daxvmm("fstests_files", ["--version"])
-            .with_setup(
-                "d={tmp}/fstests; grep -q '<testsuite name=\"fstests.ext4\" tests=\"5\" failures=\"0\" skipped=\"0\" errors=\"0\">' $d/junit.xml \
-                 && grep -q '<testsuite name=\"fstests.xfs\" tests=\"5\" failures=\"0\" skipped=\"0\" errors=\"0\">' $d/junit.xml \
-                 && grep -q 'xfstests.global' $d/ext4/result.xml && grep -q 'xfstests.global' $d/xfs/result.xml \
-                 && grep -q '^Passed all 5 tests' $d/ext4/check.log && grep -q '^Passed all 5 tests' $d/xfs/check.log",
-            )
-            .needing("fstests")
-            .without_boot();
-        run_batch_adding(&[case, check], "DAXVMM_GUEST_KERNEL", vec![image], Duration::from_secs(45 * 60))
-    });
-    let batch = match batch {
-        Ok(b) => b,
-        Err(skip) => return report_skip(name, &skip),
-    };
-    let out = batch.get("fstests").unwrap_or_else(|e| panic!("{e}"));
+    let Some(out) = outcome("fstests_dax_subset_passes_on_ext4_and_xfs", "fstests") else { return };
     for fs in FILESYSTEMS {
         for t in TESTS {
             let row = format!("{fs:<6} {t:<14} pass");
             assert!(out.contains(&row), "{t} on {fs} must pass with -o dax=always (no '{row}' row): {out}");
         }
-        assert!(out.contains(&format!("{fs}: 5 passed, 0 failed, 0 not run (check exited 0)")), "{out}");
+        assert!(out.contains(&format!("{fs}: 5 passed, 0 failed, 0 not run (exit status 0)")), "{out}");
     }
     assert_eq!(out.exit_code, 0, "{out}");
-    let files = batch.get("fstests_files").unwrap_or_else(|e| panic!("{e}"));
+    let files = outcome("fstests_dax_subset_passes_on_ext4_and_xfs", "fstests_files").expect("same batch");
     assert_eq!(files.exit_code, 0, "junit.xml, result.xml and check.log of both filesystems: {files}");
+}
+
+#[test]
+fn ndctl_dax_pmd_and_mmap_pass_on_an_e820_range() {
+    let Some(out) = outcome("ndctl_dax_pmd_and_mmap_pass_on_an_e820_range", "ndctl") else { return };
+    for t in NDCTL_TESTS {
+        let row = format!("ndctl  ndctl/{:<8} pass", t.trim_end_matches(".sh"));
+        assert!(out.contains(&row), "ndctl's {t} must pass (no '{row}' row): {out}");
+    }
+    assert!(out.contains("ndctl: 3 passed, 0 failed, 0 not run (exit status 0)"), "{out}");
+    assert_eq!(out.exit_code, 0, "{out}");
 }

@@ -13,6 +13,7 @@ use daxvmm_devices::events::EventSink;
 use daxvmm_devices::fault::{FaultDevice, FaultInjector, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY, DEFAULT_SLICE};
 use daxvmm_devices::flush_hint::FlushHints;
 use daxvmm_devices::layout::*;
+use daxvmm_devices::pci_host::PciHostBridge;
 use daxvmm_devices::power::{AcpiPm, I8042};
 use daxvmm_devices::pvpanic::PvPanic;
 use daxvmm_devices::serial::SerialDevice;
@@ -125,6 +126,7 @@ impl Machine {
                 cmdline: &cfg.cmdline,
                 mem: cfg.mem,
                 rsdp: ACPI_RSDP_ADDR,
+                e820_pmem: &pmem::e820_ranges(&self.pmem),
             },
         )?;
         step("kernel and initrd loaded");
@@ -216,12 +218,13 @@ fn wire_devices(vm: &VmFd, cfg: &VmConfig, sink: &EventSink) -> Result<(Buses, W
     let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, out)));
 
     let mut buses = Buses::default();
-    let port_devices: [(SharedDevice, u16, u16); 5] = [
+    let port_devices: [(SharedDevice, u16, u16); 6] = [
         (serial.clone(), COM1_PORT, COM1_LEN),
         (Arc::new(Mutex::new(PvPanic::new(sink.clone()))), PVPANIC_PORT, 1),
         (Arc::new(Mutex::new(AcpiPm::new(sink.clone()))), ACPI_PM_PORT, ACPI_PM_LEN),
         (Arc::new(Mutex::new(I8042::new(sink.clone()))), I8042_COMMAND_PORT, 1),
         (Arc::new(Mutex::new(DebugPort::new(sink.clone()))), DEBUG_PORT, DEBUG_PORT_LEN),
+        (Arc::new(Mutex::new(PciHostBridge::new())), PCI_CONFIG_PORT, PCI_CONFIG_LEN),
     ];
     for (dev, port, len) in port_devices {
         buses.pio.insert(dev, u64::from(port), u64::from(len))?;

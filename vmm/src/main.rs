@@ -17,6 +17,7 @@ fn main() {
         Command::Test(args) => race::test(args),
         Command::Repro(args) => race::repro(args),
         Command::Fstests(args) => suites::fstests(args),
+        Command::NdctlTests(args) => suites::ndctl_tests(args),
     });
     let code = result.unwrap_or_else(|e| {
         console::restore_terminal();

@@ -16,6 +16,9 @@ pub const HIGH_MEMORY_START: u64 = 0x10_0000;
 pub const E820_RAM: u32 = 1;
 /// e820 entry type for reserved ranges.
 pub const E820_RESERVED: u32 = 2;
+/// e820 entry type 12: legacy persistent memory (Linux's E820_TYPE_PRAM, what `memmap=nn!ss` makes),
+/// which Linux's nd_e820 driver puts on the "e820" nvdimm bus.
+pub const E820_PMEM: u32 = 12;
 
 /// Errors creating or registering guest RAM.
 #[derive(Debug, Error)]
@@ -49,7 +52,7 @@ pub struct E820Entry {
     pub addr: u64,
     /// Length in bytes.
     pub size: u64,
-    /// E820_RAM or E820_RESERVED.
+    /// E820_RAM, E820_RESERVED or E820_PMEM.
     pub kind: u32,
 }
 
@@ -63,8 +66,9 @@ pub fn ram_ranges(mem: u64) -> Vec<(GuestAddress, u64)> {
     ranges
 }
 
-/// The e820 map Linux sees: the legacy area below 1 MiB with its BIOS hole reserved, then RAM.
-pub fn e820_map(mem: u64) -> Vec<E820Entry> {
+/// The e820 map Linux sees: the legacy area below 1 MiB with its BIOS hole reserved, RAM, then the
+/// legacy pmem ranges `pmem` (base, size; placed above RAM by pmem::place).
+pub fn e820_map(mem: u64, pmem: &[(u64, u64)]) -> Vec<E820Entry> {
     let mut map = vec![
         E820Entry { addr: 0, size: LOW_RAM_END, kind: E820_RAM },
         E820Entry { addr: LOW_RAM_END, size: HIGH_MEMORY_START - LOW_RAM_END, kind: E820_RESERVED },
@@ -77,6 +81,8 @@ pub fn e820_map(mem: u64) -> Vec<E820Entry> {
             map.push(E820Entry { addr: start, size: end - start, kind: E820_RAM });
         }
     }
+    map.extend(pmem.iter().map(|&(addr, size)| E820Entry { addr, size, kind: E820_PMEM }));
+    map.sort_by_key(|e| e.addr);
     map
 }
 
@@ -130,7 +136,7 @@ mod tests {
     #[test]
     fn small_guest_has_one_range() {
         assert_eq!(ram_ranges(512 * MIB), vec![(GuestAddress(0), 512 * MIB)]);
-        let map = e820_map(512 * MIB);
+        let map = e820_map(512 * MIB, &[]);
         assert_eq!(map.len(), 3);
         assert_eq!(
             map[2],
@@ -145,11 +151,21 @@ mod tests {
         let mem = 4 * GIB;
         let r = ram_ranges(mem);
         assert_eq!(r, vec![(GuestAddress(0), 3 * GIB), (GuestAddress(4 * GIB), GIB)]);
-        let map = e820_map(mem);
+        let map = e820_map(mem, &[]);
         let ram: u64 = map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum();
         assert_eq!(ram, mem - (HIGH_MEMORY_START - LOW_RAM_END));
         assert!(map.iter().all(|e| e.addr + e.size <= MMIO_HOLE_START || e.addr >= MMIO_HOLE_END));
         assert_eq!(map.last().unwrap(), &E820Entry { addr: 4 * GIB, size: GIB, kind: E820_RAM });
+    }
+
+    #[test]
+    fn legacy_pmem_ranges_are_type_12_in_address_order() {
+        let map = e820_map(4 * GIB, &[(8 * GIB, GIB), (6 * GIB, 2 * GIB)]);
+        let pmem: Vec<&E820Entry> = map.iter().filter(|e| e.kind == E820_PMEM).collect();
+        assert_eq!(pmem.len(), 2);
+        assert_eq!(*pmem[0], E820Entry { addr: 6 * GIB, size: 2 * GIB, kind: 12 });
+        assert_eq!(*pmem[1], E820Entry { addr: 8 * GIB, size: GIB, kind: 12 });
+        assert!(map.windows(2).all(|w| w[0].addr + w[0].size <= w[1].addr), "sorted, no overlap: {map:?}");
     }
 
     #[test]

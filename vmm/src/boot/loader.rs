@@ -32,6 +32,9 @@ const ENTRY_64_OFFSET: u64 = 0x200;
 /// Errors loading the guest's boot images.
 #[derive(Debug, Error)]
 pub enum LoaderError {
+    /// More e820 entries than boot_params holds (RAM ranges plus `type=e820` pmem).
+    #[error("the e820 map would have {0} entries, more than the {1} Linux's boot protocol holds: use fewer type=e820 regions")]
+    TooManyE820(usize, usize),
     /// The kernel file could not be opened.
     #[error("cannot open kernel {path}: {source}")]
     OpenKernel {
@@ -102,6 +105,8 @@ pub struct BootSpec<'a> {
     pub mem: u64,
     /// Where the RSDP is, for boot_params.acpi_rsdp_addr.
     pub rsdp: u64,
+    /// Legacy pmem ranges (base, size) for the e820 map.
+    pub e820_pmem: &'a [(u64, u64)],
 }
 
 /// Offsets in a bzImage (Documentation/arch/x86/boot.rst).
@@ -182,7 +187,10 @@ pub fn load(gm: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootInfo, Loade
     }
 
     params.acpi_rsdp_addr = spec.rsdp;
-    let map = e820_map(spec.mem);
+    let map = e820_map(spec.mem, spec.e820_pmem);
+    if map.len() > params.e820_table.len() {
+        return Err(LoaderError::TooManyE820(map.len(), params.e820_table.len()));
+    }
     for (slot, e) in params.e820_table.iter_mut().zip(&map) {
         *slot = boot_e820_entry { addr: e.addr, size: e.size, r#type: e.kind };
     }

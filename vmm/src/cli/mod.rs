@@ -3,15 +3,15 @@
 //! options are in its module: `run` (one guest run, with the checks that need no KVM), `race` (the race
 //! runner's options).
 
-pub mod fstests;
 pub mod race;
 pub mod run;
+pub mod suites;
 
 use clap::{Parser, Subcommand};
 
-use self::fstests::FstestsArgs;
 use self::race::{ReproArgs, TestArgs};
 use self::run::RunArgs;
+use self::suites::{FstestsArgs, NdctlArgs};
 
 const RACE_HELP: &str = "\
 Examples:
@@ -33,6 +33,15 @@ The image comes from scripts/build-guest-rootfs.sh (Debian with fstests built in
 The guest boots it from a raw NVDIMM (share=off: the file is never written) and gets two more, turned
 into fsdax namespaces for TEST_DEV and SCRATCH_DEV; check runs once per filesystem with
 MOUNT_OPTIONS=\"-o dax=always\". check's own lines show the progress; --out gets the results.";
+
+const NDCTL_HELP: &str = "\
+Examples:
+  daxvmm ndctl-tests --kernel bzImage --rootfs rootfs.img
+  daxvmm ndctl-tests mmap.sh --out /tmp/ndctl
+
+The image (scripts/build-guest-rootfs.sh) has ndctl built from Debian's source package with the programs
+and scripts of its test/ directory. The scripts run unmodified; they find their device on the \"e820\"
+nvdimm bus, so the guest gets a --pmem ...,type=e820 range (--e820-size, at least 2G).";
 
 /// daxvmm's command line.
 #[derive(Debug, Parser)]
@@ -83,6 +92,10 @@ pub enum Command {
     /// failed, 10 a test failed, 1 the guest did not finish (or an error), 2 usage.
     #[command(after_help = FSTESTS_HELP)]
     Fstests(FstestsArgs),
+    /// Run ndctl's own test scripts (default dax-ext4.sh dax-xfs.sh mmap.sh) in the suite image, on a
+    /// legacy e820 pmem range. Exit codes as fstests.
+    #[command(name = "ndctl-tests", after_help = NDCTL_HELP)]
+    NdctlTests(NdctlArgs),
 }
 
 impl Cli {
@@ -117,7 +130,7 @@ impl Command {
     pub fn log_level(&self) -> log::LevelFilter {
         match self {
             Self::Run(run) => run.log_level,
-            Self::Test(_) | Self::Repro(_) | Self::Fstests(_) => log::LevelFilter::Info,
+            Self::Test(_) | Self::Repro(_) | Self::Fstests(_) | Self::NdctlTests(_) => log::LevelFilter::Info,
         }
     }
 
@@ -127,7 +140,8 @@ impl Command {
             Self::Run(run) => run.seccomp,
             Self::Test(test) => test.boot.seccomp,
             Self::Repro(repro) => repro.boot.seccomp,
-            Self::Fstests(f) => f.seccomp,
+            Self::Fstests(f) => f.boot.seccomp,
+            Self::NdctlTests(n) => n.boot.seccomp,
         }
     }
 }

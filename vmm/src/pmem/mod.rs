@@ -88,6 +88,8 @@ pub struct PmemRegion {
     pub gpa: u64,
     /// Host memory.
     pub mapping: HostMapping,
+    /// A legacy e820 range (`type=e820`), not an NFIT NVDIMM.
+    pub e820: bool,
 }
 
 fn align_up(x: u64, a: u64) -> u64 {
@@ -169,7 +171,7 @@ pub fn setup(mem: u64, specs: &[PmemSpec], pools: &Path) -> Result<Vec<PmemRegio
             );
         }
         log::info!("{} at guest-physical {gpa:#x}", backing::describe(index, &mapping));
-        regions.push(PmemRegion { gpa, mapping });
+        regions.push(PmemRegion { gpa, mapping, e820: spec.e820 });
     }
     Ok(regions)
 }
@@ -192,11 +194,13 @@ pub fn register(vm: &VmFd, regions: &[PmemRegion], first_slot: u32) -> Result<()
     Ok(())
 }
 
-/// How the ACPI tables describe the regions.
+/// How the ACPI tables describe the NFIT regions (an e820 region is in the e820 map instead; the others
+/// keep their index as their slot).
 pub fn acpi_regions(regions: &[PmemRegion]) -> Vec<NvdimmRegion> {
     regions
         .iter()
         .enumerate()
+        .filter(|(_, r)| !r.e820)
         .map(|(i, r)| NvdimmRegion {
             slot: i as u16,
             base: r.gpa,
@@ -207,9 +211,15 @@ pub fn acpi_regions(regions: &[PmemRegion]) -> Vec<NvdimmRegion> {
         .collect()
 }
 
-/// The flush hint device for `regions`: a guest flush of a shared file-backed region msyncs it.
+/// The legacy e820 ranges (base, size).
+pub fn e820_ranges(regions: &[PmemRegion]) -> Vec<(u64, u64)> {
+    regions.iter().filter(|r| r.e820).map(|r| (r.gpa, r.mapping.size())).collect()
+}
+
+/// The flush hint device for `regions`: a guest flush of a shared file-backed NFIT region msyncs it (an
+/// e820 range has no flush hint; it is written back at exit).
 pub fn flush_hints(regions: &[PmemRegion]) -> FlushHints {
-    let slots = regions.iter().enumerate().filter_map(|(i, r)| {
+    let slots = regions.iter().enumerate().filter(|(_, r)| !r.e820).filter_map(|(i, r)| {
         let range = r.mapping.flush_range()?;
         let flush: Flush = Box::new(move || range.flush());
         Some((i as u16, flush))
@@ -252,6 +262,19 @@ mod tests {
 
     fn specs(list: &[&str]) -> Vec<PmemSpec> {
         list.iter().map(|s| PmemSpec::parse(s).unwrap()).collect()
+    }
+
+    #[test]
+    fn an_e820_region_is_in_the_e820_map_not_the_nfit() {
+        let regions = setup(
+            512 << 20,
+            &specs(&["2M,backing=thp", "2M,backing=thp,type=e820", "2M,backing=anon"]),
+            std::path::Path::new("/nonexistent"),
+        )
+        .unwrap();
+        let nfit: Vec<u16> = acpi_regions(&regions).iter().map(|r| r.slot).collect();
+        assert_eq!(nfit, [0, 2], "NFIT DIMMs keep their index as slot");
+        assert_eq!(e820_ranges(&regions), [(regions[1].gpa, 2 << 20)]);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub struct PmemSpec {
     pub resize: bool,
     /// Guest-physical address; by default regions go above RAM and 4 GiB, 1 GiB aligned.
     pub addr: Option<u64>,
+    /// `type=e820`: a legacy persistent-memory range in the e820 map (type 12, what `memmap=nn!ss`
+    /// makes), on Linux's "e820" nvdimm bus, instead of an NFIT NVDIMM.
+    pub e820: bool,
 }
 
 /// A `--pmem` argument that cannot be used.
@@ -55,7 +58,7 @@ pub enum PmemSpecError {
         align: String,
     },
     /// An option we do not know.
-    #[error("unknown pmem option '{0}' (known: file=, backing=, share=, prefault=, resize=, addr=)")]
+    #[error("unknown pmem option '{0}' (known: file=, backing=, share=, prefault=, resize=, addr=, type=)")]
     UnknownOption(String),
     /// An option with a value we do not know.
     #[error("pmem option {key}={value}: expected {expected}")]
@@ -90,7 +93,8 @@ fn on_off(key: &str, value: &str) -> Result<bool, PmemSpecError> {
 }
 
 impl PmemSpec {
-    /// Parses `SIZE[,file=PATH][,backing=...][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA]`.
+    /// Parses `SIZE[,file=PATH][,backing=...][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA]
+    /// [,type=nfit|e820]`.
     pub fn parse(s: &str) -> Result<Self, PmemSpecError> {
         let mut parts = s.split(',');
         let size = parse_size(parts.next().unwrap_or_default())?;
@@ -102,6 +106,7 @@ impl PmemSpec {
             prefault: false,
             resize: false,
             addr: None,
+            e820: false,
         };
         for opt in parts {
             let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
@@ -127,6 +132,18 @@ impl PmemSpec {
                 "prefault" => spec.prefault = on_off(key, value)?,
                 "resize" => spec.resize = on_off(key, value)?,
                 "addr" => spec.addr = Some(parse_addr(value)?),
+                "type" => {
+                    spec.e820 = match value {
+                        "nfit" => false,
+                        "e820" => true,
+                        _ => return Err(PmemSpecError::BadValue {
+                            key: key.into(),
+                            value: value.into(),
+                            expected:
+                                "nfit (an ACPI NFIT NVDIMM, the default) or e820 (a legacy e820 pmem range)",
+                        }),
+                    }
+                }
                 _ => return Err(PmemSpecError::UnknownOption(opt.to_string())),
             }
         }
@@ -154,7 +171,9 @@ mod tests {
         assert_eq!(PmemSpec::parse("2M,addr=8G").unwrap().addr, Some(8 * GIB));
         assert!(PmemSpec::parse("2M,addr=0xzz").is_err());
         let s = PmemSpec::parse("2M").unwrap();
-        assert_eq!((s.size, s.backing, s.share), (2 * MIB, Backing::Auto, true));
+        assert_eq!((s.size, s.backing, s.share, s.e820), (2 * MIB, Backing::Auto, true, false));
+        assert!(PmemSpec::parse("2M,type=e820").unwrap().e820);
+        assert!(!PmemSpec::parse("2M,type=nfit").unwrap().e820);
     }
 
     #[test]
@@ -165,6 +184,7 @@ mod tests {
         assert!(matches!(PmemSpec::parse("1G,color=red"), Err(PmemSpecError::UnknownOption(_))));
         assert!(matches!(PmemSpec::parse("1G,backing=fast"), Err(PmemSpecError::BadValue { .. })));
         assert!(matches!(PmemSpec::parse("1G,share=maybe"), Err(PmemSpecError::BadValue { .. })));
+        assert!(matches!(PmemSpec::parse("1G,type=virtio"), Err(PmemSpecError::BadValue { .. })));
         assert!(matches!(PmemSpec::parse("1G,file="), Err(PmemSpecError::UnknownOption(_))));
         assert!(matches!(PmemSpec::parse("lots"), Err(PmemSpecError::Size(_))));
     }

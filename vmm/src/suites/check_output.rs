@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 /// The runner's line prefix.
-const TAG: &str = "daxvmm-fstests: ";
+const TAG: &str = "daxvmm-suite: ";
 /// Lines of a results file carry this prefix.
 const FILE_LINE: &str = "| ";
 /// At most this many files per section are kept (the runner sends result.xml and three per failure).
@@ -249,7 +249,7 @@ mod tests {
 
     const RUN: &str = "\
 [    3.1] some kernel line
-daxvmm-fstests: section ext4
+daxvmm-suite: section ext4
 FSTYP         -- ext4
 generic/413       [not run] Kernel does not report huge page size
 generic/428 3s ...  2s
@@ -261,19 +261,19 @@ Ran: generic/428 generic/437 generic/462
 Not run: generic/413
 Failures: generic/462
 Failed 1 of 3 tests
-daxvmm-fstests: file ext4/result.xml
+daxvmm-suite: file ext4/result.xml
 | <testsuite>
 |
 | </testsuite>
-daxvmm-fstests: end-file
-daxvmm-fstests: file ext4/generic/462.out.bad
+daxvmm-suite: end-file
+daxvmm-suite: file ext4/generic/462.out.bad
 | QA output created by 462
-daxvmm-fstests: end-file
-daxvmm-fstests: file ext4/../../etc/passwd
+daxvmm-suite: end-file
+daxvmm-suite: file ext4/../../etc/passwd
 | root::0:0
-daxvmm-fstests: end-file
-daxvmm-fstests: done ext4 rc=1
-daxvmm-fstests: section xfs
+daxvmm-suite: end-file
+daxvmm-suite: done ext4 rc=1
+daxvmm-suite: section xfs
 generic/428 2s ...
 ";
 
@@ -317,8 +317,8 @@ generic/428 2s ...
     #[test]
     fn a_time_split_off_by_a_kernel_message_still_counts() {
         let s = parse(
-            "daxvmm-fstests: section xfs\ngeneric/413        [  203.1] run fstests generic/413 at 2026\n 20s\n\
-             Ran: generic/413\nPassed all 1 tests\ndaxvmm-fstests: done xfs rc=0\n",
+            "daxvmm-suite: section xfs\ngeneric/413        [  203.1] run fstests generic/413 at 2026\n 20s\n\
+             Ran: generic/413\nPassed all 1 tests\ndaxvmm-suite: done xfs rc=0\n",
         );
         assert_eq!(s[0].tests[0].seconds, Some(20));
         assert_eq!(s[0].tests[0].verdict, Verdict::Pass);
@@ -332,7 +332,9 @@ generic/428 2s ...
         for good in ["result.xml", "generic/462.out.bad", "xfs/550.full"] {
             assert!(safe_name(good), "{good}");
         }
-        let s = parse("daxvmm-fstests: section ../x\nRan: generic/1\nPassed all 1 tests\ndaxvmm-fstests: done ../x rc=0\n");
+        let s = parse(
+            "daxvmm-suite: section ../x\nRan: generic/1\nPassed all 1 tests\ndaxvmm-suite: done ../x rc=0\n",
+        );
         assert_eq!(s[0].fs, "unnamed");
         assert!(s[0].complete());
     }
@@ -340,7 +342,7 @@ generic/428 2s ...
     #[test]
     fn a_file_without_its_end_marker_is_still_bounded_by_the_next_runner_line() {
         let s = parse(
-            "daxvmm-fstests: section ext4\ndaxvmm-fstests: file ext4/result.xml\n| a\ndaxvmm-fstests: done ext4 rc=0\n",
+            "daxvmm-suite: section ext4\ndaxvmm-suite: file ext4/result.xml\n| a\ndaxvmm-suite: done ext4 rc=0\n",
         );
         assert_eq!(s[0].files["result.xml"], "a\n");
         assert_eq!(s[0].rc, Some(0));

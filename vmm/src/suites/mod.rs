@@ -1,36 +1,36 @@
-//! `daxvmm fstests`: one guest boot of the suite image (scripts/build-guest-rootfs.sh) that runs
-//! fstests' `check` on each filesystem in turn, with `-o dax=always` on two fsdax NVDIMMs, and the
-//! results read back from its console ([`check_output`]) and written to `--out` ([`report`]).
+//! The standard suites in the suite image (scripts/build-guest-rootfs.sh): `daxvmm fstests` runs fstests'
+//! `check` on each filesystem in turn with `-o dax=always` on two fsdax NVDIMMs, `daxvmm ndctl-tests`
+//! runs ndctl's own test scripts on a legacy e820 pmem range. One guest boot each; the results are read
+//! back from its console ([`check_output`]) and written to `--out` ([`report`]).
 //!
-//! The guest gets three NVDIMMs: pmem0 is the image (raw, `share=off`, root=/dev/pmem0), pmem1 and
-//! pmem2 become TEST_DEV and SCRATCH_DEV; images/rootfs/daxvmm-fstests turns them into fsdax
-//! namespaces and writes fstests' local.config.
+//! pmem0 is the image (raw, `share=off`, root=/dev/pmem0); the runner scripts in images/rootfs/ set up
+//! the other devices and print what the host reads (docs/suites.md).
 
 pub mod check_output;
 pub mod report;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use thiserror::Error;
 
 use crate::boot::cpuid::XsavePolicy;
 use crate::capture::Capture;
-use crate::cli::fstests::FstestsArgs;
 use crate::cli::run::{check_file, BASE_CMDLINE};
+use crate::cli::suites::{FstestsArgs, NdctlArgs, SuiteBoot};
 use crate::pmem::spec::{PmemSpec, PmemSpecError};
-use crate::units::{format_size, MIB};
+use crate::units::{format_size, GIB, MIB};
 use crate::vm::{self, Outcome, VmConfig};
 
 /// Exit code when a test failed.
 pub const EXIT_FAILED: u8 = 10;
-/// Exit code when the guest did not finish every filesystem (or daxvmm could not run it).
+/// Exit code when the guest did not finish every section (or daxvmm could not run it).
 pub const EXIT_INCOMPLETE: u8 = 1;
 /// The kernel's command line buffer on x86 (COMMAND_LINE_SIZE), with room for its terminator.
 const CMDLINE_MAX: usize = 2047;
 
-/// Why `daxvmm fstests` could not start.
+/// Why a suite could not start.
 #[derive(Debug, Error)]
 pub enum SuiteError {
     /// The image cannot be used.
@@ -41,9 +41,12 @@ pub enum SuiteError {
         /// What is wrong.
         why: String,
     },
-    /// A pmem size that the NVDIMM rules refuse.
-    #[error("--pmem-size: {0}")]
-    PmemSize(PmemSpecError),
+    /// A device size that the pmem rules refuse.
+    #[error("{0}: {1}")]
+    DeviceSize(&'static str, PmemSpecError),
+    /// ndctl's scripts fallocate 1 GiB on their device.
+    #[error("--e820-size must be at least 2G: ndctl's scripts put a 1 GiB file on it")]
+    E820TooSmall,
     /// Too many tests for the kernel's command line.
     #[error("the guest command line would be {0} bytes, over the kernel's {CMDLINE_MAX}: name fewer tests, or a group with -g")]
     CmdlineTooLong(usize),
@@ -66,64 +69,116 @@ fn rootfs_region(path: &Path) -> Result<PmemSpec, SuiteError> {
     Ok(spec)
 }
 
-/// The kernel command line: root on pmem0, the image's init, and the runner with its arguments.
-fn cmdline(args: &FstestsArgs) -> Result<String, SuiteError> {
-    let mut c = format!(
-        "{BASE_CMDLINE} root=/dev/pmem0 rootwait rw init=/usr/local/sbin/daxvmm-init -- daxvmm-fstests --fs {} --",
-        args.fs.join(",")
+/// The kernel command line: root on pmem0, the image's init, and the runner command `runner`.
+fn cmdline(runner: &[String]) -> Result<String, SuiteError> {
+    let c = format!(
+        "{BASE_CMDLINE} root=/dev/pmem0 rootwait rw init=/usr/local/sbin/daxvmm-init -- {}",
+        runner.join(" ")
     );
-    for a in args.check_args() {
-        c.push(' ');
-        c.push_str(&a);
-    }
     if c.len() > CMDLINE_MAX {
         return Err(SuiteError::CmdlineTooLong(c.len()));
     }
     Ok(c)
 }
 
+/// One suite boot: the runner's command, the devices after the image, the sections it must report.
+struct Plan {
+    name: &'static str,
+    mem: u64,
+    runner: Vec<String>,
+    devices: Vec<PmemSpec>,
+    sections: Vec<String>,
+    out: PathBuf,
+}
+
+fn device(what: &'static str, size: u64, e820: bool) -> Result<PmemSpec, SuiteError> {
+    let mut spec = PmemSpec::parse(&format_size(size)).map_err(|e| SuiteError::DeviceSize(what, e))?;
+    spec.e820 = e820;
+    Ok(spec)
+}
+
+fn fstests_plan(args: &FstestsArgs) -> Result<Plan, SuiteError> {
+    let dev = device("--pmem-size", args.pmem_size, false)?;
+    let mut runner = vec!["daxvmm-fstests".into(), "--fs".into(), args.fs.join(","), "--".into()];
+    runner.extend(args.check_args());
+    Ok(Plan {
+        name: "fstests",
+        mem: args.boot.mem.unwrap_or(GIB),
+        runner,
+        devices: vec![dev.clone(), dev],
+        sections: args.fs.clone(),
+        out: args.boot.out.clone().unwrap_or_else(|| "daxvmm-fstests-results".into()),
+    })
+}
+
+fn ndctl_plan(args: &NdctlArgs) -> Result<Plan, SuiteError> {
+    if args.e820_size < 2 * GIB {
+        return Err(SuiteError::E820TooSmall);
+    }
+    let mut runner = vec!["daxvmm-ndctl-tests".to_string()];
+    runner.extend(args.tests.iter().cloned());
+    Ok(Plan {
+        name: "ndctl's tests",
+        mem: args.boot.mem.unwrap_or(2560 * MIB),
+        runner,
+        devices: vec![device("--e820-size", args.e820_size, true)?],
+        sections: vec!["ndctl".into()],
+        out: args.boot.out.clone().unwrap_or_else(|| "daxvmm-ndctl-results".into()),
+    })
+}
+
 /// `daxvmm fstests`: its exit code (0 nothing failed, [`EXIT_FAILED`], [`EXIT_INCOMPLETE`]).
 pub fn fstests(args: &FstestsArgs) -> anyhow::Result<u8> {
+    log::info!(
+        "fstests on {} with check {} (TEST_DEV and SCRATCH_DEV: fsdax NVDIMMs of {})",
+        args.fs.join(", "),
+        args.check_args().join(" "),
+        format_size(args.pmem_size)
+    );
+    run(&args.boot, fstests_plan(args)?)
+}
+
+/// `daxvmm ndctl-tests`: exit codes as [`fstests`].
+pub fn ndctl_tests(args: &NdctlArgs) -> anyhow::Result<u8> {
+    log::info!("ndctl's {} on a {} e820 pmem range", args.tests.join(", "), format_size(args.e820_size));
+    run(&args.boot, ndctl_plan(args)?)
+}
+
+fn run(boot: &SuiteBoot, plan: Plan) -> anyhow::Result<u8> {
     let started = Instant::now();
-    let device = PmemSpec::parse(&format_size(args.pmem_size)).map_err(SuiteError::PmemSize)?;
-    // Echoed: check's line per test is the progress.
+    // Echoed: the runner's line per test is the progress.
     let capture = Capture::new(true);
+    let mut pmem = vec![rootfs_region(&boot.rootfs)?];
+    pmem.extend(plan.devices);
     let cfg = VmConfig {
-        kernel: args.kernel.clone(),
+        kernel: boot.kernel.clone(),
         initrd: None,
-        cmdline: cmdline(args)?,
-        mem: args.mem,
-        cpus: args.cpus,
-        timeout: Some(args.timeout),
+        cmdline: cmdline(&plan.runner)?,
+        mem: plan.mem,
+        cpus: boot.cpus,
+        timeout: Some(boot.timeout),
         timeout_after_init: None,
         xsave: XsavePolicy::for_this_host(),
-        pmem: vec![rootfs_region(&args.rootfs)?, device.clone(), device],
+        pmem,
         fault_schedule: None,
-        seccomp: args.seccomp,
+        seccomp: boot.seccomp,
         last_run: true,
         race: None,
         console: Some(capture.clone()),
     };
     cfg.check()?;
-    log::info!(
-        "fstests on {} with check {} (TEST_DEV and SCRATCH_DEV: fsdax NVDIMMs of {}); results in {}",
-        args.fs.join(", "),
-        args.check_args().join(" "),
-        format_size(args.pmem_size),
-        args.out.display()
-    );
     let outcome = vm::run(&cfg, started)?;
     let console = capture.text();
     let sections = check_output::parse(&console);
-    let table = report::write(&args.out, &sections, &args.fs, &console)?;
+    let table = report::write(&plan.out, &sections, &plan.sections, &console)?;
     // The result, after the echoed console on stdout.
     let _ = writeln!(std::io::stdout().lock(), "\n{table}");
     let failed = sections.iter().any(|s| report::counts(s).failed > 0);
-    let complete = sections.len() == args.fs.len() && sections.iter().all(check_output::Section::complete);
+    let complete = plan.sections.iter().all(|want| sections.iter().any(|s| &s.fs == want && s.complete()));
     if !matches!(outcome, Outcome::PowerOff | Outcome::GuestFailed(_)) {
-        log::error!("the guest ended with {outcome} before the suite finished");
+        log::error!("the guest ended with {outcome} before {} finished", plan.name);
     }
-    log::info!("results in {} (junit.xml, summary.txt, console.log)", args.out.display());
+    log::info!("results in {} (junit.xml, summary.txt, console.log)", plan.out.display());
     Ok(match (complete, failed) {
         (_, true) => EXIT_FAILED,
         (false, false) => EXIT_INCOMPLETE,
@@ -137,6 +192,14 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
 
+    fn ndctl(extra: &[&str]) -> NdctlArgs {
+        let base = ["daxvmm", "ndctl-tests", "--kernel", "/k", "--rootfs", "/r"];
+        match Cli::try_parse_command(base.iter().chain(extra)).unwrap() {
+            Command::NdctlTests(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn args(extra: &[&str]) -> FstestsArgs {
         let base = ["daxvmm", "fstests", "--kernel", "/k", "--rootfs", "/r"];
         match Cli::try_parse_command(base.iter().chain(extra)).unwrap() {
@@ -147,7 +210,8 @@ mod tests {
 
     #[test]
     fn the_command_line_names_the_filesystems_and_checks_arguments() {
-        let c = cmdline(&args(&["--fs", "xfs", "-g", "dax", "generic/413"])).unwrap();
+        let c = cmdline(&fstests_plan(&args(&["--fs", "xfs", "-g", "dax", "generic/413"])).unwrap().runner)
+            .unwrap();
         assert!(c.starts_with(BASE_CMDLINE), "{c}");
         assert!(c.ends_with(" root=/dev/pmem0 rootwait rw init=/usr/local/sbin/daxvmm-init -- daxvmm-fstests --fs xfs -- -g dax generic/413"), "{c}");
         let all = args(&[]);
@@ -170,8 +234,28 @@ mod tests {
     fn too_many_tests_for_the_kernel_command_line_is_one_error() {
         let many: Vec<String> = (0..400).map(|i| format!("generic/{i:03}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-        let e = cmdline(&args(&refs)).unwrap_err();
+        let e = cmdline(&fstests_plan(&args(&refs)).unwrap().runner).unwrap_err();
         assert!(e.to_string().contains("over the kernel's 2047"), "{e}");
+    }
+
+    #[test]
+    fn ndctl_tests_run_on_an_e820_range_of_2g_or_more() {
+        let plan = ndctl_plan(&ndctl(&[])).unwrap();
+        assert_eq!(plan.runner, ["daxvmm-ndctl-tests", "dax-ext4.sh", "dax-xfs.sh", "mmap.sh"]);
+        assert!(plan.devices.len() == 1 && plan.devices[0].e820 && plan.devices[0].size == 2 * GIB);
+        assert_eq!(plan.sections, ["ndctl"]);
+        assert_eq!(plan.out, std::path::Path::new("daxvmm-ndctl-results"));
+        assert!(matches!(ndctl_plan(&ndctl(&["--e820-size", "1G"])), Err(SuiteError::E820TooSmall)));
+        for bad in ["mmap", "../x.sh", "a b.sh", ".sh"] {
+            let base = ["daxvmm", "ndctl-tests", "--kernel", "/k", "--rootfs", "/r", bad];
+            assert!(Cli::try_parse_command(base).is_err(), "{bad}");
+        }
+        let fst = fstests_plan(&args(&[])).unwrap();
+        assert!(
+            fst.devices.len() == 2
+                && !fst.devices[0].e820
+                && fst.out == std::path::Path::new("daxvmm-fstests-results")
+        );
     }
 
     #[test]

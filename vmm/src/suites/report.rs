@@ -70,7 +70,7 @@ pub fn table(sections: &[Section], expected: &[String]) -> String {
     for s in sections {
         let c = counts(s);
         let end = match (s.complete(), s.rc) {
-            (true, Some(rc)) => format!("check exited {rc}"),
+            (true, Some(rc)) => format!("exit status {rc}"),
             _ => "INCOMPLETE: the guest did not finish this filesystem".into(),
         };
         let _ =
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn an_incomplete_section_is_an_error_not_a_pass() {
-        let s = parse("daxvmm-fstests: section xfs\ngeneric/428 2s ...\n");
+        let s = parse("daxvmm-suite: section xfs\ngeneric/428 2s ...\n");
         let x = junit(&s);
         assert!(x.contains("errors=\"1\"") && x.contains("<error message="), "{x}");
         let t = table(&s, &["xfs".into(), "ext4".into()]);
@@ -223,7 +223,7 @@ mod tests {
         let t = table(&[section()], &["ext4".into()]);
         assert!(t.contains("ext4   generic/428    pass         2s"), "{t}");
         assert!(t.contains("FAIL") && t.contains("not run"), "{t}");
-        assert!(t.contains("ext4: 1 passed, 1 failed, 1 not run (check exited 1)"), "{t}");
+        assert!(t.contains("ext4: 1 passed, 1 failed, 1 not run (exit status 1)"), "{t}");
     }
 
     #[test]
