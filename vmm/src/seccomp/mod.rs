@@ -105,14 +105,8 @@ pub fn install_main(mode: SeccompMode) -> Result<(), SeccompError> {
     install_sigsys_handler()?;
     let main = compile(ThreadKind::Main, action)?;
     let err = |e| SeccompError::Build("main", e);
-    let clone3 = SeccompFilter::new(
-        clone3_unsupported(),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        arch(),
-    )
-    .map_err(err)?;
-    let clone3: BpfProgram = clone3.try_into().map_err(err)?;
+    let clone3 = build(clone3_unsupported(), SeccompAction::Allow, SeccompAction::Errno(libc::ENOSYS as u32))
+        .map_err(err)?;
     THREAD_KIND.with(|k| k.set(Some(ThreadKind::Main)));
     // The kernel runs every filter on each call and keeps the strictest answer: the main filter lets
     // clone3 through, this one answers it ENOSYS.
@@ -131,11 +125,18 @@ fn mismatch_action(mode: SeccompMode) -> Option<SeccompAction> {
     }
 }
 
+/// The filter of `kind`: its rules allow, anything else gets `mismatch`.
 fn compile(kind: ThreadKind, mismatch: SeccompAction) -> Result<BpfProgram, SeccompError> {
     let err = |e| SeccompError::Build(kind.name(), e);
-    let filter =
-        SeccompFilter::new(rules(kind).map_err(err)?, mismatch, SeccompAction::Allow, arch()).map_err(err)?;
-    filter.try_into().map_err(err)
+    build(rules(kind).map_err(err)?, mismatch, SeccompAction::Allow).map_err(err)
+}
+
+fn build(
+    rules: rules::Rules,
+    mismatch: SeccompAction,
+    matched: SeccompAction,
+) -> Result<BpfProgram, seccompiler::BackendError> {
+    SeccompFilter::new(rules, mismatch, matched, arch())?.try_into()
 }
 
 fn arch() -> TargetArch {
