@@ -49,7 +49,7 @@ log "building daxvmm-guest (release, $musl)"
 	die "cargo build of daxvmm-guest failed"
 guest_bin=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}/$musl/release/daxvmm-guest
 
-key=$( (hash_files "$0" "$pin" "$DAXVMM_ROOT"/images/rootfs/* "$guest_bin"; echo "${runtime[*]} ${build[*]}") | sha256sum | cut -c1-16)
+key=$( (hash_files "$0" "$pin" "$DAXVMM_ROOT"/images/rootfs/* "$DAXVMM_ROOT/images/guest-tests/lib.sh" "$guest_bin"; echo "${runtime[*]} ${build[*]}") | sha256sum | cut -c1-16)
 out=$DAXVMM_CACHE/rootfs/$key
 if [ $force = 0 ] && [ -f "$out/rootfs.img" ]; then
 	log "guest suite image $key is cached"
@@ -89,6 +89,8 @@ mmdebstrap --quiet --variant=minbase --include="$(IFS=,; echo "${runtime[*]},${b
 	--customize-hook="copy-in '$guest_bin' /usr/local/bin" \
 	--customize-hook="copy-in '$DAXVMM_ROOT/images/rootfs/daxvmm-fstests' '$DAXVMM_ROOT/images/rootfs/daxvmm-ndctl-tests' '$DAXVMM_ROOT/images/rootfs/journalctl' /usr/local/bin" \
 	--customize-hook="copy-in '$DAXVMM_ROOT/images/rootfs/init' /usr/local/sbin" \
+	--customize-hook="mkdir -p \"\$1\"/usr/local/lib/daxvmm" \
+	--customize-hook="copy-in '$DAXVMM_ROOT/images/guest-tests/lib.sh' /usr/local/lib/daxvmm" \
 	--customize-hook="mv \"\$1\"/usr/local/sbin/init \"\$1\"/usr/local/sbin/daxvmm-init" \
 	--customize-hook="chroot \"\$1\" dpkg-query -W -f '\${Package} \${Version}\n' >'$work/packages.txt'" \
 	--customize-hook="rm -rf \"\$1\"/tmp/* \"\$1\"/var/cache/apt/* \"\$1\"/var/lib/apt/lists/* \"\$1\"/usr/share/doc \"\$1\"/usr/share/man \"\$1\"/usr/share/locale" \
