@@ -9,6 +9,7 @@
 //! - `oracle`: judges a run from its fault log, the pmem contents and the guest's console;
 //! - `holds`: whether a forced run's kernel holds happened where its schedule says;
 //! - `plan`: which runs a session makes, in guest order, and the guest program's `--plan`;
+//! - `shard`: `--shard I/N`, the stable split of a plan across machines;
 //! - `session`: the fault injector's run observer (arms each run's schedule, applies the oracle);
 //! - `verdict`: guest console and host records turned into per-run results;
 //! - `report`: the table, TAP and JUnit XML;
@@ -29,6 +30,7 @@ mod report;
 mod repro;
 mod runner;
 mod session;
+mod shard;
 mod verdict;
 
 pub use daxvmm_scenarios::ScenarioId;
@@ -43,3 +45,4 @@ pub use oracle::{
 pub use runner::{
     repro, test, BootOptions, RaceError, ReproOptions, TestOptions, EXIT_NOT_REPRODUCED, EXIT_VIOLATIONS,
 };
+pub use shard::{Shard, ShardError, MAX_SHARDS};

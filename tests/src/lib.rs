@@ -11,6 +11,7 @@
 //! - [`batch_file`]: batch files of shell cases run on this host with the markers; the default artifacts.
 //! - [`bench`]: the benchmarks' batches, the parsing of their figures, the statistics and the tables.
 //! - [`bench_race`]: the race benchmark: mutant kills by forced schedules, sleeps and sequential checks.
+//! - [`bench_suites`]: fstests and ndctl's tests under daxvmm and under QEMU, side by side.
 //! - [`shared`]: [`SharedBatch`], one batch per test binary shared by its `#[test]` functions.
 //! - [`record`]: [`Skip`], and the boot log (boots, skips, test host VM faults and reruns).
 //! - [`summary`]: the closing lines of scripts/test.sh, from cargo's output and the boot log.
@@ -27,6 +28,7 @@
 pub mod batch_file;
 pub mod bench;
 pub mod bench_race;
+pub mod bench_suites;
 pub mod case;
 pub mod console;
 pub mod host;

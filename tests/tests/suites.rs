@@ -1,7 +1,8 @@
 //! The standard suites in the suite image (scripts/build-guest-rootfs.sh), in one test host VM:
 //! `daxvmm fstests` runs the CI subset of fstests' dax group on ext4 and xfs with `-o dax=always`, and
 //! `daxvmm ndctl-tests` runs ndctl's dax-ext4.sh, dax-xfs.sh (dax-pmd) and mmap.sh on a legacy e820
-//! range; every test's verdict is checked in the table each prints and in the JUnit it writes.
+//! range; every test's verdict is checked in the table each prints and in the JUnit it writes. One
+//! more boot runs a shard of the subset (`--shard 2/3`) with a kernel build tree as `--kernel`.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -30,9 +31,9 @@ fn rootfs() -> Result<PathBuf, Skip> {
     }
 }
 
-fn suite_case(name: &str, command: &str, image: &str, extra: &[&str]) -> Case {
+fn suite_case(name: &str, command: &str, kernel: &str, image: &str, extra: &[&str]) -> Case {
     let mut args: Vec<String> =
-        [command, "--kernel", "{kernel}", "--rootfs", image, "--out"].iter().map(|s| s.to_string()).collect();
+        [command, "--kernel", kernel, "--rootfs", image, "--out"].iter().map(|s| s.to_string()).collect();
     args.push(format!("{{tmp}}/{name}"));
     args.extend(["--timeout".into(), "40m".into()]);
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -43,6 +44,19 @@ fn run() -> Result<Batch, Skip> {
     let image = rootfs()?;
     let place = host::detect()?;
     let inside = added_path(place, &image);
+    // The shard boots a kernel build tree: the guest kernel's .config and bzImage where a tree has them.
+    let config = host::env_file("DAXVMM_GUEST_KERNEL")?.with_file_name(".config");
+    if !config.is_file() {
+        return Err(Skip(format!(
+            "{} is missing (scripts/build-guest-kernel.sh keeps it)",
+            config.display()
+        )));
+    }
+    let tree_setup = format!(
+        "rm -rf {{tmp}}/fstests_shard {{tmp}}/tree && mkdir -p {{tmp}}/tree/arch/x86/boot && \
+         cp {} {{tmp}}/tree/.config && cp {{kernel}} {{tmp}}/tree/arch/x86/boot/bzImage",
+        added_path(place, &config)
+    );
     let files = Case::daxvmm("fstests_files", ["--version"])
         .with_setup(
             "d={tmp}/fstests; for fs in ext4 xfs; do \
@@ -53,12 +67,14 @@ fn run() -> Result<Batch, Skip> {
         .without_boot();
     let fs = FILESYSTEMS.join(",");
     let fstests_args: Vec<&str> = ["--fs", fs.as_str()].into_iter().chain(TESTS).collect();
+    let shard_args: Vec<&str> = ["--fs", "ext4", "--shard", "2/3"].into_iter().chain(TESTS).collect();
     let cases = [
-        suite_case("fstests", "fstests", &inside, &fstests_args),
+        suite_case("fstests", "fstests", "{kernel}", &inside, &fstests_args),
         files,
-        suite_case("ndctl", "ndctl-tests", &inside, &NDCTL_TESTS),
+        suite_case("fstests_shard", "fstests", "{tmp}/tree", &inside, &shard_args).with_setup(&tree_setup),
+        suite_case("ndctl", "ndctl-tests", "{kernel}", &inside, &NDCTL_TESTS),
     ];
-    run_batch_adding(&cases, "DAXVMM_GUEST_KERNEL", vec![image], Duration::from_secs(45 * 60))
+    run_batch_adding(&cases, "DAXVMM_GUEST_KERNEL", vec![image, config], Duration::from_secs(45 * 60))
 }
 
 static BATCH: OnceLock<Result<Batch, Skip>> = OnceLock::new();
@@ -87,6 +103,28 @@ fn fstests_dax_subset_passes_on_ext4_and_xfs() {
     assert_eq!(out.exit_code, 0, "{out}");
     let files = outcome("fstests_dax_subset_passes_on_ext4_and_xfs", "fstests_files").expect("same batch");
     assert_eq!(files.exit_code, 0, "junit.xml, result.xml and check.log of both filesystems: {files}");
+}
+
+/// The shard's boot also shows a kernel build tree as --kernel: its .config checked, its bzImage booted.
+#[test]
+fn an_fstests_shard_runs_every_third_test_from_the_second() {
+    let Some(out) = outcome("an_fstests_shard_runs_every_third_test_from_the_second", "fstests_shard") else {
+        return;
+    };
+    assert!(
+        out.contains("tree/arch/x86/boot/bzImage (the tree's .config has what daxvmm fstests needs)"),
+        "the build tree must be checked and its bzImage booted: {out}"
+    );
+    // check's list of the five, in its order; part 2 of 3 is its tests 1 and 4 (0-based).
+    assert!(
+        out.contains("daxvmm-suite: shard ext4 2/3: 2 of 5: generic/428 generic/503"),
+        "the runner must pick generic/428 and generic/503: {out}"
+    );
+    for t in ["generic/428", "generic/503"] {
+        assert!(out.contains(&format!("ext4   {t:<14} pass")), "{t}: {out}");
+    }
+    assert!(out.contains("ext4: 2 passed, 0 failed, 0 not run (exit status 0)"), "{out}");
+    assert_eq!(out.exit_code, 0, "{out}");
 }
 
 #[test]

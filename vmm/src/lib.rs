@@ -11,6 +11,7 @@ pub mod cli;
 pub mod console;
 mod exit;
 mod footprint;
+pub mod kernel_tree;
 mod kvm_host;
 pub mod logging;
 mod machine;

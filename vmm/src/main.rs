@@ -4,21 +4,24 @@
 use std::time::Instant;
 
 use daxvmm::cli::{Cli, Command};
-use daxvmm::{console, logging, privileges, race, run, seccomp, signals, suites};
+use daxvmm::{console, kernel_tree, logging, privileges, race, run, seccomp, signals, suites};
 
 fn main() {
     let started = Instant::now();
     // In every thread from the start: a termination signal waits for a run's main loop to read it.
     signals::block();
-    let command = Cli::parse_command();
+    let mut command = Cli::parse_command();
     logging::init(command.log_level());
-    let result = lock_down(command.seccomp()).and_then(|()| match &command {
-        Command::Run(args) => run::run(args, started).map(run::exit_code),
-        Command::Test(args) => race::test(args),
-        Command::Repro(args) => race::repro(args),
-        Command::Fstests(args) => suites::fstests(args),
-        Command::NdctlTests(args) => suites::ndctl_tests(args),
-    });
+    let result = lock_down(command.seccomp())
+        .and_then(|()| Ok(kernel_tree::resolve(&mut command)?))
+        .and_then(|()| match &command {
+            Command::Run(args) => run::run(args, started).map(run::exit_code),
+            Command::Test(args) => race::test(args),
+            Command::Repro(args) => race::repro(args),
+            Command::Fstests(args) => suites::fstests(args),
+            Command::NdctlTests(args) => suites::ndctl_tests(args),
+            Command::SuiteReport(args) => suites::suite_report(args),
+        });
     let code = result.unwrap_or_else(|e| {
         console::restore_terminal();
         // One line, whatever the chain: users grep for it.

@@ -6,6 +6,7 @@
 //! - `bench pmem`: memcpy bandwidth of a DAX file in a daxvmm guest and a QEMU guest, against the host's.
 //! - `bench race`: per mutant of the mutants kernel, killed by forced schedules, by sleep-driven runs, by
 //!   the sequential refcount checks.
+//! - `bench suites`: fstests and ndctl's tests under daxvmm and under QEMU, verdicts and wall times.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use daxvmm_tests::batch_file::{self, target_dir, BatchFileError};
 use daxvmm_tests::bench::{self, BootOpts, BootReport, Boots, Paths, PmemOpts, PmemReport};
 use daxvmm_tests::bench_race;
+use daxvmm_tests::bench_suites::{self, Side, SuitePaths, SuitesOpts};
 use daxvmm_tests::console::CaseLog;
 use daxvmm_tests::host::WhereArg;
 use daxvmm_tests::test_host::{self, root, End, Fault, TestHostError};
@@ -53,6 +55,10 @@ enum BenchError {
     NoMeasurement,
     #[error("a {0} printed no results; see its output above")]
     NoResults(&'static str),
+    #[error("cannot read the suite image {}: {source} (scripts/build-guest-rootfs.sh builds it)", path.display())]
+    Rootfs { path: PathBuf, source: io::Error },
+    #[error("daxvmm's and QEMU's verdicts differ on {0} tests (the rows marked NO)")]
+    Differ(usize),
 }
 
 /// A `--mem` that is not a size like 512M or 1G (clap prints it after the option's name).
@@ -103,6 +109,17 @@ enum Cmd {
     /// runs with the boot excluded) and how many sequential checks failed; then, over the
     /// schedule-dependent mutants, how many each mode killed.
     Race(RaceArgs),
+    /// fstests and ndctl's tests under daxvmm and under QEMU, side by side (scripts/compare-qemu.sh).
+    ///
+    /// Boots the suite image (scripts/build-guest-rootfs.sh) with the same guest kernel and the same
+    /// runner command line under daxvmm (`daxvmm fstests`, `daxvmm ndctl-tests`) and under QEMU
+    /// (`-machine pc,nvdimm=on`, the image and fstests' devices as `-device nvdimm`, ndctl's e820 range
+    /// with `memmap=`), one after the other on one host in one run (one test host VM when nested).
+    /// QEMU's console is read by `daxvmm suite-report`, so both verdicts come from the same parser.
+    /// Prints a row per test (verdict and check's time on each side, whether they agree) and each
+    /// suite's wall time with the ratio daxvmm/qemu; exits 1 when a verdict differs or a side did not
+    /// finish.
+    Suites(SuitesArgs),
 }
 
 /// Where the benchmark runs and what it boots.
@@ -168,6 +185,32 @@ struct RaceArgs {
     common: Common,
 }
 
+#[derive(Args, Debug)]
+struct SuitesArgs {
+    /// The suite image (default: $DAXVMM_ROOTFS).
+    #[arg(long, value_name = "PATH", env = "DAXVMM_ROOTFS")]
+    rootfs: PathBuf,
+    /// fstests' group (default dax when no TEST is named).
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    group: Option<String>,
+    /// fstests' tests to run instead of (or with -g, beside) the group.
+    #[arg(value_name = "TEST")]
+    tests: Vec<String>,
+    /// Filesystems for fstests, comma-separated.
+    #[arg(long, value_name = "FS", value_delimiter = ',', default_value = "ext4,xfs")]
+    fs: Vec<String>,
+    /// ndctl's test scripts, comma-separated ("" for none).
+    #[arg(
+        long,
+        value_name = "TESTS",
+        value_delimiter = ',',
+        default_value = "dax-ext4.sh,dax-xfs.sh,mmap.sh"
+    )]
+    ndctl: Vec<String>,
+    #[command(flatten)]
+    common: Common,
+}
+
 fn parse_mem(s: &str) -> Result<String, MemSizeError> {
     let ok = s.len() > 1 && s.ends_with(['M', 'G']) && s[..s.len() - 1].bytes().all(|b| b.is_ascii_digit());
     if ok {
@@ -186,6 +229,7 @@ fn main() -> ExitCode {
         Cmd::Boot(a) => boot(a),
         Cmd::Pmem(a) => pmem(a),
         Cmd::Race(a) => race(a),
+        Cmd::Suites(a) => suites(a),
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -466,6 +510,91 @@ fn race(a: RaceArgs) -> Result<(), BenchError> {
             show_tail(&out, name, 15);
         }
         return Err(BenchError::NoResults("mutant's run"));
+    }
+    Ok(())
+}
+
+/// check's arguments: `-g GROUP` and the tests; `-g dax` when neither is given.
+fn check_args(group: Option<String>, tests: Vec<String>) -> Vec<String> {
+    let group = if tests.is_empty() { Some(group.unwrap_or_else(|| "dax".into())) } else { group };
+    group.into_iter().flat_map(|g| ["-g".to_string(), g]).chain(tests).collect()
+}
+
+fn suites(a: SuitesArgs) -> Result<(), BenchError> {
+    need_qemu()?;
+    let image_size = std::fs::metadata(&a.rootfs)
+        .map_err(|source| BenchError::Rootfs { path: a.rootfs.clone(), source })?
+        .len();
+    let (place, art) = setup(a.common)?;
+    let opts = SuitesOpts {
+        check_args: check_args(a.group, a.tests),
+        fs: a.fs,
+        ndctl: a.ndctl.into_iter().filter(|t| !t.is_empty()).collect(),
+        image_size,
+    };
+    let p = paths(place, &art, None);
+    let paths = match place {
+        Where::Direct => SuitePaths {
+            daxvmm: p.daxvmm,
+            kernel: p.kernel,
+            rootfs: a.rootfs.display().to_string(),
+            out: target_dir().join("bench-suites").display().to_string(),
+        },
+        Where::Nested => SuitePaths {
+            daxvmm: p.daxvmm,
+            kernel: p.kernel,
+            rootfs: format!("/bin/{}", file_name(&a.rootfs)),
+            out: "/tmp/bench-suites".into(),
+        },
+    };
+    let batch = bench_suites::batch(&opts, &paths);
+    log(&format!(
+        "benchmark: fstests {} on {} and ndctl's {} under daxvmm and QEMU ({})",
+        opts.check_args.join(" "),
+        opts.fs.join(","),
+        if opts.ndctl.is_empty() { "(none)".to_string() } else { opts.ndctl.join(" ") },
+        place.name()
+    ));
+    // The guests' RAM and NVDIMMs of the largest case (QEMU's ndctl guest: 5 GiB and the image), with
+    // room for the test host VM's own.
+    let vm = Vm {
+        mem: "8G".into(),
+        timeout: 3 * 3600,
+        case_timeout: 3600,
+        with_qemu: true,
+        adds: vec![a.rootfs.clone()],
+    };
+    let (out, faults) = run_rerunning(place, &art, &batch, &vm)?;
+    let side = |name: &str| Side {
+        rows: bench_suites::rows(output(&out, name)),
+        wall: out.get(name).map(|c| c.wall),
+    };
+    let mut suites = vec![("fstests".to_string(), side("daxvmm_fstests"), side("qemu_fstests"))];
+    if !opts.ndctl.is_empty() {
+        suites.push(("ndctl".to_string(), side("daxvmm_ndctl"), side("qemu_ndctl")));
+    }
+    let report = bench_suites::Report { place, suites };
+    print!("{}", report.table());
+    println!(
+        "test host VM faults: {}{}",
+        faults.len(),
+        if faults.is_empty() {
+            ""
+        } else {
+            " (their unfinished cases ran again in a new test host VM: those wall times are from another VM)"
+        }
+    );
+    for f in &faults {
+        println!("  {f}");
+    }
+    if !report.complete() {
+        for name in out.keys() {
+            show_tail(&out, name, 25);
+        }
+        return Err(BenchError::NoResults("suite run"));
+    }
+    if report.differences() > 0 {
+        return Err(BenchError::Differ(report.differences()));
     }
     Ok(())
 }

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use self::race::{ReproArgs, TestArgs};
 use self::run::RunArgs;
-use self::suites::{FstestsArgs, NdctlArgs};
+use self::suites::{FstestsArgs, NdctlArgs, SuiteReportArgs};
 
 const RACE_HELP: &str = "\
 Examples:
@@ -96,6 +96,11 @@ pub enum Command {
     /// legacy e820 pmem range. Exit codes as fstests.
     #[command(name = "ndctl-tests", after_help = NDCTL_HELP)]
     NdctlTests(NdctlArgs),
+    /// Write the results of fstests or ndctl's tests from the console log of the suite image booted by
+    /// another VMM (QEMU, in scripts/compare-qemu.sh): the same table, junit.xml and summary.txt as
+    /// `daxvmm fstests`. Exit codes as fstests.
+    #[command(name = "suite-report")]
+    SuiteReport(SuiteReportArgs),
 }
 
 impl Cli {
@@ -130,7 +135,11 @@ impl Command {
     pub fn log_level(&self) -> log::LevelFilter {
         match self {
             Self::Run(run) => run.log_level,
-            Self::Test(_) | Self::Repro(_) | Self::Fstests(_) | Self::NdctlTests(_) => log::LevelFilter::Info,
+            Self::Test(_)
+            | Self::Repro(_)
+            | Self::Fstests(_)
+            | Self::NdctlTests(_)
+            | Self::SuiteReport(_) => log::LevelFilter::Info,
         }
     }
 
@@ -142,6 +151,7 @@ impl Command {
             Self::Repro(repro) => repro.boot.seccomp,
             Self::Fstests(f) => f.boot.seccomp,
             Self::NdctlTests(n) => n.boot.seccomp,
+            Self::SuiteReport(_) => crate::seccomp::SeccompMode::On,
         }
     }
 }

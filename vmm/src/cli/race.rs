@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use daxvmm_race::{BootOptions, ReproOptions, TestOptions};
+use daxvmm_race::{BootOptions, ReproOptions, Shard, TestOptions};
 
 use crate::cli::run::MIN_MEM;
 use crate::seccomp::SeccompMode;
@@ -40,7 +40,8 @@ pub(crate) fn parse_mem(s: &str) -> Result<u64, MemArgError> {
 /// How `test` and `repro` boot their guest.
 #[derive(Debug, Clone, Args)]
 pub struct Boot {
-    /// Guest kernel (bzImage); default $DAXVMM_KERNEL.
+    /// Guest kernel: a bzImage, or a kernel build tree with the daxvmm patch series (its
+    /// arch/x86/boot/bzImage, once its .config is checked); default $DAXVMM_KERNEL.
     #[arg(long, value_name = "PATH", env = "DAXVMM_KERNEL")]
     pub kernel: Option<PathBuf>,
     /// Guest initramfs with daxvmm-race (scripts/build-initramfs.sh); default $DAXVMM_INITRD.
@@ -110,6 +111,11 @@ pub struct TestArgs {
     /// which runs catch it (an unknown NAME is refused with the list of names).
     #[arg(long, value_name = "NAME")]
     pub mutant: Option<String>,
+    /// Run only part I of N of the plan (a stable round-robin split: run k of the whole plan goes to
+    /// part k mod N + 1), for a CI matrix or an indexed job; runs keep their numbers in the whole plan,
+    /// so the parts' results.xml files merge.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
 }
 
 /// The options of `daxvmm repro`.
@@ -157,6 +163,7 @@ impl TestArgs {
             runs: self.runs,
             list: self.list,
             mutant: self.mutant.clone(),
+            shard: self.shard,
         }
     }
 }

@@ -23,7 +23,8 @@ pub const MIN_MEM: u64 = 64 * MIB;
 /// The options of one guest run.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Guest kernel: a bzImage (x86 boot protocol 2.12+), e.g. from scripts/build-guest-kernel.sh.
+    /// Guest kernel: a bzImage (x86 boot protocol 2.12+), e.g. from scripts/build-guest-kernel.sh, or a
+    /// kernel build tree (its arch/x86/boot/bzImage, once its .config has what the guest needs).
     #[arg(long, value_name = "PATH")]
     pub kernel: PathBuf,
 

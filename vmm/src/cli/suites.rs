@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use daxvmm_race::Shard;
 
 use crate::cli::race::parse_mem;
 use crate::seccomp::SeccompMode;
@@ -40,7 +41,9 @@ fn parse_ndctl_test(s: &str) -> Result<String, String> {
 /// How the suite image boots.
 #[derive(Debug, Clone, Args)]
 pub struct SuiteBoot {
-    /// Guest kernel (bzImage); default $DAXVMM_KERNEL.
+    /// Guest kernel: a bzImage, or a kernel build tree (its arch/x86/boot/bzImage, once its .config has
+    /// everything the suites need built in; what is missing is listed with the commands that set it);
+    /// default $DAXVMM_KERNEL.
     #[arg(long, value_name = "PATH", env = "DAXVMM_KERNEL")]
     pub kernel: PathBuf,
     /// The suite image (scripts/build-guest-rootfs.sh); default $DAXVMM_ROOTFS. Booted as a raw NVDIMM
@@ -81,6 +84,11 @@ pub struct FstestsArgs {
     /// Tests to run, e.g. generic/413 generic/428 (with -g: both).
     #[arg(value_name = "TEST", value_parser = parse_check_word)]
     pub tests: Vec<String>,
+    /// Run only part I of N of the tests check would run, per filesystem (a stable round-robin split of
+    /// check's own list, `check -n`), for a CI matrix or an indexed job; the parts' junit.xml files
+    /// merge (a test is in exactly one part).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Shard>,
     /// Size of each of the two fsdax NVDIMMs (TEST_DEV and SCRATCH_DEV).
     #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = parse_size)]
     pub pmem_size: u64,
@@ -110,4 +118,20 @@ pub struct NdctlArgs {
     /// Size of the legacy e820 pmem range the scripts find (they fallocate a 1 GiB file on it).
     #[arg(long, value_name = "SIZE", default_value = "2G", value_parser = parse_size)]
     pub e820_size: u64,
+}
+
+/// `daxvmm suite-report`.
+#[derive(Debug, Clone, Args)]
+pub struct SuiteReportArgs {
+    /// The guest's console log of a run of the suite image (booted by another VMM, such as QEMU, with
+    /// the runner on its command line; scripts/compare-qemu.sh does it).
+    #[arg(value_name = "CONSOLE_LOG")]
+    pub console: PathBuf,
+    /// The sections the run should have: its filesystems for fstests, `ndctl` for ndctl's tests. One
+    /// missing or cut short is reported incomplete.
+    #[arg(long, value_name = "NAME", value_delimiter = ',', default_value = "ext4,xfs")]
+    pub sections: Vec<String>,
+    /// Where results go: junit.xml, summary.txt, console.log and per section its log and files.
+    #[arg(long, value_name = "DIR", default_value = "daxvmm-suite-report")]
+    pub out: PathBuf,
 }

@@ -138,9 +138,12 @@ pub fn parse(console: &str) -> Vec<Section> {
         s.log.push_str(line);
         s.log.push('\n');
         summary.read(line, &mut s.summarized);
-        // A kernel message can split a test's line; its time then comes alone on the next one.
-        match (seconds_alone(line), &last_test) {
-            (Some(secs), Some(name)) => lines_of.entry(name.clone()).or_default().seconds = Some(secs),
+        // A kernel message can split a test's line; its time or its reason for not running then comes
+        // alone on the next one.
+        let not_run_alone = line.trim_start().strip_prefix("[not run]").map(|r| r.trim().to_string());
+        match (seconds_alone(line), not_run_alone, &last_test) {
+            (Some(secs), _, Some(name)) => lines_of.entry(name.clone()).or_default().seconds = Some(secs),
+            (_, Some(why), Some(name)) => lines_of.entry(name.clone()).or_default().not_run = Some(why),
             _ => last_test = read_test_line(line, &mut lines_of).or(last_test.take()),
         }
     }
@@ -227,7 +230,8 @@ fn finish(section: Option<&mut Section>, lines_of: &mut BTreeMap<String, TestLin
         return;
     }
     let reason = |n: &str| lines.get(n);
-    for name in &sum.ran {
+    // Newer checks list the tests they did not run under "Ran:" too.
+    for name in sum.ran.iter().filter(|n| !sum.not_run.contains(n)) {
         let l = reason(name);
         let verdict = if sum.failures.contains(name) {
             Verdict::Fail(l.and_then(|l| l.failure.clone()).unwrap_or_else(|| "failed".into()))
@@ -322,6 +326,30 @@ generic/428 2s ...
         );
         assert_eq!(s[0].tests[0].seconds, Some(20));
         assert_eq!(s[0].tests[0].verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn a_test_not_run_is_listed_once_even_when_ran_names_it_and_a_kernel_line_splits_it() {
+        let s = parse(
+            "daxvmm-suite: section ext4\next4/030            2s\n\
+             ext4/047           [   20.7] EXT4-fs (pmem2): Cannot use DAX on a filesystem\n\
+             [not run] Kernel doesn't support the ext4 feature(s): inline_data\n\
+             generic/470        [not run] This test requires a valid $LOGWRITES_DEV\n\
+             Ran: ext4/030 ext4/047 generic/470\nNot run: ext4/047 generic/470\nPassed all 3 tests\n\
+             daxvmm-suite: done ext4 rc=0\n",
+        );
+        let v: Vec<(&str, &Verdict)> = s[0].tests.iter().map(|t| (t.name.as_str(), &t.verdict)).collect();
+        assert_eq!(
+            v,
+            [
+                ("ext4/030", &Verdict::Pass),
+                (
+                    "ext4/047",
+                    &Verdict::NotRun("Kernel doesn't support the ext4 feature(s): inline_data".into())
+                ),
+                ("generic/470", &Verdict::NotRun("This test requires a valid $LOGWRITES_DEV".into())),
+            ]
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use thiserror::Error;
 use crate::boot::cpuid::XsavePolicy;
 use crate::capture::Capture;
 use crate::cli::run::{check_file, BASE_CMDLINE};
-use crate::cli::suites::{FstestsArgs, NdctlArgs, SuiteBoot};
+use crate::cli::suites::{FstestsArgs, NdctlArgs, SuiteBoot, SuiteReportArgs};
 use crate::pmem::spec::{PmemSpec, PmemSpecError};
 use crate::units::{format_size, GIB, MIB};
 use crate::vm::{self, Outcome, VmConfig};
@@ -33,6 +33,9 @@ const CMDLINE_MAX: usize = 2047;
 /// Why a suite could not start.
 #[derive(Debug, Error)]
 pub enum SuiteError {
+    /// The image is not a readable file.
+    #[error(transparent)]
+    RootfsFile(#[from] crate::cli::run::CliError),
     /// The image cannot be used.
     #[error("--rootfs {path}: {why}")]
     Rootfs {
@@ -47,6 +50,14 @@ pub enum SuiteError {
     /// ndctl's scripts fallocate 1 GiB on their device.
     #[error("--e820-size must be at least 2G: ndctl's scripts put a 1 GiB file on it")]
     E820TooSmall,
+    /// The console log of `suite-report` cannot be read.
+    #[error("{path}: {why}")]
+    Console {
+        /// The path given.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
     /// Too many tests for the kernel's command line.
     #[error("the guest command line would be {0} bytes, over the kernel's {CMDLINE_MAX}: name fewer tests, or a group with -g")]
     CmdlineTooLong(usize),
@@ -56,7 +67,7 @@ pub enum SuiteError {
 fn rootfs_region(path: &Path) -> Result<PmemSpec, SuiteError> {
     let shown = path.display().to_string();
     let bad = |why: String| SuiteError::Rootfs { path: shown.clone(), why };
-    check_file("--rootfs", path).map_err(|e| bad(e.to_string()))?;
+    check_file("--rootfs", path)?;
     let size = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?.len();
     if size == 0 || !size.is_multiple_of(2 * MIB) {
         return Err(bad(format!(
@@ -97,15 +108,23 @@ fn device(what: &'static str, size: u64, e820: bool) -> Result<PmemSpec, SuiteEr
     Ok(spec)
 }
 
+/// The raw NVDIMM dm log-writes logs to (fstests' LOGWRITES_DEV, generic/470).
+const LOGWRITES_SIZE: u64 = GIB;
+
 fn fstests_plan(args: &FstestsArgs) -> Result<Plan, SuiteError> {
     let dev = device("--pmem-size", args.pmem_size, false)?;
-    let mut runner = vec!["daxvmm-fstests".into(), "--fs".into(), args.fs.join(","), "--".into()];
+    let logwrites = device("LOGWRITES_DEV", LOGWRITES_SIZE, false)?;
+    let mut runner = vec!["daxvmm-fstests".into(), "--fs".into(), args.fs.join(",")];
+    if let Some(shard) = args.shard {
+        runner.extend(["--shard".into(), shard.to_string()]);
+    }
+    runner.push("--".into());
     runner.extend(args.check_args());
     Ok(Plan {
         name: "fstests",
         mem: args.boot.mem.unwrap_or(GIB),
         runner,
-        devices: vec![dev.clone(), dev],
+        devices: vec![dev.clone(), dev, logwrites],
         sections: args.fs.clone(),
         out: args.boot.out.clone().unwrap_or_else(|| "daxvmm-fstests-results".into()),
     })
@@ -130,9 +149,14 @@ fn ndctl_plan(args: &NdctlArgs) -> Result<Plan, SuiteError> {
 /// `daxvmm fstests`: its exit code (0 nothing failed, [`EXIT_FAILED`], [`EXIT_INCOMPLETE`]).
 pub fn fstests(args: &FstestsArgs) -> anyhow::Result<u8> {
     log::info!(
-        "fstests on {} with check {} (TEST_DEV and SCRATCH_DEV: fsdax NVDIMMs of {})",
+        "fstests on {} with check {}{} (TEST_DEV and SCRATCH_DEV: fsdax NVDIMMs of {})",
         args.fs.join(", "),
-        args.check_args().join(" "),
+        if args.check_args().is_empty() {
+            "and no test named (every test)".to_string()
+        } else {
+            args.check_args().join(" ")
+        },
+        args.shard.map_or(String::new(), |s| format!(", shard {s} of its tests")),
         format_size(args.pmem_size)
     );
     run(&args.boot, fstests_plan(args)?)
@@ -168,17 +192,39 @@ fn run(boot: &SuiteBoot, plan: Plan) -> anyhow::Result<u8> {
     };
     cfg.check()?;
     let outcome = vm::run(&cfg, started)?;
-    let console = capture.text();
-    let sections = check_output::parse(&console);
-    let table = report::write(&plan.out, &sections, &plan.sections, &console)?;
-    // The result, after the echoed console on stdout.
-    let _ = writeln!(std::io::stdout().lock(), "\n{table}");
-    let failed = sections.iter().any(|s| report::counts(s).failed > 0);
-    let complete = plan.sections.iter().all(|want| sections.iter().any(|s| &s.fs == want && s.complete()));
     if !matches!(outcome, Outcome::PowerOff | Outcome::GuestFailed(_)) {
         log::error!("the guest ended with {outcome} before {} finished", plan.name);
     }
-    log::info!("results in {} (junit.xml, summary.txt, console.log)", plan.out.display());
+    Ok(results(&capture.text(), &plan.sections, &plan.out)?)
+}
+
+/// The largest console log `daxvmm suite-report` reads.
+const MAX_CONSOLE: u64 = 256 * MIB;
+
+/// `daxvmm suite-report`: the results of a suite run whose console another VMM saved.
+pub fn suite_report(args: &SuiteReportArgs) -> anyhow::Result<u8> {
+    let shown = args.console.display().to_string();
+    let bad = |why: String| SuiteError::Console { path: shown.clone(), why };
+    check_file("the console log", &args.console)?;
+    let size = std::fs::metadata(&args.console).map_err(|e| bad(e.to_string()))?.len();
+    if size > MAX_CONSOLE {
+        return Err(bad(format!("{size} bytes, over the {} this reads", format_size(MAX_CONSOLE))).into());
+    }
+    let bytes = std::fs::read(&args.console).map_err(|e| bad(e.to_string()))?;
+    // A console may carry any byte; the parser reads lines of text.
+    let console = String::from_utf8_lossy(&bytes);
+    Ok(results(&console, &args.sections, &args.out)?)
+}
+
+/// Reads the console, writes the report to `out`, prints the table; the exit code.
+fn results(console: &str, expected: &[String], out: &Path) -> Result<u8, report::ReportError> {
+    let sections = check_output::parse(console);
+    let table = report::write(out, &sections, expected, console)?;
+    // The result, after the echoed console on stdout.
+    let _ = writeln!(std::io::stdout().lock(), "\n{table}");
+    let failed = sections.iter().any(|s| report::counts(s).failed > 0);
+    let complete = expected.iter().all(|want| sections.iter().any(|s| &s.fs == want && s.complete()));
+    log::info!("results in {} (junit.xml, summary.txt, console.log)", out.display());
     Ok(match (complete, failed) {
         (_, true) => EXIT_FAILED,
         (false, false) => EXIT_INCOMPLETE,
@@ -216,6 +262,12 @@ mod tests {
         assert!(c.ends_with(" root=/dev/pmem0 rootwait rw init=/usr/local/sbin/daxvmm-init -- daxvmm-fstests --fs xfs -- -g dax generic/413"), "{c}");
         let all = args(&[]);
         assert_eq!(all.fs, ["ext4", "xfs"]);
+        let part = fstests_plan(&args(&["--shard", "2/3", "-g", "dax"])).unwrap();
+        assert_eq!(part.runner, ["daxvmm-fstests", "--fs", "ext4,xfs", "--shard", "2/3", "--", "-g", "dax"]);
+        for bad in ["0/3", "4/3", "x", "1/2;reboot"] {
+            let base = ["daxvmm", "fstests", "--kernel", "/k", "--rootfs", "/r", "--shard", bad];
+            assert!(Cli::try_parse_command(base).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -252,7 +304,8 @@ mod tests {
         }
         let fst = fstests_plan(&args(&[])).unwrap();
         assert!(
-            fst.devices.len() == 2
+            fst.devices.len() == 3
+                && fst.devices[2].size == GIB
                 && !fst.devices[0].e820
                 && fst.out == std::path::Path::new("daxvmm-fstests-results")
         );
