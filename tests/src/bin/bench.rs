@@ -497,21 +497,35 @@ fn race(a: RaceArgs) -> Result<(), BenchError> {
     let (out, faults) = run_rerunning(place, &art, &batch, &vm)?;
     let report = bench_race::Report::parse(place, |name| output(&out, name));
     print!("{}", report.table());
-    println!(
-        "test host VM faults: {}{}",
-        faults.len(),
-        if faults.is_empty() { "" } else { " (their unfinished cases ran again in a new test host VM)" }
-    );
-    for f in &faults {
-        println!("  {f}");
-    }
+    print_faults(&faults, "");
     if !report.complete() {
-        for name in out.keys() {
-            show_tail(&out, name, 15);
-        }
+        show_tails(&out, 15);
         return Err(BenchError::NoResults("mutant's run"));
     }
     Ok(())
+}
+
+/// The test host VM faults of a [`run_rerunning`] batch; `note` says what the reruns mean for the figures.
+fn print_faults(faults: &[String], note: &str) {
+    println!(
+        "test host VM faults: {}{}",
+        faults.len(),
+        if faults.is_empty() {
+            String::new()
+        } else {
+            format!(" (their unfinished cases ran again in a new test host VM{note})")
+        }
+    );
+    for f in faults {
+        println!("  {f}");
+    }
+}
+
+/// The last `n` lines of every case, when figures are missing.
+fn show_tails(out: &BTreeMap<String, CaseLog>, n: usize) {
+    for name in out.keys() {
+        show_tail(out, name, n);
+    }
 }
 
 /// check's arguments: `-g GROUP` and the tests; `-g dax` when neither is given.
@@ -575,22 +589,9 @@ fn suites(a: SuitesArgs) -> Result<(), BenchError> {
     }
     let report = bench_suites::Report { place, suites };
     print!("{}", report.table());
-    println!(
-        "test host VM faults: {}{}",
-        faults.len(),
-        if faults.is_empty() {
-            ""
-        } else {
-            " (their unfinished cases ran again in a new test host VM: those wall times are from another VM)"
-        }
-    );
-    for f in &faults {
-        println!("  {f}");
-    }
+    print_faults(&faults, ": those wall times are from another VM");
     if !report.complete() {
-        for name in out.keys() {
-            show_tail(&out, name, 25);
-        }
+        show_tails(&out, 25);
         return Err(BenchError::NoResults("suite run"));
     }
     if report.differences() > 0 {
