@@ -296,6 +296,13 @@ fuzz_target!(|data: &[u8]| {
         runs: 1 + usize::from(h[2] >> 5 & 3),
         list: false,
         mutant: mutant.map(String::from),
+        // Sometimes part 1 or 2 of 2, so repro files of sharded runs (whole-plan run numbers) are
+        // replayed too.
+        shard: match h[5] >> 6 {
+            1 => "1/2".parse().ok(),
+            2 => "2/2".parse().ok(),
+            _ => None,
+        },
     };
     if !matches!(test(&vm, &opts), Ok(EXIT_VIOLATIONS)) {
         return;

@@ -43,6 +43,7 @@ const OPTIONS: &[(&str, &str)] = &[
     ("test", "--cpus"),
     ("test", "--runs"),
     ("test", "--mutant"),
+    ("test", "--shard"),
     ("repro", "--mem"),
     ("repro", "--timeout"),
     ("repro", "--replays"),
@@ -50,6 +51,9 @@ const OPTIONS: &[(&str, &str)] = &[
     ("fstests", "--fs"),
     ("fstests", "--pmem-size"),
     ("fstests", "--mem"),
+    ("fstests", "--shard"),
+    ("suite-report", "--sections"),
+    ("suite-report", "--out"),
     ("ndctl-tests", "--e820-size"),
     ("ndctl-tests", "--timeout"),
 ];
@@ -137,12 +141,20 @@ fn check(cmd: Result<Command, clap::Error>) {
         // What reaches the guest's command line must be words its shell takes literally.
         Ok(Command::Fstests(f)) => {
             assert!(f.boot.timeout > Duration::ZERO, "a zero duration");
+            // The shard goes on the guest's command line too: digits and one slash.
+            if let Some(shard) = f.shard {
+                let text = shard.to_string();
+                assert!(text.bytes().all(|b| b.is_ascii_digit() || b == b'/'), "shard {text:?}");
+            }
             for w in f.check_args() {
                 assert!(
                     w.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-/".contains(&b)),
                     "check word {w:?}"
                 );
             }
+        }
+        Ok(Command::SuiteReport(r)) => {
+            assert!(!r.sections.is_empty(), "no section expected");
         }
         Ok(Command::NdctlTests(n)) => {
             assert!(n.boot.timeout > Duration::ZERO, "a zero duration");
@@ -175,6 +187,7 @@ fuzz_target!(|data: &[u8]| {
                     "fstests" | "ndctl-tests" => {
                         vec![sub.into(), "--kernel".into(), "/k".into(), "--rootfs".into(), "/r".into(), arg]
                     }
+                    "suite-report" => vec![sub.into(), "console.log".into(), arg],
                     _ => vec!["repro".into(), "x.repro".into(), arg],
                 };
                 check(parse(args));
