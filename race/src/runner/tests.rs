@@ -74,18 +74,23 @@ fn options(out: &Path) -> TestOptions {
     }
 }
 
-#[test]
-fn a_clean_boot_without_kvm_passes_and_writes_the_reports() {
-    let out = std::env::temp_dir().join(format!("daxvmm-race-runner-{}", std::process::id()));
+/// The console of a guest that ran `n` runs of evict-live-pin on ext4, each clean.
+fn clean_runs(n: u64) -> String {
     let mut console =
         String::from("@@race hello run=0 kernel=7.2.12 config-sha256=abc driver=yes fault=yes cpus=2\n");
-    for run in 0..6 {
+    for run in 0..n {
         console.push_str(&format!(
             "@@race begin run={run} scenario=evict-live-pin fs=ext4\n@@race end run={run}\n"
         ));
     }
-    console.push_str("@@race done run=6 runs=6\n");
-    let vm = FakeVm { console, end: GuestEnd::PowerOff, cmdlines: Default::default() };
+    console.push_str(&format!("@@race done run={n} runs={n}\n"));
+    console
+}
+
+#[test]
+fn a_clean_boot_without_kvm_passes_and_writes_the_reports() {
+    let out = std::env::temp_dir().join(format!("daxvmm-race-runner-{}", std::process::id()));
+    let vm = FakeVm { console: clean_runs(6), end: GuestEnd::PowerOff, cmdlines: Default::default() };
     assert_eq!(test(&vm, &options(&out)).unwrap(), 0);
     assert_eq!(
         vm.cmdlines.lock().unwrap().as_slice(),
@@ -200,15 +205,7 @@ fn a_crash_report_shows_the_guest_console_tail() {
 fn a_shard_runs_its_part_of_the_plan_and_names_runs_by_their_place_in_the_whole() {
     let out = std::env::temp_dir().join(format!("daxvmm-race-shard-{}", std::process::id()));
     // The whole plan is the 6 schedules of evict-live-pin on ext4; shard 2/2 gets plan runs 1, 3, 5.
-    let mut console =
-        String::from("@@race hello run=0 kernel=7.2.12 config-sha256=abc driver=yes fault=yes cpus=2\n");
-    for run in 0..3 {
-        console.push_str(&format!(
-            "@@race begin run={run} scenario=evict-live-pin fs=ext4\n@@race end run={run}\n"
-        ));
-    }
-    console.push_str("@@race done run=3 runs=3\n");
-    let vm = FakeVm { console, end: GuestEnd::PowerOff, cmdlines: Default::default() };
+    let vm = FakeVm { console: clean_runs(3), end: GuestEnd::PowerOff, cmdlines: Default::default() };
     let second = TestOptions { shard: Some("2/2".parse().unwrap()), ..options(&out) };
     assert_eq!(test(&vm, &second).unwrap(), 0);
     assert_eq!(
