@@ -5,7 +5,7 @@
 //! come from the same parser. Prints a row per test with both verdicts and times, the differences, and
 //! each side's wall time with their ratio.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -201,9 +201,7 @@ impl Report {
         for (suite, d, q) in &self.suites {
             let _ =
                 writeln!(s, "\n{suite}:\n{:<6} {:<16} {:<14} {:<14} same", "fs", "test", "daxvmm", "qemu");
-            let keys: std::collections::BTreeSet<&(String, String)> =
-                d.rows.keys().chain(q.rows.keys()).collect();
-            for key in keys {
+            for key in keys(d, q) {
                 let cell = |side: &Side| {
                     side.rows.get(key).map_or("-".to_string(), |r| match r.seconds {
                         Some(t) => format!("{} {t}s", r.verdict),
@@ -231,11 +229,14 @@ impl Report {
     }
 }
 
+/// The tests either side has a row for, in order.
+fn keys<'a>(d: &'a Side, q: &'a Side) -> BTreeSet<&'a (String, String)> {
+    d.rows.keys().chain(q.rows.keys()).collect()
+}
+
 fn diff_keys<'a>(d: &'a Side, q: &'a Side) -> Vec<&'a (String, String)> {
-    let mut keys: Vec<&(String, String)> = d.rows.keys().chain(q.rows.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
+    keys(d, q)
+        .into_iter()
         .filter(|k| d.rows.get(*k).map(|r| &r.verdict) != q.rows.get(*k).map(|r| &r.verdict))
         .collect()
 }

@@ -133,15 +133,14 @@ fn kernel_of(command: &mut Command) -> Option<&mut PathBuf> {
 /// When `command`'s `--kernel` is a directory: checks it as a build tree and replaces it with the
 /// tree's bzImage. A file is left as it is.
 pub fn resolve(command: &mut Command) -> Result<(), KernelTreeError> {
-    let need = required(command);
+    // The usual case, a bzImage, costs one stat and nothing else.
+    let Some(tree) = kernel_of(command).filter(|k| k.is_dir()).cloned() else { return Ok(()) };
     let name = command_name(command);
-    let Some(kernel) = kernel_of(command) else { return Ok(()) };
-    if !kernel.is_dir() {
-        return Ok(());
-    }
-    let image = check_tree(kernel, name, &need)?;
+    let image = check_tree(&tree, name, &required(command))?;
     log::info!("booting {} (the tree's .config has what {name} needs)", image.display());
-    *kernel = image;
+    if let Some(kernel) = kernel_of(command) {
+        *kernel = image;
+    }
     Ok(())
 }
 

@@ -547,20 +547,13 @@ fn suites(a: SuitesArgs) -> Result<(), BenchError> {
         image_size,
     };
     let p = paths(place, &art, None);
-    let paths = match place {
-        Where::Direct => SuitePaths {
-            daxvmm: p.daxvmm,
-            kernel: p.kernel,
-            rootfs: a.rootfs.display().to_string(),
-            out: target_dir().join("bench-suites").display().to_string(),
-        },
-        Where::Nested => SuitePaths {
-            daxvmm: p.daxvmm,
-            kernel: p.kernel,
-            rootfs: format!("/bin/{}", file_name(&a.rootfs)),
-            out: "/tmp/bench-suites".into(),
-        },
+    let (rootfs, out) = match place {
+        Where::Direct => {
+            (a.rootfs.display().to_string(), target_dir().join("bench-suites").display().to_string())
+        }
+        Where::Nested => (format!("/bin/{}", file_name(&a.rootfs)), "/tmp/bench-suites".into()),
     };
+    let paths = SuitePaths { daxvmm: p.daxvmm, kernel: p.kernel, rootfs, out };
     let batch = bench_suites::batch(&opts, &paths);
     log(&format!(
         "benchmark: fstests {} on {} and ndctl's {} under daxvmm and QEMU ({})",
@@ -594,10 +587,10 @@ fn suites(a: SuitesArgs) -> Result<(), BenchError> {
         show_tails(&out, 25);
         return Err(BenchError::NoResults("suite run"));
     }
-    if report.differences() > 0 {
-        return Err(BenchError::Differ(report.differences()));
+    match report.differences() {
+        0 => Ok(()),
+        n => Err(BenchError::Differ(n)),
     }
-    Ok(())
 }
 
 #[cfg(test)]

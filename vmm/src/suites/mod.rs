@@ -9,7 +9,7 @@
 pub mod check_output;
 pub mod report;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -151,10 +151,9 @@ pub fn fstests(args: &FstestsArgs) -> anyhow::Result<u8> {
     log::info!(
         "fstests on {} with check {}{} (TEST_DEV and SCRATCH_DEV: fsdax NVDIMMs of {})",
         args.fs.join(", "),
-        if args.check_args().is_empty() {
-            "and no test named (every test)".to_string()
-        } else {
-            args.check_args().join(" ")
+        match args.check_args() {
+            a if a.is_empty() => "and no test named (every test)".to_string(),
+            a => a.join(" "),
         },
         args.shard.map_or(String::new(), |s| format!(", shard {s} of its tests")),
         format_size(args.pmem_size)
@@ -203,14 +202,16 @@ const MAX_CONSOLE: u64 = 256 * MIB;
 
 /// `daxvmm suite-report`: the results of a suite run whose console another VMM saved.
 pub fn suite_report(args: &SuiteReportArgs) -> anyhow::Result<u8> {
-    let shown = args.console.display().to_string();
-    let bad = |why: String| SuiteError::Console { path: shown.clone(), why };
+    let bad = |why: String| SuiteError::Console { path: args.console.display().to_string(), why };
     check_file("the console log", &args.console)?;
-    let size = std::fs::metadata(&args.console).map_err(|e| bad(e.to_string()))?.len();
-    if size > MAX_CONSOLE {
-        return Err(bad(format!("{size} bytes, over the {} this reads", format_size(MAX_CONSOLE))).into());
+    // One read, bounded: a byte past the limit says the file is too large.
+    let mut bytes = Vec::new();
+    std::fs::File::open(&args.console)
+        .and_then(|f| f.take(MAX_CONSOLE + 1).read_to_end(&mut bytes))
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.len() as u64 > MAX_CONSOLE {
+        return Err(bad(format!("larger than the {} this reads", format_size(MAX_CONSOLE))).into());
     }
-    let bytes = std::fs::read(&args.console).map_err(|e| bad(e.to_string()))?;
     // A console may carry any byte; the parser reads lines of text.
     let console = String::from_utf8_lossy(&bytes);
     Ok(results(&console, &args.sections, &args.out)?)
