@@ -9,8 +9,8 @@
 # share=off` with root=/dev/pmem0 (share=off: the guest's writes never reach the file).
 # Cached by content in $DAXVMM_CACHE/rootfs/KEY/ (rootfs.img, and packages.txt: every package and version
 # in the image, also printed at build time). Needs root (mmdebstrap, chroot). Prints the image's path.
-# fstests' source: $DAXVMM_FSTESTS_TARBALL if set (checked against the pin's sha256), else a clone of
-# FSTESTS_URL at FSTESTS_COMMIT.
+# fstests' source: images/vendor/xfstests-<commit>.tar.xz, the pinned commit's archive kept in this
+# repository (or $DAXVMM_FSTESTS_TARBALL, another copy of it), checked against the pin's sha256.
 #
 # usage: scripts/build-guest-rootfs.sh [--force]
 source "$(dirname "$0")/lib.sh"
@@ -27,7 +27,6 @@ done
 pin=$DAXVMM_ROOT/images/suites.pin
 suite=$(pin_get "$pin" ROOTFS_SUITE)
 commit=$(pin_get "$pin" FSTESTS_COMMIT)
-url=$(pin_get "$pin" FSTESTS_URL)
 tar_sha=$(pin_get "$pin" FSTESTS_TARBALL_SHA256)
 ndctl_suite=$(pin_get "$pin" NDCTL_SUITE)
 ndctl_ver=$(pin_get "$pin" NDCTL_VERSION)
@@ -59,18 +58,12 @@ fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/daxvmm-rootfs.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+archive=${DAXVMM_FSTESTS_TARBALL:-$DAXVMM_ROOT/images/vendor/xfstests-${commit:0:12}.tar.xz}
+log "fstests $commit from $archive"
+echo "$tar_sha  $archive" | sha256sum -c --status ||
+	die "$archive is not the pinned fstests archive (sha256 must be $tar_sha, images/suites.pin; docs/suites.md says how to make it)"
 src=$work/fstests.tar.xz
-if [ -n "${DAXVMM_FSTESTS_TARBALL:-}" ]; then
-	log "fstests $commit from $DAXVMM_FSTESTS_TARBALL"
-	echo "$tar_sha  $DAXVMM_FSTESTS_TARBALL" | sha256sum -c --status ||
-		die "$DAXVMM_FSTESTS_TARBALL is not the pinned fstests archive (sha256 must be $tar_sha, images/suites.pin)"
-	cp "$DAXVMM_FSTESTS_TARBALL" "$src"
-else
-	log "fstests $commit from $url"
-	git clone -q --filter=blob:none --no-checkout "$url" "$work/fstests" >&2 || die "cannot clone $url (set DAXVMM_FSTESTS_TARBALL to a copy of the pinned commit, see images/suites.pin)"
-	git -C "$work/fstests" archive --prefix="xfstests-${commit:0:12}/" "$commit" | xz -T0 >"$src" ||
-		die "commit $commit is not in $url"
-fi
+cp "$archive" "$src"
 
 ndctl_src=$(apt_orig_tarball "$ndctl_suite" ndctl "$ndctl_ver" "$ndctl_sha")
 log "building the suite image ($key): Debian $suite, fstests ${commit:0:12}, ndctl $ndctl_ver (a few minutes)"
