@@ -10,10 +10,13 @@
 # KASAN, lockdep); `mutants` carries deliberate bugs, each selected at boot, that the suite must catch. A
 # variant with its own `PIN` builds another kernel version: without guest-kernel/patches (they target the
 # main pin) and with only the fragments its `fragments` file names; `linux-6.12` is the pre-series
-# comparison kernel.
+# comparison kernel. A later fragment's value of an option wins over an earlier one's. A configuration with
+# CONFIG_MODULES=y builds its modules too (`make bzImage modules`).
 #
-# usage: scripts/build-guest-kernel.sh [--variant default|NAME] [--force] [--print-key] [--config-only]
+# usage: scripts/build-guest-kernel.sh [--variant default|NAME] [--force] [--print-key] [--config-only] [--tree]
 #   --config-only  stop after the configuration is checked (prints the .config path; seconds, no cache)
+#   --tree         print the build tree (kept beside the cache, with its modules) instead of the bzImage;
+#                  rebuilds when the tree was removed
 source "$(dirname "$0")/lib.sh"
 source "$DAXVMM_ROOT/scripts/kernel-lib.sh"
 
@@ -21,13 +24,15 @@ variant=default
 force=0
 print_key=0
 config_only=0
+tree=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--variant) variant=$2; shift 2 ;;
 	--force) force=1; shift ;;
 	--print-key) print_key=1; shift ;;
 	--config-only) config_only=1; shift ;;
-	-h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	--tree) tree=1; shift ;;
+	-h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
 done
@@ -61,9 +66,17 @@ key=$(hash_files "$pin" "${fragments[@]}" "$gk/patches/series" "${patch_files[@]
 key="$(pin_get "$pin" KERNEL_VERSION)-$variant-$key"
 out=$DAXVMM_CACHE/kernels/$key
 if [ $print_key = 1 ]; then echo "$key"; exit 0; fi
-if [ $force = 0 ] && [ $config_only = 0 ] && [ -f "$out/bzImage" ]; then
+# cached KEY: whether the result (and, for --tree, the kept build tree) is there; prints it.
+cached() {
+	[ $force = 0 ] && [ $config_only = 0 ] && [ -f "$out/bzImage" ] || return 1
+	if [ $tree = 0 ]; then echo "$out/bzImage"; return 0; fi
+	local t
+	t=$(find "$DAXVMM_CACHE/build/$key" -mindepth 1 -maxdepth 1 -type d 2>/dev/null | head -n1)
+	[ -n "$t" ] && [ -f "$t/arch/x86/boot/bzImage" ] && ! [ "$t/.config" -nt "$t/arch/x86/boot/bzImage" ] || return 1
+	echo "$t"
+}
+if cached; then
 	log "guest kernel $key is cached"
-	echo "$out/bzImage"
 	exit 0
 fi
 # One build per key at a time: a second caller waits and then finds the result cached.
@@ -73,10 +86,7 @@ if ! flock -n 9; then
 	log "another build of $key is running; waiting for it"
 	flock 9
 fi
-if [ $force = 0 ] && [ $config_only = 0 ] && [ -f "$out/bzImage" ]; then
-	echo "$out/bzImage"
-	exit 0
-fi
+cached && exit 0
 
 kernel_toolchain
 # A configuration check must not wipe the tree a full build keeps for incremental work.
@@ -101,14 +111,23 @@ make_k tinyconfig >"$work/config.log" 2>&1 || { tail -20 "$work/config.log" >&2;
 	{ tail -20 "$work/config.log" >&2; die "merging config fragments failed"; }
 make_k olddefconfig >>"$work/config.log" 2>&1 || { tail -20 "$work/config.log" >&2; die "make olddefconfig failed"; }
 
-# Every request in the fragments must be in the final config, or we would test a kernel we did not ask for.
-missing=()
+# Every request in the fragments (the last one of each option) must be in the final config, or we would
+# test a kernel we did not ask for.
+declare -A request=()
 while IFS= read -r line; do
 	case $line in
-	CONFIG_*=*) grep -qxF "$line" "$src/.config" || missing+=("$line (got: $(grep -E "^(# )?${line%%=*}[= ]" "$src/.config" || echo unset))") ;;
-	"# CONFIG_"*" is not set") opt=${line#\# }; opt=${opt%% *}; grep -q "^$opt=" "$src/.config" && missing+=("$line (got: $(grep "^$opt=" "$src/.config"))") ;;
+	CONFIG_*=*) request[${line%%=*}]=$line ;;
+	"# CONFIG_"*" is not set") opt=${line#\# }; request[${opt%% *}]=$line ;;
 	esac
 done < <(cat "${fragments[@]}")
+missing=()
+for opt in "${!request[@]}"; do
+	line=${request[$opt]}
+	case $line in
+	CONFIG_*=*) grep -qxF "$line" "$src/.config" || missing+=("$line (got: $(grep -E "^(# )?$opt[= ]" "$src/.config" || echo unset))") ;;
+	*) grep -q "^$opt=" "$src/.config" && missing+=("$line (got: $(grep "^$opt=" "$src/.config"))") ;;
+	esac
+done
 if [ ${#missing[@]} -gt 0 ]; then
 	printf 'error: these requested options did not survive olddefconfig (a dependency is missing):\n' >&2
 	printf '  %s\n' "${missing[@]}" >&2
@@ -121,9 +140,11 @@ if [ $config_only = 1 ]; then
 fi
 
 jobs=$(jobs_count)
-log "building bzImage with $jobs jobs (a few minutes; log: $work/build.log)"
+targets=(bzImage)
+grep -qx CONFIG_MODULES=y "$src/.config" && targets+=(modules)
+log "building ${targets[*]} with $jobs jobs (a few minutes; log: $work/build.log)"
 start=$(date +%s)
-make_k -j"$jobs" bzImage >"$work/build.log" 2>&1 &
+make_k -j"$jobs" "${targets[@]}" >"$work/build.log" 2>&1 &
 pid=$!
 while kill -0 $pid 2>/dev/null; do
 	sleep 20
@@ -136,5 +157,6 @@ cp "$src/vmlinux" "$out.tmp/" 2>/dev/null || true
 rm -rf "$out"
 mv "$out.tmp" "$out"
 log "guest kernel built in $(( $(date +%s) - start ))s: $out/bzImage"
-# The tree is kept for the patch and driver work (incremental rebuilds); remove it to save ~2 GiB.
-echo "$out/bzImage"
+# The tree is kept for the patch and driver work (incremental rebuilds) and as a `--kernel` build tree
+# with its modules; remove it to save ~2 GiB (--tree then rebuilds it).
+if [ $tree = 1 ]; then echo "$src"; else echo "$out/bzImage"; fi

@@ -50,7 +50,10 @@ if [ $unit_only = 0 ]; then
 		fail "building the mutants kernel"
 	DAXVMM_GUEST_KERNEL_612=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant linux-6.12) ||
 		fail "building the linux-6.12 kernel"
-	export DAXVMM_GUEST_KERNEL_MUTANTS DAXVMM_GUEST_KERNEL_612
+	# Its build tree, with modules: the suites' --kernel TREE of another version (tests/tests/suites.rs).
+	DAXVMM_GUEST_TREE_612=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant linux-6.12 --tree) ||
+		fail "finding the linux-6.12 build tree"
+	export DAXVMM_GUEST_KERNEL_MUTANTS DAXVMM_GUEST_KERNEL_612 DAXVMM_GUEST_TREE_612
 	# The suite image fstests runs in (tests/tests/suites.rs).
 	DAXVMM_ROOTFS=$("$DAXVMM_ROOT/scripts/build-guest-rootfs.sh") || fail "building the suite image"
 	export DAXVMM_ROOTFS

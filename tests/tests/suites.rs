@@ -2,9 +2,11 @@
 //! `daxvmm fstests` runs the CI subset of fstests' dax group on ext4 and xfs with `-o dax=always`, and
 //! `daxvmm ndctl-tests` runs ndctl's dax-ext4.sh, dax-xfs.sh (dax-pmd) and mmap.sh on a legacy e820
 //! range; every test's verdict is checked in the table each prints and in the JUnit it writes. One
-//! more boot runs a shard of the subset (`--shard 2/3`) with a kernel build tree as `--kernel`.
+//! more boot runs a shard of the subset (`--shard 2/3`) with a kernel build tree as `--kernel`, and one
+//! runs fstests and ndctl's tests on the Linux 6.12 variant's build tree, whose device mapper, quota
+//! format and e820 pmem are modules the guest loads from the tree.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -20,6 +22,13 @@ const FILESYSTEMS: [&str; 2] = ["ext4", "xfs"];
 /// 18 flag combinations on both.
 const NDCTL_TESTS: [&str; 3] = ["dax-ext4.sh", "dax-xfs.sh", "mmap.sh"];
 
+/// On the 6.12 tree: mmap MAP_SYNC through dm log-writes (a module there), and ndctl's dax-pmd on xfs,
+/// whose e820 range only appears once nd_e820 (a module there) is loaded.
+const TREE_TEST: &str = "generic/470";
+const TREE_NDCTL_TEST: &str = "dax-xfs.sh";
+/// What the 6.12 variant builds as modules, dependencies first, as the guest reports loading them.
+const TREE_MODULES: &str = "dm-mod dm-log-writes dm-flakey quota_tree quota_v2 nd_e820";
+
 fn rootfs() -> Result<PathBuf, Skip> {
     match std::env::var_os("DAXVMM_ROOTFS").map(PathBuf::from) {
         Some(p) if p.is_file() => Ok(p),
@@ -29,6 +38,46 @@ fn rootfs() -> Result<PathBuf, Skip> {
                 .into(),
         )),
     }
+}
+
+/// What daxvmm reads of a kernel build tree with modules: the .config, bzImage and release, the modules
+/// modules.order lists and the Makefiles beside them, packed (with their times, which the staleness
+/// checks compare) into one file the test host VM gets.
+fn tree_archive(tree: &Path) -> Result<PathBuf, Skip> {
+    let skip = |why: String| Skip(format!("the kernel build tree {}: {why}", tree.display()));
+    let order = std::fs::read_to_string(tree.join("modules.order"))
+        .map_err(|e| skip(format!("modules.order: {e}")))?;
+    let mut files: Vec<String> =
+        [".config", "arch/x86/boot/bzImage", "include/config/kernel.release", "modules.order"]
+            .map(String::from)
+            .into();
+    for m in order.lines().filter(|l| !l.is_empty()) {
+        let stem = m.strip_suffix(".o").or_else(|| m.strip_suffix(".ko")).unwrap_or(m);
+        files.push(format!("{stem}.ko"));
+        let dir = Path::new(stem).parent().unwrap_or(Path::new(""));
+        files.extend(
+            ["Makefile", "Kbuild"]
+                .iter()
+                .map(|f| dir.join(f))
+                .filter(|p| tree.join(p).is_file())
+                .map(|p| p.display().to_string()),
+        );
+    }
+    files.sort();
+    files.dedup();
+    let out = std::env::temp_dir().join(format!("daxvmm-tree612-{}.tar", std::process::id()));
+    let status = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&out)
+        .arg("-C")
+        .arg(tree)
+        .args(&files)
+        .status()
+        .map_err(|e| skip(format!("tar: {e}")))?;
+    if !status.success() {
+        return Err(skip(format!("tar failed ({status}) on {}", files.join(" "))));
+    }
+    Ok(out)
 }
 
 fn suite_case(name: &str, command: &str, kernel: &str, image: &str, extra: &[&str]) -> Case {
@@ -68,13 +117,45 @@ fn run() -> Result<Batch, Skip> {
     let fs = FILESYSTEMS.join(",");
     let fstests_args: Vec<&str> = ["--fs", fs.as_str()].into_iter().chain(TESTS).collect();
     let shard_args: Vec<&str> = ["--fs", "ext4", "--shard", "2/3"].into_iter().chain(TESTS).collect();
-    let cases = [
+    let mut cases = vec![
         suite_case("fstests", "fstests", "{kernel}", &inside, &fstests_args),
         files,
         suite_case("fstests_shard", "fstests", "{tmp}/tree", &inside, &shard_args).with_setup(&tree_setup),
         suite_case("ndctl", "ndctl-tests", "{kernel}", &inside, &NDCTL_TESTS),
     ];
-    run_batch_adding(&cases, "DAXVMM_GUEST_KERNEL", vec![image, config], Duration::from_secs(45 * 60))
+    let mut adds = vec![image, config];
+    // The Linux 6.12 variant's tree (scripts/build-guest-kernel.sh --variant linux-6.12 --tree).
+    match std::env::var_os("DAXVMM_GUEST_TREE_612").map(PathBuf::from) {
+        Some(tree) if tree.is_dir() => {
+            let tar = tree_archive(&tree)?;
+            let unpack = format!(
+                "rm -rf {{tmp}}/tree612 && mkdir -p {{tmp}}/tree612 && tar -xf {} -C {{tmp}}/tree612",
+                added_path(place, &tar)
+            );
+            cases.push(
+                suite_case("fstests_612", "fstests", "{tmp}/tree612", &inside, &["--fs", "ext4,xfs", TREE_TEST])
+                    .with_setup(&format!("{unpack} && rm -rf {{tmp}}/fstests_612")),
+            );
+            cases.push(
+                suite_case("ndctl_612", "ndctl-tests", "{tmp}/tree612", &inside, &[TREE_NDCTL_TEST])
+                    .with_setup(&format!("{unpack} && rm -rf {{tmp}}/ndctl_612")),
+            );
+            adds.push(tar);
+        }
+        other => report_skip(
+            "the_suites_load_a_6_12_build_trees_modules",
+            &Skip(format!(
+                "DAXVMM_GUEST_TREE_612 is {} (scripts/test.sh sets it to the linux-6.12 variant's build tree)",
+                other.map_or("not set".into(), |p| format!("{}, not a directory", p.display()))
+            )),
+        ),
+    }
+    let tree_tar = adds.get(2).cloned();
+    let batch = run_batch_adding(&cases, "DAXVMM_GUEST_KERNEL", adds, Duration::from_secs(45 * 60));
+    if let Some(tar) = tree_tar {
+        let _ = std::fs::remove_file(tar);
+    }
+    batch
 }
 
 static BATCH: OnceLock<Result<Batch, Skip>> = OnceLock::new();
@@ -136,4 +217,35 @@ fn ndctl_dax_pmd_and_mmap_pass_on_an_e820_range() {
     }
     assert!(out.contains("ndctl: 3 passed, 0 failed, 0 not run (exit status 0)"), "{out}");
     assert_eq!(out.exit_code, 0, "{out}");
+}
+
+/// A kernel build tree of another version whose suite options are modules: daxvmm finds them through
+/// the tree's Makefiles, the guest loads them, and the tests that use them pass.
+#[test]
+fn the_suites_load_a_6_12_build_trees_modules() {
+    let test = "the_suites_load_a_6_12_build_trees_modules";
+    let (Some(fst), Some(ndctl)) = (outcome(test, "fstests_612"), outcome(test, "ndctl_612")) else { return };
+    for out in [fst, ndctl] {
+        assert!(
+            out.contains("tree612/arch/x86/boot/bzImage (the tree's .config has what daxvmm"),
+            "the tree must be checked and its bzImage booted: {out}"
+        );
+        assert!(
+            out.contains(&format!("daxvmm-guest: loaded the kernel tree's modules: {TREE_MODULES}")),
+            "the guest must load the tree's modules in dependency order: {out}"
+        );
+    }
+    for fs in FILESYSTEMS {
+        assert!(
+            out_row(fst, fs, TREE_TEST),
+            "{TREE_TEST} on {fs} must pass with dm-log-writes from the tree: {fst}"
+        );
+    }
+    assert_eq!(fst.exit_code, 0, "{fst}");
+    assert!(ndctl.contains("ndctl  ndctl/dax-xfs  pass"), "dax-xfs.sh on the e820 range of nd_e820: {ndctl}");
+    assert_eq!(ndctl.exit_code, 0, "{ndctl}");
+}
+
+fn out_row(out: &Outcome, fs: &str, test: &str) -> bool {
+    out.contains(&format!("{fs:<6} {test:<14} pass"))
 }

@@ -42,8 +42,9 @@ fn parse_ndctl_test(s: &str) -> Result<String, String> {
 #[derive(Debug, Clone, Args)]
 pub struct SuiteBoot {
     /// Guest kernel: a bzImage, or a kernel build tree (its arch/x86/boot/bzImage, once its .config has
-    /// everything the suites need built in; what is missing is listed with the commands that set it);
-    /// default $DAXVMM_KERNEL.
+    /// everything the suites need; what is missing is listed with the commands that set it). Options a
+    /// tree builds as modules are loaded from it, except those the image needs to mount its root
+    /// (LIBNVDIMM, ACPI_NFIT, BLK_DEV_PMEM, EXT4_FS), which must be built in. Default $DAXVMM_KERNEL.
     #[arg(long, value_name = "PATH", env = "DAXVMM_KERNEL")]
     pub kernel: PathBuf,
     /// The suite image (scripts/build-guest-rootfs.sh); default $DAXVMM_ROOTFS. Booted as a raw NVDIMM
@@ -67,6 +68,9 @@ pub struct SuiteBoot {
     /// Seccomp filters: on, log or off (see `daxvmm run --help`).
     #[arg(long, value_name = "MODE", default_value = "on")]
     pub seccomp: SeccompMode,
+    /// The modules of a `--kernel` build tree that the guest loads (set when the tree is checked).
+    #[arg(skip)]
+    pub modules: Option<crate::kernel_tree::modules::TreeModules>,
 }
 
 /// `daxvmm fstests`.

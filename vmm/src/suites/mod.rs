@@ -19,6 +19,7 @@ use crate::boot::cpuid::XsavePolicy;
 use crate::capture::Capture;
 use crate::cli::run::{check_file, BASE_CMDLINE};
 use crate::cli::suites::{FstestsArgs, NdctlArgs, SuiteBoot, SuiteReportArgs};
+use crate::kernel_tree::{self, modules::ModulesError, modules::TreeModules};
 use crate::pmem::spec::{PmemSpec, PmemSpecError};
 use crate::units::{format_size, GIB, MIB};
 use crate::vm::{self, Outcome, VmConfig};
@@ -58,6 +59,17 @@ pub enum SuiteError {
         /// What is wrong.
         why: String,
     },
+    /// The output directory cannot be made.
+    #[error("--out {path}: {why}")]
+    Out {
+        /// The path given.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The tree's modules cannot be packed.
+    #[error(transparent)]
+    Modules(#[from] ModulesError),
     /// Too many tests for the kernel's command line.
     #[error("the guest command line would be {0} bytes, over the kernel's {CMDLINE_MAX}: name fewer tests, or a group with -g")]
     CmdlineTooLong(usize),
@@ -80,10 +92,12 @@ fn rootfs_region(path: &Path) -> Result<PmemSpec, SuiteError> {
     Ok(spec)
 }
 
-/// The kernel command line: root on pmem0, the image's init, and the runner command `runner`.
-fn cmdline(runner: &[String]) -> Result<String, SuiteError> {
+/// The kernel command line: root on pmem0, the image's init, whether an NVDIMM carries modules for it
+/// to load, and the runner command `runner`.
+fn cmdline(runner: &[String], modules: bool) -> Result<String, SuiteError> {
     let c = format!(
-        "{BASE_CMDLINE} root=/dev/pmem0 rootwait rw init=/usr/local/sbin/daxvmm-init -- {}",
+        "{BASE_CMDLINE} root=/dev/pmem0 rootwait rw init=/usr/local/sbin/daxvmm-init{} -- {}",
+        if modules { " daxvmm.modules" } else { "" },
         runner.join(" ")
     );
     if c.len() > CMDLINE_MAX {
@@ -173,10 +187,14 @@ fn run(boot: &SuiteBoot, plan: Plan) -> anyhow::Result<u8> {
     let capture = Capture::new(true);
     let mut pmem = vec![rootfs_region(&boot.rootfs)?];
     pmem.extend(plan.devices);
+    if let Some(modules) = &boot.modules {
+        // Last, so the runners' devices keep their names.
+        pmem.push(modules_region(modules, &plan.out)?);
+    }
     let cfg = VmConfig {
         kernel: boot.kernel.clone(),
         initrd: None,
-        cmdline: cmdline(&plan.runner)?,
+        cmdline: cmdline(&plan.runner, boot.modules.is_some())?,
         mem: plan.mem,
         cpus: boot.cpus,
         timeout: Some(boot.timeout),
@@ -194,8 +212,50 @@ fn run(boot: &SuiteBoot, plan: Plan) -> anyhow::Result<u8> {
     if !matches!(outcome, Outcome::PowerOff | Outcome::GuestFailed(_)) {
         log::error!("the guest ended with {outcome} before {} finished", plan.name);
     }
-    Ok(results(&capture.text(), &plan.sections, &plan.out)?)
+    let console = capture.text();
+    for line in guest_errors(&console) {
+        log::error!("the guest: {line}");
+    }
+    Ok(results(&console, &plan.sections, &plan.out)?)
 }
+
+/// How the image's init starts a line about what it could not do (load the tree's modules), which stops
+/// it before any test.
+const GUEST_ERROR: &str = "daxvmm-guest: error: ";
+
+/// The first few such lines, without control characters: the guest writes them, and they go to the
+/// user's terminal outside the echoed console.
+fn guest_errors(console: &str) -> Vec<String> {
+    console
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix(GUEST_ERROR))
+        .take(5)
+        .map(|l| l.chars().filter(|c| !c.is_control()).take(300).collect())
+        .collect()
+}
+
+/// The tree's modules, packed into `out`/guest-modules.cpio, as a raw NVDIMM (share=off).
+fn modules_region(modules: &TreeModules, out: &Path) -> Result<PmemSpec, SuiteError> {
+    let path = out.join(MODULES_ARCHIVE);
+    std::fs::create_dir_all(out)
+        .map_err(|e| SuiteError::Out { path: out.display().to_string(), why: e.to_string() })?;
+    let size = kernel_tree::modules::pack(modules, &path)?;
+    log::info!(
+        "{} modules of {} for the guest in {} ({})",
+        modules.modules.len(),
+        modules.release,
+        path.display(),
+        format_size(size)
+    );
+    let mut spec =
+        PmemSpec::parse(&format_size(size)).map_err(|e| SuiteError::DeviceSize("the modules archive", e))?;
+    spec.file = Some(path);
+    spec.share = false;
+    Ok(spec)
+}
+
+/// The file in `--out` that carries a kernel tree's modules to the guest.
+const MODULES_ARCHIVE: &str = "guest-modules.cpio";
 
 /// The largest console log `daxvmm suite-report` reads.
 const MAX_CONSOLE: u64 = 256 * MIB;
@@ -257,10 +317,15 @@ mod tests {
 
     #[test]
     fn the_command_line_names_the_filesystems_and_checks_arguments() {
-        let c = cmdline(&fstests_plan(&args(&["--fs", "xfs", "-g", "dax", "generic/413"])).unwrap().runner)
-            .unwrap();
+        let c = cmdline(
+            &fstests_plan(&args(&["--fs", "xfs", "-g", "dax", "generic/413"])).unwrap().runner,
+            false,
+        )
+        .unwrap();
         assert!(c.starts_with(BASE_CMDLINE), "{c}");
         assert!(c.ends_with(" root=/dev/pmem0 rootwait rw init=/usr/local/sbin/daxvmm-init -- daxvmm-fstests --fs xfs -- -g dax generic/413"), "{c}");
+        let m = cmdline(&["daxvmm-fstests".into()], true).unwrap();
+        assert!(m.ends_with(" init=/usr/local/sbin/daxvmm-init daxvmm.modules -- daxvmm-fstests"), "{m}");
         let all = args(&[]);
         assert_eq!(all.fs, ["ext4", "xfs"]);
         let part = fstests_plan(&args(&["--shard", "2/3", "-g", "dax"])).unwrap();
@@ -269,6 +334,16 @@ mod tests {
             let base = ["daxvmm", "fstests", "--kernel", "/k", "--rootfs", "/r", "--shard", bad];
             assert!(Cli::try_parse_command(base).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_guests_error_lines_are_repeated_few_and_without_control_characters() {
+        let mut console = String::from("boot\ndaxvmm-guest: error: insmod x.ko failed\x1b[2J\r\n");
+        console.push_str(&"daxvmm-guest: error: again\n".repeat(50));
+        let got = guest_errors(&console);
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[0], "insmod x.ko failed[2J");
+        assert!(guest_errors("a line that mentions daxvmm-guest: error: inside\n").is_empty());
     }
 
     #[test]
@@ -287,7 +362,7 @@ mod tests {
     fn too_many_tests_for_the_kernel_command_line_is_one_error() {
         let many: Vec<String> = (0..400).map(|i| format!("generic/{i:03}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-        let e = cmdline(&fstests_plan(&args(&refs)).unwrap().runner).unwrap_err();
+        let e = cmdline(&fstests_plan(&args(&refs)).unwrap().runner, false).unwrap_err();
         assert!(e.to_string().contains("over the kernel's 2047"), "{e}");
     }
 
