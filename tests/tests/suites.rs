@@ -2,9 +2,9 @@
 //! `daxvmm fstests` runs the CI subset of fstests' dax group on ext4 and xfs with `-o dax=always`, and
 //! `daxvmm ndctl-tests` runs ndctl's dax-ext4.sh, dax-xfs.sh (dax-pmd) and mmap.sh on a legacy e820
 //! range; every test's verdict is checked in the table each prints and in the JUnit it writes. One
-//! more boot runs a shard of the subset (`--shard 2/3`) with a kernel build tree as `--kernel`, and one
-//! runs fstests and ndctl's tests on the Linux 6.12 variant's build tree, whose device mapper, quota
-//! format and e820 pmem are modules the guest loads from the tree.
+//! more boot runs a shard of the subset (`--shard 2/3`) with a kernel build tree as `--kernel`; two run
+//! fstests and ndctl's tests on the Linux 6.12 variant's build tree, whose device mapper, quota format
+//! and e820 pmem are modules the guest loads from the tree, and one gives it a module its kernel refuses.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -140,6 +140,15 @@ fn run() -> Result<Batch, Skip> {
                 suite_case("ndctl_612", "ndctl-tests", "{tmp}/tree612", &inside, &[TREE_NDCTL_TEST])
                     .with_setup(&format!("{unpack} && rm -rf {{tmp}}/ndctl_612")),
             );
+            // A module the kernel refuses (its ELF type made ET_EXEC; daxvmm's checks pass it).
+            cases.push(
+                suite_case("bad_module_612", "ndctl-tests", "{tmp}/tree612", &inside, &[TREE_NDCTL_TEST]).with_setup(
+                    &format!(
+                        "{unpack} && rm -rf {{tmp}}/bad_module_612 && printf '\\002' | \
+                         dd of={{tmp}}/tree612/drivers/md/dm-flakey.ko bs=1 seek=16 conv=notrunc 2>/dev/null"
+                    ),
+                ),
+            );
             adds.push(tar);
         }
         other => report_skip(
@@ -248,4 +257,23 @@ fn the_suites_load_a_6_12_build_trees_modules() {
 
 fn out_row(out: &Outcome, fs: &str, test: &str) -> bool {
     out.contains(&format!("{fs:<6} {test:<14} pass"))
+}
+
+/// A module that the guest kernel refuses stops the guest before any test, with one error naming it.
+#[test]
+fn a_module_the_guest_cannot_load_is_one_error_and_no_results() {
+    let Some(out) = outcome("a_module_the_guest_cannot_load_is_one_error_and_no_results", "bad_module_612")
+    else {
+        return;
+    };
+    assert!(
+        out.contains(
+            "the guest: cannot load the tree's module kernel/drivers/md/dm-flakey.ko (insmod failed"
+        ),
+        "daxvmm must repeat the guest's error: {out}"
+    );
+    assert!(out.contains("daxvmm-guest: error: cannot load"), "{out}");
+    assert!(!out.contains("section ndctl") && !out.contains("ndctl/dax-xfs  pass"), "no test may run: {out}");
+    assert!(out.contains("ndctl: NOT REACHED"), "the table must say the suite never started: {out}");
+    assert_eq!(out.exit_code, 1, "an incomplete run exits 1: {out}");
 }
