@@ -124,6 +124,7 @@ fn run() -> Result<Batch, Skip> {
         suite_case("ndctl", "ndctl-tests", "{kernel}", &inside, &NDCTL_TESTS),
     ];
     let mut adds = vec![image, config];
+    let mut tree_tar = None;
     // The Linux 6.12 variant's tree (scripts/build-guest-kernel.sh --variant linux-6.12 --tree).
     match std::env::var_os("DAXVMM_GUEST_TREE_612").map(PathBuf::from) {
         Some(tree) if tree.is_dir() => {
@@ -149,7 +150,8 @@ fn run() -> Result<Batch, Skip> {
                     ),
                 ),
             );
-            adds.push(tar);
+            adds.push(tar.clone());
+            tree_tar = Some(tar);
         }
         other => report_skip(
             "the_suites_load_a_6_12_build_trees_modules",
@@ -159,7 +161,6 @@ fn run() -> Result<Batch, Skip> {
             )),
         ),
     }
-    let tree_tar = adds.get(2).cloned();
     let batch = run_batch_adding(&cases, "DAXVMM_GUEST_KERNEL", adds, Duration::from_secs(45 * 60));
     if let Some(tar) = tree_tar {
         let _ = std::fs::remove_file(tar);

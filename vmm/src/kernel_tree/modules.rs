@@ -125,31 +125,32 @@ pub fn find(tree: &Path, symbols: &[&str]) -> Result<TreeModules, ModulesError> 
     };
     let release = read("include/config/kernel.release")?.trim().to_string();
     let order = read("modules.order")?;
-    // modules.order names objects (`fs/xfs/xfs.o`) since Linux 6.3, the .ko files before.
+    // modules.order names objects (`fs/xfs/xfs.o`) since Linux 6.3, the .ko files before: one stem each.
     let listed: Vec<&str> = order
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| l.strip_suffix(".o").unwrap_or(l))
-        .collect();
-    let by_name: BTreeMap<String, &str> = listed
-        .iter()
-        .map(|stem| (module_name(stem.trim_end_matches(".ko")), stem.trim_end_matches(".ko")))
+        .map(|l| l.strip_suffix(".o").or_else(|| l.strip_suffix(".ko")).unwrap_or(l))
         .collect();
     let builders = builders(tree, &listed);
-    let config_time = std::fs::metadata(tree.join(".config")).and_then(|m| m.modified()).ok();
-
-    let mut modules = Vec::new();
-    let mut seen = BTreeSet::new();
+    let mut walk = Walk {
+        tree,
+        shown: tree.display().to_string(),
+        by_name: listed.iter().map(|stem| (module_name(stem), *stem)).collect(),
+        config_time: std::fs::metadata(tree.join(".config")).and_then(|m| m.modified()).ok(),
+        release: &release,
+        seen: BTreeSet::new(),
+        out: Vec::new(),
+    };
     for symbol in symbols {
         let Some(stems) = builders.get(*symbol) else {
             return Err(ModulesError::NoModule { tree: shown, symbol: symbol.to_string() });
         };
         for stem in stems {
-            let mut visiting = Vec::new();
-            add(tree, &release, &by_name, stem, config_time, &mut seen, &mut visiting, &mut modules)?;
+            walk.add(stem, &mut Vec::new())?;
         }
     }
+    let modules = walk.out;
     Ok(TreeModules { release, modules })
 }
 
@@ -158,80 +159,88 @@ fn module_name(path: &str) -> String {
     path.rsplit('/').next().unwrap_or(path).replace('-', "_")
 }
 
-/// Adds the module at `stem` after its dependencies (depth first; `visiting` guards against a cycle).
-#[allow(clippy::too_many_arguments)]
-fn add(
-    tree: &Path,
-    release: &str,
-    by_name: &BTreeMap<String, &str>,
-    stem: &str,
+/// The dependency walk over one tree's listed modules.
+struct Walk<'a> {
+    tree: &'a Path,
+    shown: String,
+    /// Listed modules by kernel name: their stems.
+    by_name: BTreeMap<String, &'a str>,
+    /// When .config last changed: a module older than that is stale.
     config_time: Option<std::time::SystemTime>,
-    seen: &mut BTreeSet<String>,
-    visiting: &mut Vec<String>,
-    out: &mut Vec<Module>,
-) -> Result<(), ModulesError> {
-    let name = module_name(stem);
-    if seen.contains(&name) || visiting.contains(&name) {
-        return Ok(());
-    }
-    visiting.push(name.clone());
-    let shown = tree.display().to_string();
-    let rel = format!("{stem}.ko");
-    let file = tree.join(&rel);
-    let not_built = |why| ModulesError::NotBuilt { tree: shown.clone(), file: rel.clone(), why };
-    let meta = std::fs::metadata(&file).map_err(|_| not_built("listed in modules.order but not built"))?;
-    if let (Some(config), Ok(built)) = (config_time, meta.modified()) {
-        if built < config {
-            return Err(not_built("older than .config"));
+    release: &'a str,
+    /// Modules already in `out`.
+    seen: BTreeSet<String>,
+    /// Dependencies before the modules that need them.
+    out: Vec<Module>,
+}
+
+impl Walk<'_> {
+    /// Adds the module at `stem` after its dependencies (depth first; `visiting` guards against a cycle).
+    fn add(&mut self, stem: &str, visiting: &mut Vec<String>) -> Result<(), ModulesError> {
+        let name = module_name(stem);
+        if self.seen.contains(&name) || visiting.contains(&name) {
+            return Ok(());
         }
+        visiting.push(name.clone());
+        let shown = self.shown.clone();
+        let rel = format!("{stem}.ko");
+        let file = self.tree.join(&rel);
+        let not_built = |why| ModulesError::NotBuilt { tree: shown.clone(), file: rel.clone(), why };
+        let meta =
+            std::fs::metadata(&file).map_err(|_| not_built("listed in modules.order but not built"))?;
+        if let (Some(config), Ok(built)) = (self.config_time, meta.modified()) {
+            if built < config {
+                return Err(not_built("older than .config"));
+            }
+        }
+        let bytes = std::fs::read(&file).map_err(|source| ModulesError::Read {
+            tree: shown.clone(),
+            file: rel.clone(),
+            source,
+        })?;
+        let info = modinfo(&bytes).map_err(|why| ModulesError::BadModule {
+            tree: shown.clone(),
+            file: rel.clone(),
+            why: why.to_string(),
+        })?;
+        let value = |key: &str| info.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        let built = value("vermagic").and_then(|v| v.split_whitespace().next()).unwrap_or("");
+        if built != self.release {
+            return Err(ModulesError::OtherRelease {
+                tree: shown,
+                file: rel,
+                built: if built.is_empty() { "no release (no vermagic)".into() } else { built.into() },
+                release: self.release.into(),
+            });
+        }
+        let depends = value("depends").unwrap_or("").split(',').filter(|d| !d.is_empty());
+        // A soft "pre:" dependency that the tree built as a module loads first too; one it does not
+        // list is built in or optional.
+        let soft = info
+            .iter()
+            .filter(|(k, _)| k == "softdep")
+            .flat_map(|(_, v)| v.split("post:").next().unwrap_or("").split_whitespace())
+            .filter(|w| *w != "pre:")
+            .filter(|w| self.by_name.contains_key(&w.replace('-', "_")));
+        let needs: Vec<String> = depends.chain(soft).map(|d| d.replace('-', "_")).collect();
+        for dep in needs {
+            let Some(dep_stem) = self.by_name.get(&dep).copied() else {
+                return Err(ModulesError::MissingDependency { tree: shown, module: name, needs: dep });
+            };
+            self.add(dep_stem, visiting)?;
+        }
+        visiting.pop();
+        self.seen.insert(name.clone());
+        self.out.push(Module { name, file, install: format!("kernel/{rel}") });
+        Ok(())
     }
-    let bytes = std::fs::read(&file).map_err(|source| ModulesError::Read {
-        tree: shown.clone(),
-        file: rel.clone(),
-        source,
-    })?;
-    let info = modinfo(&bytes).map_err(|why| ModulesError::BadModule {
-        tree: shown.clone(),
-        file: rel.clone(),
-        why: why.to_string(),
-    })?;
-    let value = |key: &str| info.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-    let built = value("vermagic").and_then(|v| v.split_whitespace().next()).unwrap_or("");
-    if built != release {
-        return Err(ModulesError::OtherRelease {
-            tree: shown,
-            file: rel,
-            built: if built.is_empty() { "no release (no vermagic)".into() } else { built.into() },
-            release: release.into(),
-        });
-    }
-    let depends = value("depends").unwrap_or("").split(',').filter(|d| !d.is_empty());
-    // A soft "pre:" dependency that the tree built as a module loads first too; one it does not list
-    // is built in or optional.
-    let soft = info
-        .iter()
-        .filter(|(k, _)| k == "softdep")
-        .flat_map(|(_, v)| v.split("post:").next().unwrap_or("").split_whitespace())
-        .filter(|w| *w != "pre:")
-        .filter(|w| by_name.contains_key(&w.replace('-', "_")));
-    let needs: Vec<String> = depends.chain(soft).map(|d| d.replace('-', "_")).collect();
-    for dep in needs {
-        let Some(dep_stem) = by_name.get(&dep) else {
-            return Err(ModulesError::MissingDependency { tree: shown, module: name, needs: dep });
-        };
-        add(tree, release, by_name, dep_stem, config_time, seen, visiting, out)?;
-    }
-    visiting.pop();
-    seen.insert(name.clone());
-    out.push(Module { name, file, install: format!("kernel/{rel}") });
-    Ok(())
 }
 
 /// Which listed modules each option builds: the `obj-$(CONFIG_X)` lines of the Makefile (or Kbuild)
 /// in each listed module's directory (in an O= build directory, of the `source` tree).
 fn builders(tree: &Path, listed: &[&str]) -> BTreeMap<String, Vec<String>> {
     let source = if tree.join("source").is_dir() { tree.join("source") } else { tree.to_path_buf() };
-    let listed_stems: BTreeSet<&str> = listed.iter().map(|s| s.trim_end_matches(".ko")).collect();
+    let listed_stems: BTreeSet<&str> = listed.iter().copied().collect();
     let dirs: BTreeSet<&str> =
         listed_stems.iter().map(|s| s.rsplit_once('/').map_or("", |(d, _)| d)).collect();
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -86,7 +86,12 @@ fn rootfs_region(path: &Path) -> Result<PmemSpec, SuiteError> {
             "its size ({size} bytes) must be a non-zero multiple of 2M (scripts/build-guest-rootfs.sh makes such images)"
         )));
     }
-    let mut spec = PmemSpec::parse(&format_size(size)).map_err(|e| bad(e.to_string()))?;
+    private_file_region(path, size).map_err(|e| bad(e.to_string()))
+}
+
+/// `path` as a raw NVDIMM of `size` bytes mapped `share=off`: the guest's writes never reach the file.
+fn private_file_region(path: &Path, size: u64) -> Result<PmemSpec, PmemSpecError> {
+    let mut spec = PmemSpec::parse(&format_size(size))?;
     spec.file = Some(path.to_path_buf());
     spec.share = false;
     Ok(spec)
@@ -247,11 +252,7 @@ fn modules_region(modules: &TreeModules, out: &Path) -> Result<PmemSpec, SuiteEr
         path.display(),
         format_size(size)
     );
-    let mut spec =
-        PmemSpec::parse(&format_size(size)).map_err(|e| SuiteError::DeviceSize("the modules archive", e))?;
-    spec.file = Some(path);
-    spec.share = false;
-    Ok(spec)
+    private_file_region(&path, size).map_err(|e| SuiteError::DeviceSize("the modules archive", e))
 }
 
 /// The file in `--out` that carries a kernel tree's modules to the guest.
