@@ -7,10 +7,11 @@
 #
 # A variant (guest-kernel/variants/NAME/) adds to that: `config` (another fragment), `series` plus patches
 # (applied after the main series), `make-flags` (e.g. LLVM=-19). `debug` is the bug-hunting kernel (clang,
-# KASAN, lockdep); `mutants` carries deliberate bugs, each selected at boot, that the suite must catch. A
-# variant with its own `PIN` builds another kernel version: without guest-kernel/patches (they target the
-# main pin) and with only the fragments its `fragments` file names; `linux-6.12` is the pre-series
-# comparison kernel. A later fragment's value of an option wins over an earlier one's. A configuration with
+# KASAN, lockdep). The deliberate bugs the suite must catch are the main series' last patch, each off
+# unless selected at boot, so one build serves both kinds of test. A variant with its own `PIN` builds
+# another kernel version: without guest-kernel/patches (they target the main pin) and with only the
+# fragments its `fragments` file names; `linux-6.12` is the pre-series comparison kernel. A later
+# fragment's value of an option wins over an earlier one's. A configuration with
 # CONFIG_MODULES=y builds its modules too (`make bzImage modules`).
 #
 # usage: scripts/build-guest-kernel.sh [--variant default|NAME] [--force] [--print-key] [--config-only] [--tree]
@@ -32,7 +33,7 @@ while [ $# -gt 0 ]; do
 	--print-key) print_key=1; shift ;;
 	--config-only) config_only=1; shift ;;
 	--tree) tree=1; shift ;;
-	-h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument '$1' (see --help)" ;;
 	esac
 done

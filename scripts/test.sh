@@ -3,10 +3,11 @@
 #   1. installs what is missing (scripts/setup-host.sh), checks formatting and clippy;
 #   2. runs every crate's unit tests (no KVM needed), then every fuzz target for a few seconds
 #      (scripts/fuzz.sh; DAXVMM_FUZZ_SECONDS each, default 10; not with --unit-only or a filter);
-#   3. builds the static daxvmm, the guest kernel and its variants, the guest initramfs and the suite
-#      image with fstests (cached);
+#   3. builds the static daxvmm, the guest kernel, the guest initramfs and the suite image with fstests
+#      (all cached by content);
 #   4. runs the integration tests, which boot real guests: directly on a host with hardware KVM, otherwise
-#      inside the test host VM (QEMU TCG with nested SVM);
+#      inside the test host VM (QEMU TCG with nested SVM). Meanwhile the linux-6.12 kernel builds in the
+#      background at the lowest priority; the two test files that need it (race, suites) run last;
 #   5. prints the summary (tests/src/bin/test-summary.rs): guest boots, test host VM faults and reruns,
 #      and `summary: P passed, F failed, S skipped`. Exit status 0 only when nothing failed.
 #
@@ -42,18 +43,8 @@ if [ $unit_only = 0 ] && [ ${#filters[@]} -eq 0 ]; then
 	"$DAXVMM_ROOT/scripts/fuzz.sh" --seconds "${DAXVMM_FUZZ_SECONDS:-10}" || fail "a fuzz target crashed (scripts/fuzz.sh)"
 fi
 if [ $unit_only = 0 ]; then
-	log "building the static daxvmm, guest kernel and initramfs, and the kernel variants"
+	log "building the static daxvmm, the guest kernel and initramfs, and the suite image"
 	artifacts=$("$DAXVMM_ROOT/scripts/build-all.sh") && eval "$artifacts" || fail "building the guest artifacts"
-	# The kernel of deliberate bugs the suite must catch (tests/tests/mutants.rs), and the pre-series
-	# Linux 6.12 the race suite compares with (tests/tests/race.rs); a test without its kernel skips.
-	DAXVMM_GUEST_KERNEL_MUTANTS=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant mutants) ||
-		fail "building the mutants kernel"
-	DAXVMM_GUEST_KERNEL_612=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant linux-6.12) ||
-		fail "building the linux-6.12 kernel"
-	# Its build tree, with modules: the suites' --kernel TREE of another version (tests/tests/suites.rs).
-	DAXVMM_GUEST_TREE_612=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant linux-6.12 --tree) ||
-		fail "finding the linux-6.12 build tree"
-	export DAXVMM_GUEST_KERNEL_MUTANTS DAXVMM_GUEST_KERNEL_612 DAXVMM_GUEST_TREE_612
 	# The suite image fstests runs in (tests/tests/suites.rs).
 	DAXVMM_ROOTFS=$("$DAXVMM_ROOT/scripts/build-guest-rootfs.sh") || fail "building the suite image"
 	export DAXVMM_ROOTFS
@@ -61,8 +52,40 @@ if [ $unit_only = 0 ]; then
 	cargo build --quiet --release --target x86_64-unknown-linux-musl -p daxvmm-test-host-tools || fail "building daxvmm-kvm-hold"
 	export DAXVMM_KVM_HOLD_BIN=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}/x86_64-unknown-linux-musl/release/daxvmm-kvm-hold
 	"$DAXVMM_ROOT/scripts/check-patches.sh" || fail "checkpatch found problems"
+	# The pre-series Linux 6.12 (tests/tests/race.rs compares with it) and its build tree with modules
+	# (the suites' --kernel TREE of another version, tests/tests/suites.rs). Only those two test files
+	# need it, so it builds at the lowest CPU priority while the others run (a nested test host VM
+	# leaves one of the two cores idle much of the time), and they run after it. (The deliberate bugs
+	# of tests/tests/mutants.rs are in the default kernel, off unless selected at boot: one 7.2 build.)
+	late_tests=(race suites)
+	bg_env=$(mktemp) bg_log=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}/background-build.log
+	log "building the linux-6.12 kernel in the background (log: $bg_log)"
+	(
+		k=$(nice -n 19 "$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant linux-6.12) &&
+			t=$("$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant linux-6.12 --tree) &&
+			printf 'export DAXVMM_GUEST_KERNEL_612=%q DAXVMM_GUEST_TREE_612=%q\n' "$k" "$t" >"$bg_env"
+	) >"$bg_log" 2>&1 &
+	bg=$!
+	trap 'kill $bg 2>/dev/null; rm -f "$results" "$bg_env"' EXIT
+	early_tests=()
+	for f in "$DAXVMM_ROOT"/tests/tests/*.rs; do
+		n=$(basename "$f" .rs)
+		[[ " ${late_tests[*]} " == *" $n "* ]] || early_tests+=(--test "$n")
+	done
 	log "integration tests (they boot guests)"
-	cargo test --no-fail-fast -p daxvmm-tests "${filters[@]}" -- --nocapture 2>&1 | tee -a "$results" ||
-		fail "integration tests"
+	cargo test --no-fail-fast -p daxvmm-tests --lib --bins "${early_tests[@]}" "${filters[@]}" -- --nocapture 2>&1 |
+		tee -a "$results" || fail "integration tests"
+	log "waiting for the background build of the linux-6.12 kernel"
+	if wait $bg && [ -s "$bg_env" ]; then
+		source "$bg_env"
+		log "linux-6.12 kernel: $DAXVMM_GUEST_KERNEL_612"
+	else
+		tail -30 "$bg_log" >&2
+		fail "building the linux-6.12 kernel (log: $bg_log); the tests that need it skip"
+	fi
+	log "integration tests that need the linux-6.12 kernel: ${late_tests[*]}"
+	cargo test --no-fail-fast -p daxvmm-tests $(printf -- '--test %s ' "${late_tests[@]}") "${filters[@]}" -- --nocapture 2>&1 |
+		tee -a "$results" || fail "integration tests"
+	cargo test --quiet -p daxvmm-tests --doc "${filters[@]}" 2>&1 | tee -a "$results" || fail "doc tests"
 fi
 cargo run --quiet -p daxvmm-tests --bin test-summary -- --results "$results" "${failed[@]}"

@@ -1,4 +1,4 @@
-//! The deliberate bugs of the `mutants` guest kernel variant (guest-kernel/variants/mutants): their
+//! The deliberate bugs of daxvmm's guest kernel (its series' last patch, guest-kernel/patches/0008): their
 //! names (`daxvmm test --mutant NAME` puts `daxvmm_mutant=NAME` on the guest kernel's command line),
 //! what each breaks, and the library scenarios whose forced schedules must kill it. The kernel patch's
 //! message and this table say the same; the integration tests (tests/tests/mutants.rs) check each claim
@@ -22,7 +22,7 @@ pub struct Mutant {
     pub shows: &'static str,
 }
 
-/// Every mutant of the variant.
+/// Every mutant of the kernel patch.
 pub const MUTANTS: [Mutant; 11] = [
     Mutant {
         name: "pinned-idle",

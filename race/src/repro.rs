@@ -32,7 +32,7 @@ pub struct Repro {
     pub kernel_release: String,
     /// sha256 of the guest kernel's configuration.
     pub config_sha256: String,
-    /// The deliberate bug the kernel had selected (mutants variant), if any.
+    /// The deliberate bug the kernel had selected (`--mutant`), if any.
     pub mutant: Option<String>,
     /// The guest kernel's GNU build id (empty: not known).
     pub build_id: String,

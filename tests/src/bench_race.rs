@@ -1,5 +1,5 @@
-//! The race benchmark (`bench race`, scripts/bench-race.sh): for every mutant of the mutants kernel
-//! variant (`daxvmm_race::MUTANTS`), in one run on one host (one test host VM when nested), on ext4:
+//! The race benchmark (`bench race`, scripts/bench-race.sh): for every mutant of the guest kernel
+//! (`daxvmm_race::MUTANTS`), in one run on one host (one test host VM when nested), on ext4:
 //! - `forced`: `daxvmm test --mutant M` over the mutant's killing scenarios (their forced schedules);
 //! - `baseline`: the same scenarios with `--sleeps --runs N`: no schedule and no kernel hold points
 //!   (the guest does not tag its threads), each guest thread sleeps a random 0-2 ms before each sync

@@ -1,10 +1,10 @@
-//! The mutants kernel variant (guest-kernel/variants/mutants): one kernel whose deliberate refcounting
-//! bugs are each off unless `daxvmm test --mutant NAME` selects one at boot. For every mutant of
+//! The guest kernel's deliberate refcounting bugs (the last patch of guest-kernel/patches, 0008): each
+//! is off unless `daxvmm test --mutant NAME` selects one at boot. For every mutant of
 //! `daxvmm_race::MUTANTS` these tests show, on the built kernel:
 //! - its killing scenarios' forced schedules kill it on ext4 and xfs, every run, and the other
 //!   kernel-held scenarios stay clean with it selected (it breaks its own window only);
 //! - a repro file of the kill replays to the same violation, with the kernel's events in the recorded
-//!   order, 10 times out of 10 in one boot;
+//!   order, 5 times out of 5 in one boot;
 //! - for a schedule-dependent mutant, the sequential refcount checks (daxvmm-refcount-test) all pass:
 //!   only a forced schedule finds it. The controls are the other way round: the sequential checks catch
 //!   `pinned-idle`, and so do the plain (user-space ordered) race scenarios and their repro file; they
@@ -23,7 +23,7 @@ fn held() -> Vec<ScenarioId> {
 /// hold checks everywhere).
 const ANY_ORDER: &str = "pinned-idle";
 /// Replays of each kill's repro file.
-const REPLAYS: usize = 10;
+const REPLAYS: usize = 5;
 /// The checks daxvmm-refcount-test runs (its TAP plan).
 const CHECKS: usize = 30;
 
@@ -114,7 +114,7 @@ fn cases() -> Vec<Case> {
     cases
 }
 
-static BATCH: SharedBatch = SharedBatch::with_kernel(cases, "DAXVMM_GUEST_KERNEL_MUTANTS");
+static BATCH: SharedBatch = SharedBatch::new(cases);
 
 fn schedule_dependent() -> impl Iterator<Item = &'static Mutant> {
     MUTANTS.iter().filter(|m| m.schedule_dependent)

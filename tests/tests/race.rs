@@ -3,7 +3,7 @@
 //! inside the kernel at the fs/dax hold points, exactly where their schedules say; and on the Linux 6.12
 //! comparison kernel (its own hooks and C driver) forced schedules show the historical bugs (truncate
 //! does not wait for a pinned page whose mapping is gone, eviction and unmount never wait) while the
-//! controls pass, held inside its wait. The mutants kernel variant has its own tests (mutants.rs).
+//! controls pass, held inside its wait. The guest kernel's mutants have their own tests (mutants.rs).
 
 use daxvmm_scenarios::ScenarioId;
 use daxvmm_tests::{Case, SharedBatch};

@@ -74,7 +74,7 @@ pub struct TestOptions {
     pub runs: usize,
     /// Only list the scenarios.
     pub list: bool,
-    /// A deliberate bug of the `mutants` kernel variant to select at boot ([`crate::MUTANTS`]).
+    /// A deliberate bug of daxvmm's guest kernel to select at boot ([`crate::MUTANTS`]).
     pub mutant: Option<String>,
     /// Run only this part of the plan ([`Shard`]).
     pub shard: Option<Shard>,
@@ -128,8 +128,8 @@ pub enum RaceError {
         /// Where the console was saved.
         console: String,
     },
-    /// `--mutant` names no mutant of the variant.
-    #[error("no mutant {name:?}; the mutants kernel variant has: {all}")]
+    /// `--mutant` names no mutant the guest kernel has.
+    #[error("no mutant {name:?}; daxvmm's guest kernel has: {all}")]
     UnknownMutant {
         /// The name given.
         name: String,
@@ -137,7 +137,7 @@ pub enum RaceError {
         all: String,
     },
     /// A mutant was asked for, but the guest kernel did not select it.
-    #[error("the guest kernel did not select mutant {asked} (it reports: {got}); boot the mutants variant (scripts/build-guest-kernel.sh --variant mutants); see {console}")]
+    #[error("the guest kernel did not select mutant {asked} (it reports: {got}); boot daxvmm's guest kernel (scripts/build-guest-kernel.sh), whose last patch has the mutants; see {console}")]
     MutantMissing {
         /// The mutant asked for.
         asked: String,

@@ -4,7 +4,7 @@
 //!
 //! - `bench boot`: boot time of daxvmm against QEMU, medians and their ratio.
 //! - `bench pmem`: memcpy bandwidth of a DAX file in a daxvmm guest and a QEMU guest, against the host's.
-//! - `bench race`: per mutant of the mutants kernel, killed by forced schedules, by sleep-driven runs, by
+//! - `bench race`: per mutant of the guest kernel, killed by forced schedules, by sleep-driven runs, by
 //!   the sequential refcount checks.
 //! - `bench suites`: fstests and ndctl's tests under daxvmm and under QEMU, verdicts and wall times.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -96,14 +96,14 @@ enum Cmd {
     Pmem(PmemArgs),
     /// Mutant kills: forced schedules against sleeps and sequential checks (scripts/bench-race.sh).
     ///
-    /// Race benchmark: for every deliberate bug of the mutants kernel variant (daxvmm test --list shows
-    /// the scenarios; guest-kernel/variants/mutants the bugs), on ext4, in one host run (one test host VM
+    /// Race benchmark: for every deliberate bug of the guest kernel (daxvmm test --list shows the
+    /// scenarios; guest-kernel/patches/0008 the bugs), on ext4, in one host run (one test host VM
     /// when nested): `daxvmm test --mutant M` over the mutant's killing scenarios with their forced
     /// schedules; the same scenarios driven by random sleeps instead (`--sleeps --runs N`: no schedule,
     /// no kernel hold points, each guest thread sleeps 0-2 ms before each sync point, as a sleep-based
     /// race test would); and the
-    /// sequential refcount checks (daxvmm-refcount-test) with the mutant selected. --kernel must be the
-    /// mutants kernel (scripts/bench-race.sh passes it).
+    /// sequential refcount checks (daxvmm-refcount-test) with the mutant selected. --kernel must be
+    /// daxvmm's guest kernel, which has the mutants (scripts/bench-race.sh passes it).
     ///
     /// Prints a row per mutant: killed or not by each mode (runs with a violation of runs, seconds of
     /// runs with the boot excluded) and how many sequential checks failed; then, over the

@@ -107,7 +107,7 @@ pub struct TestArgs {
     /// List the scenarios and exit.
     #[arg(long)]
     pub list: bool,
-    /// Select a deliberate bug of the mutants kernel variant at boot (daxvmm_mutant=NAME), to see
+    /// Select a deliberate bug of daxvmm's guest kernel at boot (daxvmm_mutant=NAME), to see
     /// which runs catch it (an unknown NAME is refused with the list of names).
     #[arg(long, value_name = "NAME")]
     pub mutant: Option<String>,

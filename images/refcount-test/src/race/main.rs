@@ -121,8 +121,8 @@ fn gnu_build_id(notes: &[u8]) -> Option<String> {
     None
 }
 
-/// The deliberate bug the kernel selected at boot: `daxvmm_mutant=` on its command line, if the kernel is
-/// the mutants variant (it has the mutants' wake file); `none` otherwise.
+/// The deliberate bug the kernel selected at boot: `daxvmm_mutant=` on its command line, if the kernel has
+/// the mutants patch (it has the mutants' wake file); `none` otherwise.
 fn selected_mutant() -> String {
     if !std::path::Path::new(watchdog::WAKE_FILE).exists() {
         return "none".into();

@@ -12,7 +12,7 @@ use crate::ctx::{finding, note};
 
 /// How long the operation has after the last release and its own start.
 pub const GRACE: Duration = Duration::from_secs(3);
-/// The mutants kernel's wake-up file (guest-kernel/variants/mutants): a thread id written wakes that task.
+/// The mutants' wake-up file (guest-kernel/patches/0008): a thread id written wakes that task.
 pub const WAKE_FILE: &str = "/sys/module/dax_mutant/parameters/wake";
 
 extern "C" fn on_usr1(_: libc::c_int) {}
@@ -125,7 +125,7 @@ impl Progress {
     fn rescue(&self, run: u64, what: &str) {
         let tid = self.tid.load(Ordering::Acquire);
         let mut how = match std::fs::write(WAKE_FILE, tid.to_string()) {
-            Ok(()) => "woken through the mutants kernel's wake file".to_string(),
+            Ok(()) => "woken through the mutants' wake file".to_string(),
             Err(e) => format!("not woken (no wake file: {e})"),
         };
         if self.returned_within(GRACE) {
