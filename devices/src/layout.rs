@@ -34,6 +34,14 @@ pub const DEBUG_PORT: u16 = 0x6f0;
 /// Size of the debug port block.
 pub const DEBUG_PORT_LEN: u16 = 2;
 
+/// The NVDIMM `_DSM` mailbox's doorbell (crate::nvdimm_dsm): QEMU's port, one DWord.
+pub const NVDIMM_DSM_PORT: u16 = 0x0a18;
+/// Size of the doorbell.
+pub const NVDIMM_DSM_PORT_LEN: u16 = 4;
+/// The NVDIMM `_DSM` mailbox page: guest RAM in the reserved legacy area below 1 MiB (the e820 map
+/// gives the guest none of 0x9fc00..0x100000), just below the ACPI tables, so the guest never uses it
+/// as memory and ACPI can map it.
+pub const NVDIMM_DSM_PAGE: u64 = 0x000d_f000;
 /// Where the RSDP goes; Linux also finds it by scanning 0xE0000..0x100000.
 pub const ACPI_RSDP_ADDR: u64 = 0x000e_0000;
 /// End (exclusive) of the area reserved for ACPI tables.

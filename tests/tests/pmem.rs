@@ -1,11 +1,15 @@
 //! The emulated NFIT NVDIMM (`--pmem`), booted in real guests as one batch: DAX on ext4 and xfs with a
 //! PMD fault, two NVDIMMs, data that survives a restart in a backing file (and the guest's flushes that
 //! reach it through the NFIT flush hint), data fsynced before daxvmm is killed with SIGKILL, a 16G region
-//! that costs no memory until touched, and hugetlb backing proven by smaps. Then bad `--pmem` input, checked on this
+//! that costs no memory until touched, hugetlb backing proven by smaps, and a namespace label area
+//! (`label-size=`) whose namespaces survive a restart. Then bad `--pmem` input, checked on this
 //! host without a guest.
 
 use daxvmm_tests::reject::{args, assert_rejected, some_kernel};
 use daxvmm_tests::{Case, SharedBatch};
+
+/// The NVDIMM of the label cases: file-backed, with a 128 KiB label area in `labels.img.labels`.
+const LABEL_PMEM: &str = "1G,file={tmp}/labels.img,label-size=128K";
 
 /// What persist.sh writes and reads back.
 const MARKER: &str = "daxvmm-persist-marker-5f3a";
@@ -45,8 +49,16 @@ fn cases() -> Vec<Case> {
         guest(
             "two_dimms",
             &["--pmem", "256M", "--pmem", "512M"],
-            "cat /sys/block/pmem0/size /sys/block/pmem1/size",
+            "cat /sys/block/pmem0/size /sys/block/pmem1/size; \
+             for n in /sys/bus/nd/devices/nmem*; do echo $(basename $n) commands: $(cat $n/commands); done",
         ),
+        // A label area: the label functions found through _DSM, two namespaces created in one region,
+        // then found again from the labels in a second boot from the same files.
+        guest("labels_create", &["--pmem", LABEL_PMEM], "/tests/labels.sh create")
+            .with_setup("rm -f {tmp}/labels.img {tmp}/labels.img.labels"),
+        guest("labels_check", &["--pmem", LABEL_PMEM], "/tests/labels.sh check")
+            .with_setup("echo label file: $(stat -c %s {tmp}/labels.img.labels) bytes")
+            .needing("labels_create"),
         guest("persist_write", &["--pmem", "256M,file={tmp}/persist.img"], "/tests/persist.sh write")
             .with_setup("rm -f {tmp}/persist.img"),
         // The marker must be in the host file itself before the second boot reads it.
@@ -121,6 +133,52 @@ fn two_dimms() {
     assert_eq!(out.exit_code, 0, "{out}");
     // Sizes in 512-byte sectors: 256M and 512M (raw namespaces use the whole region).
     assert!(out.has_line("524288") && out.has_line("1048576"), "pmem0 256M and pmem1 512M expected: {out}");
+    // Without label-size= a DIMM offers no label functions: one label-less namespace per region.
+    let commands: Vec<&str> = out.console.lines().filter(|l| l.contains(" commands: ")).collect();
+    assert_eq!(commands.len(), 2, "{out}");
+    assert!(commands.iter().all(|l| !l.contains("get_size") && !l.contains("get_data")), "{out}");
+}
+
+/// The "labels: namespace ..." lines of a labels.sh run: (name, mode, size, uuid), sorted by uuid.
+fn namespaces(out: &str) -> Vec<[String; 4]> {
+    let mut v: Vec<[String; 4]> = out
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.trim().strip_prefix("labels: namespace ")?.split(' ').collect();
+            match w[..] {
+                [name, "mode", mode, "size", size, "uuid", uuid] => {
+                    Some([name, mode, size, uuid].map(str::to_string))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| a[3].cmp(&b[3]));
+    v
+}
+
+#[test]
+fn labels_make_namespaces_that_persist_across_boots() {
+    let (Some(c), Some(k)) = (BATCH.outcome("labels_create"), BATCH.outcome("labels_check")) else { return };
+    assert_eq!(c.exit_code, 0, "first boot: {c}");
+    assert!(c.contains("a 131072-byte namespace label area"), "{c}");
+    // The label commands, as the nvdimm's sysfs `commands` names them (ND_CMD_GET_CONFIG_SIZE, ...).
+    let commands = c.console.lines().find(|l| l.contains("labels: nmem0 commands:")).unwrap_or_default();
+    for f in ["get_size", "get_data", "set_data"] {
+        assert!(commands.contains(f), "the nfit driver must find {f} through the DIMM's _DSM: {c}");
+    }
+    let made = namespaces(&c.console);
+    let mut modes: Vec<&str> = made.iter().map(|n| n[1].as_str()).collect();
+    modes.sort_unstable();
+    // sysfs names an fsdax namespace's mode "memory".
+    assert_eq!(modes, ["memory", "raw"], "two namespaces in one region, fsdax and raw: {c}");
+    assert!(made.iter().all(|n| n[2] == "268435456"), "each 256M: {c}");
+    assert!(c.contains("labels: wrote the marker to /dev/pmem"), "{c}");
+
+    assert!(k.has_line("label file: 131072 bytes"), "the labels live in PATH.labels: {k}");
+    assert_eq!(k.exit_code, 0, "second boot: {k}");
+    assert_eq!(namespaces(&k.console), made, "the second boot finds the same namespaces in the labels: {k}");
+    assert!(k.contains("labels: read the marker from /dev/pmem"), "{k}");
 }
 
 #[test]
@@ -220,6 +278,31 @@ fn bad_pmem_file_of_wrong_size_is_left_alone() {
     let after = std::fs::read(&f).expect("the file must still be there");
     assert!(after == data, "the backing file was changed by a failed start");
     let _ = std::fs::remove_file(&f);
+}
+
+#[test]
+fn bad_pmem_label_file_of_wrong_size_is_left_alone() {
+    // The data file is new, the label file beside it is not the size asked for: the start fails, the
+    // label file is untouched and the data file this start created is gone again.
+    let f = scratch("labelled.img");
+    let labels = scratch("labelled.img.labels");
+    let _ = std::fs::remove_file(&f);
+    std::fs::write(&labels, [0x5au8; 100]).expect("write the label file");
+    let spec = format!("8M,file={},label-size=128K", f.display());
+    bad_pmem(
+        "bad_pmem_label_file_of_wrong_size_is_left_alone",
+        &[&spec],
+        &["labelled.img.labels", "is 100 bytes"],
+    );
+    assert_eq!(std::fs::read(&labels).expect("the label file must still be there"), [0x5au8; 100]);
+    assert!(!f.exists(), "a failed start left {} behind", f.display());
+    let _ = std::fs::remove_file(&labels);
+}
+
+#[test]
+fn bad_pmem_label_size_out_of_range() {
+    bad_pmem("bad_pmem_label_size_out_of_range", &["8M,label-size=4K"], &["label-size", "128k to 16m"]);
+    bad_pmem("bad_pmem_label_size_out_of_range", &["8M,type=e820,label-size=128K"], &["type=e820"]);
 }
 
 #[test]

@@ -179,6 +179,22 @@ mod tests {
             if name == "nfit" {
                 assert!(dsl.contains("Flush Hint"), "the NFIT's flush hint must disassemble: {dsl}");
             }
+            if name == "dsdt" {
+                // The _DSM mailbox as ACPICA reads it: the page and port the device serves, the DIMM
+                // family's UUID, each DIMM's handle passed on, and the answer cut to RLEN - 4 bytes.
+                for want in [
+                    "OperationRegion (NPIO, SystemIO, 0x0A18, 0x04)",
+                    "OperationRegion (NRAM, SystemMemory, 0x000DF000, 0x1000)",
+                    "ToUUID (\"4309ac30-0d11-11e4-9191-0800200c9a66\")",
+                    "NTFI = 0x000DF000",
+                    "Local1 = (RLEN - 0x04)",
+                    "Mid (Local5, Zero, Local1, Local7)",
+                    "Return (NCAL (Arg0, Arg1, Arg2, Arg3, Zero))",
+                    "Return (NCAL (Arg0, Arg1, Arg2, Arg3, 0x02))",
+                ] {
+                    assert!(dsl.contains(want), "the DSDT must have '{want}': {dsl}");
+                }
+            }
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

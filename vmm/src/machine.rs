@@ -13,6 +13,7 @@ use daxvmm_devices::events::EventSink;
 use daxvmm_devices::fault::{FaultDevice, FaultInjector, DEFAULT_BOUND, DEFAULT_LOG_CAPACITY, DEFAULT_SLICE};
 use daxvmm_devices::flush_hint::FlushHints;
 use daxvmm_devices::layout::*;
+use daxvmm_devices::nvdimm_dsm::NvdimmDsm;
 use daxvmm_devices::pci_host::PciHostBridge;
 use daxvmm_devices::power::{AcpiPm, I8042};
 use daxvmm_devices::pvpanic::PvPanic;
@@ -135,6 +136,14 @@ impl Machine {
         let hints = Arc::new(Mutex::new(pmem::flush_hints(&self.pmem)));
         buses.mmio.insert(hints.clone(), FLUSH_HINT_BASE, FLUSH_HINT_LEN)?;
         self.flush_hints = Some(hints);
+        // The NVDIMM _DSM mailbox; it keeps its own handle on guest memory, so that memory stays mapped
+        // while any vCPU can still reach the device.
+        let dsm = NvdimmDsm::new(gm.clone(), pmem::label_stores(&self.pmem));
+        buses.pio.insert(
+            Arc::new(Mutex::new(dsm)),
+            u64::from(NVDIMM_DSM_PORT),
+            u64::from(NVDIMM_DSM_PORT_LEN),
+        )?;
         self.injector = Some(wiring.injector.clone());
         let fds = (0..cfg.cpus)
             .map(|cpu| vcpu::create(kvm, vm, cpu, cfg.cpus, boot.entry.0, cfg.xsave))

@@ -77,6 +77,25 @@ pub fn open(path: &Path, size: u64, resize: bool) -> Result<Opened, String> {
     }
 }
 
+/// Opens the existing regular file `path` read-only without following a symbolic link, and checks that it
+/// is `size` bytes. The error is the reason, to follow the path in a message.
+pub fn open_existing_readonly(path: &Path, size: u64) -> Result<File, String> {
+    let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let file =
+        OpenOptions::new().read(true).custom_flags(flags).open(path).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => "is a symbolic link; give the file's own path".to_string(),
+            _ => e.to_string(),
+        })?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() != size {
+        return Err(format!("is {} bytes but should be {}", meta.len(), format_size(size)));
+    }
+    Ok(file)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -6,19 +6,22 @@
 pub mod backing;
 pub mod file;
 pub mod hugetlb;
+pub mod labels;
 pub mod spec;
 pub mod view;
 
 use std::path::Path;
 
-use daxvmm_devices::acpi::NvdimmRegion;
+use daxvmm_devices::acpi::{nvdimm_handle, NvdimmRegion};
 use daxvmm_devices::flush_hint::{self, Flush, FlushHints};
 use daxvmm_devices::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
+use daxvmm_devices::nvdimm_dsm::LabelStore;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use thiserror::Error;
 
 use self::backing::{BackingError, HostMapping};
+use self::labels::Labels;
 use self::spec::{Backing, PmemSpec};
 use crate::memory::ram_ranges;
 use crate::units::{format_size, GIB, MIB};
@@ -90,6 +93,8 @@ pub struct PmemRegion {
     pub mapping: HostMapping,
     /// A legacy e820 range (`type=e820`), not an NFIT NVDIMM.
     pub e820: bool,
+    /// Its namespace label area (`label-size=`).
+    pub labels: Option<Labels>,
 }
 
 fn align_up(x: u64, a: u64) -> u64 {
@@ -156,11 +161,25 @@ pub fn setup(mem: u64, specs: &[PmemSpec], pools: &Path) -> Result<Vec<PmemRegio
     let bases = place(mem, specs, host_phys_bits())?;
     let mut regions = Vec::with_capacity(specs.len());
     for (index, (spec, gpa)) in specs.iter().zip(bases).enumerate() {
+        // Files the earlier regions of a failed start created go too.
+        let discard = |regions: &[PmemRegion]| {
+            for r in regions {
+                r.mapping.discard_if_created();
+                r.labels.iter().for_each(Labels::discard_if_created);
+            }
+        };
         let mapping = match backing::map(index, spec, pools) {
             Ok(m) => m,
             Err(e) => {
-                // Files the earlier regions of this failed start created go too.
-                regions.iter().for_each(|r: &PmemRegion| r.mapping.discard_if_created());
+                discard(&regions);
+                return Err(e.into());
+            }
+        };
+        let labels = match Labels::open(index, spec) {
+            Ok(l) => l,
+            Err(e) => {
+                mapping.discard_if_created();
+                discard(&regions);
                 return Err(e.into());
             }
         };
@@ -171,7 +190,10 @@ pub fn setup(mem: u64, specs: &[PmemSpec], pools: &Path) -> Result<Vec<PmemRegio
             );
         }
         log::info!("{} at guest-physical {gpa:#x}", backing::describe(index, &mapping));
-        regions.push(PmemRegion { gpa, mapping, e820: spec.e820 });
+        if let Some(l) = &labels {
+            log::info!("pmem{index}: a {}-byte namespace label area", l.size());
+        }
+        regions.push(PmemRegion { gpa, mapping, e820: spec.e820, labels });
     }
     Ok(regions)
 }
@@ -214,6 +236,12 @@ pub fn acpi_regions(regions: &[PmemRegion]) -> Vec<NvdimmRegion> {
 /// The legacy e820 ranges (base, size).
 pub fn e820_ranges(regions: &[PmemRegion]) -> Vec<(u64, u64)> {
     regions.iter().filter(|r| r.e820).map(|r| (r.gpa, r.mapping.size())).collect()
+}
+
+/// The label areas of the NFIT regions that have one, by NFIT device handle, for the _DSM mailbox.
+pub fn label_stores(regions: &[PmemRegion]) -> Vec<(u32, Box<dyn LabelStore>)> {
+    let nfit = regions.iter().enumerate().filter(|(_, r)| !r.e820);
+    nfit.filter_map(|(i, r)| Some((nvdimm_handle(i as u16), r.labels.as_ref()?.store()))).collect()
 }
 
 /// The flush hint device for `regions`: a guest flush of a shared file-backed NFIT region msyncs it (an

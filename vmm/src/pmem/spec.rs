@@ -41,7 +41,14 @@ pub struct PmemSpec {
     /// `type=e820`: a legacy persistent-memory range in the e820 map (type 12, what `memmap=nn!ss`
     /// makes), on Linux's "e820" nvdimm bus, instead of an NFIT NVDIMM.
     pub e820: bool,
+    /// `label-size=N`: a namespace label area of N bytes beside the region (see super::labels).
+    pub label_size: Option<u32>,
 }
+
+/// The smallest label area (QEMU's rule: room for the two index blocks and a useful number of labels).
+pub const MIN_LABEL_SIZE: u64 = 128 * 1024;
+/// The largest label area daxvmm serves (far more labels than a region can have namespaces).
+pub const MAX_LABEL_SIZE: u64 = 16 * MIB;
 
 /// A `--pmem` argument that cannot be used.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -58,7 +65,7 @@ pub enum PmemSpecError {
         align: String,
     },
     /// An option we do not know.
-    #[error("unknown pmem option '{0}' (known: file=, backing=, share=, prefault=, resize=, addr=, type=)")]
+    #[error("unknown pmem option '{0}' (known: file=, backing=, share=, prefault=, resize=, addr=, type=, label-size=)")]
     UnknownOption(String),
     /// An option with a value we do not know.
     #[error("pmem option {key}={value}: expected {expected}")]
@@ -94,7 +101,7 @@ fn on_off(key: &str, value: &str) -> Result<bool, PmemSpecError> {
 
 impl PmemSpec {
     /// Parses `SIZE[,file=PATH][,backing=...][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA]
-    /// [,type=nfit|e820]`.
+    /// [,type=nfit|e820][,label-size=N]`.
     pub fn parse(s: &str) -> Result<Self, PmemSpecError> {
         let mut parts = s.split(',');
         let size = parse_size(parts.next().unwrap_or_default())?;
@@ -107,6 +114,7 @@ impl PmemSpec {
             resize: false,
             addr: None,
             e820: false,
+            label_size: None,
         };
         for opt in parts {
             let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
@@ -144,8 +152,26 @@ impl PmemSpec {
                         }),
                     }
                 }
+                "label-size" => {
+                    let n = parse_size(value).ok().filter(|n| (MIN_LABEL_SIZE..=MAX_LABEL_SIZE).contains(n));
+                    let Some(n) = n else {
+                        return Err(PmemSpecError::BadValue {
+                            key: key.into(),
+                            value: value.into(),
+                            expected: "a size from 128K to 16M (leave it out for a label-less NVDIMM)",
+                        });
+                    };
+                    spec.label_size = Some(n as u32);
+                }
                 _ => return Err(PmemSpecError::UnknownOption(opt.to_string())),
             }
+        }
+        if spec.e820 && spec.label_size.is_some() {
+            return Err(PmemSpecError::BadValue {
+                key: "label-size".into(),
+                value: spec.label_size.unwrap_or_default().to_string(),
+                expected: "no label-size with type=e820 (a legacy e820 range has no labels)",
+            });
         }
         let align = if spec.backing == Backing::Hugetlb1G { GIB } else { 2 * MIB };
         if spec.size == 0 || !spec.size.is_multiple_of(align) {
@@ -174,6 +200,9 @@ mod tests {
         assert_eq!((s.size, s.backing, s.share, s.e820), (2 * MIB, Backing::Auto, true, false));
         assert!(PmemSpec::parse("2M,type=e820").unwrap().e820);
         assert!(!PmemSpec::parse("2M,type=nfit").unwrap().e820);
+        assert_eq!(PmemSpec::parse("2M,label-size=128K").unwrap().label_size, Some(128 << 10));
+        assert_eq!(PmemSpec::parse("2M,label-size=16M").unwrap().label_size, Some(16 << 20));
+        assert_eq!(s.label_size, None);
     }
 
     #[test]
@@ -187,5 +216,10 @@ mod tests {
         assert!(matches!(PmemSpec::parse("1G,type=virtio"), Err(PmemSpecError::BadValue { .. })));
         assert!(matches!(PmemSpec::parse("1G,file="), Err(PmemSpecError::UnknownOption(_))));
         assert!(matches!(PmemSpec::parse("lots"), Err(PmemSpecError::Size(_))));
+        for bad in ["2M,label-size=64K", "2M,label-size=17M", "2M,label-size=", "2M,label-size=x"] {
+            assert!(matches!(PmemSpec::parse(bad), Err(PmemSpecError::BadValue { .. })), "{bad}");
+        }
+        let e = PmemSpec::parse("2M,type=e820,label-size=128K").unwrap_err().to_string();
+        assert!(e.contains("type=e820"), "{e}");
     }
 }

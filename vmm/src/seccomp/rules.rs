@@ -135,8 +135,11 @@ pub(super) fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError
     }
     match kind {
         ThreadKind::Vcpu => {
-            // The NVDIMM flush hints write a region back to its file.
-            map.insert(libc::SYS_msync, Vec::new());
+            // The NVDIMM flush hints write a region back to its file; the _DSM mailbox reads and writes
+            // a DIMM's label file at an offset and makes each write durable.
+            for call in [libc::SYS_msync, libc::SYS_pread64, libc::SYS_pwrite64, libc::SYS_fdatasync] {
+                map.insert(call, Vec::new());
+            }
             // KVM_RUN, KVM_GET_REGS, KVM_GET_MP_STATE...: any ioctl of KVM's type, nothing else.
             map.insert(libc::SYS_ioctl, vec![ioctl_of_type(KVMIO)?]);
         }

@@ -1,0 +1,358 @@
+//! The NVDIMM `_DSM` mailbox: the device behind the AML of [`crate::acpi::nvdimm_aml`]. The guest's ACPI
+//! interpreter writes a call (DIMM handle, revision, function, input buffer) into one page of guest memory
+//! at [`NVDIMM_DSM_PAGE`], then writes that page's address to the doorbell port [`NVDIMM_DSM_PORT`]; the
+//! device copies the call out of the page, answers it, and writes the answer (length, then data) back to
+//! the same page before the port write returns. The layout is QEMU's (hw/acpi/nvdimm.c), so the AML is too.
+//!
+//! It answers the Intel DIMM command family that Linux's nfit driver looks for (the "NVDIMM DSM Interface",
+//! revision 1): function 0 (which functions exist), 4 (label area size and largest transfer), 5 (read
+//! label data) and 6 (write label data), for the DIMMs that have a label area. Everything else gets status
+//! 1, "not supported" (the root device, QEMU's private handle and DIMMs without labels offer nothing but
+//! function 0, which answers "none"). The guest is untrusted: the call is copied before it is read (the page stays
+//! writable by other vCPUs), every offset and length is checked, and a bad call gets status 3, "invalid
+//! input", never a panic.
+
+use std::collections::BTreeMap;
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::bus::BusDevice;
+use crate::layout::NVDIMM_DSM_PAGE;
+
+/// The mailbox page's size.
+pub const DSM_PAGE_SIZE: usize = 4096;
+/// Bytes before a call's input buffer: handle, revision, function (u32 each).
+const IN_HEADER: usize = 12;
+/// Bytes before a write's data: label offset and length (u32 each).
+const SET_HEADER: usize = 8;
+/// The most label bytes one read or write moves: what fits in the page both ways (QEMU's rule).
+pub const MAX_TRANSFER: u32 = (DSM_PAGE_SIZE - IN_HEADER - SET_HEADER) as u32;
+
+/// Status codes of the DSM interface.
+const STATUS_SUCCESS: u32 = 0;
+const STATUS_UNSUPPORTED: u32 = 1;
+const STATUS_INVALID: u32 = 3;
+
+/// The functions a DIMM with a label area offers: 0 and the three label functions.
+const LABEL_FUNCTIONS: u32 = 1 | 1 << 4 | 1 << 5 | 1 << 6;
+
+/// Where a DIMM's label area lives. Reads and writes are in range (the device checks first); an I/O
+/// error becomes a failed call, not a panic.
+pub trait LabelStore: Send {
+    /// The label area's size in bytes.
+    fn size(&self) -> u32;
+    /// Fills `buf` from `offset`.
+    fn read(&mut self, offset: u32, buf: &mut [u8]) -> std::io::Result<()>;
+    /// Stores `data` at `offset`.
+    fn write(&mut self, offset: u32, data: &[u8]) -> std::io::Result<()>;
+}
+
+/// A label area in memory, gone when daxvmm exits (pmem without a backing file, or `share=off`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryLabels(pub Vec<u8>);
+
+impl LabelStore for MemoryLabels {
+    fn size(&self) -> u32 {
+        u32::try_from(self.0.len()).unwrap_or(u32::MAX)
+    }
+    fn read(&mut self, offset: u32, buf: &mut [u8]) -> std::io::Result<()> {
+        let start = offset as usize;
+        buf.copy_from_slice(&self.0[start..start + buf.len()]);
+        Ok(())
+    }
+    fn write(&mut self, offset: u32, data: &[u8]) -> std::io::Result<()> {
+        let start = offset as usize;
+        self.0[start..start + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// Calls answered, and failed label I/O (logged once).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DsmCounts {
+    /// Doorbell writes that were answered.
+    pub calls: u64,
+    /// Label reads or writes whose store failed.
+    pub io_errors: u64,
+    /// Doorbell writes with an address other than the mailbox page's (ignored).
+    pub stray: u64,
+}
+
+/// The mailbox device: guest memory for the page, and the label areas by NFIT device handle.
+pub struct NvdimmDsm {
+    mem: GuestMemoryMmap,
+    labels: BTreeMap<u32, Box<dyn LabelStore>>,
+    counts: DsmCounts,
+}
+
+impl std::fmt::Debug for NvdimmDsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let handles: Vec<_> = self.labels.keys().collect();
+        f.debug_struct("NvdimmDsm").field("labels", &handles).field("counts", &self.counts).finish()
+    }
+}
+
+/// One call, as copied out of the page.
+struct Call {
+    handle: u32,
+    revision: u32,
+    function: u32,
+    input: Vec<u8>,
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..at + 4).map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+/// An answer: its payload after the length word.
+fn status(code: u32) -> Vec<u8> {
+    code.to_le_bytes().to_vec()
+}
+
+impl NvdimmDsm {
+    /// A mailbox over `mem` serving the label areas `labels` (NFIT device handle, store). DIMMs without
+    /// an entry have no label functions.
+    pub fn new(mem: GuestMemoryMmap, labels: Vec<(u32, Box<dyn LabelStore>)>) -> Self {
+        NvdimmDsm { mem, labels: labels.into_iter().collect(), counts: DsmCounts::default() }
+    }
+
+    /// What the device has done so far.
+    pub fn counts(&self) -> DsmCounts {
+        self.counts
+    }
+
+    /// The answer to `call`: the bytes after the length word.
+    fn answer(&mut self, call: &Call) -> Vec<u8> {
+        // Handle 0 is the root device, which offers no function; so does any other revision.
+        let store = self.labels.get_mut(&call.handle);
+        if call.function == 0 {
+            let mask = if call.revision == 1 && store.is_some() { LABEL_FUNCTIONS } else { 0 };
+            return mask.to_le_bytes().to_vec();
+        }
+        if call.revision != 1 {
+            return status(STATUS_UNSUPPORTED);
+        }
+        // The root device and DIMMs without a label area have no function but 0.
+        let Some(store) = store else { return status(STATUS_UNSUPPORTED) };
+        let size = store.size();
+        match call.function {
+            4 => [STATUS_SUCCESS, size, MAX_TRANSFER].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            5 | 6 => {
+                let (offset, len) = (u32_at(&call.input, 0), u32_at(&call.input, 4));
+                let in_range = offset.checked_add(len).is_some_and(|end| end <= size) && len <= MAX_TRANSFER;
+                if !in_range || (call.function == 6 && call.input.len() < SET_HEADER + len as usize) {
+                    return status(STATUS_INVALID);
+                }
+                let result = if call.function == 5 {
+                    let mut out = status(STATUS_SUCCESS);
+                    out.resize(4 + len as usize, 0);
+                    store.read(offset, &mut out[4..]).map(|()| out)
+                } else {
+                    let data = &call.input[SET_HEADER..SET_HEADER + len as usize];
+                    store.write(offset, data).map(|()| status(STATUS_SUCCESS))
+                };
+                result.unwrap_or_else(|e| {
+                    self.counts.io_errors += 1;
+                    if self.counts.io_errors == 1 {
+                        log::error!("NVDIMM label area of handle {:#x}: {e}", call.handle);
+                    }
+                    // The interface has no I/O error status; "not supported" makes Linux give up on the
+                    // labels rather than trust a short read.
+                    status(STATUS_UNSUPPORTED)
+                })
+            }
+            _ => status(STATUS_UNSUPPORTED),
+        }
+    }
+
+    /// Handles a doorbell write of `value`: copies the call out of the page, answers it into the page.
+    fn ring(&mut self, value: u32) {
+        if u64::from(value) != NVDIMM_DSM_PAGE {
+            self.counts.stray += 1;
+            return;
+        }
+        let page = GuestAddress(NVDIMM_DSM_PAGE);
+        let mut raw = vec![0u8; DSM_PAGE_SIZE];
+        if self.mem.read_slice(&mut raw, page).is_err() {
+            self.counts.stray += 1;
+            return;
+        }
+        let call = Call {
+            handle: u32_at(&raw, 0),
+            revision: u32_at(&raw, 4),
+            function: u32_at(&raw, 8),
+            input: raw[IN_HEADER..].to_vec(),
+        };
+        let payload = self.answer(&call);
+        self.counts.calls += 1;
+        // Every answer fits: the largest is a read of MAX_TRANSFER bytes after its status.
+        let mut out = Vec::with_capacity(4 + payload.len());
+        out.extend_from_slice(&(4 + payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&payload);
+        if self.mem.write_slice(&out, page).is_err() {
+            self.counts.stray += 1;
+        }
+    }
+}
+
+impl BusDevice for NvdimmDsm {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        // The AML writes the doorbell as one DWord; anything else is not a call.
+        if offset == 0 && data.len() == 4 {
+            self.ring(u32::from_le_bytes([data[0], data[1], data[2], data[3]]));
+        } else {
+            self.counts.stray += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const HANDLE: u32 = 1;
+
+    fn memory() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap()
+    }
+
+    fn device(label_size: usize) -> NvdimmDsm {
+        let labels: Vec<(u32, Box<dyn LabelStore>)> =
+            vec![(HANDLE, Box::new(MemoryLabels((0..label_size).map(|i| i as u8).collect())))];
+        NvdimmDsm::new(memory(), labels)
+    }
+
+    /// Writes a call into the page as the AML does, rings, and returns (RLEN, the payload).
+    fn call(d: &mut NvdimmDsm, handle: u32, revision: u32, function: u32, input: &[u8]) -> (u32, Vec<u8>) {
+        let page = GuestAddress(NVDIMM_DSM_PAGE);
+        let mut raw = [handle.to_le_bytes(), revision.to_le_bytes(), function.to_le_bytes()].concat();
+        raw.extend_from_slice(input);
+        d.mem.write_slice(&raw, page).unwrap();
+        d.write(0, &(NVDIMM_DSM_PAGE as u32).to_le_bytes());
+        let mut out = vec![0u8; DSM_PAGE_SIZE];
+        d.mem.read_slice(&mut out, page).unwrap();
+        let len = u32_at(&out, 0);
+        (len, out[4..len.clamp(4, DSM_PAGE_SIZE as u32) as usize].to_vec())
+    }
+
+    fn words(b: &[u8]) -> Vec<u32> {
+        b.chunks(4).map(|c| u32_at(c, 0)).collect()
+    }
+
+    fn rw(offset: u32, len: u32, data: &[u8]) -> Vec<u8> {
+        [&offset.to_le_bytes()[..], &len.to_le_bytes(), data].concat()
+    }
+
+    #[test]
+    fn function_0_lists_the_label_functions_of_a_dimm_with_labels_only() {
+        let mut d = device(128 << 10);
+        assert_eq!(call(&mut d, HANDLE, 1, 0, &[]), (8, 0x71u32.to_le_bytes().to_vec()));
+        // The root device, a DIMM without labels, another revision: nothing.
+        for (handle, rev) in [(0, 1), (2, 1), (HANDLE, 2)] {
+            assert_eq!(call(&mut d, handle, rev, 0, &[]).1, vec![0; 4], "handle {handle} rev {rev}");
+        }
+    }
+
+    #[test]
+    fn label_size_reports_the_area_and_the_largest_transfer() {
+        let mut d = device(128 << 10);
+        let (len, out) = call(&mut d, HANDLE, 1, 4, &[]);
+        assert_eq!(len, 16);
+        assert_eq!(words(&out), [0, 128 << 10, MAX_TRANSFER]);
+        assert_eq!(MAX_TRANSFER, 4076);
+    }
+
+    #[test]
+    fn reads_and_writes_land_at_their_offsets() {
+        let mut d = device(128 << 10);
+        let (len, out) = call(&mut d, HANDLE, 1, 5, &rw(0x100, 8, &[]));
+        assert_eq!(len, 16);
+        assert_eq!(out, [&[0, 0, 0, 0][..], &[0, 1, 2, 3, 4, 5, 6, 7]].concat());
+
+        let data: Vec<u8> = (0..MAX_TRANSFER).map(|i| (i * 7) as u8).collect();
+        let end = (128 << 10) - MAX_TRANSFER;
+        assert_eq!(call(&mut d, HANDLE, 1, 6, &rw(end, MAX_TRANSFER, &data)), (8, vec![0; 4]));
+        let (len, out) = call(&mut d, HANDLE, 1, 5, &rw(end, MAX_TRANSFER, &[]));
+        assert_eq!(len, 8 + MAX_TRANSFER);
+        assert_eq!(&out[4..], &data[..]);
+        assert_eq!(d.counts().calls, 3);
+    }
+
+    #[test]
+    fn out_of_range_and_oversized_transfers_are_invalid_input() {
+        let mut d = device(128 << 10);
+        let size = 128u32 << 10;
+        for input in [
+            rw(size - 4, 8, &[]),         // past the end
+            rw(u32::MAX, 2, &[]),         // offset + length overflows
+            rw(0, MAX_TRANSFER + 1, &[]), // more than one transfer
+        ] {
+            assert_eq!(call(&mut d, HANDLE, 1, 5, &input), (8, 3u32.to_le_bytes().to_vec()));
+            assert_eq!(call(&mut d, HANDLE, 1, 6, &input).1, 3u32.to_le_bytes());
+        }
+        // The area is unchanged.
+        assert_eq!(call(&mut d, HANDLE, 1, 5, &rw(size - 4, 4, &[])).1, [0, 0, 0, 0, 0xfc, 0xfd, 0xfe, 0xff]);
+    }
+
+    #[test]
+    fn other_functions_revisions_and_devices_are_refused() {
+        let mut d = device(128 << 10);
+        assert_eq!(call(&mut d, HANDLE, 1, 1, &[]).1, 1u32.to_le_bytes(), "SMART: not supported");
+        assert_eq!(call(&mut d, HANDLE, 1, 31, &[]).1, 1u32.to_le_bytes());
+        assert_eq!(call(&mut d, HANDLE, 2, 4, &[]).1, 1u32.to_le_bytes(), "revision 2");
+        assert_eq!(call(&mut d, 0, 1, 4, &[]).1, 1u32.to_le_bytes(), "the root device");
+        assert_eq!(call(&mut d, 2, 1, 4, &[]).1, 1u32.to_le_bytes(), "a DIMM without labels");
+        assert_eq!(call(&mut d, 0x1_0000, 1, 5, &[]).1, 1u32.to_le_bytes(), "QEMU's reserved handle");
+    }
+
+    #[test]
+    fn stray_doorbells_leave_the_page_alone() {
+        let mut d = device(128 << 10);
+        let page = GuestAddress(NVDIMM_DSM_PAGE);
+        d.mem.write_slice(&[9u8; 16], page).unwrap();
+        d.write(0, &0x1000u32.to_le_bytes());
+        d.write(0, &[1, 2]);
+        d.write(2, &(NVDIMM_DSM_PAGE as u32).to_le_bytes());
+        let mut out = [0u8; 16];
+        d.mem.read_slice(&mut out, page).unwrap();
+        assert_eq!(out, [9u8; 16]);
+        assert_eq!(d.counts(), DsmCounts { calls: 0, io_errors: 0, stray: 3 });
+        let mut r = [0xffu8; 4];
+        d.read(0, &mut r);
+        assert_eq!(r, [0; 4]);
+    }
+
+    #[test]
+    fn a_failing_store_is_a_failed_call() {
+        struct Broken;
+        impl LabelStore for Broken {
+            fn size(&self) -> u32 {
+                128 << 10
+            }
+            fn read(&mut self, _: u32, _: &mut [u8]) -> std::io::Result<()> {
+                Err(std::io::Error::other("disk gone"))
+            }
+            fn write(&mut self, _: u32, _: &[u8]) -> std::io::Result<()> {
+                Err(std::io::Error::other("disk gone"))
+            }
+        }
+        let mut d = NvdimmDsm::new(memory(), vec![(HANDLE, Box::new(Broken))]);
+        assert_eq!(call(&mut d, HANDLE, 1, 5, &rw(0, 8, &[])).1, 1u32.to_le_bytes());
+        assert_eq!(call(&mut d, HANDLE, 1, 6, &rw(0, 1, &[7])).1, 1u32.to_le_bytes());
+        assert_eq!(d.counts().io_errors, 2);
+    }
+
+    #[test]
+    fn a_short_write_input_is_invalid() {
+        let mut d = device(128 << 10);
+        // The page always holds the whole input area, so a write's data is never short there; the
+        // check matters only for callers of `answer` with a shorter buffer.
+        let c = Call { handle: HANDLE, revision: 1, function: 6, input: rw(0, 16, &[1, 2]) };
+        assert_eq!(d.answer(&c), 3u32.to_le_bytes());
+    }
+}
