@@ -2,7 +2,7 @@
 # The whole daxvmm test suite, as CI runs it (.ci/run) and as the README's quick start tells users to:
 #   1. installs what is missing (scripts/setup-host.sh), checks formatting and clippy;
 #   2. runs every crate's unit tests (no KVM needed), then every fuzz target for a few seconds
-#      (scripts/fuzz.sh; DAXVMM_FUZZ_SECONDS each, default 10; not with --unit-only or a filter);
+#      (scripts/fuzz.sh; DAXVMM_FUZZ_SECONDS each, default 5; not with --unit-only or a filter);
 #   3. builds the static daxvmm, the guest kernel, the guest initramfs and the suite image with fstests
 #      (all cached by content);
 #   4. runs the integration tests, which boot real guests: directly on a host with hardware KVM, otherwise
@@ -40,7 +40,7 @@ fi
 log "unit tests"
 cargo test --no-fail-fast --workspace --exclude daxvmm-tests "${filters[@]}" 2>&1 | tee -a "$results" || fail "unit tests"
 if [ $unit_only = 0 ] && [ ${#filters[@]} -eq 0 ]; then
-	"$DAXVMM_ROOT/scripts/fuzz.sh" --seconds "${DAXVMM_FUZZ_SECONDS:-10}" || fail "a fuzz target crashed (scripts/fuzz.sh)"
+	"$DAXVMM_ROOT/scripts/fuzz.sh" --seconds "${DAXVMM_FUZZ_SECONDS:-5}" || fail "a fuzz target crashed (scripts/fuzz.sh)"
 fi
 if [ $unit_only = 0 ]; then
 	log "building the static daxvmm, the guest kernel and initramfs, and the suite image"
