@@ -143,11 +143,9 @@ pub fn artifacts(
     Ok(Artifacts { daxvmm, kernel, initrd, adds: Vec::new() })
 }
 
-/// The cases of a batch file, in order: (name, command); `#` lines and blank lines are skipped, and the
-/// `&` that marks a concurrent case is not part of its name.
+/// The cases of a batch file, in order: (name, command); `#` lines and blank lines are skipped.
 pub fn cases(text: &str) -> impl Iterator<Item = (&str, &str)> {
-    let lines = text.lines().filter(|l| !l.is_empty() && !l.starts_with('#'));
-    lines.filter_map(|l| l.split_once('\t')).map(|(n, c)| (n.strip_prefix('&').unwrap_or(n), c))
+    text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).filter_map(|l| l.split_once('\t'))
 }
 
 /// Runs a batch's cases on this host, one after another (`bash -c`, stdin from /dev/null, stderr with
@@ -201,12 +199,6 @@ mod tests {
     fn cases_skip_comments_and_blank_lines() {
         let text = "# a comment\n\na\techo 1\nb\techo 2; echo 3\n";
         assert_eq!(cases(text).collect::<Vec<_>>(), [("a", "echo 1"), ("b", "echo 2; echo 3")]);
-    }
-
-    #[test]
-    fn the_concurrent_mark_is_not_part_of_the_name() {
-        let names: Vec<&str> = cases("&a\techo 1\n&b\techo 2\nc\techo 3\n").map(|(n, _)| n).collect();
-        assert_eq!(names, ["a", "b", "c"]);
     }
 
     #[test]

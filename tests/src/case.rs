@@ -26,14 +26,6 @@ pub enum CaseError {
         /// The argument.
         arg: String,
     },
-    /// [`Case::needs`] names a case that runs at the same time as it.
-    #[error("case {case} needs {need}, which runs at the same time; make one of them not concurrent")]
-    NeedsConcurrent {
-        /// The case.
-        case: String,
-        /// The case it needs.
-        need: String,
-    },
     /// [`Case::needs`] names a case that does not come before it.
     #[error("case {case} needs {need}, which is not an earlier case of its batch; put {need} before it")]
     UnknownNeed {
@@ -77,10 +69,6 @@ pub struct Case {
     /// under test (a guest triple fault under QEMU TCG's nested SVM); such a result is set aside and the
     /// case runs again in a new test host VM, as when that VM itself dies.
     pub nested_fault: Vec<String>,
-    /// Inside the test host VM: runs at the same time as the concurrent cases next to it in the batch
-    /// (for long, independent cases whose guests leave a vCPU of the test host VM idle; the batch file
-    /// marks them `&NAME`). Elsewhere, and in a hardware-KVM run, cases run one at a time.
-    pub concurrent: bool,
 }
 
 /// What daxvmm prints for a guest triple fault. In the test host VM that has come from QEMU TCG's nested
@@ -106,7 +94,6 @@ impl Case {
             needs: Vec::new(),
             boots: true,
             nested_fault: Vec::new(),
-            concurrent: false,
         }
     }
 
@@ -174,13 +161,6 @@ impl Case {
         self.rerun_nested_on(TRIPLE_FAULT).rerun_nested_on(RACE_NEVER_STARTED)
     }
 
-    /// Lets the case run, nested, at the same time as the concurrent cases next to it (see
-    /// [`Case::concurrent`]); none of them may need another ([`check_needs`]).
-    pub fn concurrently(mut self) -> Case {
-        self.concurrent = true;
-        self
-    }
-
     /// Types `text` on the VMM's stdin `delay_secs` after it starts.
     pub fn with_input(mut self, delay_secs: u64, text: &str) -> Case {
         self.input = Some((delay_secs, text.to_string()));
@@ -228,23 +208,15 @@ impl Case {
             cmd.push(' ');
             cmd.push_str(&shell_quote(a));
         }
-        let mark = if self.concurrent { "&" } else { "" };
-        format!("{mark}{}\t{cmd}", self.name)
+        format!("{}\t{cmd}", self.name)
     }
 }
 
-/// Checks that every case's [`Case::needs`] names a case before it in `cases`, and not one that runs at
-/// the same time (the same run of [`Case::concurrent`] cases).
+/// Checks that every case's [`Case::needs`] names a case before it in `cases`.
 pub fn check_needs(cases: &[Case]) -> Result<(), CaseError> {
     for (i, c) in cases.iter().enumerate() {
         if let Some(n) = c.needs.iter().find(|n| !cases[..i].iter().any(|e| &e.name == *n)) {
             return Err(CaseError::UnknownNeed { case: c.name.clone(), need: n.clone() });
-        }
-        if c.concurrent {
-            let together = cases[..i].iter().rev().take_while(|e| e.concurrent);
-            if let Some(e) = together.into_iter().find(|e| c.needs.contains(&e.name)) {
-                return Err(CaseError::NeedsConcurrent { case: c.name.clone(), need: e.name.clone() });
-            }
         }
     }
     Ok(())
@@ -357,24 +329,6 @@ mod tests {
                 .expect("sh runs");
             assert_eq!(String::from_utf8_lossy(&out.stdout), word, "quoted as {}", shell_quote(word));
         }
-    }
-
-    #[test]
-    fn concurrent_cases_are_marked_and_may_not_need_each_other() {
-        let a = Case::daxvmm("a", ["x"]).concurrently();
-        assert!(a.batch_line().starts_with("&a\t"), "{}", a.batch_line());
-        assert!(Case::daxvmm("a", ["x"]).batch_line().starts_with("a\t"));
-        let b = Case::daxvmm("b", ["y"]).concurrently().needing("a");
-        let err = check_needs(&[a.clone(), b.clone()]).expect_err("b runs at the same time as a");
-        assert_eq!(
-            err.to_string(),
-            "case b needs a, which runs at the same time; make one of them not concurrent"
-        );
-        // After a case that runs alone, a new group starts: needing the earlier group is fine.
-        let alone = Case::daxvmm("m", ["z"]);
-        assert!(check_needs(&[a.clone(), alone, b.clone()]).is_ok());
-        let plain = Case::daxvmm("c", ["z"]).needing("a");
-        assert!(check_needs(&[a, plain]).is_ok(), "a case that runs alone waits for the group before it");
     }
 
     #[test]

@@ -491,11 +491,6 @@ fn run_nested_once(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Out
     cfg.case_timeout = plan.case_timeout;
     cfg.stall = plan.stall;
     cfg.with_qemu = cases.iter().any(|c| c.vmm == Vmm::Qemu);
-    // Concurrent cases have their guests' memory touched at the same time (the suites' ndctl run alone
-    // touches over 2 GiB); QEMU allocates the test host VM's memory only as it is used.
-    if cases.iter().any(|c| c.concurrent) {
-        cfg.mem = "8G".into();
-    }
     if let Some(hold) = &plan.kvm_hold {
         cfg.kvm_hold = Some(hold.clone());
     }

@@ -145,15 +145,13 @@ impl Config {
     }
 }
 
-/// Checks a batch's lines (`NAME<TAB>COMMAND`, names of letters, digits and `_.:-`, after the `&` of a
-/// concurrent case); the number of cases.
+/// Checks a batch's lines (`NAME<TAB>COMMAND`, names of letters, digits and `_.:-`); the number of cases.
 pub fn check_batch(batch: &str) -> Result<usize, TestHostError> {
     let mut n = 0;
     for line in batch.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let Some((name, _)) = line.split_once('\t') else {
             return Err(TestHostError::NoTab { line: line.to_string() });
         };
-        let name = name.strip_prefix('&').unwrap_or(name);
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c)) {
             return Err(TestHostError::BadName { name: name.to_string() });
         }

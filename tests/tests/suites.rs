@@ -117,9 +117,9 @@ fn run() -> Result<Batch, Skip> {
     let fs = FILESYSTEMS.join(",");
     let fstests_args: Vec<&str> = ["--fs", fs.as_str()].into_iter().chain(TESTS).collect();
     let shard_args: Vec<&str> = ["--fs", "ext4", "--shard", "2/3"].into_iter().chain(TESTS).collect();
-    // One at a time: run together (Case::concurrently) these three were not done after 14 minutes,
-    // against about 16 one after another, and their guests booting together made the test host VM
-    // triple-fault.
+    // One at a time: run together in one test host VM (tried 2026-12-03) these three were not done
+    // after 14 minutes, against about 16 one after another, and their guests booting together made the
+    // test host VM triple-fault.
     let mut cases = vec![
         suite_case("fstests", "fstests", "{kernel}", &inside, &fstests_args),
         files,
