@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole daxvmm test suite, as CI runs it (.ci/run) and as the README's quick start tells users to:
 #   1. installs what is missing (scripts/setup-host.sh), checks formatting and clippy;
-#   2. runs every crate's unit tests (no KVM needed), then every fuzz target for a few seconds
-#      (scripts/fuzz.sh; DAXVMM_FUZZ_SECONDS each, default 5; not with --unit-only or a filter);
+#   2. runs every crate's unit tests (no KVM needed);
 #   3. builds the static daxvmm, the guest kernel, the guest initramfs and the suite image with fstests
 #      (all cached by content);
 #   4. runs the integration tests, which boot real guests: directly on a host with hardware KVM, otherwise
-#      inside the test host VM (QEMU TCG with nested SVM). Meanwhile the linux-6.12 kernel builds in the
-#      background at the lowest priority; the two test files that need it (race, suites) run last;
+#      inside the test host VM (QEMU TCG with nested SVM). Meanwhile, at the lowest CPU priority, the
+#      linux-6.12 kernel builds and every fuzz target runs for a few seconds (scripts/fuzz.sh;
+#      DAXVMM_FUZZ_SECONDS each, default 10); the two test files that need 6.12 (race, suites_tree)
+#      run last. No fuzzing with a filter; neither with --unit-only;
 #   5. prints the summary (tests/src/bin/test-summary.rs): guest boots, test host VM faults and reruns,
 #      and `summary: P passed, F failed, S skipped`. Exit status 0 only when nothing failed.
 #
@@ -19,7 +20,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--no-lint) lint=0; shift ;;
 	--unit-only) unit_only=1; shift ;;
-	-h | --help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) filters+=("$1"); shift ;;
 	esac
 done
@@ -39,9 +40,6 @@ fi
 
 log "unit tests"
 cargo test --no-fail-fast --workspace --exclude daxvmm-tests "${filters[@]}" 2>&1 | tee -a "$results" || fail "unit tests"
-if [ $unit_only = 0 ] && [ ${#filters[@]} -eq 0 ]; then
-	"$DAXVMM_ROOT/scripts/fuzz.sh" --seconds "${DAXVMM_FUZZ_SECONDS:-5}" || fail "a fuzz target crashed (scripts/fuzz.sh)"
-fi
 if [ $unit_only = 0 ]; then
 	log "building the static daxvmm, the guest kernel and initramfs, and the suite image"
 	artifacts=$("$DAXVMM_ROOT/scripts/build-all.sh") && eval "$artifacts" || fail "building the guest artifacts"
@@ -52,13 +50,14 @@ if [ $unit_only = 0 ]; then
 	cargo build --quiet --release --target x86_64-unknown-linux-musl -p daxvmm-test-host-tools || fail "building daxvmm-kvm-hold"
 	export DAXVMM_KVM_HOLD_BIN=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}/x86_64-unknown-linux-musl/release/daxvmm-kvm-hold
 	"$DAXVMM_ROOT/scripts/check-patches.sh" || fail "checkpatch found problems"
-	# The pre-series Linux 6.12 (tests/tests/race.rs compares with it) and its build tree with modules
-	# (the suites' --kernel TREE of another version, tests/tests/suites.rs). Only those two test files
-	# need it, so it builds at the lowest CPU priority while the others run (a nested test host VM
-	# leaves one of the two cores idle much of the time), and they run after it. (The deliberate bugs
-	# of tests/tests/mutants.rs are in the default kernel, off unless selected at boot: one 7.2 build.)
-	late_tests=(race suites)
-	bg_env=$(mktemp) bg_log=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}/background-build.log
+	# Two jobs at the lowest CPU priority while the integration tests run (a nested test host VM leaves
+	# part of the two cores idle): the pre-series Linux 6.12 (tests/tests/race.rs compares with it) and
+	# its build tree with modules (tests/tests/suites_tree.rs), which only those two test files need, so
+	# they run after it; and the fuzz targets. (The deliberate bugs of tests/tests/mutants.rs are in the
+	# default kernel, off unless selected at boot: one 7.2 build.)
+	late_tests=(race suites_tree)
+	target=${CARGO_TARGET_DIR:-$DAXVMM_ROOT/target}
+	bg_env=$(mktemp) bg_log=$target/background-build.log fuzz_log=$target/fuzz.log
 	log "building the linux-6.12 kernel in the background (log: $bg_log)"
 	(
 		k=$(nice -n 19 "$DAXVMM_ROOT/scripts/build-guest-kernel.sh" --variant linux-6.12) &&
@@ -66,7 +65,13 @@ if [ $unit_only = 0 ]; then
 			printf 'export DAXVMM_GUEST_KERNEL_612=%q DAXVMM_GUEST_TREE_612=%q\n' "$k" "$t" >"$bg_env"
 	) >"$bg_log" 2>&1 &
 	bg=$!
-	trap 'kill $bg 2>/dev/null; rm -f "$results" "$bg_env"' EXIT
+	fuzz=()
+	if [ ${#filters[@]} -eq 0 ]; then
+		log "fuzzing in the background (log: $fuzz_log)"
+		nice -n 19 "$DAXVMM_ROOT/scripts/fuzz.sh" --seconds "${DAXVMM_FUZZ_SECONDS:-10}" >"$fuzz_log" 2>&1 &
+		fuzz=($!)
+	fi
+	trap 'kill $bg "${fuzz[@]}" 2>/dev/null; rm -f "$results" "$bg_env"' EXIT
 	early_tests=()
 	for f in "$DAXVMM_ROOT"/tests/tests/*.rs; do
 		n=$(basename "$f" .rs)
@@ -75,6 +80,15 @@ if [ $unit_only = 0 ]; then
 	log "integration tests (they boot guests)"
 	cargo test --no-fail-fast -p daxvmm-tests --lib --bins "${early_tests[@]}" "${filters[@]}" -- --nocapture 2>&1 |
 		tee -a "$results" || fail "integration tests"
+	if [ ${#fuzz[@]} -gt 0 ]; then
+		log "waiting for the fuzz targets"
+		if wait "${fuzz[0]}"; then
+			grep -E '^(target|[a-z_]+ +[0-9]+ )' "$fuzz_log" | tail -n 20
+		else
+			tail -30 "$fuzz_log" >&2
+			fail "a fuzz target crashed or could not be built (log: $fuzz_log)"
+		fi
+	fi
 	log "waiting for the background build of the linux-6.12 kernel"
 	if wait $bg && [ -s "$bg_env" ]; then
 		source "$bg_env"

@@ -16,6 +16,7 @@
 //! - [`record`]: [`Skip`], and the boot log (boots, skips, test host VM faults and reruns).
 //! - [`summary`]: the closing lines of scripts/test.sh, from cargo's output and the boot log.
 //! - [`reject`]: checks that daxvmm refuses bad input (no guest needed).
+//! - [`suite_cases`]: the standard-suite cases: the suite image, a build tree packed for the test host VM.
 //!
 //! A test that cannot run here (no KVM, no QEMU, an artifact missing) is skipped: it prints
 //! `SKIP: <test>: <reason>` on stderr, records the skip, and passes.
@@ -38,6 +39,7 @@ pub mod record;
 pub mod reject;
 pub mod run;
 pub mod shared;
+pub mod suite_cases;
 pub mod summary;
 pub mod test_host;
 

@@ -516,6 +516,12 @@ struct GuestSetup<'a> {
     mutant: Option<&'a str>,
 }
 
+/// Kernel messages below warnings stay in the guest's ring buffer: the console is a UART, one exit per
+/// byte, and a boot's informational messages cost seconds nested. Every signature the oracle scans for
+/// ([`crate::oracle::scan_log`]: warnings, BUGs, hung tasks, RCU stalls, filesystem errors) is printed at
+/// warning level or above, so it still reaches the console.
+const QUIET_CONSOLE: &str = "loglevel=5";
+
 fn boot(
     vm: &impl GuestVm,
     b: &BootOptions,
@@ -526,7 +532,7 @@ fn boot(
 ) -> Result<BootResult, RaceError> {
     let (cpus, bound, sleeps) = (g.cpus, g.bound, g.sleeps);
     let cmdline = vm.kernel_cmdline(
-        &g.mutant.map_or(String::new(), |m| format!("daxvmm_mutant={m}")),
+        &g.mutant.map_or(QUIET_CONSOLE.to_string(), |m| format!("{QUIET_CONSOLE} daxvmm_mutant={m}")),
         &format!(
             "daxvmm-race --plan {} --raw /dev/pmem1{}",
             plan::guest_plan(plan),

@@ -94,7 +94,7 @@ fn a_clean_boot_without_kvm_passes_and_writes_the_reports() {
     assert_eq!(test(&vm, &options(&out)).unwrap(), 0);
     assert_eq!(
         vm.cmdlines.lock().unwrap().as_slice(),
-        ["console=ttyS0 -- daxvmm-race --plan ext4:evict-live-pin:6 --raw /dev/pmem1"]
+        ["console=ttyS0 loglevel=5 -- daxvmm-race --plan ext4:evict-live-pin:6 --raw /dev/pmem1"]
     );
     for f in ["results.tap", "results.xml", "console.log"] {
         assert!(out.join(f).is_file(), "{f}");
@@ -118,7 +118,7 @@ fn a_clean_boot_without_kvm_passes_and_writes_the_reports() {
     assert!(e.to_string().contains("did not select mutant lost-wake (it reports: none)"), "{e}");
     assert_eq!(
         vm.cmdlines.lock().unwrap().last().unwrap(),
-        "console=ttyS0 daxvmm_mutant=lost-wake -- daxvmm-race --plan ext4:evict-live-pin:6 --raw /dev/pmem1"
+        "console=ttyS0 loglevel=5 daxvmm_mutant=lost-wake -- daxvmm-race --plan ext4:evict-live-pin:6 --raw /dev/pmem1"
     );
     let selected = FakeVm {
         console: vm.console.replace("cpus=2", "cpus=2 mutant=lost-wake"),
@@ -210,7 +210,7 @@ fn a_shard_runs_its_part_of_the_plan_and_names_runs_by_their_place_in_the_whole(
     assert_eq!(test(&vm, &second).unwrap(), 0);
     assert_eq!(
         vm.cmdlines.lock().unwrap().as_slice(),
-        ["console=ttyS0 -- daxvmm-race --plan ext4:evict-live-pin:3 --raw /dev/pmem1"]
+        ["console=ttyS0 loglevel=5 -- daxvmm-race --plan ext4:evict-live-pin:3 --raw /dev/pmem1"]
     );
     let junit = std::fs::read_to_string(out.join("results.xml")).unwrap();
     let runs: Vec<&str> = junit.match_indices(" run ").map(|(i, _)| &junit[i + 5..i + 6]).collect();

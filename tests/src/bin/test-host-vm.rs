@@ -108,6 +108,9 @@ struct BatchArgs {
     /// Also pack qemu-system-x86_64 (its libraries and x86 firmware) to compare against.
     #[arg(long)]
     with_qemu: bool,
+    /// More words for the test host VM kernel's command line.
+    #[arg(long, default_value = "")]
+    append: String,
     /// Copy FILE (a static binary) into the VM's /bin; repeatable.
     #[arg(long = "add", value_name = "FILE")]
     adds: Vec<PathBuf>,
@@ -171,6 +174,7 @@ fn batch(a: BatchArgs) -> Result<ExitCode, CliError> {
     cfg.case_timeout = Duration::from_secs(a.case_timeout);
     cfg.stall = Duration::from_secs(a.stall.unwrap_or(a.case_timeout + 60));
     cfg.with_qemu = a.with_qemu;
+    cfg.append = a.append;
     cfg.adds = a.adds;
     if a.kvm_hold.is_some() {
         cfg.kvm_hold = a.kvm_hold;

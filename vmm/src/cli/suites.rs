@@ -38,6 +38,18 @@ fn parse_ndctl_test(s: &str) -> Result<String, String> {
     }
 }
 
+/// Extra kernel parameters for the suite image: printable words; not `--`, which would end the
+/// kernel's parameters and hand the rest to the image's init.
+fn parse_kernel_params(s: &str) -> Result<String, String> {
+    if s.split_whitespace().any(|w| w == "--") {
+        return Err("'--' would end the kernel's parameters: give only kernel parameters here".into());
+    }
+    if !s.chars().all(|c| c == ' ' || c.is_ascii_graphic()) {
+        return Err("kernel parameters are printable ASCII words separated by spaces".into());
+    }
+    Ok(s.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
 /// How the suite image boots.
 #[derive(Debug, Clone, Args)]
 pub struct SuiteBoot {
@@ -68,6 +80,12 @@ pub struct SuiteBoot {
     /// Seccomp filters: on, log or off (see `daxvmm run --help`).
     #[arg(long, value_name = "MODE", default_value = "on")]
     pub seccomp: SeccompMode,
+    /// Extra kernel parameters, e.g. 'sysctl.kernel.panic_on_rcu_stall=1' to end a run whose guest
+    /// stalls, or 'loglevel=7' to see the kernel's informational messages on the console too (by
+    /// default only warnings and worse: the console is an emulated UART, slow per byte; dmesg and
+    /// fstests' results have everything). Not '--'.
+    #[arg(long, value_name = "PARAMS", default_value = "", value_parser = parse_kernel_params)]
+    pub cmdline: String,
     /// The modules of a `--kernel` build tree that the guest loads (set when the tree is checked).
     #[arg(skip)]
     pub modules: Option<crate::kernel_tree::modules::TreeModules>,

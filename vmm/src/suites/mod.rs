@@ -97,11 +97,17 @@ fn private_file_region(path: &Path, size: u64) -> Result<PmemSpec, PmemSpecError
     Ok(spec)
 }
 
-/// The kernel command line: root on pmem0, the image's init, whether an NVDIMM carries modules for it
-/// to load, and the runner command `runner`.
-fn cmdline(runner: &[String], modules: bool) -> Result<String, SuiteError> {
+/// Kernel messages below warnings stay in the guest's ring buffer (fstests and ndctl's tests read it
+/// with dmesg): the console is a UART, one exit per byte, and the suites' mounts and boots print
+/// hundreds of informational lines. The user's `--cmdline loglevel=7` comes later and wins.
+const QUIET_CONSOLE: &str = "loglevel=5";
+
+/// The kernel command line: the user's `extra` parameters, root on pmem0, the image's init, whether an
+/// NVDIMM carries modules for it to load, and the runner command `runner`.
+fn cmdline(extra: &str, runner: &[String], modules: bool) -> Result<String, SuiteError> {
     let c = format!(
-        "{BASE_CMDLINE} root=/dev/pmem0 rootwait rw init=/usr/local/sbin/daxvmm-init{} -- {}",
+        "{BASE_CMDLINE} {QUIET_CONSOLE}{}{extra} root=/dev/pmem0 rootwait rw init=/usr/local/sbin/daxvmm-init{} -- {}",
+        if extra.is_empty() { "" } else { " " },
         if modules { " daxvmm.modules" } else { "" },
         runner.join(" ")
     );
@@ -199,7 +205,7 @@ fn run(boot: &SuiteBoot, plan: Plan) -> anyhow::Result<u8> {
     let cfg = VmConfig {
         kernel: boot.kernel.clone(),
         initrd: None,
-        cmdline: cmdline(&plan.runner, boot.modules.is_some())?,
+        cmdline: cmdline(&boot.cmdline, &plan.runner, boot.modules.is_some())?,
         mem: plan.mem,
         cpus: boot.cpus,
         timeout: Some(boot.timeout),
@@ -319,14 +325,30 @@ mod tests {
     #[test]
     fn the_command_line_names_the_filesystems_and_checks_arguments() {
         let c = cmdline(
+            "",
             &fstests_plan(&args(&["--fs", "xfs", "-g", "dax", "generic/413"])).unwrap().runner,
             false,
         )
         .unwrap();
         assert!(c.starts_with(BASE_CMDLINE), "{c}");
         assert!(c.ends_with(" root=/dev/pmem0 rootwait rw init=/usr/local/sbin/daxvmm-init -- daxvmm-fstests --fs xfs -- -g dax generic/413"), "{c}");
-        let m = cmdline(&["daxvmm-fstests".into()], true).unwrap();
+        let m = cmdline("", &["daxvmm-fstests".into()], true).unwrap();
         assert!(m.ends_with(" init=/usr/local/sbin/daxvmm-init daxvmm.modules -- daxvmm-fstests"), "{m}");
+        let extra = args(&["--cmdline", " sysctl.kernel.panic_on_rcu_stall=1   dyndbg=+p "]);
+        assert_eq!(extra.boot.cmdline, "sysctl.kernel.panic_on_rcu_stall=1 dyndbg=+p");
+        let e = cmdline(&extra.boot.cmdline, &["daxvmm-fstests".into()], false).unwrap();
+        assert_eq!(
+            e,
+            format!(
+                "{BASE_CMDLINE} loglevel=5 sysctl.kernel.panic_on_rcu_stall=1 dyndbg=+p root=/dev/pmem0 \
+                 rootwait rw init=/usr/local/sbin/daxvmm-init -- daxvmm-fstests"
+            )
+        );
+        assert_eq!(args(&[]).boot.cmdline, "");
+        for bad in ["a -- b", "--", "a\tb", "caf\u{e9}"] {
+            let base = ["daxvmm", "fstests", "--kernel", "/k", "--rootfs", "/r", "--cmdline", bad];
+            assert!(Cli::try_parse_command(base).is_err(), "{bad:?}");
+        }
         let all = args(&[]);
         assert_eq!(all.fs, ["ext4", "xfs"]);
         let part = fstests_plan(&args(&["--shard", "2/3", "-g", "dax"])).unwrap();
@@ -363,7 +385,7 @@ mod tests {
     fn too_many_tests_for_the_kernel_command_line_is_one_error() {
         let many: Vec<String> = (0..400).map(|i| format!("generic/{i:03}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-        let e = cmdline(&fstests_plan(&args(&refs)).unwrap().runner, false).unwrap_err();
+        let e = cmdline("", &fstests_plan(&args(&refs)).unwrap().runner, false).unwrap_err();
         assert!(e.to_string().contains("over the kernel's 2047"), "{e}");
     }
 
