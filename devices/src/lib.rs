@@ -9,6 +9,7 @@ pub mod events;
 pub mod fault;
 pub mod flush_hint;
 pub mod layout;
+pub mod nvdimm_ars;
 pub mod nvdimm_dsm;
 pub mod pci_host;
 pub mod power;

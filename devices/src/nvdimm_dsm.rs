@@ -6,9 +6,10 @@
 //!
 //! It answers the Intel DIMM command family that Linux's nfit driver looks for (the "NVDIMM DSM Interface",
 //! revision 1): function 0 (which functions exist), 4 (label area size and largest transfer), 5 (read
-//! label data) and 6 (write label data), for the DIMMs that have a label area. Everything else gets status
-//! 1, "not supported" (the root device, QEMU's private handle and DIMMs without labels offer nothing but
-//! function 0, which answers "none"). The guest is untrusted: the call is copied before it is read (the page stays
+//! label data) and 6 (write label data), for the DIMMs that have a label area; the root device's
+//! functions (scrub, clear, error injection) are [`crate::nvdimm_ars`]'s. Everything else gets status 1,
+//! "not supported" (QEMU's private handle and DIMMs without labels offer nothing but function 0, which
+//! answers "none"). The guest is untrusted: the call is copied before it is read (the page stays
 //! writable by other vCPUs), every offset and length is checked, and a bad call gets status 3, "invalid
 //! input", never a panic.
 
@@ -18,6 +19,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::bus::BusDevice;
 use crate::layout::NVDIMM_DSM_PAGE;
+use crate::nvdimm_ars::{DimmRange, RootDsm};
 
 /// The mailbox page's size.
 pub const DSM_PAGE_SIZE: usize = 4096;
@@ -28,13 +30,32 @@ const SET_HEADER: usize = 8;
 /// The most label bytes one read or write moves: what fits in the page both ways (QEMU's rule).
 pub const MAX_TRANSFER: u32 = (DSM_PAGE_SIZE - IN_HEADER - SET_HEADER) as u32;
 
+/// The handle the root device's `_DSM` passes (DIMM handles start at 1).
+const ROOT_HANDLE: u32 = 0;
+
 /// Status codes of the DSM interface.
 const STATUS_SUCCESS: u32 = 0;
 const STATUS_UNSUPPORTED: u32 = 1;
 const STATUS_INVALID: u32 = 3;
 
-/// The functions a DIMM with a label area offers: 0 and the three label functions.
-const LABEL_FUNCTIONS: u32 = 1 | 1 << 4 | 1 << 5 | 1 << 6;
+/// The functions every DIMM offers: 0 and 1, its SMART health.
+const HEALTH_FUNCTIONS: u32 = 1 | 1 << 1;
+/// What a DIMM with a label area offers besides: the three label functions.
+const LABEL_FUNCTIONS: u32 = HEALTH_FUNCTIONS | 1 << 4 | 1 << 5 | 1 << 6;
+
+/// The SMART health payload of function 1 (the Intel family's layout, 128 bytes): which fields are
+/// valid (health, spares, life used, media and controller temperature, shutdown count, alarms, shutdown
+/// state), health 0 ("ok"), spares 100 %, life used 0 %, media at 23 °C and controller at 30 °C (in
+/// 1/16 °C), no dirty shutdown. Emulated memory does not wear, heat up or lose power uncleanly.
+fn smart_payload() -> Vec<u8> {
+    const VALID: u32 = 1 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 9 | 1 << 10;
+    let mut p = vec![0u8; 128];
+    p[0..4].copy_from_slice(&VALID.to_le_bytes());
+    p[9] = 100; // spares
+    p[12..14].copy_from_slice(&(23u16 * 16).to_le_bytes());
+    p[14..16].copy_from_slice(&(30u16 * 16).to_le_bytes());
+    p
+}
 
 /// Where a DIMM's label area lives. Reads and writes are in range (the device checks first); an I/O
 /// error becomes a failed call, not a panic.
@@ -78,17 +99,23 @@ pub struct DsmCounts {
     pub stray: u64,
 }
 
-/// The mailbox device: guest memory for the page, and the label areas by NFIT device handle.
+/// The mailbox device: guest memory for the page, the label areas by NFIT device handle, and the root
+/// device's functions.
 pub struct NvdimmDsm {
     mem: GuestMemoryMmap,
     labels: BTreeMap<u32, Box<dyn LabelStore>>,
+    root: RootDsm,
     counts: DsmCounts,
 }
 
 impl std::fmt::Debug for NvdimmDsm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let handles: Vec<_> = self.labels.keys().collect();
-        f.debug_struct("NvdimmDsm").field("labels", &handles).field("counts", &self.counts).finish()
+        f.debug_struct("NvdimmDsm")
+            .field("labels", &handles)
+            .field("root", &self.root)
+            .field("counts", &self.counts)
+            .finish()
     }
 }
 
@@ -110,10 +137,26 @@ fn status(code: u32) -> Vec<u8> {
 }
 
 impl NvdimmDsm {
-    /// A mailbox over `mem` serving the label areas `labels` (NFIT device handle, store). DIMMs without
-    /// an entry have no label functions.
-    pub fn new(mem: GuestMemoryMmap, labels: Vec<(u32, Box<dyn LabelStore>)>) -> Self {
-        NvdimmDsm { mem, labels: labels.into_iter().collect(), counts: DsmCounts::default() }
+    /// A mailbox over `mem` serving the label areas `labels` (NFIT device handle, store) and the root
+    /// device of the NFIT DIMMs `dimms`. DIMMs without a label area have no label functions.
+    pub fn new(mem: GuestMemoryMmap, labels: Vec<(u32, Box<dyn LabelStore>)>, dimms: Vec<DimmRange>) -> Self {
+        NvdimmDsm {
+            mem,
+            labels: labels.into_iter().collect(),
+            root: RootDsm::new(dimms),
+            counts: DsmCounts::default(),
+        }
+    }
+
+    /// The poisoned ranges (address, length), from the guest's error injections and [`Self::inject`].
+    pub fn poison(&self) -> Vec<(u64, u64)> {
+        self.root.poison()
+    }
+
+    /// Poisons `[address, address + length)` as an injection would; false (and nothing changes) unless
+    /// the range lies inside one DIMM and the list has room.
+    pub fn inject(&mut self, address: u64, length: u64) -> bool {
+        self.root.inject(address, length)
     }
 
     /// What the device has done so far.
@@ -123,16 +166,27 @@ impl NvdimmDsm {
 
     /// The answer to `call`: the bytes after the length word.
     fn answer(&mut self, call: &Call) -> Vec<u8> {
-        // Handle 0 is the root device, which offers no function; so does any other revision.
+        if call.handle == ROOT_HANDLE && call.revision == 1 {
+            return self.root.answer(call.function, &call.input);
+        }
+        // Other handles (QEMU's private one) and other revisions offer no function.
+        let dimm = call.revision == 1 && self.root.has_dimm(call.handle);
         let store = self.labels.get_mut(&call.handle);
         if call.function == 0 {
-            let mask = if call.revision == 1 && store.is_some() { LABEL_FUNCTIONS } else { 0 };
+            let mask = match (dimm, store.is_some()) {
+                (false, _) => 0,
+                (true, false) => HEALTH_FUNCTIONS,
+                (true, true) => LABEL_FUNCTIONS,
+            };
             return mask.to_le_bytes().to_vec();
         }
-        if call.revision != 1 {
+        if !dimm {
             return status(STATUS_UNSUPPORTED);
         }
-        // The root device and DIMMs without a label area have no function but 0.
+        if call.function == 1 {
+            return [status(STATUS_SUCCESS), smart_payload()].concat();
+        }
+        // DIMMs without a label area have no label functions.
         let Some(store) = store else { return status(STATUS_UNSUPPORTED) };
         let size = store.size();
         match call.function {
@@ -214,6 +268,7 @@ impl BusDevice for NvdimmDsm {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::nvdimm_ars::ROOT_FUNCTIONS;
 
     const HANDLE: u32 = 1;
 
@@ -224,7 +279,11 @@ mod tests {
     fn device(label_size: usize) -> NvdimmDsm {
         let labels: Vec<(u32, Box<dyn LabelStore>)> =
             vec![(HANDLE, Box::new(MemoryLabels((0..label_size).map(|i| i as u8).collect())))];
-        NvdimmDsm::new(memory(), labels)
+        let dimms = vec![
+            DimmRange { handle: HANDLE, base: 0x1_0000_0000, size: 1 << 30 },
+            DimmRange { handle: 2, base: 0x1_4000_0000, size: 1 << 30 },
+        ];
+        NvdimmDsm::new(memory(), labels, dimms)
     }
 
     /// Writes a call into the page as the AML does, rings, and returns (RLEN, the payload).
@@ -251,11 +310,45 @@ mod tests {
     #[test]
     fn function_0_lists_the_label_functions_of_a_dimm_with_labels_only() {
         let mut d = device(128 << 10);
-        assert_eq!(call(&mut d, HANDLE, 1, 0, &[]), (8, 0x71u32.to_le_bytes().to_vec()));
-        // The root device, a DIMM without labels, another revision: nothing.
-        for (handle, rev) in [(0, 1), (2, 1), (HANDLE, 2)] {
+        assert_eq!(call(&mut d, HANDLE, 1, 0, &[]), (8, 0x73u32.to_le_bytes().to_vec()));
+        assert_eq!(call(&mut d, 2, 1, 0, &[]).1, 3u32.to_le_bytes(), "a DIMM without labels: SMART only");
+        // Another revision, a handle that is no DIMM: nothing.
+        for (handle, rev) in [(HANDLE, 2), (3, 1), (0x1_0000, 1)] {
             assert_eq!(call(&mut d, handle, rev, 0, &[]).1, vec![0; 4], "handle {handle} rev {rev}");
         }
+        assert_eq!(call(&mut d, 0, 1, 0, &[]).1, ROOT_FUNCTIONS.to_le_bytes(), "the root device");
+    }
+
+    #[test]
+    fn the_root_device_injects_scrubs_and_clears_through_the_page() {
+        let mut d = device(128 << 10);
+        let spa = 0x1_0000_0000u64 + 42 * 512;
+        let range = [spa.to_le_bytes(), 512u64.to_le_bytes()].concat();
+        assert_eq!(call(&mut d, 0, 1, 7, &range), (8, vec![0; 4]));
+        assert_eq!(d.poison(), [(spa, 512)]);
+        let scrub =
+            [0x1_0000_0000u64.to_le_bytes(), (1u64 << 30).to_le_bytes(), [2, 0, 0, 0, 0, 0, 0, 0]].concat();
+        assert_eq!(call(&mut d, 0, 1, 2, &scrub).1, [0u32, 1].map(u32::to_le_bytes).concat());
+        let (len, status) = call(&mut d, 0, 1, 3, &[]);
+        assert_eq!(len, 4 + 72, "status, header and one record");
+        assert_eq!(words(&status[..8]), [0, 68]);
+        assert_eq!(call(&mut d, 0, 1, 4, &range).1[..4], [0; 4]);
+        assert!(d.poison().is_empty());
+    }
+
+    #[test]
+    fn smart_health_says_ok_at_23_degrees_on_every_dimm() {
+        let mut d = device(128 << 10);
+        for handle in [HANDLE, 2] {
+            let (len, out) = call(&mut d, handle, 1, 1, &[]);
+            assert_eq!(len, 4 + 4 + 128);
+            assert_eq!(words(&out[..8]), [0, 0x63f], "status, then the valid fields");
+            assert_eq!(out[4 + 8], 0, "health: ok");
+            assert_eq!((out[4 + 9], out[4 + 10]), (100, 0), "spares and life used, in %");
+            assert_eq!(u16::from_le_bytes([out[4 + 12], out[4 + 13]]), 23 * 16, "media temperature");
+            assert_eq!(out[4 + 27], 0, "shutdown state: clean");
+        }
+        assert_eq!(call(&mut d, 3, 1, 1, &[]).1, 1u32.to_le_bytes(), "no such DIMM");
     }
 
     #[test]
@@ -302,10 +395,11 @@ mod tests {
     #[test]
     fn other_functions_revisions_and_devices_are_refused() {
         let mut d = device(128 << 10);
-        assert_eq!(call(&mut d, HANDLE, 1, 1, &[]).1, 1u32.to_le_bytes(), "SMART: not supported");
+        assert_eq!(call(&mut d, HANDLE, 1, 2, &[]).1, 1u32.to_le_bytes(), "SMART threshold: not supported");
         assert_eq!(call(&mut d, HANDLE, 1, 31, &[]).1, 1u32.to_le_bytes());
         assert_eq!(call(&mut d, HANDLE, 2, 4, &[]).1, 1u32.to_le_bytes(), "revision 2");
-        assert_eq!(call(&mut d, 0, 1, 4, &[]).1, 1u32.to_le_bytes(), "the root device");
+        assert_eq!(call(&mut d, 0, 2, 4, &[]).1, 1u32.to_le_bytes(), "the root device at revision 2");
+        assert_eq!(call(&mut d, 0, 2, 0, &[]).1, 0u32.to_le_bytes(), "... offers nothing");
         assert_eq!(call(&mut d, 2, 1, 4, &[]).1, 1u32.to_le_bytes(), "a DIMM without labels");
         assert_eq!(call(&mut d, 0x1_0000, 1, 5, &[]).1, 1u32.to_le_bytes(), "QEMU's reserved handle");
     }
@@ -341,7 +435,8 @@ mod tests {
                 Err(std::io::Error::other("disk gone"))
             }
         }
-        let mut d = NvdimmDsm::new(memory(), vec![(HANDLE, Box::new(Broken))]);
+        let dimm = DimmRange { handle: HANDLE, base: 0x1_0000_0000, size: 1 << 30 };
+        let mut d = NvdimmDsm::new(memory(), vec![(HANDLE, Box::new(Broken))], vec![dimm]);
         assert_eq!(call(&mut d, HANDLE, 1, 5, &rw(0, 8, &[])).1, 1u32.to_le_bytes());
         assert_eq!(call(&mut d, HANDLE, 1, 6, &rw(0, 1, &[7])).1, 1u32.to_le_bytes());
         assert_eq!(d.counts().io_errors, 2);

@@ -1,11 +1,14 @@
 //! Arbitrary NVDIMM `_DSM` calls, as a hostile guest can write them into the mailbox page, against the
 //! mailbox device with one DIMM's label area. It must never panic; every answer must fit the page and say
 //! its own length; and the label area must always equal a model that applies exactly the writes the
-//! device reported as successful (status 0), so no bad offset or length ever reaches the area.
+//! device reported as successful (status 0), so no bad offset or length ever reaches the area. The root
+//! device's poison list (handle 0: scrub, clear, injection) must stay bounded, sorted, disjoint and
+//! inside the DIMM.
 #![no_main]
 
 use daxvmm_devices::bus::BusDevice;
 use daxvmm_devices::layout::NVDIMM_DSM_PAGE;
+use daxvmm_devices::nvdimm_ars::{DimmRange, MAX_POISON};
 use daxvmm_devices::nvdimm_dsm::{LabelStore, NvdimmDsm, DSM_PAGE_SIZE};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, Mutex};
@@ -13,6 +16,8 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 const HANDLE: u32 = 1;
 const LABEL_SIZE: usize = 128 << 10;
+/// The DIMM's range: small, so that fuzzed addresses land in it.
+const DIMM: DimmRange = DimmRange { handle: HANDLE, base: 0x10_0000, size: 1 << 16 };
 
 /// The device's label area, shared with the checker.
 #[derive(Clone)]
@@ -42,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let area = Shared(Arc::new(Mutex::new(vec![0u8; LABEL_SIZE])));
     let mut model = vec![0u8; LABEL_SIZE];
-    let mut dsm = NvdimmDsm::new(mem.clone(), vec![(HANDLE, Box::new(area.clone()))]);
+    let mut dsm = NvdimmDsm::new(mem.clone(), vec![(HANDLE, Box::new(area.clone()))], vec![DIMM]);
     let page = GuestAddress(NVDIMM_DSM_PAGE);
     // Each call: up to 64 bytes of page prefix from the input (handle, revision, function, offset,
     // length, data), the rest of the page whatever the last call left; then a doorbell write, sometimes a
@@ -74,5 +79,13 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(&answer[8..8 + n], &model[off..off + n], "a read returns the area");
         }
         assert!(*area.0.lock().unwrap() == model, "the area changed other than by a successful write");
+        let poison = dsm.poison();
+        assert!(poison.len() <= MAX_POISON, "{} poisoned ranges", poison.len());
+        let mut last_end = DIMM.base;
+        for (i, &(at, n)) in poison.iter().enumerate() {
+            assert!(n > 0 && (i == 0 || at > last_end) && at >= last_end, "{poison:x?}");
+            assert!(at + n <= DIMM.base + DIMM.size, "{poison:x?}");
+            last_end = at + n;
+        }
     }
 });

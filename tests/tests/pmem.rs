@@ -1,8 +1,9 @@
 //! The emulated NFIT NVDIMM (`--pmem`), booted in real guests as one batch: DAX on ext4 and xfs with a
 //! PMD fault, two NVDIMMs, data that survives a restart in a backing file (and the guest's flushes that
 //! reach it through the NFIT flush hint), data fsynced before daxvmm is killed with SIGKILL, a 16G region
-//! that costs no memory until touched, hugetlb backing proven by smaps, and a namespace label area
-//! (`label-size=`) whose namespaces survive a restart. Then bad `--pmem` input, checked on this
+//! that costs no memory until touched, hugetlb backing proven by smaps, a namespace label area
+//! (`label-size=`) whose namespaces survive a restart, and error injection, scrub and clearing through the
+//! root device's _DSM. Then bad `--pmem` input, checked on this
 //! host without a guest.
 
 use daxvmm_tests::reject::{args, assert_rejected, some_kernel};
@@ -50,7 +51,8 @@ fn cases() -> Vec<Case> {
             "two_dimms",
             &["--pmem", "256M", "--pmem", "512M"],
             "cat /sys/block/pmem0/size /sys/block/pmem1/size; \
-             for n in /sys/bus/nd/devices/nmem*; do echo $(basename $n) commands: $(cat $n/commands); done",
+             for n in /sys/bus/nd/devices/nmem*; do echo $(basename $n) commands: $(cat $n/commands); done; \
+             echo health: $(ndctl list -DH | tr -d ' \\n')",
         ),
         // A label area: the label functions found through _DSM, two namespaces created in one region,
         // then found again from the labels in a second boot from the same files.
@@ -59,6 +61,15 @@ fn cases() -> Vec<Case> {
         guest("labels_check", &["--pmem", LABEL_PMEM], "/tests/labels.sh check")
             .with_setup("echo label file: $(stat -c %s {tmp}/labels.img.labels) bytes")
             .needing("labels_create"),
+        // The root device's scrub and error injection: ndctl inject-error, badblocks, EIO, clear by write.
+        guest("poison", &["--pmem", "1G"], "/tests/poison.sh"),
+        // Poison from the host: the boot's scrub reports it before the disk appears.
+        guest(
+            "poison_host",
+            &["--pmem", "1G,poison=21504+4K"],
+            "echo badblocks: $(cat /sys/block/pmem0/badblocks); \
+             dd if=/dev/pmem0 of=/dev/null bs=4096 skip=5 count=1 2>/dev/null || echo poison: read failed",
+        ),
         guest("persist_write", &["--pmem", "256M,file={tmp}/persist.img"], "/tests/persist.sh write")
             .with_setup("rm -f {tmp}/persist.img"),
         // The marker must be in the host file itself before the second boot reads it.
@@ -133,10 +144,17 @@ fn two_dimms() {
     assert_eq!(out.exit_code, 0, "{out}");
     // Sizes in 512-byte sectors: 256M and 512M (raw namespaces use the whole region).
     assert!(out.has_line("524288") && out.has_line("1048576"), "pmem0 256M and pmem1 512M expected: {out}");
-    // Without label-size= a DIMM offers no label functions: one label-less namespace per region.
+    // Without label-size= a DIMM offers no label functions: one label-less namespace per region. Its
+    // SMART health (the Intel family's function 1) is there, and ndctl reads it.
     let commands: Vec<&str> = out.console.lines().filter(|l| l.contains(" commands: ")).collect();
     assert_eq!(commands.len(), 2, "{out}");
     assert!(commands.iter().all(|l| !l.contains("get_size") && !l.contains("get_data")), "{out}");
+    assert!(commands.iter().all(|l| l.contains(" smart")), "{out}");
+    let health = out.console.lines().find(|l| l.starts_with("health: ")).unwrap_or_default();
+    assert_eq!(health.matches("\"health_state\":\"ok\"").count(), 2, "both DIMMs healthy: {out}");
+    for field in ["\"temperature_celsius\":23", "\"spares_percentage\":100", "\"shutdown_state\":\"clean\""] {
+        assert!(health.contains(field), "{field}: {out}");
+    }
 }
 
 /// The "labels: namespace ..." lines of a labels.sh run: (name, mode, size, uuid), sorted by uuid.
@@ -179,6 +197,39 @@ fn labels_make_namespaces_that_persist_across_boots() {
     assert_eq!(k.exit_code, 0, "second boot: {k}");
     assert_eq!(namespaces(&k.console), made, "the second boot finds the same namespaces in the labels: {k}");
     assert!(k.contains("labels: read the marker from /dev/pmem"), "{k}");
+}
+
+#[test]
+fn injected_errors_are_scrubbed_into_badblocks_fail_reads_and_clear_on_write() {
+    let Some(out) = BATCH.outcome("poison") else { return };
+    // The bus commands the nfit driver found through the root device's _DSM function 0, and the
+    // extra functions it allows through ND_CMD_CALL (bits 1-4 and 7-9: no translate-SPA).
+    let commands = out.console.lines().find(|l| l.contains("poison: bus commands:")).unwrap_or_default();
+    for c in ["ars_cap", "ars_start", "ars_status", "clear_error"] {
+        assert!(commands.contains(c), "{c} must be a bus command: {out}");
+    }
+    assert!(out.contains("poison: bus dsm_mask: 0x39e"), "{out}");
+    for step in [
+        "poison: injected 42 8, badblocks empty before a scrub",
+        "poison: uninjected",
+        "poison: badblocks after the scrub: 42 8",
+        "poison: a read of the poisoned page fails, its neighbour reads",
+        "poison: the write cleared it",
+        "poison: all steps passed",
+    ] {
+        assert!(out.has_line(step), "missing '{step}': {out}");
+    }
+    assert_eq!(out.exit_code, 0, "{out}");
+}
+
+#[test]
+fn poison_from_the_host_is_in_badblocks_at_boot() {
+    let Some(out) = BATCH.outcome("poison_host") else { return };
+    assert!(out.contains("NVDIMM poison from the start: 1 range(s)"), "{out}");
+    // 21504 bytes in: sector 42; 4 KiB: 8 sectors.
+    assert!(out.has_line("badblocks: 42 8"), "{out}");
+    assert!(out.has_line("poison: read failed"), "{out}");
+    assert_eq!(out.exit_code, 0, "{out}");
 }
 
 #[test]
@@ -303,6 +354,14 @@ fn bad_pmem_label_file_of_wrong_size_is_left_alone() {
 fn bad_pmem_label_size_out_of_range() {
     bad_pmem("bad_pmem_label_size_out_of_range", &["8M,label-size=4K"], &["label-size", "128k to 16m"]);
     bad_pmem("bad_pmem_label_size_out_of_range", &["8M,type=e820,label-size=128K"], &["type=e820"]);
+}
+
+#[test]
+fn bad_pmem_poison_outside_the_region_or_unaligned() {
+    let test = "bad_pmem_poison_outside_the_region_or_unaligned";
+    bad_pmem(test, &["8M,poison=8M+512"], &["poison=", "inside the region"]);
+    bad_pmem(test, &["8M,poison=100+512"], &["poison=", "multiples of 512"]);
+    bad_pmem(test, &["8M,type=e820,poison=0+512"], &["poison", "type=e820"]);
 }
 
 #[test]

@@ -138,7 +138,20 @@ impl Machine {
         self.flush_hints = Some(hints);
         // The NVDIMM _DSM mailbox; it keeps its own handle on guest memory, so that memory stays mapped
         // while any vCPU can still reach the device.
-        let dsm = NvdimmDsm::new(gm.clone(), pmem::label_stores(&self.pmem));
+        let mut dsm =
+            NvdimmDsm::new(gm.clone(), pmem::label_stores(&self.pmem), pmem::dimm_ranges(&self.pmem));
+        for (address, length) in pmem::host_poison(&self.pmem) {
+            // The spec was checked against the region's size; a refusal here would be a daxvmm bug.
+            if !dsm.inject(address, length) {
+                log::warn!("poison={:#x}+{length} was not accepted by the NVDIMM root device", address);
+            }
+        }
+        if !dsm.poison().is_empty() {
+            log::info!(
+                "NVDIMM poison from the start: {} range(s), reported by the guest's first scrub",
+                dsm.poison().len()
+            );
+        }
         buses.pio.insert(
             Arc::new(Mutex::new(dsm)),
             u64::from(NVDIMM_DSM_PORT),

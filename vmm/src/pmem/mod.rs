@@ -15,6 +15,7 @@ use std::path::Path;
 use daxvmm_devices::acpi::{nvdimm_handle, NvdimmRegion};
 use daxvmm_devices::flush_hint::{self, Flush, FlushHints};
 use daxvmm_devices::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
+use daxvmm_devices::nvdimm_ars::DimmRange;
 use daxvmm_devices::nvdimm_dsm::LabelStore;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
@@ -95,6 +96,8 @@ pub struct PmemRegion {
     pub e820: bool,
     /// Its namespace label area (`label-size=`).
     pub labels: Option<Labels>,
+    /// Ranges (offset, length) poisoned from the start (`poison=`).
+    pub poison: Vec<(u64, u64)>,
 }
 
 fn align_up(x: u64, a: u64) -> u64 {
@@ -193,7 +196,7 @@ pub fn setup(mem: u64, specs: &[PmemSpec], pools: &Path) -> Result<Vec<PmemRegio
         if let Some(l) = &labels {
             log::info!("pmem{index}: a {}-byte namespace label area", l.size());
         }
-        regions.push(PmemRegion { gpa, mapping, e820: spec.e820, labels });
+        regions.push(PmemRegion { gpa, mapping, e820: spec.e820, labels, poison: spec.poison.clone() });
     }
     Ok(regions)
 }
@@ -236,6 +239,18 @@ pub fn acpi_regions(regions: &[PmemRegion]) -> Vec<NvdimmRegion> {
 /// The legacy e820 ranges (base, size).
 pub fn e820_ranges(regions: &[PmemRegion]) -> Vec<(u64, u64)> {
     regions.iter().filter(|r| r.e820).map(|r| (r.gpa, r.mapping.size())).collect()
+}
+
+/// The NFIT regions' ranges and device handles, for the root device's scrub and error injection.
+pub fn dimm_ranges(regions: &[PmemRegion]) -> Vec<DimmRange> {
+    let nfit = regions.iter().enumerate().filter(|(_, r)| !r.e820);
+    nfit.map(|(i, r)| DimmRange { handle: nvdimm_handle(i as u16), base: r.gpa, size: r.mapping.size() })
+        .collect()
+}
+
+/// The ranges `poison=` asked for, as guest-physical (address, length).
+pub fn host_poison(regions: &[PmemRegion]) -> Vec<(u64, u64)> {
+    regions.iter().flat_map(|r| r.poison.iter().map(|&(off, len)| (r.gpa + off, len))).collect()
 }
 
 /// The label areas of the NFIT regions that have one, by NFIT device handle, for the _DSM mailbox.

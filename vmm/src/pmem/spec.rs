@@ -43,7 +43,13 @@ pub struct PmemSpec {
     pub e820: bool,
     /// `label-size=N`: a namespace label area of N bytes beside the region (see super::labels).
     pub label_size: Option<u32>,
+    /// `poison=OFFSET+LEN[:OFFSET+LEN...]`: ranges (offset in the region, length) poisoned from the start,
+    /// as if injected (see daxvmm_devices::nvdimm_ars).
+    pub poison: Vec<(u64, u64)>,
 }
+
+/// The granularity of `poison=` ranges: Linux's sector, which its badblocks count in.
+pub const POISON_UNIT: u64 = 512;
 
 /// The smallest label area (QEMU's rule: room for the two index blocks and a useful number of labels).
 pub const MIN_LABEL_SIZE: u64 = 128 * 1024;
@@ -65,7 +71,7 @@ pub enum PmemSpecError {
         align: String,
     },
     /// An option we do not know.
-    #[error("unknown pmem option '{0}' (known: file=, backing=, share=, prefault=, resize=, addr=, type=, label-size=)")]
+    #[error("unknown pmem option '{0}' (known: file=, backing=, share=, prefault=, resize=, addr=, type=, label-size=, poison=)")]
     UnknownOption(String),
     /// An option with a value we do not know.
     #[error("pmem option {key}={value}: expected {expected}")]
@@ -91,6 +97,30 @@ fn parse_addr(value: &str) -> Result<u64, PmemSpecError> {
     })
 }
 
+/// `OFFSET+LEN[:OFFSET+LEN...]`, each a non-empty multiple of [`POISON_UNIT`] (sizes may have a K/M/G
+/// suffix); whether they fit the region is checked once its size is known.
+fn parse_poison(value: &str) -> Result<Vec<(u64, u64)>, PmemSpecError> {
+    let bad = || PmemSpecError::BadValue {
+        key: "poison".into(),
+        value: value.into(),
+        expected: "ranges OFFSET+LENGTH separated by ':', multiples of 512 (e.g. 21504+4K:1M+512)",
+    };
+    let ranges = value
+        .split(':')
+        .map(|r| {
+            let (off, len) = r.split_once('+')?;
+            let (off, len) = (parse_size(off).ok()?, parse_size(len).ok()?);
+            let ok = len > 0 && off % POISON_UNIT == 0 && len % POISON_UNIT == 0;
+            ok.then_some((off, len))
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(bad)?;
+    if ranges.len() > daxvmm_devices::nvdimm_ars::MAX_POISON {
+        return Err(bad());
+    }
+    Ok(ranges)
+}
+
 fn on_off(key: &str, value: &str) -> Result<bool, PmemSpecError> {
     match value {
         "on" | "yes" | "true" | "1" => Ok(true),
@@ -101,7 +131,7 @@ fn on_off(key: &str, value: &str) -> Result<bool, PmemSpecError> {
 
 impl PmemSpec {
     /// Parses `SIZE[,file=PATH][,backing=...][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA]
-    /// [,type=nfit|e820][,label-size=N]`.
+    /// [,type=nfit|e820][,label-size=N][,poison=OFFSET+LEN[:...]]`.
     pub fn parse(s: &str) -> Result<Self, PmemSpecError> {
         let mut parts = s.split(',');
         let size = parse_size(parts.next().unwrap_or_default())?;
@@ -115,6 +145,7 @@ impl PmemSpec {
             addr: None,
             e820: false,
             label_size: None,
+            poison: Vec::new(),
         };
         for opt in parts {
             let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
@@ -163,6 +194,7 @@ impl PmemSpec {
                     };
                     spec.label_size = Some(n as u32);
                 }
+                "poison" => spec.poison = parse_poison(value)?,
                 _ => return Err(PmemSpecError::UnknownOption(opt.to_string())),
             }
         }
@@ -171,6 +203,22 @@ impl PmemSpec {
                 key: "label-size".into(),
                 value: spec.label_size.unwrap_or_default().to_string(),
                 expected: "no label-size with type=e820 (a legacy e820 range has no labels)",
+            });
+        }
+        if spec.e820 && !spec.poison.is_empty() {
+            return Err(PmemSpecError::BadValue {
+                key: "poison".into(),
+                value: format!("{} range(s)", spec.poison.len()),
+                expected: "no poison with type=e820 (a legacy e820 range has no scrub to report it)",
+            });
+        }
+        if let Some(&(off, len)) =
+            spec.poison.iter().find(|&&(o, l)| o.checked_add(l).is_none_or(|e| e > spec.size))
+        {
+            return Err(PmemSpecError::BadValue {
+                key: "poison".into(),
+                value: format!("{off}+{len}"),
+                expected: "ranges inside the region",
             });
         }
         let align = if spec.backing == Backing::Hugetlb1G { GIB } else { 2 * MIB };
@@ -219,6 +267,25 @@ mod tests {
         for bad in ["2M,label-size=64K", "2M,label-size=17M", "2M,label-size=", "2M,label-size=x"] {
             assert!(matches!(PmemSpec::parse(bad), Err(PmemSpecError::BadValue { .. })), "{bad}");
         }
+        let p = PmemSpec::parse("1G,poison=21504+4K:1M+512").unwrap();
+        assert_eq!(p.poison, [(21504, 4096), (1 << 20, 512)]);
+        assert!(PmemSpec::parse("2M").unwrap().poison.is_empty());
+        for bad in [
+            "2M,poison=",
+            "2M,poison=1+512",
+            "2M,poison=0+0",
+            "2M,poison=0+100",
+            "2M,poison=2M+512",
+            "2M,poison=1M+2M",
+            "2M,poison=0+512:",
+            "2M,poison=x+512",
+            "2M,type=e820,poison=0+512",
+        ] {
+            let e = PmemSpec::parse(bad).unwrap_err().to_string();
+            assert!(e.starts_with("pmem option poison="), "{bad}: {e}");
+        }
+        let many = (0..129).map(|i| format!("{}+512", i * 1024)).collect::<Vec<_>>().join(":");
+        assert!(PmemSpec::parse(&format!("1G,poison={many}")).is_err(), "over 128 ranges");
         let e = PmemSpec::parse("2M,type=e820,label-size=128K").unwrap_err().to_string();
         assert!(e.contains("type=e820"), "{e}");
     }
