@@ -6,13 +6,11 @@
 //! `--kernel`. (tests/tests/suites_tree.rs boots the Linux 6.12 build tree, whose suite options are
 //! modules.)
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use daxvmm_tests::record::report_skip;
 use daxvmm_tests::run::{added_path, run_batch_adding};
 use daxvmm_tests::suite_cases::{rootfs, suite_case};
-use daxvmm_tests::{host, Batch, Case, Outcome, Skip};
+use daxvmm_tests::{host, Batch, Case, Outcome, SharedBatch, Skip};
 
 /// The subset: DAX with the huge page size (413), mmap and msync of DAX files (428, 437), DAX with
 /// another user's writes through su (462), DAX and page-cache I/O racing (503).
@@ -73,17 +71,10 @@ fn run() -> Result<Batch, Skip> {
     )
 }
 
-static BATCH: OnceLock<Result<Batch, Skip>> = OnceLock::new();
+static BATCH: SharedBatch = SharedBatch::running(run);
 
-/// The outcome of case `name`, or `None` after reporting why the batch was skipped.
 fn outcome(test: &str, name: &str) -> Option<&'static Outcome> {
-    match BATCH.get_or_init(run) {
-        Ok(b) => Some(b.get(name).unwrap_or_else(|e| panic!("{e}"))),
-        Err(skip) => {
-            report_skip(test, skip);
-            None
-        }
-    }
+    BATCH.outcome_for(test, name)
 }
 
 #[test]

@@ -6,13 +6,11 @@
 //! while the others run).
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use daxvmm_tests::record::report_skip;
 use daxvmm_tests::run::{added_path, run_batch_adding};
 use daxvmm_tests::suite_cases::{passed, rootfs, suite_case, tree_archive};
-use daxvmm_tests::{host, Batch, Outcome, Skip};
+use daxvmm_tests::{host, Batch, Outcome, SharedBatch, Skip};
 
 /// MAP_SYNC mmap through dm log-writes (a module there).
 const TREE_TEST: &str = "generic/470";
@@ -68,21 +66,12 @@ fn run() -> Result<Batch, Skip> {
     batch
 }
 
-static BATCH: OnceLock<Result<Batch, Skip>> = OnceLock::new();
+static BATCH: SharedBatch = SharedBatch::running(run);
 
-/// The outcome of case `name`, or `None` after reporting why the batch was skipped.
 fn outcome(test: &str, name: &str) -> Option<&'static Outcome> {
-    match BATCH.get_or_init(run) {
-        Ok(b) => Some(b.get(name).unwrap_or_else(|e| panic!("{e}"))),
-        Err(skip) => {
-            report_skip(test, skip);
-            None
-        }
-    }
+    BATCH.outcome_for(test, name)
 }
 
-/// The tree's .config is checked, its bzImage booted and its modules loaded in dependency order; the
-/// tests that use them pass.
 #[test]
 fn the_suites_load_a_6_12_build_trees_modules() {
     let test = "the_suites_load_a_6_12_build_trees_modules";
