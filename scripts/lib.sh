@@ -55,7 +55,11 @@ apt_download() {
 		echo "$file"
 		return
 	fi
-	local apt=$DAXVMM_CACHE/apt
+	# One private apt state per suite, locked: the background kernel build fetches while others do.
+	local apt=$DAXVMM_CACHE/apt/$suite lock
+	mkdir -p "$apt"
+	exec {lock}>"$apt/lock"
+	flock "$lock"
 	local opts
 	apt_private "$apt" deb "$suite"
 	log "fetching $pkg=$ver from Debian $suite"
@@ -67,6 +71,7 @@ apt_download() {
 	got=$(ls "$dir/${pkg}_"*"${ver##*:}"*.deb 2>/dev/null | head -n1)
 	[ -n "$got" ] || die "apt-get download left no .deb for $pkg=$ver in $dir"
 	[ "$got" = "$file" ] || mv "$got" "$file"
+	exec {lock}>&-
 	echo "$sha  $file" | sha256sum -c --status || die "checksum mismatch for $file (expected $sha); the pin file must name the checksum of the exact package"
 	echo "$file"
 }
@@ -81,8 +86,10 @@ apt_orig_tarball() {
 	for f in "$dir/${pkg}_${ver}.orig.tar."*; do
 		[ -f "$f" ] && echo "$sha  $f" | sha256sum -c --status && { echo "$f"; return; }
 	done
-	local apt=$DAXVMM_CACHE/apt-src
+	local apt=$DAXVMM_CACHE/apt-src/$suite lock
 	mkdir -p "$apt/get"
+	exec {lock}>"$apt/lock"
+	flock "$lock"
 	local opts
 	apt_private "$apt" deb-src "$suite"
 	log "fetching the source of $pkg $ver from Debian $suite"
@@ -91,6 +98,7 @@ apt_orig_tarball() {
 		[ -f "$f" ] || continue
 		echo "$sha  $f" | sha256sum -c --status || die "checksum mismatch for $f (expected $sha)"
 		mv "$f" "$dir/"
+		exec {lock}>&-
 		echo "$dir/$(basename "$f")"
 		return
 	done
