@@ -158,8 +158,12 @@ impl Artifacts {
 /// The file an environment variable names; a Skip that says what to run when it is unset or missing.
 pub fn env_file(var: &str) -> Result<PathBuf, Skip> {
     match std::env::var_os(var) {
-        None => Err(Skip(format!("{var} not set (run scripts/test.sh)"))),
-        Some(v) if v.is_empty() => Err(Skip(format!("{var} not set (run scripts/test.sh)"))),
+        None => Err(Skip(format!(
+            "{var} not set (scripts/test.sh sets it; the linux-6.12 ones with --linux-6.12)"
+        ))),
+        Some(v) if v.is_empty() => Err(Skip(format!(
+            "{var} not set (scripts/test.sh sets it; the linux-6.12 ones with --linux-6.12)"
+        ))),
         Some(v) => {
             let p = PathBuf::from(v);
             if p.is_file() {

@@ -2,8 +2,8 @@
 //! (`scripts/build-guest-kernel.sh --variant linux-6.12 --tree`), whose device mapper, quota format and
 //! e820 pmem are modules: daxvmm finds them through the tree's Makefiles, the guest loads them from
 //! the tree, and fstests and ndctl's tests that use them pass; a module the guest kernel refuses stops
-//! the guest with one error. scripts/test.sh runs this file after the 6.12 build (in the background
-//! while the others run).
+//! the guest with one error. `scripts/test.sh --linux-6.12` builds that tree in the background and runs
+//! this file last; without it these tests skip.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,7 +26,7 @@ fn tree() -> Result<PathBuf, Skip> {
     match std::env::var_os("DAXVMM_GUEST_TREE_612").map(PathBuf::from) {
         Some(tree) if tree.is_dir() => Ok(tree),
         other => Err(Skip(format!(
-            "DAXVMM_GUEST_TREE_612 is {} (scripts/test.sh sets it to the linux-6.12 variant's build tree)",
+            "DAXVMM_GUEST_TREE_612 is {} (scripts/test.sh --linux-6.12 sets it to the linux-6.12 variant's build tree)",
             other.map_or("not set".into(), |p| format!("{}, not a directory", p.display()))
         ))),
     }
