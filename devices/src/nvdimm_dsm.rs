@@ -5,11 +5,11 @@
 //! the same page before the port write returns. The layout is QEMU's (hw/acpi/nvdimm.c), so the AML is too.
 //!
 //! It answers the Intel DIMM command family that Linux's nfit driver looks for (the "NVDIMM DSM Interface",
-//! revision 1): function 0 (which functions exist), 4 (label area size and largest transfer), 5 (read
-//! label data) and 6 (write label data), for the DIMMs that have a label area; the root device's
-//! functions (scrub, clear, error injection) are [`crate::nvdimm_ars`]'s. Everything else gets status 1,
-//! "not supported" (QEMU's private handle and DIMMs without labels offer nothing but function 0, which
-//! answers "none"). The guest is untrusted: the call is copied before it is read (the page stays
+//! revision 1): function 0 (which functions exist) and 1 (SMART health) for every DIMM, and 4 (label
+//! area size and largest transfer), 5 (read label data) and 6 (write label data) for the DIMMs that have
+//! a label area; the root device's functions (scrub, clear, error injection) are [`crate::nvdimm_ars`]'s.
+//! Everything else gets status 1, "not supported" (QEMU's private handle offers nothing but function 0,
+//! which answers "none"). The guest is untrusted: the call is copied before it is read (the page stays
 //! writable by other vCPUs), every offset and length is checked, and a bad call gets status 3, "invalid
 //! input", never a panic.
 

@@ -8,8 +8,9 @@
 //! ([`crate::nvdimm_dsm`]): it checks the UUID (the root device's, or the DIMM family Linux calls
 //! "Intel"), writes handle, revision, function and the input buffer into the mailbox page, rings the
 //! doorbell port with the page's address, and returns the answer as a buffer. Function 0 of a UUID it does
-//! not know answers "no functions", so a kernel probing other DIMM families finds none. The mailbox offers
-//! functions only for DIMMs with a label area; for the others Linux sees no command family, as before.
+//! not know answers "no functions", so a kernel probing other DIMM families finds none. Which functions
+//! each device offers is the mailbox's business (SMART health on every DIMM, labels where there is a
+//! label area, scrub and error injection on the root).
 //! There is no `_LSI`/`_LSR`/`_LSW`: Linux skips them when the Intel family has the label functions.
 //! There is no `_STA` either: an absent `_STA` means present and enabled (ACPI 6.5, 6.3.7), and QEMU's
 //! root device has none.
