@@ -9,8 +9,8 @@
 #      lowest CPU priority meanwhile (scripts/fuzz.sh; DAXVMM_FUZZ_SECONDS each, default 10; not with a
 #      filter). With --linux-6.12 (or DAXVMM_TEST_LINUX_612=1) the pre-series Linux 6.12 builds in the
 #      background from step 1 on, and the test files with 6.12 tests (race, suites_tree) run last with
-#      it; without, those tests skip and say so (CI leaves it out: on 2 cores the build slows the nested
-#      runs beside it by a fifth and more, and the whole no longer fits CI's 90 minutes);
+#      it; without, those tests skip and say so (CI leaves it out: on 2 cores the build does not finish
+#      in the time the nested runs leave idle, and the whole no longer fits CI's 90 minutes);
 #   5. prints the summary (tests/src/bin/test-summary.rs): guest boots, test host VM faults and reruns,
 #      and `summary: P passed, F failed, S skipped`. Exit status 0 only when nothing failed.
 #
