@@ -146,10 +146,10 @@ impl Machine {
                 log::warn!("poison={:#x}+{length} was not accepted by the NVDIMM root device", address);
             }
         }
-        if !dsm.poison().is_empty() {
+        let poisoned = dsm.poison().len();
+        if poisoned > 0 {
             log::info!(
-                "NVDIMM poison from the start: {} range(s), reported by the guest's first scrub",
-                dsm.poison().len()
+                "NVDIMM poison from the start: {poisoned} range(s), reported by the guest's first scrub"
             );
         }
         buses.pio.insert(
