@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing daxvmm needs on a Debian 12 host (run as root, or with sudo):
-# Debian packages (QEMU for the test host VM, busybox/e2fsprogs/xfsprogs/ndctl for the guest image,
+# Debian packages (QEMU for the test host VM, busybox/e2fsprogs/xfsprogs/ndctl/daxctl for the guest image,
 # mmdebstrap for the suite image, the kernel build tools, clang/libclang 19 for the kernel's Rust bindings,
 # python3-ply/git for checkpatch's SPDX check), the pinned Rust toolchain with rust-src and the musl target, and bindgen-cli. Idempotent: a second run only checks and takes seconds.
 source "$(dirname "$0")/lib.sh"
@@ -10,7 +10,7 @@ rustc_ver=$(pin_get "$pin" KERNEL_RUSTC)
 bindgen_ver=$(pin_get "$pin" KERNEL_BINDGEN)
 
 packages=(
-	qemu-system-x86 seabios ipxe-qemu busybox-static e2fsprogs xfsprogs ndctl
+	qemu-system-x86 seabios ipxe-qemu busybox-static e2fsprogs xfsprogs ndctl daxctl
 	build-essential bc bison flex libelf-dev libssl-dev cpio gzip xz-utils zstd kmod rsync file
 	clang-19 lld-19 llvm-19 libclang-19-dev lz4 debian-archive-keyring ca-certificates
 	perl python3-ply python3-git acpica-tools mmdebstrap

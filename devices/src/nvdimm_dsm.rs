@@ -12,6 +12,12 @@
 //! which answers "none"). The guest is untrusted: the call is copied before it is read (the page stays
 //! writable by other vCPUs), every offset and length is checked, and a bad call gets status 3, "invalid
 //! input", never a panic.
+//!
+//! The DIMMs' ACPI label methods (`_LSI`, `_LSR`, `_LSW`, [`crate::acpi::nvdimm_aml`]) use the same page
+//! and the same three functions, with [`LABEL_METHOD_FLAG`] set in the handle: such a call is answered
+//! with the label methods' status codes (ACPI 6.5, 6.5.10: 0 success, 1 failure, 2 invalid input), and
+//! whether the `_DSM` offers the label functions too ([`LabelArea::dsm`], `--pmem ...,label-dsm=`) does
+//! not matter to it.
 
 use std::collections::BTreeMap;
 
@@ -37,6 +43,16 @@ const ROOT_HANDLE: u32 = 0;
 const STATUS_SUCCESS: u32 = 0;
 const STATUS_UNSUPPORTED: u32 = 1;
 const STATUS_INVALID: u32 = 3;
+
+/// Set in the handle of a call made by a DIMM's label methods rather than its `_DSM`. Bits 28-31 of an
+/// NFIT device handle are reserved, so no DIMM's own handle has it.
+pub const LABEL_METHOD_FLAG: u32 = 1 << 31;
+
+/// Status codes of the ACPI label methods. Their 3 means "label storage locked", which Linux turns
+/// into a locked DIMM, so the DSM's "invalid input" (also 3) must not leak through.
+const LS_SUCCESS: u32 = 0;
+const LS_FAILURE: u32 = 1;
+const LS_INVALID: u32 = 2;
 
 /// The functions every DIMM offers: 0 and 1, its SMART health.
 const HEALTH_FUNCTIONS: u32 = 1 | 1 << 1;
@@ -88,6 +104,35 @@ impl LabelStore for MemoryLabels {
     }
 }
 
+/// One DIMM's label area, as the mailbox serves it.
+pub struct LabelArea {
+    /// The DIMM's NFIT device handle.
+    pub handle: u32,
+    /// Where the labels are kept.
+    pub store: Box<dyn LabelStore>,
+    /// Whether the `_DSM` offers the label functions (4-6) as well as the label methods. Without them a
+    /// guest finds the labels only through `_LSI`/`_LSR`/`_LSW`.
+    pub dsm: bool,
+}
+
+impl std::fmt::Debug for LabelArea {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabelArea")
+            .field("handle", &self.handle)
+            .field("size", &self.store.size())
+            .field("dsm", &self.dsm)
+            .finish()
+    }
+}
+
+/// Why a label read or write was not done.
+enum TransferError {
+    /// Out of the area, more than one transfer, or a write shorter than its length.
+    Invalid,
+    /// The store failed (counted and logged).
+    Io,
+}
+
 /// Calls answered, and failed label I/O (logged once).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DsmCounts {
@@ -103,7 +148,7 @@ pub struct DsmCounts {
 /// device's functions.
 pub struct NvdimmDsm {
     mem: GuestMemoryMmap,
-    labels: BTreeMap<u32, Box<dyn LabelStore>>,
+    labels: BTreeMap<u32, LabelArea>,
     root: RootDsm,
     counts: DsmCounts,
 }
@@ -137,12 +182,12 @@ fn status(code: u32) -> Vec<u8> {
 }
 
 impl NvdimmDsm {
-    /// A mailbox over `mem` serving the label areas `labels` (NFIT device handle, store) and the root
-    /// device of the NFIT DIMMs `dimms`. DIMMs without a label area have no label functions.
-    pub fn new(mem: GuestMemoryMmap, labels: Vec<(u32, Box<dyn LabelStore>)>, dimms: Vec<DimmRange>) -> Self {
+    /// A mailbox over `mem` serving the label areas `labels` and the root device of the NFIT DIMMs
+    /// `dimms`. DIMMs without a label area have no label functions.
+    pub fn new(mem: GuestMemoryMmap, labels: Vec<LabelArea>, dimms: Vec<DimmRange>) -> Self {
         NvdimmDsm {
             mem,
-            labels: labels.into_iter().collect(),
+            labels: labels.into_iter().map(|a| (a.handle, a)).collect(),
             root: RootDsm::new(dimms),
             counts: DsmCounts::default(),
         }
@@ -166,14 +211,18 @@ impl NvdimmDsm {
 
     /// The answer to `call`: the bytes after the length word.
     fn answer(&mut self, call: &Call) -> Vec<u8> {
+        if call.handle & LABEL_METHOD_FLAG != 0 {
+            return self.label_method(call);
+        }
         if call.handle == ROOT_HANDLE && call.revision == 1 {
             return self.root.answer(call.function, &call.input);
         }
         // Other handles (QEMU's private one) and other revisions offer no function.
         let dimm = call.revision == 1 && self.root.has_dimm(call.handle);
-        let store = self.labels.get_mut(&call.handle);
+        // With label-dsm=off the area is there, but not for the _DSM.
+        let labels = self.labels.get(&call.handle).is_some_and(|a| a.dsm);
         if call.function == 0 {
-            let mask = match (dimm, store.is_some()) {
+            let mask = match (dimm, labels) {
                 (false, _) => 0,
                 (true, false) => HEALTH_FUNCTIONS,
                 (true, true) => LABEL_FUNCTIONS,
@@ -186,37 +235,68 @@ impl NvdimmDsm {
         if call.function == 1 {
             return [status(STATUS_SUCCESS), smart_payload()].concat();
         }
-        // DIMMs without a label area have no label functions.
-        let Some(store) = store else { return status(STATUS_UNSUPPORTED) };
-        let size = store.size();
+        // DIMMs without a label area (or not for the _DSM) have no label functions.
+        let Some(size) = self.labels.get(&call.handle).filter(|a| a.dsm).map(|a| a.store.size()) else {
+            return status(STATUS_UNSUPPORTED);
+        };
         match call.function {
             4 => [STATUS_SUCCESS, size, MAX_TRANSFER].iter().flat_map(|v| v.to_le_bytes()).collect(),
-            5 | 6 => {
-                let (offset, len) = (u32_at(&call.input, 0), u32_at(&call.input, 4));
-                let in_range = offset.checked_add(len).is_some_and(|end| end <= size) && len <= MAX_TRANSFER;
-                if !in_range || (call.function == 6 && call.input.len() < SET_HEADER + len as usize) {
-                    return status(STATUS_INVALID);
-                }
-                let result = if call.function == 5 {
-                    let mut out = status(STATUS_SUCCESS);
-                    out.resize(4 + len as usize, 0);
-                    store.read(offset, &mut out[4..]).map(|()| out)
-                } else {
-                    let data = &call.input[SET_HEADER..SET_HEADER + len as usize];
-                    store.write(offset, data).map(|()| status(STATUS_SUCCESS))
-                };
-                result.unwrap_or_else(|e| {
-                    self.counts.io_errors += 1;
-                    if self.counts.io_errors == 1 {
-                        log::error!("NVDIMM label area of handle {:#x}: {e}", call.handle);
-                    }
-                    // The interface has no I/O error status; "not supported" makes Linux give up on the
-                    // labels rather than trust a short read.
-                    status(STATUS_UNSUPPORTED)
-                })
-            }
+            5 | 6 => match self.transfer(call.handle, call.function, &call.input) {
+                Ok(data) => [status(STATUS_SUCCESS), data].concat(),
+                Err(TransferError::Invalid) => status(STATUS_INVALID),
+                // The interface has no I/O error status; "not supported" makes Linux give up on the
+                // labels rather than trust a short read.
+                Err(TransferError::Io) => status(STATUS_UNSUPPORTED),
+            },
             _ => status(STATUS_UNSUPPORTED),
         }
+    }
+
+    /// The answer to a call of a DIMM's label methods: functions 4-6 with the label methods' status
+    /// codes, whatever the DIMM's `_DSM` offers.
+    fn label_method(&mut self, call: &Call) -> Vec<u8> {
+        let handle = call.handle & !LABEL_METHOD_FLAG;
+        let served = call.revision == 1 && self.root.has_dimm(handle);
+        let size = self.labels.get(&handle).filter(|_| served).map(|a| a.store.size());
+        match (call.function, size) {
+            // Always three words, so that the AML can take them apart without looking at the length.
+            (4, size) => {
+                let words = size.map_or([LS_FAILURE, 0, 0], |size| [LS_SUCCESS, size, MAX_TRANSFER]);
+                words.iter().flat_map(|v| v.to_le_bytes()).collect()
+            }
+            (5 | 6, Some(_)) => match self.transfer(handle, call.function, &call.input) {
+                Ok(data) => [status(LS_SUCCESS), data].concat(),
+                Err(TransferError::Invalid) => status(LS_INVALID),
+                Err(TransferError::Io) => status(LS_FAILURE),
+            },
+            _ => status(LS_FAILURE),
+        }
+    }
+
+    /// Reads (function 5) or writes (6) the label area of `handle` as `input` asks: offset and length
+    /// (u32 each), then a write's data. Returns what a read read (nothing for a write).
+    fn transfer(&mut self, handle: u32, function: u32, input: &[u8]) -> Result<Vec<u8>, TransferError> {
+        let Some(area) = self.labels.get_mut(&handle) else { return Err(TransferError::Invalid) };
+        let size = area.store.size();
+        let (offset, len) = (u32_at(input, 0), u32_at(input, 4));
+        let in_range = offset.checked_add(len).is_some_and(|end| end <= size) && len <= MAX_TRANSFER;
+        if !in_range || (function == 6 && input.len() < SET_HEADER + len as usize) {
+            return Err(TransferError::Invalid);
+        }
+        let result = if function == 5 {
+            let mut out = vec![0; len as usize];
+            area.store.read(offset, &mut out).map(|()| out)
+        } else {
+            let data = &input[SET_HEADER..SET_HEADER + len as usize];
+            area.store.write(offset, data).map(|()| Vec::new())
+        };
+        result.map_err(|e| {
+            self.counts.io_errors += 1;
+            if self.counts.io_errors == 1 {
+                log::error!("NVDIMM label area of handle {handle:#x}: {e}");
+            }
+            TransferError::Io
+        })
     }
 
     /// Handles a doorbell write of `value`: copies the call out of the page, answers it into the page.
@@ -277,8 +357,14 @@ mod tests {
     }
 
     fn device(label_size: usize) -> NvdimmDsm {
-        let labels: Vec<(u32, Box<dyn LabelStore>)> =
-            vec![(HANDLE, Box::new(MemoryLabels((0..label_size).map(|i| i as u8).collect())))];
+        device_with(label_size, true)
+    }
+
+    /// DIMM `HANDLE` with a label area of `label_size` bytes (each byte its offset, mod 256), offered
+    /// through the _DSM if `dsm`; DIMM 2 without one.
+    fn device_with(label_size: usize, dsm: bool) -> NvdimmDsm {
+        let store = Box::new(MemoryLabels((0..label_size).map(|i| i as u8).collect()));
+        let labels = vec![LabelArea { handle: HANDLE, store, dsm }];
         let dimms = vec![
             DimmRange { handle: HANDLE, base: 0x1_0000_0000, size: 1 << 30 },
             DimmRange { handle: 2, base: 0x1_4000_0000, size: 1 << 30 },
@@ -436,10 +522,15 @@ mod tests {
             }
         }
         let dimm = DimmRange { handle: HANDLE, base: 0x1_0000_0000, size: 1 << 30 };
-        let mut d = NvdimmDsm::new(memory(), vec![(HANDLE, Box::new(Broken))], vec![dimm]);
+        let labels = vec![LabelArea { handle: HANDLE, store: Box::new(Broken), dsm: true }];
+        let mut d = NvdimmDsm::new(memory(), labels, vec![dimm]);
         assert_eq!(call(&mut d, HANDLE, 1, 5, &rw(0, 8, &[])).1, 1u32.to_le_bytes());
         assert_eq!(call(&mut d, HANDLE, 1, 6, &rw(0, 1, &[7])).1, 1u32.to_le_bytes());
-        assert_eq!(d.counts().io_errors, 2);
+        // The label methods' "failure" is 1 too.
+        let lm = HANDLE | LABEL_METHOD_FLAG;
+        assert_eq!(call(&mut d, lm, 1, 5, &rw(0, 8, &[])).1, 1u32.to_le_bytes());
+        assert_eq!(call(&mut d, lm, 1, 6, &rw(0, 1, &[7])).1, 1u32.to_le_bytes());
+        assert_eq!(d.counts().io_errors, 4);
     }
 
     #[test]
@@ -449,5 +540,78 @@ mod tests {
         // check matters only for callers of `answer` with a shorter buffer.
         let c = Call { handle: HANDLE, revision: 1, function: 6, input: rw(0, 16, &[1, 2]) };
         assert_eq!(d.answer(&c), 3u32.to_le_bytes());
+    }
+
+    #[test]
+    fn label_dsm_off_leaves_the_label_functions_out_of_the_dsm() {
+        let mut d = device_with(128 << 10, false);
+        assert_eq!(call(&mut d, HANDLE, 1, 0, &[]).1, 3u32.to_le_bytes(), "function 0: SMART only");
+        assert_eq!(call(&mut d, HANDLE, 1, 1, &[]).0, 4 + 4 + 128, "SMART health stays");
+        for (function, input) in [(4, vec![]), (5, rw(0, 8, &[])), (6, rw(0, 1, &[9]))] {
+            assert_eq!(
+                call(&mut d, HANDLE, 1, function, &input),
+                (8, 1u32.to_le_bytes().to_vec()),
+                "{function}"
+            );
+        }
+        // The label methods still reach the area, and the refused write did not.
+        let (_, out) = call(&mut d, HANDLE | LABEL_METHOD_FLAG, 1, 5, &rw(0, 4, &[]));
+        assert_eq!(out, [0, 0, 0, 0, 0, 1, 2, 3]);
+        let (_, out) = call(&mut d, HANDLE | LABEL_METHOD_FLAG, 1, 4, &[]);
+        assert_eq!(words(&out), [0, 128 << 10, MAX_TRANSFER]);
+    }
+
+    #[test]
+    fn the_label_methods_read_and_write_with_their_own_status_codes() {
+        for dsm in [true, false] {
+            let mut d = device_with(128 << 10, dsm);
+            let lm = HANDLE | LABEL_METHOD_FLAG;
+            assert_eq!(
+                call(&mut d, lm, 1, 4, &[]),
+                (16, [0u32, 128 << 10, MAX_TRANSFER].map(u32::to_le_bytes).concat())
+            );
+            let data: Vec<u8> = (0..MAX_TRANSFER).map(|i| (i * 3) as u8).collect();
+            assert_eq!(call(&mut d, lm, 1, 6, &rw(0x2000, MAX_TRANSFER, &data)), (8, vec![0; 4]));
+            let (len, out) = call(&mut d, lm, 1, 5, &rw(0x2000, MAX_TRANSFER, &[]));
+            assert_eq!(len, 8 + MAX_TRANSFER);
+            assert_eq!((&out[..4], &out[4..]), (&[0u8; 4][..], &data[..]));
+            // The _DSM sees the same area.
+            if dsm {
+                assert_eq!(call(&mut d, HANDLE, 1, 5, &rw(0x2000, 4, &[])).1[4..], data[..4]);
+            }
+            // Invalid input is 2 here (3 would say "locked").
+            let size = 128u32 << 10;
+            for input in [rw(size - 4, 8, &[]), rw(u32::MAX, 2, &[]), rw(0, MAX_TRANSFER + 1, &[])] {
+                assert_eq!(call(&mut d, lm, 1, 5, &input), (8, 2u32.to_le_bytes().to_vec()));
+                assert_eq!(call(&mut d, lm, 1, 6, &input), (8, 2u32.to_le_bytes().to_vec()));
+            }
+            let c = Call { handle: lm, revision: 1, function: 6, input: rw(0, 16, &[1, 2]) };
+            assert_eq!(d.answer(&c), 2u32.to_le_bytes(), "a short write");
+        }
+    }
+
+    #[test]
+    fn the_label_methods_of_a_dimm_without_labels_fail() {
+        let mut d = device(128 << 10);
+        let failure = 1u32.to_le_bytes().to_vec();
+        // Function 4 keeps its three words, so the AML's fields exist.
+        for handle in [2, 3, 0, 0x1_0000] {
+            let lm = handle | LABEL_METHOD_FLAG;
+            assert_eq!(
+                call(&mut d, lm, 1, 4, &[]),
+                (16, [1u32, 0, 0].map(u32::to_le_bytes).concat()),
+                "{handle}"
+            );
+            assert_eq!(call(&mut d, lm, 1, 5, &rw(0, 8, &[])), (8, failure.clone()), "{handle}");
+            assert_eq!(call(&mut d, lm, 1, 6, &rw(0, 1, &[1])), (8, failure.clone()), "{handle}");
+        }
+        // Another revision or function: failure, even for the DIMM with labels.
+        let lm = HANDLE | LABEL_METHOD_FLAG;
+        assert_eq!(call(&mut d, lm, 2, 4, &[]).1, [1u32, 0, 0].map(u32::to_le_bytes).concat());
+        assert_eq!(call(&mut d, lm, 2, 5, &rw(0, 8, &[])).1, failure);
+        for function in [0, 1, 7, u32::MAX] {
+            assert_eq!(call(&mut d, lm, 1, function, &[]).1, failure, "function {function}");
+        }
+        assert_eq!(d.counts().io_errors, 0);
     }
 }

@@ -1,15 +1,16 @@
-//! Arbitrary NVDIMM `_DSM` calls, as a hostile guest can write them into the mailbox page, against the
-//! mailbox device with one DIMM's label area. It must never panic; every answer must fit the page and say
-//! its own length; and the label area must always equal a model that applies exactly the writes the
-//! device reported as successful (status 0), so no bad offset or length ever reaches the area. The root
-//! device's poison list (handle 0: scrub, clear, injection) must stay bounded, sorted, disjoint and
-//! inside the DIMM.
+//! Arbitrary NVDIMM `_DSM` and label method calls, as a hostile guest can write them into the mailbox
+//! page, against the mailbox device with one DIMM's label area (offered through the `_DSM` or not, as the
+//! input's first byte says). It must never panic; every answer must fit the page and say its own length;
+//! and the label area must always equal a model that applies exactly the writes the device reported as
+//! successful (status 0, by the `_DSM` or by the label methods, whose calls set the handle's top bit),
+//! so no bad offset or length ever reaches the area. The root device's poison list (handle 0: scrub,
+//! clear, injection) must stay bounded, sorted, disjoint and inside the DIMM.
 #![no_main]
 
 use daxvmm_devices::bus::BusDevice;
 use daxvmm_devices::layout::NVDIMM_DSM_PAGE;
 use daxvmm_devices::nvdimm_ars::{DimmRange, MAX_POISON};
-use daxvmm_devices::nvdimm_dsm::{LabelStore, NvdimmDsm, DSM_PAGE_SIZE};
+use daxvmm_devices::nvdimm_dsm::{LabelArea, LabelStore, NvdimmDsm, DSM_PAGE_SIZE, LABEL_METHOD_FLAG};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, Mutex};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -47,7 +48,9 @@ fuzz_target!(|data: &[u8]| {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let area = Shared(Arc::new(Mutex::new(vec![0u8; LABEL_SIZE])));
     let mut model = vec![0u8; LABEL_SIZE];
-    let mut dsm = NvdimmDsm::new(mem.clone(), vec![(HANDLE, Box::new(area.clone()))], vec![DIMM]);
+    let via_dsm = data.first().is_some_and(|b| b & 1 == 0);
+    let labels = vec![LabelArea { handle: HANDLE, store: Box::new(area.clone()), dsm: via_dsm }];
+    let mut dsm = NvdimmDsm::new(mem.clone(), labels, vec![DIMM]);
     let page = GuestAddress(NVDIMM_DSM_PAGE);
     // Each call: up to 64 bytes of page prefix from the input (handle, revision, function, offset,
     // length, data), the rest of the page whatever the last call left; then a doorbell write, sometimes a
@@ -69,11 +72,22 @@ fuzz_target!(|data: &[u8]| {
         assert!((8..=DSM_PAGE_SIZE).contains(&len), "answer length {len}");
         let (handle, rev, func) = (u32_at(&call, 0), u32_at(&call, 4), u32_at(&call, 8));
         let status = u32_at(&answer, 4);
-        if handle == HANDLE && rev == 1 && func == 6 && status == 0 {
+        let label_method = handle & LABEL_METHOD_FLAG != 0;
+        // The _DSM's label functions answer only when offered; the label methods always.
+        let labels = handle & !LABEL_METHOD_FLAG == HANDLE && rev == 1 && (via_dsm || label_method);
+        if labels && (4..=6).contains(&func) {
+            // The store never fails, so it is success or "invalid input", in the caller's codes.
+            let invalid = if label_method { 2 } else { 3 };
+            assert!(status == 0 || status == invalid, "function {func}: status {status}");
+        }
+        if handle == HANDLE && !via_dsm && (4..=6).contains(&func) {
+            assert_eq!((len, status), (8, 1), "label-dsm=off: the _DSM refuses function {func}");
+        }
+        if labels && func == 6 && status == 0 {
             let (off, n) = (u32_at(&call, 12) as usize, u32_at(&call, 16) as usize);
             model[off..off + n].copy_from_slice(&call[20..20 + n]);
         }
-        if handle == HANDLE && rev == 1 && func == 5 && status == 0 {
+        if labels && func == 5 && status == 0 {
             let (off, n) = (u32_at(&call, 12) as usize, u32_at(&call, 16) as usize);
             assert_eq!(len, 8 + n, "a read answers its length");
             assert_eq!(&answer[8..8 + n], &model[off..off + n], "a read returns the area");

@@ -23,6 +23,7 @@ list() {
 
 commands=$(cat /sys/bus/nd/devices/nmem0/commands)
 echo "labels: nmem0 commands: $commands"
+echo "labels: nmem0 dsm_mask: $(cat /sys/bus/nd/devices/nmem0/nfit/dsm_mask)"
 for c in get_size get_data set_data; do
 	case " $commands " in *" $c "*) ;; *) echo "labels: nmem0 lacks $c"; exit 1 ;; esac
 done

@@ -15,6 +15,7 @@
 //! - [`shared`]: [`SharedBatch`], one batch per test binary shared by its `#[test]` functions.
 //! - [`record`]: [`Skip`], and the boot log (boots, skips, test host VM faults and reruns).
 //! - [`summary`]: the closing lines of scripts/test.sh, from cargo's output and the boot log.
+//! - [`ndctl_json`]: `ndctl list` JSON from two VMMs, flattened and compared field by field.
 //! - [`reject`]: checks that daxvmm refuses bad input (no guest needed).
 //! - [`suite_cases`]: the standard-suite cases: the suite image, a build tree packed for the test host VM.
 //!
@@ -34,6 +35,7 @@ pub mod case;
 pub mod console;
 pub mod host;
 pub mod markers;
+pub mod ndctl_json;
 pub mod process;
 pub mod record;
 pub mod reject;

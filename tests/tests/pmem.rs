@@ -2,15 +2,20 @@
 //! PMD fault, two NVDIMMs, data that survives a restart in a backing file (and the guest's flushes that
 //! reach it through the NFIT flush hint), data fsynced before daxvmm is killed with SIGKILL, a 16G region
 //! that costs no memory until touched, hugetlb backing proven by smaps, a namespace label area
-//! (`label-size=`) whose namespaces survive a restart, and error injection, scrub and clearing through the
-//! root device's _DSM. Then bad `--pmem` input, checked on this
-//! host without a guest.
+//! (`label-size=`) whose namespaces survive a restart, served through the _DSM or through the ACPI label
+//! methods, device-dax (2 MiB mappings, then system RAM through daxctl), `ndctl list` compared with
+//! QEMU's, and error injection, scrub and clearing through the root device's _DSM. Then bad `--pmem`
+//! input, checked on this host without a guest.
 
+use daxvmm_tests::ndctl_json::{compare, flatten, table, Justification};
 use daxvmm_tests::reject::{args, assert_rejected, some_kernel};
 use daxvmm_tests::{Case, SharedBatch};
 
 /// The NVDIMM of the label cases: file-backed, with a 128 KiB label area in `labels.img.labels`.
 const LABEL_PMEM: &str = "1G,file={tmp}/labels.img,label-size=128K";
+
+/// What devdax.sh writes through its mapping of /dev/dax0.0 (its default).
+const DEVDAX_MARKER: &str = "daxvmm-devdax-marker-3b7e";
 
 /// What persist.sh writes and reads back.
 const MARKER: &str = "daxvmm-persist-marker-5f3a";
@@ -43,6 +48,55 @@ fn kill9_rounds() -> String {
     )
 }
 
+/// QEMU with the platform of the `ndctl_list` case: `-device nvdimm` with a label area, twice.
+fn qemu_nvdimms(cmd: &str) -> Vec<String> {
+    let mut args: Vec<String> =
+        "-machine pc,nvdimm=on -enable-kvm -cpu host -smp 1 -m 512M,slots=4,maxmem=4G"
+            .split(' ')
+            .map(str::to_string)
+            .collect();
+    for n in 0..2 {
+        args.extend([
+            "-object".to_string(),
+            format!("memory-backend-ram,id=nv{n},size=512M"),
+            "-device".to_string(),
+            format!("nvdimm,memdev=nv{n},id=nvdimm{n},label-size=128K"),
+        ]);
+    }
+    let append = format!("console=ttyS0 noxsave reboot=k panic=1 quiet -- {cmd}");
+    for a in ["-kernel", "{kernel}", "-initrd", "{initrd}", "-append", &append] {
+        args.push(a.to_string());
+    }
+    args.extend("-display none -serial stdio -monitor none -no-reboot".split(' ').map(str::to_string));
+    args
+}
+
+/// Where `ndctl list -RDNu -v` may differ between daxvmm and QEMU, and why (docs/guest-interface.md
+/// lists the same). Every one must be needed: a justification no difference uses fails the test.
+const NDCTL_LIST_DIFFERENCES: [Justification; 6] = [
+    Justification {
+        field: "size",
+        within: "regions",
+        reason:
+            "QEMU keeps the label area at the end of the DIMM's memory and rounds the rest down to 2 MiB; \
+                 daxvmm keeps it beside the memory, so the region is the whole 512 MiB",
+    },
+    Justification { field: "length", within: "mappings", reason: "the region size, as above" },
+    Justification { field: "available_size", within: "regions", reason: "the region size, as above" },
+    Justification { field: "max_available_extent", within: "regions", reason: "the region size, as above" },
+    Justification {
+        field: "persistence_domain",
+        within: "regions",
+        reason: "daxvmm's NFIT has a platform capabilities structure (flushes reach the backing at the \
+                 memory controller); QEMU's has none",
+    },
+    Justification {
+        field: "uuid",
+        within: "namespaces",
+        reason: "the fsdax info block's own uuid, random at each create-namespace",
+    },
+];
+
 fn cases() -> Vec<Case> {
     vec![
         guest("dax_ext4", &["--cpus", "2", "--pmem", "1G"], "/tests/pmem-dax.sh ext4"),
@@ -61,6 +115,22 @@ fn cases() -> Vec<Case> {
         guest("labels_check", &["--pmem", LABEL_PMEM], "/tests/labels.sh check")
             .with_setup("echo label file: $(stat -c %s {tmp}/labels.img.labels) bytes")
             .needing("labels_create"),
+        // The same through the ACPI label methods: label-dsm=off withholds the _DSM label functions, and
+        // nfit.override_dsm_mask=0x2 makes Linux take _LSI/_LSR/_LSW (it prefers the Intel _DSM otherwise).
+        Case::guest(
+            "labels_lsx",
+            &["--pmem", "1G,label-size=128K,label-dsm=off"],
+            "nfit.override_dsm_mask=0x2 quiet -- /tests/labels.sh create",
+            "240s",
+        ),
+        // label-dsm=off without the override: Linux skips the label methods of an Intel-family DIMM.
+        guest(
+            "labels_dsm_off",
+            &["--pmem", "256M,label-size=128K,label-dsm=off"],
+            "echo labels: nmem0 dsm_mask: $(cat /sys/bus/nd/devices/nmem0/nfit/dsm_mask); \
+             echo labels: nmem0 commands: $(cat /sys/bus/nd/devices/nmem0/commands); \
+             echo labels: namespace0.0 $(cat /sys/bus/nd/devices/namespace0.0/mode) $(cat /sys/block/pmem0/size)",
+        ),
         // The root device's scrub and error injection: ndctl inject-error, badblocks, EIO, clear by write.
         guest("poison", &["--pmem", "1G"], "/tests/poison.sh"),
         // Poison from the host: the boot's scrub reports it before the disk appears.
@@ -70,6 +140,23 @@ fn cases() -> Vec<Case> {
             "echo badblocks: $(cat /sys/block/pmem0/badblocks); \
              dd if=/dev/pmem0 of=/dev/null bs=4096 skip=5 count=1 2>/dev/null || echo poison: read failed",
         ),
+        // device-dax: a devdax namespace with 2 MiB mappings, its bytes in the host file; in a second boot
+        // from the file the same dax0.0 is handed to the kernel as memory and taken back.
+        guest("devdax_create", &["--pmem", "1G,file={tmp}/devdax.img"], "/tests/devdax.sh create")
+            .with_setup("rm -f {tmp}/devdax.img"),
+        guest("devdax_ram", &["--pmem", "1G,file={tmp}/devdax.img"], "/tests/devdax.sh ram")
+            .with_setup(&format!(
+                "echo devdax marker in the file: $(grep -c -a {DEVDAX_MARKER} {{tmp}}/devdax.img)"
+            ))
+            .needing("devdax_create"),
+        // The same platform (two 512M NVDIMMs with 128K label areas) under daxvmm and under QEMU: what
+        // `ndctl list -RDNu -v` says as booted and after a namespace is made.
+        guest(
+            "ndctl_list",
+            &["--pmem", "512M,label-size=128K", "--pmem", "512M,label-size=128K"],
+            "/tests/ndctl-list.sh",
+        ),
+        Case::qemu("ndctl_list_qemu", qemu_nvdimms("/tests/ndctl-list.sh")),
         guest("persist_write", &["--pmem", "256M,file={tmp}/persist.img"], "/tests/persist.sh write")
             .with_setup("rm -f {tmp}/persist.img"),
         // The marker must be in the host file itself before the second boot reads it.
@@ -185,6 +272,8 @@ fn labels_make_namespaces_that_persist_across_boots() {
     for f in ["get_size", "get_data", "set_data"] {
         assert!(commands.contains(f), "the nfit driver must find {f} through the DIMM's _DSM: {c}");
     }
+    // SMART health (1) and the label functions (4-6) through the _DSM.
+    assert!(c.has_line("labels: nmem0 dsm_mask: 0x72"), "{c}");
     let made = namespaces(&c.console);
     let mut modes: Vec<&str> = made.iter().map(|n| n[1].as_str()).collect();
     modes.sort_unstable();
@@ -197,6 +286,90 @@ fn labels_make_namespaces_that_persist_across_boots() {
     assert_eq!(k.exit_code, 0, "second boot: {k}");
     assert_eq!(namespaces(&k.console), made, "the second boot finds the same namespaces in the labels: {k}");
     assert!(k.contains("labels: read the marker from /dev/pmem"), "{k}");
+}
+
+#[test]
+fn the_acpi_label_methods_serve_the_labels_when_the_dsm_does_not() {
+    let Some(out) = BATCH.outcome("labels_lsx") else { return };
+    assert_eq!(out.exit_code, 0, "{out}");
+    // Only SMART health through the _DSM: every label byte went through _LSI, _LSR and _LSW.
+    assert!(out.has_line("labels: nmem0 dsm_mask: 0x2"), "{out}");
+    let commands = out.console.lines().find(|l| l.contains("labels: nmem0 commands:")).unwrap_or_default();
+    for f in ["get_size", "get_data", "set_data"] {
+        assert!(commands.contains(f), "Linux must offer {f} through the label methods: {out}");
+    }
+    let mut modes: Vec<String> = namespaces(&out.console).into_iter().map(|n| n[1].clone()).collect();
+    modes.sort_unstable();
+    assert_eq!(modes, ["memory", "raw"], "two namespaces made from labels written through _LSW: {out}");
+    assert!(out.contains("labels: wrote the marker to /dev/pmem"), "{out}");
+
+    // Without the override Linux never looks at the label methods: no label access, one raw namespace.
+    let Some(off) = BATCH.outcome("labels_dsm_off") else { return };
+    assert_eq!(off.exit_code, 0, "{off}");
+    assert!(off.has_line("labels: nmem0 dsm_mask: 0x2"), "{off}");
+    assert!(off.has_line("labels: nmem0 commands: smart cmd_call"), "{off}");
+    assert!(off.has_line("labels: namespace0.0 raw 524288"), "label-less, the whole 256M: {off}");
+}
+
+#[test]
+fn devdax_maps_2m_pages_and_becomes_system_ram() {
+    let (Some(c), Some(r)) = (BATCH.outcome("devdax_create"), BATCH.outcome("devdax_ram")) else { return };
+    assert_eq!(c.exit_code, 0, "first boot: {c}");
+    assert!(c.contains("devdax: dax0.0 align 2097152 size "), "{c}");
+    // One fault for 512 pages: the kernel mapped the 2 MiB with one PMD; a shorter mapping is refused.
+    assert!(
+        c.has_line("devdax: /dev/dax0.0: 2 MiB written with 1 fault(s); a 4 KiB mapping was refused"),
+        "{c}"
+    );
+    // What the guest stored through the mapping is in the host's backing file.
+    assert!(r.has_line("devdax marker in the file: 1"), "{r}");
+    assert!(r.contains("devdax: system-ram: MemTotal grew by "), "{r}");
+    assert!(r.has_line("devdax: ram steps passed"), "{r}");
+    assert_eq!(r.exit_code, 0, "second boot: {r}");
+}
+
+// The table of differences goes to stderr as the run's record of the comparison.
+#[allow(clippy::print_stderr)]
+#[test]
+fn ndctl_list_matches_qemu_but_for_the_documented_differences() {
+    let (Some(d), Some(q)) = (BATCH.outcome("ndctl_list"), BATCH.outcome("ndctl_list_qemu")) else { return };
+    assert_eq!(d.exit_code, 0, "daxvmm: {d}");
+    let listing = |console: &str, phase: &str| {
+        let prefix = format!("ndctl-list: {phase} ");
+        console.lines().find_map(|l| l.trim().strip_prefix(prefix.as_str()).map(str::to_string))
+    };
+    let mut used = [false; NDCTL_LIST_DIFFERENCES.len()];
+    let mut report = String::new();
+    for phase in ["booted", "namespace"] {
+        let dl =
+            listing(&d.console, phase).unwrap_or_else(|| panic!("daxvmm printed no '{phase}' listing: {d}"));
+        let ql =
+            listing(&q.console, phase).unwrap_or_else(|| panic!("QEMU printed no '{phase}' listing: {q}"));
+        let (df, qf) =
+            (flatten(&dl).unwrap_or_else(|e| panic!("{e}")), flatten(&ql).unwrap_or_else(|e| panic!("{e}")));
+        // Two DIMMs and two regions with their mappings on both sides, so there is something to compare.
+        assert!(df.len() >= 30 && df.keys().any(|k| k.starts_with("dimms[nmem1]")), "daxvmm {phase}: {dl}");
+        let diffs = compare(&df, &qf, &NDCTL_LIST_DIFFERENCES);
+        for (i, j) in NDCTL_LIST_DIFFERENCES.iter().enumerate() {
+            used[i] |= diffs.iter().any(|x| x.reason == Some(j.reason));
+        }
+        report.push_str(&format!(
+            "{phase}: {} fields, {} differ\n{}",
+            df.len(),
+            diffs.len(),
+            table(&diffs, "daxvmm", "qemu")
+        ));
+        let unexplained: Vec<_> = diffs.iter().filter(|x| x.reason.is_none()).collect();
+        assert!(unexplained.is_empty(), "differences nobody explained:\n{report}");
+    }
+    eprintln!("ndctl list -RDNu -v, daxvmm vs QEMU:\n{report}");
+    for (j, u) in NDCTL_LIST_DIFFERENCES.iter().zip(used) {
+        assert!(
+            u,
+            "no difference needs '{}' any more: drop it here and in docs/guest-interface.md\n{report}",
+            j.field
+        );
+    }
 }
 
 #[test]

@@ -1,13 +1,13 @@
-//! ACPI assembly: lays the tables the device crate builds (DSDT, FADT, MADT, XSDT, RSDP) out in the
-//! guest's ACPI area below 1 MiB and writes them there.
+//! ACPI assembly: lays the tables the device crate builds (DSDT, FADT, MADT, SRAT, NFIT, XSDT, RSDP) out
+//! in the guest's ACPI area below 1 MiB and writes them there.
 
 use daxvmm_devices::acpi::{
-    dsdt, fadt, fault_injector_aml, madt, nfit, nvdimm_root_aml, rsdp, xsdt, AcpiError, DsdtConfig,
+    dsdt, fadt, fault_injector_aml, madt, nfit, nvdimm_root_aml, rsdp, srat, xsdt, AcpiError, DsdtConfig,
     NvdimmRegion,
 };
 use daxvmm_devices::layout::{ACPI_RSDP_ADDR, ACPI_TABLES_END, FAULT_INJECTOR_BASE, FAULT_INJECTOR_LEN};
 use thiserror::Error;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Tables start after the RSDP, 64-byte aligned as firmware usually places them.
 const TABLES_START: u64 = ACPI_RSDP_ADDR + 0x40;
@@ -42,8 +42,9 @@ fn align64(x: u64) -> u64 {
     (x + 63) & !63
 }
 
-/// Builds the tables for a machine with `cpus` vCPUs and the given NVDIMMs (an NFIT and the NVDIMM root
-/// device in the DSDT when there are any) and writes them; returns where they went.
+/// Builds the tables for a machine with `cpus` vCPUs, the guest RAM `gm` and the NFIT NVDIMMs `nvdimms` (an
+/// NFIT and the NVDIMM root device in the DSDT when there are any), and writes them into `gm`; returns
+/// where they went.
 pub fn write_tables(
     gm: &GuestMemoryMmap,
     cpus: u8,
@@ -63,8 +64,17 @@ pub fn write_tables(
         extra_sb_aml.extend(nvdimm_root_aml(nvdimms));
     }
     let dsdt_addr = place(*b"DSDT", dsdt(&DsdtConfig { com1: true, extra_sb_aml }), &mut placed);
-    let mut xsdt_entries =
-        vec![place(*b"FACP", fadt(dsdt_addr), &mut placed), place(*b"APIC", madt(cpus)?, &mut placed)];
+    // The SRAT's RAM ranges are `gm`'s regions: `gm` holds guest RAM and nothing else (pmem has its own
+    // mappings) and its regions are KVM's RAM slots, so the table describes exactly the RAM the guest has.
+    // The low range spans the e820-reserved area below 1 MiB too, which is harmless: an SRAT range says
+    // which node the addresses belong to, not that they are usable RAM.
+    let ram: Vec<(u64, u64)> = gm.iter().map(|r| (r.start_addr().0, r.len())).collect();
+    // Emitted whether or not there is pmem: one node is the truth either way, and Linux takes it.
+    let mut xsdt_entries = vec![
+        place(*b"FACP", fadt(dsdt_addr), &mut placed),
+        place(*b"APIC", madt(cpus)?, &mut placed),
+        place(*b"SRAT", srat(cpus, &ram)?, &mut placed),
+    ];
     if !nvdimms.is_empty() {
         xsdt_entries.push(place(*b"NFIT", nfit(nvdimms)?, &mut placed));
     }
@@ -101,15 +111,17 @@ mod tests {
         let xsdt_addr = read_u64(&gm, ACPI_RSDP_ADDR + 24);
         let xsdt = layout.tables.iter().find(|t| &t.0 == b"XSDT").unwrap();
         assert_eq!(xsdt.1, xsdt_addr);
-        // XSDT entries point at FACP and APIC; the FADT's X_DSDT points at the DSDT.
-        let entries = [read_u64(&gm, xsdt_addr + 36), read_u64(&gm, xsdt_addr + 44)];
+        // XSDT entries point at FACP, APIC and SRAT (even without pmem); the FADT's X_DSDT points at the
+        // DSDT.
+        assert_eq!(xsdt.2, 36 + 3 * 8, "three XSDT entries");
+        let entries = [36, 44, 52].map(|off| read_u64(&gm, xsdt_addr + off));
         let mut sigs = Vec::new();
         for e in entries {
             let mut s = [0u8; 4];
             gm.read_slice(&mut s, GuestAddress(e)).unwrap();
             sigs.push(s);
         }
-        assert_eq!(sigs, vec![*b"FACP", *b"APIC"]);
+        assert_eq!(sigs, vec![*b"FACP", *b"APIC", *b"SRAT"]);
         let dsdt = read_u64(&gm, entries[0] + 140);
         let mut s = [0u8; 4];
         gm.read_slice(&mut s, GuestAddress(dsdt)).unwrap();
@@ -132,12 +144,18 @@ mod tests {
     #[test]
     fn nvdimms_add_an_nfit_and_the_root_device() {
         let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        let nv = [NvdimmRegion { slot: 0, base: 1 << 32, size: 1 << 30, flush_hint: Some(0xfeb1_0000) }];
+        let nv = [NvdimmRegion {
+            slot: 0,
+            base: 1 << 32,
+            size: 1 << 30,
+            flush_hint: Some(0xfeb1_0000),
+            labels: false,
+        }];
         let layout = write_tables(&gm, 1, &nv).unwrap();
         let nfit = layout.tables.iter().find(|t| &t.0 == b"NFIT").unwrap();
-        // The XSDT's third entry is the NFIT.
+        // The XSDT's fourth entry is the NFIT, after FACP, APIC and SRAT.
         let xsdt_addr = read_u64(&gm, ACPI_RSDP_ADDR + 24);
-        assert_eq!(read_u64(&gm, xsdt_addr + 36 + 16), nfit.1);
+        assert_eq!(read_u64(&gm, xsdt_addr + 36 + 24), nfit.1);
         let dsdt = layout.tables.iter().find(|t| &t.0 == b"DSDT").unwrap();
         let mut bytes = vec![0u8; dsdt.2];
         gm.read_slice(&mut bytes, GuestAddress(dsdt.1)).unwrap();
@@ -146,17 +164,60 @@ mod tests {
         assert!(without.tables.iter().all(|t| &t.0 != b"NFIT"));
     }
 
-    /// Every table daxvmm builds, as the guest gets them (two NVDIMMs, one with a flush hint), goes
-    /// through ACPICA's disassembler without an error or a warning.
+    /// Guest memory with RAM below 1 MiB and above 4 GiB, like a guest that has RAM on both sides of the
+    /// 32-bit hole (scaled down: nothing of it is touched but the ACPI area).
+    fn split_ram() -> GuestMemoryMmap {
+        GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20), (GuestAddress(1 << 32), 2 << 20)])
+            .unwrap()
+    }
+
+    /// The memory affinity structures (type 1) of the SRAT written into `gm`: (base, length, flags).
+    fn srat_memory(gm: &GuestMemoryMmap, layout: &AcpiLayout) -> Vec<(u64, u64, u32)> {
+        let srat = layout.tables.iter().find(|t| &t.0 == b"SRAT").unwrap();
+        let mut b = vec![0u8; srat.2];
+        gm.read_slice(&mut b, GuestAddress(srat.1)).unwrap();
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        let mut out = Vec::new();
+        let mut off = 48;
+        while off < b.len() {
+            if b[off] == 1 {
+                out.push((u64_at(off + 8), u64_at(off + 16), u32_at(off + 28)));
+            }
+            off += usize::from(b[off + 1]);
+        }
+        out
+    }
+
+    #[test]
+    fn srat_covers_gm_ram_and_not_pmem() {
+        let gm = split_ram();
+        let nv = [NvdimmRegion { slot: 3, base: 8 << 30, size: 1 << 30, flush_hint: None, labels: false }];
+        let enabled = 1;
+        let ram = [(0, 1 << 20, enabled), (1 << 32, 2 << 20, enabled)];
+        // The NVDIMM names the SRAT's domain in its SPA range; a range of its own would cost a swiotlb.
+        assert_eq!(srat_memory(&gm, &write_tables(&gm, 2, &nv).unwrap()), ram);
+        assert_eq!(srat_memory(&gm, &write_tables(&gm, 1, &[]).unwrap()), ram);
+    }
+
+    /// Every table daxvmm builds, as the guest gets them (RAM on both sides of the hole, two NVDIMMs, one
+    /// with a flush hint), goes through ACPICA's disassembler without an error or a warning.
     #[test]
     fn iasl_disassembles_every_table() {
-        let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let gm = split_ram();
         let nv = [
-            NvdimmRegion { slot: 0, base: 1 << 32, size: 1 << 30, flush_hint: Some(0xfeb1_0000) },
-            NvdimmRegion { slot: 1, base: 5 << 30, size: 1 << 30, flush_hint: None },
+            NvdimmRegion {
+                slot: 0,
+                base: 5 << 30,
+                size: 1 << 30,
+                flush_hint: Some(0xfeb1_0000),
+                labels: false,
+            },
+            NvdimmRegion { slot: 1, base: 6 << 30, size: 1 << 30, flush_hint: None, labels: true },
         ];
+        // The second DIMM has a label area, so the DSDT has the label methods too.
         let layout = write_tables(&gm, 2, &nv).unwrap();
-        assert_eq!(layout.tables.len(), 5, "DSDT, FACP, APIC, NFIT, XSDT");
+        assert_eq!(layout.tables.len(), 6, "DSDT, FACP, APIC, SRAT, NFIT, XSDT");
         let dir = std::env::temp_dir().join(format!("daxvmm-iasl-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         for (sig, addr, len) in &layout.tables {
@@ -178,6 +239,20 @@ mod tests {
             assert!(dsl.contains(&format!("Signature : \"{sig}\"")) || name == "dsdt", "{name}: {dsl}");
             if name == "nfit" {
                 assert!(dsl.contains("Flush Hint"), "the NFIT's flush hint must disassemble: {dsl}");
+                let valid = dsl.matches("Proximity Domain Valid : 1").count();
+                assert_eq!(valid, 2, "each SPA range names its SRAT domain: {dsl}");
+            }
+            if name == "srat" {
+                // Two processors, then RAM below 1 MiB and above 4 GiB.
+                let cpus = dsl.matches("Processor Local APIC/SAPIC Affinity").count();
+                assert_eq!(cpus, 2, "one processor entry per vCPU: {dsl}");
+                assert!(dsl.contains("Apic ID : 00") && dsl.contains("Apic ID : 01"), "{dsl}");
+                let memory = dsl.matches("Memory Affinity").count();
+                assert_eq!(memory, 2, "two RAM entries: {dsl}");
+                for want in ["0000000000100000", "0000000100000000"] {
+                    assert!(dsl.contains(want), "the SRAT must mention {want}: {dsl}");
+                }
+                assert_eq!(dsl.matches("Non-Volatile : 1").count(), 0, "no pmem in the SRAT: {dsl}");
             }
             if name == "dsdt" {
                 // The _DSM mailbox as ACPICA reads it: the page and port the device serves, the DIMM
@@ -191,6 +266,10 @@ mod tests {
                     "Mid (Local5, Zero, Local1, Local7)",
                     "Return (NCAL (Arg0, Arg1, Arg2, Arg3, Zero))",
                     "Return (NCAL (Arg0, Arg1, Arg2, Arg3, 0x02))",
+                    "Method (_LSI, 0, NotSerialized)",
+                    "Method (_LSR, 2, NotSerialized)",
+                    "Method (_LSW, 3, NotSerialized)",
+                    "Return (NLSR (0x80000002, Arg0, Arg1))",
                 ] {
                     assert!(dsl.contains(want), "the DSDT must have '{want}': {dsl}");
                 }

@@ -64,18 +64,26 @@ fn lint1_nmi_all_cpus() -> [u8; 6] {
     s
 }
 
-/// The MADT for `cpus` vCPUs, whose local APIC ids and ACPI processor uids are 0..cpus.
+/// The local APIC ids of `cpus` vCPUs, in vCPU order: each vCPU's index, because KVM starts a vCPU's
+/// APIC id at its vCPU id and the VMM's CPUID reports the same. Every table that names processors takes
+/// them from here, so the MADT and the SRAT cannot disagree.
+pub(super) fn apic_ids(cpus: u8) -> Result<std::ops::Range<u8>, AcpiError> {
+    if !(1..=MAX_VCPUS).contains(&cpus) {
+        return Err(AcpiError::InvalidCpuCount { cpus });
+    }
+    Ok(0..cpus)
+}
+
+/// The MADT for `cpus` vCPUs, whose ACPI processor uids are their local APIC ids ([`apic_ids`]).
 ///
 /// Built on `Sdt` because `acpi_tables::madt::MADT` cannot set the flags and has no x86 override or NMI
 /// structures; its typed local APIC and IOAPIC structures are used as they fit.
 pub fn madt(cpus: u8) -> Result<Vec<u8>, AcpiError> {
-    if !(1..=MAX_VCPUS).contains(&cpus) {
-        return Err(AcpiError::InvalidCpuCount { cpus });
-    }
+    let ids = apic_ids(cpus)?;
     let mut sdt = new_sdt(*b"APIC", MADT_FIXED_LEN, MADT_REVISION);
     sdt.write_u32(LOCAL_APIC_ADDRESS_OFFSET, LAPIC_ADDR as u32);
     sdt.write_u32(FLAGS_OFFSET, PCAT_COMPAT);
-    for id in 0..cpus {
+    for id in ids {
         sdt.append_slice(&to_bytes(&ProcessorLocalApic::new(id, id, EnabledStatus::Enabled)));
     }
     sdt.append_slice(&to_bytes(&IoApic::new(IOAPIC_ID, IOAPIC_ADDR as u32, 0)));

@@ -1,7 +1,7 @@
 //! ACPI table builders for the guest: one function per table, each returning the table's bytes, ready to be
 //! copied into guest memory. This module owns the identity every table carries (OEM and creator ids), the
 //! builders' error type and the helpers they share; the VMM decides where each table goes and links them
-//! (RSDP -> XSDT -> FADT/MADT/..., FADT -> DSDT).
+//! (RSDP -> XSDT -> FADT/MADT/SRAT/..., FADT -> DSDT).
 //!
 //! The tables describe a hardware-reduced ACPI 6.x x86 machine (docs/guest-interface.md): no PM1 event or
 //! control blocks, no GPEs and no SCI; power-off and reset go through the FADT's sleep control and reset
@@ -14,6 +14,7 @@ mod madt;
 mod nfit;
 mod nvdimm_aml;
 mod rsdp;
+mod srat;
 mod xsdt;
 
 pub use dsdt::{dsdt, DsdtConfig};
@@ -23,6 +24,7 @@ pub use madt::{madt, IOAPIC_ID};
 pub use nfit::{nfit, nvdimm_handle, NvdimmRegion, MAX_NVDIMM_SLOTS, NVDIMM_ALIGN};
 pub use nvdimm_aml::{nvdimm_root_aml, NVDIMM_ROOT_HID};
 pub use rsdp::rsdp;
+pub use srat::srat;
 pub use xsdt::xsdt;
 
 use acpi_tables::sdt::Sdt;
@@ -98,6 +100,20 @@ pub enum AcpiError {
         /// The slot of the other region.
         other: u16,
     },
+    /// A memory range given to the SRAT has size 0.
+    #[error("SRAT memory range at {base:#x} is empty: every guest RAM and pmem range needs a size")]
+    SratEmptyRange {
+        /// The range's base.
+        base: u64,
+    },
+    /// A memory range given to the SRAT ends beyond the 64-bit address space.
+    #[error("SRAT memory range at {base:#x} of size {size:#x} ends beyond 2^64")]
+    SratRangeOverflow {
+        /// The range's base.
+        base: u64,
+        /// The range's size.
+        size: u64,
+    },
 }
 
 /// Offsets inside the common 36-byte system description table header (ACPI 6.5, 5.2.6).
@@ -126,6 +142,24 @@ pub(crate) fn to_bytes(aml: &dyn Aml) -> Vec<u8> {
 /// `acpi_tables`, so a builder that gets the header wrong fails here.
 #[cfg(test)]
 pub(crate) mod test_util {
+    use super::NvdimmRegion;
+
+    /// A 1 GiB NVDIMM in `slot`, at 4 GiB + slot GiB, without a flush hint or a label area.
+    pub fn region(slot: u16) -> NvdimmRegion {
+        NvdimmRegion {
+            slot,
+            base: (4 + u64::from(slot)) << 30,
+            size: 1 << 30,
+            flush_hint: None,
+            labels: false,
+        }
+    }
+
+    /// [`region`] with a label area.
+    pub fn labelled(slot: u16) -> NvdimmRegion {
+        NvdimmRegion { labels: true, ..region(slot) }
+    }
+
     /// Decodes an AML PkgLength (ACPI 6.5, 20.2.4) at `b[0]`: (value, bytes it took).
     pub fn pkg_length(b: &[u8]) -> (usize, usize) {
         let follow = (b[0] >> 6) as usize;

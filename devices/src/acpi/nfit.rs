@@ -8,6 +8,7 @@
 //! control region without block windows (type 4) and, for a region whose writes the host can make
 //! durable, one flush hint address (type 6); one platform capabilities structure (type 7) ends it.
 
+use super::srat::PROXIMITY_DOMAIN;
 use super::{new_sdt, AcpiError, HEADER_LEN};
 
 /// Alignment of every region's base and size. Linux maps pmem with 2 MiB pages when it can, and fsdax's
@@ -30,6 +31,9 @@ pub struct NvdimmRegion {
     /// Guest-physical address of the DIMM's flush hint, if it has one: a write there asks the host to
     /// make the region's writes durable (Linux's `nvdimm_flush` writes it on fsync and REQ_PREFLUSH).
     pub flush_hint: Option<u64>,
+    /// Whether the DIMM has a namespace label area: its AML device then also gets the ACPI label methods
+    /// (`_LSI`, `_LSR`, `_LSW`). The NFIT itself does not say.
+    pub labels: bool,
 }
 
 /// NFIT revision (ACPI 6.5, table 5.141).
@@ -56,11 +60,17 @@ const CAPS_LEN: usize = 16;
 const PERSISTENT_MEMORY_GUID: [u8; 16] =
     [0x79, 0xd3, 0xf0, 0x66, 0xf3, 0xb4, 0x74, 0x40, 0xac, 0x43, 0x0d, 0x33, 0x18, 0xb7, 0x8c, 0xdb];
 
-/// SPA range flags: none. QEMU sets 0x3, but neither bit means anything here. Bit 1 (proximity domain
-/// valid) names an SRAT domain and this machine has no SRAT; Linux then maps domain 0 to NUMA_NO_NODE,
-/// exactly what it uses when the bit is clear. Bit 0 (control region only for hot add/online) concerns
-/// management of hot-plugged DIMMs, which we do not do, and Linux never reads it.
-const SPA_FLAGS: u16 = 0;
+/// SPA range flags: bit 1 only, "proximity domain valid": the range's proximity domain field is
+/// [`PROXIMITY_DOMAIN`], the SRAT domain that also holds the range (see [`super::srat`]). With it, Linux's
+/// nfit driver takes the region's NUMA node and target node from `pxm_to_node()` of that domain. The
+/// target node is where `daxctl reconfigure-device --mode=system-ram` hot-adds the memory, and the kmem
+/// driver refuses a region without one. With the bit clear, Linux would look the base address up in the
+/// SRAT's memory ranges instead: the same node, reached indirectly, with a "changing numa node" message
+/// per region.
+///
+/// QEMU sets 0x3. Bit 0 (control region only for hot add/online) concerns management of hot-plugged
+/// DIMMs, which we do not do, and Linux never reads it.
+const SPA_FLAGS: u16 = 1 << 1;
 /// The range may be mapped write-back (EFI_MEMORY_WB) and is non-volatile (EFI_MEMORY_NV), as QEMU says.
 const SPA_MEMORY_ATTRIBUTES: u64 = 0x8 | 0x8000;
 
@@ -117,12 +127,14 @@ fn put(s: &mut [u8], offset: usize, bytes: &[u8]) {
     s[offset..offset + bytes.len()].copy_from_slice(bytes);
 }
 
-/// Type 0, System Physical Address Range (ACPI 6.5, 5.2.26.2). Proximity domain 0 (unused, see
+/// Type 0, System Physical Address Range (ACPI 6.5, 5.2.26.2), in the SRAT's proximity domain (see
 /// [`SPA_FLAGS`]).
 fn spa(r: &NvdimmRegion) -> [u8; SPA_LEN] {
     let mut s = structure::<SPA_LEN>(SPA_TYPE);
     put(&mut s, 4, &spa_index(r.slot).to_le_bytes());
     put(&mut s, 6, &SPA_FLAGS.to_le_bytes());
+    // Reserved (8..12).
+    put(&mut s, 12, &PROXIMITY_DOMAIN.to_le_bytes());
     put(&mut s, 16, &PERSISTENT_MEMORY_GUID);
     put(&mut s, 32, &r.base.to_le_bytes());
     put(&mut s, 40, &r.size.to_le_bytes());
@@ -262,7 +274,7 @@ mod tests {
     }
 
     fn region(slot: u16, base: u64, size: u64) -> NvdimmRegion {
-        NvdimmRegion { slot, base, size, flush_hint: None }
+        NvdimmRegion { slot, base, size, flush_hint: None, labels: false }
     }
 
     #[test]
@@ -292,9 +304,9 @@ mod tests {
         assert_eq!(u16_at(spa, 0), 0, "type");
         assert_eq!(u16_at(spa, 2), 56, "length");
         assert_eq!(u16_at(spa, 4), 2, "SPA range index (slot + 1) * 2");
-        assert_eq!(u16_at(spa, 6), 0, "flags");
+        assert_eq!(u16_at(spa, 6), 0b10, "flags: proximity domain valid only");
         assert_eq!(u32_at(spa, 8), 0, "reserved");
-        assert_eq!(u32_at(spa, 12), 0, "proximity domain");
+        assert_eq!(u32_at(spa, 12), 0, "proximity domain: the SRAT's domain 0");
         assert_eq!(&spa[16..32], &guid_bytes("66F0D379-B4F3-4074-AC43-0D3318B78CDB")[..], "PM GUID");
         assert_eq!(&spa[16..20], &[0x79, 0xd3, 0xf0, 0x66], "GUID starts little-endian");
         assert_eq!(u64_at(spa, 32), 0x1_4000_0000, "base");
@@ -384,6 +396,7 @@ mod tests {
             let (spa, m, d) = (s[3 * group], s[3 * group + 1], s[3 * group + 2]);
             let spa_index = (slot + 1) * 2;
             assert_eq!(u16_at(spa, 4), spa_index);
+            assert_eq!((u16_at(spa, 6), u32_at(spa, 12)), (0b10, 0), "every range is in domain 0");
             assert_eq!(u64_at(spa, 32), base);
             assert_eq!(u64_at(spa, 40), size);
             assert_eq!(u32_at(m, 4), u32::from(slot) + 1, "handle");

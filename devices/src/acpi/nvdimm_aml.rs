@@ -10,10 +10,11 @@
 //! doorbell port with the page's address, and returns the answer as a buffer. Function 0 of a UUID it does
 //! not know answers "no functions", so a kernel probing other DIMM families finds none. Which functions
 //! each device offers is the mailbox's business (SMART health on every DIMM, labels where there is a
-//! label area, scrub and error injection on the root).
-//! There is no `_LSI`/`_LSR`/`_LSW`: Linux skips them when the Intel family has the label functions.
-//! There is no `_STA` either: an absent `_STA` means present and enabled (ACPI 6.5, 6.3.7), and QEMU's
-//! root device has none.
+//! label area unless `label-dsm=off`, scrub and error injection on the root).
+//! A DIMM with a label area also has the ACPI label methods `_LSI`/`_LSR`/`_LSW`, through `NCAL` as well
+//! (the `nvdimm_label_aml.rs` beside this file); a DIMM without one has none of them.
+//! There is no `_STA`: an absent `_STA` means present and enabled (ACPI 6.5, 6.3.7), and QEMU's root
+//! device has none.
 
 use acpi_tables::aml::{
     Arg, BufferData, Device, Else, Equal, Field, FieldAccessType, FieldEntry, FieldLockRule, FieldUpdateRule,
@@ -26,6 +27,10 @@ use super::nfit::{nvdimm_handle, NvdimmRegion, MAX_NVDIMM_SLOTS};
 use super::to_bytes;
 use crate::layout::{NVDIMM_DSM_PAGE, NVDIMM_DSM_PORT, NVDIMM_DSM_PORT_LEN};
 use crate::nvdimm_dsm::DSM_PAGE_SIZE;
+
+// A child of this module, for the mailbox's names, in a file of its own beside this one.
+#[path = "nvdimm_label_aml.rs"]
+mod label;
 
 /// `_HID` of the NVDIMM root device.
 pub const NVDIMM_ROOT_HID: &str = "ACPI0012";
@@ -183,12 +188,15 @@ impl Aml for Raw {
 }
 
 /// `Device(NVDR) { Name(_HID, "ACPI0012"); <mailbox>; NCAL; _DSM; Device(NVxx) { Name(_ADR, handle);
-/// _DSM } ... }` for `regions`, with the DIMM devices in slot order.
+/// _DSM } ... }` for `regions`, with the DIMM devices in slot order. A DIMM with a label area
+/// ([`NvdimmRegion::labels`]) also gets `_LSI`, `_LSR` and `_LSW` after its `_DSM`, and then the root
+/// device has the methods they call (`NLSI`, `NLSR`, `NLSW`, after its `_DSM`).
 ///
 /// Meant for the regions [`super::nfit()`] accepted, so that every NFIT device handle has its device. Should
 /// it get others anyway, it still emits loadable AML: a repeated slot gets one device, and a slot of
 /// [`MAX_NVDIMM_SLOTS`] or more, which no NameSeg of this scheme can name, gets none (with a warning).
 pub fn nvdimm_root_aml(regions: &[NvdimmRegion]) -> Vec<u8> {
+    let label_slots: Vec<u16> = regions.iter().filter(|r| r.labels).map(|r| r.slot).collect();
     let mut slots: Vec<u16> = regions.iter().map(|r| r.slot).collect();
     slots.sort_unstable();
     slots.dedup();
@@ -204,18 +212,24 @@ pub fn nvdimm_root_aml(regions: &[NvdimmRegion]) -> Vec<u8> {
         .iter()
         .map(|&slot| {
             let handle = nvdimm_handle(slot);
-            (child_name(slot), Name::new("_ADR".into(), &handle), Raw(device_dsm(handle)))
+            let mut methods = device_dsm(handle);
+            if label_slots.contains(&slot) {
+                methods.extend(label::dimm_label_methods(handle));
+            }
+            (child_name(slot), Name::new("_ADR".into(), &handle), Raw(methods))
         })
         .collect();
     let dimm_devices: Vec<Device> = dimms
         .iter()
-        .map(|(name, adr, dsm)| Device::new(name.as_str().into(), vec![adr as &dyn Aml, dsm]))
+        .map(|(name, adr, methods)| Device::new(name.as_str().into(), vec![adr as &dyn Aml, methods]))
         .collect();
     let hid = Name::new("_HID".into(), &NVDIMM_ROOT_HID);
     let mailbox = Raw(mailbox_fields());
     let ncal = Raw(common_dsm());
     let root_dsm = Raw(device_dsm(0));
-    let mut children: Vec<&dyn Aml> = vec![&hid, &mailbox, &ncal, &root_dsm];
+    let any_labels = slots.iter().any(|s| label_slots.contains(s));
+    let helpers = Raw(if any_labels { label::label_method_helpers() } else { Vec::new() });
+    let mut children: Vec<&dyn Aml> = vec![&hid, &mailbox, &ncal, &root_dsm, &helpers];
     children.extend(dimm_devices.iter().map(|d| d as &dyn Aml));
     to_bytes(&Device::new("NVDR".into(), children))
 }
@@ -223,13 +237,9 @@ pub fn nvdimm_root_aml(regions: &[NvdimmRegion]) -> Vec<u8> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::test_util::{assert_header, find, pkg_length};
+    use super::super::test_util::{assert_header, find, labelled, pkg_length, region};
     use super::super::{dsdt, DsdtConfig};
     use super::*;
-
-    fn region(slot: u16) -> NvdimmRegion {
-        NvdimmRegion { slot, base: (4 + u64::from(slot)) << 30, size: 1 << 30, flush_hint: None }
-    }
 
     /// Splits a Device object (ExtOpPrefix, DeviceOp, PkgLength, NameSeg, TermList) into its NameSeg and
     /// term list, checking that the PkgLength ends exactly at the end of `b`.
@@ -370,11 +380,45 @@ mod tests {
     }
 
     #[test]
+    fn label_methods_only_on_the_dimms_with_a_label_area() {
+        let aml = nvdimm_root_aml(&[region(0), labelled(1), region(2)]);
+        for slot in [0u16, 2] {
+            let name = child_name(slot);
+            let (_, terms) = device(child(&aml, name.as_bytes().try_into().unwrap()));
+            let handle = u32::from(slot) + 1;
+            let adr = [&b"\x08_ADR"[..], &aml_integer(handle)].concat();
+            assert_eq!(terms, [adr, dsm_bytes(handle)].concat(), "{name}: _ADR and _DSM only");
+        }
+        let (_, terms) = device(child(&aml, b"NV01"));
+        let with_labels = [&b"\x08_ADR\x0a\x02"[..], &dsm_bytes(2), &label::dimm_label_methods(2)].concat();
+        assert_eq!(terms, with_labels, "_ADR, _DSM, then _LSI, _LSR, _LSW");
+        // The helpers once, in the root device after its _DSM and before the first DIMM.
+        let helpers = label::label_method_helpers();
+        let at = find(&aml, &[&dsm_bytes(0)[..], &helpers].concat()).unwrap();
+        assert!(at < find(&aml, child(&aml, b"NV00")).unwrap());
+        assert_eq!(aml.windows(helpers.len()).filter(|w| *w == &helpers[..]).count(), 1);
+        assert_eq!(aml.windows(4).filter(|w| w.starts_with(b"_LS")).count(), 3);
+    }
+
+    #[test]
+    fn without_a_label_area_the_aml_has_no_label_methods() {
+        let regions = [region(0), region(3)];
+        let plain = nvdimm_root_aml(&regions);
+        for name in [&b"_LSI"[..], b"_LSR", b"_LSW", b"NLSI", b"NLSR", b"NLSW"] {
+            assert!(find(&plain, name).is_none(), "{}", String::from_utf8_lossy(name));
+        }
+        let (_, body) = device(&plain);
+        assert!(body.ends_with(child(&plain, b"NV03")));
+    }
+
+    #[test]
     fn goes_into_a_valid_dsdt() {
-        let aml = nvdimm_root_aml(&[region(0), region(1)]);
-        let table = dsdt(&DsdtConfig { extra_sb_aml: aml.clone(), ..Default::default() });
-        assert_header(&table, b"DSDT", 2);
-        assert!(table.ends_with(&aml), "the root device closes \\_SB_, which closes the table");
-        assert!(find(&table, b"\\_SB_").unwrap() < table.len() - aml.len());
+        for second in [region(1), labelled(1)] {
+            let aml = nvdimm_root_aml(&[region(0), second]);
+            let table = dsdt(&DsdtConfig { extra_sb_aml: aml.clone(), ..Default::default() });
+            assert_header(&table, b"DSDT", 2);
+            assert!(table.ends_with(&aml), "the root device closes \\_SB_, which closes the table");
+            assert!(find(&table, b"\\_SB_").unwrap() < table.len() - aml.len());
+        }
     }
 }

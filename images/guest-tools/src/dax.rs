@@ -95,9 +95,9 @@ pub fn statx_dax(path: &str) -> Result<bool, DaxError> {
 }
 
 /// A shared mapping that unmaps itself.
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
+pub(crate) struct Mapping {
+    pub(crate) ptr: *mut u8,
+    pub(crate) len: usize,
 }
 
 impl Drop for Mapping {
@@ -107,7 +107,7 @@ impl Drop for Mapping {
     }
 }
 
-fn map(fd: libc::c_int, len: usize, flags: libc::c_int) -> Result<Mapping, DaxError> {
+pub(crate) fn map(fd: libc::c_int, len: usize, flags: libc::c_int) -> Result<Mapping, DaxError> {
     // SAFETY: a new mapping chosen by the kernel; nothing else refers to that range.
     let p =
         unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, 0) };

@@ -58,14 +58,17 @@ pub struct RunArgs {
     pub timeout_after_init: Option<Duration>,
 
     /// An emulated NFIT NVDIMM (the guest sees /dev/pmemN):
-    /// SIZE[,file=PATH][,backing=auto|hugetlb-2m|hugetlb-1g|thp|anon][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA][,type=nfit|e820][,label-size=N][,poison=OFFSET+LEN[:...]].
+    /// SIZE[,file=PATH][,backing=auto|hugetlb-2m|hugetlb-1g|thp|anon][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA][,type=nfit|e820][,label-size=N[,label-dsm=on|off]][,poison=OFFSET+LEN[:...]].
     /// Repeat for up to
     /// 8 NVDIMMs. SIZE is a multiple of 2M. Memory is committed only as the guest touches it. Default
     /// backing: 2M hugetlb pages when the pool has room, else THP. file= keeps the data across runs.
     /// type=e820 makes a legacy e820 pmem range (Linux's "e820" nvdimm bus, as memmap=nn!ss) instead of
     /// an NFIT NVDIMM; the guest needs CONFIG_X86_PMEM_LEGACY. label-size=N (128K to 16M) gives the
     /// NVDIMM a namespace label area (ndctl init-labels, create-namespace --size), served through its
-    /// _DSM; with file=PATH it is kept in PATH.labels. poison=OFFSET+LEN (multiples of 512, ':' between
+    /// _DSM and its ACPI label methods _LSI/_LSR/_LSW; with file=PATH it is kept in PATH.labels.
+    /// label-dsm=off (only with label-size=) leaves the label functions out of the _DSM, so the label
+    /// methods alone serve the area; Linux then reaches it only when booted with
+    /// nfit.override_dsm_mask=0x2 (docs/nfit.md). poison=OFFSET+LEN (multiples of 512, ':' between
     /// ranges) marks ranges poisoned from the start: the guest's first address-range scrub reports them,
     /// Linux lists them in the disk's badblocks and fails reads of them (a write clears them); the data
     /// itself is untouched.

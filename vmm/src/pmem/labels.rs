@@ -1,7 +1,8 @@
 //! The namespace label area of an NVDIMM with `--pmem SIZE,label-size=N` (what `ndctl init-labels`,
 //! `create-namespace` and `read-labels` work on), served to the guest through the `_DSM` mailbox
-//! (daxvmm_devices::nvdimm_dsm). It is not part of the guest-physical region: the guest reaches it only
-//! through the label functions, as on hardware.
+//! (daxvmm_devices::nvdimm_dsm): by the DIMM's ACPI label methods and, unless `label-dsm=off`, by its
+//! `_DSM` label functions. It is not part of the guest-physical region: the guest reaches it only
+//! through those, as on hardware.
 //!
 //! Where it lives: with `file=PATH` and `share=on`, in the file `PATH.labels`, exactly N bytes, created
 //! zero-filled when missing (a file of another size is refused and left alone), so labels and namespaces
@@ -13,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use daxvmm_devices::nvdimm_dsm::{LabelStore, MemoryLabels};
+use daxvmm_devices::nvdimm_dsm::{LabelArea, LabelStore, MemoryLabels};
 
 use super::backing::BackingError;
 use super::file;
@@ -31,13 +32,19 @@ enum Area {
 pub struct Labels {
     area: Arc<Mutex<Area>>,
     size: u32,
+    /// `label-dsm=`: whether the `_DSM` serves the area as well as the label methods.
+    dsm: bool,
     /// The label file, when this run created it (removed again if the start fails).
     created: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Labels {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Labels").field("size", &self.size).field("created", &self.created).finish()
+        f.debug_struct("Labels")
+            .field("size", &self.size)
+            .field("dsm", &self.dsm)
+            .field("created", &self.created)
+            .finish()
     }
 }
 
@@ -54,8 +61,14 @@ impl Labels {
     pub fn open(index: usize, spec: &PmemSpec) -> Result<Option<Labels>, BackingError> {
         let Some(size) = spec.label_size else { return Ok(None) };
         let memory = |bytes: Vec<u8>| Area::Memory(MemoryLabels(bytes));
+        let new = |area: Area, created: Option<PathBuf>| Labels {
+            area: Arc::new(Mutex::new(area)),
+            size,
+            dsm: spec.label_dsm,
+            created,
+        };
         let Some(data) = &spec.file else {
-            return Ok(Some(Labels::new(memory(vec![0; size as usize]), size, None)));
+            return Ok(Some(new(memory(vec![0; size as usize]), None)));
         };
         let path = label_path(data);
         let bad = |why: String| BackingError::File { index, path: path.display().to_string(), why };
@@ -63,13 +76,13 @@ impl Labels {
             // Read it if it is there (through the same checks), write nothing.
             return match std::fs::symlink_metadata(&path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Ok(Some(Labels::new(memory(vec![0; size as usize]), size, None)))
+                    Ok(Some(new(memory(vec![0; size as usize]), None)))
                 }
                 _ => {
                     let mut bytes = vec![0; size as usize];
                     let o = file::open_existing_readonly(&path, u64::from(size)).map_err(bad)?;
                     o.read_exact_at(&mut bytes, 0).map_err(|e| bad(format!("cannot read it: {e}")))?;
-                    Ok(Some(Labels::new(memory(bytes), size, None)))
+                    Ok(Some(new(memory(bytes), None)))
                 }
             };
         }
@@ -93,11 +106,7 @@ impl Labels {
             }
         }
         let created = o.created.then(|| path.clone());
-        Ok(Some(Labels::new(Area::File(o.file), size, created)))
-    }
-
-    fn new(area: Area, size: u32, created: Option<PathBuf>) -> Labels {
-        Labels { area: Arc::new(Mutex::new(area)), size, created }
+        Ok(Some(new(Area::File(o.file), created)))
     }
 
     /// Removes the label file if this run created it (a start that failed before the guest ran).
@@ -114,9 +123,14 @@ impl Labels {
         self.size
     }
 
-    /// A handle for the mailbox device.
-    pub fn store(&self) -> Box<dyn LabelStore> {
-        Box::new(self.clone())
+    /// Whether the `_DSM` serves the area too (`label-dsm=`).
+    pub fn dsm(&self) -> bool {
+        self.dsm
+    }
+
+    /// The area as the mailbox device serves it to the DIMM with NFIT device handle `handle`.
+    pub fn area(&self, handle: u32) -> LabelArea {
+        LabelArea { handle, store: Box::new(self.clone()), dsm: self.dsm }
     }
 }
 
@@ -213,6 +227,14 @@ mod tests {
         l.write(0, b"gone").unwrap();
         assert_eq!(std::fs::read(&lp).unwrap(), bytes, "the guest's label writes are discarded");
         std::fs::remove_file(&lp).unwrap();
+    }
+
+    #[test]
+    fn label_dsm_reaches_the_mailbox_area() {
+        let on = Labels::open(0, &spec("2M,label-size=128K")).unwrap().unwrap().area(1);
+        assert_eq!((on.handle, on.dsm, on.store.size()), (1, true, 128 << 10));
+        let off = Labels::open(0, &spec("2M,label-size=256K,label-dsm=off")).unwrap().unwrap().area(3);
+        assert_eq!((off.handle, off.dsm, off.store.size()), (3, false, 256 << 10));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use daxvmm_devices::acpi::{nvdimm_handle, NvdimmRegion};
 use daxvmm_devices::flush_hint::{self, Flush, FlushHints};
 use daxvmm_devices::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
 use daxvmm_devices::nvdimm_ars::DimmRange;
-use daxvmm_devices::nvdimm_dsm::LabelStore;
+use daxvmm_devices::nvdimm_dsm::LabelArea;
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use thiserror::Error;
@@ -194,7 +194,8 @@ pub fn setup(mem: u64, specs: &[PmemSpec], pools: &Path) -> Result<Vec<PmemRegio
         }
         log::info!("{} at guest-physical {gpa:#x}", backing::describe(index, &mapping));
         if let Some(l) = &labels {
-            log::info!("pmem{index}: a {}-byte namespace label area", l.size());
+            let only = if l.dsm() { "" } else { ", served by the ACPI label methods only (label-dsm=off)" };
+            log::info!("pmem{index}: a {}-byte namespace label area{only}", l.size());
         }
         regions.push(PmemRegion { gpa, mapping, e820: spec.e820, labels, poison: spec.poison.clone() });
     }
@@ -232,6 +233,7 @@ pub fn acpi_regions(regions: &[PmemRegion]) -> Vec<NvdimmRegion> {
             size: r.mapping.size(),
             // Only a shared file has anything a flush could make durable.
             flush_hint: r.mapping.durable_file().map(|_| flush_hint::address(i as u16)),
+            labels: r.labels.is_some(),
         })
         .collect()
 }
@@ -254,9 +256,9 @@ pub fn host_poison(regions: &[PmemRegion]) -> Vec<(u64, u64)> {
 }
 
 /// The label areas of the NFIT regions that have one, by NFIT device handle, for the _DSM mailbox.
-pub fn label_stores(regions: &[PmemRegion]) -> Vec<(u32, Box<dyn LabelStore>)> {
+pub fn label_stores(regions: &[PmemRegion]) -> Vec<LabelArea> {
     let nfit = regions.iter().enumerate().filter(|(_, r)| !r.e820);
-    nfit.filter_map(|(i, r)| Some((nvdimm_handle(i as u16), r.labels.as_ref()?.store()))).collect()
+    nfit.filter_map(|(i, r)| Some(r.labels.as_ref()?.area(nvdimm_handle(i as u16)))).collect()
 }
 
 /// The flush hint device for `regions`: a guest flush of a shared file-backed NFIT region msyncs it (an
@@ -349,6 +351,26 @@ mod tests {
         assert!(matches!(place(512 * MIB, &specs(&nine), 46), Err(PmemError::TooMany(9))));
         let e = place(512 * MIB, &specs(&["64G"]), 36).unwrap_err();
         assert!(matches!(e, PmemError::TooHigh { bits: 36, .. }), "{e}");
+    }
+
+    #[test]
+    fn label_areas_go_to_the_mailbox_by_handle_with_their_label_dsm() {
+        let regions = setup(
+            512 * MIB,
+            &specs(&[
+                "2M,backing=anon,label-size=128K,label-dsm=off",
+                "2M,backing=anon",
+                "2M,backing=anon,type=e820",
+                "2M,backing=anon,label-size=256K",
+            ]),
+            Path::new("/nonexistent"),
+        )
+        .unwrap();
+        let areas: Vec<_> =
+            label_stores(&regions).iter().map(|a| (a.handle, a.dsm, a.store.size())).collect();
+        assert_eq!(areas, [(1, false, 128 << 10), (4, true, 256 << 10)], "NFIT handles are slot + 1");
+        let with_labels: Vec<_> = acpi_regions(&regions).iter().map(|r| (r.slot, r.labels)).collect();
+        assert_eq!(with_labels, [(0, true), (1, false), (3, true)], "the e820 range is no NFIT DIMM");
     }
 
     #[test]

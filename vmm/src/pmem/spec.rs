@@ -43,6 +43,9 @@ pub struct PmemSpec {
     pub e820: bool,
     /// `label-size=N`: a namespace label area of N bytes beside the region (see super::labels).
     pub label_size: Option<u32>,
+    /// `label-dsm=on|off` (on unless given, and only given with `label-size=`): whether the DIMM's `_DSM`
+    /// offers the label functions as well as the ACPI label methods `_LSI`/`_LSR`/`_LSW`.
+    pub label_dsm: bool,
     /// `poison=OFFSET+LEN[:OFFSET+LEN...]`: ranges (offset in the region, length) poisoned from the start,
     /// as if injected (see daxvmm_devices::nvdimm_ars).
     pub poison: Vec<(u64, u64)>,
@@ -71,7 +74,7 @@ pub enum PmemSpecError {
         align: String,
     },
     /// An option we do not know.
-    #[error("unknown pmem option '{0}' (known: file=, backing=, share=, prefault=, resize=, addr=, type=, label-size=, poison=)")]
+    #[error("unknown pmem option '{0}' (known: file=, backing=, share=, prefault=, resize=, addr=, type=, label-size=, label-dsm=, poison=)")]
     UnknownOption(String),
     /// An option with a value we do not know.
     #[error("pmem option {key}={value}: expected {expected}")]
@@ -131,7 +134,7 @@ fn on_off(key: &str, value: &str) -> Result<bool, PmemSpecError> {
 
 impl PmemSpec {
     /// Parses `SIZE[,file=PATH][,backing=...][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA]
-    /// [,type=nfit|e820][,label-size=N][,poison=OFFSET+LEN[:...]]`.
+    /// [,type=nfit|e820][,label-size=N[,label-dsm=on|off]][,poison=OFFSET+LEN[:...]]`.
     pub fn parse(s: &str) -> Result<Self, PmemSpecError> {
         let mut parts = s.split(',');
         let size = parse_size(parts.next().unwrap_or_default())?;
@@ -145,8 +148,11 @@ impl PmemSpec {
             addr: None,
             e820: false,
             label_size: None,
+            label_dsm: true,
             poison: Vec::new(),
         };
+        // Given or not: it is refused without a label area.
+        let mut label_dsm: Option<&str> = None;
         for opt in parts {
             let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
             match key {
@@ -194,6 +200,10 @@ impl PmemSpec {
                     };
                     spec.label_size = Some(n as u32);
                 }
+                "label-dsm" => {
+                    spec.label_dsm = on_off(key, value)?;
+                    label_dsm = Some(value);
+                }
                 "poison" => spec.poison = parse_poison(value)?,
                 _ => return Err(PmemSpecError::UnknownOption(opt.to_string())),
             }
@@ -203,6 +213,13 @@ impl PmemSpec {
                 key: "label-size".into(),
                 value: spec.label_size.unwrap_or_default().to_string(),
                 expected: "no label-size with type=e820 (a legacy e820 range has no labels)",
+            });
+        }
+        if let (Some(value), None) = (label_dsm, spec.label_size) {
+            return Err(PmemSpecError::BadValue {
+                key: "label-dsm".into(),
+                value: value.into(),
+                expected: "label-size=N too (128K to 16M), since label-dsm says how the label area is served",
             });
         }
         if spec.e820 && !spec.poison.is_empty() {
@@ -288,5 +305,38 @@ mod tests {
         assert!(PmemSpec::parse(&format!("1G,poison={many}")).is_err(), "over 128 ranges");
         let e = PmemSpec::parse("2M,type=e820,label-size=128K").unwrap_err().to_string();
         assert!(e.contains("type=e820"), "{e}");
+    }
+
+    #[test]
+    fn label_dsm_says_whether_the_dsm_serves_the_labels_too() {
+        assert!(PmemSpec::parse("2M,label-size=128K").unwrap().label_dsm, "on by default");
+        assert!(PmemSpec::parse("2M").unwrap().label_dsm, "on by default, and unused, without labels");
+        assert!(PmemSpec::parse("2M,label-size=128K,label-dsm=on").unwrap().label_dsm);
+        let off = PmemSpec::parse("1G,label-dsm=off,label-size=128K").unwrap();
+        assert_eq!((off.label_dsm, off.label_size), (false, Some(128 << 10)), "in either order");
+        for value in ["on", "off"] {
+            let e = PmemSpec::parse(&format!("2M,label-dsm={value}")).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!(
+                    "pmem option label-dsm={value}: expected label-size=N too (128K to 16M), since label-dsm says how the label area is served"
+                )
+            );
+        }
+        let e = PmemSpec::parse("2M,type=e820,label-dsm=off").unwrap_err().to_string();
+        assert!(e.starts_with("pmem option label-dsm=off"), "{e}");
+        for bad in [
+            "2M,label-size=128K,label-dsm=",
+            "2M,label-size=128K,label-dsm=maybe",
+            "2M,label-size=128K,label-dsm",
+        ] {
+            let e = PmemSpec::parse(bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("pmem option label-dsm=") && e.ends_with("expected on or off"),
+                "{bad}: {e}"
+            );
+        }
+        let e = PmemSpec::parse("2M,label_dsm=off").unwrap_err().to_string();
+        assert!(e.contains("label-dsm="), "the known options list it: {e}");
     }
 }

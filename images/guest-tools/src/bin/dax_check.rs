@@ -4,11 +4,13 @@
 use std::process::ExitCode;
 
 use daxvmm_guest_tools::dax::{bandwidth, statx_dax, touch, BwTarget, DaxError};
+use daxvmm_guest_tools::devdax;
 use thiserror::Error;
 
 const USAGE: &str = "usage: daxvmm-dax-check statx FILE            exit 0 if FILE has STATX_ATTR_DAX
        daxvmm-dax-check touch FILE MIB [--sync] create FILE, map it (MAP_SYNC), write every page
-       daxvmm-dax-check bw FILE|--anon|--hugetlb MIB [PASSES]   memcpy bandwidth (MB/s)";
+       daxvmm-dax-check bw FILE|--anon|--hugetlb MIB [PASSES]   memcpy bandwidth (MB/s)
+       daxvmm-dax-check devdax DEVICE MARKER    exit 0 if DEVICE maps 2 MiB with one fault and refuses 4 KiB";
 
 /// Why a check gave no answer (exit code 1).
 #[derive(Debug, Error)]
@@ -47,6 +49,14 @@ fn main() -> ExitCode {
             }),
             None => Err(CheckError::Size(size.to_string())),
         },
+        ["devdax", dev, marker] => devdax::probe(dev, marker.as_bytes()).map_err(CheckError::from).map(|p| {
+            println!(
+                "{dev}: 2 MiB written with {} fault(s); a 4 KiB mapping was {}",
+                p.faults,
+                if p.small_map_refused { "refused" } else { "accepted" }
+            );
+            p.faults == 1 && p.small_map_refused
+        }),
         ["bw", target, size, rest @ ..] if rest.len() <= 1 => {
             let passes = rest.first().map_or(Some(3), |p| p.parse().ok());
             let target = match *target {
