@@ -4,8 +4,8 @@
 //! that costs no memory until touched, hugetlb backing proven by smaps, a namespace label area
 //! (`label-size=`) whose namespaces survive a restart, served through the _DSM or through the ACPI label
 //! methods, device-dax (2 MiB mappings, then system RAM through daxctl), `ndctl list` compared with
-//! QEMU's, and error injection, scrub and clearing through the root device's _DSM. Then bad `--pmem`
-//! input, checked on this host without a guest.
+//! QEMU's, the guest's own ACPI tables through iasl, and error injection, scrub and clearing through the
+//! root device's _DSM. Then bad `--pmem` input, checked on this host without a guest.
 
 use daxvmm_tests::ndctl_json::{compare, flatten, table, Justification};
 use daxvmm_tests::reject::{args, assert_rejected, some_kernel};
@@ -157,6 +157,12 @@ fn cases() -> Vec<Case> {
             "/tests/ndctl-list.sh",
         ),
         Case::qemu("ndctl_list_qemu", qemu_nvdimms("/tests/ndctl-list.sh")),
+        // The ACPI tables as the guest kernel found them, base64 on the console for iasl on this host.
+        guest(
+            "acpi_tables",
+            &["--pmem", "256M,label-size=128K", "--pmem", "256M"],
+            "for t in DSDT FACP APIC SRAT NFIT; do echo acpi: $t $(base64 -w0 /sys/firmware/acpi/tables/$t); done",
+        ),
         guest("persist_write", &["--pmem", "256M,file={tmp}/persist.img"], "/tests/persist.sh write")
             .with_setup("rm -f {tmp}/persist.img"),
         // The marker must be in the host file itself before the second boot reads it.
@@ -309,6 +315,57 @@ fn the_acpi_label_methods_serve_the_labels_when_the_dsm_does_not() {
     assert!(off.has_line("labels: nmem0 dsm_mask: 0x2"), "{off}");
     assert!(off.has_line("labels: nmem0 commands: smart cmd_call"), "{off}");
     assert!(off.has_line("labels: namespace0.0 raw 524288"), "label-less, the whole 256M: {off}");
+}
+
+/// `text` (base64) decoded by the host's coreutils.
+fn base64_decode(text: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run base64 (coreutils): {e}"));
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(text.as_bytes()).unwrap_or_else(|e| panic!("base64 -d: {e}"));
+    }
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("base64 -d: {e}"));
+    assert!(out.status.success(), "base64 -d refused: {text}");
+    out.stdout
+}
+
+#[test]
+fn the_guests_acpi_tables_disassemble_without_errors() {
+    let Some(out) = BATCH.outcome("acpi_tables") else { return };
+    assert_eq!(out.exit_code, 0, "{out}");
+    let dir = scratch("acpi-tables");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for sig in ["DSDT", "FACP", "APIC", "SRAT", "NFIT"] {
+        let prefix = format!("acpi: {sig} ");
+        let text = out.console.lines().find_map(|l| l.trim().strip_prefix(prefix.as_str()));
+        let bytes = base64_decode(text.unwrap_or_else(|| panic!("the guest printed no {sig}: {out}")));
+        assert!(bytes.len() >= 36 && bytes[..4] == *sig.as_bytes(), "{sig}: not the table: {bytes:?}");
+        let len = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+        assert_eq!(len, bytes.len(), "{sig}: its length field against the bytes the guest had");
+        let file = dir.join(format!("{}.dat", sig.to_lowercase()));
+        std::fs::write(&file, &bytes).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let run = std::process::Command::new("iasl").arg("-d").arg(&file).current_dir(&dir).output();
+        let run = run
+            .unwrap_or_else(|e| panic!("cannot run iasl ({e}): scripts/setup-host.sh installs acpica-tools"));
+        let said =
+            format!("{}{}", String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+        assert!(
+            run.status.success() && !said.contains("Error") && !said.contains("Warning"),
+            "iasl -d {sig}: {said}"
+        );
+        if sig == "DSDT" {
+            let dsl = std::fs::read_to_string(dir.join("dsdt.dsl")).unwrap_or_default();
+            for want in ["ACPI0012", "Method (_LSI", "Method (_LSR", "Method (_LSW", "Device (NV01)"] {
+                assert!(dsl.contains(want), "the guest's DSDT lacks {want}: {dsl}");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
