@@ -219,10 +219,10 @@ impl NvdimmDsm {
         }
         // Other handles (QEMU's private one) and other revisions offer no function.
         let dimm = call.revision == 1 && self.root.has_dimm(call.handle);
-        // With label-dsm=off the area is there, but not for the _DSM.
-        let labels = self.labels.get(&call.handle).is_some_and(|a| a.dsm);
+        // The size of the label area the _DSM serves: none without one, or with label-dsm=off.
+        let label_size = self.labels.get(&call.handle).filter(|a| a.dsm).map(|a| a.store.size());
         if call.function == 0 {
-            let mask = match (dimm, labels) {
+            let mask = match (dimm, label_size.is_some()) {
                 (false, _) => 0,
                 (true, false) => HEALTH_FUNCTIONS,
                 (true, true) => LABEL_FUNCTIONS,
@@ -235,10 +235,7 @@ impl NvdimmDsm {
         if call.function == 1 {
             return [status(STATUS_SUCCESS), smart_payload()].concat();
         }
-        // DIMMs without a label area (or not for the _DSM) have no label functions.
-        let Some(size) = self.labels.get(&call.handle).filter(|a| a.dsm).map(|a| a.store.size()) else {
-            return status(STATUS_UNSUPPORTED);
-        };
+        let Some(size) = label_size else { return status(STATUS_UNSUPPORTED) };
         match call.function {
             4 => [STATUS_SUCCESS, size, MAX_TRANSFER].iter().flat_map(|v| v.to_le_bytes()).collect(),
             5 | 6 => match self.transfer(call.handle, call.function, &call.input) {

@@ -117,7 +117,6 @@ impl Machine {
         pmem::register(vm, &self.pmem, next_slot)?;
         step("memory and pmem mapped");
         regs::write_boot_tables(gm)?;
-        let e820_pmem = pmem::e820_ranges(&self.pmem);
         acpi_setup::write_tables(gm, cfg.cpus, &pmem::acpi_regions(&self.pmem))?;
         step("ACPI tables written");
         let boot = loader::load(
@@ -128,7 +127,7 @@ impl Machine {
                 cmdline: &cfg.cmdline,
                 mem: cfg.mem,
                 rsdp: ACPI_RSDP_ADDR,
-                e820_pmem: &e820_pmem,
+                e820_pmem: &pmem::e820_ranges(&self.pmem),
             },
         )?;
         step("kernel and initrd loaded");

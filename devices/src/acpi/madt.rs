@@ -95,21 +95,12 @@ pub fn madt(cpus: u8) -> Result<Vec<u8>, AcpiError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::test_util::{assert_header, u16_at, u32_at};
+    use super::super::test_util::{assert_header, subtables, u16_at, u32_at};
     use super::*;
 
-    /// Splits the interrupt controller structures that follow the 44-byte fixed part into
-    /// (type, bytes) pairs, checking that their lengths tile the table exactly.
+    /// The interrupt controller structures after the 44-byte fixed part, as (type, bytes) pairs.
     fn structures(b: &[u8]) -> Vec<(u8, &[u8])> {
-        let mut out = Vec::new();
-        let mut off = 44;
-        while off < b.len() {
-            let len = b[off + 1] as usize;
-            assert!(len >= 2 && off + len <= b.len(), "structure at {off} overruns the table");
-            out.push((b[off], &b[off..off + len]));
-            off += len;
-        }
-        out
+        subtables(b, 44).into_iter().map(|s| (s[0], s)).collect()
     }
 
     #[test]

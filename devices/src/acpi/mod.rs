@@ -144,6 +144,24 @@ pub(crate) fn to_bytes(aml: &dyn Aml) -> Vec<u8> {
 pub(crate) mod test_util {
     use super::NvdimmRegion;
 
+    pub const MIB: u64 = 1 << 20;
+    pub const GIB: u64 = 1 << 30;
+
+    /// Splits the structures that follow a table's fixed part of `fixed` bytes, each with the common ACPI
+    /// subtable header (a type byte, then a length byte: MADT, SRAT), checking that their lengths tile
+    /// the table exactly.
+    pub fn subtables(b: &[u8], fixed: usize) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        let mut off = fixed;
+        while off < b.len() {
+            let len = b[off + 1] as usize;
+            assert!(len >= 2 && off + len <= b.len(), "structure at {off} overruns the table");
+            out.push(&b[off..off + len]);
+            off += len;
+        }
+        out
+    }
+
     /// A 1 GiB NVDIMM in `slot`, at 4 GiB + slot GiB, without a flush hint or a label area.
     pub fn region(slot: u16) -> NvdimmRegion {
         NvdimmRegion {

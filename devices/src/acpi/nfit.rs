@@ -243,11 +243,8 @@ pub fn nfit(regions: &[NvdimmRegion]) -> Result<Vec<u8>, AcpiError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::test_util::{assert_header, u16_at, u32_at, u64_at};
+    use super::super::test_util::{assert_header, u16_at, u32_at, u64_at, GIB, MIB};
     use super::*;
-
-    const GIB: u64 = 1 << 30;
-    const MIB: u64 = 1 << 20;
 
     /// A GUID's on-disk bytes from its string form: the first three groups little-endian, the rest as is.
     fn guid_bytes(s: &str) -> Vec<u8> {

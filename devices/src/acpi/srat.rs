@@ -83,23 +83,12 @@ pub fn srat(cpus: u8, ram: &[(u64, u64)]) -> Result<Vec<u8>, AcpiError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::test_util::{assert_header, u32_at, u64_at};
+    use super::super::test_util::{assert_header, subtables, u32_at, u64_at, GIB, MIB};
     use super::*;
 
-    const GIB: u64 = 1 << 30;
-    const MIB: u64 = 1 << 20;
-
-    /// The structures after the 48-byte fixed part, checking that their lengths tile the table.
+    /// The structures after the 48-byte fixed part.
     fn structures(b: &[u8]) -> Vec<&[u8]> {
-        let mut out = Vec::new();
-        let mut off = 48;
-        while off < b.len() {
-            let len = b[off + 1] as usize;
-            assert!(len >= 2 && off + len <= b.len(), "structure at {off} overruns the table");
-            out.push(&b[off..off + len]);
-            off += len;
-        }
-        out
+        subtables(b, 48)
     }
 
     /// (base, length, flags, proximity domain) of a memory affinity structure, checking its fixed fields.
