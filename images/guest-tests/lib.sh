@@ -9,11 +9,12 @@ ensure_fsdax() {
 }
 
 # mkfs_dax ext4|xfs DEV. 2 MiB stripes make the allocators hand out 2 MiB-aligned extents, which PMD
-# faults need.
+# faults need. xfs gets the reverse-mapping btree: without it, memory failure on a DAX page cannot reach
+# xfs's notify_failure (which finds the file from the block) and takes the generic path instead.
 mkfs_dax() {
 	case $1 in
 	ext4) mkfs.ext4 -q -F -b 4096 -E stride=512,stripe_width=512 "$2" ;;
-	xfs) mkfs.xfs -q -f -m reflink=0 -d su=2m,sw=1 "$2" ;;
+	xfs) mkfs.xfs -q -f -m reflink=0,rmapbt=1 -d su=2m,sw=1 "$2" ;;
 	*) echo "unknown filesystem $1 (ext4 or xfs)" >&2; return 1 ;;
 	esac
 }

@@ -116,8 +116,10 @@ const VMSPLICE_BUSY: &str = "0.s1 1.s1 1.kfree 1.s2 0.kbusy 0.kwoken 0.kbroken 0
 /// truncate starts: GUP-fast holds its vCPU with interrupts off) and where the read drops it (while
 /// truncate runs to its busy point).
 const ODIRECT_BUSY: &str = "1.s1 1.kgup 0.s1 1.kunpin 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
-/// As [`BUSY`], with thread 2's io_uring registration of the page (refused) inside the window too.
-const IOURING_BUSY: &str = "0.s1 2.s1 2.s2 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
+/// As [`BUSY`], with thread 2's whole operation inside the window (the io_uring registration, the poison).
+const THIRD_IN_BUSY: &str = "0.s1 2.s1 2.s2 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
+/// The page poisoned (thread 2) before truncate starts; then as [`BUSY`].
+const POISON_FIRST: &str = "2.s1 2.s2 0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2";
 /// Truncate or punch held on the wait queue, about to sleep, while the pin is released.
 const SLEEPING: &str = "0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2";
 
@@ -148,6 +150,8 @@ const FAULTER: (&str, &str, &str) = ("faulter", "before-fault", "after-fault");
 const FORKER: (&str, &str, &str) = ("forker", "before-fork", "after-fork");
 /// Thread 2 of truncate-mremap-pmd: faults a second mapping in with a PMD and moves it.
 const REMAPPER: (&str, &str, &str) = ("remapper", "before-mremap", "after-mremap");
+/// Thread 2 of the poison scenarios: poisons the pinned page.
+const POISONER: (&str, &str, &str) = ("poisoner", "before-poison", "after-poison");
 /// Thread 2 of truncate-signal: sends the truncating thread a signal.
 const SIGNALER: (&str, &str, &str) = ("signaler", "before-signal", "after-signal");
 
@@ -331,14 +335,14 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             &mut schedules,
             id,
             &[TRUNCATOR, UNPINNER, REGISTRAR],
-            IOURING_BUSY,
+            THIRD_IN_BUSY,
             "truncate held after its busy scan found the driver-pinned page; meanwhile io_uring is asked to register that page as a fixed buffer, a FOLL_LONGTERM pin fs-dax must refuse with EOPNOTSUPP (a registration that succeeds is a finding); then the pin is released and the wait must find the page idle (the order of truncate-unpin-busy, the registration inside its window)",
         ),
         ScenarioId::PunchIouringBusy => held(
             &mut schedules,
             id,
             &[PUNCHER, UNPINNER, REGISTRAR],
-            IOURING_BUSY,
+            THIRD_IN_BUSY,
             "as truncate-iouring-busy, with fallocate(PUNCH_HOLE) over the page",
         ),
         ScenarioId::TruncateOdirectBusy => held(
@@ -375,6 +379,20 @@ pub fn entry(id: ScenarioId) -> LibraryEntry {
             &[TRUNCATOR, UNPINNER, REMAPPER],
             LATE_PMD_FAULT,
             "truncate of a 2 MiB file sleeps on its folio, pinned whole; meanwhile a third thread faults a second 2 MiB-aligned mapping of the file in with a PMD (held there) and moves it with mremap to another aligned address; the pin goes, truncate wakes and must unmap the mapping where it moved; afterwards a write through it must reach the file (the one order that moves a mapping inside the wait, as punch-late-fault)",
+        ),
+        ScenarioId::TruncatePoisonMapped => held(
+            &mut schedules,
+            id,
+            &[TRUNCATOR, UNPINNER, POISONER],
+            POISON_FIRST,
+            "a second process maps the pinned page and poisons it with madvise(MADV_HWPOISON): memory failure (xfs: notify_failure through the reverse map; ext4: the generic path) must kill that process with SIGBUS BUS_MCEERR_AR at the page's address and unmap the page, but leave the pin; truncate, held after its busy scan found the page, while the pin is released (written through first, as a device still would): the wait must find the page idle (the one order that poisons a mapped page: once truncate starts, its busy scan unmaps the page and holds the layout lock a new fault needs)",
+        ),
+        ScenarioId::TruncatePoisonBusy => held(
+            &mut schedules,
+            id,
+            &[TRUNCATOR, UNPINNER, POISONER],
+            THIRD_IN_BUSY,
+            "the pinned page, mapped by no process, is poisoned by physical address (/sys/devices/system/memory/hard_offline_page, the memory-failure entry a machine check takes) while truncate is held after its busy scan found it: memory failure must recover the page without dropping the pin; then the pin is released and the wait must find the page idle (the order of truncate-unpin-busy, the poison inside its window)",
         ),
     };
     LibraryEntry { id, scenario, about, needs_driver, schedules }
@@ -424,7 +442,7 @@ mod tests {
         use daxvmm_devices::fault::{KernelPoint, StepKind};
         use daxvmm_scenarios::kernel_point as kp;
         let held: Vec<LibraryEntry> = library().into_iter().filter(|e| !e.schedules.is_empty()).collect();
-        assert_eq!(held.len(), 24);
+        assert_eq!(held.len(), 26);
         for e in &held {
             for s in &e.schedules {
                 e.scenario.check(s).unwrap();

@@ -108,6 +108,13 @@ pub enum ScenarioId {
     /// from its busy scan onto the page's wait queue (held there before sleeping); the free that the
     /// unpin then causes must wake it.
     TruncateUnpinStraddle,
+    /// The pinned page is poisoned through a second process that maps it (madvise(MADV_HWPOISON)):
+    /// memory failure must kill that process and unmap the page but leave the pin; then truncate, held
+    /// after its busy scan found the page, while the pin is released.
+    TruncatePoisonMapped,
+    /// The pinned, unmapped page is poisoned by physical address (as a machine check reports it) while
+    /// truncate is held after its busy scan found it; then the pin is released.
+    TruncatePoisonBusy,
 }
 
 /// Sync point every scenario thread passes just before its operation (truncate, unpin, ...).
@@ -197,7 +204,9 @@ impl ScenarioId {
                 | Self::TruncateIouringBusy
                 | Self::PunchIouringBusy
                 | Self::TruncateOdirectBusy
-                | Self::PunchOdirectBusy,
+                | Self::PunchOdirectBusy
+                | Self::TruncatePoisonMapped
+                | Self::TruncatePoisonBusy,
                 0,
             ) => bit(BUSY) | bit(WOKEN) | bit(BROKEN),
             (Self::PunchPmdSubpage, 1) => bit(PMD_INSERT) | bit(GUP),
@@ -222,7 +231,7 @@ impl ScenarioId {
     }
 
     /// Every scenario, in run order.
-    pub const ALL: [Self; 33] = [
+    pub const ALL: [Self; 35] = [
         Self::TruncateUnpin,
         Self::PunchUnpin,
         Self::PinMunmapTruncate,
@@ -256,6 +265,8 @@ impl ScenarioId {
         Self::TruncateForkCow,
         Self::TruncateMremapPmd,
         Self::TruncateUnpinStraddle,
+        Self::TruncatePoisonMapped,
+        Self::TruncatePoisonBusy,
     ];
 
     /// The name both sides use.
@@ -294,6 +305,8 @@ impl ScenarioId {
             Self::TruncateForkCow => "truncate-fork-cow",
             Self::TruncateMremapPmd => "truncate-mremap-pmd",
             Self::TruncateUnpinStraddle => "truncate-unpin-straddle",
+            Self::TruncatePoisonMapped => "truncate-poison-mapped",
+            Self::TruncatePoisonBusy => "truncate-poison-busy",
         }
     }
 
@@ -307,8 +320,8 @@ impl ScenarioId {
     /// thread 1 does in [`Self::PunchPmdSubpage`]; in [`Self::TruncateSignal`] thread 2 sends the
     /// signal, in [`Self::TruncateIouringBusy`] it asks io_uring for a long-term pin, in
     /// [`Self::PunchLateFault`] it write-faults a page of the range, in [`Self::TruncateForkCow`] it forks,
-    /// in [`Self::TruncateMremapPmd`] it moves a mapping); each gets its own
-    /// vCPU.
+    /// in [`Self::TruncateMremapPmd`] it moves a mapping, in the poison scenarios it poisons the page);
+    /// each gets its own vCPU.
     pub const fn threads(self) -> u8 {
         match self {
             Self::TwoPins
@@ -321,7 +334,9 @@ impl ScenarioId {
             | Self::PunchIouringBusy
             | Self::PunchLateFault
             | Self::TruncateForkCow
-            | Self::TruncateMremapPmd => 3,
+            | Self::TruncateMremapPmd
+            | Self::TruncatePoisonMapped
+            | Self::TruncatePoisonBusy => 3,
             _ => 2,
         }
     }
@@ -351,7 +366,7 @@ mod tests {
         for (i, s) in ScenarioId::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }
-        assert_eq!(ScenarioId::ALL.len(), ScenarioId::TruncateUnpinStraddle as usize + 1);
+        assert_eq!(ScenarioId::ALL.len(), ScenarioId::TruncatePoisonBusy as usize + 1);
         assert!(ScenarioId::ALL.iter().all(|s| (2..=3).contains(&s.threads())));
     }
 }

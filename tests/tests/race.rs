@@ -35,7 +35,36 @@ fn cases() -> Vec<Case> {
              && grep -A6 ' - truncate-iouring-busy ext4 run ' $d/results.tap \
                 | grep -q '^# io_uring fixed-buffer registration refused: EOPNOTSUPP'",
     ).needing("race_ext4").without_boot());
+    cases.push(
+        Case::daxvmm("race_poison_reports", ["--version"])
+            .with_setup(
+                &POISON_NOTES.map(|(s, note)| format!("{{ {} ; }}", poison_note(s, note))).join(" && "),
+            )
+            .needing("race_ext4")
+            .needing("race_xfs")
+            .without_boot(),
+    );
     cases
+}
+
+/// What the guest notes in the poison scenarios' TAP output when memory failure did its job: the process
+/// mapping the page was killed as a machine check in user mode kills it, the physical-address poison
+/// was taken, and the kernel's verdict for the page was "Recovered" (a finding would fail the run).
+const POISON_NOTES: [(&str, &str); 4] = [
+    (
+        "truncate-poison-mapped",
+        "the process mapping the page died of SIGBUS BUS_MCEERR_AR at the address of the page",
+    ),
+    ("truncate-poison-mapped", "memory failure: recovery action for dax page: Recovered"),
+    ("truncate-poison-busy", "hard_offline_page took the page"),
+    ("truncate-poison-busy", "memory failure: recovery action for dax page: Recovered"),
+];
+
+/// A shell check that scenario `s`'s run on ext4 and on xfs noted `note`.
+fn poison_note(s: &str, note: &str) -> String {
+    FILESYSTEMS
+        .map(|fs| format!("grep -A15 ' - {s} {fs} run ' {{tmp}}/race-{fs}/results.tap | grep -qF '# {note}'"))
+        .join(" && ")
 }
 
 /// What the Linux 6.12 run tries: the historical bugs (an unmapped pinned page, eviction and unmount
@@ -154,6 +183,8 @@ fn kernel_holds_are_where_the_schedule_says() {
             ScenarioId::TruncateUnpinStraddle,
             "0.s1 1.s1 0.kbusy 1.kunpin 0.ksleep 1.s2 0.kwoken 0.kbroken 0.s2",
         ),
+        (ScenarioId::TruncatePoisonMapped, "2.s1 2.s2 0.s1 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
+        (ScenarioId::TruncatePoisonBusy, "0.s1 2.s1 2.s2 1.s1 1.s2 0.kbusy 0.kwoken 0.kbroken 0.s2"),
     ];
     for fs in FILESYSTEMS {
         let Some(out) = BATCH.outcome(&format!("race_{fs}")) else { return };
@@ -173,6 +204,13 @@ fn kernel_holds_are_where_the_schedule_says() {
 #[test]
 fn results_are_written_as_tap_junit_and_console_log() {
     let Some(out) = BATCH.outcome("race_reports") else { return };
+    assert_eq!(out.exit_code, 0, "{out}");
+}
+
+/// Memory failure on a pinned fs-dax page, on ext4 and xfs: the guest's notes (see [`POISON_NOTES`]).
+#[test]
+fn poison_kills_the_mapping_process_and_leaves_the_pin() {
+    let Some(out) = BATCH.outcome("race_poison_reports") else { return };
     assert_eq!(out.exit_code, 0, "{out}");
 }
 

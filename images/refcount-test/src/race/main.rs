@@ -17,6 +17,7 @@ mod error;
 mod files;
 mod fsck;
 mod mappings;
+mod poison;
 mod racers;
 mod refs;
 mod scenarios;

@@ -88,6 +88,8 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
         ScenarioId::PunchIouringBusy => crate::refs::iouring_held(ctx, dir, id, Op::Punch),
         ScenarioId::TruncateOdirectBusy => crate::refs::odirect_held(ctx, dir, raw, id, Op::Truncate),
         ScenarioId::PunchOdirectBusy => crate::refs::odirect_held(ctx, dir, raw, id, Op::Punch),
+        ScenarioId::TruncatePoisonMapped => crate::poison::mapped(ctx, dir, id),
+        ScenarioId::TruncatePoisonBusy => crate::poison::busy(ctx, dir, id),
     }
 }
 
