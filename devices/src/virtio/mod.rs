@@ -24,6 +24,9 @@ use std::io;
 
 use vmm_sys_util::eventfd::EventFd;
 
+/// The driver-programmed state of one queue, as [`mmio::MmioTransport::queue`] shows it.
+pub use virtio_queue::{Queue, QueueState};
+
 /// `VIRTIO_F_VERSION_1` as a feature mask: the transport always offers it and requires it.
 pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 

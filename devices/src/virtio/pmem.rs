@@ -242,9 +242,15 @@ impl MmioTransport<Pmem> {
     }
 
     /// Takes, flushes (one backend call per request) and completes in place, with one interrupt for the
-    /// batch; returns how many flushes were completed.
+    /// batch; returns how many flushes were completed. If the batch itself broke the queue (a later head
+    /// the used ring cannot take), the device needs a reset and nothing could be completed, so the
+    /// backend is not called at all.
     pub fn process_flushes(&mut self, backend: &mut dyn PmemFlush) -> usize {
-        let done: Vec<_> = self.take_flushes().into_iter().map(|f| (f, backend.flush())).collect();
+        let taken = self.take_flushes();
+        if !self.is_live() {
+            return 0;
+        }
+        let done: Vec<_> = taken.into_iter().map(|f| (f, backend.flush())).collect();
         self.complete_flushes(done)
     }
 }

@@ -41,7 +41,8 @@ impl<'a> QueueCtx<'a> {
     /// The available index is read once, so a guest that keeps adding buffers cannot keep the caller
     /// here: at most `size()` heads come back, and the driver's next notification covers the rest.
     /// An available index more than `size()` ahead of the device is a broken driver: nothing comes back
-    /// and the queue is marked broken.
+    /// and the queue is marked broken. So is an available ring at guest address 0, which virtio-queue
+    /// takes for a queue that was reset and never set up again.
     pub fn pop_heads(&mut self) -> Vec<u16> {
         match self.queue.iter(self.mem) {
             Ok(iter) => iter.map(|chain| chain.head_index()).collect(),

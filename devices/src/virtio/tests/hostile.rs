@@ -291,3 +291,28 @@ fn descriptor_table_outside_memory_at_runtime() {
     let err = chain::walk(&mem, GuestAddress(u64::MAX - 15), 4, 1).unwrap_err();
     assert_eq!(err, ChainError::TableUnreadable { index: 1 });
 }
+
+#[test]
+fn available_ring_at_address_zero_needs_reset() {
+    // virtio-queue cannot tell such a ring from an unprogrammed one, so the device says it is broken
+    // rather than ignoring the queue and leaving the driver waiting.
+    let mut d = Driver::new();
+    d.negotiate(crate::virtio::VIRTIO_F_VERSION_1);
+    d.setup_queue(0, QSIZE, DESC, 0, USED);
+    d.set_status(status::DRIVER_OK);
+    assert!(d.t.is_live());
+    assert!(d.t.take_flushes().is_empty());
+    assert_eq!(d.status(), u32::from(FULL | status::NEEDS_RESET));
+}
+
+#[test]
+fn batch_broken_after_a_good_request_flushes_nothing() {
+    let mut d = Driver::live();
+    d.request(0, 0, DATA, RESP);
+    d.push_avail(QSIZE);
+    let mut backend = FakeFlush::default();
+    assert_eq!(d.t.process_flushes(&mut backend), 0);
+    assert_eq!(backend.calls, 0, "flushed for a request that can never be completed");
+    assert_eq!(d.status(), u32::from(FULL | status::NEEDS_RESET));
+    assert_eq!((d.used_idx(), d.get_u32(RESP)), (0, SENTINEL));
+}
