@@ -1,6 +1,8 @@
 //! Device models for daxvmm. Everything here is a pure state machine behind the [`bus::BusDevice`] trait,
 //! plus builders that turn the machine description into ACPI table bytes; nothing needs KVM, so all of it
-//! is unit-tested on a plain host.
+//! is unit-tested on a plain host. The virtio models ([`virtio`]) follow the same rule: the virtio-mmio
+//! transport and the virtio-pmem device signal queue notifications and interrupts through eventfds and a
+//! small trait, never through KVM.
 
 pub mod acpi;
 pub mod bus;
@@ -15,3 +17,4 @@ pub mod pci_host;
 pub mod power;
 pub mod pvpanic;
 pub mod serial;
+pub mod virtio;

@@ -1,0 +1,325 @@
+//! A hostile guest against the virtio-mmio transport with a virtio-pmem device behind it: arbitrary
+//! register accesses (any offset in the window, any width, any value), arbitrary guest memory contents
+//! (descriptor tables, rings, requests, written at any time, even between taking a flush and completing
+//! it), Linux-shaped bring-ups with arbitrary queue addresses and sizes, resets, and flushes run either
+//! in place or asynchronously with completions in any order and backends that fail.
+//!
+//! It must never panic, and: the backend is called once per completed flush and only while the device is
+//! live; a completion from before a reset is never applied; the identity registers never change and the
+//! status register only ever holds defined bits. When the guest's rings and buffers do not alias the
+//! descriptor table or the used ring (aliasing lets the device's own writes rewrite the request), a
+//! synchronous run of the queue also changes guest bytes only inside the used ring or buffers the table
+//! marks device-writable, and every used entry it adds names a head inside the queue with length 0 or 4.
+#![no_main]
+
+use daxvmm_devices::bus::BusDevice;
+use daxvmm_devices::virtio::mmio::{status, MmioTransport, MMIO_WINDOW_SIZE};
+use daxvmm_devices::virtio::pmem::{PendingFlush, Pmem, PmemFlush};
+use daxvmm_devices::virtio::IrqSignal;
+use libfuzzer_sys::fuzz_target;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Two 32 KiB regions with a hole between them, so chains can straddle or fall into it.
+const REGIONS: [(u64, usize); 2] = [(0, 0x8000), (0x1_0000, 0x8000)];
+const DEFINED_STATUS: u32 = 0xff & !0x30;
+
+struct NoIrq;
+impl IrqSignal for NoIrq {
+    fn signal(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Backend {
+    calls: usize,
+    fail: bool,
+}
+impl PmemFlush for Backend {
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.calls += 1;
+        if self.fail {
+            Err(std::io::Error::other("fuzzed failure"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+struct Input<'a>(&'a [u8]);
+impl Input<'_> {
+    fn bytes(&mut self, n: usize) -> Option<&[u8]> {
+        let (a, b) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.bytes(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.bytes(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.bytes(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+fn snapshot(mem: &GuestMemoryMmap) -> Vec<Vec<u8>> {
+    REGIONS
+        .iter()
+        .map(|&(base, len)| {
+            let mut v = vec![0u8; len];
+            mem.read_slice(&mut v, GuestAddress(base)).unwrap();
+            v
+        })
+        .collect()
+}
+
+/// The guest ranges the device may write during a synchronous run: the used ring and every buffer the
+/// descriptor table marks device-writable; and whether those can alias the table itself, in which case
+/// the device's own writes may legitimately change which buffers are writable mid-run.
+fn writable_ranges(t: &MmioTransport<Pmem>, mem: &GuestMemoryMmap) -> (Vec<(u64, u64)>, bool) {
+    let Some(q) = t.queue(0).map(|q| q.state()) else { return (Vec::new(), true) };
+    let size = u64::from(q.size);
+    let table = (q.desc_table, q.desc_table.saturating_add(16 * size));
+    let mut ranges = vec![(q.used_ring, q.used_ring.saturating_add(6 + 8 * size))];
+    for i in 0..size {
+        let at = q.desc_table.wrapping_add(i * 16);
+        let (Ok(addr), Ok(len), Ok(flags)) = (
+            mem.read_obj::<u64>(GuestAddress(at)),
+            mem.read_obj::<u32>(GuestAddress(at.wrapping_add(8))),
+            mem.read_obj::<u16>(GuestAddress(at.wrapping_add(12))),
+        ) else {
+            continue;
+        };
+        if flags & 2 != 0 {
+            ranges.push((addr, addr.saturating_add(u64::from(len))));
+        }
+    }
+    let aliased =
+        ranges.iter().any(|&r| overlap(r, table)) || ranges[1..].iter().any(|&r| overlap(r, ranges[0]));
+    (ranges, aliased)
+}
+
+fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+fn check_sync_writes(before: &[Vec<u8>], after: &[Vec<u8>], allowed: &[(u64, u64)]) {
+    for (r, &(base, _)) in REGIONS.iter().enumerate() {
+        for (i, (a, b)) in before[r].iter().zip(&after[r]).enumerate() {
+            if a != b {
+                let addr = base + i as u64;
+                assert!(
+                    allowed.iter().any(|&(s, e)| s <= addr && addr < e),
+                    "device wrote {addr:#x}, outside the used ring and every device-writable buffer"
+                );
+            }
+        }
+    }
+}
+
+fn write32(t: &mut MmioTransport<Pmem>, offset: u32, value: u32) {
+    t.write(u64::from(offset), &value.to_le_bytes());
+}
+
+fn read32(t: &mut MmioTransport<Pmem>, offset: u32) -> u32 {
+    let mut b = [0u8; 4];
+    t.read(u64::from(offset), &mut b);
+    u32::from_le_bytes(b)
+}
+
+/// Linux's bring-up: reset, ACKNOWLEDGE, DRIVER, VERSION_1, FEATURES_OK, queue 0, DRIVER_OK.
+fn bring_up(t: &mut MmioTransport<Pmem>, size: u16, desc: u64, avail: u64, used: u64) {
+    write32(t, 0x70, 0);
+    for bit in [status::ACKNOWLEDGE, status::DRIVER] {
+        let s = read32(t, 0x70);
+        write32(t, 0x70, s | u32::from(bit));
+    }
+    write32(t, 0x24, 1);
+    write32(t, 0x20, 1);
+    let s = read32(t, 0x70);
+    write32(t, 0x70, s | u32::from(status::FEATURES_OK));
+    write32(t, 0x30, 0);
+    write32(t, 0x38, u32::from(size));
+    for (low, v) in [(0x80, desc), (0x90, avail), (0xa0, used)] {
+        write32(t, low, v as u32);
+        write32(t, low + 4, (v >> 32) as u32);
+    }
+    write32(t, 0x44, 1);
+    let s = read32(t, 0x70);
+    write32(t, 0x70, s | u32::from(status::DRIVER_OK));
+}
+
+fuzz_target!(|data: &[u8]| {
+    let ranges: Vec<_> = REGIONS.iter().map(|&(b, l)| (GuestAddress(b), l)).collect();
+    let mem = GuestMemoryMmap::<()>::from_ranges(&ranges).unwrap();
+    let pmem = Pmem::new(0x1_0000_0000, 0x4000_0000).unwrap();
+    let mut t = MmioTransport::new(pmem, mem.clone(), Box::new(NoIrq)).unwrap();
+    let mut backend = Backend { calls: 0, fail: false };
+    let mut pending: Vec<PendingFlush> = Vec::new();
+    let mut input = Input(data);
+
+    while let Some(op) = input.u8() {
+        match op % 9 {
+            // A register access: any offset in the window, width 1..=8, any value.
+            0 | 1 => {
+                let (Some(offset), Some(width), Some(value)) = (input.u16(), input.u8(), input.bytes(8))
+                else {
+                    break;
+                };
+                let offset = u64::from(offset) % MMIO_WINDOW_SIZE;
+                let width = usize::from(width % 8) + 1;
+                if op & 1 == 0 {
+                    t.write(offset, &value[..width]);
+                } else {
+                    let mut buf = [0u8; 8];
+                    t.read(offset, &mut buf[..width]);
+                }
+            }
+            // Guest memory: up to 64 bytes anywhere in the first 64 KiB of address space (holes ignored).
+            2 => {
+                let (Some(addr), Some(len)) = (input.u16(), input.u8()) else { break };
+                let Some(bytes) = input.bytes(usize::from(len % 64)) else { break };
+                let _ = mem.write_slice(bytes, GuestAddress(u64::from(addr)));
+            }
+            // A Linux-shaped bring-up. Half the time with a power-of-two size and aligned rings in the
+            // first region, so requests get served; otherwise with raw values, which mostly break it.
+            3 => {
+                let (Some(size), Some(desc), Some(avail), Some(used)) =
+                    (input.u16(), input.u32(), input.u32(), input.u32())
+                else {
+                    break;
+                };
+                let (desc, avail, used) = (u64::from(desc), u64::from(avail), u64::from(used));
+                if size & 0x8000 == 0 {
+                    let size = 1u16 << (size % 8);
+                    bring_up(&mut t, size, desc & 0x7ff0, avail & 0x7ffe, used & 0x7ffc);
+                } else {
+                    bring_up(&mut t, size, desc & 0x1_ffff, avail & 0x1_ffff, used & 0x1_ffff);
+                }
+            }
+            // Run the queue in place: writes must stay in the used ring and device-writable buffers.
+            4 => {
+                backend.fail = input.u8().is_some_and(|b| b & 1 == 1);
+                let live = t.is_live();
+                let calls = backend.calls;
+                let (allowed, aliased) = writable_ranges(&t, &mem);
+                let used_before = t.queue(0).map(|q| q.state().next_used);
+                let before = snapshot(&mem);
+                let done = t.process_flushes(&mut backend);
+                assert_eq!(backend.calls - calls, done, "one backend call per completed flush");
+                assert!(live || done == 0, "flushed while the device was not live");
+                if !aliased {
+                    check_sync_writes(&before, &snapshot(&mem), &allowed);
+                    check_used_entries(&t, &mem, used_before);
+                }
+            }
+            // Take flushes for later.
+            5 => {
+                let live = t.is_live();
+                let taken = t.take_flushes();
+                assert!(live || taken.is_empty());
+                pending.extend(taken);
+            }
+            // Complete a pending flush, chosen by the input, with a result chosen by the input.
+            6 => {
+                let Some(pick) = input.u8() else { break };
+                if !pending.is_empty() {
+                    let flush = pending.swap_remove(usize::from(pick) % pending.len());
+                    let result =
+                        if pick & 0x80 != 0 { Err(std::io::Error::other("late failure")) } else { Ok(()) };
+                    let epoch = t.epoch();
+                    let flush_epoch = flush.epoch();
+                    let completed = t.complete_flush(flush, result);
+                    assert!(!completed || flush_epoch == epoch, "completed a flush from before a reset");
+                }
+            }
+            // A chain of up to 4 fuzzed descriptors written into the queue's table and made available,
+            // as a driver would, so that well-formed and nearly well-formed requests are common.
+            7 => {
+                if add_chain(&t, &mem, &mut input).is_none() {
+                    break;
+                }
+            }
+            // Reset.
+            _ => write32(&mut t, 0x70, 0),
+        }
+        assert_eq!(read32(&mut t, 0), 0x7472_6976);
+        assert_eq!(read32(&mut t, 4), 2);
+        assert_eq!(read32(&mut t, 8), 27);
+        assert_eq!(read32(&mut t, 0x70) & !DEFINED_STATUS, 0, "undefined status bits");
+    }
+});
+
+/// Makes one chain available at `head` (an input byte). With the shape byte's top bit clear it is
+/// Linux's: a 4-byte request (type 0, or fuzzed) then a 4-byte response, at fuzzed addresses in the first
+/// region. Otherwise up to 4 fuzzed descriptors (address, a length that matters (0, 1, 3, 4, 8, huge) or
+/// a raw one, flags, and links that follow the chain or not).
+fn add_chain(t: &MmioTransport<Pmem>, mem: &GuestMemoryMmap, input: &mut Input<'_>) -> Option<()> {
+    let q = t.queue(0)?.state();
+    let shape = input.u8()?;
+    let head = u16::from(input.u8()?) % q.size.max(1);
+    let mut descs = Vec::new();
+    if shape & 0x80 == 0 {
+        let (req, resp) = (u64::from(input.u16()? & 0x7ffc), u64::from(input.u16()? & 0x7ffc));
+        let kind = if shape & 0x40 == 0 { 0 } else { input.u32()? };
+        let _ = mem.write_obj(kind, GuestAddress(req));
+        descs.push((req, 4u32, 1u16, head.wrapping_add(1) % q.size.max(1)));
+        descs.push((resp, 4, 2, 0));
+    } else {
+        let count = shape % 4 + 1;
+        for i in 0..u16::from(count) {
+            let (addr, len_pick, flags, next) = (input.u16()?, input.u8()?, input.u8()?, input.u8()?);
+            let len = match len_pick % 8 {
+                0 => 0,
+                1 => 1,
+                2 => 3,
+                3 | 4 => 4,
+                5 => 8,
+                6 => 0xffff_ffff,
+                _ => input.u32()?,
+            };
+            // Bits: NEXT (1), WRITE (2), INDIRECT (4); the chain's own links unless the input overrides.
+            let mut f = u16::from(flags & 0x6);
+            let mut n = u16::from(next);
+            if flags & 0x80 == 0 {
+                if i + 1 < u16::from(count) {
+                    f |= 1;
+                    n = head.wrapping_add(i + 1) % q.size.max(1);
+                }
+            } else {
+                f |= u16::from(flags & 1);
+            }
+            descs.push((u64::from(addr), len, f, n));
+        }
+    }
+    for (i, (addr, len, flags, next)) in descs.into_iter().enumerate() {
+        let index = head.wrapping_add(i as u16) % q.size.max(1);
+        let at = q.desc_table.wrapping_add(u64::from(index) * 16);
+        let _ = mem.write_obj(addr, GuestAddress(at));
+        let _ = mem.write_obj(len, GuestAddress(at.wrapping_add(8)));
+        let _ = mem.write_obj(flags, GuestAddress(at.wrapping_add(12)));
+        let _ = mem.write_obj(next, GuestAddress(at.wrapping_add(14)));
+    }
+    let idx_at = GuestAddress(q.avail_ring.wrapping_add(2));
+    let idx: u16 = mem.read_obj(idx_at).ok()?;
+    let slot = q.avail_ring.wrapping_add(4 + u64::from(idx % q.size.max(1)) * 2);
+    let _ = mem.write_obj(head, GuestAddress(slot));
+    let _ = mem.write_obj(idx.wrapping_add(1), idx_at);
+    Some(())
+}
+
+/// Every used-ring entry added by the last run names a head inside the queue with length 0 or 4.
+fn check_used_entries(t: &MmioTransport<Pmem>, mem: &GuestMemoryMmap, used_before: Option<u16>) {
+    let (Some(q), Some(before)) = (t.queue(0), used_before) else { return };
+    let state = q.state();
+    let mut i = before;
+    while i != state.next_used {
+        let at = state.used_ring + 4 + u64::from(i % state.size) * 8;
+        let id: u32 = mem.read_obj(GuestAddress(at)).unwrap();
+        let len: u32 = mem.read_obj(GuestAddress(at + 4)).unwrap();
+        assert!(id < u32::from(state.size), "used entry names head {id} of a {}-entry queue", state.size);
+        assert!(len == 0 || len == 4, "used length {len}");
+        i = i.wrapping_add(1);
+    }
+}
