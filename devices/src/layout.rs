@@ -67,3 +67,21 @@ pub const FLUSH_HINT_BASE: u64 = FAULT_INJECTOR_BASE + FAULT_INJECTOR_LEN;
 pub const FLUSH_HINT_STRIDE: u64 = 0x1000;
 /// Length of the flush hint window: a page for each of the (at most 8) DIMMs.
 pub const FLUSH_HINT_LEN: u64 = 8 * FLUSH_HINT_STRIDE;
+/// Base of the virtio-mmio devices' windows (crate::virtio::mmio): right after the flush hints, one page
+/// each, so every device's registers sit in a page of their own.
+pub const VIRTIO_MMIO_BASE: u64 = FLUSH_HINT_BASE + FLUSH_HINT_LEN;
+/// Distance between two virtio-mmio devices' windows.
+pub const VIRTIO_MMIO_STRIDE: u64 = 0x1000;
+/// Most virtio-mmio devices a guest may have.
+pub const VIRTIO_MMIO_MAX: usize = 8;
+/// The IOAPIC input of virtio-mmio device 0; device `i` has `VIRTIO_GSI_BASE + i` (16 to 23: the inputs
+/// above the ISA range, which nothing else uses).
+pub const VIRTIO_GSI_BASE: u32 = 16;
+
+/// Where virtio-mmio device `i`'s window starts.
+pub const fn virtio_mmio_base(i: usize) -> u64 {
+    VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_STRIDE
+}
+
+// The virtio windows stay below the IOAPIC page.
+const _: () = assert!(VIRTIO_MMIO_BASE + VIRTIO_MMIO_MAX as u64 * VIRTIO_MMIO_STRIDE <= IOAPIC_ADDR);

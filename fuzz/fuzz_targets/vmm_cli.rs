@@ -105,7 +105,12 @@ fn check_run(run: &RunArgs) {
             on_off(spec.share),
             on_off(spec.prefault),
             on_off(spec.resize),
-            if spec.e820 { "e820" } else { "nfit" }
+            match format!("{:?}", spec.kind).as_str() {
+                "Nfit" => "nfit",
+                "E820" => "e820",
+                "Virtio" => "virtio",
+                other => panic!("a pmem type this target does not know: {other}"),
+            }
         );
         if let Some(addr) = spec.addr {
             text.push_str(&format!(",addr={addr:#x}"));

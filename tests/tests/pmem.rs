@@ -1,5 +1,5 @@
 //! The emulated NFIT NVDIMM (`--pmem`), booted in real guests as one batch: DAX on ext4 and xfs with a
-//! PMD fault, two NVDIMMs, data that survives a restart in a backing file (and the guest's flushes that
+//! PMD fault (also on virtio-pmem, whose flushes reach the backing file), two NVDIMMs, data that survives a restart in a backing file (and the guest's flushes that
 //! reach it through the NFIT flush hint), data fsynced before daxvmm is killed with SIGKILL, a 16G region
 //! that costs no memory until touched, hugetlb backing proven by smaps, a namespace label area
 //! (`label-size=`) whose namespaces survive a restart, served through the _DSM or through the ACPI label
@@ -31,20 +31,21 @@ fn kill_rounds() -> u32 {
     std::env::var("DAXVMM_KILL9_ROUNDS").ok().and_then(|v| v.parse().ok()).filter(|&n| n > 0).unwrap_or(3)
 }
 
-/// The setup of the SIGKILL case (one shell line): the rounds, each with its own marker.
-fn kill9_rounds() -> String {
-    let round = "{daxvmm} --kernel {kernel} --initrd {initrd} --pmem 256M,file={tmp}/k9.img --timeout 120s \
-         --cmdline \"quiet -- /tests/persist.sh write-and-wait /dev/pmem0 round$r\" >{tmp}/k9-$r.log 2>&1 & p=$!; \
-         n=0; until grep -q 'persist: wrote' {tmp}/k9-$r.log || [ $n -ge 1200 ] || ! kill -0 $p 2>/dev/null; \
+/// The setup of a SIGKILL case (one shell line): `rounds` rounds on `--pmem 256M,file={tmp}/IMG.img` plus
+/// `opts`, each with its own marker.
+fn kill9_rounds(img: &str, opts: &str, rounds: u32) -> String {
+    let round = "{daxvmm} --kernel {kernel} --initrd {initrd} --pmem 256M,file={tmp}/IMG.imgOPTS --timeout 120s \
+         --cmdline \"quiet -- /tests/persist.sh write-and-wait /dev/pmem0 round$r\" >{tmp}/IMG-$r.log 2>&1 & p=$!; \
+         n=0; until grep -q 'persist: wrote' {tmp}/IMG-$r.log || [ $n -ge 1200 ] || ! kill -0 $p 2>/dev/null; \
          do sleep 0.1; n=$((n+1)); done; \
          sleep $(awk -v r=$r 'BEGIN { srand(); printf \"%.2f\", rand() }'); kill -9 $p; wait $p; \
-         if grep -q -a MARKER-round$r {tmp}/k9.img; then echo kill9: round $r kept its fsynced marker; \
-         else echo kill9: round $r lost its fsynced marker; cat {tmp}/k9-$r.log; exit 1; fi";
-    let rounds: Vec<String> = (1..=kill_rounds()).map(|r| r.to_string()).collect();
+         if grep -q -a MARKER-round$r {tmp}/IMG.img; then echo kill9: round $r kept its fsynced marker; \
+         else echo kill9: round $r lost its fsynced marker; cat {tmp}/IMG-$r.log; exit 1; fi";
+    let numbers: Vec<String> = (1..=rounds).map(|r| r.to_string()).collect();
     format!(
-        "rm -f {{tmp}}/k9.img; for r in {}; do {}; done",
-        rounds.join(" "),
-        round.replace("MARKER", MARKER)
+        "rm -f {{tmp}}/{img}.img; for r in {}; do {}; done",
+        numbers.join(" "),
+        round.replace("MARKER", MARKER).replace("IMG", img).replace("OPTS", opts)
     )
 }
 
@@ -97,10 +98,18 @@ const NDCTL_LIST_DIFFERENCES: [Justification; 6] = [
     },
 ];
 
+/// The virtio-pmem devices of the virtio cases.
+const VIRTIO_EXT4: &str = "1G,file={tmp}/virtio-ext4.img,type=virtio";
+const VIRTIO_XFS: &str = "1G,file={tmp}/virtio-xfs.img,type=virtio";
+
 fn cases() -> Vec<Case> {
     vec![
         guest("dax_ext4", &["--cpus", "2", "--pmem", "1G"], "/tests/pmem-dax.sh ext4"),
         guest("dax_xfs", &["--cpus", "2", "--pmem", "1G"], "/tests/pmem-dax.sh xfs"),
+        // The same on virtio-pmem (type=virtio), file-backed so that the guest's flushes have a file to
+        // write back.
+        guest("virtio_ext4", &["--cpus", "2", "--pmem", VIRTIO_EXT4], "/tests/pmem-dax.sh ext4"),
+        guest("virtio_xfs", &["--cpus", "2", "--pmem", VIRTIO_XFS], "/tests/pmem-dax.sh xfs"),
         guest(
             "two_dimms",
             &["--pmem", "256M", "--pmem", "512M"],
@@ -175,7 +184,10 @@ fn cases() -> Vec<Case> {
             &["--pmem", "256M,file={tmp}/k9.img"],
             &format!("/tests/persist.sh read /dev/pmem0 round{}", kill_rounds()),
         )
-        .with_setup(&kill9_rounds()),
+        .with_setup(&kill9_rounds("k9", "", kill_rounds())),
+        // The same on virtio-pmem, one round: there the fsync ends in a flush request.
+        guest("kill9_virtio", &["--pmem", "256M,file={tmp}/k9v.img,type=virtio"], "/tests/persist.sh read /dev/pmem0 round1")
+            .with_setup(&kill9_rounds("k9v", ",type=virtio", 1)),
         guest("big_lazy", &["--mem", "256M", "--pmem", "16G"], "cat /sys/block/pmem0/size"),
         // A legacy e820 range beside an NFIT DIMM: each on its own bus, and DAX with a PMD fault on
         // the e820 one (its raw namespace has struct pages: no conversion).
@@ -214,6 +226,24 @@ fn dax_ext4() {
 #[test]
 fn dax_xfs() {
     assert_tap_passed("dax_xfs", 10);
+}
+
+/// virtio-pmem (`type=virtio`, found by the guest through the DSDT): its raw namespace does DAX as it is,
+/// ext4 and xfs with `-o dax`, a PMD fault, MAP_SYNC refused (the device is asynchronous), and the guest's flushes (its
+/// msync and umount) reaching daxvmm as flush requests, each an msync of the backing file.
+#[test]
+fn virtio_pmem_does_dax_and_flushes() {
+    for name in ["virtio_ext4", "virtio_xfs"] {
+        // One check fewer than on the NFIT: the raw namespace has struct pages, so nothing is converted.
+        assert_tap_passed(name, 9);
+        let Some(out) = BATCH.outcome(name) else { return };
+        assert!(out.contains("is a virtio-pmem device") && out.contains("- MAP_SYNC refused"), "{out}");
+        let flushes = out.console.lines().find_map(|l| {
+            l.split_once("virtio-pmem0: the guest sent ")?.1.split(' ').next()?.parse::<u64>().ok()
+        });
+        assert!(flushes.is_some_and(|n| n > 0), "the guest's flushes must reach daxvmm: {flushes:?}: {out}");
+        assert!(out.contains("(msync of its file), 0 failed"), "{out}");
+    }
 }
 
 #[test]
@@ -491,6 +521,14 @@ fn fsynced_data_survives_sigkill() {
     }
     assert_eq!(out.exit_code, 0, "{out}");
     assert!(out.contains(&format!("persist: read {MARKER}-round{rounds}")), "{out}");
+}
+
+#[test]
+fn fsynced_data_on_virtio_pmem_survives_sigkill() {
+    let Some(out) = BATCH.outcome("kill9_virtio") else { return };
+    assert!(out.contains("kill9: round 1 kept its fsynced marker"), "{out}");
+    assert_eq!(out.exit_code, 0, "{out}");
+    assert!(out.contains(&format!("persist: read {MARKER}-round1")), "{out}");
 }
 
 /// The value in a daxvmm log line like "daxvmm RSS 52 MiB".

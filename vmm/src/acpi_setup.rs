@@ -2,8 +2,8 @@
 //! in the guest's ACPI area below 1 MiB and writes them there.
 
 use daxvmm_devices::acpi::{
-    dsdt, fadt, fault_injector_aml, madt, nfit, nvdimm_root_aml, rsdp, srat, xsdt, AcpiError, DsdtConfig,
-    NvdimmRegion,
+    dsdt, fadt, fault_injector_aml, madt, nfit, nvdimm_root_aml, rsdp, srat, virtio_mmio_aml, xsdt,
+    AcpiError, DsdtConfig, NvdimmRegion, VirtioMmioDevice,
 };
 use daxvmm_devices::layout::{ACPI_RSDP_ADDR, ACPI_TABLES_END, FAULT_INJECTOR_BASE, FAULT_INJECTOR_LEN};
 use thiserror::Error;
@@ -42,13 +42,14 @@ fn align64(x: u64) -> u64 {
     (x + 63) & !63
 }
 
-/// Builds the tables for a machine with `cpus` vCPUs, the guest RAM `gm` and the NFIT NVDIMMs `nvdimms` (an
-/// NFIT and the NVDIMM root device in the DSDT when there are any), and writes them into `gm`; returns
-/// where they went.
+/// Builds the tables for a machine with `cpus` vCPUs, the guest RAM `gm`, the NFIT NVDIMMs `nvdimms` (an
+/// NFIT and the NVDIMM root device in the DSDT when there are any) and the virtio-mmio transports `virtio`
+/// (DSDT devices), and writes them into `gm`; returns where they went.
 pub fn write_tables(
     gm: &GuestMemoryMmap,
     cpus: u8,
     nvdimms: &[NvdimmRegion],
+    virtio: &[VirtioMmioDevice],
 ) -> Result<AcpiLayout, AcpiSetupError> {
     let mut placed: Vec<([u8; 4], u64, Vec<u8>)> = Vec::new();
     let mut next = TABLES_START;
@@ -63,6 +64,7 @@ pub fn write_tables(
     if !nvdimms.is_empty() {
         extra_sb_aml.extend(nvdimm_root_aml(nvdimms));
     }
+    extra_sb_aml.extend(virtio_mmio_aml(virtio));
     let dsdt_addr = place(*b"DSDT", dsdt(&DsdtConfig { com1: true, extra_sb_aml }), &mut placed);
     // The SRAT's RAM ranges are `gm`'s regions: `gm` holds guest RAM and nothing else (pmem has its own
     // mappings) and its regions are KVM's RAM slots, so the table describes exactly the RAM the guest has.
@@ -104,7 +106,7 @@ mod tests {
     #[test]
     fn tables_are_linked_and_checksummed_in_memory() {
         let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        let layout = write_tables(&gm, 2, &[]).unwrap();
+        let layout = write_tables(&gm, 2, &[], &[]).unwrap();
         let mut sig = [0u8; 8];
         gm.read_slice(&mut sig, GuestAddress(ACPI_RSDP_ADDR)).unwrap();
         assert_eq!(&sig, b"RSD PTR ");
@@ -138,7 +140,7 @@ mod tests {
     #[test]
     fn rejects_bad_cpu_count() {
         let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        assert!(matches!(write_tables(&gm, 0, &[]), Err(AcpiSetupError::Build(_))));
+        assert!(matches!(write_tables(&gm, 0, &[], &[]), Err(AcpiSetupError::Build(_))));
     }
 
     #[test]
@@ -151,7 +153,7 @@ mod tests {
             flush_hint: Some(0xfeb1_0000),
             labels: false,
         }];
-        let layout = write_tables(&gm, 1, &nv).unwrap();
+        let layout = write_tables(&gm, 1, &nv, &[]).unwrap();
         let nfit = layout.tables.iter().find(|t| &t.0 == b"NFIT").unwrap();
         // The XSDT's fourth entry is the NFIT, after FACP, APIC and SRAT.
         let xsdt_addr = read_u64(&gm, ACPI_RSDP_ADDR + 24);
@@ -160,7 +162,7 @@ mod tests {
         let mut bytes = vec![0u8; dsdt.2];
         gm.read_slice(&mut bytes, GuestAddress(dsdt.1)).unwrap();
         assert!(bytes.windows(8).any(|w| w == b"ACPI0012"));
-        let without = write_tables(&gm, 1, &[]).unwrap();
+        let without = write_tables(&gm, 1, &[], &[]).unwrap();
         assert!(without.tables.iter().all(|t| &t.0 != b"NFIT"));
     }
 
@@ -196,12 +198,13 @@ mod tests {
         let enabled = 1;
         let ram = [(0, 1 << 20, enabled), (1 << 32, 2 << 20, enabled)];
         // The NVDIMM names the SRAT's domain in its SPA range; a range of its own would cost a swiotlb.
-        assert_eq!(srat_memory(&gm, &write_tables(&gm, 2, &nv).unwrap()), ram);
-        assert_eq!(srat_memory(&gm, &write_tables(&gm, 1, &[]).unwrap()), ram);
+        assert_eq!(srat_memory(&gm, &write_tables(&gm, 2, &nv, &[]).unwrap()), ram);
+        assert_eq!(srat_memory(&gm, &write_tables(&gm, 1, &[], &[]).unwrap()), ram);
     }
 
     /// Every table daxvmm builds, as the guest gets them (RAM on both sides of the hole, two NVDIMMs, one
-    /// with a flush hint), goes through ACPICA's disassembler without an error or a warning.
+    /// with a flush hint, two virtio-mmio devices), goes through ACPICA's disassembler without an error or
+    /// a warning.
     #[test]
     fn iasl_disassembles_every_table() {
         let gm = split_ram();
@@ -216,7 +219,14 @@ mod tests {
             NvdimmRegion { slot: 1, base: 6 << 30, size: 1 << 30, flush_hint: None, labels: true },
         ];
         // The second DIMM has a label area, so the DSDT has the label methods too.
-        let layout = write_tables(&gm, 2, &nv).unwrap();
+        let virtio: Vec<VirtioMmioDevice> = (0..2)
+            .map(|i| VirtioMmioDevice {
+                base: daxvmm_devices::layout::virtio_mmio_base(i) as u32,
+                len: 0x200,
+                gsi: daxvmm_devices::layout::VIRTIO_GSI_BASE + i as u32,
+            })
+            .collect();
+        let layout = write_tables(&gm, 2, &nv, &virtio).unwrap();
         assert_eq!(layout.tables.len(), 6, "DSDT, FACP, APIC, SRAT, NFIT, XSDT");
         let dir = std::env::temp_dir().join(format!("daxvmm-iasl-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -258,6 +268,10 @@ mod tests {
                 // The _DSM mailbox as ACPICA reads it: the page and port the device serves, the DIMM
                 // family's UUID, each DIMM's handle passed on, and the answer cut to RLEN - 4 bytes.
                 for want in [
+                    "Device (VR01)",
+                    "Name (_HID, \"LNRO0005\")",
+                    "Memory32Fixed (ReadWrite,\n                    0xFEB19000,",
+                    "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )\n                {\n                    0x00000011,",
                     "OperationRegion (NPIO, SystemIO, 0x0A18, 0x04)",
                     "OperationRegion (NRAM, SystemMemory, 0x000DF000, 0x1000)",
                     "ToUUID (\"4309ac30-0d11-11e4-9191-0800200c9a66\")",
@@ -281,7 +295,7 @@ mod tests {
     #[test]
     fn the_dsdt_always_describes_the_fault_injector() {
         let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        let layout = write_tables(&gm, 1, &[]).unwrap();
+        let layout = write_tables(&gm, 1, &[], &[]).unwrap();
         let dsdt = layout.tables.iter().find(|t| &t.0 == b"DSDT").unwrap();
         let mut bytes = vec![0u8; dsdt.2];
         gm.read_slice(&mut bytes, GuestAddress(dsdt.1)).unwrap();

@@ -28,6 +28,7 @@ pub mod suites;
 mod units;
 mod vcpu;
 mod vcpu_end;
+mod virtio;
 mod vm;
 
 pub use vm::Outcome;

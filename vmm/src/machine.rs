@@ -35,6 +35,7 @@ use crate::pmem::{self, PmemRegion};
 use crate::seccomp::Filters;
 use crate::vcpu::{self, Vcpus, STOP_LIMIT};
 use crate::vcpu_end::VcpuEnd;
+use crate::virtio::{self, VirtioDevices};
 use crate::vm::{VmConfig, VmError};
 
 /// Where KVM puts the TSS it needs on Intel (three pages just below the BIOS area at 4 GiB).
@@ -55,6 +56,8 @@ pub struct Machine {
     view: Option<Arc<PmemView>>,
     /// The NVDIMM flush hints' device, for the flush counts at the end.
     flush_hints: Option<Arc<Mutex<FlushHints>>>,
+    /// The virtio-pmem devices and their flush workers.
+    virtio: Option<VirtioDevices>,
     started: bool,
     /// Set when a vCPU thread did not stop: the memory above must then never be unmapped.
     leak: bool,
@@ -84,6 +87,7 @@ impl Machine {
             pmem: ManuallyDrop::new(pmem),
             view,
             flush_hints: None,
+            virtio: None,
             started: false,
             leak: false,
         }
@@ -117,7 +121,9 @@ impl Machine {
         pmem::register(vm, &self.pmem, next_slot)?;
         step("memory and pmem mapped");
         regs::write_boot_tables(gm)?;
-        acpi_setup::write_tables(gm, cfg.cpus, &pmem::acpi_regions(&self.pmem))?;
+        let virtio_pmem = pmem::virtio_regions(&self.pmem);
+        let virtio_acpi: Vec<_> = (0..virtio_pmem.len()).map(virtio::acpi_device).collect();
+        acpi_setup::write_tables(gm, cfg.cpus, &pmem::acpi_regions(&self.pmem), &virtio_acpi)?;
         step("ACPI tables written");
         let boot = loader::load(
             gm,
@@ -136,6 +142,7 @@ impl Machine {
         let hints = Arc::new(Mutex::new(pmem::flush_hints(&self.pmem)));
         buses.mmio.insert(hints.clone(), FLUSH_HINT_BASE, FLUSH_HINT_LEN)?;
         self.flush_hints = Some(hints);
+        self.virtio = Some(VirtioDevices::wire(vm, gm, &virtio_pmem, &mut buses.mmio)?);
         // The NVDIMM _DSM mailbox; it keeps its own handle on guest memory, so that memory stays mapped
         // while any vCPU can still reach the device.
         let mut dsm =
@@ -173,6 +180,9 @@ impl Machine {
             view.attach(&self.pmem);
         }
         self.started = true;
+        if let Some(v) = &mut self.virtio {
+            v.start(&filters)?;
+        }
         self.vcpus = Some(Vcpus::spawn(fds, buses, sink, started, filters)?);
         Ok(())
     }
@@ -194,6 +204,9 @@ impl Machine {
             let list: Vec<String> = stopped.stuck.iter().map(u8::to_string).collect();
             return Err(VmError::VcpuStuck(list.join(", ")));
         }
+        if let Some(v) = &mut self.virtio {
+            v.stop();
+        }
         if let Some(view) = &self.view {
             view.detach();
         }
@@ -209,6 +222,8 @@ impl Drop for Machine {
         if let Some(mut vcpus) = self.vcpus.take() {
             self.leak |= !vcpus.stop(STOP_LIMIT).stuck.is_empty();
         }
+        // The virtio workers are joined when their devices go.
+        self.virtio = None;
         // The vCPU fds closed with their threads; closing the VM's lets KVM drop the memory slots.
         self.vm = None;
         self.kvm = None;

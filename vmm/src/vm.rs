@@ -133,6 +133,9 @@ pub enum VmError {
     /// Persistent memory.
     #[error(transparent)]
     Pmem(#[from] PmemError),
+    /// virtio devices.
+    #[error(transparent)]
+    Virtio(#[from] crate::virtio::VirtioError),
     /// Seccomp filters.
     #[error(transparent)]
     Seccomp(#[from] SeccompError),

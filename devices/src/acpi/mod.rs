@@ -15,6 +15,7 @@ mod nfit;
 mod nvdimm_aml;
 mod rsdp;
 mod srat;
+mod virtio_aml;
 mod xsdt;
 
 pub use dsdt::{dsdt, DsdtConfig};
@@ -25,6 +26,7 @@ pub use nfit::{nfit, nvdimm_handle, NvdimmRegion, MAX_NVDIMM_SLOTS, NVDIMM_ALIGN
 pub use nvdimm_aml::{nvdimm_root_aml, NVDIMM_ROOT_HID};
 pub use rsdp::rsdp;
 pub use srat::srat;
+pub use virtio_aml::{virtio_mmio_aml, VirtioMmioDevice, VIRTIO_MMIO_HID};
 pub use xsdt::xsdt;
 
 use acpi_tables::sdt::Sdt;

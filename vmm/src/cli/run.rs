@@ -58,12 +58,14 @@ pub struct RunArgs {
     pub timeout_after_init: Option<Duration>,
 
     /// An emulated NFIT NVDIMM (the guest sees /dev/pmemN):
-    /// SIZE[,file=PATH][,backing=auto|hugetlb-2m|hugetlb-1g|thp|anon][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA][,type=nfit|e820][,label-size=N[,label-dsm=on|off]][,poison=OFFSET+LEN[:...]].
+    /// SIZE[,file=PATH][,backing=auto|hugetlb-2m|hugetlb-1g|thp|anon][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA][,type=nfit|e820|virtio][,label-size=N[,label-dsm=on|off]][,poison=OFFSET+LEN[:...]].
     /// Repeat for up to
     /// 8 NVDIMMs. SIZE is a multiple of 2M. Memory is committed only as the guest touches it. Default
     /// backing: 2M hugetlb pages when the pool has room, else THP. file= keeps the data across runs.
     /// type=e820 makes a legacy e820 pmem range (Linux's "e820" nvdimm bus, as memmap=nn!ss) instead of
-    /// an NFIT NVDIMM; the guest needs CONFIG_X86_PMEM_LEGACY. label-size=N (128K to 16M) gives the
+    /// an NFIT NVDIMM; the guest needs CONFIG_X86_PMEM_LEGACY. type=virtio makes a virtio-pmem device on
+    /// virtio-mmio, announced in the DSDT (the guest needs CONFIG_VIRTIO_MMIO and CONFIG_VIRTIO_PMEM);
+    /// the guest's flushes msync a file= backing. label-size=N (128K to 16M) gives the
     /// NVDIMM a namespace label area (ndctl init-labels, create-namespace --size), served through its
     /// _DSM and its ACPI label methods _LSI/_LSR/_LSW; with file=PATH it is kept in PATH.labels.
     /// label-dsm=off (only with label-size=) leaves the label functions out of the _DSM, so the label

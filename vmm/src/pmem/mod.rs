@@ -21,9 +21,10 @@ use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use thiserror::Error;
 
+use self::backing::FlushRange;
 use self::backing::{BackingError, HostMapping};
 use self::labels::Labels;
-use self::spec::{Backing, PmemSpec};
+use self::spec::{Backing, PmemKind, PmemSpec};
 use crate::memory::ram_ranges;
 use crate::units::{format_size, GIB, MIB};
 
@@ -92,8 +93,8 @@ pub struct PmemRegion {
     pub gpa: u64,
     /// Host memory.
     pub mapping: HostMapping,
-    /// A legacy e820 range (`type=e820`), not an NFIT NVDIMM.
-    pub e820: bool,
+    /// How the guest sees it (`type=`).
+    pub kind: PmemKind,
     /// Its namespace label area (`label-size=`).
     pub labels: Option<Labels>,
     /// Ranges (offset, length) poisoned from the start (`poison=`).
@@ -197,7 +198,7 @@ pub fn setup(mem: u64, specs: &[PmemSpec], pools: &Path) -> Result<Vec<PmemRegio
             let only = if l.dsm() { "" } else { ", served by the ACPI label methods only (label-dsm=off)" };
             log::info!("pmem{index}: a {}-byte namespace label area{only}", l.size());
         }
-        regions.push(PmemRegion { gpa, mapping, e820: spec.e820, labels, poison: spec.poison.clone() });
+        regions.push(PmemRegion { gpa, mapping, kind: spec.kind, labels, poison: spec.poison.clone() });
     }
     Ok(regions)
 }
@@ -226,7 +227,7 @@ pub fn acpi_regions(regions: &[PmemRegion]) -> Vec<NvdimmRegion> {
     regions
         .iter()
         .enumerate()
-        .filter(|(_, r)| !r.e820)
+        .filter(|(_, r)| r.kind == PmemKind::Nfit)
         .map(|(i, r)| NvdimmRegion {
             slot: i as u16,
             base: r.gpa,
@@ -240,12 +241,19 @@ pub fn acpi_regions(regions: &[PmemRegion]) -> Vec<NvdimmRegion> {
 
 /// The legacy e820 ranges (base, size).
 pub fn e820_ranges(regions: &[PmemRegion]) -> Vec<(u64, u64)> {
-    regions.iter().filter(|r| r.e820).map(|r| (r.gpa, r.mapping.size())).collect()
+    regions.iter().filter(|r| r.kind == PmemKind::E820).map(|r| (r.gpa, r.mapping.size())).collect()
+}
+
+/// The virtio-pmem regions in order (device `i` of them is virtio-mmio slot `i`): guest-physical base,
+/// size, and the range a guest flush writes back (`None`: nothing to make durable without a shared file).
+pub fn virtio_regions(regions: &[PmemRegion]) -> Vec<(u64, u64, Option<FlushRange>)> {
+    let virtio = regions.iter().filter(|r| r.kind == PmemKind::Virtio);
+    virtio.map(|r| (r.gpa, r.mapping.size(), r.mapping.flush_range())).collect()
 }
 
 /// The NFIT regions' ranges and device handles, for the root device's scrub and error injection.
 pub fn dimm_ranges(regions: &[PmemRegion]) -> Vec<DimmRange> {
-    let nfit = regions.iter().enumerate().filter(|(_, r)| !r.e820);
+    let nfit = regions.iter().enumerate().filter(|(_, r)| r.kind == PmemKind::Nfit);
     nfit.map(|(i, r)| DimmRange { handle: nvdimm_handle(i as u16), base: r.gpa, size: r.mapping.size() })
         .collect()
 }
@@ -257,14 +265,14 @@ pub fn host_poison(regions: &[PmemRegion]) -> Vec<(u64, u64)> {
 
 /// The label areas of the NFIT regions that have one, by NFIT device handle, for the _DSM mailbox.
 pub fn label_stores(regions: &[PmemRegion]) -> Vec<LabelArea> {
-    let nfit = regions.iter().enumerate().filter(|(_, r)| !r.e820);
+    let nfit = regions.iter().enumerate().filter(|(_, r)| r.kind == PmemKind::Nfit);
     nfit.filter_map(|(i, r)| Some(r.labels.as_ref()?.area(nvdimm_handle(i as u16)))).collect()
 }
 
 /// The flush hint device for `regions`: a guest flush of a shared file-backed NFIT region msyncs it (an
 /// e820 range has no flush hint; it is written back at exit).
 pub fn flush_hints(regions: &[PmemRegion]) -> FlushHints {
-    let slots = regions.iter().enumerate().filter(|(_, r)| !r.e820).filter_map(|(i, r)| {
+    let slots = regions.iter().enumerate().filter(|(_, r)| r.kind == PmemKind::Nfit).filter_map(|(i, r)| {
         let range = r.mapping.flush_range()?;
         let flush: Flush = Box::new(move || range.flush());
         Some((i as u16, flush))

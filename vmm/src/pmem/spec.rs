@@ -21,6 +21,18 @@ pub enum Backing {
     Anon,
 }
 
+/// How the guest sees a pmem region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PmemKind {
+    /// An ACPI NFIT NVDIMM (the default).
+    Nfit,
+    /// A legacy persistent-memory range in the e820 map (type 12, what `memmap=nn!ss` makes), on
+    /// Linux's "e820" nvdimm bus.
+    E820,
+    /// A virtio-pmem device on virtio-mmio: its flush requests make the backing file durable.
+    Virtio,
+}
+
 /// One `--pmem` argument.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PmemSpec {
@@ -38,9 +50,8 @@ pub struct PmemSpec {
     pub resize: bool,
     /// Guest-physical address; by default regions go above RAM and 4 GiB, 1 GiB aligned.
     pub addr: Option<u64>,
-    /// `type=e820`: a legacy persistent-memory range in the e820 map (type 12, what `memmap=nn!ss`
-    /// makes), on Linux's "e820" nvdimm bus, instead of an NFIT NVDIMM.
-    pub e820: bool,
+    /// `type=nfit|e820|virtio`.
+    pub kind: PmemKind,
     /// `label-size=N`: a namespace label area of N bytes beside the region (see super::labels).
     pub label_size: Option<u32>,
     /// `label-dsm=on|off` (on unless given, and only given with `label-size=`): whether the DIMM's `_DSM`
@@ -134,7 +145,7 @@ fn on_off(key: &str, value: &str) -> Result<bool, PmemSpecError> {
 
 impl PmemSpec {
     /// Parses `SIZE[,file=PATH][,backing=...][,share=on|off][,prefault=on|off][,resize=on|off][,addr=GPA]
-    /// [,type=nfit|e820][,label-size=N[,label-dsm=on|off]][,poison=OFFSET+LEN[:...]]`.
+    /// [,type=nfit|e820|virtio][,label-size=N[,label-dsm=on|off]][,poison=OFFSET+LEN[:...]]`.
     pub fn parse(s: &str) -> Result<Self, PmemSpecError> {
         let mut parts = s.split(',');
         let size = parse_size(parts.next().unwrap_or_default())?;
@@ -146,7 +157,7 @@ impl PmemSpec {
             prefault: false,
             resize: false,
             addr: None,
-            e820: false,
+            kind: PmemKind::Nfit,
             label_size: None,
             label_dsm: true,
             poison: Vec::new(),
@@ -178,14 +189,14 @@ impl PmemSpec {
                 "resize" => spec.resize = on_off(key, value)?,
                 "addr" => spec.addr = Some(parse_addr(value)?),
                 "type" => {
-                    spec.e820 = match value {
-                        "nfit" => false,
-                        "e820" => true,
+                    spec.kind = match value {
+                        "nfit" => PmemKind::Nfit,
+                        "e820" => PmemKind::E820,
+                        "virtio" => PmemKind::Virtio,
                         _ => return Err(PmemSpecError::BadValue {
                             key: key.into(),
                             value: value.into(),
-                            expected:
-                                "nfit (an ACPI NFIT NVDIMM, the default) or e820 (a legacy e820 pmem range)",
+                            expected: "nfit (an ACPI NFIT NVDIMM, the default), e820 (a legacy e820 pmem range) or virtio (virtio-pmem)",
                         }),
                     }
                 }
@@ -208,11 +219,11 @@ impl PmemSpec {
                 _ => return Err(PmemSpecError::UnknownOption(opt.to_string())),
             }
         }
-        if spec.e820 && spec.label_size.is_some() {
+        if spec.kind != PmemKind::Nfit && spec.label_size.is_some() {
             return Err(PmemSpecError::BadValue {
                 key: "label-size".into(),
                 value: spec.label_size.unwrap_or_default().to_string(),
-                expected: "no label-size with type=e820 (a legacy e820 range has no labels)",
+                expected: "no label-size with type=e820 or type=virtio (only an NFIT NVDIMM has labels)",
             });
         }
         if let (Some(value), None) = (label_dsm, spec.label_size) {
@@ -222,11 +233,11 @@ impl PmemSpec {
                 expected: "label-size=N too (128K to 16M), since label-dsm says how the label area is served",
             });
         }
-        if spec.e820 && !spec.poison.is_empty() {
+        if spec.kind != PmemKind::Nfit && !spec.poison.is_empty() {
             return Err(PmemSpecError::BadValue {
                 key: "poison".into(),
                 value: format!("{} range(s)", spec.poison.len()),
-                expected: "no poison with type=e820 (a legacy e820 range has no scrub to report it)",
+                expected: "no poison with type=e820 or type=virtio (only the NFIT's scrub reports it)",
             });
         }
         if let Some(&(off, len)) =
@@ -262,9 +273,11 @@ mod tests {
         assert_eq!(PmemSpec::parse("2M,addr=8G").unwrap().addr, Some(8 * GIB));
         assert!(PmemSpec::parse("2M,addr=0xzz").is_err());
         let s = PmemSpec::parse("2M").unwrap();
-        assert_eq!((s.size, s.backing, s.share, s.e820), (2 * MIB, Backing::Auto, true, false));
-        assert!(PmemSpec::parse("2M,type=e820").unwrap().e820);
-        assert!(!PmemSpec::parse("2M,type=nfit").unwrap().e820);
+        assert_eq!((s.size, s.backing, s.share, s.kind), (2 * MIB, Backing::Auto, true, PmemKind::Nfit));
+        assert_eq!(PmemSpec::parse("2M,type=e820").unwrap().kind, PmemKind::E820);
+        assert_eq!(PmemSpec::parse("2M,type=nfit").unwrap().kind, PmemKind::Nfit);
+        assert_eq!(PmemSpec::parse("2M,type=virtio").unwrap().kind, PmemKind::Virtio);
+        assert_eq!(PmemSpec::parse("2M").unwrap().kind, PmemKind::Nfit);
         assert_eq!(PmemSpec::parse("2M,label-size=128K").unwrap().label_size, Some(128 << 10));
         assert_eq!(PmemSpec::parse("2M,label-size=16M").unwrap().label_size, Some(16 << 20));
         assert_eq!(s.label_size, None);
@@ -278,7 +291,9 @@ mod tests {
         assert!(matches!(PmemSpec::parse("1G,color=red"), Err(PmemSpecError::UnknownOption(_))));
         assert!(matches!(PmemSpec::parse("1G,backing=fast"), Err(PmemSpecError::BadValue { .. })));
         assert!(matches!(PmemSpec::parse("1G,share=maybe"), Err(PmemSpecError::BadValue { .. })));
-        assert!(matches!(PmemSpec::parse("1G,type=virtio"), Err(PmemSpecError::BadValue { .. })));
+        assert!(matches!(PmemSpec::parse("1G,type=pci"), Err(PmemSpecError::BadValue { .. })));
+        assert!(PmemSpec::parse("2M,type=virtio,label-size=128K").is_err());
+        assert!(PmemSpec::parse("2M,type=virtio,poison=0+512").is_err());
         assert!(matches!(PmemSpec::parse("1G,file="), Err(PmemSpecError::UnknownOption(_))));
         assert!(matches!(PmemSpec::parse("lots"), Err(PmemSpecError::Size(_))));
         for bad in ["2M,label-size=64K", "2M,label-size=17M", "2M,label-size=", "2M,label-size=x"] {

@@ -68,8 +68,13 @@ mod tests {
         let mapping = map(0, &spec, std::path::Path::new("/nonexistent")).unwrap();
         // SAFETY: writes inside the 2 MiB test mapping just created.
         unsafe { std::ptr::write_bytes((mapping.host_addr() + 4096) as *mut u8, 0xa5, 4096) };
-        let regions =
-            vec![PmemRegion { gpa: 0x1_0000_0000, mapping, e820: false, labels: None, poison: Vec::new() }];
+        let regions = vec![PmemRegion {
+            gpa: 0x1_0000_0000,
+            mapping,
+            kind: crate::pmem::spec::PmemKind::Nfit,
+            labels: None,
+            poison: Vec::new(),
+        }];
         let view = PmemView::default();
         let mut buf = [0u8; 4096];
         assert!(!view.read(0x1_0000_1000, &mut buf), "nothing attached yet");

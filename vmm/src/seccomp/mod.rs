@@ -39,6 +39,8 @@ pub enum ThreadKind {
     Vcpu,
     /// The thread that copies stdin to the guest's serial port.
     Stdin,
+    /// A virtio device's worker: waits for queue notifications and writes pmem back to its file.
+    Virtio,
 }
 
 impl ThreadKind {
@@ -47,6 +49,7 @@ impl ThreadKind {
             Self::Main => "main",
             Self::Vcpu => "vCPU",
             Self::Stdin => "stdin",
+            Self::Virtio => "virtio",
         }
     }
 }
@@ -73,6 +76,7 @@ pub enum SeccompError {
 pub struct Filters {
     vcpu: Option<Arc<BpfProgram>>,
     stdin: Option<Arc<BpfProgram>>,
+    virtio: Option<Arc<BpfProgram>>,
 }
 
 impl Filters {
@@ -80,17 +84,22 @@ impl Filters {
     pub fn new(mode: SeccompMode) -> Result<Self, SeccompError> {
         let Some(action) = mismatch_action(mode) else { return Ok(Filters::default()) };
         let build = |kind| compile(kind, action.clone()).map(Arc::new);
-        Ok(Filters { vcpu: Some(build(ThreadKind::Vcpu)?), stdin: Some(build(ThreadKind::Stdin)?) })
+        Ok(Filters {
+            vcpu: Some(build(ThreadKind::Vcpu)?),
+            stdin: Some(build(ThreadKind::Stdin)?),
+            virtio: Some(build(ThreadKind::Virtio)?),
+        })
     }
 
     /// Drops the calling thread's capabilities (it never needs them) and installs the filter of `kind`
-    /// on it (no filter for `--seccomp off`). For the vCPU and stdin threads.
+    /// on it (no filter for `--seccomp off`). For the vCPU, stdin and virtio threads.
     pub fn install(&self, kind: ThreadKind) -> Result<(), SeccompError> {
         privileges::drop_all_on_this_thread().map_err(SeccompError::Privileges)?;
         let program = match kind {
             ThreadKind::Main => return Ok(()),
             ThreadKind::Vcpu => &self.vcpu,
             ThreadKind::Stdin => &self.stdin,
+            ThreadKind::Virtio => &self.virtio,
         };
         let Some(program) = program else { return Ok(()) };
         THREAD_KIND.with(|k| k.set(Some(kind)));

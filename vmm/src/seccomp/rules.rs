@@ -147,6 +147,12 @@ pub(super) fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError
             map.insert(libc::SYS_poll, Vec::new());
             map.insert(libc::SYS_ppoll, Vec::new());
         }
+        ThreadKind::Virtio => {
+            // Waiting for a queue notification or the stop, and a guest flush's msync of the region.
+            for call in [libc::SYS_poll, libc::SYS_ppoll, libc::SYS_msync] {
+                map.insert(call, Vec::new());
+            }
+        }
         ThreadKind::Main => {
             for &call in MAIN {
                 map.insert(call, Vec::new());

@@ -20,7 +20,7 @@ use crate::capture::Capture;
 use crate::cli::run::{check_file, BASE_CMDLINE};
 use crate::cli::suites::{FstestsArgs, NdctlArgs, SuiteBoot, SuiteReportArgs};
 use crate::kernel_tree::{self, modules::ModulesError, modules::TreeModules};
-use crate::pmem::spec::{PmemSpec, PmemSpecError};
+use crate::pmem::spec::{PmemKind, PmemSpec, PmemSpecError};
 use crate::units::{format_size, GIB, MIB};
 use crate::vm::{self, Outcome, VmConfig};
 
@@ -129,7 +129,9 @@ struct Plan {
 
 fn device(what: &'static str, size: u64, e820: bool) -> Result<PmemSpec, SuiteError> {
     let mut spec = PmemSpec::parse(&format_size(size)).map_err(|e| SuiteError::DeviceSize(what, e))?;
-    spec.e820 = e820;
+    if e820 {
+        spec.kind = PmemKind::E820;
+    }
     Ok(spec)
 }
 
@@ -393,7 +395,11 @@ mod tests {
     fn ndctl_tests_run_on_an_e820_range_of_2g_or_more() {
         let plan = ndctl_plan(&ndctl(&[])).unwrap();
         assert_eq!(plan.runner, ["daxvmm-ndctl-tests", "dax-ext4.sh", "dax-xfs.sh", "mmap.sh"]);
-        assert!(plan.devices.len() == 1 && plan.devices[0].e820 && plan.devices[0].size == 2 * GIB);
+        assert!(
+            plan.devices.len() == 1
+                && plan.devices[0].kind == PmemKind::E820
+                && plan.devices[0].size == 2 * GIB
+        );
         assert_eq!(plan.sections, ["ndctl"]);
         assert_eq!(plan.out, std::path::Path::new("daxvmm-ndctl-results"));
         assert!(matches!(ndctl_plan(&ndctl(&["--e820-size", "1G"])), Err(SuiteError::E820TooSmall)));
@@ -405,7 +411,7 @@ mod tests {
         assert!(
             fst.devices.len() == 3
                 && fst.devices[2].size == GIB
-                && !fst.devices[0].e820
+                && fst.devices[0].kind == PmemKind::Nfit
                 && fst.out == std::path::Path::new("daxvmm-fstests-results")
         );
     }
