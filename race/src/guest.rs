@@ -16,6 +16,38 @@ pub trait PmemReader: Send + Sync + std::fmt::Debug {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> bool;
 }
 
+/// How the guest sees the NVDIMM the filesystems are made on (`daxvmm test --transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// An ACPI NFIT NVDIMM.
+    #[default]
+    Nfit,
+    /// A virtio-pmem device on virtio-mmio.
+    Virtio,
+}
+
+impl Transport {
+    /// The name on the command line and in repro files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Nfit => "nfit",
+            Self::Virtio => "virtio",
+        }
+    }
+}
+
+impl std::str::FromStr for Transport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "nfit" => Ok(Self::Nfit),
+            "virtio" => Ok(Self::Virtio),
+            _ => Err(format!("transport '{s}': nfit or virtio")),
+        }
+    }
+}
+
 /// One guest boot of `daxvmm test` or `daxvmm repro`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootSpec {
@@ -31,6 +63,8 @@ pub struct BootSpec {
     pub cpus: u8,
     /// Size of the first NVDIMM, which the filesystems are made on.
     pub pmem_size: u64,
+    /// What that NVDIMM is to the guest (the raw one is always on the NFIT).
+    pub transport: Transport,
     /// Size of the second NVDIMM, left raw (the non-DAX source of the O_DIRECT scenario).
     pub raw_pmem_size: u64,
     /// Stop the guest after this long.

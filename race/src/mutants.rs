@@ -48,6 +48,8 @@ pub const MUTANTS: [Mutant; 11] = [
             ScenarioId::PunchIouringBusy,
             ScenarioId::TruncateOdirectBusy,
             ScenarioId::PunchOdirectBusy,
+            ScenarioId::TruncatePoisonMapped,
+            ScenarioId::TruncatePoisonBusy,
         ],
         schedule_dependent: true,
         shows: HANG,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use daxvmm_devices::fault::Schedule;
 use thiserror::Error;
 
+use crate::guest::Transport;
 use crate::oracle::{Finding, FindingKind};
 
 /// Largest repro file read; daxvmm's own are a few hundred KiB at most (the fault log and guest log of
@@ -46,6 +47,8 @@ pub struct Repro {
     pub scenario: String,
     /// ext4 or xfs.
     pub fs: String,
+    /// What the filesystems' NVDIMM was to the guest.
+    pub transport: Transport,
     /// The seed the schedule was sampled from, if it was.
     pub seed: Option<u64>,
     /// The exact schedule.
@@ -112,6 +115,9 @@ pub enum ParseError {
     /// A mutant the variant does not have.
     #[error("unknown mutant '{0}'")]
     Mutant(String),
+    /// A transport daxvmm does not have.
+    #[error("transport '{0}': must be nfit or virtio")]
+    Transport(String),
     /// A filesystem other than ext4 or xfs.
     #[error("fs '{0}': must be ext4 or xfs")]
     Filesystem(String),
@@ -156,6 +162,7 @@ impl Repro {
             plan_position: None,
             scenario: result.planned.scenario.clone(),
             fs: result.planned.fs.clone(),
+            transport: Transport::Nfit,
             seed: result.planned.seed,
             schedule: result.planned.schedule.clone()?,
             cpus,
@@ -181,6 +188,7 @@ impl Repro {
         );
         let _ = writeln!(s, "scenario: {}", self.scenario);
         let _ = writeln!(s, "fs: {}", self.fs);
+        let _ = writeln!(s, "transport: {}", self.transport.name());
         let _ = writeln!(s, "seed: {}", self.seed.map_or("none (enumerated)".to_string(), |v| v.to_string()));
         let _ = writeln!(s, "schedule: {}", self.schedule);
         let _ = writeln!(s, "cpus: {}", self.cpus);
@@ -270,6 +278,11 @@ impl Repro {
             Ok(m) if crate::mutants::find(m).is_some() => Some(m.to_string()),
             Ok(m) => return Err(ParseError::Mutant(m.to_string())),
         };
+        // Files from before virtio-pmem have no transport line: they ran on the NFIT.
+        let transport = match get("transport") {
+            Err(_) => Transport::Nfit,
+            Ok(t) => t.parse().map_err(|_| ParseError::Transport(t.to_string()))?,
+        };
         // Also absent from older files.
         let build_id = get("kernel-build-id").ok().filter(|b| *b != "unknown").unwrap_or("");
         if !build_id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -296,6 +309,7 @@ impl Repro {
             plan_position,
             scenario: scenario.to_string(),
             fs: fs.to_string(),
+            transport,
             seed: get("seed")?.parse().ok(),
             schedule: get("schedule")?.parse()?,
             cpus: cpus as u8,
@@ -358,6 +372,7 @@ mod tests {
             plan_position: Some((3, 10)),
             scenario: "truncate-unpin".into(),
             fs: "xfs".into(),
+            transport: Transport::Virtio,
             seed: None,
             schedule: "0.s1 0.e7 1.s1 1.s2 0.s2".parse().unwrap(),
             cpus: 3,
@@ -380,6 +395,12 @@ mod tests {
         assert_eq!(Repro::parse(&mutant.render(&[], "")).unwrap(), mutant);
         let old = sample().render(&[], "").replace("mutant: none\n", "");
         assert_eq!(Repro::parse(&old).unwrap().mutant, None, "a file without the line has none");
+        let text = sample().render(&[], "");
+        assert!(text.contains("transport: virtio\n"), "{text}");
+        let old = text.replace("transport: virtio\n", "");
+        assert_eq!(Repro::parse(&old).unwrap().transport, Transport::Nfit, "older files ran on the NFIT");
+        let bad = text.replace("transport: virtio", "transport: pci");
+        assert!(matches!(Repro::parse(&bad), Err(ParseError::Transport(t)) if t == "pci"));
         let bare = Repro { build_id: String::new(), kernel_events: Vec::new(), ..sample() };
         let text = bare.render(&[], "");
         assert!(

@@ -1,5 +1,6 @@
 //! `daxvmm test` and `daxvmm repro`, booting real guests: the race scenario library under the fault
-//! injector passes on the pinned 7.2 kernel (ext4 and xfs, one boot each), including the scenarios held
+//! injector passes on the pinned 7.2 kernel (ext4 and xfs, one boot each; some scenarios also on
+//! virtio-pmem), including the scenarios held
 //! inside the kernel at the fs/dax hold points, exactly where their schedules say; and on the Linux 6.12
 //! comparison kernel (its own hooks and C driver) forced schedules show the historical bugs (truncate
 //! does not wait for a pinned page whose mapping is gone, eviction and unmount never wait) while the
@@ -35,6 +36,11 @@ fn cases() -> Vec<Case> {
              && grep -A6 ' - truncate-iouring-busy ext4 run ' $d/results.tap \
                 | grep -q '^# io_uring fixed-buffer registration refused: EOPNOTSUPP'",
     ).needing("race_ext4").without_boot());
+    cases.push(race(
+        "race_virtio",
+        "{tmp}/race-virtio",
+        &["--fs", "ext4,xfs", "--transport", "virtio", "--scenario", VIRTIO_SCENARIOS],
+    ));
     cases.push(
         Case::daxvmm("race_poison_reports", ["--version"])
             .with_setup(
@@ -46,6 +52,10 @@ fn cases() -> Vec<Case> {
     );
     cases
 }
+
+/// What the virtio-pmem run tries: truncate against an unpin in every forcible order, held inside the
+/// kernel's wait, and the O_DIRECT scenario, whose raw source stays an NFIT NVDIMM.
+const VIRTIO_SCENARIOS: &str = "truncate-unpin,truncate-unpin-sleeping,odirect-truncate";
 
 /// What the guest notes in the poison scenarios' TAP output when memory failure did its job: the process
 /// mapping the page was killed as a machine check in user mode kills it, the physical-address poison
@@ -204,6 +214,26 @@ fn kernel_holds_are_where_the_schedule_says() {
 #[test]
 fn results_are_written_as_tap_junit_and_console_log() {
     let Some(out) = BATCH.outcome("race_reports") else { return };
+    assert_eq!(out.exit_code, 0, "{out}");
+}
+
+/// The race engine on virtio-pmem (`--transport virtio`): the same scenarios pass, held where their
+/// schedules say, with the oracle reading the same backing.
+#[test]
+fn scenarios_run_on_virtio_pmem() {
+    let Some(out) = BATCH.outcome("race_virtio") else { return };
+    assert!(out.contains("filesystems on virtio-pmem") && out.contains("guest boots: 1"), "{out}");
+    for fs in FILESYSTEMS {
+        for s in VIRTIO_SCENARIOS.split(',') {
+            let Some([tried, observed, _, skipped, violations]) = out.race_row(s, fs) else {
+                panic!("no table row for {s} on {fs}: {out}")
+            };
+            assert!(tried > 0 && observed > 0 && skipped == 0 && violations == 0, "{s} on {fs}: {out}");
+        }
+        let held = "0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2";
+        let line = format!("truncate-unpin-sleeping on {fs} [{held}] observed [{held}]: host checks clean");
+        assert!(out.contains(&line), "expected the line '{line}': {out}");
+    }
     assert_eq!(out.exit_code, 0, "{out}");
 }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use daxvmm_devices::fault::RunObserver;
-use daxvmm_race::{BootOutput, BootSpec, GuestVm, PmemReader};
+use daxvmm_race::{BootOutput, BootSpec, GuestVm, PmemReader, Transport};
 
 use crate::boot::cpuid::XsavePolicy;
 use crate::capture::Capture;
@@ -69,8 +69,12 @@ impl GuestVm for KvmGuests {
         pmem: Arc<PmemView>,
         observer: Arc<dyn RunObserver>,
     ) -> anyhow::Result<BootOutput> {
+        let kind = match spec.transport {
+            Transport::Nfit => "",
+            Transport::Virtio => ",type=virtio",
+        };
         let regions = vec![
-            PmemSpec::parse(&format_size(spec.pmem_size))
+            PmemSpec::parse(&format!("{}{kind}", format_size(spec.pmem_size)))
                 .map_err(anyhow::Error::msg)
                 .context("--pmem-size")?,
             PmemSpec::parse(&format_size(spec.raw_pmem_size)).map_err(anyhow::Error::msg)?,

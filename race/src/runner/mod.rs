@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use daxvmm_devices::fault::{FaultError, Schedule};
 use thiserror::Error;
 
-use crate::guest::{BootSpec, GuestEnd, GuestVm};
+use crate::guest::{BootSpec, GuestEnd, GuestVm, Transport};
 use crate::library::{find as find_scenario, library, LibraryEntry};
 use crate::oracle::FindingKind;
 use crate::plan::{self, Choice, PlannedRun};
@@ -78,6 +78,8 @@ pub struct TestOptions {
     pub mutant: Option<String>,
     /// Run only this part of the plan ([`Shard`]).
     pub shard: Option<Shard>,
+    /// What the filesystems' NVDIMM is to the guest.
+    pub transport: Transport,
 }
 
 /// What `daxvmm repro` replays.
@@ -279,7 +281,13 @@ pub fn test(vm: &impl GuestVm, a: &TestOptions) -> Result<u8, RaceError> {
         if a.sleeps { ", baseline (sleeps, no schedules)" } else { "" }
     );
     let started = Instant::now();
-    let guest = GuestSetup { cpus, bound: a.hold_bound, sleeps: a.sleeps, mutant: a.mutant.as_deref() };
+    let guest = GuestSetup {
+        cpus,
+        transport: a.transport,
+        bound: a.hold_bound,
+        sleeps: a.sleeps,
+        mutant: a.mutant.as_deref(),
+    };
     let mut boot = boot(vm, &a.boot, &kernel, &initrd, &plan, &guest)?;
     let secs = started.elapsed().as_secs_f64();
     if let Some(shard) = a.shard {
@@ -289,7 +297,8 @@ pub fn test(vm: &impl GuestVm, a: &TestOptions) -> Result<u8, RaceError> {
     // boot() made --out (console.log is there).
     write(&a.boot.out.join("results.tap"), &report::tap(&boot.results))?;
     write(&a.boot.out.join("results.xml"), &report::junit(&boot.results))?;
-    let repro_files = write_repros(&boot, whole.len(), &a.boot.out, &kernel, &initrd, cpus, a.hold_bound)?;
+    let repro_files =
+        write_repros(&boot, whole.len(), &a.boot.out, &kernel, &initrd, (cpus, a.transport), a.hold_bound)?;
     let runs_secs = boot.span.map_or(secs, |d| d.as_secs_f64());
     let mut s = summary(&boot, secs, runs_secs);
     if let Some(shard) = a.shard {
@@ -334,7 +343,7 @@ fn write_repros(
     out: &Path,
     kernel: &Path,
     initrd: &Path,
-    cpus: u8,
+    (cpus, transport): (u8, Transport),
     bound: Duration,
 ) -> Result<Vec<PathBuf>, RaceError> {
     let mut paths = Vec::new();
@@ -345,6 +354,7 @@ fn write_repros(
             continue;
         };
         rep.plan_position = Some((r.run, plan_runs as u64));
+        rep.transport = transport;
         let dir = out.join("repro");
         create_dir(&dir)?;
         let path = dir.join(rep.file_name(r.run));
@@ -360,10 +370,11 @@ fn summary(boot: &BootResult, secs: f64, runs_secs: f64) -> String {
     if let Some(h) = &boot.guest.hello {
         let driver = if h.driver { "bound" } else { "absent" };
         s.push_str(&format!(
-            "guest kernel {} (config sha256 {}), driver {driver}{}\n",
+            "guest kernel {} (config sha256 {}), driver {driver}{}{}\n",
             h.kernel,
             short(&h.config_sha256),
-            h.mutant.as_ref().map_or(String::new(), |m| format!(", mutant {m} selected"))
+            h.mutant.as_ref().map_or(String::new(), |m| format!(", mutant {m} selected")),
+            if boot.transport == Transport::Virtio { ", filesystems on virtio-pmem" } else { "" }
         ));
     }
     s.push_str(&report::table(&report::rows(&boot.results)));
@@ -430,7 +441,13 @@ pub fn repro(vm: &impl GuestVm, a: &ReproOptions) -> Result<u8, RaceError> {
         a.replays
     );
     let bound = Duration::from_millis(rep.bound_ms);
-    let guest = GuestSetup { cpus: rep.cpus, bound, sleeps: false, mutant: rep.mutant.as_deref() };
+    let guest = GuestSetup {
+        cpus: rep.cpus,
+        transport: rep.transport,
+        bound,
+        sleeps: false,
+        mutant: rep.mutant.as_deref(),
+    };
     let boot = boot(vm, &a.boot, &kernel, &initrd, &plan, &guest)?;
     if let Some(h) = &boot.guest.hello {
         let id = |release: &str, config: &str, build: &str| {
@@ -497,6 +514,8 @@ struct BootResult {
     span: Option<Duration>,
     /// The guest console's last lines, shown with a crash: all there is when --out is lost with a VM.
     tail: Vec<String>,
+    /// What the filesystems' NVDIMM was.
+    transport: Transport,
 }
 
 /// How many guest console lines a crash report shows.
@@ -508,6 +527,8 @@ pub const MAX_REPLAYS: usize = 100;
 /// What a boot's guest gets besides its images and plan.
 struct GuestSetup<'a> {
     cpus: u8,
+    /// The filesystems' NVDIMM.
+    transport: Transport,
     /// Hold bound.
     bound: Duration,
     /// Baseline mode.
@@ -534,8 +555,13 @@ fn boot(
     let cmdline = vm.kernel_cmdline(
         &g.mutant.map_or(QUIET_CONSOLE.to_string(), |m| format!("{QUIET_CONSOLE} daxvmm_mutant={m}")),
         &format!(
-            "daxvmm-race --plan {} --raw /dev/pmem1{}",
+            "daxvmm-race --plan {}{}{}",
             plan::guest_plan(plan),
+            match g.transport {
+                // The guest numbers its pmem disks in probe order, which differs between the buses.
+                Transport::Virtio => " --dev virtio --raw nfit",
+                Transport::Nfit => " --raw /dev/pmem1",
+            },
             if sleeps { " --sleeps" } else { "" }
         ),
     );
@@ -549,6 +575,7 @@ fn boot(
         mem: b.mem,
         cpus,
         pmem_size: b.pmem_size,
+        transport: g.transport,
         raw_pmem_size: RAW_PMEM,
         timeout: b.timeout,
         echo: b.verbose,
@@ -593,7 +620,7 @@ fn boot(
         GuestEnd::Signal(s) => Some(format!("daxvmm was stopped by signal {s}")),
     };
     let results = verdict::combine(plan, &session.records(), &guest, stopped.as_deref());
-    Ok(BootResult { results, guest, span: session.span(), tail: console_tail(&text) })
+    Ok(BootResult { results, guest, span: session.span(), tail: console_tail(&text), transport: g.transport })
 }
 
 /// The last [`CRASH_TAIL_LINES`] lines of a guest console.

@@ -71,6 +71,7 @@ fn options(out: &Path) -> TestOptions {
         list: false,
         mutant: None,
         shard: None,
+        transport: Transport::Nfit,
     }
 }
 
@@ -151,6 +152,7 @@ fn a_replay_refuses_another_kernel_and_compares_the_kernel_event_order() {
         plan_position: None,
         scenario: "truncate-unpin".into(),
         fs: "ext4".into(),
+        transport: Transport::Nfit,
         seed: None,
         schedule: "0.s1 0.e7 0.s2 1.s1 1.s2".parse().unwrap(),
         cpus: 2,
@@ -194,7 +196,13 @@ fn a_crash_report_shows_the_guest_console_tail() {
                 @@race begin run=0 scenario=truncate-unpin fs=ext4\nlast words\n";
     let guest = verdict::parse_console(text);
     let results = verdict::combine(&plan, &BTreeMap::new(), &guest, Some("the guest reset"));
-    let boot = BootResult { results, guest, span: None, tail: vec!["last words".into()] };
+    let boot = BootResult {
+        results,
+        guest,
+        span: None,
+        tail: vec!["last words".into()],
+        transport: Transport::Nfit,
+    };
     let s = summary(&boot, 1.0, 1.0);
     assert!(s.contains("crash: the guest reset during this run"), "{s}");
     assert!(s.contains("the guest console's last lines:\n  | last words\n"), "{s}");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use daxvmm_race::{BootOptions, ReproOptions, Shard, TestOptions};
+use daxvmm_race::{BootOptions, ReproOptions, Shard, TestOptions, Transport};
 
 use crate::cli::run::MIN_MEM;
 use crate::seccomp::SeccompMode;
@@ -116,6 +116,11 @@ pub struct TestArgs {
     /// so the parts' results.xml files merge.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
+    /// What the NVDIMM the filesystems are made on is to the guest: nfit (an ACPI NFIT NVDIMM) or
+    /// virtio (a virtio-pmem device; the guest kernel needs CONFIG_VIRTIO_MMIO and CONFIG_VIRTIO_PMEM).
+    /// The oracle reads the same backing either way. Repro files record it.
+    #[arg(long, value_name = "TRANSPORT", default_value = "nfit")]
+    pub transport: Transport,
 }
 
 /// The options of `daxvmm repro`.
@@ -164,6 +169,7 @@ impl TestArgs {
             list: self.list,
             mutant: self.mutant.clone(),
             shard: self.shard,
+            transport: self.transport,
         }
     }
 }

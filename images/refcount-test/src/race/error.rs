@@ -122,6 +122,10 @@ pub enum RaceError {
         /// mount's trimmed stderr.
         stderr: String,
     },
+    /// `--dev virtio` or `--raw nfit` found no pmem disk on that bus: the kernel lacks the driver, or the
+    /// VM lacks the device.
+    #[error("no pmem disk on the {0} bus (/sys/block/pmem*)")]
+    NoDisk(String),
     /// The O_DIRECT scenario needs a raw NVDIMM: give a second one to the VM and pass it with `--raw`.
     #[error("needs a second, non-DAX NVDIMM as the O_DIRECT source (--raw)")]
     NoRawDevice,

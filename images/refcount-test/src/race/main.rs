@@ -32,7 +32,7 @@ use daxvmm_scenarios::ScenarioId;
 use ctx::{bracket, code, skip, Ctx};
 use error::RaceError;
 
-const USAGE: &str = "usage: daxvmm-race --plan FS:SCENARIO:RUNS[,...] [--dev /dev/pmem0] [--raw /dev/pmem1] [--mnt DIR] [--sleeps]
+const USAGE: &str = "usage: daxvmm-race --plan FS:SCENARIO:RUNS[,...] [--dev /dev/pmem0|virtio|nfit] [--raw /dev/pmem1|nfit] [--mnt DIR] [--sleeps]
   FS: ext4 or xfs; SCENARIO: one of the names below; RUNS: how many runs (one schedule each, chosen by the host).
   --raw: a second NVDIMM left raw, the non-DAX source of the O_DIRECT scenario.
   --sleeps: random 0-2 ms sleeps before every sync point (the baseline that daxvmm's benchmark compares with).";
@@ -84,6 +84,34 @@ fn parse_args(args: &[String]) -> Result<Args, RaceError> {
         return Err(RaceError::NoPlan);
     }
     Ok(a)
+}
+
+/// `--dev` and `--raw` may name a bus instead of a disk: `virtio` or `nfit` is the first pmem disk on
+/// virtio-pmem or on the ACPI NFIT (the guest numbers its pmem disks in probe order, which differs
+/// between the buses, so the host cannot name them).
+fn resolve_disks(mut a: Args) -> Result<Args, RaceError> {
+    a.dev = disk(&a.dev)?;
+    a.raw = a.raw.as_deref().map(disk).transpose()?;
+    Ok(a)
+}
+
+fn disk(name: &str) -> Result<String, RaceError> {
+    let marker = match name {
+        "virtio" => "/virtio",
+        "nfit" => "/ACPI0012:",
+        _ => return Ok(name.to_string()),
+    };
+    let mut disks: Vec<String> = std::fs::read_dir("/sys/block")
+        .map_err(|_| RaceError::NoDisk(name.to_string()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("pmem"))
+        .filter(|n| {
+            let path = std::fs::canonicalize(format!("/sys/block/{n}")).unwrap_or_default();
+            path.to_string_lossy().contains(marker)
+        })
+        .collect();
+    disks.sort();
+    disks.first().map(|d| format!("/dev/{d}")).ok_or_else(|| RaceError::NoDisk(name.to_string()))
 }
 
 fn sh(script: &str) -> Result<String, RaceError> {
@@ -141,7 +169,7 @@ fn selected_mutant() -> String {
 #[allow(clippy::print_stderr)]
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    let args = match parse_args(&argv) {
+    let args = match parse_args(&argv).and_then(resolve_disks) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("daxvmm-race: {e}\n{USAGE}");
