@@ -303,6 +303,8 @@ fuzz_target!(|data: &[u8]| {
             2 => "2/2".parse().ok(),
             _ => None,
         },
+        // Both transports, so repro files carry either.
+        transport: if h[5] & 1 == 0 { daxvmm_race::Transport::Nfit } else { daxvmm_race::Transport::Virtio },
     };
     if !matches!(test(&vm, &opts), Ok(EXIT_VIOLATIONS)) {
         return;
