@@ -97,6 +97,28 @@ pub fn prefix(descs: &[Descriptor], len: usize) -> Option<Vec<(GuestAddress, usi
     (left == 0).then_some(segments)
 }
 
+/// The guest ranges holding bytes `skip..skip + len` of `descs`, or `None` if they hold fewer: where a
+/// request's data lies between a header and a status that share descriptors with it.
+pub fn range(descs: &[Descriptor], skip: usize, len: usize) -> Option<Vec<(GuestAddress, usize)>> {
+    let mut segments = Vec::new();
+    let (mut skip, mut left) = (skip, len);
+    for d in descs {
+        if left == 0 {
+            break;
+        }
+        let dlen = d.len() as usize;
+        if skip >= dlen {
+            skip -= dlen;
+            continue;
+        }
+        let n = left.min(dlen - skip);
+        segments.push((d.addr().checked_add(skip as u64)?, n));
+        skip = 0;
+        left -= n;
+    }
+    (left == 0).then_some(segments)
+}
+
 /// Walks the chain starting at `head` in the table at `table` of `size` entries.
 pub fn walk(
     mem: &GuestMemoryMmap,

@@ -160,6 +160,12 @@ impl<D: VirtioDevice> MmioTransport<D> {
         &mut self.device
     }
 
+    /// Guest memory, as the device models see it: what a request taken from a queue is executed against
+    /// (cheap to clone, so a worker can keep its own).
+    pub fn mem(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
     /// The Status register.
     pub fn status(&self) -> u8 {
         self.status

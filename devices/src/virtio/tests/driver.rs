@@ -13,7 +13,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 use crate::bus::BusDevice;
 use crate::virtio::mmio::{status, MmioTransport};
 use crate::virtio::pmem::{Pmem, PmemFlush};
-use crate::virtio::{IrqSignal, VIRTIO_F_VERSION_1};
+use crate::virtio::{IrqSignal, VirtioDevice, VIRTIO_F_VERSION_1};
 
 pub const MEM_SIZE: usize = 1 << 20;
 pub const DESC: u64 = 0x1000;
@@ -64,26 +64,48 @@ impl PmemFlush for FakeFlush {
     }
 }
 
-pub struct Driver {
-    pub t: MmioTransport<Pmem>,
+/// The guest's side of one transport; pmem unless the test picks another device.
+pub struct Driver<D = Pmem> {
+    pub t: MmioTransport<D>,
     pub mem: GuestMemoryMmap,
     pub irqs: IrqCount,
     avail_idx: u16,
 }
 
-impl Driver {
+impl Driver<Pmem> {
     /// A transport for a pmem device, not yet touched by the driver.
     pub fn new() -> Self {
+        Self::with_device(Pmem::new(PMEM_START, PMEM_SIZE).unwrap())
+    }
+
+    /// A pmem driver that went through the whole initialisation with queue size [`QSIZE`].
+    pub fn live() -> Self {
+        Self::live_with(Pmem::new(PMEM_START, PMEM_SIZE).unwrap())
+    }
+
+    /// A Linux-shaped flush at table entries `first`, `first + 1`: a 4-byte request of type `kind` at
+    /// `req`, a 4-byte response at `resp` (pre-filled with [`SENTINEL`]). Returns the head.
+    pub fn request(&mut self, first: u16, kind: u32, req: u64, resp: u64) -> u16 {
+        self.put_u32(req, kind);
+        self.put_u32(resp, SENTINEL);
+        self.set_chain(first, &[(req, 4, R), (resp, 4, W)]);
+        self.push_avail(first);
+        first
+    }
+}
+
+impl<D: VirtioDevice> Driver<D> {
+    /// A transport for `device`, not yet touched by the driver.
+    pub fn with_device(device: D) -> Self {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let irqs = IrqCount::default();
-        let pmem = Pmem::new(PMEM_START, PMEM_SIZE).unwrap();
-        let t = MmioTransport::new(pmem, mem.clone(), Box::new(irqs.clone())).unwrap();
+        let t = MmioTransport::new(device, mem.clone(), Box::new(irqs.clone())).unwrap();
         Self { t, mem, irqs, avail_idx: 0 }
     }
 
-    /// A driver that went through the whole initialisation with queue size [`QSIZE`].
-    pub fn live() -> Self {
-        let mut d = Self::new();
+    /// A driver for `device` that went through the whole initialisation with queue size [`QSIZE`].
+    pub fn live_with(device: D) -> Self {
+        let mut d = Self::with_device(device);
         d.negotiate(VIRTIO_F_VERSION_1);
         assert_eq!(d.status(), u32::from(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK));
         d.setup_queue(0, QSIZE, DESC, AVAIL, USED);
@@ -192,14 +214,14 @@ impl Driver {
         u32::from_le(self.mem.read_obj(GuestAddress(addr)).unwrap())
     }
 
-    /// A Linux-shaped flush at table entries `first`, `first + 1`: a 4-byte request of type `kind` at
-    /// `req`, a 4-byte response at `resp` (pre-filled with [`SENTINEL`]). Returns the head.
-    pub fn request(&mut self, first: u16, kind: u32, req: u64, resp: u64) -> u16 {
-        self.put_u32(req, kind);
-        self.put_u32(resp, SENTINEL);
-        self.set_chain(first, &[(req, 4, R), (resp, 4, W)]);
-        self.push_avail(first);
-        first
+    pub fn put_bytes(&self, addr: u64, bytes: &[u8]) {
+        self.mem.write_slice(bytes, GuestAddress(addr)).unwrap();
+    }
+
+    pub fn get_bytes(&self, addr: u64, len: usize) -> Vec<u8> {
+        let mut v = vec![0u8; len];
+        self.mem.read_slice(&mut v, GuestAddress(addr)).unwrap();
+        v
     }
 
     pub fn irq_count(&self) -> usize {
