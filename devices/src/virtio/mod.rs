@@ -10,7 +10,10 @@
 //! - [`queue`]: what a device model may do to one live queue (pop heads, return used buffers).
 //! - [`chain`]: a strict split-ring descriptor chain walker and the gather/scatter helpers on top of it.
 //! - [`pmem`]: the virtio-pmem device (flush requests, pluggable and possibly asynchronous flush).
+//! - [`blk`]: the virtio-blk device (reads, writes, flushes and GET_ID against a pluggable backend, run
+//!   outside the transport).
 
+pub mod blk;
 pub mod chain;
 pub mod mmio;
 pub mod pmem;
@@ -32,7 +35,7 @@ pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_bindings::virtio_config::VIRTIO_
 
 /// A device model as the transport sees it: identity, features, queue sizes and config space.
 pub trait VirtioDevice: Send {
-    /// The virtio device id (e.g. 27 for pmem).
+    /// The virtio device id (e.g. 27 for pmem, 2 for blk).
     fn device_id(&self) -> u32;
     /// Device-specific feature bits offered to the driver; the transport adds [`VIRTIO_F_VERSION_1`].
     fn features(&self) -> u64;

@@ -1,0 +1,390 @@
+//! A hostile guest against the virtio-mmio transport with a virtio-blk device behind it: arbitrary
+//! register accesses (any offset in the window, any width, any value), arbitrary guest memory contents
+//! (descriptor tables, rings, requests, written at any time, even between taking a request and executing
+//! or completing it), Linux-shaped bring-ups with arbitrary queue addresses and sizes, resets, read-only
+//! and writable disks, and requests run either in place or asynchronously (taken, executed, completed in
+//! any order) against an in-memory disk that may fail.
+//!
+//! It must never panic, and: the backend is called only while the device is live (for a synchronous run)
+//! and only with offsets and lengths inside the disk; it is written only when the disk is writable; a
+//! completion from before a reset is never applied; the identity registers never change and the status
+//! register only ever holds defined bits. When the guest's rings and buffers do not alias the descriptor
+//! table or the used ring (aliasing lets the device's own writes rewrite the request), a synchronous run
+//! of the queue also changes guest bytes only inside the used ring or buffers the table marks
+//! device-writable, and every used entry it adds names a head inside the queue with a length no larger
+//! than the chain could hold.
+#![no_main]
+
+use daxvmm_devices::bus::BusDevice;
+use daxvmm_devices::virtio::blk::{Blk, BlkBackend, BlkDone, PendingBlk};
+use daxvmm_devices::virtio::mmio::{status, MmioTransport, MMIO_WINDOW_SIZE};
+use daxvmm_devices::virtio::IrqSignal;
+use libfuzzer_sys::fuzz_target;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// Two 32 KiB regions with a hole between them, so chains can straddle or fall into it.
+const REGIONS: [(u64, usize); 2] = [(0, 0x8000), (0x1_0000, 0x8000)];
+const DEFINED_STATUS: u32 = 0xff & !0x30;
+/// 64 sectors: small enough that fuzzed sectors land both inside and past the end.
+const DISK: u64 = 64 * 512;
+
+struct NoIrq;
+impl IrqSignal for NoIrq {
+    fn signal(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An in-memory disk that checks every access is inside it and that writes only reach a writable one.
+struct Backend {
+    data: Vec<u8>,
+    read_only: bool,
+    calls: usize,
+    fail: bool,
+}
+impl Backend {
+    fn access(&mut self, offset: u64, len: usize) -> std::io::Result<std::ops::Range<usize>> {
+        self.calls += 1;
+        let end = offset.checked_add(len as u64).expect("backend offset + length overflows");
+        assert!(end <= DISK, "backend access {offset:#x}+{len:#x} past the end of the disk");
+        if self.fail {
+            return Err(std::io::Error::other("fuzzed failure"));
+        }
+        Ok(offset as usize..end as usize)
+    }
+}
+impl BlkBackend for Backend {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let r = self.access(offset, buf.len())?;
+        buf.copy_from_slice(&self.data[r]);
+        Ok(())
+    }
+    fn write_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        assert!(!self.read_only, "wrote to a read-only disk");
+        let r = self.access(offset, buf.len())?;
+        self.data[r].copy_from_slice(buf);
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.access(0, 0).map(drop)
+    }
+}
+
+struct Input<'a>(&'a [u8]);
+impl Input<'_> {
+    fn bytes(&mut self, n: usize) -> Option<&[u8]> {
+        let (a, b) = (self.0.get(..n)?, self.0.get(n..)?);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.bytes(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.bytes(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.bytes(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+fn snapshot(mem: &GuestMemoryMmap) -> Vec<Vec<u8>> {
+    REGIONS
+        .iter()
+        .map(|&(base, len)| {
+            let mut v = vec![0u8; len];
+            mem.read_slice(&mut v, GuestAddress(base)).unwrap();
+            v
+        })
+        .collect()
+}
+
+/// The guest ranges the device may write during a synchronous run: the used ring and every buffer the
+/// descriptor table marks device-writable; and whether those can alias the table itself, in which case
+/// the device's own writes may legitimately change which buffers are writable mid-run.
+fn writable_ranges(t: &MmioTransport<Blk>, mem: &GuestMemoryMmap) -> (Vec<(u64, u64)>, bool) {
+    let Some(q) = t.queue(0).map(|q| q.state()) else { return (Vec::new(), true) };
+    let size = u64::from(q.size);
+    let table = (q.desc_table, q.desc_table.saturating_add(16 * size));
+    let mut ranges = vec![(q.used_ring, q.used_ring.saturating_add(6 + 8 * size))];
+    for i in 0..size {
+        let at = q.desc_table.wrapping_add(i * 16);
+        let (Ok(addr), Ok(len), Ok(flags)) = (
+            mem.read_obj::<u64>(GuestAddress(at)),
+            mem.read_obj::<u32>(GuestAddress(at.wrapping_add(8))),
+            mem.read_obj::<u16>(GuestAddress(at.wrapping_add(12))),
+        ) else {
+            continue;
+        };
+        if flags & 2 != 0 {
+            ranges.push((addr, addr.saturating_add(u64::from(len))));
+        }
+    }
+    let aliased =
+        ranges.iter().any(|&r| overlap(r, table)) || ranges[1..].iter().any(|&r| overlap(r, ranges[0]));
+    (ranges, aliased)
+}
+
+fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+fn check_sync_writes(before: &[Vec<u8>], after: &[Vec<u8>], allowed: &[(u64, u64)]) {
+    for (r, &(base, _)) in REGIONS.iter().enumerate() {
+        for (i, (a, b)) in before[r].iter().zip(&after[r]).enumerate() {
+            if a != b {
+                let addr = base + i as u64;
+                assert!(
+                    allowed.iter().any(|&(s, e)| s <= addr && addr < e),
+                    "device wrote {addr:#x}, outside the used ring and every device-writable buffer"
+                );
+            }
+        }
+    }
+}
+
+fn write32(t: &mut MmioTransport<Blk>, offset: u32, value: u32) {
+    t.write(u64::from(offset), &value.to_le_bytes());
+}
+
+fn read32(t: &mut MmioTransport<Blk>, offset: u32) -> u32 {
+    let mut b = [0u8; 4];
+    t.read(u64::from(offset), &mut b);
+    u32::from_le_bytes(b)
+}
+
+/// Linux's bring-up: reset, ACKNOWLEDGE, DRIVER, VERSION_1, FEATURES_OK, queue 0, DRIVER_OK.
+fn bring_up(t: &mut MmioTransport<Blk>, size: u16, desc: u64, avail: u64, used: u64) {
+    write32(t, 0x70, 0);
+    for bit in [status::ACKNOWLEDGE, status::DRIVER] {
+        let s = read32(t, 0x70);
+        write32(t, 0x70, s | u32::from(bit));
+    }
+    write32(t, 0x24, 1);
+    write32(t, 0x20, 1);
+    let s = read32(t, 0x70);
+    write32(t, 0x70, s | u32::from(status::FEATURES_OK));
+    write32(t, 0x30, 0);
+    write32(t, 0x38, u32::from(size));
+    for (low, v) in [(0x80, desc), (0x90, avail), (0xa0, used)] {
+        write32(t, low, v as u32);
+        write32(t, low + 4, (v >> 32) as u32);
+    }
+    write32(t, 0x44, 1);
+    let s = read32(t, 0x70);
+    write32(t, 0x70, s | u32::from(status::DRIVER_OK));
+}
+
+fuzz_target!(|data: &[u8]| {
+    let ranges: Vec<_> = REGIONS.iter().map(|&(b, l)| (GuestAddress(b), l)).collect();
+    let mem = GuestMemoryMmap::<()>::from_ranges(&ranges).unwrap();
+    let mut input = Input(data);
+    let read_only = input.u8().is_some_and(|b| b & 1 == 1);
+    let blk = Blk::new(DISK, read_only, *b"fuzz-disk\0\0\0\0\0\0\0\0\0\0\0").unwrap();
+    let mut t = MmioTransport::new(blk, mem.clone(), Box::new(NoIrq)).unwrap();
+    let mut backend = Backend { data: vec![0x5a; DISK as usize], read_only, calls: 0, fail: false };
+    let mut pending: Vec<PendingBlk> = Vec::new();
+    let mut done: Vec<BlkDone> = Vec::new();
+
+    while let Some(op) = input.u8() {
+        match op % 9 {
+            // A register access: any offset in the window, width 1..=8, any value.
+            0 | 1 => {
+                let (Some(offset), Some(width), Some(value)) = (input.u16(), input.u8(), input.bytes(8))
+                else {
+                    break;
+                };
+                let offset = u64::from(offset) % MMIO_WINDOW_SIZE;
+                let width = usize::from(width % 8) + 1;
+                if op & 1 == 0 {
+                    t.write(offset, &value[..width]);
+                } else {
+                    let mut buf = [0u8; 8];
+                    t.read(offset, &mut buf[..width]);
+                }
+            }
+            // Guest memory: up to 64 bytes anywhere in the first 64 KiB of address space (holes ignored).
+            2 => {
+                let (Some(addr), Some(len)) = (input.u16(), input.u8()) else { break };
+                let Some(bytes) = input.bytes(usize::from(len % 64)) else { break };
+                let _ = mem.write_slice(bytes, GuestAddress(u64::from(addr)));
+            }
+            // A Linux-shaped bring-up. Half the time with a power-of-two size and aligned rings in the
+            // first region, so requests get served; otherwise with raw values, which mostly break it.
+            3 => {
+                let (Some(size), Some(desc), Some(avail), Some(used)) =
+                    (input.u16(), input.u32(), input.u32(), input.u32())
+                else {
+                    break;
+                };
+                let (desc, avail, used) = (u64::from(desc), u64::from(avail), u64::from(used));
+                if size & 0x8000 == 0 {
+                    let size = 1u16 << (size % 8);
+                    bring_up(&mut t, size, desc & 0x7ff0, avail & 0x7ffe, used & 0x7ffc);
+                } else {
+                    bring_up(&mut t, size, desc & 0x1_ffff, avail & 0x1_ffff, used & 0x1_ffff);
+                }
+            }
+            // Run the queue in place: writes must stay in the used ring and device-writable buffers.
+            4 => {
+                backend.fail = input.u8().is_some_and(|b| b & 1 == 1);
+                let live = t.is_live();
+                let calls = backend.calls;
+                let (allowed, aliased) = writable_ranges(&t, &mem);
+                let used_before = t.queue(0).map(|q| q.state().next_used);
+                let before = snapshot(&mem);
+                let completed = t.process_requests(&mut backend);
+                assert!(live || (completed == 0 && backend.calls == calls), "served while not live");
+                if !aliased {
+                    check_sync_writes(&before, &snapshot(&mem), &allowed);
+                    check_used_entries(&t, &mem, used_before);
+                }
+            }
+            // Take requests for later.
+            5 => {
+                let live = t.is_live();
+                let taken = t.take_requests();
+                assert!(live || taken.is_empty());
+                pending.extend(taken);
+            }
+            // Execute a pending request (chosen by the input, the backend failing or not), or complete
+            // the executed ones so far, in an order chosen by the input.
+            6 => {
+                let Some(pick) = input.u8() else { break };
+                if pick & 0x40 == 0 && !pending.is_empty() {
+                    let request = pending.swap_remove(usize::from(pick) % pending.len());
+                    backend.fail = pick & 0x80 != 0;
+                    done.push(request.execute(&mem, &mut backend));
+                } else if !done.is_empty() {
+                    let mut batch = std::mem::take(&mut done);
+                    let by = usize::from(pick) % batch.len();
+                    batch.rotate_left(by);
+                    let epoch = t.epoch();
+                    let current = batch.iter().filter(|d| d.epoch() == epoch).count();
+                    let completed = t.complete_requests(batch);
+                    assert!(completed <= current, "completed a request from before a reset");
+                }
+            }
+            // A chain of up to 4 fuzzed descriptors written into the queue's table and made available,
+            // as a driver would, so that well-formed and nearly well-formed requests are common.
+            7 => {
+                if add_chain(&t, &mem, &mut input).is_none() {
+                    break;
+                }
+            }
+            // Reset.
+            _ => write32(&mut t, 0x70, 0),
+        }
+        assert_eq!(read32(&mut t, 0), 0x7472_6976);
+        assert_eq!(read32(&mut t, 4), 2);
+        assert_eq!(read32(&mut t, 8), 2);
+        assert_eq!(read32(&mut t, 0x70) & !DEFINED_STATUS, 0, "undefined status bits");
+    }
+});
+
+/// Makes one chain available at `head` (an input byte). With the shape byte's top bit clear it is
+/// Linux's: a 16-byte header (a type among IN, OUT, FLUSH, GET_ID or fuzzed; a small sector or a fuzzed
+/// one), a data buffer of 0 to 3 sectors (or 20 bytes) in the direction the type needs (or the other),
+/// then a 1-byte status, at fuzzed addresses in the first region. Otherwise up to 4 fuzzed descriptors
+/// (address, a length that matters (0, 1, 16, 512, 513, huge) or a raw one, flags, and links that
+/// follow the chain or not).
+fn add_chain(t: &MmioTransport<Blk>, mem: &GuestMemoryMmap, input: &mut Input<'_>) -> Option<()> {
+    let q = t.queue(0)?.state();
+    let shape = input.u8()?;
+    let head = u16::from(input.u8()?) % q.size.max(1);
+    let mut descs = Vec::new();
+    let size = q.size.max(1);
+    if shape & 0x80 == 0 {
+        let (req, buf, status) = (
+            u64::from(input.u16()? & 0x7ff0),
+            u64::from(input.u16()? & 0x7e00),
+            u64::from(input.u16()? & 0x7fff),
+        );
+        let kind = match shape & 0x7 {
+            0 | 1 => 0,
+            2 | 3 => 1,
+            4 => 4,
+            5 => 8,
+            _ => input.u32()?,
+        };
+        let sector = if shape & 0x8 == 0 {
+            u64::from(input.u8()?)
+        } else {
+            u64::from(input.u32()?) << 32 | u64::from(input.u32()?)
+        };
+        let _ = mem.write_obj(kind, GuestAddress(req));
+        let _ = mem.write_obj(0u32, GuestAddress(req + 4));
+        let _ = mem.write_obj(sector, GuestAddress(req + 8));
+        let len = match (shape >> 4) & 3 {
+            0 => 0,
+            1 => 512,
+            2 => 1536,
+            _ => 20,
+        };
+        // Reads and GET_ID want device-writable data, writes device-readable; bit 6 flips it.
+        let writable = (kind != 1) != (shape & 0x40 != 0);
+        descs.push((req, 16u32, 1u16, head.wrapping_add(1) % size));
+        if len > 0 {
+            descs.push((buf, len, 1 | if writable { 2 } else { 0 }, head.wrapping_add(2) % size));
+        }
+        descs.push((status, 1, 2, 0));
+    } else {
+        let count = shape % 4 + 1;
+        for i in 0..u16::from(count) {
+            let (addr, len_pick, flags, next) = (input.u16()?, input.u8()?, input.u8()?, input.u8()?);
+            let len = match len_pick % 8 {
+                0 => 0,
+                1 => 1,
+                2 => 16,
+                3 => 512,
+                4 => 513,
+                5 => 1024,
+                6 => 0xffff_ffff,
+                _ => input.u32()?,
+            };
+            // Bits: NEXT (1), WRITE (2), INDIRECT (4); the chain's own links unless the input overrides.
+            let mut f = u16::from(flags & 0x6);
+            let mut n = u16::from(next);
+            if flags & 0x80 == 0 {
+                if i + 1 < u16::from(count) {
+                    f |= 1;
+                    n = head.wrapping_add(i + 1) % q.size.max(1);
+                }
+            } else {
+                f |= u16::from(flags & 1);
+            }
+            descs.push((u64::from(addr), len, f, n));
+        }
+    }
+    for (i, (addr, len, flags, next)) in descs.into_iter().enumerate() {
+        let index = head.wrapping_add(i as u16) % q.size.max(1);
+        let at = q.desc_table.wrapping_add(u64::from(index) * 16);
+        let _ = mem.write_obj(addr, GuestAddress(at));
+        let _ = mem.write_obj(len, GuestAddress(at.wrapping_add(8)));
+        let _ = mem.write_obj(flags, GuestAddress(at.wrapping_add(12)));
+        let _ = mem.write_obj(next, GuestAddress(at.wrapping_add(14)));
+    }
+    let idx_at = GuestAddress(q.avail_ring.wrapping_add(2));
+    let idx: u16 = mem.read_obj(idx_at).ok()?;
+    let slot = q.avail_ring.wrapping_add(4 + u64::from(idx % q.size.max(1)) * 2);
+    let _ = mem.write_obj(head, GuestAddress(slot));
+    let _ = mem.write_obj(idx.wrapping_add(1), idx_at);
+    Some(())
+}
+
+/// Every used-ring entry added by the last run names a head inside the queue, with a length no larger
+/// than the data a chain in this memory could take plus the status byte.
+fn check_used_entries(t: &MmioTransport<Blk>, mem: &GuestMemoryMmap, used_before: Option<u16>) {
+    let (Some(q), Some(before)) = (t.queue(0), used_before) else { return };
+    let state = q.state();
+    let mut i = before;
+    while i != state.next_used {
+        let at = state.used_ring + 4 + u64::from(i % state.size) * 8;
+        let id: u32 = mem.read_obj(GuestAddress(at)).unwrap();
+        let len: u32 = mem.read_obj(GuestAddress(at + 4)).unwrap();
+        assert!(id < u32::from(state.size), "used entry names head {id} of a {}-entry queue", state.size);
+        let most = REGIONS.iter().map(|&(_, l)| l as u32).sum::<u32>() * u32::from(state.size) + 1;
+        assert!(len <= most, "used length {len}");
+        i = i.wrapping_add(1);
+    }
+}
