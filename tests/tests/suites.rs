@@ -2,9 +2,10 @@
 //! one test host VM: `daxvmm fstests` runs the CI subset of fstests' dax group on ext4 and xfs with
 //! `-o dax=always`, and `daxvmm ndctl-tests` runs ndctl's dax-ext4.sh, dax-xfs.sh (dax-pmd) and mmap.sh
 //! on a legacy e820 range; every test's verdict is checked in the table each prints and in the JUnit it
-//! writes. One more boot runs a shard of the subset (`--shard 2/3`) with a kernel build tree as
-//! `--kernel`. (tests/tests/suites_tree.rs boots the Linux 6.12 build tree, whose suite options are
-//! modules.)
+//! writes. One boot runs the suite image from a read-only virtio-blk disk (`--disk`) with a second,
+//! writable disk whose image the test reads afterwards. One more boot runs a shard of the subset
+//! (`--shard 2/3`) with a kernel build tree as `--kernel`. (tests/tests/suites_tree.rs boots the Linux
+//! 6.12 build tree, whose suite options are modules.)
 
 use std::time::Duration;
 
@@ -50,13 +51,41 @@ fn run() -> Result<Batch, Skip> {
         )
         .needing("fstests")
         .without_boot();
+    let disk_check = Case::daxvmm("blk_scratch", ["--version"])
+        .with_setup(&format!(
+            "[ \"$(dd if={{tmp}}/scratch.img bs=1M skip=3 count=1 2>/dev/null | head -c {n})\" = {BLK_MARKER} ]",
+            n = BLK_MARKER.len()
+        ))
+        .needing("blk_root")
+        .without_boot();
     let fs = FILESYSTEMS.join(",");
     let fstests_args: Vec<&str> = ["--fs", fs.as_str()].into_iter().chain(TESTS).collect();
     let shard_args: Vec<&str> = ["--fs", "ext4", "--shard", "2/3"].into_iter().chain(TESTS).collect();
     // One at a time: run together in one test host VM (tried 2026-12-03) these three were not done
     // after 14 minutes, against about 16 one after another, and their guests booting together made the
     // test host VM triple-fault.
+    let blk_root = Case::daxvmm(
+        "blk_root",
+        [
+            "--kernel",
+            "{kernel}",
+            "--mem",
+            "1G",
+            "--disk",
+            &format!("{inside},ro"),
+            "--disk",
+            "{tmp}/scratch.img",
+            "--timeout",
+            "5m",
+            "--cmdline",
+            &format!("root=/dev/vda ro rootwait init=/usr/local/sbin/daxvmm-init -- {BLK_GUEST}"),
+        ],
+    )
+    .with_setup("rm -f {tmp}/scratch.img && truncate -s 64M {tmp}/scratch.img")
+    .rerun_nested_on_emulation_faults();
     let cases = vec![
+        blk_root,
+        disk_check,
         suite_case("fstests", "fstests", "{kernel}", &inside, LONG_LIMIT, &fstests_args),
         files,
         suite_case("fstests_shard", "fstests", "{tmp}/tree", &inside, SHARD_LIMIT, &shard_args)
@@ -70,6 +99,19 @@ fn run() -> Result<Batch, Skip> {
         LONG_LIMIT + Duration::from_secs(120),
     )
 }
+
+/// What the guest booted from a read-only virtio-blk disk writes to the second, writable one.
+const BLK_MARKER: &str = "daxvmm-blk-marker";
+/// The guest's side of blk_root: where its root came from, the disks' serial numbers and read-only
+/// flags, the marker written to vdb at 3 MiB and read back with O_DIRECT (so from the device, not the
+/// page cache), and a write to the read-only vda that must fail.
+const BLK_GUEST: &str = "set -e; echo root=$(findmnt -no SOURCE /); \
+    echo serials=$(cat /sys/block/vda/serial),$(cat /sys/block/vdb/serial); \
+    echo ro=$(cat /sys/block/vda/ro),$(cat /sys/block/vdb/ro); \
+    printf daxvmm-blk-marker | dd of=/dev/vdb bs=1M seek=3 conv=fsync 2>/dev/null; \
+    echo readback=$(dd if=/dev/vdb bs=4096 skip=768 count=1 iflag=direct 2>/dev/null | head -c 17); \
+    if dd if=/dev/zero of=/dev/vda bs=512 count=1 oflag=direct 2>/dev/null; then echo vda=written; exit 1; fi; \
+    echo vda=refused";
 
 static BATCH: SharedBatch = SharedBatch::running(run);
 
@@ -123,4 +165,31 @@ fn ndctl_dax_pmd_and_mmap_pass_on_an_e820_range() {
     }
     assert!(out.contains("ndctl: 3 passed, 0 failed, 0 not run (exit status 0)"), "{out}");
     assert_eq!(out.exit_code, 0, "{out}");
+}
+
+/// The suite image boots from a read-only virtio-blk disk (`--disk IMG,ro`, root=/dev/vda), and a
+/// second, writable disk takes the guest's writes, which reach its image file by the end of the run.
+#[test]
+fn the_suite_image_boots_from_a_read_only_virtio_blk_disk() {
+    let Some(out) = outcome("the_suite_image_boots_from_a_read_only_virtio_blk_disk", "blk_root") else {
+        return;
+    };
+    for line in [
+        "root=/dev/vda",
+        "serials=daxvmm-disk0,daxvmm-disk1",
+        "ro=1,0",
+        "readback=daxvmm-blk-marker",
+        "vda=refused",
+        "daxvmm-guest: command exited rc=0",
+    ] {
+        assert!(out.contains(line), "no '{line}' in the guest's output: {out}");
+    }
+    // The second disk's worker saw the writes and flushes; none failed.
+    assert!(out.contains("virtio-blk1: the guest sent "), "{out}");
+    assert!(out.contains("scratch.img), 0 failed; 0 queue notifications were VM exits"), "{out}");
+    assert!(out.contains("rootfs.img, read-only), 0 failed"), "{out}");
+    assert_eq!(out.exit_code, 0, "{out}");
+    let check = outcome("the_suite_image_boots_from_a_read_only_virtio_blk_disk", "blk_scratch");
+    let check = check.expect("same batch");
+    assert_eq!(check.exit_code, 0, "the marker must be in scratch.img at 3 MiB after the run: {check}");
 }

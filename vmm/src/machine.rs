@@ -35,6 +35,7 @@ use crate::pmem::{self, PmemRegion};
 use crate::seccomp::Filters;
 use crate::vcpu::{self, Vcpus, STOP_LIMIT};
 use crate::vcpu_end::VcpuEnd;
+use crate::virtio::disk::Disk;
 use crate::virtio::{self, VirtioDevices};
 use crate::vm::{VmConfig, VmError};
 
@@ -56,7 +57,9 @@ pub struct Machine {
     view: Option<Arc<PmemView>>,
     /// The NVDIMM flush hints' device, for the flush counts at the end.
     flush_hints: Option<Arc<Mutex<FlushHints>>>,
-    /// The virtio-pmem devices and their flush workers.
+    /// The `--disk` images, until [`Machine::prepare`] gives them to their devices.
+    disks: Vec<Disk>,
+    /// The virtio devices (virtio-pmem, virtio-blk) and their workers.
     virtio: Option<VirtioDevices>,
     started: bool,
     /// Set when a vCPU thread did not stop: the memory above must then never be unmapped.
@@ -74,9 +77,9 @@ pub struct Wiring {
 }
 
 impl Machine {
-    /// A machine that owns `pmem` and nothing else yet; `view` (the race oracle's) sees pmem while the
-    /// vCPUs run.
-    pub fn new(pmem: Vec<PmemRegion>, view: Option<Arc<PmemView>>) -> Self {
+    /// A machine that owns `pmem` and the opened `disks` and nothing else yet; `view` (the race
+    /// oracle's) sees pmem while the vCPUs run.
+    pub fn new(pmem: Vec<PmemRegion>, disks: Vec<Disk>, view: Option<Arc<PmemView>>) -> Self {
         Machine {
             vcpus: None,
             pending: None,
@@ -87,6 +90,7 @@ impl Machine {
             pmem: ManuallyDrop::new(pmem),
             view,
             flush_hints: None,
+            disks,
             virtio: None,
             started: false,
             leak: false,
@@ -122,7 +126,8 @@ impl Machine {
         step("memory and pmem mapped");
         regs::write_boot_tables(gm)?;
         let virtio_pmem = pmem::virtio_regions(&self.pmem);
-        let virtio_acpi: Vec<_> = (0..virtio_pmem.len()).map(virtio::acpi_device).collect();
+        let virtio_acpi: Vec<_> =
+            (0..virtio_pmem.len() + self.disks.len()).map(virtio::acpi_device).collect();
         acpi_setup::write_tables(gm, cfg.cpus, &pmem::acpi_regions(&self.pmem), &virtio_acpi)?;
         step("ACPI tables written");
         let boot = loader::load(
@@ -142,7 +147,8 @@ impl Machine {
         let hints = Arc::new(Mutex::new(pmem::flush_hints(&self.pmem)));
         buses.mmio.insert(hints.clone(), FLUSH_HINT_BASE, FLUSH_HINT_LEN)?;
         self.flush_hints = Some(hints);
-        self.virtio = Some(VirtioDevices::wire(vm, gm, &virtio_pmem, &mut buses.mmio)?);
+        let disks = std::mem::take(&mut self.disks);
+        self.virtio = Some(VirtioDevices::wire(vm, gm, &virtio_pmem, disks, &mut buses.mmio)?);
         // The NVDIMM _DSM mailbox; it keeps its own handle on guest memory, so that memory stays mapped
         // while any vCPU can still reach the device.
         let mut dsm =

@@ -90,6 +90,7 @@ impl GuestVm for KvmGuests {
             timeout_after_init: None,
             xsave: XsavePolicy::for_this_host(),
             pmem: regions,
+            disks: Vec::new(),
             fault_schedule: None,
             seccomp: self.seccomp,
             last_run: false,

@@ -28,6 +28,7 @@ pub fn run(args: &RunArgs, started: Instant) -> anyhow::Result<Outcome> {
         timeout_after_init: args.timeout_after_init,
         xsave: args.xsave.policy(),
         pmem: args.pmem.clone(),
+        disks: args.disk.clone(),
         fault_schedule: args.fault_schedule.clone(),
         seccomp: args.seccomp,
         last_run: args.repeat == 1,

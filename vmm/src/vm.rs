@@ -30,6 +30,7 @@ use crate::seccomp::{self, Filters, SeccompError, SeccompMode};
 use crate::signals::{self, SignalFd};
 use crate::vcpu::{VcpuError, STOP_LIMIT};
 use crate::vcpu_end;
+use crate::virtio::disk::{Disk, DiskError, DiskSpec};
 
 /// Where the host's hugetlb pools are described.
 const HUGEPAGES_SYSFS: &str = "/sys/kernel/mm/hugepages";
@@ -55,6 +56,8 @@ pub struct VmConfig {
     pub xsave: XsavePolicy,
     /// Emulated NVDIMMs.
     pub pmem: Vec<PmemSpec>,
+    /// virtio-blk disks (`--disk`).
+    pub disks: Vec<DiskSpec>,
     /// A schedule for the fault injector, armed before the guest starts.
     pub fault_schedule: Option<Schedule>,
     /// Seccomp filters for the threads that handle guest input.
@@ -136,6 +139,9 @@ pub enum VmError {
     /// virtio devices.
     #[error(transparent)]
     Virtio(#[from] crate::virtio::VirtioError),
+    /// A `--disk` image.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     /// Seccomp filters.
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
@@ -161,7 +167,8 @@ pub fn run(cfg: &VmConfig, started: Instant) -> Result<Outcome, VmError> {
     let signal_fd = SignalFd::new().map_err(|e| VmError::Host("creating the signalfd", e))?;
     // pmem first: its errors (pool too small, a file of the wrong size) need no KVM to be reported.
     let pmem = pmem::setup(cfg.mem, &cfg.pmem, std::path::Path::new(HUGEPAGES_SYSFS))?;
-    let mut machine = Machine::new(pmem, cfg.race.as_ref().map(|r| r.pmem.clone()));
+    let disks = cfg.disks.iter().map(Disk::open).collect::<Result<Vec<_>, _>>()?;
+    let mut machine = Machine::new(pmem, disks, cfg.race.as_ref().map(|r| r.pmem.clone()));
     let (sink, queue) = events::channel().map_err(|e| VmError::Host("creating the event queue", e))?;
     let result = boot_and_wait(&mut machine, cfg, (&sink, &queue), &signal_fd, started);
     sink.mark_stopping();

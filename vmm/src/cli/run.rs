@@ -13,6 +13,7 @@ use crate::boot::cpuid::XsavePolicy;
 use crate::pmem::spec::PmemSpec;
 use crate::seccomp::SeccompMode;
 use crate::units::{format_size, parse_size, parse_timeout, MIB};
+use crate::virtio::disk::DiskSpec;
 
 /// The kernel command line every guest gets before the user's `--cmdline`.
 pub const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
@@ -77,6 +78,15 @@ pub struct RunArgs {
     /// Example: --pmem 16G --pmem 1G,file=/var/tmp/pmem1.img
     #[arg(long, value_name = "SPEC", value_parser = PmemSpec::parse)]
     pub pmem: Vec<PmemSpec>,
+
+    /// A raw image file as a virtio-blk disk: PATH[,ro]. Repeat for more; the guest sees them as
+    /// /dev/vda, /dev/vdb, ... in the order given (serial numbers daxvmm-disk0, daxvmm-disk1, ...), e.g.
+    /// --disk root.img,ro --cmdline 'root=/dev/vda ro' boots from an image. Its size must be a multiple of
+    /// 512. ro: opened read-only, so the guest cannot change the file; without it the guest's writes go to
+    /// the file and its flushes fdatasync it. The image is locked while daxvmm runs (shared with ro).
+    /// The guest needs CONFIG_VIRTIO_MMIO and CONFIG_VIRTIO_BLK.
+    #[arg(long, value_name = "PATH[,ro]", value_parser = DiskSpec::parse)]
+    pub disk: Vec<DiskSpec>,
 
     /// Whether the guest may use XSAVE (and AVX): on, off, or auto, which turns it off when daxvmm itself
     /// runs inside a VM (nested KVM on an emulated CPU can lose track of the guest's XCR0).

@@ -39,7 +39,8 @@ pub enum ThreadKind {
     Vcpu,
     /// The thread that copies stdin to the guest's serial port.
     Stdin,
-    /// A virtio device's worker: waits for queue notifications and writes pmem back to its file.
+    /// A virtio device's worker: waits for queue notifications, writes pmem back to its file, reads and
+    /// writes a disk image.
     Virtio,
 }
 

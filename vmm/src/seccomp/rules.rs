@@ -148,8 +148,16 @@ pub(super) fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError
             map.insert(libc::SYS_ppoll, Vec::new());
         }
         ThreadKind::Virtio => {
-            // Waiting for a queue notification or the stop, and a guest flush's msync of the region.
-            for call in [libc::SYS_poll, libc::SYS_ppoll, libc::SYS_msync] {
+            // Waiting for a queue notification or the stop; a virtio-pmem flush's msync of the region;
+            // a disk's positioned reads and writes of its image and a flush's fdatasync.
+            for call in [
+                libc::SYS_poll,
+                libc::SYS_ppoll,
+                libc::SYS_msync,
+                libc::SYS_pread64,
+                libc::SYS_pwrite64,
+                libc::SYS_fdatasync,
+            ] {
                 map.insert(call, Vec::new());
             }
         }

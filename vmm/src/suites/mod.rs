@@ -214,6 +214,7 @@ fn run(boot: &SuiteBoot, plan: Plan) -> anyhow::Result<u8> {
         timeout_after_init: None,
         xsave: XsavePolicy::for_this_host(),
         pmem,
+        disks: Vec::new(),
         fault_schedule: None,
         seccomp: boot.seccomp,
         last_run: true,

@@ -356,6 +356,7 @@ fn queue_notify_signals_the_queue_eventfd() {
     d.write32(reg::VIRTIO_MMIO_QUEUE_NOTIFY, u32::MAX);
     assert!(evt.read().is_err(), "other queue indices signal nothing");
     assert!(d.t.queue_evt(1).is_none());
+    assert_eq!(d.t.register_notifies(), 4, "every QueueNotify write that reached the register file");
 }
 
 #[test]
