@@ -8,7 +8,8 @@
 //! writes must load again with `daxvmm repro` (the round trip: format, then parse).
 //!
 //! Input: six header bytes (scenario, filesystems, baseline mode, how the guest ends, plan size, seed,
-//! the greeting's fields, the pmem contents), then operations (see `guest` and `console_op`). Files go to
+//! the greeting's fields, the pmem contents, the shard and the transports), then operations (see `guest`
+//! and `console_op`); with two transports the guest runs the same operations in each boot. Files go to
 //! a per-process directory under /dev/shm (or the temporary directory), removed at exit.
 #![no_main]
 
@@ -303,8 +304,11 @@ fuzz_target!(|data: &[u8]| {
             2 => "2/2".parse().ok(),
             _ => None,
         },
-        // Both transports, so repro files carry either.
-        transport: if h[5] & 1 == 0 { daxvmm_race::Transport::Nfit } else { daxvmm_race::Transport::Virtio },
+        // Either transport or both in either order (two boots, merged), so repro files carry either and
+        // run numbers go past one plan.
+        transports: ["nfit", "virtio", "nfit,virtio", "virtio,nfit"][usize::from(h[5] & 3)]
+            .parse()
+            .unwrap_or_default(),
     };
     if !matches!(test(&vm, &opts), Ok(EXIT_VIOLATIONS)) {
         return;

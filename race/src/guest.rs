@@ -48,6 +48,70 @@ impl std::str::FromStr for Transport {
     }
 }
 
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // pad: tables align it by width.
+        f.pad(self.name())
+    }
+}
+
+/// The transports of one `daxvmm test` (`--transport nfit,virtio`): one guest boot each, in this order.
+/// Never empty and without repeats, so every run has one place in the merged results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transports(Vec<Transport>);
+
+/// Why a `--transport` list was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a list of transports: give nfit, virtio or both comma-separated (nfit,virtio), each at most once")]
+pub struct TransportsError(String);
+
+impl Transports {
+    /// Just `t`.
+    pub fn one(t: Transport) -> Self {
+        Self(vec![t])
+    }
+
+    /// In the order given.
+    pub fn as_slice(&self) -> &[Transport] {
+        &self.0
+    }
+}
+
+impl Default for Transports {
+    fn default() -> Self {
+        Self::one(Transport::default())
+    }
+}
+
+impl From<Transport> for Transports {
+    fn from(t: Transport) -> Self {
+        Self::one(t)
+    }
+}
+
+impl std::str::FromStr for Transports {
+    type Err = TransportsError;
+
+    fn from_str(s: &str) -> Result<Self, TransportsError> {
+        let mut list = Vec::new();
+        for name in s.split(',') {
+            let t: Transport = name.parse().map_err(|_| TransportsError(s.to_string()))?;
+            if list.contains(&t) {
+                return Err(TransportsError(s.to_string()));
+            }
+            list.push(t);
+        }
+        Ok(Self(list))
+    }
+}
+
+impl std::fmt::Display for Transports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|t| t.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
 /// One guest boot of `daxvmm test` or `daxvmm repro`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootSpec {
@@ -138,4 +202,40 @@ pub trait GuestVm {
         pmem: Arc<Self::Pmem>,
         observer: Arc<dyn RunObserver>,
     ) -> anyhow::Result<BootOutput>;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transport_list_keeps_its_order_and_refuses_empty_unknown_and_repeated_names() {
+        let both: Transports = "nfit,virtio".parse().unwrap();
+        assert_eq!(both.as_slice(), [Transport::Nfit, Transport::Virtio]);
+        assert_eq!(both.to_string(), "nfit,virtio");
+        let reversed: Transports = "virtio,nfit".parse().unwrap();
+        assert_eq!(reversed.as_slice(), [Transport::Virtio, Transport::Nfit]);
+        assert_eq!("virtio".parse::<Transports>().unwrap(), Transports::one(Transport::Virtio));
+        assert_eq!("nfit".parse::<Transports>().unwrap(), Transports::default());
+        assert_eq!(Transports::default().as_slice(), [Transport::Nfit]);
+        for bad in [
+            "",
+            ",",
+            "nfit,",
+            ",virtio",
+            "pci",
+            "nfit,pci",
+            "nfit,nfit",
+            "virtio,nfit,virtio",
+            "NFIT",
+            " nfit",
+        ] {
+            let e = bad.parse::<Transports>().unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("'{bad}' is not a list of transports: give nfit, virtio or both comma-separated (nfit,virtio), each at most once")
+            );
+        }
+    }
 }

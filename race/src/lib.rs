@@ -34,7 +34,9 @@ mod shard;
 mod verdict;
 
 pub use daxvmm_scenarios::ScenarioId;
-pub use guest::{BootOutput, BootSpec, GuestEnd, GuestVm, PmemReader, Transport};
+pub use guest::{
+    BootOutput, BootSpec, GuestEnd, GuestVm, PmemReader, Transport, Transports, TransportsError,
+};
 pub use holds::{check_holds, kernel_order};
 pub use library::{entry, find as find_scenario, library, LibraryEntry};
 pub use mutants::{find as find_mutant, Mutant, MUTANTS};

@@ -1,19 +1,24 @@
-//! Reports of a `daxvmm test` session: the summary table for people (scenario, filesystem, interleavings
-//! tried and seen, blocked, skipped, violations, stale-write windows), TAP and JUnit XML for CI, one test
-//! point per run.
+//! Reports of a `daxvmm test` session: the summary table for people (scenario, filesystem, transport,
+//! interleavings tried and seen, blocked, skipped, violations, stale-write windows), TAP and JUnit XML for
+//! CI, one test point per run. When the session booted more than one transport, TAP and JUnit names carry
+//! the transport too, so the same scenario on the same filesystem has one name per transport; a
+//! one-transport session keeps the names it always had, which CI history and scripts match on.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use crate::guest::Transport;
 use crate::verdict::RunResult;
 
-/// One row of the table: a scenario on a filesystem.
+/// One row of the table: a scenario on a filesystem on a transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     /// Scenario name.
     pub scenario: String,
     /// Filesystem.
     pub fs: String,
+    /// What the filesystem's NVDIMM was.
+    pub transport: Transport,
     /// Runs made (each under its own schedule, or unscheduled in baseline mode).
     pub tried: usize,
     /// Distinct interleavings the runs really took.
@@ -28,19 +33,22 @@ pub struct Row {
     pub stale_window: usize,
 }
 
-/// Rows in plan order.
+/// Whether `r` is one of `row`'s runs.
+fn of_row(row: &Row, r: &RunResult) -> bool {
+    row.scenario == r.planned.scenario && row.fs == r.planned.fs && row.transport == r.transport
+}
+
+/// Rows in plan order (transports in the order they ran).
 pub fn rows(results: &[RunResult]) -> Vec<Row> {
     let mut rows: Vec<(Row, BTreeSet<String>)> = Vec::new();
     for r in results {
-        let idx = match rows
-            .iter()
-            .position(|(row, _)| row.scenario == r.planned.scenario && row.fs == r.planned.fs)
-        {
+        let idx = match rows.iter().position(|(row, _)| of_row(row, r)) {
             Some(i) => i,
             None => {
                 let row = Row {
                     scenario: r.planned.scenario.clone(),
                     fs: r.planned.fs.clone(),
+                    transport: r.transport,
                     tried: 0,
                     observed: 0,
                     blocked: 0,
@@ -77,21 +85,39 @@ pub fn rows(results: &[RunResult]) -> Vec<Row> {
 pub fn table(rows: &[Row]) -> String {
     let w = rows.iter().map(|r| r.scenario.len()).max().unwrap_or(8).max(8);
     let mut s = format!(
-        "{:<w$}  {:<4}  {:>5}  {:>8}  {:>7}  {:>7}  {:>10}  {:>12}\n",
-        "scenario", "fs", "tried", "observed", "blocked", "skipped", "violations", "stale-window"
+        "{:<w$}  {:<4}  {:<9}  {:>5}  {:>8}  {:>7}  {:>7}  {:>10}  {:>12}\n",
+        "scenario",
+        "fs",
+        "transport",
+        "tried",
+        "observed",
+        "blocked",
+        "skipped",
+        "violations",
+        "stale-window"
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "{:<w$}  {:<4}  {:>5}  {:>8}  {:>7}  {:>7}  {:>10}  {:>12}",
-            r.scenario, r.fs, r.tried, r.observed, r.blocked, r.skipped, r.violations, r.stale_window
+            "{:<w$}  {:<4}  {:<9}  {:>5}  {:>8}  {:>7}  {:>7}  {:>10}  {:>12}",
+            r.scenario,
+            r.fs,
+            r.transport.name(),
+            r.tried,
+            r.observed,
+            r.blocked,
+            r.skipped,
+            r.violations,
+            r.stale_window
         );
     }
     let sum = |f: fn(&Row) -> usize| rows.iter().map(f).sum::<usize>();
+    // The total line keeps its seven words (bench_race.rs reads them).
     let _ = writeln!(
         s,
-        "{:<w$}  {:<4}  {:>5}  {:>8}  {:>7}  {:>7}  {:>10}  {:>12}",
+        "{:<w$}  {:<4}  {:<9}  {:>5}  {:>8}  {:>7}  {:>7}  {:>10}  {:>12}",
         "total",
+        "",
         "",
         sum(|r| r.tried),
         sum(|r| r.observed),
@@ -103,13 +129,22 @@ pub fn table(rows: &[Row]) -> String {
     s
 }
 
-fn run_name(r: &RunResult) -> String {
+/// Whether the results come from more than one transport, so that names must say which.
+fn several_transports(results: &[RunResult]) -> bool {
+    results.first().is_some_and(|first| results.iter().any(|r| r.transport != first.transport))
+}
+
+/// "scenario fs run N [schedule]", with the transport after the filesystem when `named`.
+fn run_name(r: &RunResult, named: bool) -> String {
     let schedule = r.planned.schedule.as_ref().map_or("unscheduled".to_string(), |s| s.to_string());
-    format!("{} {} run {} [{schedule}]", r.planned.scenario, r.planned.fs, r.run)
+    let transport = if named { format!(" {}", r.transport) } else { String::new() };
+    format!("{} {}{transport} run {} [{schedule}]", r.planned.scenario, r.planned.fs, r.run)
 }
 
 /// TAP version 13: one point per run; skips as `# SKIP`, findings as YAML-ish diagnostics.
 pub fn tap(results: &[RunResult]) -> String {
+    let named = several_transports(results);
+    let run_name = |r| run_name(r, named);
     let mut s = format!("TAP version 13\n1..{}\n", results.len());
     for (i, r) in results.iter().enumerate() {
         let n = i + 1;
@@ -153,20 +188,21 @@ fn xml_escape(s: &str) -> String {
     )
 }
 
-/// JUnit XML: one testsuite per scenario and filesystem, one testcase per run.
+/// JUnit XML: one testsuite per scenario and filesystem (and transport, when more than one ran), one
+/// testcase per run.
 pub fn junit(results: &[RunResult]) -> String {
+    let named = several_transports(results);
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let failures = results.iter().filter(|r| r.failed()).count();
     let _ =
         writeln!(s, "<testsuites name=\"daxvmm test\" tests=\"{}\" failures=\"{failures}\">", results.len());
     for row in rows(results) {
-        let mine: Vec<&RunResult> =
-            results.iter().filter(|r| r.planned.scenario == row.scenario && r.planned.fs == row.fs).collect();
+        let mine: Vec<&RunResult> = results.iter().filter(|r| of_row(&row, r)).collect();
+        let transport = if named { format!(".{}", row.transport) } else { String::new() };
+        let class = format!("{}.{}{transport}", xml_escape(&row.scenario), xml_escape(&row.fs));
         let _ = writeln!(
             s,
-            "  <testsuite name=\"{}.{}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">",
-            xml_escape(&row.scenario),
-            row.fs,
+            "  <testsuite name=\"{class}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">",
             mine.len(),
             row.violations,
             row.skipped
@@ -174,10 +210,8 @@ pub fn junit(results: &[RunResult]) -> String {
         for r in mine {
             let _ = write!(
                 s,
-                "    <testcase classname=\"{}.{}\" name=\"{}\">",
-                xml_escape(&row.scenario),
-                row.fs,
-                xml_escape(&run_name(r))
+                "    <testcase classname=\"{class}\" name=\"{}\">",
+                xml_escape(&run_name(r, named))
             );
             if r.failed() {
                 let text: Vec<String> = r.findings.iter().map(ToString::to_string).collect();
@@ -221,6 +255,7 @@ mod tests {
                 schedule: Some(schedule.parse().unwrap()),
                 seed: None,
             },
+            transport: Transport::Nfit,
             findings,
             skipped: skipped.map(String::from),
             summary: RunSummary { timeouts: usize::from(run == 1), ..Default::default() },
@@ -255,8 +290,57 @@ mod tests {
         assert_eq!((rows[1].tried, rows[1].skipped), (0, 1));
         let t = table(&rows);
         assert!(t.lines().next().unwrap().starts_with("scenario"));
+        assert!(t.lines().next().unwrap().contains("  fs    transport  tried"), "{t}");
+        assert!(t.lines().nth(1).unwrap().contains(" ext4  nfit           2 "), "{t}");
         assert!(t.lines().last().unwrap().starts_with("total"));
+        assert_eq!(t.lines().last().unwrap().split_whitespace().count(), 7, "{t}");
         assert_eq!(t.lines().count(), 4);
+    }
+
+    /// The sample run again on virtio-pmem, numbered after it as `daxvmm test --transport nfit,virtio`
+    /// numbers a second boot.
+    fn on_both() -> Vec<RunResult> {
+        let mut all = sample();
+        all.extend(sample().into_iter().map(|r| RunResult {
+            run: r.run + 3,
+            transport: Transport::Virtio,
+            ..r
+        }));
+        all
+    }
+
+    #[test]
+    fn two_transports_have_their_own_rows_and_names() {
+        let rows = rows(&on_both());
+        assert_eq!(rows.len(), 4);
+        assert_eq!(
+            rows.iter().map(|r| (r.fs.as_str(), r.transport)).collect::<Vec<_>>(),
+            [
+                ("ext4", Transport::Nfit),
+                ("xfs", Transport::Nfit),
+                ("ext4", Transport::Virtio),
+                ("xfs", Transport::Virtio)
+            ]
+        );
+        assert_eq!((rows[2].tried, rows[2].violations), (2, 1));
+        let t = table(&rows);
+        assert!(t.lines().nth(3).unwrap().contains(" ext4  virtio         2 "), "{t}");
+        assert!(t.lines().last().unwrap().starts_with("total"));
+        let tap = tap(&on_both());
+        assert!(tap.contains("ok 1 - truncate-unpin ext4 nfit run 0 [0.s1 1.s1 0.s2 1.s2]\n"), "{tap}");
+        assert!(tap.contains("not ok 5 - truncate-unpin ext4 virtio run 4 [1.s1 0.s1 0.s2 1.s2]\n"), "{tap}");
+        let x = junit(&on_both());
+        assert!(x.contains(
+            "<testsuite name=\"truncate-unpin.ext4.virtio\" tests=\"2\" failures=\"1\" skipped=\"0\">"
+        ));
+        assert!(
+            x.contains(
+                "<testcase classname=\"truncate-unpin.xfs.nfit\" name=\"truncate-unpin xfs nfit run 2 "
+            ),
+            "{x}"
+        );
+        assert_eq!(x.matches("<testsuite ").count(), 4);
+        assert_eq!(x.matches("<testcase ").count(), 6);
     }
 
     #[test]
@@ -281,5 +365,10 @@ mod tests {
         assert!(x.contains("<skipped message=\"needs 3 CPUs\"/>"));
         assert_eq!(x.matches("<testcase ").count(), 3);
         assert_eq!(x.matches("</testcase>").count(), 3);
+        // One transport: the names are the ones they always were.
+        assert!(
+            x.contains("<testcase classname=\"truncate-unpin.xfs\" name=\"truncate-unpin xfs run 2 "),
+            "{x}"
+        );
     }
 }

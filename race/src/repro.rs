@@ -162,7 +162,7 @@ impl Repro {
             plan_position: None,
             scenario: result.planned.scenario.clone(),
             fs: result.planned.fs.clone(),
-            transport: Transport::Nfit,
+            transport: result.transport,
             seed: result.planned.seed,
             schedule: result.planned.schedule.clone()?,
             cpus,
@@ -424,6 +424,7 @@ mod tests {
                 schedule: Some(s.schedule.clone()),
                 seed: None,
             },
+            transport: Transport::Virtio,
             // A guest finding with no text (`@@race finding run=0`).
             findings: vec![Finding::new(FindingKind::Guest, "")],
             skipped: None,
@@ -445,6 +446,7 @@ mod tests {
         let back = Repro::parse(&r.render(&[], "")).unwrap();
         assert_eq!((back.mutant, back.build_id.as_str()), (None, ""), "left out, not refused later");
         assert_eq!(back.findings, vec![Finding::new(FindingKind::Guest, "")]);
+        assert_eq!(back.transport, Transport::Virtio, "the run's own transport");
         let known = Hello { mutant: Some("lost-wake".into()), build_id: "0a1b".into(), ..hello };
         let r = Repro::of(&result, Path::new("/k"), Path::new("/i"), Some(&known), 2, 2000).unwrap();
         assert_eq!((r.mutant.as_deref(), r.build_id.as_str()), (Some("lost-wake"), "0a1b"));

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use daxvmm_devices::fault::Schedule;
 
+use crate::guest::Transport;
 use crate::oracle::{scan_log, Finding, FindingKind, RunSummary};
 use crate::plan::PlannedRun;
 use crate::session::RunRecord;
@@ -111,6 +112,8 @@ pub struct RunResult {
     pub run: u64,
     /// What was planned.
     pub planned: PlannedRun,
+    /// What the filesystems' NVDIMM was in the run's boot.
+    pub transport: Transport,
     /// Violations, host's and guest's.
     pub findings: Vec<Finding>,
     /// Why it did not run (skipped by the guest, or never reached).
@@ -138,11 +141,12 @@ impl RunResult {
     }
 }
 
-/// Combines the plan, the host's records and the parsed console. `stopped` says how the guest ended
+/// Combines the plan, the host's records and the parsed console of a boot on `transport`. `stopped` says how the guest ended
 /// when that was not a clean finish; the run it was in is then a crash finding, and so is the run it
 /// never got to when it stopped between runs (or the last run, after it): a plan cut short never passes.
 pub fn combine(
     plan: &[PlannedRun],
+    transport: Transport,
     records: &BTreeMap<u64, RunRecord>,
     guest: &GuestReport,
     stopped: Option<&str>,
@@ -173,6 +177,7 @@ pub fn combine(
             RunResult {
                 run,
                 planned: p.clone(),
+                transport,
                 findings,
                 skipped,
                 summary: record.summary.clone(),
@@ -282,7 +287,7 @@ some text @@race finding run=1 truncate returned while a vmsplice reference to t
     #[test]
     fn combines_guest_findings_signatures_and_crashes() {
         let g = parse_console(CONSOLE);
-        let results = combine(&plan(5), &BTreeMap::new(), &g, Some("guest kernel panic"));
+        let results = combine(&plan(5), Transport::Nfit, &BTreeMap::new(), &g, Some("guest kernel panic"));
         assert!(!results[0].failed());
         let kinds: Vec<FindingKind> = results[1].findings.iter().map(|f| f.kind).collect();
         assert_eq!(kinds, [FindingKind::Guest, FindingKind::Signature]);
@@ -298,20 +303,21 @@ some text @@race finding run=1 truncate returned while a vmsplice reference to t
         let between = "@@race hello run=0 kernel=7.2.12 config-sha256=abc driver=yes fault=yes cpus=2\n\
                        @@race begin run=0 scenario=truncate-unpin fs=ext4\n@@race end run=0\n";
         let g = parse_console(between);
-        let results = combine(&plan(3), &BTreeMap::new(), &g, Some("the guest reset"));
+        let results = combine(&plan(3), Transport::Nfit, &BTreeMap::new(), &g, Some("the guest reset"));
         assert!(!results[0].failed());
         assert_eq!(results[1].findings[0].kind, FindingKind::Crash);
         assert_eq!(results[1].findings[0].text, "the guest reset before this run began");
         assert!(results[1].skipped.is_some() && !results[2].failed());
         // A clean power-off without `done` is cut short too.
-        let results = combine(&plan(3), &BTreeMap::new(), &g, None);
+        let results = combine(&plan(3), Transport::Nfit, &BTreeMap::new(), &g, None);
         assert!(results[1].findings[0].text.starts_with("the guest program ended before its plan was done"));
         // After the last run.
-        let results = combine(&plan(1), &BTreeMap::new(), &g, Some("the guest kernel panicked"));
+        let results =
+            combine(&plan(1), Transport::Nfit, &BTreeMap::new(), &g, Some("the guest kernel panicked"));
         assert_eq!(results[0].findings[0].text, "the guest kernel panicked after this run ended");
         // A finished plan with a clean power-off passes.
         let done = format!("{between}@@race done run=1 runs=1\n");
-        let results = combine(&plan(1), &BTreeMap::new(), &parse_console(&done), None);
+        let results = combine(&plan(1), Transport::Nfit, &BTreeMap::new(), &parse_console(&done), None);
         assert!(!results[0].failed());
     }
 }

@@ -1,25 +1,26 @@
 //! `daxvmm test` and `daxvmm repro`, from their options to their exit code: choose the runs, boot one
-//! guest through the [`GuestVm`] that runs them all under the fault injector, judge every run, print the
-//! table and write the reports and a repro file per violation; or replay one repro file and say whether
-//! its violation came back.
+//! guest per transport through the [`GuestVm`] that runs them all under the fault injector, judge every
+//! run, merge the boots ([`merge`]), print the table and write the reports and a repro file per
+//! violation; or replay one repro file and say whether its violation came back.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use daxvmm_devices::fault::{FaultError, Schedule};
+use daxvmm_devices::fault::FaultError;
 use thiserror::Error;
 
-use crate::guest::{BootSpec, GuestEnd, GuestVm, Transport};
+use crate::guest::{BootSpec, GuestEnd, GuestVm, Transport, Transports};
 use crate::library::{find as find_scenario, library, LibraryEntry};
-use crate::oracle::FindingKind;
 use crate::plan::{self, Choice, PlannedRun};
 use crate::report;
 use crate::repro::{self, Repro, ReproError};
 use crate::session::Session;
 use crate::shard::Shard;
 use crate::verdict::{self, GuestReport, Hello, RunResult};
+
+mod merge;
 
 /// Exit code of `daxvmm test` when any run found a violation.
 pub const EXIT_VIOLATIONS: u8 = 10;
@@ -37,7 +38,8 @@ pub struct BootOptions {
     pub kernel: Option<PathBuf>,
     /// Guest initramfs with daxvmm-race; `repro` falls back on the repro file's.
     pub initrd: Option<PathBuf>,
-    /// Where results go: results.tap, results.xml, console.log and repro/.
+    /// Where results go: results.tap, results.xml, console.log (console-TRANSPORT.log per boot with more
+    /// than one transport) and repro/.
     pub out: PathBuf,
     /// Guest RAM in bytes.
     pub mem: u64,
@@ -45,7 +47,7 @@ pub struct BootOptions {
     pub pmem_size: u64,
     /// Stop the guest after this long.
     pub timeout: Duration,
-    /// Show the guest console (it is always saved to `out`/console.log).
+    /// Show the guest console (it is always saved in `out`).
     pub verbose: bool,
 }
 
@@ -78,8 +80,9 @@ pub struct TestOptions {
     pub mutant: Option<String>,
     /// Run only this part of the plan ([`Shard`]).
     pub shard: Option<Shard>,
-    /// What the filesystems' NVDIMM is to the guest.
-    pub transport: Transport,
+    /// What the filesystems' NVDIMM is to the guest: one boot per transport, in this order, each running
+    /// the plan; run k of the whole plan on transport index t is named run `k + t * whole plan length`.
+    pub transports: Transports,
 }
 
 /// What `daxvmm repro` replays.
@@ -240,12 +243,19 @@ fn selected(names: &[String]) -> Result<Vec<LibraryEntry>, RaceError> {
         .collect()
 }
 
-/// `daxvmm test`: runs the chosen scenarios in one guest booted by `vm`, reports, and returns the exit
-/// code (0, or [`EXIT_VIOLATIONS`]).
+/// `daxvmm test`: runs the chosen scenarios in one guest per transport booted by `vm`, reports, and
+/// returns the exit code (0, or [`EXIT_VIOLATIONS`] when a run of any boot found a violation). A boot
+/// that fails entirely ends the session with its error.
 pub fn test(vm: &impl GuestVm, a: &TestOptions) -> Result<u8, RaceError> {
+    let (code, text) = test_session(vm, a)?;
+    out(&text);
+    Ok(code)
+}
+
+/// [`test`] without printing: its exit code and what it prints.
+fn test_session(vm: &impl GuestVm, a: &TestOptions) -> Result<(u8, String), RaceError> {
     if a.list {
-        out(&list());
-        return Ok(0);
+        return Ok((0, list()));
     }
     let entries = selected(&a.scenario)?;
     if let Some(fs) = a.fs.iter().find(|f| !matches!(f.as_str(), "ext4" | "xfs")) {
@@ -281,39 +291,63 @@ pub fn test(vm: &impl GuestVm, a: &TestOptions) -> Result<u8, RaceError> {
         if a.sleeps { ", baseline (sleeps, no schedules)" } else { "" }
     );
     let started = Instant::now();
-    let guest = GuestSetup {
-        cpus,
-        transport: a.transport,
-        bound: a.hold_bound,
-        sleeps: a.sleeps,
-        mutant: a.mutant.as_deref(),
-    };
-    let mut boot = boot(vm, &a.boot, &kernel, &initrd, &plan, &guest)?;
-    let secs = started.elapsed().as_secs_f64();
-    if let Some(shard) = a.shard {
-        // Runs are named by their place in the whole plan, so the shards' reports merge.
-        boot.results.iter_mut().for_each(|r| r.run = shard.global(r.run));
+    let transports = a.transports.as_slice();
+    let mut boots = Vec::with_capacity(transports.len());
+    for (t, &transport) in transports.iter().enumerate() {
+        if transports.len() > 1 {
+            // The progress lines count each boot's runs from 1: say which boot they belong to.
+            log::info!("daxvmm test: boot {} of {} on {transport}", t + 1, transports.len());
+        }
+        let guest = GuestSetup {
+            cpus,
+            transport,
+            bound: a.hold_bound,
+            sleeps: a.sleeps,
+            mutant: a.mutant.as_deref(),
+            console: merge::console_file(transport, transports.len()),
+        };
+        let mut boot = boot(vm, &a.boot, &kernel, &initrd, &plan, &guest).inspect_err(|e| {
+            if transports.len() > 1 {
+                log::error!(
+                    "daxvmm test: the boot on {transport} (boot {} of {}) failed: {e}",
+                    t + 1,
+                    transports.len()
+                );
+            }
+        })?;
+        // Runs are named by their place in the whole plan and their transport, so that shards' and
+        // transports' reports merge.
+        merge::number(&mut boot.results, a.shard, t, whole.len());
+        boots.push(boot);
     }
-    // boot() made --out (console.log is there).
-    write(&a.boot.out.join("results.tap"), &report::tap(&boot.results))?;
-    write(&a.boot.out.join("results.xml"), &report::junit(&boot.results))?;
-    let repro_files =
-        write_repros(&boot, whole.len(), &a.boot.out, &kernel, &initrd, (cpus, a.transport), a.hold_bound)?;
-    let runs_secs = boot.span.map_or(secs, |d| d.as_secs_f64());
-    let mut s = summary(&boot, secs, runs_secs);
+    let secs = started.elapsed().as_secs_f64();
+    // boot() made --out (the console files are there).
+    let results = merge::merged(&boots);
+    write(&a.boot.out.join("results.tap"), &report::tap(&results))?;
+    write(&a.boot.out.join("results.xml"), &report::junit(&results))?;
+    let recorded =
+        merge::Recorded { kernel: &kernel, initrd: &initrd, cpus, bound: a.hold_bound, whole: whole.len() };
+    let repro_files = merge::write_repros(&boots, &a.boot.out, &recorded)?;
+    let mut s = merge::summary(&boots, secs);
     if let Some(shard) = a.shard {
         s.push_str(&format!(
             "shard {shard}: runs numbered by their place in the whole plan of {} runs\n",
             whole.len()
         ));
     }
-    s.push_str(&format!("results: {}/results.tap, results.xml, console.log\n", a.boot.out.display()));
+    if transports.len() > 1 {
+        s.push_str(&format!(
+            "transports {}: one boot each; run k of the whole plan of {w} runs on transport t (from 0) is run k + t*{w}\n",
+            a.transports,
+            w = whole.len()
+        ));
+    }
+    s.push_str(&merge::results_line(&a.boot.out, &boots));
     for p in &repro_files {
         s.push_str(&format!("repro file: {}\n", p.display()));
     }
-    out(&s);
-    let violations = boot.results.iter().any(RunResult::failed);
-    Ok(if violations { EXIT_VIOLATIONS } else { 0 })
+    let violations = results.iter().any(RunResult::failed);
+    Ok((if violations { EXIT_VIOLATIONS } else { 0 }, s))
 }
 
 /// `--list`: one line per library scenario.
@@ -334,78 +368,6 @@ fn list() -> String {
             )
         })
         .collect()
-}
-
-/// A repro file per violating run with a schedule, in `out/repro/`; their paths.
-fn write_repros(
-    boot: &BootResult,
-    plan_runs: usize,
-    out: &Path,
-    kernel: &Path,
-    initrd: &Path,
-    (cpus, transport): (u8, Transport),
-    bound: Duration,
-) -> Result<Vec<PathBuf>, RaceError> {
-    let mut paths = Vec::new();
-    let hello = boot.guest.hello.as_ref();
-    for r in boot.results.iter().filter(|r| r.failed()) {
-        let Some(mut rep) = Repro::of(r, &abs(kernel), &abs(initrd), hello, cpus, bound.as_millis() as u64)
-        else {
-            continue;
-        };
-        rep.plan_position = Some((r.run, plan_runs as u64));
-        rep.transport = transport;
-        let dir = out.join("repro");
-        create_dir(&dir)?;
-        let path = dir.join(rep.file_name(r.run));
-        write(&path, &rep.render(&r.fault_log, &r.log))?;
-        paths.push(path);
-    }
-    Ok(paths)
-}
-
-/// The guest kernel, the table, every violation and the totals.
-fn summary(boot: &BootResult, secs: f64, runs_secs: f64) -> String {
-    let mut s = String::new();
-    if let Some(h) = &boot.guest.hello {
-        let driver = if h.driver { "bound" } else { "absent" };
-        s.push_str(&format!(
-            "guest kernel {} (config sha256 {}), driver {driver}{}{}\n",
-            h.kernel,
-            short(&h.config_sha256),
-            h.mutant.as_ref().map_or(String::new(), |m| format!(", mutant {m} selected")),
-            if boot.transport == Transport::Virtio { ", filesystems on virtio-pmem" } else { "" }
-        ));
-    }
-    s.push_str(&report::table(&report::rows(&boot.results)));
-    let scheduled: Vec<&Schedule> = boot.results.iter().filter_map(|r| r.planned.schedule.as_ref()).collect();
-    let unforced = scheduled.iter().filter(|s| s.leaves_order_to_timing()).count();
-    if unforced > 0 {
-        s.push_str(&format!(
-            "unforced: {unforced} of {} schedules put an event step after another thread's step; events cannot be held, so that order is left to timing\n",
-            scheduled.len()
-        ));
-    }
-    for r in boot.results.iter().filter(|r| r.failed()) {
-        s.push_str(&format!("VIOLATION run {} {} on {}:\n", r.run, r.planned.scenario, r.planned.fs));
-        for f in &r.findings {
-            s.push_str(&format!("  {f}\n"));
-        }
-    }
-    if boot.results.iter().flat_map(|r| &r.findings).any(|f| f.kind == FindingKind::Crash) {
-        s.push_str("the guest console's last lines:\n");
-        for l in &boot.tail {
-            s.push_str(&format!("  | {l}\n"));
-        }
-    }
-    let violations = boot.results.iter().filter(|r| r.failed()).count();
-    let skipped = boot.results.iter().filter(|r| r.skipped.is_some()).count();
-    s.push_str(&format!(
-        "daxvmm test: {} runs in {secs:.1} s with the boot, {runs_secs:.1} s of runs ({:.0} runs/minute), {violations} with violations, {skipped} skipped; guest boots: 1\n",
-        boot.results.len(),
-        boot.results.len() as f64 * 60.0 / runs_secs.max(0.001)
-    ));
-    s
 }
 
 /// `daxvmm repro`: replays the repro file's run in a guest booted by `vm` and returns the exit code (0
@@ -447,6 +409,7 @@ pub fn repro(vm: &impl GuestVm, a: &ReproOptions) -> Result<u8, RaceError> {
         bound,
         sleeps: false,
         mutant: rep.mutant.as_deref(),
+        console: "console.log".to_string(),
     };
     let boot = boot(vm, &a.boot, &kernel, &initrd, &plan, &guest)?;
     if let Some(h) = &boot.guest.hello {
@@ -516,6 +479,8 @@ struct BootResult {
     tail: Vec<String>,
     /// What the filesystems' NVDIMM was.
     transport: Transport,
+    /// The boot's whole time, guest boot included.
+    elapsed: Duration,
 }
 
 /// How many guest console lines a crash report shows.
@@ -535,6 +500,8 @@ struct GuestSetup<'a> {
     sleeps: bool,
     /// A mutant to select.
     mutant: Option<&'a str>,
+    /// The file in --out the console is saved to.
+    console: String,
 }
 
 /// Kernel messages below warnings stay in the guest's ring buffer: the console is a UART, one exit per
@@ -581,12 +548,14 @@ fn boot(
         echo: b.verbose,
         bound,
     };
+    let started = Instant::now();
     let pmem = vm.pmem();
     let session = Arc::new(Session::new(plan.to_vec(), pmem.clone()));
     let output = vm.boot(&spec, pmem, session.clone()).map_err(RaceError::Vm)?;
     let text = output.console;
     create_dir(&b.out)?;
-    write(&b.out.join("console.log"), &text)?;
+    let console = b.out.join(&g.console);
+    write(&console, &text)?;
     let guest = verdict::parse_console(&text);
     if guest.hello.is_none() {
         // The console file may be out of reach (a nested run's is inside the test host VM): show how the
@@ -596,18 +565,18 @@ fn boot(
         return Err(RaceError::NeverStarted {
             end: output.end,
             initrd: initrd.display().to_string(),
-            console: b.out.join("console.log").display().to_string(),
+            console: console.display().to_string(),
         });
     }
     if guest.hello.as_ref().is_some_and(|h: &Hello| h.driver && !h.fault) {
-        return Err(RaceError::NotForced { console: b.out.join("console.log").display().to_string() });
+        return Err(RaceError::NotForced { console: console.display().to_string() });
     }
     if let (Some(asked), Some(h)) = (g.mutant, guest.hello.as_ref()) {
         if h.mutant.as_deref() != Some(asked) {
             return Err(RaceError::MutantMissing {
                 asked: asked.to_string(),
                 got: h.mutant.clone().unwrap_or_else(|| "none".into()),
-                console: b.out.join("console.log").display().to_string(),
+                console: console.display().to_string(),
             });
         }
     }
@@ -619,8 +588,15 @@ fn boot(
         GuestEnd::Timeout => Some(format!("--timeout {:?} expired (a hang?)", b.timeout)),
         GuestEnd::Signal(s) => Some(format!("daxvmm was stopped by signal {s}")),
     };
-    let results = verdict::combine(plan, &session.records(), &guest, stopped.as_deref());
-    Ok(BootResult { results, guest, span: session.span(), tail: console_tail(&text), transport: g.transport })
+    let results = verdict::combine(plan, g.transport, &session.records(), &guest, stopped.as_deref());
+    Ok(BootResult {
+        results,
+        guest,
+        span: session.span(),
+        tail: console_tail(&text),
+        transport: g.transport,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// The last [`CRASH_TAIL_LINES`] lines of a guest console.

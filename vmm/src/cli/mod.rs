@@ -181,6 +181,20 @@ mod tests {
             panic!()
         };
         assert_eq!((t.scenario.len(), t.fs.as_slice(), t.samples), (2, &["xfs".to_string()][..], 12));
+        assert_eq!(t.options().transports, daxvmm_race::Transports::default(), "nfit by default");
+        let Command::Test(t) = parse(&["test", "--transport", "nfit,virtio"]).unwrap() else { panic!() };
+        let both = [daxvmm_race::Transport::Nfit, daxvmm_race::Transport::Virtio];
+        assert_eq!(t.options().transports.as_slice(), both);
+        let Command::Test(t) = parse(&["test", "--transport", "virtio"]).unwrap() else { panic!() };
+        assert_eq!(t.options().transports.as_slice(), [daxvmm_race::Transport::Virtio]);
+        for bad in ["", "pci", "nfit,nfit", "nfit,"] {
+            let e = parse(&["test", "--transport", bad]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ValueValidation, "{bad}: {e}");
+            assert!(
+                e.to_string().contains("give nfit, virtio or both comma-separated (nfit,virtio)"),
+                "{bad}: {e}"
+            );
+        }
         let Command::Repro(r) = parse(&["repro", "x.repro", "--verbose"]).unwrap() else { panic!() };
         assert_eq!((r.file.to_str(), r.boot.verbose), (Some("x.repro"), true));
         assert_eq!(parse(&["repro", "x.repro"]).unwrap().log_level(), log::LevelFilter::Info);

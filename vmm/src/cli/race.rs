@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use daxvmm_race::{BootOptions, ReproOptions, Shard, TestOptions, Transport};
+use daxvmm_race::{BootOptions, ReproOptions, Shard, TestOptions, Transports};
 
 use crate::cli::run::MIN_MEM;
 use crate::seccomp::SeccompMode;
@@ -47,7 +47,8 @@ pub struct Boot {
     /// Guest initramfs with daxvmm-race (scripts/build-initramfs.sh); default $DAXVMM_INITRD.
     #[arg(long, value_name = "PATH", env = "DAXVMM_INITRD")]
     pub initrd: Option<PathBuf>,
-    /// Where results go: results.tap, results.xml, console.log and repro/.
+    /// Where results go: results.tap, results.xml, console.log (console-nfit.log and console-virtio.log
+    /// when `test` boots both transports) and repro/.
     #[arg(long, value_name = "DIR", default_value = "daxvmm-results")]
     pub out: PathBuf,
     /// Guest RAM.
@@ -59,7 +60,7 @@ pub struct Boot {
     /// Stop the guest after this long; the run it was in is reported as a crash (a hang?).
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout)]
     pub timeout: Duration,
-    /// Show the guest console (it is always saved to DIR/console.log).
+    /// Show the guest console (it is always saved in DIR).
     #[arg(long)]
     pub verbose: bool,
 
@@ -112,15 +113,19 @@ pub struct TestArgs {
     #[arg(long, value_name = "NAME")]
     pub mutant: Option<String>,
     /// Run only part I of N of the plan (a stable round-robin split: run k of the whole plan goes to
-    /// part k mod N + 1), for a CI matrix or an indexed job; runs keep their numbers in the whole plan,
-    /// so the parts' results.xml files merge.
+    /// part k mod N + 1), for a CI matrix or an indexed job; runs keep their numbers in the whole plan
+    /// (plus t times its length on the t-th transport from 0, see --transport), so the parts'
+    /// results.xml files merge.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Shard>,
-    /// What the NVDIMM the filesystems are made on is to the guest: nfit (an ACPI NFIT NVDIMM) or
-    /// virtio (a virtio-pmem device; the guest kernel needs CONFIG_VIRTIO_MMIO and CONFIG_VIRTIO_PMEM).
-    /// The oracle reads the same backing either way. Repro files record it.
-    #[arg(long, value_name = "TRANSPORT", default_value = "nfit")]
-    pub transport: Transport,
+    /// What the NVDIMM the filesystems are made on is to the guest: nfit (an ACPI NFIT NVDIMM), virtio
+    /// (a virtio-pmem device; the guest kernel needs CONFIG_VIRTIO_MMIO and CONFIG_VIRTIO_PMEM), or
+    /// both comma-separated (nfit,virtio): one guest boot per transport, in that order, each running
+    /// the same plan (the same shard of it), with the results merged; run k of the whole plan on the
+    /// t-th transport (from 0) is run k + t * (runs in the whole plan). The oracle reads the same
+    /// backing either way. Repro files record the transport of their run.
+    #[arg(long, value_name = "TRANSPORT[,TRANSPORT]", default_value = "nfit")]
+    pub transport: Transports,
 }
 
 /// The options of `daxvmm repro`.
@@ -169,7 +174,7 @@ impl TestArgs {
             list: self.list,
             mutant: self.mutant.clone(),
             shard: self.shard,
-            transport: self.transport,
+            transports: self.transport.clone(),
         }
     }
 }
