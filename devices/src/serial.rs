@@ -1,9 +1,11 @@
 //! COM1: vm-superio's 16550A model on the bus, its interrupt signalled through an eventfd (which the VMM
-//! registers as a KVM irqfd), its output to any writer and its input from the host's stdin.
+//! registers as a KVM irqfd), its output to any writer and its input from the host's stdin. When the
+//! guest has read the last byte of the receive FIFO, the device writes its "room" eventfd, so whoever
+//! feeds it input waits for that instead of polling a full FIFO.
 
 use std::io::{self, Write};
 
-use vm_superio::serial::NoEvents;
+use vm_superio::serial::SerialEvents;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -28,12 +30,27 @@ impl Trigger for EventFdTrigger {
     }
 }
 
+/// Signals that the guest emptied the receive FIFO.
+#[derive(Debug)]
+pub struct RoomEvents(EventFd);
+
+impl SerialEvents for RoomEvents {
+    fn buffer_read(&self) {}
+    fn out_byte(&self) {}
+    fn tx_lost_byte(&self) {}
+    fn in_buffer_empty(&self) {
+        // A counter write fails only at its maximum, when a wake-up is pending anyway.
+        let _ = self.0.write(1);
+    }
+}
+
 /// A writer the serial device owns.
 pub type SerialOut = Box<dyn Write + Send>;
 
 /// The COM1 UART.
 pub struct SerialDevice {
-    uart: Serial<EventFdTrigger, NoEvents, SerialOut>,
+    uart: Serial<EventFdTrigger, RoomEvents, SerialOut>,
+    room: EventFd,
 }
 
 impl std::fmt::Debug for SerialDevice {
@@ -44,8 +61,15 @@ impl std::fmt::Debug for SerialDevice {
 
 impl SerialDevice {
     /// A UART that interrupts through `irq` and writes the guest's output to `out`.
-    pub fn new(irq: EventFd, out: SerialOut) -> Self {
-        Self { uart: Serial::new(EventFdTrigger::new(irq), out) }
+    pub fn new(irq: EventFd, out: SerialOut) -> io::Result<Self> {
+        let room = EventFd::new(libc::EFD_NONBLOCK)?;
+        let events = RoomEvents(room.try_clone()?);
+        Ok(Self { uart: Serial::with_events(EventFdTrigger::new(irq), events, out), room })
+    }
+
+    /// Written each time the guest empties the receive FIFO: there is room for more input.
+    pub fn room_evt(&self) -> &EventFd {
+        &self.room
     }
 
     /// Queues host input for the guest; returns how many bytes fit in the receive FIFO (0 when full).
@@ -101,7 +125,7 @@ mod tests {
     fn output_reaches_the_writer() {
         let out = Shared::default();
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut s = SerialDevice::new(irq, Box::new(out.clone()));
+        let mut s = SerialDevice::new(irq, Box::new(out.clone())).unwrap();
         for b in b"hi\n" {
             s.write(0, &[*b]);
         }
@@ -112,7 +136,7 @@ mod tests {
     fn input_sets_data_ready_and_interrupts() {
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let probe = irq.try_clone().unwrap();
-        let mut s = SerialDevice::new(irq, Box::new(io::sink()));
+        let mut s = SerialDevice::new(irq, Box::new(io::sink())).unwrap();
         // Enable the received-data interrupt as a driver would.
         s.write(IER, &[0x01]);
         assert_eq!(s.enqueue_input(b"ab"), 2);
@@ -128,5 +152,18 @@ mod tests {
         let taken = s.enqueue_input(&big);
         assert!(taken > 0 && taken < big.len());
         assert_eq!(s.enqueue_input(&big), 0);
+    }
+
+    #[test]
+    fn the_room_eventfd_fires_when_the_guest_empties_the_fifo() {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut s = SerialDevice::new(irq, Box::new(io::sink())).unwrap();
+        let room = s.room_evt().try_clone().unwrap();
+        assert_eq!(s.enqueue_input(b"ab"), 2);
+        let mut c = [0u8];
+        s.read(0, &mut c);
+        assert!(room.read().is_err(), "one byte is still in the FIFO");
+        s.read(0, &mut c);
+        assert_eq!((c[0], room.read().unwrap()), (b'b', 1), "the last byte read leaves room");
     }
 }

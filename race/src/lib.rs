@@ -44,6 +44,7 @@ pub use oracle::{
     check_data, check_order, check_pin_write, observed_order, scan_log, stale_window, summarize, Finding,
     FindingKind, RunSummary, BLOCK, MARKER_NEW_BLOCK,
 };
+pub use report::{table as race_table, Row as RaceRow};
 pub use runner::{
     repro, test, BootOptions, RaceError, ReproOptions, TestOptions, EXIT_NOT_REPRODUCED, EXIT_VIOLATIONS,
 };

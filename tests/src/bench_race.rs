@@ -208,9 +208,9 @@ mod tests {
 
     const FORCED: &str = "\
 guest kernel 7.2.12+ (config sha256 939cf80007ef), driver bound, mutant lost-wake selected
-scenario                 fs    tried  observed  blocked  skipped  violations  stale-window
-truncate-unpin-busy      ext4      1         1        0        0           1             0
-total                              1         1        0        0           1             0
+scenario                 fs    transport  tried  observed  blocked  skipped  violations  stale-window
+truncate-unpin-busy      ext4  nfit           1         1        0        0           1             0
+total                                         1         1        0        0           1             0
 daxvmm test: 1 runs in 12.3 s with the boot, 3.4 s of runs (17 runs/minute), 1 with violations, 0 skipped; guest boots: 1
 ";
 
@@ -244,8 +244,8 @@ daxvmm test: 1 runs in 12.3 s with the boot, 3.4 s of runs (17 runs/minute), 1 w
     fn the_table_counts_the_kills() {
         let forced = FORCED.to_string();
         let baseline = FORCED.replace("1           1\ndaxvmm", "30           0\ndaxvmm").replace(
-            "total                              1         1        0        0           1             0",
-            "total                             30        30        0        0           0             0",
+            "total                                         1         1        0        0           1             0",
+            "total                                        30        30        0        0           0             0",
         );
         let out = |name: &str| -> &str {
             if name == "forced-lost-wake" {

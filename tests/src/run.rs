@@ -64,22 +64,28 @@ impl Outcome {
     /// A row of `daxvmm test`'s table: (tried, observed, blocked, skipped, violations) of `scenario` on
     /// `fs`.
     pub fn race_row(&self, scenario: &str, fs: &str) -> Option<[usize; 5]> {
-        self.race_columns(scenario, fs).and_then(|n| n[..5].try_into().ok())
+        self.race_columns(scenario, fs, None).and_then(|n| n[..5].try_into().ok())
     }
 
     /// The stale-window column of `scenario`'s row on `fs`: runs in which a new file got a block still
     /// pinned.
     pub fn stale_windows(&self, scenario: &str, fs: &str) -> Option<usize> {
-        self.race_columns(scenario, fs).map(|n| n[5])
+        self.race_columns(scenario, fs, None).map(|n| n[5])
     }
 
-    fn race_columns(&self, scenario: &str, fs: &str) -> Option<[usize; 6]> {
+    /// The counts of `scenario`'s row on `fs` and `transport` (nfit or virtio) in the race table.
+    pub fn race_row_on(&self, scenario: &str, fs: &str, transport: &str) -> Option<[usize; 5]> {
+        self.race_columns(scenario, fs, Some(transport)).and_then(|n| n[..5].try_into().ok())
+    }
+
+    /// The row's six counts; the table's columns are scenario, fs, transport, then the counts.
+    fn race_columns(&self, scenario: &str, fs: &str, transport: Option<&str>) -> Option<[usize; 6]> {
         self.console.lines().find_map(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
-            if w.len() != 8 || w[0] != scenario || w[1] != fs {
+            if w.len() != 9 || w[0] != scenario || w[1] != fs || transport.is_some_and(|t| w[2] != t) {
                 return None;
             }
-            let n: Vec<usize> = w[2..].iter().filter_map(|x| x.parse().ok()).collect();
+            let n: Vec<usize> = w[3..].iter().filter_map(|x| x.parse().ok()).collect();
             n.try_into().ok()
         })
     }
@@ -567,6 +573,36 @@ mod tests {
         assert_eq!(rerun_reason(&plain, Some(&out("vCPU 2: triple fault"))), None);
         assert_eq!(rerun_reason(&marked, Some(&out("clean"))), None);
         assert!(rerun_reason(&marked, Some(&out("vCPU 2: triple fault"))).is_some());
+    }
+
+    /// The race table as `daxvmm test` prints it (daxvmm_race::report::table) is what race_row reads.
+    #[test]
+    fn race_rows_are_read_from_the_table_daxvmm_test_prints() {
+        use daxvmm_race::Transport;
+        use daxvmm_race::{race_table as table, RaceRow as Row};
+        let row = |fs: &str, transport, tried| Row {
+            scenario: "truncate-unpin".into(),
+            fs: fs.into(),
+            transport,
+            tried,
+            observed: 5,
+            blocked: 1,
+            skipped: 0,
+            violations: 2,
+            stale_window: 3,
+        };
+        let rows = [
+            row("ext4", Transport::Nfit, 6),
+            row("ext4", Transport::Virtio, 7),
+            row("xfs", Transport::Nfit, 8),
+        ];
+        let out = Outcome { exit_code: 0, console: table(&rows), wall: Duration::ZERO, place: Where::Nested };
+        assert_eq!(out.race_row("truncate-unpin", "ext4"), Some([6, 5, 1, 0, 2]));
+        assert_eq!(out.race_row_on("truncate-unpin", "ext4", "virtio"), Some([7, 5, 1, 0, 2]));
+        assert_eq!(out.race_row("truncate-unpin", "xfs"), Some([8, 5, 1, 0, 2]));
+        assert_eq!(out.race_row_on("truncate-unpin", "xfs", "virtio"), None);
+        assert_eq!(out.stale_windows("truncate-unpin", "xfs"), Some(3));
+        assert_eq!(out.race_row("total", ""), None);
     }
 
     #[test]

@@ -39,8 +39,21 @@ fn cases() -> Vec<Case> {
     cases.push(race(
         "race_virtio",
         "{tmp}/race-virtio",
-        &["--fs", "ext4,xfs", "--transport", "virtio", "--scenario", VIRTIO_SCENARIOS],
+        &["--fs", "ext4,xfs", "--transport", "nfit,virtio", "--scenario", VIRTIO_SCENARIOS],
     ));
+    // One console per boot, and the TAP names say which transport each run had.
+    cases.push(
+        Case::daxvmm("race_virtio_files", ["--version"])
+            .with_setup(
+                "d={tmp}/race-virtio; grep -q '@@race done' $d/console-nfit.log \
+                 && grep -q '@@race done' $d/console-virtio.log && [ ! -e $d/console.log ] \
+                 && grep -q '^ok .* - truncate-unpin xfs virtio run ' $d/results.tap \
+                 && grep -q '^ok .* - truncate-unpin xfs nfit run ' $d/results.tap \
+                 && ! grep -q '^not ok' $d/results.tap",
+            )
+            .needing("race_virtio")
+            .without_boot(),
+    );
     cases.push(
         Case::daxvmm("race_poison_reports", ["--version"])
             .with_setup(
@@ -217,24 +230,32 @@ fn results_are_written_as_tap_junit_and_console_log() {
     assert_eq!(out.exit_code, 0, "{out}");
 }
 
-/// The race engine on virtio-pmem (`--transport virtio`): the same scenarios pass, held where their
-/// schedules say, with the oracle reading the same backing.
+/// The race engine on both transports in one command (`--transport nfit,virtio`, a guest boot each):
+/// the same scenarios pass on virtio-pmem as on the NFIT, held where their schedules say, with the
+/// oracle reading the same backing; each boot has its console file and the TAP names their transport.
 #[test]
 fn scenarios_run_on_virtio_pmem() {
     let Some(out) = BATCH.outcome("race_virtio") else { return };
-    assert!(out.contains("filesystems on virtio-pmem") && out.contains("guest boots: 1"), "{out}");
+    assert!(out.contains("filesystems on virtio-pmem") && out.contains("guest boots: 2"), "{out}");
     for fs in FILESYSTEMS {
         for s in VIRTIO_SCENARIOS.split(',') {
-            let Some([tried, observed, _, skipped, violations]) = out.race_row(s, fs) else {
-                panic!("no table row for {s} on {fs}: {out}")
-            };
-            assert!(tried > 0 && observed > 0 && skipped == 0 && violations == 0, "{s} on {fs}: {out}");
+            for t in ["nfit", "virtio"] {
+                let Some([tried, observed, _, skipped, violations]) = out.race_row_on(s, fs, t) else {
+                    panic!("no table row for {s} on {fs} ({t}): {out}")
+                };
+                assert!(tried > 0 && observed > 0 && skipped == 0 && violations == 0, "{s} on {fs}: {out}");
+            }
         }
         let held = "0.s1 0.kbusy 1.s1 1.s2 0.ksleep 0.kwoken 0.kbroken 0.s2";
         let line = format!("truncate-unpin-sleeping on {fs} [{held}] observed [{held}]: host checks clean");
         assert!(out.contains(&line), "expected the line '{line}': {out}");
     }
     assert_eq!(out.exit_code, 0, "{out}");
+    let files = BATCH.outcome("race_virtio_files").expect("same batch");
+    assert_eq!(
+        files.exit_code, 0,
+        "console-nfit.log, console-virtio.log and transport names in TAP: {files}"
+    );
 }
 
 /// Memory failure on a pinned fs-dax page, on ext4 and xfs: the guest's notes (see [`POISON_NOTES`]).

@@ -78,7 +78,7 @@ fn run() -> Result<Batch, Skip> {
             "--timeout",
             "5m",
             "--cmdline",
-            &format!("root=/dev/vda ro rootwait init=/usr/local/sbin/daxvmm-init -- {BLK_GUEST}"),
+            &format!("root=/dev/vda ro rootwait init=/usr/local/sbin/daxvmm-init -- {}", blk_guest_command()),
         ],
     )
     .with_setup("rm -f {tmp}/scratch.img && truncate -s 64M {tmp}/scratch.img")
@@ -112,6 +112,12 @@ const BLK_GUEST: &str = "set -e; echo root=$(findmnt -no SOURCE /); \
     echo readback=$(dd if=/dev/vdb bs=4096 skip=768 count=1 iflag=direct 2>/dev/null | head -c 17); \
     if dd if=/dev/zero of=/dev/vda bs=512 count=1 oflag=direct 2>/dev/null; then echo vda=written; exit 1; fi; \
     echo vda=refused";
+
+/// BLK_GUEST as init's command: the kernel passes init at most 32 words after `--`, and a double-quoted
+/// string is one; the `$(` are escaped so the inner shell, not init's, expands them.
+fn blk_guest_command() -> String {
+    format!("bash -c \"{}\"", BLK_GUEST.replace("$(", "\\$("))
+}
 
 static BATCH: SharedBatch = SharedBatch::running(run);
 

@@ -1,19 +1,19 @@
 //! The host side of the guest console: guest output to stdout unbuffered (prompts without a newline must
-//! show) and daxvmm's log lines kept from cutting into it, host stdin to the UART's receive FIFO, and the
-//! terminal put in raw mode while a TTY is attached (and restored however daxvmm exits).
+//! show) and daxvmm's log lines kept from cutting into it, host stdin to the UART's receive FIFO (a
+//! subscriber of the main loop), and the terminal put in raw mode while a TTY is attached (and restored
+//! however daxvmm exits).
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use daxvmm_devices::bus::lock;
 use daxvmm_devices::serial::SerialDevice;
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use vmm_sys_util::eventfd::EventFd;
-
-use crate::seccomp::{Filters, ThreadKind};
 
 /// How long a log line may wait for the guest to finish its console line.
 const LOG_HOLD: Duration = Duration::from_millis(500);
@@ -154,81 +154,87 @@ pub fn restore_terminal() {
     }
 }
 
-/// Forwards host stdin to the guest UART until stdin closes or the forwarder is dropped, which stops
-/// and joins its thread (so a run leaves no thread behind).
-#[derive(Debug)]
-pub struct StdinForwarder {
-    stop: Arc<EventFd>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// Host stdin to the guest UART, as a subscriber of the main loop. It reads stdin only while the receive
+/// FIFO has room: input the FIFO did not take waits here, stdin is left unwatched, and the serial
+/// port's room eventfd (written when the guest empties the FIFO) brings it back. So a guest that stops
+/// reading holds back the terminal, never the loop. Gone with the loop at the end of the run.
+pub struct StdinInput {
+    serial: Arc<Mutex<SerialDevice>>,
+    room: EventFd,
+    pending: Vec<u8>,
+    /// 0, or a pipe in tests.
+    fd: RawFd,
 }
 
-impl StdinForwarder {
-    /// Starts the thread.
-    pub fn spawn(serial: Arc<Mutex<SerialDevice>>, filters: Filters) -> io::Result<Self> {
-        let stop = Arc::new(EventFd::new(libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)?);
-        let thread_stop = stop.clone();
-        let thread = std::thread::Builder::new().name("stdin".into()).spawn(move || {
-            if let Err(e) = filters.install(ThreadKind::Stdin) {
-                log::error!("{e}; the guest gets no console input");
-                return;
-            }
-            let mut buf = [0u8; 64];
-            while let Some(n) = read_unless_stopped(&mut buf, &thread_stop) {
-                let mut pending = &buf[..n];
-                while !pending.is_empty() {
-                    let taken = lock(&serial).enqueue_input(pending);
-                    pending = &pending[taken..];
-                    // The guest has not drained its FIFO yet (typing speed makes this rare); a guest
-                    // that stopped never will, so the wait ends when the forwarder is stopped.
-                    if taken == 0 && stopped_within(&thread_stop, 2) {
-                        return;
-                    }
-                }
-            }
-        })?;
-        Ok(Self { stop, thread: Some(thread) })
+impl std::fmt::Debug for StdinInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StdinInput").field("pending", &self.pending.len()).finish_non_exhaustive()
     }
 }
 
-impl Drop for StdinForwarder {
-    fn drop(&mut self) {
-        let _ = self.stop.write(1);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+/// Bytes read from stdin at a time (the 16550's FIFO takes 64).
+const STDIN_CHUNK: usize = 64;
+
+impl StdinInput {
+    /// Input for `serial`'s receive FIFO.
+    pub fn new(serial: Arc<Mutex<SerialDevice>>) -> io::Result<Self> {
+        Self::from_fd(serial, 0)
+    }
+
+    fn from_fd(serial: Arc<Mutex<SerialDevice>>, fd: RawFd) -> io::Result<Self> {
+        let room = lock(&serial).room_evt().try_clone()?;
+        Ok(Self { serial, room, pending: Vec::new(), fd })
+    }
+
+    /// Puts what is pending into the FIFO; true when all of it fitted.
+    fn push(&mut self) -> bool {
+        let taken = lock(&self.serial).enqueue_input(&self.pending);
+        self.pending.drain(..taken);
+        self.pending.is_empty()
+    }
+
+    fn watch_stdin(&self, ops: &mut EventOps, on: bool) {
+        let events = if on { Events::new_raw(self.fd, EventSet::IN) } else { Events::empty_raw(self.fd) };
+        if let Err(e) = ops.modify(events) {
+            log::warn!("console input: cannot change how stdin is watched: {e}");
         }
     }
 }
 
-/// Whether `stop` is written within `ms` milliseconds.
-fn stopped_within(stop: &EventFd, ms: i32) -> bool {
-    let mut fd = libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd that lives across the call.
-    unsafe { libc::poll(&mut fd, 1, ms) == 1 }
-}
+impl MutEventSubscriber for StdinInput {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.add(Events::new(&self.room, EventSet::IN)) {
+            log::warn!("console input: {e}; the guest gets no console input");
+            return;
+        }
+        // epoll refuses what cannot be waited on (a regular file, /dev/null): then there is no input.
+        if ops.add(Events::new_raw(self.fd, EventSet::IN)).is_err() {
+            log::info!("stdin is not a terminal, pipe or socket (a file or /dev/null?): the guest's console gets no input");
+        }
+    }
 
-/// Waits until stdin has input or `stop` is written, then reads; `None` at end of input, on an error,
-/// or when stopped.
-fn read_unless_stopped(buf: &mut [u8], stop: &EventFd) -> Option<usize> {
-    loop {
-        let mut fds = [
-            libc::pollfd { fd: 0, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: two valid pollfds that live across the call.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-            continue;
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        if events.fd() == self.room.as_raw_fd() {
+            let _ = self.room.read();
+            if !self.pending.is_empty() && self.push() {
+                self.watch_stdin(ops, true);
+            }
+            return;
         }
-        if r < 0 || fds[1].revents != 0 {
-            return None;
+        let mut buf = [0u8; STDIN_CHUNK];
+        // SAFETY: reads at most buf.len() bytes into `buf`, which lives across the call.
+        let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            return;
         }
-        // SAFETY: reads at most buf.len() bytes into `buf`; fd 0 is readable (or at its end).
-        let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-        match n {
-            0 => return None,
-            n if n > 0 => return Some(n as usize),
-            _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => continue,
-            _ => return None,
+        if n <= 0 {
+            // End of input, or an error that will not go away: stop watching stdin.
+            let _ = ops.remove(Events::empty_raw(self.fd));
+            return;
+        }
+        self.pending.extend_from_slice(&buf[..n as usize]);
+        if !self.push() {
+            self.watch_stdin(ops, false);
         }
     }
 }
@@ -236,6 +242,56 @@ fn read_unless_stopped(buf: &mut [u8], stop: &EventFd) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use daxvmm_devices::bus::BusDevice;
+    use event_manager::{EventManager, SubscriberOps};
+
+    /// Input beyond the 64-byte FIFO waits, stdin unwatched, until the guest empties the FIFO; then it
+    /// goes in, in order, and the end of input unregisters stdin.
+    #[test]
+    fn stdin_waits_for_room_in_the_fifo() {
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two descriptors into the array we own.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) }, 0);
+        // SAFETY: fds[1] is the pipe's write end, ours to own and close.
+        let mut writer = unsafe { File::from_raw_fd(fds[1]) };
+        let irq = EventFd::new(libc::EFD_NONBLOCK).expect("eventfd");
+        let serial = Arc::new(Mutex::new(SerialDevice::new(irq, Box::new(io::sink())).expect("serial")));
+        let mut em: EventManager<Box<dyn MutEventSubscriber>> = EventManager::new().expect("epoll");
+        em.add_subscriber(Box::new(StdinInput::from_fd(serial.clone(), fds[0]).expect("input")));
+        let text: Vec<u8> = (0..100u8).map(|i| b'a' + i % 26).collect();
+        writer.write_all(&text).expect("write");
+        let mut got = Vec::new();
+        let drain = |got: &mut Vec<u8>| {
+            let mut s = lock(&serial);
+            let mut lsr = [0u8];
+            loop {
+                s.read(5, &mut lsr);
+                if lsr[0] & 1 == 0 {
+                    break;
+                }
+                let mut c = [0u8];
+                s.read(0, &mut c);
+                got.push(c[0]);
+            }
+        };
+        for _ in 0..4 {
+            em.run_with_timeout(100).expect("run");
+        }
+        drain(&mut got);
+        assert_eq!(got.len(), 64, "the FIFO took 64 bytes, the rest waits");
+        for _ in 0..4 {
+            em.run_with_timeout(100).expect("run");
+        }
+        drain(&mut got);
+        assert_eq!(got, text, "the rest came in once the guest emptied the FIFO, in order");
+        drop(writer);
+        em.run_with_timeout(100).expect("run");
+        // After end of input nothing is registered on the pipe: the loop does not spin on it.
+        assert_eq!(em.run_with_timeout(50).expect("run"), 0);
+        // SAFETY: fds[0] is the pipe's read end, no longer watched; closed once.
+        unsafe { libc::close(fds[0]) };
+    }
 
     #[test]
     fn a_log_line_waits_for_the_guest_line_to_end() {

@@ -258,7 +258,9 @@ fn wire_devices(vm: &VmFd, cfg: &VmConfig, sink: &EventSink) -> Result<(Buses, W
         Some(c) => c.writer(),
         None => Box::new(console::RawStdout),
     };
-    let serial = Arc::new(Mutex::new(SerialDevice::new(serial_irq, out)));
+    let serial =
+        SerialDevice::new(serial_irq, out).map_err(|e| VmError::Host("creating the serial port", e))?;
+    let serial = Arc::new(Mutex::new(serial));
 
     let mut buses = Buses::default();
     let port_devices: [(SharedDevice, u16, u16); 6] = [

@@ -1,16 +1,20 @@
-//! The main loop of a run: sleeps in epoll on the guest-event queue and the signalfd, and turns the
-//! first terminal guest event, a termination signal or the timeout into an [`Outcome`].
+//! The main loop of a run: one [`EventManager`] whose subscribers are the guest-event queue, the
+//! signalfd, the deadline's timerfd and, for an interactive run, host stdin (crate::console); it turns
+//! the first terminal guest event, a termination signal or the timeout into an [`Outcome`].
 //!
-//! Signals and the deadline are checked before guest events on every wake-up, and one wake-up does a
-//! bounded amount of work whatever the guest sent (the queue is bounded, marker logging is capped), so
-//! no guest can postpone `--timeout` or Ctrl-C.
+//! Each subscriber only records what it saw; after every wake-up the loop decides, signals first, then
+//! the deadline, then guest events, so a guest that ends itself in the same instant cannot hide a
+//! Ctrl-C or a timeout. One wake-up does a bounded amount of work whatever the guest sent (the queue is
+//! bounded, marker logging is capped), so no guest can postpone `--timeout` or Ctrl-C.
 
-use std::os::fd::AsRawFd;
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use daxvmm_devices::debug_port::MARKER_INIT_STARTED;
 use daxvmm_devices::events::{EventQueue, GuestEvent, Pending};
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use vmm_sys_util::timerfd::TimerFd;
 
 use crate::signals::SignalFd;
 use crate::vm::{Outcome, VmError};
@@ -41,58 +45,192 @@ pub struct Deadline {
     pub after_init: Option<Duration>,
 }
 
+/// What the subscribers saw so far.
+#[derive(Debug, Default)]
+struct Seen {
+    signal: Option<u8>,
+    timed_out: bool,
+    terminal: Option<(GuestEvent, Option<u8>)>,
+    /// The guest's init started in the last wake-up (the loop reports it once, then clears it).
+    init_started: bool,
+    /// A subscriber could not do its job (its error ends the run).
+    failed: Option<VmError>,
+}
+
+type Shared = Rc<RefCell<Seen>>;
+
+/// The run's deadline on a timerfd: armed for `--timeout` at the start and moved earlier when the
+/// guest's init starts and `--timeout-after-init` says so.
+struct DeadlineTimer {
+    timer: TimerFd,
+    at: Option<Instant>,
+    after_init: Option<Duration>,
+    seen: Shared,
+}
+
+impl DeadlineTimer {
+    /// Arms the timer for `at` (or now, if `at` has passed: a zero timerfd would be disarmed).
+    fn arm(&mut self, at: Instant) {
+        self.at = Some(at);
+        let left = at.saturating_duration_since(Instant::now()).max(Duration::from_nanos(1));
+        if let Err(e) = self.timer.reset(left, None) {
+            self.seen.borrow_mut().failed = Some(VmError::Host("arming the deadline timer", e.into()));
+        }
+    }
+
+    /// The guest's init started: the time after init counts from now, if that comes first.
+    fn init_started(&mut self) {
+        if let Some(after) = self.after_init {
+            let t = Instant::now() + after;
+            self.arm(self.at.map_or(t, |d| d.min(t)));
+        }
+    }
+}
+
+impl MutEventSubscriber for DeadlineTimer {
+    fn init(&mut self, ops: &mut EventOps) {
+        add(ops, Events::new(&self.timer, EventSet::IN), &self.seen, "the deadline timer");
+        if let Some(at) = self.at {
+            self.arm(at);
+        }
+    }
+
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        // Readable only once it expired; reading clears it.
+        let _ = self.timer.wait();
+        self.seen.borrow_mut().timed_out = true;
+    }
+}
+
+/// The termination signals (SIGINT, SIGTERM, SIGHUP).
+struct Signals<'a> {
+    fd: &'a SignalFd,
+    seen: Shared,
+}
+
+impl MutEventSubscriber for Signals<'_> {
+    fn init(&mut self, ops: &mut EventOps) {
+        add(ops, Events::new(self.fd, EventSet::IN), &self.seen, "the signalfd");
+    }
+
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        if let Some(sig) = self.fd.take() {
+            self.seen.borrow_mut().signal.get_or_insert(sig);
+        }
+    }
+}
+
+/// What the devices sent: boot markers (logged), the exit status and the terminal event.
+struct GuestEvents<'a> {
+    queue: &'a EventQueue,
+    seen: Shared,
+    deadline: Rc<RefCell<DeadlineTimer>>,
+    started: Instant,
+    logged: u32,
+    init_seen: bool,
+}
+
+impl MutEventSubscriber for GuestEvents<'_> {
+    fn init(&mut self, ops: &mut EventOps) {
+        add(ops, Events::new(self.queue, EventSet::IN), &self.seen, "the guest-event queue");
+        // Events sent before the loop started have already written the queue's eventfd, so the first
+        // wake-up takes them.
+    }
+
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let pending = self.queue.take();
+        log_markers(&pending, self.started, &mut self.logged);
+        if !self.init_seen && pending.markers.contains(&MARKER_INIT_STARTED) {
+            self.init_seen = true;
+            log::info!("guest userspace init started {} ms after start", self.started.elapsed().as_millis());
+            self.deadline.borrow_mut().init_started();
+            self.seen.borrow_mut().init_started = true;
+        }
+        if let Some(ev) = pending.terminal {
+            self.seen.borrow_mut().terminal.get_or_insert((ev, pending.status));
+        }
+    }
+}
+
+/// Registers `events`, or records why not.
+fn add(ops: &mut EventOps, events: Events, seen: &Shared, what: &'static str) {
+    if let Err(e) = ops.add(events) {
+        let err = std::io::Error::from_raw_os_error(e_errno(&e));
+        seen.borrow_mut().failed.get_or_insert(VmError::Host(what, err));
+    }
+}
+
+fn e_errno(e: &event_manager::Error) -> i32 {
+    match e {
+        event_manager::Error::Epoll(errno) => errno.errno(),
+        _ => libc::EINVAL,
+    }
+}
+
 /// Waits for the run's end: the first terminal event in `queue`, a signal from `signals`, or
-/// `deadline`.
-pub fn wait(
-    queue: &EventQueue,
-    signals: &SignalFd,
+/// `deadline`. `extra` are more subscribers for the same loop (host stdin for an interactive run);
+/// they are dropped when the run ends.
+pub fn wait<'a>(
+    queue: &'a EventQueue,
+    signals: &'a SignalFd,
     deadline: Deadline,
     started: Instant,
     progress: &mut dyn Progress,
+    extra: Vec<Box<dyn MutEventSubscriber + 'a>>,
 ) -> Result<Outcome, VmError> {
-    let epoll = Epoll::new().map_err(|e| VmError::Host("creating the main loop's epoll", e))?;
-    for fd in [queue.as_raw_fd(), signals.as_raw_fd()] {
-        epoll
-            .ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, fd as u64))
-            .map_err(|e| VmError::Host("adding to the main loop's epoll", e))?;
+    let seen = Shared::default();
+    let mut manager: EventManager<Box<dyn MutEventSubscriber + 'a>> = EventManager::new().map_err(|e| {
+        VmError::Host("creating the main loop", std::io::Error::from_raw_os_error(e_errno(&e)))
+    })?;
+    let timer = TimerFd::new().map_err(|e| VmError::Host("creating the deadline timer", e.into()))?;
+    let timer = Rc::new(RefCell::new(DeadlineTimer {
+        timer,
+        at: deadline.at,
+        after_init: deadline.after_init,
+        seen: seen.clone(),
+    }));
+    manager.add_subscriber(Box::new(Signals { fd: signals, seen: seen.clone() }));
+    manager.add_subscriber(Box::new(timer.clone()));
+    manager.add_subscriber(Box::new(GuestEvents {
+        queue,
+        seen: seen.clone(),
+        deadline: timer,
+        started,
+        logged: 0,
+        init_seen: false,
+    }));
+    for s in extra {
+        manager.add_subscriber(s);
     }
-    let mut logged = 0u32;
-    let mut init_seen = false;
-    let mut deadline_at = deadline.at;
-    let mut ready = [EpollEvent::default(); 2];
+    // A signal that came before the loop existed is already pending on the signalfd; the first
+    // wake-up sees it, as it sees events already queued.
     loop {
-        if let Some(sig) = signals.take() {
-            return Ok(Outcome::Signal(sig));
-        }
-        let now = Instant::now();
-        if deadline_at.is_some_and(|d| now >= d) {
-            return Ok(Outcome::Timeout);
-        }
-        let pending = queue.take();
-        log_markers(&pending, started, &mut logged);
-        if !init_seen && pending.markers.contains(&MARKER_INIT_STARTED) {
-            init_seen = true;
-            log::info!("guest userspace init started {} ms after start", started.elapsed().as_millis());
-            progress.init_started();
-            if let Some(after) = deadline.after_init {
-                let t = now + after;
-                deadline_at = Some(deadline_at.map_or(t, |d| d.min(t)));
+        {
+            let mut s = seen.borrow_mut();
+            if let Some(e) = s.failed.take() {
+                return Err(e);
+            }
+            if let Some(sig) = s.signal {
+                return Ok(Outcome::Signal(sig));
+            }
+            if s.timed_out {
+                return Ok(Outcome::Timeout);
+            }
+            if let Some((ev, status)) = s.terminal {
+                return outcome(ev, status);
+            }
+            if std::mem::take(&mut s.init_started) {
+                drop(s);
+                progress.init_started();
             }
         }
-        if let Some(ev) = pending.terminal {
-            return outcome(ev, pending.status);
-        }
-        let timeout_ms = match deadline_at {
-            // Rounded up, so the loop never wakes just before the deadline and spins.
-            Some(d) => {
-                d.saturating_duration_since(now).as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-            }
-            None => -1,
-        };
-        match epoll.wait(timeout_ms, &mut ready) {
+        match manager.run() {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(VmError::Host("waiting in the main loop", e)),
+            Err(event_manager::Error::Epoll(e)) if e.errno() == libc::EINTR => {}
+            Err(e) => {
+                let err = std::io::Error::from_raw_os_error(e_errno(&e));
+                return Err(VmError::Host("waiting in the main loop", err));
+            }
         }
     }
 }
@@ -147,7 +285,7 @@ mod tests {
         }
         let start = Instant::now();
         let deadline = Deadline { at: timeout.map(|t| start + t), after_init: None };
-        wait(&queue, &SignalFd::new().unwrap(), deadline, start, &mut || {})
+        wait(&queue, &SignalFd::new().unwrap(), deadline, start, &mut || {}, Vec::new())
     }
 
     #[test]
@@ -165,6 +303,35 @@ mod tests {
             assert_eq!(run(&events, t).unwrap(), want, "{events:?}");
         }
         assert!(matches!(run(&[GuestEvent::VcpuFailed(1)], t), Err(VmError::VcpuFailed(1))));
+    }
+
+    /// A subscriber of the same loop (as host stdin is) is dispatched while the run waits.
+    #[test]
+    fn extra_subscribers_share_the_loop() {
+        struct PowerOffOn(vmm_sys_util::eventfd::EventFd, EventSink);
+        impl MutEventSubscriber for PowerOffOn {
+            fn init(&mut self, ops: &mut EventOps) {
+                ops.add(Events::new(&self.0, EventSet::IN)).unwrap();
+            }
+            fn process(&mut self, _: Events, _: &mut EventOps) {
+                let _ = self.0.read();
+                self.1.send(GuestEvent::PowerOff);
+            }
+        }
+        let (sink, queue) = channel().unwrap();
+        let evt = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let poke = evt.try_clone().unwrap();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            poke.write(1).unwrap();
+        });
+        let start = Instant::now();
+        let deadline = Deadline { at: Some(start + Duration::from_secs(30)), after_init: None };
+        let extra: Vec<Box<dyn MutEventSubscriber>> = vec![Box::new(PowerOffOn(evt, sink))];
+        let r = wait(&queue, &SignalFd::new().unwrap(), deadline, start, &mut || {}, extra);
+        t.join().unwrap();
+        assert_eq!(r.unwrap(), Outcome::PowerOff);
+        assert!(start.elapsed() < Duration::from_secs(20));
     }
 
     #[test]
@@ -187,7 +354,10 @@ mod tests {
         sink.send(GuestEvent::BootMarker(MARKER_INIT_STARTED));
         let mut inits = 0;
         let deadline = Deadline { at: long, after_init: Some(Duration::from_millis(50)) };
-        assert_eq!(wait(&queue, &signals, deadline, start, &mut || inits += 1).unwrap(), Outcome::Timeout);
+        assert_eq!(
+            wait(&queue, &signals, deadline, start, &mut || inits += 1, Vec::new()).unwrap(),
+            Outcome::Timeout
+        );
         assert_eq!(inits, 1);
         assert!(start.elapsed() >= Duration::from_millis(50) && start.elapsed() < Duration::from_secs(30));
         // No init marker: only the fixed deadline ends the run.
@@ -195,13 +365,19 @@ mod tests {
         sink.send(GuestEvent::BootMarker(MARKER_INIT_STARTED + 1));
         let deadline =
             Deadline { at: Some(start + Duration::from_millis(80)), after_init: Some(Duration::ZERO) };
-        assert_eq!(wait(&queue, &signals, deadline, start, &mut || {}).unwrap(), Outcome::Timeout);
+        assert_eq!(
+            wait(&queue, &signals, deadline, start, &mut || {}, Vec::new()).unwrap(),
+            Outcome::Timeout
+        );
         assert!(start.elapsed() >= Duration::from_millis(80));
         // The fixed deadline still wins when it comes first.
         let start = Instant::now();
         sink.send(GuestEvent::BootMarker(MARKER_INIT_STARTED));
         let deadline = Deadline { at: Some(start), after_init: Some(Duration::from_secs(60)) };
-        assert_eq!(wait(&queue, &signals, deadline, start, &mut || {}).unwrap(), Outcome::Timeout);
+        assert_eq!(
+            wait(&queue, &signals, deadline, start, &mut || {}, Vec::new()).unwrap(),
+            Outcome::Timeout
+        );
         assert!(start.elapsed() < Duration::from_secs(30));
     }
 
@@ -226,7 +402,7 @@ mod tests {
         let start = Instant::now();
         let limit = Duration::from_millis(200);
         let deadline = Deadline { at: Some(start + limit), after_init: None };
-        let r = wait(&queue, &SignalFd::new().unwrap(), deadline, start, &mut || {});
+        let r = wait(&queue, &SignalFd::new().unwrap(), deadline, start, &mut || {}, Vec::new());
         let took = start.elapsed();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let sent: u64 = flooders.into_iter().map(|t| t.join().unwrap()).sum();

@@ -214,17 +214,14 @@ fn boot_and_wait(
     if cfg.seccomp != SeccompMode::Off {
         seccomp::install_sigsys_handler()?;
     }
-    // Stopped and joined when it drops at the end of this function.
-    let _stdin = match cfg.console {
-        None => {
-            console::enter_raw_mode();
-            Some(
-                console::StdinForwarder::spawn(wiring.serial, filters.clone())
-                    .map_err(|e| VmError::Host("starting the stdin thread", e))?,
-            )
-        }
-        Some(_) => None,
-    };
+    // Host stdin feeds the guest's console only in an interactive run.
+    let mut extra: Vec<Box<dyn event_manager::MutEventSubscriber>> = Vec::new();
+    if cfg.console.is_none() {
+        console::enter_raw_mode();
+        let input = console::StdinInput::new(wiring.serial)
+            .map_err(|e| VmError::Host("setting up console input", e))?;
+        extra.push(Box::new(input));
+    }
     log::info!(
         "booting {} with {} vCPU(s), {} MiB RAM; setup took {} ms",
         cfg.kernel.display(),
@@ -239,7 +236,7 @@ fn boot_and_wait(
     let deadline =
         main_loop::Deadline { at: cfg.timeout.map(|t| started + t), after_init: cfg.timeout_after_init };
     let mut on_init = || log_memory(machine.pmem());
-    main_loop::wait(queue, signal_fd, deadline, started, &mut on_init)
+    main_loop::wait(queue, signal_fd, deadline, started, &mut on_init, extra)
 }
 
 /// daxvmm's own footprint, and what really backs each pmem region (the smaps page size).

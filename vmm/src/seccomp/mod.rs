@@ -1,8 +1,8 @@
 //! daxvmm's seccomp filters. The main thread installs its own at start ([`install_main`]): every thread
 //! inherits it, and it forbids what no VMM needs (programs, the network, other processes, mounts,
 //! modules). The threads that act on guest input narrow it further before they first touch the guest
-//! ([`Filters::install`]): each vCPU thread (every exit the guest causes is handled there) and the stdin
-//! thread (which feeds the guest's serial port). A system call outside a filter sends SIGSYS, whose
+//! ([`Filters::install`]): each vCPU thread (every exit the guest causes is handled there) and each
+//! virtio device's worker (requests the guest queued). A system call outside a filter sends SIGSYS, whose
 //! handler ([`install_sigsys_handler`]) says which thread kind made which call and ends daxvmm.
 //! `--seccomp log` lets such calls through and has the kernel log them (audit type 1326 in the kernel
 //! log), `--seccomp off` installs nothing. The lists are in `rules.rs`.
@@ -37,8 +37,6 @@ pub enum ThreadKind {
     Main,
     /// A vCPU thread: KVM_RUN and the exit handlers.
     Vcpu,
-    /// The thread that copies stdin to the guest's serial port.
-    Stdin,
     /// A virtio device's worker: waits for queue notifications, writes pmem back to its file, reads and
     /// writes a disk image.
     Virtio,
@@ -49,7 +47,6 @@ impl ThreadKind {
         match self {
             Self::Main => "main",
             Self::Vcpu => "vCPU",
-            Self::Stdin => "stdin",
             Self::Virtio => "virtio",
         }
     }
@@ -76,7 +73,6 @@ pub enum SeccompError {
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
     vcpu: Option<Arc<BpfProgram>>,
-    stdin: Option<Arc<BpfProgram>>,
     virtio: Option<Arc<BpfProgram>>,
 }
 
@@ -85,21 +81,16 @@ impl Filters {
     pub fn new(mode: SeccompMode) -> Result<Self, SeccompError> {
         let Some(action) = mismatch_action(mode) else { return Ok(Filters::default()) };
         let build = |kind| compile(kind, action.clone()).map(Arc::new);
-        Ok(Filters {
-            vcpu: Some(build(ThreadKind::Vcpu)?),
-            stdin: Some(build(ThreadKind::Stdin)?),
-            virtio: Some(build(ThreadKind::Virtio)?),
-        })
+        Ok(Filters { vcpu: Some(build(ThreadKind::Vcpu)?), virtio: Some(build(ThreadKind::Virtio)?) })
     }
 
     /// Drops the calling thread's capabilities (it never needs them) and installs the filter of `kind`
-    /// on it (no filter for `--seccomp off`). For the vCPU, stdin and virtio threads.
+    /// on it (no filter for `--seccomp off`). For the vCPU and virtio threads.
     pub fn install(&self, kind: ThreadKind) -> Result<(), SeccompError> {
         privileges::drop_all_on_this_thread().map_err(SeccompError::Privileges)?;
         let program = match kind {
             ThreadKind::Main => return Ok(()),
             ThreadKind::Vcpu => &self.vcpu,
-            ThreadKind::Stdin => &self.stdin,
             ThreadKind::Virtio => &self.virtio,
         };
         let Some(program) = program else { return Ok(()) };
@@ -258,9 +249,9 @@ mod tests {
     #[test]
     fn every_mode_builds_and_off_builds_nothing() {
         assert!(Filters::new(SeccompMode::On).unwrap().vcpu.is_some());
-        assert!(Filters::new(SeccompMode::Log).unwrap().stdin.is_some());
+        assert!(Filters::new(SeccompMode::Log).unwrap().virtio.is_some());
         let off = Filters::new(SeccompMode::Off).unwrap();
-        assert!(off.vcpu.is_none() && off.stdin.is_none());
+        assert!(off.vcpu.is_none() && off.virtio.is_none());
     }
 
     /// In a child process (this test binary again, running only the test `name` with

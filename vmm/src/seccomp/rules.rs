@@ -65,6 +65,8 @@ const MAIN: &[i64] = &[
     libc::SYS_statfs,
     libc::SYS_fstatfs,
     libc::SYS_fcntl,
+    // A --disk image is locked while the run has it.
+    libc::SYS_flock,
     libc::SYS_ftruncate,
     libc::SYS_fallocate,
     libc::SYS_fsync,
@@ -89,7 +91,8 @@ const MAIN: &[i64] = &[
     libc::SYS_dup,
     libc::SYS_dup2,
     libc::SYS_dup3,
-    // Waiting: the signalfd, the stdin thread's poll, the event queue's futex (in COMMON).
+    // Waiting: the main loop's epoll (signalfd, timerfd, stdin, the event queue's eventfd), the
+    // event queue's futex (in COMMON).
     libc::SYS_eventfd2,
     libc::SYS_signalfd4,
     libc::SYS_timerfd_create,
@@ -142,10 +145,6 @@ pub(super) fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError
             }
             // KVM_RUN, KVM_GET_REGS, KVM_GET_MP_STATE...: any ioctl of KVM's type, nothing else.
             map.insert(libc::SYS_ioctl, vec![ioctl_of_type(KVMIO)?]);
-        }
-        ThreadKind::Stdin => {
-            map.insert(libc::SYS_poll, Vec::new());
-            map.insert(libc::SYS_ppoll, Vec::new());
         }
         ThreadKind::Virtio => {
             // Waiting for a queue notification or the stop; a virtio-pmem flush's msync of the region;
