@@ -147,11 +147,16 @@ pub(super) fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError
             map.insert(libc::SYS_ioctl, vec![ioctl_of_type(KVMIO)?]);
         }
         ThreadKind::Virtio => {
-            // Waiting for a queue notification or the stop; a virtio-pmem flush's msync of the region;
-            // a disk's positioned reads and writes of its image and a flush's fdatasync.
+            // The worker's event loop (epoll on the queue notification and the stop); a virtio-pmem
+            // flush's msync of the region; a disk's positioned reads and writes of its image and a
+            // flush's fdatasync.
             for call in [
-                libc::SYS_poll,
-                libc::SYS_ppoll,
+                libc::SYS_epoll_create1,
+                libc::SYS_epoll_ctl,
+                libc::SYS_epoll_wait,
+                libc::SYS_epoll_pwait,
+                // Rust's debug builds check a descriptor with F_GETFD before closing it (the loop's).
+                libc::SYS_fcntl,
                 libc::SYS_msync,
                 libc::SYS_pread64,
                 libc::SYS_pwrite64,

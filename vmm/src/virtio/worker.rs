@@ -1,12 +1,17 @@
-//! The thread behind one virtio device: it sleeps until the device's queue notification (an ioeventfd
-//! that KVM signals on the guest's QueueNotify write) or its stop eventfd, and on each notification runs
-//! the device's serve step, which counts the requests it answered and how many failed.
+//! The thread behind one virtio device: an `event-manager` loop whose subscriber is the device's queue
+//! notification (an ioeventfd that KVM signals on the guest's QueueNotify write) and its stop eventfd;
+//! each notification runs the device's serve step, which counts the requests it answered and how many
+//! failed. The device's I/O stays off the main loop, so a long msync or disk write never delays a
+//! Ctrl-C or the timeout there.
 
+use std::cell::Cell;
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::VirtioError;
@@ -46,7 +51,7 @@ impl Worker {
         what: String,
         filters: &Filters,
         notified: EventFd,
-        mut serve: impl FnMut(&Counts) + Send + 'static,
+        serve: impl FnMut(&Counts) + Send + 'static,
     ) -> Result<Self, VirtioError> {
         let host = |what: &'static str| {
             let name = name.clone();
@@ -63,9 +68,8 @@ impl Worker {
                     log::error!("{thread_name}: {e}; its requests will not be answered");
                     return;
                 }
-                while wait(&thread_name, &notified, &stopped) {
-                    serve(&mine);
-                }
+                let done = Rc::new(Cell::new(false));
+                run(Queue { notified, stopped, serve, counts: mine, done, name: thread_name });
             })
             .map_err(|e| VirtioError::Thread(name.clone(), e))?;
         Ok(Worker { name, what, stop, thread: Some(thread), counts })
@@ -94,28 +98,108 @@ impl Worker {
     }
 }
 
-/// Sleeps until `notified` (true, the notification consumed) or `stop` (false) fires.
-fn wait(name: &str, notified: &EventFd, stop: &EventFd) -> bool {
-    loop {
-        let mut fds = [
-            libc::pollfd { fd: notified.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: fds is a live array of two pollfds; poll writes only their revents.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            log::error!("{name}: poll failed: {e}; its requests will not be answered");
-            return false;
+/// The worker's loop, until it is stopped.
+fn run<F: FnMut(&Counts) + 'static>(queue: Queue<F>) {
+    let name = queue.name.clone();
+    let done = queue.done.clone();
+    let mut manager: EventManager<Box<dyn MutEventSubscriber>> = match EventManager::new() {
+        Ok(m) => m,
+        Err(e) => {
+            log::error!("{name}: cannot create its event loop: {e}; its requests will not be answered");
+            return;
         }
-        if fds[1].revents != 0 {
-            return false;
+    };
+    manager.add_subscriber(Box::new(queue));
+    while !done.get() {
+        if let Err(e) = manager.run() {
+            log::error!("{name}: its event loop failed: {e}; its requests will not be answered");
+            return;
+        }
+    }
+}
+
+/// The device's queue notification and its stop, as one subscriber of the worker's loop.
+struct Queue<F> {
+    notified: EventFd,
+    stopped: EventFd,
+    serve: F,
+    counts: Arc<Counts>,
+    /// Set when the loop should end (stopped, or an fd could not be watched).
+    done: Rc<Cell<bool>>,
+    name: String,
+}
+
+impl<F: FnMut(&Counts)> MutEventSubscriber for Queue<F> {
+    fn init(&mut self, ops: &mut EventOps) {
+        for fd in [&self.notified, &self.stopped] {
+            if let Err(e) = ops.add(Events::new(fd, EventSet::IN)) {
+                log::error!(
+                    "{}: cannot watch its eventfds: {e}; its requests will not be answered",
+                    self.name
+                );
+                self.done.set(true);
+            }
+        }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        if events.fd() == self.stopped.as_raw_fd() {
+            self.done.set(true);
+            return;
         }
         // Non-blocking: a notification already consumed by an earlier round reads EAGAIN.
-        let _ = notified.read();
-        return true;
+        let _ = self.notified.read();
+        if !self.done.get() {
+            (self.serve)(&self.counts);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Each notification runs the serve step on the worker's thread, under the real virtio filter (a
+    /// call outside it would end this test process); the stop ends it, and join returns.
+    #[test]
+    fn notifications_run_the_serve_step_until_stopped() {
+        let notify = EventFd::new(EFD_NONBLOCK).unwrap();
+        let served = Arc::new(AtomicU64::new(0));
+        let mine = served.clone();
+        let serve = move |c: &Counts| {
+            mine.fetch_add(1, Ordering::SeqCst);
+            c.add(2, 1);
+        };
+        let mut w = Worker::spawn(
+            "t".into(),
+            "x".into(),
+            &Filters::new(crate::seccomp::SeccompMode::On).unwrap(),
+            notify.try_clone().unwrap(),
+            serve,
+        )
+        .unwrap();
+        let wait_for = |n: u64| {
+            let start = Instant::now();
+            while served.load(Ordering::SeqCst) < n && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            served.load(Ordering::SeqCst)
+        };
+        notify.write(1).unwrap();
+        assert_eq!(wait_for(1), 1);
+        notify.write(1).unwrap();
+        assert_eq!(wait_for(2), 2);
+        w.stop();
+        w.join(0);
+        assert!(w.thread.is_none());
+        assert_eq!(
+            (w.counts.requests.load(Ordering::SeqCst), w.counts.failed.load(Ordering::SeqCst)),
+            (4, 2)
+        );
+        notify.write(1).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(served.load(Ordering::SeqCst), 2, "nothing is served after the stop");
     }
 }
