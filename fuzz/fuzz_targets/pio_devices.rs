@@ -110,7 +110,7 @@ struct Machine {
 fn machine() -> Option<Machine> {
     let (sink, queue) = channel().ok()?;
     let irq = EventFd::new(libc::EFD_NONBLOCK).ok()?;
-    let serial = Arc::new(Mutex::new(SerialDevice::new(irq, Box::new(io::sink()))));
+    let serial = Arc::new(Mutex::new(SerialDevice::new(irq, Box::new(io::sink())).ok()?));
     let mut bus = Bus::new();
     for (dev, base, len) in WINDOWS {
         let d: SharedDevice = match dev {
