@@ -6,7 +6,7 @@
 //! any order) against an in-memory disk that may fail.
 //!
 //! It must never panic, and: the backend is called only while the device is live (for a synchronous run)
-//! and only with offsets and lengths inside the disk; it is written only when the disk is writable; a
+//! and only with offsets and lengths inside the disk; it is written or discarded only when the disk is writable; a
 //! completion from before a reset is never applied; the identity registers never change and the status
 //! register only ever holds defined bits. When the guest's rings and buffers do not alias the descriptor
 //! table or the used ring (aliasing lets the device's own writes rewrite the request), a synchronous run
@@ -67,6 +67,12 @@ impl BlkBackend for Backend {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.access(0, 0).map(drop)
+    }
+    fn discard(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        assert!(!self.read_only, "discarded on a read-only disk");
+        let r = self.access(offset, usize::try_from(len).expect("a discard range fits in usize"))?;
+        self.data[r].fill(0);
+        Ok(())
     }
 }
 

@@ -53,7 +53,8 @@ fn run() -> Result<Batch, Skip> {
         .without_boot();
     let disk_check = Case::daxvmm("blk_scratch", ["--version"])
         .with_setup(&format!(
-            "[ \"$(dd if={{tmp}}/scratch.img bs=1M skip=3 count=1 2>/dev/null | head -c {n})\" = {BLK_MARKER} ]",
+            "[ \"$(dd if={{tmp}}/scratch.img bs=1M skip=3 count=1 2>/dev/null | head -c {n})\" = {BLK_MARKER} ] \
+             && ! dd if={{tmp}}/scratch.img bs=1M skip=1 count=1 2>/dev/null | grep -q daxvmm-discard-me",
             n = BLK_MARKER.len()
         ))
         .needing("blk_root")
@@ -104,12 +105,16 @@ fn run() -> Result<Batch, Skip> {
 const BLK_MARKER: &str = "daxvmm-blk-marker";
 /// The guest's side of blk_root: where its root came from, the disks' serial numbers and read-only
 /// flags, the marker written to vdb at 3 MiB and read back with O_DIRECT (so from the device, not the
-/// page cache), and a write to the read-only vda that must fail.
+/// page cache), a second marker at 1 MiB that blkdiscard then removes (it reads back as zeros, in the
+/// guest and in the image), and a write to the read-only vda that must fail.
 const BLK_GUEST: &str = "set -e; echo root=$(findmnt -no SOURCE /); \
     echo serials=$(cat /sys/block/vda/serial),$(cat /sys/block/vdb/serial); \
     echo ro=$(cat /sys/block/vda/ro),$(cat /sys/block/vdb/ro); \
     printf daxvmm-blk-marker | dd of=/dev/vdb bs=1M seek=3 conv=fsync 2>/dev/null; \
     echo readback=$(dd if=/dev/vdb bs=4096 skip=768 count=1 iflag=direct 2>/dev/null | head -c 17); \
+    printf daxvmm-discard-me | dd of=/dev/vdb bs=1M seek=1 conv=fsync 2>/dev/null; \
+    echo discard_max=$(cat /sys/block/vdb/queue/discard_max_bytes); blkdiscard -o 1048576 -l 1048576 /dev/vdb; \
+    echo discarded=$(dd if=/dev/vdb bs=4096 skip=256 count=1 iflag=direct 2>/dev/null | tr -d '\\000')end; \
     if dd if=/dev/zero of=/dev/vda bs=512 count=1 oflag=direct 2>/dev/null; then echo vda=written; exit 1; fi; \
     echo vda=refused";
 
@@ -174,7 +179,8 @@ fn ndctl_dax_pmd_and_mmap_pass_on_an_e820_range() {
 }
 
 /// The suite image boots from a read-only virtio-blk disk (`--disk IMG,ro`, root=/dev/vda), and a
-/// second, writable disk takes the guest's writes, which reach its image file by the end of the run.
+/// second, writable disk takes the guest's writes and discards, which reach its image file by the end of
+/// the run.
 #[test]
 fn the_suite_image_boots_from_a_read_only_virtio_blk_disk() {
     let Some(out) = outcome("the_suite_image_boots_from_a_read_only_virtio_blk_disk", "blk_root") else {
@@ -185,6 +191,8 @@ fn the_suite_image_boots_from_a_read_only_virtio_blk_disk() {
         "serials=daxvmm-disk0,daxvmm-disk1",
         "ro=1,0",
         "readback=daxvmm-blk-marker",
+        "discard_max=2147483648",
+        "discarded=end",
         "vda=refused",
         "daxvmm-guest: command exited rc=0",
     ] {
@@ -197,5 +205,8 @@ fn the_suite_image_boots_from_a_read_only_virtio_blk_disk() {
     assert_eq!(out.exit_code, 0, "{out}");
     let check = outcome("the_suite_image_boots_from_a_read_only_virtio_blk_disk", "blk_scratch");
     let check = check.expect("same batch");
-    assert_eq!(check.exit_code, 0, "the marker must be in scratch.img at 3 MiB after the run: {check}");
+    assert_eq!(
+        check.exit_code, 0,
+        "scratch.img must have the marker at 3 MiB and the discarded one gone from 1 MiB: {check}"
+    );
 }

@@ -1,6 +1,6 @@
 //! The virtio-blk device (virtio 1.2 section 5.2): a config space giving the disk's size in 512-byte
-//! sectors, and one request queue carrying reads, writes, flushes and GET_ID. No discard, write-zeroes,
-//! zones or multiqueue are offered.
+//! sectors, and one request queue carrying reads, writes, flushes, GET_ID and, on a writable disk,
+//! discards (the backend punches holes). No write-zeroes, zones or multiqueue are offered.
 //!
 //! This module owns the parsing and bounds checking of requests and the copies between guest memory and
 //! a [`BlkBackend`]; where the backend lives (a file, memory) is the caller's. Disk I/O is slow, so it
@@ -33,9 +33,9 @@ use std::os::unix::fs::FileExt;
 use log::warn;
 use thiserror::Error;
 use virtio_bindings::virtio_blk::{
-    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_ID_BYTES,
-    VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
-    VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
+    VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD,
+    VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::desc::split::Descriptor;
@@ -66,12 +66,25 @@ pub const BLK_S_IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
 /// VIRTIO_BLK_S_UNSUPP as the status byte.
 pub const BLK_S_UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
 
+/// Most ranges in one discard request (the guest splits longer lists).
+pub const BLK_MAX_DISCARD_SEG: u32 = 32;
+/// Most sectors one discard range may cover (2 GiB; the guest splits longer ones).
+pub const BLK_MAX_DISCARD_SECTORS: u32 = 1 << 22;
+/// Discard granularity in sectors: whole 4 KiB blocks, what a file's holes are made of.
+pub const BLK_DISCARD_ALIGNMENT: u32 = 8;
+
 /// Bytes of the request header: type (le32), reserved (le32), sector (le64).
 const HEADER: usize = 16;
-/// Config space up to and including `blk_size`; the fields after it belong to features not offered.
-const CONFIG_SIZE: usize = 24;
+/// Bytes of one discard range: sector (le64), num_sectors (le32), flags (le32).
+const DISCARD_RANGE: usize = 16;
+/// Config space up to and including `discard_sector_alignment`; the fields after it belong to
+/// features not offered, and those between `blk_size` and `max_discard_sectors` read as zero.
+const CONFIG_SIZE: usize = 48;
 const CONFIG_SEG_MAX: usize = 12;
 const CONFIG_BLK_SIZE: usize = 20;
+const CONFIG_MAX_DISCARD_SECTORS: usize = 36;
+const CONFIG_MAX_DISCARD_SEG: usize = 40;
+const CONFIG_DISCARD_ALIGNMENT: usize = 44;
 
 /// Where the disk's contents live. Offsets and lengths are in bytes and always inside the capacity the
 /// device was created with; the VMM implements it on the backing file.
@@ -82,6 +95,11 @@ pub trait BlkBackend: Send {
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
     /// Makes every completed write durable.
     fn flush(&mut self) -> io::Result<()>;
+    /// Forgets `len` bytes at `offset`: they read as zeros afterwards. A backend that cannot answers an
+    /// error, which reaches the guest as VIRTIO_BLK_S_IOERR.
+    fn discard(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "this disk backend cannot discard"))
+    }
 }
 
 impl BlkBackend for File {
@@ -95,6 +113,20 @@ impl BlkBackend for File {
 
     fn flush(&mut self) -> io::Result<()> {
         self.sync_data()
+    }
+
+    /// Punches a hole, keeping the file's size: the blocks go back to the host filesystem.
+    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "discard range past 2^63"));
+        };
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on a descriptor this File owns; it changes no memory of ours.
+        if unsafe { libc::fallocate(self.as_raw_fd(), mode, offset, len) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 
@@ -138,6 +170,14 @@ impl Blk {
         config[..8].copy_from_slice(&(capacity_bytes / SECTOR_SIZE).to_le_bytes());
         config[CONFIG_SEG_MAX..CONFIG_SEG_MAX + 4].copy_from_slice(&BLK_SEG_MAX.to_le_bytes());
         config[CONFIG_BLK_SIZE..CONFIG_BLK_SIZE + 4].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
+        if !read_only {
+            let put = |config: &mut [u8; CONFIG_SIZE], at: usize, v: u32| {
+                config[at..at + 4].copy_from_slice(&v.to_le_bytes());
+            };
+            put(&mut config, CONFIG_MAX_DISCARD_SECTORS, BLK_MAX_DISCARD_SECTORS);
+            put(&mut config, CONFIG_MAX_DISCARD_SEG, BLK_MAX_DISCARD_SEG);
+            put(&mut config, CONFIG_DISCARD_ALIGNMENT, BLK_DISCARD_ALIGNMENT);
+        }
         Ok(Self { config, capacity: capacity_bytes, read_only, id })
     }
 
@@ -245,6 +285,12 @@ impl Blk {
                 }
             }
             VIRTIO_BLK_T_FLUSH => Parsed::Good(status, Op::Flush),
+            VIRTIO_BLK_T_DISCARD if !self.read_only => {
+                match self.discard_ranges(mem, readable, readable_data, writable_data) {
+                    Ok(ranges) => Parsed::Good(status, Op::Discard { ranges }),
+                    Err((code, why)) => answer(code, &why),
+                }
+            }
             VIRTIO_BLK_T_GET_ID => {
                 let n = writable_data.min(BLK_ID_BYTES);
                 Parsed::Good(status, Op::GetId { id: self.id, data: data(writable, 0, n) })
@@ -254,16 +300,74 @@ impl Blk {
     }
 }
 
+impl Blk {
+    /// The ranges of a DISCARD: whole 16-byte entries in the readable data after the header, at most
+    /// [`BLK_MAX_DISCARD_SEG`] of them, each no flags, at most [`BLK_MAX_DISCARD_SECTORS`] and inside
+    /// the disk. Error: the status to answer and why.
+    fn discard_ranges(
+        &self,
+        mem: &GuestMemoryMmap,
+        readable: &[Descriptor],
+        len: usize,
+        writable: usize,
+    ) -> Result<Vec<(u64, u64)>, (u8, String)> {
+        let n = len / DISCARD_RANGE;
+        if len == 0 || len % DISCARD_RANGE != 0 || writable != 0 {
+            return Err((
+                BLK_S_IOERR,
+                format!(
+                    "a discard needs whole 16-byte ranges and no data back, not {len} and {writable} bytes"
+                ),
+            ));
+        }
+        if n > BLK_MAX_DISCARD_SEG as usize {
+            return Err((
+                BLK_S_IOERR,
+                format!("a discard of {n} ranges, more than the {BLK_MAX_DISCARD_SEG} offered"),
+            ));
+        }
+        let mut raw = vec![0u8; len];
+        let segments = chain::range(readable, HEADER, len).unwrap_or_default();
+        if !chain::read_segments(mem, &segments, &mut raw) {
+            return Err((BLK_S_IOERR, "cannot read the discard ranges".to_string()));
+        }
+        let mut ranges = Vec::with_capacity(n);
+        for r in raw.chunks_exact(DISCARD_RANGE) {
+            let word = |at: usize| u32::from_le_bytes([r[at], r[at + 1], r[at + 2], r[at + 3]]);
+            let sector = u64::from(word(0)) | u64::from(word(4)) << 32;
+            let (sectors, flags) = (word(8), word(12));
+            if flags != 0 {
+                return Err((BLK_S_UNSUPP, format!("discard flags {flags:#x} (unmap is for write-zeroes)")));
+            }
+            if sectors > BLK_MAX_DISCARD_SECTORS {
+                return Err((
+                    BLK_S_IOERR,
+                    format!("a discard range of {sectors} sectors, more than offered"),
+                ));
+            }
+            let offset = sector.checked_mul(SECTOR_SIZE);
+            let bytes = u64::from(sectors) * SECTOR_SIZE;
+            if offset.and_then(|o| o.checked_add(bytes)).is_none_or(|end| end > self.capacity) {
+                return Err((
+                    BLK_S_IOERR,
+                    format!("discard of sector {sector} + {sectors} runs past the end of the disk"),
+                ));
+            }
+            ranges.push((offset.unwrap_or_default(), bytes));
+        }
+        Ok(ranges)
+    }
+}
+
 impl VirtioDevice for Blk {
     fn device_id(&self) -> u32 {
         VIRTIO_ID_BLOCK
     }
 
     fn features(&self) -> u64 {
-        // Neither indirect descriptors nor EVENT_IDX; no discard or write-zeroes, whose requests would
-        // need a backend that can punch holes.
-        let ro = if self.read_only { 1 << VIRTIO_BLK_F_RO } else { 0 };
-        1 << VIRTIO_BLK_F_FLUSH | 1 << VIRTIO_BLK_F_SEG_MAX | 1 << VIRTIO_BLK_F_BLK_SIZE | ro
+        // Neither indirect descriptors nor EVENT_IDX, nor write-zeroes; discard only where writes go.
+        let extra = if self.read_only { 1 << VIRTIO_BLK_F_RO } else { 1 << VIRTIO_BLK_F_DISCARD };
+        1 << VIRTIO_BLK_F_FLUSH | 1 << VIRTIO_BLK_F_SEG_MAX | 1 << VIRTIO_BLK_F_BLK_SIZE | extra
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
@@ -280,10 +384,23 @@ type Segments = Vec<(GuestAddress, usize)>;
 /// What a good request does; data ranges are in guest memory, offsets on the disk.
 #[derive(Debug)]
 enum Op {
-    Read { offset: u64, data: Segments },
-    Write { offset: u64, data: Segments },
+    Read {
+        offset: u64,
+        data: Segments,
+    },
+    Write {
+        offset: u64,
+        data: Segments,
+    },
     Flush,
-    GetId { id: [u8; BLK_ID_BYTES], data: Segments },
+    GetId {
+        id: [u8; BLK_ID_BYTES],
+        data: Segments,
+    },
+    /// Byte ranges (offset, length) on the disk, checked against its end.
+    Discard {
+        ranges: Vec<(u64, u64)>,
+    },
 }
 
 enum Parsed {
@@ -330,6 +447,16 @@ impl PendingBlk {
                     (BLK_S_IOERR, 0)
                 }
             },
+            Op::Discard { ranges } => {
+                let failed = ranges.iter().find_map(|&(offset, len)| backend.discard(offset, len).err());
+                match failed {
+                    None => (BLK_S_OK, 0),
+                    Some(e) => {
+                        warn!("virtio-blk: discard failed, reporting an I/O error to the guest: {e}");
+                        (BLK_S_IOERR, 0)
+                    }
+                }
+            }
             Op::GetId { id, data } => {
                 let n = data.iter().map(|&(_, n)| n).sum::<usize>();
                 if chain::write_segments(mem, data, &id[..n]) {

@@ -4,8 +4,9 @@
 //! and the chain's device-writable buffers.
 
 use virtio_bindings::virtio_blk::{
-    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_T_DISCARD,
-    VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES,
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
+    VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
+    VIRTIO_BLK_T_WRITE_ZEROES,
 };
 use virtio_bindings::virtio_mmio as reg;
 
@@ -70,6 +71,13 @@ impl BlkBackend for FakeDisk {
         self.calls.push(('f', 0, 0));
         self.result()
     }
+
+    fn discard(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
+        self.calls.push(('d', offset, len as usize));
+        self.result()?;
+        self.data[offset as usize..(offset + len) as usize].fill(0);
+        Ok(())
+    }
 }
 
 fn live(read_only: bool) -> Driver<Blk> {
@@ -130,19 +138,24 @@ fn config_space_and_features() {
     assert_eq!(d.read32(reg::VIRTIO_MMIO_DEVICE_ID), 2);
     assert_eq!(d.read32(reg::VIRTIO_MMIO_QUEUE_NUM_MAX), 256);
     let offered = 1 << VIRTIO_BLK_F_FLUSH | 1 << VIRTIO_BLK_F_SEG_MAX | 1 << VIRTIO_BLK_F_BLK_SIZE;
-    assert_eq!(d.read32(reg::VIRTIO_MMIO_DEVICE_FEATURES), offered);
+    assert_eq!(d.read32(reg::VIRTIO_MMIO_DEVICE_FEATURES), offered | 1 << VIRTIO_BLK_F_DISCARD);
     assert_eq!(read_config_u32(&mut d, 0), (DISK / 512) as u32, "capacity (low)");
     assert_eq!(read_config_u32(&mut d, 4), 0, "capacity (high)");
     assert_eq!(read_config_u32(&mut d, 8), 0, "size_max: not offered");
     assert_eq!(read_config_u32(&mut d, 12), 254);
     assert_eq!(BLK_SEG_MAX, 254);
     assert_eq!(read_config_u32(&mut d, 20), 512, "blk_size");
-    assert_eq!(read_config_u32(&mut d, 32), 0, "writeback and the rest read as zero");
+    assert_eq!(read_config_u32(&mut d, 32), 0, "writeback and num_queues read as zero");
+    assert_eq!(read_config_u32(&mut d, 36), 1 << 22, "max_discard_sectors");
+    assert_eq!(read_config_u32(&mut d, 40), 32, "max_discard_seg");
+    assert_eq!(read_config_u32(&mut d, 44), 8, "discard_sector_alignment");
+    assert_eq!(read_config_u32(&mut d, 48), 0, "write-zeroes and the rest read as zero");
 
     let mut d = Driver::with_device(Blk::new(1 << 45, true, ID).unwrap());
     assert_eq!(d.read32(reg::VIRTIO_MMIO_DEVICE_FEATURES), offered | 1 << VIRTIO_BLK_F_RO);
     assert_eq!(read_config_u32(&mut d, 0), 0);
     assert_eq!(read_config_u32(&mut d, 4), 1 << 4, "2^45 bytes is 2^36 sectors");
+    assert_eq!(read_config_u32(&mut d, 36), 0, "no discard on a read-only disk");
     // The driver may accept what is offered.
     d.negotiate(VIRTIO_F_VERSION_1 | u64::from(offered) | 1 << VIRTIO_BLK_F_RO);
     assert_eq!(d.status() & u32::from(status::FEATURES_OK), u32::from(status::FEATURES_OK));
@@ -407,11 +420,72 @@ fn requests_bigger_than_the_bounce_buffer_move_in_pieces() {
 #[test]
 fn unknown_types_are_unsupported() {
     let mut d = live(false);
-    for kind in [VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES, 2, 0x8000_0000, u32::MAX] {
+    for kind in [VIRTIO_BLK_T_WRITE_ZEROES, 2, 0x8000_0000, u32::MAX] {
         let mut disk = FakeDisk::new(DISK);
         let answer = request(&mut d, &mut disk, kind, 0, &[(HDR, 16, R), (BUF, 16, R), (STATUS, 1, W)]);
         assert_eq!(answer, (1, BLK_S_UNSUPP), "type {kind}");
         assert!(disk.calls.is_empty());
+    }
+    // A read-only disk does not offer discard: the request is one it does not know.
+    let mut d = live(true);
+    let mut disk = FakeDisk::new(DISK);
+    d.put_bytes(BUF, &discard_range(0, 8, 0));
+    let answer =
+        request(&mut d, &mut disk, VIRTIO_BLK_T_DISCARD, 0, &[(HDR, 16, R), (BUF, 16, R), (STATUS, 1, W)]);
+    assert_eq!(answer, (1, BLK_S_UNSUPP));
+    assert!(disk.calls.is_empty());
+}
+
+fn discard_range(sector: u64, sectors: u32, flags: u32) -> [u8; 16] {
+    let mut r = [0u8; 16];
+    r[..8].copy_from_slice(&sector.to_le_bytes());
+    r[8..12].copy_from_slice(&sectors.to_le_bytes());
+    r[12..].copy_from_slice(&flags.to_le_bytes());
+    r
+}
+
+/// Each range reaches the backend as bytes; the discarded sectors read back as zeros.
+#[test]
+fn discard_ranges_reach_the_backend() {
+    let mut d = live(false);
+    let mut disk = FakeDisk::new(DISK);
+    let mut ranges = discard_range(8, 8, 0).to_vec();
+    ranges.extend(discard_range(100, 4, 0));
+    d.put_bytes(BUF, &ranges);
+    let chain = [(HDR, 16, R), (BUF, 32, R), (STATUS, 1, W)];
+    assert_eq!(request(&mut d, &mut disk, VIRTIO_BLK_T_DISCARD, 0, &chain), (1, BLK_S_OK));
+    assert_eq!(disk.calls, vec![('d', 8 * 512, 8 * 512), ('d', 100 * 512, 4 * 512)]);
+    assert!(disk.data[8 * 512..16 * 512].iter().all(|&b| b == 0));
+    assert_ne!(disk.data[16 * 512], 0, "the next sector is untouched");
+    // A backend that cannot discard: the guest hears IOERR.
+    disk.fail_after = Some(0);
+    assert_eq!(request(&mut d, &mut disk, VIRTIO_BLK_T_DISCARD, 0, &chain), (1, BLK_S_IOERR));
+}
+
+/// Past the end, overflowing sectors, flags, too many ranges, torn entries and data to write back are
+/// refused before the backend.
+#[test]
+fn bad_discards_are_refused() {
+    let sectors = (DISK / 512) as u32;
+    let one = |d: &mut Driver<Blk>, r: [u8; 16]| {
+        d.put_bytes(BUF, &r);
+        let mut disk = FakeDisk::new(DISK);
+        let chain = [(HDR, 16, R), (BUF, 16, R), (STATUS, 1, W)];
+        let answer = request(d, &mut disk, VIRTIO_BLK_T_DISCARD, 0, &chain);
+        (answer.1, disk.calls.len())
+    };
+    let mut d = live(false);
+    assert_eq!(one(&mut d, discard_range(0, sectors, 0)), (BLK_S_OK, 1), "the whole disk is fine");
+    assert_eq!(one(&mut d, discard_range(1, sectors, 0)), (BLK_S_IOERR, 0));
+    assert_eq!(one(&mut d, discard_range(u64::MAX / 256, 8, 0)), (BLK_S_IOERR, 0));
+    assert_eq!(one(&mut d, discard_range(0, 8, 1)), (BLK_S_UNSUPP, 0), "unmap belongs to write-zeroes");
+    assert_eq!(one(&mut d, discard_range(0, (1 << 22) + 1, 0)), (BLK_S_IOERR, 0));
+    for chain in [
+        [(HDR, 16, R), (BUF, 24, R), (STATUS, 1, W)],
+        [(HDR, 16, R), (BUF, 33 * 16, R), (STATUS, 1, W)],
+        [(HDR, 16, R), (BUF, 16, W), (STATUS, 1, W)],
+    ] {
+        refused(&mut d, VIRTIO_BLK_T_DISCARD, 0, &chain);
     }
 }
 
@@ -510,6 +584,11 @@ fn file_backend() {
     backend.read_at(0, &mut buf).unwrap();
     assert_eq!((&buf[..512], &buf[512..]), (&[0; 512][..], &[7; 512][..]));
     assert!(backend.read_at(4096 - 512, &mut buf).is_err(), "a short read is an error");
+    // A punched hole reads as zeros and the size stays.
+    backend.discard(512, 512).unwrap();
+    backend.read_at(0, &mut buf).unwrap();
+    assert!(buf.iter().all(|&b| b == 0));
+    assert_eq!(file.metadata().unwrap().len(), 4096);
 }
 
 // Hostile chains: the backend is never called, and guest memory changes only in the used ring and the
