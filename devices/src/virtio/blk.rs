@@ -312,7 +312,7 @@ impl Blk {
         writable: usize,
     ) -> Result<Vec<(u64, u64)>, (u8, String)> {
         let n = len / DISCARD_RANGE;
-        if len == 0 || len % DISCARD_RANGE != 0 || writable != 0 {
+        if len == 0 || !len.is_multiple_of(DISCARD_RANGE) || writable != 0 {
             return Err((
                 BLK_S_IOERR,
                 format!(
