@@ -3,7 +3,8 @@
 //! elsewhere, and prints the figures with their ratios (`daxvmm_tests::bench`).
 //!
 //! - `bench boot`: boot time of daxvmm against QEMU, medians and their ratio.
-//! - `bench pmem`: memcpy bandwidth of a DAX file in a daxvmm guest and a QEMU guest, against the host's.
+//! - `bench pmem`: memcpy bandwidth of a DAX file in a daxvmm guest and a QEMU guest, against the host's,
+//!   on an NFIT NVDIMM and on virtio-pmem.
 //! - `bench race`: per mutant of the guest kernel, killed by forced schedules, by sleep-driven runs, by
 //!   the sequential refcount checks.
 //! - `bench suites`: fstests and ndctl's tests under daxvmm and under QEMU, verdicts and wall times.
@@ -88,11 +89,13 @@ enum Cmd {
     /// pmem bandwidth of daxvmm and QEMU guests against the host (scripts/bench-pmem.sh).
     ///
     /// pmem bandwidth benchmark: sequential memcpy write and read bandwidth through a shared mapping of a
-    /// file on ext4 -o dax in a guest, under daxvmm (--pmem) and under QEMU (-device nvdimm), both backed by
-    /// 2 MiB hugetlb memory, beside the host's own memcpy bandwidth on hugetlb memory measured by the same
-    /// program (daxvmm-dax-check). All three run on one host in one run: directly on a hardware-KVM host,
-    /// or inside ONE test host VM elsewhere (then the numbers are emulated; only the ratios carry over).
-    /// Goals (issue tracker): guest/host >= 0.9, daxvmm >= QEMU.
+    /// file on ext4 -o dax in a guest, under daxvmm (--pmem) and under QEMU (-device nvdimm), then on
+    /// virtio-pmem under daxvmm (--pmem ...,type=virtio, virtio-mmio) and under QEMU (-device
+    /// virtio-pmem-pci), all backed by 2 MiB hugetlb memory, beside the host's own memcpy bandwidth on
+    /// hugetlb memory measured by the same program (daxvmm-dax-check). All five run on one host in one
+    /// run: directly on a hardware-KVM host, or inside ONE test host VM elsewhere (then the numbers are
+    /// emulated; only the ratios carry over). Goals (issue tracker): guest/host >= 0.9, daxvmm >= QEMU
+    /// on each transport, daxvmm's virtio-pmem within 5% of its NFIT.
     Pmem(PmemArgs),
     /// Mutant kills: forced schedules against sleeps and sequential checks (scripts/bench-race.sh).
     ///
@@ -453,18 +456,18 @@ fn pmem(a: PmemArgs) -> Result<(), BenchError> {
     let opts = PmemOpts { mib: a.mib, passes: a.passes };
     let batch = bench::pmem_batch(&opts, &paths(place, &art, Some(&check)));
     log(&format!(
-        "benchmark: memcpy bandwidth of a {} MiB DAX file, {} passes; host, daxvmm, qemu ({})",
+        "benchmark: memcpy bandwidth of a {} MiB DAX file, {} passes; host, daxvmm and qemu on NFIT and on \
+         virtio-pmem ({})",
         opts.mib,
         opts.passes,
         place.name()
     ));
     let vm = Vm { mem: opts.vm_mem(), timeout: 3600, case_timeout: 1500, with_qemu: true, adds: vec![check] };
     let out = run(place, &art, batch, vm)?;
-    let bw = |name: &str| bench::bandwidth(output(&out, name));
-    let report = PmemReport { place, opts, host: bw("host"), daxvmm: bw("daxvmm"), qemu: bw("qemu") };
+    let report = PmemReport::from_cases(place, opts, |name| bench::bandwidth(output(&out, name)));
     print!("{}", report.table());
     if !report.complete() {
-        for name in ["host", "daxvmm", "qemu"] {
+        for (name, _) in bench::PMEM_CASES {
             show_tail(&out, name, 20);
         }
         return Err(BenchError::NoMeasurement);
