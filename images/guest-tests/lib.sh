@@ -1,7 +1,8 @@
 # Sourced by the guest test scripts: an NVDIMM namespace in fsdax mode and a filesystem made for DAX.
 
-# Converts the namespace behind /dev/pmemN to fsdax mode unless it already is (label-less NFIT regions
-# start raw, without DAX).
+# Converts the namespace behind /dev/pmemN to fsdax mode unless it already has DAX (label-less NFIT regions
+# start raw, without DAX). A virtio-pmem disk (daxvmm type=virtio, QEMU virtio-pmem-pci) is raw too but
+# already has DAX: its driver asks for struct pages (ND_REGION_PAGEMAP), so nothing is converted there.
 ensure_fsdax() {
 	_name=${1#/dev/}
 	[ "$(cat "/sys/block/$_name/queue/dax")" = 1 ] && return 0

@@ -1,6 +1,7 @@
 #!/bin/sh
 # usage: /tests/pmem-bw.sh [MIB] [PASSES]
-# Runs in a guest (under daxvmm or QEMU) with one NVDIMM: makes it fsdax + ext4 -o dax and measures memcpy
+# Runs in a guest (under daxvmm or QEMU) with one NVDIMM or virtio-pmem device (/dev/pmem0 either way):
+# makes it DAX-capable (ensure_fsdax) + ext4 -o dax and measures memcpy
 # bandwidth through a shared mapping of a MIB-sized file (default 1024), printing
 # `pmem-bw: write_MBps=W read_MBps=R` for scripts/bench-pmem.sh.
 set -e

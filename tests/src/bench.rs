@@ -229,8 +229,10 @@ impl PmemOpts {
 }
 
 /// The pmem benchmark's batch: `host` (daxvmm-dax-check, `paths.tool`, on hugetlb memory), `daxvmm`
-/// (--pmem on 2M hugetlb) and `qemu` (-device nvdimm on a 2M hugetlb memfd), the guests running
-/// /tests/pmem-bw.sh.
+/// (--pmem on 2M hugetlb) and `qemu` (-device nvdimm on a 2M hugetlb memfd), then the same two as
+/// virtio-pmem: `daxvmm_virtio` (--pmem ...,type=virtio) and `qemu_virtio` (-device virtio-pmem-pci on
+/// the same kind of memfd), the guests running /tests/pmem-bw.sh. A virtio-pmem region has struct pages
+/// (the driver asks for them), so its raw namespace is DAX as it is and pmem-bw.sh needs no ndctl there.
 pub fn pmem_batch(o: &PmemOpts, p: &Paths) -> String {
     let (region, pages) = (o.region_mib(), o.hugepages());
     let grow = format!(
@@ -252,6 +254,22 @@ pub fn pmem_batch(o: &PmemOpts, p: &Paths) -> String {
         "qemu\t{grow}; qemu-system-x86_64 -machine pc,nvdimm=on -enable-kvm -cpu host -m 512M,slots=2,maxmem={}M \
          -object memory-backend-memfd,id=nv0,size={region}M,hugetlb=on,hugetlbsize=2M,share=on \
          -device nvdimm,memdev=nv0,id=nvdimm0 -kernel {k} -initrd {i} -append {} -nographic -no-reboot",
+        region + 1024,
+        shell_quote(&format!("console=ttyS0 noxsave reboot=k panic=1 {guest_cmd}"))
+    );
+    let _ = writeln!(
+        s,
+        "daxvmm_virtio\t{grow}; {} --kernel {k} --initrd {i} --mem 512M --timeout 20m \
+         --pmem {region}M,backing=hugetlb-2m,type=virtio --cmdline {}",
+        shell_quote(&p.daxvmm),
+        shell_quote(&guest_cmd)
+    );
+    // A memory device (nvdimm or virtio-pmem-pci) needs QEMU's hotplug memory area: slots and maxmem.
+    let _ = writeln!(
+        s,
+        "qemu_virtio\t{grow}; qemu-system-x86_64 -machine pc -enable-kvm -cpu host -m 512M,slots=2,maxmem={}M \
+         -object memory-backend-memfd,id=vp0,size={region}M,hugetlb=on,hugetlbsize=2M,share=on \
+         -device virtio-pmem-pci,memdev=vp0,id=vpmem0 -kernel {k} -initrd {i} -append {} -nographic -no-reboot",
         region + 1024,
         shell_quote(&format!("console=ttyS0 noxsave reboot=k panic=1 {guest_cmd}"))
     );
@@ -284,26 +302,57 @@ pub struct PmemReport {
     pub opts: PmemOpts,
     /// The host's memcpy on hugetlb memory.
     pub host: Option<Bandwidth>,
-    /// The guest's under daxvmm.
+    /// The guest's under daxvmm, on an NFIT NVDIMM.
     pub daxvmm: Option<Bandwidth>,
-    /// The guest's under QEMU.
+    /// The guest's under QEMU, on an NFIT NVDIMM.
     pub qemu: Option<Bandwidth>,
+    /// The guest's under daxvmm, on virtio-pmem (virtio-mmio).
+    pub daxvmm_virtio: Option<Bandwidth>,
+    /// The guest's under QEMU, on virtio-pmem-pci.
+    pub qemu_virtio: Option<Bandwidth>,
 }
 
+/// The pmem benchmark's cases, in batch order, with their row names in the table.
+pub const PMEM_CASES: [(&str, &str); 5] = [
+    ("host", "host"),
+    ("daxvmm", "daxvmm nfit"),
+    ("qemu", "qemu nfit"),
+    ("daxvmm_virtio", "daxvmm virtio"),
+    ("qemu_virtio", "qemu virtio"),
+];
+
 impl PmemReport {
-    /// Whether all three were measured.
-    pub fn complete(&self) -> bool {
-        self.host.is_some() && self.daxvmm.is_some() && self.qemu.is_some()
+    /// The report from each case's bandwidth, looked up by case name ([`PMEM_CASES`]).
+    pub fn from_cases(place: Where, opts: PmemOpts, bw: impl Fn(&str) -> Option<Bandwidth>) -> PmemReport {
+        PmemReport {
+            place,
+            opts,
+            host: bw("host"),
+            daxvmm: bw("daxvmm"),
+            qemu: bw("qemu"),
+            daxvmm_virtio: bw("daxvmm_virtio"),
+            qemu_virtio: bw("qemu_virtio"),
+        }
     }
 
-    /// The table: each bandwidth, each guest's against the host's, daxvmm's against QEMU's.
+    /// Whether all five were measured.
+    pub fn complete(&self) -> bool {
+        [self.host, self.daxvmm, self.qemu, self.daxvmm_virtio, self.qemu_virtio].iter().all(Option::is_some)
+    }
+
+    /// The table: each bandwidth, each guest's against the host's, daxvmm's against QEMU's on each
+    /// transport, and daxvmm's virtio-pmem against its NFIT.
     pub fn table(&self) -> String {
         let o = &self.opts;
         let mut s = format!(
             "\npmem bandwidth: memcpy through a shared mapping of a {} MiB file, {} passes each way (MB/s)\n",
             o.mib, o.passes
         );
-        s.push_str("host: the same program on 2M hugetlb memory; guests: ext4 -o dax on a 2M-hugetlb-backed NVDIMM\n");
+        s.push_str(
+            "host: the same program on 2M hugetlb memory; guests: ext4 -o dax on a 2M-hugetlb-backed NVDIMM \
+             (nfit: daxvmm --pmem, qemu -device nvdimm) or virtio-pmem (daxvmm type=virtio on virtio-mmio, \
+             qemu -device virtio-pmem-pci)\n",
+        );
         let _ = writeln!(
             s,
             "all measured on the same host in the same run ({})",
@@ -312,23 +361,26 @@ impl PmemReport {
         let w = |b: Option<Bandwidth>| b.map(|b| b.write);
         let r = |b: Option<Bandwidth>| b.map(|b| b.read);
         let num = |v: Option<f64>| v.map_or_else(|| "none".into(), |v| v.to_string());
-        let _ = writeln!(s, "  {:<8} write {:>9}  read {:>9}", "host", num(w(self.host)), num(r(self.host)));
-        for (vmm, b) in [("daxvmm", self.daxvmm), ("qemu", self.qemu)] {
+        let _ = writeln!(s, "  {:<14} write {:>9}  read {:>9}", "host", num(w(self.host)), num(r(self.host)));
+        let guests = [self.daxvmm, self.qemu, self.daxvmm_virtio, self.qemu_virtio];
+        for ((_, row), b) in PMEM_CASES[1..].iter().zip(guests) {
             let _ = writeln!(
                 s,
-                "  {vmm:<8} write {:>9}  read {:>9}   guest/host: write {}, read {}",
+                "  {row:<14} write {:>9}  read {:>9}   guest/host: write {}, read {}",
                 num(w(b)),
                 num(r(b)),
                 ratio(w(b), w(self.host)),
                 ratio(r(b), r(self.host))
             );
         }
-        let _ = writeln!(
-            s,
-            "  daxvmm/qemu: write {}, read {}",
-            ratio(w(self.daxvmm), w(self.qemu)),
-            ratio(r(self.daxvmm), r(self.qemu))
-        );
+        let pairs = [
+            ("daxvmm/qemu, nfit", self.daxvmm, self.qemu, "   (goal >= 1)"),
+            ("daxvmm/qemu, virtio", self.daxvmm_virtio, self.qemu_virtio, "   (goal >= 1)"),
+            ("daxvmm virtio/nfit", self.daxvmm_virtio, self.daxvmm, "   (goal 0.95-1.05)"),
+        ];
+        for (what, a, b, goal) in pairs {
+            let _ = writeln!(s, "  {what:<20} write {}, read {}{goal}", ratio(w(a), w(b)), ratio(r(a), r(b)));
+        }
         if self.place == Where::Nested {
             s.push_str(
                 "  (inside the test host VM the numbers are emulated; the ratios are what carries over)\n",
@@ -415,9 +467,11 @@ mod tests {
     }
 
     #[test]
-    fn the_pmem_batch_runs_host_daxvmm_and_qemu() {
+    fn the_pmem_batch_runs_host_and_both_vmms_on_both_transports() {
         let b = pmem_batch(&PmemOpts { mib: 1024, passes: 3 }, &Paths::nested("daxvmm-dax-check"));
-        assert_eq!(crate::test_host::check_batch(&b).expect("a valid batch"), 3);
+        assert_eq!(crate::test_host::check_batch(&b).expect("a valid batch"), 5);
+        let names: Vec<&str> = b.lines().map(|l| l.split('\t').next().unwrap_or_default()).collect();
+        assert_eq!(names, PMEM_CASES.map(|(case, _)| case));
         let grow = "[ $(cat /proc/sys/vm/nr_hugepages) -ge 1088 ] || echo 1088 > /proc/sys/vm/nr_hugepages; ";
         let lines: Vec<&str> = b.lines().collect();
         assert_eq!(lines[0], format!("host\t{grow}/bin/daxvmm-dax-check bw --hugetlb 1024 3"));
@@ -432,6 +486,25 @@ mod tests {
         );
         assert!(lines[2]
             .contains("-append 'console=ttyS0 noxsave reboot=k panic=1 quiet -- /tests/pmem-bw.sh 1024 3'"));
+        assert!(lines[3].starts_with(&format!("daxvmm_virtio\t{grow}/bin/daxvmm --kernel")), "{b}");
+        assert!(
+            lines[3].ends_with(
+                "--pmem 2048M,backing=hugetlb-2m,type=virtio --cmdline 'quiet -- /tests/pmem-bw.sh 1024 3'"
+            ),
+            "{b}"
+        );
+        assert!(
+            lines[4].starts_with(&format!("qemu_virtio\t{grow}qemu-system-x86_64 -machine pc -enable-kvm"))
+        );
+        assert!(
+            lines[4].contains(
+                "-m 512M,slots=2,maxmem=3072M -object memory-backend-memfd,id=vp0,size=2048M,hugetlb=on,\
+                 hugetlbsize=2M,share=on -device virtio-pmem-pci,memdev=vp0,id=vpmem0 -kernel /guest/bzImage"
+            ),
+            "{b}"
+        );
+        assert!(lines[4]
+            .contains("-append 'console=ttyS0 noxsave reboot=k panic=1 quiet -- /tests/pmem-bw.sh 1024 3'"));
     }
 
     #[test]
@@ -445,26 +518,64 @@ mod tests {
 
     #[test]
     fn the_pmem_table_shows_the_ratios() {
+        let bw = |write, read| Some(Bandwidth { write, read });
         let r = PmemReport {
             place: Where::Direct,
             opts: PmemOpts { mib: 1024, passes: 3 },
-            host: Some(Bandwidth { write: 10000.0, read: 12000.0 }),
-            daxvmm: Some(Bandwidth { write: 9000.0, read: 11400.0 }),
+            host: bw(10000.0, 12000.0),
+            daxvmm: bw(9000.0, 11400.0),
             qemu: None,
+            daxvmm_virtio: bw(8800.0, 11400.0),
+            qemu_virtio: bw(8000.0, 12000.0),
         };
         let t = r.table();
         assert!(t.contains("a 1024 MiB file, 3 passes each way (MB/s)"), "{t}");
         assert!(t.contains("in the same run (direct)\n"), "{t}");
-        assert!(t.contains("  host     write     10000  read     12000\n"), "{t}");
+        assert!(t.contains("  host           write     10000  read     12000\n"), "{t}");
         assert!(
-            t.contains("  daxvmm   write      9000  read     11400   guest/host: write 0.90, read 0.95\n"),
+            t.contains(
+                "  daxvmm nfit    write      9000  read     11400   guest/host: write 0.90, read 0.95\n"
+            ),
             "{t}"
         );
         assert!(
-            t.contains("  qemu     write      none  read      none   guest/host: write n/a, read n/a\n"),
+            t.contains(
+                "  qemu nfit      write      none  read      none   guest/host: write n/a, read n/a\n"
+            ),
             "{t}"
         );
-        assert!(t.contains("  daxvmm/qemu: write n/a, read n/a\n"), "{t}");
+        assert!(
+            t.contains(
+                "  daxvmm virtio  write      8800  read     11400   guest/host: write 0.88, read 0.95\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "  qemu virtio    write      8000  read     12000   guest/host: write 0.80, read 1.00\n"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("  daxvmm/qemu, nfit    write n/a, read n/a   (goal >= 1)\n"), "{t}");
+        assert!(t.contains("  daxvmm/qemu, virtio  write 1.10, read 0.95   (goal >= 1)\n"), "{t}");
+        assert!(t.contains("  daxvmm virtio/nfit   write 0.98, read 1.00   (goal 0.95-1.05)\n"), "{t}");
         assert!(!r.complete());
+        let full = PmemReport { qemu: bw(1.0, 1.0), ..r };
+        assert!(full.complete());
+    }
+
+    #[test]
+    fn the_pmem_report_takes_each_case_by_name() {
+        let outputs = |case: &str| match case {
+            "host" => "write_MBps=100 read_MBps=200\n",
+            "qemu_virtio" => "pmem-bw: write_MBps=7 read_MBps=8\r\n",
+            _ => "mount: wrong fs type\n",
+        };
+        let r =
+            PmemReport::from_cases(Where::Nested, PmemOpts { mib: 1, passes: 1 }, |c| bandwidth(outputs(c)));
+        assert_eq!(r.host, Some(Bandwidth { write: 100.0, read: 200.0 }));
+        assert_eq!(r.qemu_virtio, Some(Bandwidth { write: 7.0, read: 8.0 }));
+        assert_eq!((r.daxvmm, r.qemu, r.daxvmm_virtio), (None, None, None));
+        assert!(r.table().contains("the ratios are what carries over"));
     }
 }

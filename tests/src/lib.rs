@@ -10,6 +10,7 @@
 //! - [`run`]: [`run_batch`], which boots one test host VM for all cases (Nested) or runs each (Direct).
 //! - [`batch_file`]: batch files of shell cases run on this host with the markers; the default artifacts.
 //! - [`bench`]: the benchmarks' batches, the parsing of their figures, the statistics and the tables.
+//! - [`bench_blk`]: the virtio-blk benchmark: O_DIRECT I/O in a daxvmm guest and a QEMU guest.
 //! - [`bench_race`]: the race benchmark: mutant kills by forced schedules, sleeps and sequential checks.
 //! - [`bench_suites`]: fstests and ndctl's tests under daxvmm and under QEMU, side by side.
 //! - [`shared`]: [`SharedBatch`], one batch per test binary shared by its `#[test]` functions.
@@ -29,6 +30,7 @@
 
 pub mod batch_file;
 pub mod bench;
+pub mod bench_blk;
 pub mod bench_race;
 pub mod bench_suites;
 pub mod case;

@@ -20,12 +20,14 @@
 //! FLUSH ignores data buffers and GET_ID fills what it is given up to 20 bytes, as Linux never sends
 //! either with more, and refusing them would gain nothing.
 //!
-//! Data moves through a bounce buffer of at most [`BLK_CHUNK`] bytes per request, so a request as long
-//! as a chain may be (4 GiB) is served in pieces rather than refused or buffered whole. The pieces are
-//! written to guest memory as they are read, so a read still running when the driver resets the device
-//! may land data in buffers the driver owns again; the status byte and the used ring never are (the
-//! completion is dropped). A caller that can should not start executing requests from a stale epoch.
+//! Data moves through a bounce buffer of at most [`BLK_CHUNK`] bytes (one per thread, reused), so a
+//! request as long as a chain may be (4 GiB) is served in pieces rather than refused or buffered whole.
+//! The pieces are written to guest memory as they are read, so a read still running when the driver
+//! resets the device may land data in buffers the driver owns again; the status byte and the used ring
+//! never are (the completion is dropped). A caller that can should not start executing requests from a
+//! stale epoch.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -534,8 +536,24 @@ fn chunks(data: &[(GuestAddress, usize)]) -> Vec<Segments> {
     out
 }
 
-fn bounce(data: &[(GuestAddress, usize)]) -> Vec<u8> {
-    vec![0u8; data.iter().map(|&(_, n)| n).sum::<usize>().min(BLK_CHUNK)]
+thread_local! {
+    /// This thread's bounce buffer, kept from one request to the next: a fresh one per request cost a
+    /// 1 MiB allocation, which malloc serves with mmap, 256 page faults to zero it, and an munmap, for
+    /// every large request.
+    static BOUNCE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's bounce buffer, at least as long as `data` up to [`BLK_CHUNK`] (its bytes
+/// are whatever the last request left: every use fills what it then reads).
+fn with_bounce<R>(data: &[(GuestAddress, usize)], f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let len = data.iter().map(|&(_, n)| n).sum::<usize>().min(BLK_CHUNK);
+    BOUNCE.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < len {
+            b.resize(len, 0);
+        }
+        f(&mut b)
+    })
 }
 
 /// Reads the disk at `offset` into `data`; returns the status and how many bytes reached the guest.
@@ -545,7 +563,16 @@ fn read(
     offset: u64,
     data: &[(GuestAddress, usize)],
 ) -> (u8, usize) {
-    let mut buf = bounce(data);
+    with_bounce(data, |buf| read_through(mem, backend, offset, data, buf))
+}
+
+fn read_through(
+    mem: &GuestMemoryMmap,
+    backend: &mut dyn BlkBackend,
+    offset: u64,
+    data: &[(GuestAddress, usize)],
+    buf: &mut [u8],
+) -> (u8, usize) {
     let mut done = 0;
     for chunk in chunks(data) {
         let n = chunk.iter().map(|&(_, n)| n).sum::<usize>();
@@ -572,7 +599,16 @@ fn write(
     offset: u64,
     data: &[(GuestAddress, usize)],
 ) -> u8 {
-    let mut buf = bounce(data);
+    with_bounce(data, |buf| write_through(mem, backend, offset, data, buf))
+}
+
+fn write_through(
+    mem: &GuestMemoryMmap,
+    backend: &mut dyn BlkBackend,
+    offset: u64,
+    data: &[(GuestAddress, usize)],
+    buf: &mut [u8],
+) -> u8 {
     let mut done = 0;
     for chunk in chunks(data) {
         let n = chunk.iter().map(|&(_, n)| n).sum::<usize>();

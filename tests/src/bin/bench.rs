@@ -1,9 +1,12 @@
-//! The benchmarks (scripts/bench-boot.sh, bench-pmem.sh and bench-race.sh run them): each measures daxvmm
+//! The benchmarks (scripts/bench-boot.sh, bench-pmem.sh, bench-blk.sh and bench-race.sh run them): each measures daxvmm
 //! and its baseline on one host in one run, directly on a hardware-KVM host or inside ONE test host VM
 //! elsewhere, and prints the figures with their ratios (`daxvmm_tests::bench`).
 //!
 //! - `bench boot`: boot time of daxvmm against QEMU, medians and their ratio.
-//! - `bench pmem`: memcpy bandwidth of a DAX file in a daxvmm guest and a QEMU guest, against the host's.
+//! - `bench pmem`: memcpy bandwidth of a DAX file in a daxvmm guest and a QEMU guest, against the host's,
+//!   on an NFIT NVDIMM and on virtio-pmem.
+//! - `bench blk`: O_DIRECT sequential and random I/O on a virtio-blk disk, daxvmm against QEMU
+//!   (`daxvmm_tests::bench_blk`).
 //! - `bench race`: per mutant of the guest kernel, killed by forced schedules, by sleep-driven runs, by
 //!   the sequential refcount checks.
 //! - `bench suites`: fstests and ndctl's tests under daxvmm and under QEMU, verdicts and wall times.
@@ -18,6 +21,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use daxvmm_tests::batch_file::{self, target_dir, BatchFileError};
 use daxvmm_tests::bench::{self, BootOpts, BootReport, Boots, Paths, PmemOpts, PmemReport};
+use daxvmm_tests::bench_blk::{self, BlkOpts};
 use daxvmm_tests::bench_race;
 use daxvmm_tests::bench_suites::{self, Side, SuitePaths, SuitesOpts};
 use daxvmm_tests::console::CaseLog;
@@ -88,12 +92,27 @@ enum Cmd {
     /// pmem bandwidth of daxvmm and QEMU guests against the host (scripts/bench-pmem.sh).
     ///
     /// pmem bandwidth benchmark: sequential memcpy write and read bandwidth through a shared mapping of a
-    /// file on ext4 -o dax in a guest, under daxvmm (--pmem) and under QEMU (-device nvdimm), both backed by
-    /// 2 MiB hugetlb memory, beside the host's own memcpy bandwidth on hugetlb memory measured by the same
-    /// program (daxvmm-dax-check). All three run on one host in one run: directly on a hardware-KVM host,
-    /// or inside ONE test host VM elsewhere (then the numbers are emulated; only the ratios carry over).
-    /// Goals (issue tracker): guest/host >= 0.9, daxvmm >= QEMU.
+    /// file on ext4 -o dax in a guest, under daxvmm (--pmem) and under QEMU (-device nvdimm), then on
+    /// virtio-pmem under daxvmm (--pmem ...,type=virtio, virtio-mmio) and under QEMU (-device
+    /// virtio-pmem-pci), all backed by 2 MiB hugetlb memory, beside the host's own memcpy bandwidth on
+    /// hugetlb memory measured by the same program (daxvmm-dax-check). All five run on one host in one
+    /// run: directly on a hardware-KVM host, or inside ONE test host VM elsewhere (then the numbers are
+    /// emulated; only the ratios carry over). Goals (issue tracker): guest/host >= 0.9, daxvmm >= QEMU
+    /// on each transport, daxvmm's virtio-pmem within 5% of its NFIT.
     Pmem(PmemArgs),
+    /// virtio-blk I/O of daxvmm against QEMU (scripts/bench-blk.sh).
+    ///
+    /// Block benchmark: in a guest, `daxvmm-dax-check blk /dev/vda MIB RAND_OPS` does O_DIRECT I/O on
+    /// the raw disk with 4 KiB-aligned buffers: sequential 1 MiB writes then reads over MIB MiB, then
+    /// RAND_OPS random 4 KiB writes and reads over the same span (seeded, so both sides get the same
+    /// offsets); no flush is timed. daxvmm gets the image as `--disk IMG` (virtio-mmio); QEMU as
+    /// `-drive file=IMG,if=none,id=d0,format=raw -device virtio-blk-pci,drive=d0` in its default cache
+    /// mode (writeback: through the host page cache, as daxvmm's buffered pread/pwrite). Same kernel,
+    /// initramfs, memory (512M) and vCPUs (1); each case makes a fresh sparse image (truncate) and
+    /// removes it after. Both run on one host in one run (one test host VM when nested: the numbers are
+    /// emulated, only the ratios carry over). Prints each side and the ratio daxvmm/qemu per metric
+    /// (goal >= 1).
+    Blk(BlkArgs),
     /// Mutant kills: forced schedules against sleeps and sequential checks (scripts/bench-race.sh).
     ///
     /// Race benchmark: for every deliberate bug of the guest kernel (daxvmm test --list shows the
@@ -176,6 +195,18 @@ struct PmemArgs {
 }
 
 #[derive(Args, Debug)]
+struct BlkArgs {
+    /// The image's size and the span measured, in MiB.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    mib: u64,
+    /// Random 4 KiB requests each way.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    rand_ops: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
 struct RaceArgs {
     /// Sleep-driven runs of the baseline, per mutant (the default gives it more seconds of runs than the
     /// forced schedules take here).
@@ -228,6 +259,7 @@ fn main() -> ExitCode {
     let res = match Cli::parse().cmd {
         Cmd::Boot(a) => boot(a),
         Cmd::Pmem(a) => pmem(a),
+        Cmd::Blk(a) => blk(a),
         Cmd::Race(a) => race(a),
         Cmd::Suites(a) => suites(a),
     };
@@ -453,18 +485,54 @@ fn pmem(a: PmemArgs) -> Result<(), BenchError> {
     let opts = PmemOpts { mib: a.mib, passes: a.passes };
     let batch = bench::pmem_batch(&opts, &paths(place, &art, Some(&check)));
     log(&format!(
-        "benchmark: memcpy bandwidth of a {} MiB DAX file, {} passes; host, daxvmm, qemu ({})",
+        "benchmark: memcpy bandwidth of a {} MiB DAX file, {} passes; host, daxvmm and qemu on NFIT and on \
+         virtio-pmem ({})",
         opts.mib,
         opts.passes,
         place.name()
     ));
     let vm = Vm { mem: opts.vm_mem(), timeout: 3600, case_timeout: 1500, with_qemu: true, adds: vec![check] };
     let out = run(place, &art, batch, vm)?;
-    let bw = |name: &str| bench::bandwidth(output(&out, name));
-    let report = PmemReport { place, opts, host: bw("host"), daxvmm: bw("daxvmm"), qemu: bw("qemu") };
+    let report = PmemReport::from_cases(place, opts, |name| bench::bandwidth(output(&out, name)));
     print!("{}", report.table());
     if !report.complete() {
-        for name in ["host", "daxvmm", "qemu"] {
+        for (name, _) in bench::PMEM_CASES {
+            show_tail(&out, name, 20);
+        }
+        return Err(BenchError::NoMeasurement);
+    }
+    Ok(())
+}
+
+fn blk(a: BlkArgs) -> Result<(), BenchError> {
+    need_qemu()?;
+    let (place, art) = setup(a.common)?;
+    let img_dir = match place {
+        Where::Direct => std::env::temp_dir().display().to_string(),
+        Where::Nested => "/tmp".into(),
+    };
+    let opts = BlkOpts { mib: a.mib, rand_ops: a.rand_ops, img_dir };
+    let batch = bench_blk::batch(&opts, &paths(place, &art, None));
+    log(&format!(
+        "benchmark: O_DIRECT I/O on a {} MiB virtio-blk disk, {} random requests each way; daxvmm, qemu ({})",
+        opts.mib,
+        opts.rand_ops,
+        place.name()
+    ));
+    // The images live in the test host VM's RAM (its root is an initramfs), one at a time.
+    let vm = Vm {
+        mem: format!("{}G", (a.mib + 3072).div_ceil(1024)),
+        timeout: 3600,
+        case_timeout: 1500,
+        with_qemu: true,
+        adds: Vec::new(),
+    };
+    let out = run(place, &art, batch, vm)?;
+    let side = |name: &str| bench_blk::BlkFigures::parse(output(&out, name));
+    let report = bench_blk::Report { place, daxvmm: side("daxvmm"), qemu: side("qemu"), opts };
+    print!("{}", report.table());
+    if !report.complete() {
+        for name in ["daxvmm", "qemu"] {
             show_tail(&out, name, 20);
         }
         return Err(BenchError::NoMeasurement);

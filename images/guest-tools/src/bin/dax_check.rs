@@ -1,8 +1,10 @@
-//! `daxvmm-dax-check`: DAX probes for guest test scripts and the pmem bandwidth benchmark
-//! (see daxvmm_guest_tools::dax). Exit codes: 0 success / yes, 1 failure / no, 2 usage error.
+//! `daxvmm-dax-check`: DAX probes for guest test scripts, the pmem bandwidth benchmark (see
+//! daxvmm_guest_tools::dax) and the block benchmark's O_DIRECT I/O (daxvmm_guest_tools::blk).
+//! Exit codes: 0 success / yes, 1 failure / no, 2 usage error.
 
 use std::process::ExitCode;
 
+use daxvmm_guest_tools::blk::{self, BlkArgs, BlkError};
 use daxvmm_guest_tools::dax::{bandwidth, statx_dax, touch, BwTarget, DaxError};
 use daxvmm_guest_tools::devdax;
 use thiserror::Error;
@@ -10,7 +12,9 @@ use thiserror::Error;
 const USAGE: &str = "usage: daxvmm-dax-check statx FILE            exit 0 if FILE has STATX_ATTR_DAX
        daxvmm-dax-check touch FILE MIB [--sync] create FILE, map it (MAP_SYNC), write every page
        daxvmm-dax-check bw FILE|--anon|--hugetlb MIB [PASSES]   memcpy bandwidth (MB/s)
-       daxvmm-dax-check devdax DEVICE MARKER    exit 0 if DEVICE maps 2 MiB with one fault and refuses 4 KiB";
+       daxvmm-dax-check devdax DEVICE MARKER    exit 0 if DEVICE maps 2 MiB with one fault and refuses 4 KiB
+       daxvmm-dax-check blk DEVICE MIB [RAND_OPS]   O_DIRECT sequential 1 MiB and random 4 KiB I/O
+                                                over DEVICE's first MIB MiB (overwrites it!)";
 
 /// Why a check gave no answer (exit code 1).
 #[derive(Debug, Error)]
@@ -18,6 +22,9 @@ enum CheckError {
     /// The probe itself failed.
     #[error(transparent)]
     Dax(#[from] DaxError),
+    /// The block measurement failed.
+    #[error(transparent)]
+    Blk(#[from] BlkError),
     /// MIB was not a positive whole number.
     #[error("bad size '{0}': give a positive number of MiB")]
     Size(String),
@@ -74,6 +81,16 @@ fn main() -> ExitCode {
                 _ => Err(CheckError::SizeOrPasses { size: size.to_string() }),
             }
         }
+        ["blk", rest @ ..] => match BlkArgs::parse(rest) {
+            Some(args) => args.and_then(|a| blk::run(&a)).map_err(CheckError::from).map(|figures| {
+                println!("{figures}");
+                true
+            }),
+            None => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        },
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
