@@ -1,10 +1,14 @@
-//! Guest boots under daxvmm against docs/guest-interface.md: vCPU bring-up, and each way a guest run ends
-//! (power-off, panic, --timeout, a non-zero guest exit status), as one batch (one test host VM boot when
-//! nested). Then daxvmm's handling of bad input, which needs no guest and runs on the host.
+//! Guest boots under daxvmm against docs/guest-interface.md: vCPU bring-up, each way a guest run ends
+//! (power-off, panic, --timeout, a non-zero guest exit status) and the uncompressed vmlinux boot, as one
+//! batch (one test host VM boot when nested). Then daxvmm's handling of bad input, which needs no guest
+//! and runs on the host.
 
 use std::time::Duration;
 
+use daxvmm_tests::host::{detect, env_file};
+use daxvmm_tests::record::{report_skip, Skip};
 use daxvmm_tests::reject::{args, assert_rejected, not_a_bzimage, some_kernel};
+use daxvmm_tests::run::{added_path, run_batch_adding, Batch, CASE_TIMEOUT};
 use daxvmm_tests::{Case, SharedBatch};
 
 const INIT_REACHED: &str = "daxvmm-guest: init reached";
@@ -31,7 +35,38 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-static BATCH: SharedBatch = SharedBatch::new(cases);
+/// The same kernel as the bzImage, uncompressed: scripts/build-guest-kernel.sh keeps it beside the bzImage.
+fn vmlinux() -> Result<std::path::PathBuf, Skip> {
+    let v = env_file("DAXVMM_GUEST_KERNEL")?.with_file_name("vmlinux");
+    match v.is_file() {
+        true => Ok(v),
+        false => Err(Skip(format!("no vmlinux beside the guest bzImage ({} is missing)", v.display()))),
+    }
+}
+
+/// The guest's checks on a vmlinux boot: both vCPUs, the ACPI device (the RSDP from the zero page),
+/// and /init's marker in the kernel log.
+const VMLINUX_GUEST: &str = "-- cat /sys/devices/system/cpu/online /sys/bus/acpi/devices/DAXF0001:00/path; \
+                             dmesg | grep -q '] daxvmm-guest: init reached' && echo kmsg-marker";
+
+fn run() -> Result<Batch, Skip> {
+    let mut cases = cases();
+    let mut adds = Vec::new();
+    // Without a vmlinux the other cases still run; the vmlinux test then skips, saying why.
+    if let Ok(v) = vmlinux() {
+        let at = added_path(detect()?, &v);
+        cases.push(Case::daxvmm(
+            "vmlinux",
+            ["--kernel", &at, "--initrd", "{initrd}", "--cpus", "2", "--log-level", "debug"]
+                .into_iter()
+                .chain(["--cmdline", VMLINUX_GUEST, "--timeout", "120s"]),
+        ));
+        adds.push(v);
+    }
+    run_batch_adding(&cases, "DAXVMM_GUEST_KERNEL", adds, CASE_TIMEOUT)
+}
+
+static BATCH: SharedBatch = SharedBatch::running(run);
 
 #[test]
 fn one_vcpu() {
@@ -87,6 +122,20 @@ fn interactive_console_input() {
     let Some(out) = BATCH.outcome("interactive") else { return };
     assert!(out.has_line("typed-42"), "the shell did not run what was typed on stdin: {out}");
     assert_eq!(out.exit_code, 0, "leaving the shell must power the guest off: {out}");
+}
+
+/// daxvmm boots the uncompressed kernel at its ELF entry point, with the same zero page as a bzImage.
+#[test]
+fn vmlinux_boot() {
+    if let Err(skip) = vmlinux() {
+        return report_skip("vmlinux_boot", &skip);
+    }
+    let Some(out) = BATCH.outcome_for("vmlinux_boot", "vmlinux") else { return };
+    assert_eq!(out.exit_code, 0, "expected a clean power-off: {out}");
+    assert!(out.contains("vmlinux loaded, entry at 0x"), "daxvmm did not load it as a vmlinux: {out}");
+    assert!(out.has_line("0-1"), "expected both vCPUs online ('0-1'): {out}");
+    assert!(out.has_line("\\_SB_.DXFI"), "the guest did not find the ACPI tables: {out}");
+    assert!(out.has_line("kmsg-marker"), "/init's marker is not in the kernel log: {out}");
 }
 
 // ---- Bad input: daxvmm must refuse it with an error line, exit 1 or 2, and never panic. ----

@@ -76,7 +76,7 @@ impl VmConfig {
     /// Checks of a run that need no KVM: the kernel image, and pmem placement (overlaps, alignment, too
     /// many), so these errors come before KVM or any file is touched.
     pub fn check(&self) -> anyhow::Result<()> {
-        crate::boot::loader::check_bzimage(&self.kernel)?;
+        crate::boot::image::check_kernel(&self.kernel)?;
         pmem::place(self.mem, &self.pmem, pmem::host_phys_bits())?;
         Ok(())
     }

@@ -1,33 +1,38 @@
-//! Puts the kernel, initrd, command line and zero page into guest memory (x86 boot protocol 2.12+).
+//! Puts the kernel (bzImage or vmlinux, see `image`), initrd and command line and the zero page into
+//! guest memory for Linux's 64-bit boot protocol.
 
 use std::fs::File;
 use std::path::Path;
 
 use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
-use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
 use linux_loader::loader::bzimage::BzImage;
-use linux_loader::loader::KernelLoader;
+use linux_loader::loader::elf::Elf;
+use linux_loader::loader::{KernelLoader, KernelLoaderResult};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+use super::image::{self, KernelFormat, BOOT_FLAG, HDRS_MAGIC};
 use super::{CMDLINE_ADDR, CMDLINE_MAX, ZERO_PAGE_ADDR};
 use crate::memory::{e820_map, HIGH_MEMORY_START};
 
-/// "HdrS": the boot protocol header magic.
-const HDRS_MAGIC: u32 = 0x5372_6448;
-/// 0xAA55 at boot_flag.
-const BOOT_FLAG: u16 = 0xaa55;
-/// The oldest boot protocol we accept: 2.12 gives 64-bit entry and xloadflags.
-const MIN_BOOT_PROTOCOL: u16 = 0x020c;
-/// XLF_KERNEL_64: the kernel has a 64-bit entry point at load address + 0x200.
-const XLF_KERNEL_64: u16 = 1 << 0;
 /// Loader type "undefined" (0xff): we have no registered id.
 const LOADER_TYPE: u8 = 0xff;
 /// loadflags bit: the protected-mode code is loaded at 0x100000.
 const LOADED_HIGH: u8 = 1 << 0;
 /// Offset of the 64-bit entry point from the protected-mode kernel's start.
 const ENTRY_64_OFFSET: u64 = 0x200;
+/// The boot protocol version a vmlinux's zero page claims: 2.15, so that Linux reads
+/// `acpi_rsdp_addr` (2.14+) from it.
+const ELF_BOOT_PROTOCOL: u16 = 0x020f;
+/// initrd_addr_max for a vmlinux, which has no setup header to say it: the protocol's default since 2.03.
+const ELF_INITRD_ADDR_MAX: u32 = 0x7fff_ffff;
+/// x86 Linux's COMMAND_LINE_SIZE (a bzImage says it in cmdline_size; a vmlinux cannot).
+const X86_COMMAND_LINE_SIZE: u32 = 2048;
+/// kernel_alignment for a vmlinux (CONFIG_PHYSICAL_ALIGN's usual 16 MiB; Linux reads it only when
+/// relocating, which a vmlinux loaded at its physical addresses does not do).
+const ELF_KERNEL_ALIGNMENT: u32 = 0x100_0000;
 
 /// Errors loading the guest's boot images.
 #[derive(Debug, Error)]
@@ -43,9 +48,9 @@ pub enum LoaderError {
         /// OS error.
         source: std::io::Error,
     },
-    /// The kernel file is not a usable bzImage.
-    #[error("{path} is not a bzImage this VMM can boot: {why}")]
-    NotBzImage {
+    /// The kernel file is neither a usable bzImage nor a usable vmlinux.
+    #[error("{path} is not a kernel image daxvmm can boot (a bzImage or an x86-64 vmlinux): {why}")]
+    NotKernel {
         /// Path given.
         path: String,
         /// What is wrong with it.
@@ -95,7 +100,7 @@ pub struct BootInfo {
 /// What the loader needs to know about the machine.
 #[derive(Debug)]
 pub struct BootSpec<'a> {
-    /// The bzImage.
+    /// The bzImage or vmlinux.
     pub kernel: &'a Path,
     /// The initrd, if any.
     pub initrd: Option<&'a Path>,
@@ -109,59 +114,34 @@ pub struct BootSpec<'a> {
     pub e820_pmem: &'a [(u64, u64)],
 }
 
-/// Offsets in a bzImage (Documentation/arch/x86/boot.rst).
-const BOOT_FLAG_OFFSET: usize = 0x1fe;
-const HEADER_OFFSET: usize = 0x202;
-const VERSION_OFFSET: usize = 0x206;
-const XLOADFLAGS_OFFSET: usize = 0x236;
-
-/// Checks the setup header of `path` without guest memory or KVM, so that a wrong file is reported as
-/// such before anything else is set up.
-pub fn check_bzimage(path: &Path) -> Result<(), LoaderError> {
-    use std::io::Read;
-    let shown = path.display().to_string();
-    let not_bz = |why: &str| LoaderError::NotBzImage { path: shown.clone(), why: why.to_string() };
-    let mut head = Vec::with_capacity(0x240);
-    File::open(path)
-        .and_then(|f| f.take(0x240).read_to_end(&mut head))
-        .map_err(|source| LoaderError::OpenKernel { path: shown.clone(), source })?;
-    if head.len() < 0x240 {
-        return Err(not_bz("too short to hold an x86 boot sector and setup header"));
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]);
-    let u32_at = |o: usize| u32::from_le_bytes([head[o], head[o + 1], head[o + 2], head[o + 3]]);
-    if u16_at(BOOT_FLAG_OFFSET) != BOOT_FLAG || u32_at(HEADER_OFFSET) != HDRS_MAGIC {
-        return Err(not_bz("no x86 boot sector signature (0xAA55) and HdrS setup header"));
-    }
-    let version = u16_at(VERSION_OFFSET);
-    if version < MIN_BOOT_PROTOCOL {
-        return Err(not_bz(&format!("boot protocol {}.{} is older than 2.12", version >> 8, version & 0xff)));
-    }
-    if u16_at(XLOADFLAGS_OFFSET) & XLF_KERNEL_64 == 0 {
-        return Err(not_bz("no 64-bit entry point (XLF_KERNEL_64); build it for x86_64"));
-    }
-    Ok(())
-}
-
 /// Loads kernel, initrd and command line and writes the zero page.
 pub fn load(gm: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootInfo, LoaderError> {
     let kpath = spec.kernel.display().to_string();
+    let format = image::check_kernel(spec.kernel)?;
     let mut kfile =
         File::open(spec.kernel).map_err(|source| LoaderError::OpenKernel { path: kpath.clone(), source })?;
-    let not_bz = |why: String| LoaderError::NotBzImage { path: kpath.clone(), why };
-    let loaded = BzImage::load(gm, None, &mut kfile, Some(GuestAddress(HIGH_MEMORY_START)))
-        .map_err(|e| not_bz(e.to_string()))?;
-    let hdr = loaded.setup_header.ok_or_else(|| not_bz("no setup header".into()))?;
-    let (magic, version, xloadflags) = (hdr.header, hdr.version, hdr.xloadflags);
-    if magic != HDRS_MAGIC {
-        return Err(not_bz("no HdrS magic in the setup header".into()));
-    }
-    if version < MIN_BOOT_PROTOCOL {
-        return Err(not_bz(format!("boot protocol {}.{} is older than 2.12", version >> 8, version & 0xff)));
-    }
-    if xloadflags & XLF_KERNEL_64 == 0 {
-        return Err(not_bz("no 64-bit entry point (XLF_KERNEL_64); build it for x86_64".into()));
-    }
+    let not_kernel = |why: String| LoaderError::NotKernel { path: kpath.clone(), why };
+    let start = Some(GuestAddress(HIGH_MEMORY_START));
+    let (loaded, hdr, entry) = match format {
+        KernelFormat::BzImage => {
+            let loaded = BzImage::load(gm, None, &mut kfile, start).map_err(|e| not_kernel(e.to_string()))?;
+            let hdr = loaded.setup_header.ok_or_else(|| not_kernel("no setup header".into()))?;
+            if hdr.header != HDRS_MAGIC {
+                return Err(not_kernel("no HdrS magic in the setup header".into()));
+            }
+            image::check_bzimage_header(hdr.version, hdr.xloadflags).map_err(not_kernel)?;
+            let entry = loaded.kernel_load.0 + ENTRY_64_OFFSET;
+            (loaded, hdr, entry)
+        }
+        KernelFormat::Elf => {
+            // Each PT_LOAD segment at its physical address (e.g. CONFIG_PHYSICAL_START); entering at
+            // e_entry (startup_64) skips the decompressor, which is the point of booting a vmlinux.
+            let loaded = Elf::load(gm, None, &mut kfile, start).map_err(|e| not_kernel(elf_error(&e)))?;
+            let entry = loaded.kernel_load.0;
+            (loaded, elf_setup_header(), entry)
+        }
+    };
+    let KernelLoaderResult { kernel_end, .. } = loaded;
 
     let mut params = boot_params { hdr, ..Default::default() };
     params.hdr.type_of_loader = LOADER_TYPE;
@@ -180,8 +160,7 @@ pub fn load(gm: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootInfo, Loade
     params.hdr.cmdline_size = spec.cmdline.len() as u32;
 
     if let Some(initrd) = spec.initrd {
-        let (addr, size) =
-            load_initrd(gm, initrd, spec.mem, loaded.kernel_end, u64::from(hdr.initrd_addr_max))?;
+        let (addr, size) = load_initrd(gm, initrd, spec.mem, kernel_end, u64::from(hdr.initrd_addr_max))?;
         params.hdr.ramdisk_image = addr as u32;
         params.hdr.ramdisk_size = size as u32;
     }
@@ -201,7 +180,38 @@ pub fn load(gm: &GuestMemoryMmap, spec: &BootSpec<'_>) -> Result<BootInfo, Loade
             what: "the zero page",
             source: vm_memory::GuestMemoryError::InvalidBackendAddress,
         })?;
-    Ok(BootInfo { entry: GuestAddress(loaded.kernel_load.0 + ENTRY_64_OFFSET) })
+    log::debug!("{} loaded, entry at {entry:#x}", format.name());
+    Ok(BootInfo { entry: GuestAddress(entry) })
+}
+
+/// The setup header a bzImage would carry, for a vmlinux: what Linux reads from it when entered at
+/// startup_64 (command line, initrd and RSDP come from the zero page all the same).
+fn elf_setup_header() -> setup_header {
+    setup_header {
+        boot_flag: BOOT_FLAG,
+        header: HDRS_MAGIC,
+        version: ELF_BOOT_PROTOCOL,
+        kernel_alignment: ELF_KERNEL_ALIGNMENT,
+        initrd_addr_max: ELF_INITRD_ADDR_MAX,
+        cmdline_size: X86_COMMAND_LINE_SIZE,
+        ..Default::default()
+    }
+}
+
+/// linux-loader's ELF errors, in words a user can act on.
+fn elf_error(e: &linux_loader::loader::Error) -> String {
+    use linux_loader::loader::elf::Error as E;
+    match e {
+        linux_loader::loader::Error::Elf(E::InvalidEntryAddress) => {
+            format!("its entry point is below {HIGH_MEMORY_START:#x}, where Linux's 64-bit entry never is")
+        }
+        linux_loader::loader::Error::Elf(E::ReadKernelImage) => {
+            "a segment does not fit in guest RAM at its physical address (give the guest more --mem) or \
+             the file is cut short"
+                .into()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Places the initrd at the top of low RAM, as high as the kernel allows, page aligned.
@@ -234,38 +244,6 @@ fn load_initrd(
 mod tests {
     use super::*;
 
-    fn image(boot_flag: u16, magic: u32, version: u16, xload: u16) -> std::path::PathBuf {
-        let mut b = vec![0u8; 0x400];
-        b[BOOT_FLAG_OFFSET..BOOT_FLAG_OFFSET + 2].copy_from_slice(&boot_flag.to_le_bytes());
-        b[HEADER_OFFSET..HEADER_OFFSET + 4].copy_from_slice(&magic.to_le_bytes());
-        b[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&version.to_le_bytes());
-        b[XLOADFLAGS_OFFSET..XLOADFLAGS_OFFSET + 2].copy_from_slice(&xload.to_le_bytes());
-        let p = std::env::temp_dir()
-            .join(format!("daxvmm-bz-{}-{boot_flag:x}-{magic:x}-{version:x}-{xload:x}", std::process::id()));
-        std::fs::write(&p, b).unwrap();
-        p
-    }
-
-    #[test]
-    fn header_checks() {
-        let good = image(0xaa55, HDRS_MAGIC, 0x020f, 1);
-        check_bzimage(&good).unwrap();
-        for (bad, why) in [
-            (image(0, HDRS_MAGIC, 0x020f, 1), "signature"),
-            (image(0xaa55, 0x1234, 0x020f, 1), "signature"),
-            (image(0xaa55, HDRS_MAGIC, 0x020a, 1), "2.12"),
-            (image(0xaa55, HDRS_MAGIC, 0x020f, 0), "64-bit"),
-        ] {
-            let e = check_bzimage(&bad).unwrap_err().to_string();
-            assert!(e.contains(why), "{e}");
-            std::fs::remove_file(bad).unwrap();
-        }
-        std::fs::remove_file(good).unwrap();
-        let e = check_bzimage(Path::new("/etc/hostname")).unwrap_err().to_string();
-        assert!(e.contains("is not a bzImage"), "{e}");
-        assert!(matches!(check_bzimage(Path::new("/nonexistent")), Err(LoaderError::OpenKernel { .. })));
-    }
-
     #[test]
     fn initrd_goes_to_the_top_of_low_ram() {
         let mem = 64u64 << 20;
@@ -288,5 +266,62 @@ mod tests {
             Err(LoaderError::InitrdTooLarge { .. })
         ));
         std::fs::remove_file(&path).unwrap();
+    }
+
+    fn temp(name: &str, b: &[u8]) -> std::path::PathBuf {
+        let p = std::env::temp_dir().join(format!("daxvmm-loader-{}-{name}", std::process::id()));
+        std::fs::write(&p, b).unwrap();
+        p
+    }
+
+    fn spec<'a>(kernel: &'a Path, initrd: Option<&'a Path>, mem: u64) -> BootSpec<'a> {
+        BootSpec { kernel, initrd, cmdline: "console=ttyS0 quiet", mem, rsdp: 0xe_0000, e820_pmem: &[] }
+    }
+
+    #[test]
+    fn a_vmlinux_is_loaded_at_its_physical_address_and_entered_at_its_entry() {
+        use super::image::{test_elf, ELFCLASS64, EM_X86_64, ET_EXEC};
+        let mem = 64u64 << 20;
+        let gm = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem as usize)]).unwrap();
+        let text: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
+        let (paddr, bss) = (0x100_0000u64, 0x20_0000u64);
+        let kernel = temp(
+            "vmlinux",
+            &test_elf(ELFCLASS64, EM_X86_64, ET_EXEC, paddr + 0x40, Some((paddr, &text, bss))),
+        );
+        let initrd = temp("vmlinux-initrd", &[7u8; 5000]);
+        let info = load(&gm, &spec(&kernel, Some(&initrd), mem)).unwrap();
+        assert_eq!(info.entry, GuestAddress(paddr + 0x40));
+        let mut back = vec![0u8; text.len()];
+        gm.read_slice(&mut back, GuestAddress(paddr)).unwrap();
+        assert_eq!(back, text);
+
+        let zp: boot_params = gm.read_obj(GuestAddress(ZERO_PAGE_ADDR)).unwrap();
+        let hdr = zp.hdr;
+        assert_eq!((hdr.boot_flag, hdr.header, hdr.version), (BOOT_FLAG, HDRS_MAGIC, ELF_BOOT_PROTOCOL));
+        assert_eq!(hdr.type_of_loader, LOADER_TYPE);
+        assert_eq!({ hdr.cmd_line_ptr }, CMDLINE_ADDR as u32);
+        assert_eq!({ hdr.cmdline_size }, "console=ttyS0 quiet".len() as u32);
+        // Above the kernel's memory image (its bss too), at the top of RAM.
+        let (rd, rd_size) = ({ hdr.ramdisk_image } as u64, { hdr.ramdisk_size });
+        assert_eq!(rd_size, 5000);
+        assert!(rd >= paddr + text.len() as u64 + bss && rd == (mem - 5000) & !0xfff, "{rd:#x}");
+        assert_eq!({ zp.acpi_rsdp_addr }, 0xe_0000);
+        assert_eq!(zp.e820_entries as usize, e820_map(mem, &[]).len());
+
+        // A segment beyond guest RAM, and an entry point in real-mode memory.
+        let far = temp(
+            "vmlinux-far",
+            &test_elf(ELFCLASS64, EM_X86_64, ET_EXEC, 0x800_0000, Some((0x800_0000, &text, 0))),
+        );
+        let e = load(&gm, &spec(&far, None, mem)).unwrap_err().to_string();
+        assert!(e.contains("does not fit in guest RAM"), "{e}");
+        let low =
+            temp("vmlinux-low", &test_elf(ELFCLASS64, EM_X86_64, ET_EXEC, 0x8000, Some((paddr, &text, 0))));
+        let e = load(&gm, &spec(&low, None, mem)).unwrap_err().to_string();
+        assert!(e.contains("entry point is below"), "{e}");
+        for p in [kernel, initrd, far, low] {
+            std::fs::remove_file(p).unwrap();
+        }
     }
 }

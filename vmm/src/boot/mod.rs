@@ -1,8 +1,9 @@
-//! Everything needed to enter a Linux kernel through the 64-bit boot protocol: loading the bzImage,
-//! initrd and command line with the zero page (`loader`), and the register, page-table, CPUID and MSR
+//! Everything needed to enter a Linux kernel through the 64-bit boot protocol: telling a bzImage from a
+//! vmlinux (`image`), loading it, the initrd and command line with the zero page (`loader`), and the register, page-table, CPUID and MSR
 //! state of the vCPUs (`regs`, `cpuid`).
 
 pub mod cpuid;
+pub mod image;
 pub mod loader;
 pub mod regs;
 

@@ -24,7 +24,8 @@ pub const MIN_MEM: u64 = 64 * MIB;
 /// The options of one guest run.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Guest kernel: a bzImage (x86 boot protocol 2.12+), e.g. from scripts/build-guest-kernel.sh, or a
+    /// Guest kernel: a bzImage (x86 boot protocol 2.12+), e.g. from scripts/build-guest-kernel.sh, the
+    /// same kernel's uncompressed vmlinux (entered at its ELF entry point: no decompression), or a
     /// kernel build tree (its arch/x86/boot/bzImage, once its .config has what the guest needs).
     #[arg(long, value_name = "PATH")]
     pub kernel: PathBuf,
