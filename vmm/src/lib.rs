@@ -21,6 +21,7 @@ mod pmem;
 pub mod privileges;
 mod procfs;
 pub mod race;
+mod ram_align;
 pub mod run;
 pub mod seccomp;
 pub mod signals;

@@ -5,7 +5,8 @@ use daxvmm_devices::layout::{MMIO_HOLE_END, MMIO_HOLE_START};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use thiserror::Error;
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::mmap::FromRangesError;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap};
 
 /// End of the low RAM Linux may use for real-mode data (the EBDA and BIOS area start here).
 pub const LOW_RAM_END: u64 = 0x9_fc00;
@@ -87,10 +88,18 @@ pub fn e820_map(mem: u64, pmem: &[(u64, u64)]) -> Vec<E820Entry> {
 }
 
 /// Allocates guest RAM (anonymous, private, not committed until the guest touches it).
+/// Each range is mapped at a 2 MiB-aligned host address with transparent huge pages asked for
+/// (crate::ram_align), so KVM can give the guest 2 MiB pages.
 pub fn create(mem: u64) -> Result<GuestMemoryMmap, MemoryError> {
-    let ranges: Vec<(GuestAddress, usize)> =
-        ram_ranges(mem).into_iter().map(|(a, s)| (a, s as usize)).collect();
-    GuestMemoryMmap::from_ranges(&ranges).map_err(|source| MemoryError::Allocate { size: mem, source })
+    let allocate = |source: FromRangesError| MemoryError::Allocate { size: mem, source };
+    let regions = ram_ranges(mem)
+        .into_iter()
+        .map(|(addr, size)| {
+            let mapping = crate::ram_align::map(size as usize).map_err(|e| allocate(e.into()))?;
+            GuestRegionMmap::new(mapping, addr).ok_or(allocate(FromRangesError::InvalidGuestRegion))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    GuestMemoryMmap::from_regions(regions).map_err(|e| allocate(e.into()))
 }
 
 /// Registers every region of `gm` as a KVM memory slot, starting at slot `first_slot`.
