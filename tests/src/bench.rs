@@ -1,8 +1,8 @@
-//! The boot and pmem benchmarks of `bench` (tests/src/bin/bench.rs; scripts/bench-boot.sh and
-//! bench-pmem.sh run it), and what all benchmarks share: the batch files they run, reading the figures
+//! The pmem benchmark of `bench` (tests/src/bin/bench.rs; scripts/bench-pmem.sh runs it), and what all
+//! benchmarks share: the batch files they run, reading the figures
 //! out of what each case printed, the statistics and the printed tables. Each benchmark measures daxvmm
 //! and its baseline (QEMU, the host) on the same host in the same run, so the ratios are the figures that
-//! carry over from a test host VM to real hardware. The race benchmark is [`crate::bench_race`].
+//! carry over from a test host VM to real hardware. The boot benchmark is [`crate::bench_boot`], the race benchmark [`crate::bench_race`].
 
 use std::fmt::Write as _;
 
@@ -67,137 +67,6 @@ pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 pub(crate) fn value_after<'a>(line: &'a str, key: &str, stop: impl Fn(char) -> bool) -> Option<&'a str> {
     let rest = &line[line.rfind(key)? + key.len()..];
     Some(&rest[..rest.find(stop).unwrap_or(rest.len())])
-}
-
-// ---- boot ----
-
-/// The options of the boot benchmark.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootOpts {
-    /// Boots of each VMM.
-    pub runs: usize,
-    /// Guest memory, like `512M`.
-    pub mem: String,
-    /// Guest vCPUs.
-    pub cpus: usize,
-    /// QEMU's `-machine`: pc or microvm.
-    pub machine: String,
-}
-
-/// The boot benchmark's batch: `daxvmm_N` and `qemu_N` alternating, so that drift in the host's speed
-/// hits both alike, each timed by daxvmm-boot-timer (`paths.tool`). The QEMU guest gets `noxsave` (a 7.2
-/// guest needs it under nested KVM); daxvmm turns XSAVE off itself when nested.
-pub fn boot_batch(o: &BootOpts, p: &Paths) -> String {
-    let timing = format!("{} --timeout 300 --grace 60 --", shell_quote(&p.tool));
-    let (k, i) = (shell_quote(&p.kernel), shell_quote(&p.initrd));
-    let mut s = String::new();
-    for n in 1..=o.runs {
-        let _ = writeln!(
-            s,
-            "daxvmm_{n}\t{timing} {} --kernel {k} --initrd {i} --cpus {} --mem {} --cmdline {}",
-            shell_quote(&p.daxvmm),
-            o.cpus,
-            o.mem,
-            shell_quote("quiet -- true")
-        );
-        let _ = writeln!(
-            s,
-            "qemu_{n}\t{timing} qemu-system-x86_64 -machine {} -enable-kvm -cpu host -smp {} -m {} -kernel {k} \
-             -initrd {i} -append {} -nographic -no-reboot",
-            o.machine,
-            o.cpus,
-            o.mem,
-            shell_quote("console=ttyS0 quiet noxsave -- true")
-        );
-    }
-    s
-}
-
-/// What daxvmm-boot-timer's line (`daxvmm-boot-timer: marker_ms=M exit_ms=E exit=X`) in a case's output
-/// says: `None` without such a line, `Some(None)` when the marker never came (`marker_ms=none`),
-/// `Some(Some(ms))` when it came after `ms` milliseconds.
-pub fn boot_marker_ms(output: &str) -> Option<Option<f64>> {
-    let line = output.lines().find(|l| l.contains("daxvmm-boot-timer: marker_ms="))?;
-    Some(value_after(line, "marker_ms=", char::is_whitespace).and_then(|v| v.parse().ok()))
-}
-
-/// One VMM's boots, in run order: each boot's milliseconds to the marker, `None` when it never came.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Boots(pub Vec<Option<f64>>);
-
-impl Boots {
-    /// The median of the boots that reached the marker.
-    pub fn median(&self) -> Option<f64> {
-        median(&self.0.iter().flatten().copied().collect::<Vec<_>>())
-    }
-
-    fn runs(&self) -> String {
-        let one = |v: &Option<f64>| v.map_or_else(|| "none".into(), |v| format!("{v:.1}"));
-        self.0.iter().map(one).collect::<Vec<_>>().join(" ")
-    }
-}
-
-/// Everything the boot benchmark's table shows.
-#[derive(Debug, Clone)]
-pub struct BootReport {
-    /// Where it ran.
-    pub place: Where,
-    /// The options.
-    pub opts: BootOpts,
-    /// The file names of the guest kernel and initramfs.
-    pub guest: (String, String),
-    /// daxvmm's boots.
-    pub daxvmm: Boots,
-    /// QEMU's boots.
-    pub qemu: Boots,
-}
-
-impl BootReport {
-    /// The cases that never printed the marker (or no timer line at all).
-    pub fn failed(&self) -> Vec<String> {
-        let none = |vmm: &'static str, b: &Boots| {
-            let n: Vec<usize> =
-                b.0.iter().enumerate().filter(|(_, t)| t.is_none()).map(|(n, _)| n + 1).collect();
-            n.into_iter().map(move |n| format!("{vmm}_{n}"))
-        };
-        none("daxvmm", &self.daxvmm).chain(none("qemu", &self.qemu)).collect()
-    }
-
-    /// The table: both medians with the runs behind them, and their ratio.
-    pub fn table(&self) -> String {
-        let o = &self.opts;
-        let (dm, qm) = (self.daxvmm.median(), self.qemu.median());
-        let mut s = String::from(
-            "\nBoot time, VMM process start -> guest console 'daxvmm-guest: init reached' (guest runs 'true', quiet)\n",
-        );
-        let _ = writeln!(
-            s,
-            "both VMMs were measured on the same host, in the same run, alternating ({})",
-            place_note(self.place, "inside one test host VM, QEMU TCG + nested SVM")
-        );
-        let _ = writeln!(
-            s,
-            "guest: {} + {}, {} vCPU(s), {}; qemu -machine {}",
-            self.guest.0, self.guest.1, o.cpus, o.mem, o.machine
-        );
-        for (vmm, boots, m) in [("daxvmm", &self.daxvmm, dm), ("qemu", &self.qemu, qm)] {
-            let m = m.map_or_else(|| "none".into(), |m| format!("{m:.1}"));
-            let _ = writeln!(s, "  {vmm:<8} median {m:>9} ms   runs (ms): {}", boots.runs());
-        }
-        if dm.is_some() && qm.is_some() {
-            let _ = writeln!(s, "  ratio daxvmm/qemu: {}", ratio(dm, qm));
-        }
-        if self.place == Where::Nested {
-            s.push_str(
-                "  (times inside the test host VM are emulated and slow; the ratio is what carries over)\n",
-            );
-        }
-        let failed = self.failed();
-        if !failed.is_empty() {
-            let _ = writeln!(s, "  runs that never printed the marker: {}", failed.join(" "));
-        }
-        s
-    }
 }
 
 // ---- pmem ----
@@ -403,59 +272,6 @@ mod tests {
         assert_eq!(ratio(Some(1.0), Some(3.0)), "0.33");
         assert_eq!(ratio(Some(1.0), Some(0.0)), "n/a");
         assert_eq!(ratio(None, Some(1.0)), "n/a");
-    }
-
-    #[test]
-    fn the_boot_timer_line_is_read() {
-        let out = "daxvmm: booting\r\ndaxvmm-boot-timer: marker_ms=3217.4 exit_ms=3301.0 exit=0\n";
-        assert_eq!(boot_marker_ms(out), Some(Some(3217.4)));
-        let none = "daxvmm-boot-timer: marker_ms=none exit_ms=300000.2 exit=killed\nlater\n";
-        assert_eq!(boot_marker_ms(none), Some(None));
-        assert_eq!(boot_marker_ms("qemu-system-x86_64: cannot open /dev/kvm\n"), None);
-    }
-
-    fn paths() -> Paths {
-        Paths::nested("daxvmm-boot-timer")
-    }
-
-    #[test]
-    fn the_boot_batch_alternates_the_vmms() {
-        let o = BootOpts { runs: 2, mem: "512M".into(), cpus: 1, machine: "pc".into() };
-        let b = boot_batch(&o, &paths());
-        let names: Vec<&str> = b.lines().map(|l| l.split('\t').next().unwrap_or_default()).collect();
-        assert_eq!(names, ["daxvmm_1", "qemu_1", "daxvmm_2", "qemu_2"]);
-        assert_eq!(crate::test_host::check_batch(&b).expect("a valid batch"), 4);
-        let first = b.lines().next().unwrap_or_default();
-        assert_eq!(
-            first,
-            "daxvmm_1\t/bin/daxvmm-boot-timer --timeout 300 --grace 60 -- /bin/daxvmm --kernel /guest/bzImage \
-             --initrd /guest/initrd.cpio.lz4 --cpus 1 --mem 512M --cmdline 'quiet -- true'"
-        );
-        assert!(b.contains(
-            "qemu-system-x86_64 -machine pc -enable-kvm -cpu host -smp 1 -m 512M -kernel /guest/bzImage -initrd \
-             /guest/initrd.cpio.lz4 -append 'console=ttyS0 quiet noxsave -- true' -nographic -no-reboot"
-        ));
-    }
-
-    #[test]
-    fn the_boot_table_shows_medians_ratio_and_failures() {
-        let r = BootReport {
-            place: Where::Nested,
-            opts: BootOpts { runs: 3, mem: "512M".into(), cpus: 1, machine: "pc".into() },
-            guest: ("bzImage".into(), "initrd.cpio.lz4".into()),
-            daxvmm: Boots(vec![Some(3000.0), Some(3400.0), None]),
-            qemu: Boots(vec![Some(6000.0), Some(7000.0), Some(6500.0)]),
-        };
-        let t = r.table();
-        assert!(t.contains("alternating (nested: inside one test host VM, QEMU TCG + nested SVM)"), "{t}");
-        assert!(t.contains("guest: bzImage + initrd.cpio.lz4, 1 vCPU(s), 512M; qemu -machine pc"), "{t}");
-        assert!(t.contains("  daxvmm   median    3200.0 ms   runs (ms): 3000.0 3400.0 none\n"), "{t}");
-        assert!(t.contains("  qemu     median    6500.0 ms   runs (ms): 6000.0 7000.0 6500.0\n"), "{t}");
-        assert!(t.contains("  ratio daxvmm/qemu: 0.49\n"), "{t}");
-        assert!(t.contains("the ratio is what carries over"), "{t}");
-        assert!(t.contains("  runs that never printed the marker: daxvmm_3\n"), "{t}");
-        let none = BootReport { daxvmm: Boots(vec![None]), ..r };
-        assert!(!none.table().contains("ratio daxvmm/qemu"), "{}", none.table());
     }
 
     #[test]

@@ -31,6 +31,7 @@
 pub mod batch_file;
 pub mod bench;
 pub mod bench_blk;
+pub mod bench_boot;
 pub mod bench_race;
 pub mod bench_suites;
 pub mod case;

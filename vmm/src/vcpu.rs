@@ -180,8 +180,9 @@ fn run_loop(
     while !stop.load(Ordering::SeqCst) && !events.stopping() {
         let action = match vcpu.run() {
             Ok(exit) => {
-                exits.exit();
-                handle_exit(exit.into(), buses, cpu)
+                let exit = exit.into();
+                exits.exit(&exit);
+                handle_exit(exit, buses, cpu)
             }
             // A kick (EINTR) or a pending signal: the loop condition decides.
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Action::Continue,
@@ -206,5 +207,6 @@ fn run_loop(
         events.send(event);
         break;
     }
+    log::debug!("vCPU {cpu} exits {}", exits.kinds());
     exits.end(cpu, &vcpu)
 }

@@ -1,14 +1,18 @@
 //! Where each vCPU was when its run ended, and how long ago it last exited to daxvmm: logged when a run
-//! times out, so a hung guest says whether it was spinning, halted or never reached by its host.
+//! times out, so a hung guest says whether it was spinning, halted or never reached by its host. Also
+//! the exits by kind before and after the guest's init marker, logged at debug level for boot profiles.
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use daxvmm_devices::layout::{COM1_LEN, COM1_PORT, DEBUG_PORT};
 use kvm_bindings::{
     KVM_MP_STATE_HALTED, KVM_MP_STATE_INIT_RECEIVED, KVM_MP_STATE_RUNNABLE, KVM_MP_STATE_SIPI_RECEIVED,
     KVM_MP_STATE_UNINITIALIZED,
 };
 use kvm_ioctls::VcpuFd;
+
+use crate::exit::Exit;
 
 /// How long every vCPU must have gone without an exit to daxvmm before the run's end for
 /// [`silent_for`] to report it. A booting kernel writes its console (an exit per byte) far more often;
@@ -30,23 +34,53 @@ pub struct VcpuEnd {
     pub mp_state: Option<u32>,
 }
 
-/// Counts one vCPU thread's exits as they happen.
+/// The kinds of exit a boot profile tells apart.
+const KINDS: [&str; 4] = ["serial port", "other port I/O", "MMIO", "other"];
+
+/// Which of [`KINDS`] an exit is.
+fn kind(exit: &Exit<'_>) -> usize {
+    let serial = |port: u16| (COM1_PORT..COM1_PORT + COM1_LEN).contains(&port);
+    match exit {
+        Exit::IoIn { port, .. } | Exit::IoOut { port, .. } if serial(*port) => 0,
+        Exit::IoIn { .. } | Exit::IoOut { .. } => 1,
+        Exit::MmioRead { .. } | Exit::MmioWrite { .. } => 2,
+        _ => 3,
+    }
+}
+
+/// Counts one vCPU thread's exits as they happen, by kind, before and after the first write to the
+/// debug port (the guest's /init writes its marker there).
 #[derive(Debug)]
 pub struct ExitCounter {
     exits: u64,
     last: Instant,
+    /// Exits per kind: `[0]` before the marker, `[1]` from it on.
+    by_kind: [[u64; KINDS.len()]; 2],
+    after_marker: bool,
 }
 
 impl ExitCounter {
     /// A counter for a run that started at `started`.
     pub fn new(started: Instant) -> Self {
-        ExitCounter { exits: 0, last: started }
+        ExitCounter { exits: 0, last: started, by_kind: [[0; KINDS.len()]; 2], after_marker: false }
     }
 
     /// One more exit, now.
-    pub fn exit(&mut self) {
+    pub fn exit(&mut self, exit: &Exit<'_>) {
         self.exits += 1;
         self.last = Instant::now();
+        if matches!(exit, Exit::IoOut { port: DEBUG_PORT, .. }) {
+            self.after_marker = true;
+        }
+        self.by_kind[usize::from(self.after_marker)][kind(exit)] += 1;
+    }
+
+    /// The exits by kind, as "before init: serial port 12, ...; after: ...".
+    pub fn kinds(&self) -> String {
+        let phase = |counts: &[u64; KINDS.len()]| {
+            KINDS.iter().zip(counts).map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+        };
+        format!("before the init marker: {}; after: {}", phase(&self.by_kind[0]), phase(&self.by_kind[1]))
     }
 
     /// The vCPU's end, with what KVM says of its state.
@@ -115,6 +149,27 @@ mod tests {
 
     fn end(cpu: u8, secs: u64, mp_state: Option<u32>) -> VcpuEnd {
         VcpuEnd { cpu, exits: 7, since_last_exit: Duration::from_secs(secs), rip: Some(0x1000), mp_state }
+    }
+
+    #[test]
+    fn exits_are_counted_by_kind_before_and_after_the_init_marker() {
+        let mut c = ExitCounter::new(Instant::now());
+        let (mut byte, one) = ([0u8; 1], [1u8; 1]);
+        c.exit(&Exit::IoOut { port: COM1_PORT + 5, data: &one });
+        c.exit(&Exit::IoIn { port: COM1_PORT, data: &mut byte });
+        c.exit(&Exit::IoOut { port: 0x80, data: &one });
+        c.exit(&Exit::MmioWrite { addr: 0xfeb0_0000, data: &one });
+        c.exit(&Exit::Hlt);
+        // The marker itself is the first exit after it; the serial port's last port (COM1 + 8) is not serial.
+        c.exit(&Exit::IoOut { port: DEBUG_PORT, data: &one });
+        c.exit(&Exit::IoOut { port: COM1_PORT + COM1_LEN, data: &one });
+        c.exit(&Exit::MmioRead { addr: 0xfeb0_0000, data: &mut byte });
+        assert_eq!(c.exits, 8);
+        assert_eq!(
+            c.kinds(),
+            "before the init marker: serial port 2, other port I/O 1, MMIO 1, other 1; \
+             after: serial port 0, other port I/O 2, MMIO 1, other 0"
+        );
     }
 
     #[test]

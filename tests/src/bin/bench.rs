@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use daxvmm_tests::batch_file::{self, target_dir, BatchFileError};
-use daxvmm_tests::bench::{self, BootOpts, BootReport, Boots, Paths, PmemOpts, PmemReport};
+use daxvmm_tests::bench::{self, Paths, PmemOpts, PmemReport};
 use daxvmm_tests::bench_blk::{self, BlkOpts};
+use daxvmm_tests::bench_boot::{self, BootOpts, BootReport};
 use daxvmm_tests::bench_race;
 use daxvmm_tests::bench_suites::{self, Side, SuitePaths, SuitesOpts};
 use daxvmm_tests::console::CaseLog;
@@ -82,12 +83,17 @@ enum Cmd {
     /// Boot time of daxvmm against QEMU (scripts/bench-boot.sh).
     ///
     /// Boot-time benchmark: daxvmm against QEMU (-enable-kvm -cpu host), same guest kernel, initramfs,
-    /// memory and vCPUs, each guest running `true` with `quiet` on its command line. Each boot is timed by
+    /// memory and vCPUs, the guest booted with `quiet` and running `dmesg`. Each boot is timed by
     /// daxvmm-boot-timer (images/guest-tools) from the VMM's process start to the console line
-    /// `daxvmm-guest: init reached`. The runs alternate daxvmm/QEMU and all happen on one host in one run:
-    /// directly on a hardware-KVM host, or inside ONE test host VM elsewhere. Prints each run, the medians
-    /// side by side and the ratio daxvmm/qemu. Times inside the test host VM are software-emulated: compare
-    /// only the ratio.
+    /// `daxvmm-guest: init reached`. Sides, alternating run by run: daxvmm with the bzImage, daxvmm with
+    /// the same kernel's vmlinux (no decompression; when one is found), QEMU, and daxvmm with
+    /// `--mem 8G --pmem 16G` (set-up cost against size). One QEMU and one daxvmm boot come first as a
+    /// warm-up, shown but not in the medians (a fresh test host VM's first guest boots much faster than
+    /// the later ones, whichever VMM boots it). All on one host in one run: directly on a hardware-KVM
+    /// host, or inside ONE test host VM elsewhere. Prints each side's median, runs and how many are within
+    /// 10% of it, the ratios to QEMU, and a phase table from daxvmm's own log and the guest's kernel log
+    /// timestamps (VMM start to kernel entry, decompression and early boot, initramfs unpacking, /init).
+    /// Times inside the test host VM are software-emulated: compare only ratios.
     Boot(BootArgs),
     /// pmem bandwidth of daxvmm and QEMU guests against the host (scripts/bench-pmem.sh).
     ///
@@ -178,6 +184,10 @@ struct BootArgs {
     /// QEMU's machine type.
     #[arg(long, value_enum, default_value = "pc")]
     qemu_machine: Machine,
+    /// The same kernel as an uncompressed vmlinux, for the `daxvmm vmlinux` side (default:
+    /// $DAXVMM_GUEST_VMLINUX, else `vmlinux` beside the bzImage; the side is left out when there is none).
+    #[arg(long, value_name = "PATH")]
+    vmlinux: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
@@ -440,39 +450,53 @@ fn boot(a: BootArgs) -> Result<(), BenchError> {
         Machine::Pc => "pc",
         Machine::Microvm => "microvm",
     };
-    let opts = BootOpts { runs: a.runs as usize, mem: a.mem, cpus: a.cpus.into(), machine: machine.into() };
-    let batch = bench::boot_batch(&opts, &paths(place, &art, Some(&timer)));
+    let vmlinux = a
+        .vmlinux
+        .or_else(|| std::env::var_os("DAXVMM_GUEST_VMLINUX").map(PathBuf::from))
+        .or_else(|| Some(art.kernel.with_file_name("vmlinux")))
+        .filter(|p| p.is_file());
+    match &vmlinux {
+        Some(v) => log(&format!("the vmlinux side boots {}", v.display())),
+        None => log("no vmlinux beside the bzImage (--vmlinux PATH): the vmlinux side is left out"),
+    }
+    let mut adds = vec![timer.clone()];
+    let vmlinux_at = vmlinux.as_ref().map(|v| match place {
+        // The test host VM gets it as /bin/vmlinux (test-host-vm --add).
+        Where::Nested => {
+            adds.push(v.clone());
+            format!("/bin/{}", file_name(v))
+        }
+        Where::Direct => v.display().to_string(),
+    });
+    let opts = BootOpts {
+        runs: a.runs as usize,
+        mem: a.mem,
+        cpus: a.cpus.into(),
+        machine: machine.into(),
+        vmlinux: vmlinux_at,
+    };
+    let sides = bench_boot::sides(&opts);
+    let batch = bench_boot::boot_batch(&opts, &paths(place, &art, Some(&timer)));
     log(&format!(
-        "benchmark: {} boots each of daxvmm and qemu ({machine}), {} vCPU(s), {}, {}",
+        "benchmark: 2 warm-up boots, then {} boots each of {} (qemu -machine {machine}), {} vCPU(s), {}, {}",
         opts.runs,
+        sides.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "),
         opts.cpus,
         opts.mem,
         place.name()
     ));
-    let vm = Vm {
-        mem: "4G".into(),
-        timeout: 300 + u64::from(a.runs) * 2 * 120,
-        case_timeout: 300,
-        with_qemu: true,
-        adds: vec![timer],
-    };
+    let boots = (a.runs as usize * sides.len() + bench_boot::WARMUP.len()) as u64;
+    // 12G: room for the big side's 8G of guest RAM (daxvmm refuses more RAM than its host has).
+    let vm = Vm { mem: "12G".into(), timeout: 300 + boots * 120, case_timeout: 300, with_qemu: true, adds };
     let out = run(place, &art, batch, vm)?;
-    let boots = |vmm: &str| {
-        let ms = |n: usize| bench::boot_marker_ms(output(&out, &format!("{vmm}_{n}"))).flatten();
-        Boots((1..=opts.runs).map(ms).collect())
-    };
-    let report = BootReport {
-        place,
-        guest: (file_name(&art.kernel), file_name(&art.initrd)),
-        daxvmm: boots("daxvmm"),
-        qemu: boots("qemu"),
-        opts,
-    };
+    let guest = (file_name(&art.kernel), file_name(&art.initrd));
+    let report = BootReport::from_cases(place, opts, guest, |name| output(&out, name));
     print!("{}", report.table());
     for name in report.failed() {
         show_tail(&out, &name, 10);
     }
-    if report.daxvmm.median().is_none() || report.qemu.median().is_none() {
+    let none = |side| report.sides.iter().any(|(s, b)| *s == side && b.median().is_none());
+    if none(bench_boot::Side::Daxvmm) || none(bench_boot::Side::Qemu) {
         return Err(BenchError::NoInit);
     }
     Ok(())
