@@ -459,15 +459,9 @@ fn boot(a: BootArgs) -> Result<(), BenchError> {
         Some(v) => log(&format!("the vmlinux side boots {}", v.display())),
         None => log("no vmlinux beside the bzImage (--vmlinux PATH): the vmlinux side is left out"),
     }
-    let mut adds = vec![timer.clone()];
-    let vmlinux_at = vmlinux.as_ref().map(|v| match place {
-        // The test host VM gets it as /bin/vmlinux (test-host-vm --add).
-        Where::Nested => {
-            adds.push(v.clone());
-            format!("/bin/{}", file_name(v))
-        }
-        Where::Direct => v.display().to_string(),
-    });
+    // Nested, the test host VM gets it as /bin/vmlinux (test-host-vm --add).
+    let vmlinux_at = vmlinux.as_ref().map(|v| daxvmm_tests::run::added_path(place, v));
+    let adds = [Some(timer.clone()), vmlinux].into_iter().flatten().collect();
     let opts = BootOpts {
         runs: a.runs as usize,
         mem: a.mem,
@@ -639,11 +633,10 @@ fn suites(a: SuitesArgs) -> Result<(), BenchError> {
         image_size,
     };
     let p = paths(place, &art, None);
-    let (rootfs, out) = match place {
-        Where::Direct => {
-            (a.rootfs.display().to_string(), target_dir().join("bench-suites").display().to_string())
-        }
-        Where::Nested => (format!("/bin/{}", file_name(&a.rootfs)), "/tmp/bench-suites".into()),
+    let rootfs = daxvmm_tests::run::added_path(place, &a.rootfs);
+    let out = match place {
+        Where::Direct => target_dir().join("bench-suites").display().to_string(),
+        Where::Nested => "/tmp/bench-suites".into(),
     };
     let paths = SuitePaths { daxvmm: p.daxvmm, kernel: p.kernel, rootfs, out };
     let batch = bench_suites::batch(&opts, &paths);

@@ -165,16 +165,19 @@ pub(crate) fn test_elf(
     b
 }
 
+/// Writes `bytes` to a file of this process named after `name` in the temporary directory; its path.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn temp_image(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = std::env::temp_dir().join(format!("daxvmm-image-{}-{name}", std::process::id()));
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    fn write(name: &str, b: &[u8]) -> std::path::PathBuf {
-        let p = std::env::temp_dir().join(format!("daxvmm-image-{}-{name}", std::process::id()));
-        std::fs::write(&p, b).unwrap();
-        p
-    }
 
     fn bzimage(boot_flag: u16, magic: u32, version: u16, xload: u16) -> Vec<u8> {
         let mut b = vec![0u8; 0x400];
@@ -187,7 +190,7 @@ mod tests {
 
     #[test]
     fn bzimage_headers() {
-        let good = write("bz-good", &bzimage(0xaa55, HDRS_MAGIC, 0x020f, 1));
+        let good = temp_image("bz-good", &bzimage(0xaa55, HDRS_MAGIC, 0x020f, 1));
         assert_eq!(check_kernel(&good).unwrap(), KernelFormat::BzImage);
         std::fs::remove_file(good).unwrap();
         for (n, (bad, why)) in [
@@ -199,7 +202,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let p = write(&format!("bz-bad-{n}"), &bad);
+            let p = temp_image(&format!("bz-bad-{n}"), &bad);
             let e = check_kernel(&p).unwrap_err().to_string();
             assert!(e.contains(why) && e.contains("daxvmm can boot"), "{e}");
             std::fs::remove_file(p).unwrap();
@@ -217,7 +220,7 @@ mod tests {
 
     #[test]
     fn elf_headers() {
-        let good = write("elf-good", &elf_header(ELFCLASS64, EM_X86_64, ET_EXEC, 0x100_0000, 2));
+        let good = temp_image("elf-good", &elf_header(ELFCLASS64, EM_X86_64, ET_EXEC, 0x100_0000, 2));
         assert_eq!(check_kernel(&good).unwrap(), KernelFormat::Elf);
         std::fs::remove_file(good).unwrap();
         for (n, (bad, why)) in [
@@ -231,7 +234,7 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let p = write(&format!("elf-bad-{n}"), &bad);
+            let p = temp_image(&format!("elf-bad-{n}"), &bad);
             let e = check_kernel(&p).unwrap_err().to_string();
             assert!(e.contains(why), "{e}");
             std::fs::remove_file(p).unwrap();

@@ -268,11 +268,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
     }
 
-    fn temp(name: &str, b: &[u8]) -> std::path::PathBuf {
-        let p = std::env::temp_dir().join(format!("daxvmm-loader-{}-{name}", std::process::id()));
-        std::fs::write(&p, b).unwrap();
-        p
-    }
+    use super::image::temp_image as temp;
 
     fn spec<'a>(kernel: &'a Path, initrd: Option<&'a Path>, mem: u64) -> BootSpec<'a> {
         BootSpec { kernel, initrd, cmdline: "console=ttyS0 quiet", mem, rsdp: 0xe_0000, e820_pmem: &[] }
