@@ -3,8 +3,8 @@
 //! reaches through `ndctl inject-error` (7 inject, 8 clear an injection, 9 list injections). It owns the
 //! poisoned ranges: an injection adds one, a scrub reports those inside the scrubbed range (Linux turns
 //! them into the region's badblocks, and the pmem driver fails reads of them with EIO), and clearing an
-//! error or an injection removes it. Poison is bookkeeping only: the backing memory keeps its bytes, and
-//! no machine check reaches the guest when it loads from a poisoned page through a DAX mapping.
+//! error or an injection removes it. The list is all this module knows; the VMM is told of every change
+//! ([`crate::nvdimm_dsm::NvdimmDsm::on_poison_change`]) and makes loads from poison machine checks.
 //!
 //! A scrub finishes at once: Linux's first status query after a start sees it done. The guest is
 //! untrusted: every field is read from a copy, ranges must lie inside one DIMM, and the list is bounded

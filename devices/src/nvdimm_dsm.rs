@@ -151,7 +151,12 @@ pub struct NvdimmDsm {
     labels: BTreeMap<u32, LabelArea>,
     root: RootDsm,
     counts: DsmCounts,
+    /// Told the whole poison list after every call that changed it.
+    on_poison: Option<PoisonListener>,
 }
+
+/// What [`NvdimmDsm::on_poison_change`] calls with the new poison list (address, length).
+pub type PoisonListener = Box<dyn FnMut(&[(u64, u64)]) + Send>;
 
 impl std::fmt::Debug for NvdimmDsm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -190,6 +195,7 @@ impl NvdimmDsm {
             labels: labels.into_iter().map(|a| (a.handle, a)).collect(),
             root: RootDsm::new(dimms),
             counts: DsmCounts::default(),
+            on_poison: None,
         }
     }
 
@@ -204,6 +210,11 @@ impl NvdimmDsm {
         self.root.inject(address, length)
     }
 
+    /// Calls `listener` with the poison list whenever a guest call changes it (an injection, a clear).
+    pub fn on_poison_change(&mut self, listener: PoisonListener) {
+        self.on_poison = Some(listener);
+    }
+
     /// What the device has done so far.
     pub fn counts(&self) -> DsmCounts {
         self.counts
@@ -215,7 +226,13 @@ impl NvdimmDsm {
             return self.label_method(call);
         }
         if call.handle == ROOT_HANDLE && call.revision == 1 {
-            return self.root.answer(call.function, &call.input);
+            let before = self.root.poison();
+            let answer = self.root.answer(call.function, &call.input);
+            let after = self.root.poison();
+            if let Some(listener) = self.on_poison.as_mut().filter(|_| after != before) {
+                listener(&after);
+            }
+            return answer;
         }
         // Other handles (QEMU's private one) and other revisions offer no function.
         let dimm = call.revision == 1 && self.root.has_dimm(call.handle);
@@ -417,6 +434,23 @@ mod tests {
         assert_eq!(words(&status[..8]), [0, 68]);
         assert_eq!(call(&mut d, 0, 1, 4, &range).1[..4], [0; 4]);
         assert!(d.poison().is_empty());
+    }
+
+    #[test]
+    fn the_poison_listener_hears_every_change_and_nothing_else() {
+        let mut d = device(128 << 10);
+        let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = heard.clone();
+        d.on_poison_change(Box::new(move |p: &[(u64, u64)]| h.lock().unwrap().push(p.to_vec())));
+        let spa = 0x1_0000_0000u64 + 8 * 512;
+        let range = [spa.to_le_bytes(), 1024u64.to_le_bytes()].concat();
+        call(&mut d, 0, 1, 7, &range);
+        call(&mut d, 0, 1, 9, &[]);
+        call(&mut d, HANDLE, 1, 1, &[]);
+        let outside = [0x10u64.to_le_bytes(), 512u64.to_le_bytes()].concat();
+        call(&mut d, 0, 1, 7, &outside);
+        call(&mut d, 0, 1, 4, &range);
+        assert_eq!(*heard.lock().unwrap(), vec![vec![(spa, 1024)], vec![]], "inject, then clear");
     }
 
     #[test]

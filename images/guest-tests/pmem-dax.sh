@@ -12,21 +12,7 @@ name=${dev#/dev/}
 mnt=/mnt/$name
 trace=/sys/kernel/tracing
 . /tests/lib.sh
-n=0
-failed=0
-
-check() {
-	n=$((n + 1))
-	desc=$1
-	shift
-	if "$@" >/tmp/check.out 2>&1; then
-		echo "ok $n - $desc"
-	else
-		echo "not ok $n - $desc"
-		sed 's/^/#   /' /tmp/check.out
-		failed=$((failed + 1))
-	fi
-}
+. /tests/tap.sh
 
 echo "TAP version 13"
 echo "# $fs on $dev ($(($(cat /sys/block/$name/size) / 2048)) MiB)"

@@ -142,6 +142,8 @@ fn cases() -> Vec<Case> {
         ),
         // The root device's scrub and error injection: ndctl inject-error, badblocks, EIO, clear by write.
         guest("poison", &["--pmem", "1G"], "/tests/poison.sh"),
+        // Loads from poison the kernel does not know yet: machine checks in the kernel and in user space.
+        guest("mce", &["--pmem", "1G"], "/tests/mce.sh"),
         // Poison from the host: the boot's scrub reports it before the disk appears.
         guest(
             "poison_host",
@@ -483,6 +485,20 @@ fn injected_errors_are_scrubbed_into_badblocks_fail_reads_and_clear_on_write() {
         assert!(out.has_line(step), "missing '{step}': {out}");
     }
     assert_eq!(out.exit_code, 0, "{out}");
+}
+
+/// A load from poison is a machine check (AMD's recoverable DRAM ECC error, delivered through KVM with the
+/// vCPU back at the load): in the pmem driver's machine-check-safe copy it ends in EIO and badblocks, in a
+/// process that maps the page (xfs -o dax) in SIGBUS BUS_MCEERR_AR and memory failure's "Recovered".
+#[test]
+fn loads_from_poison_are_machine_checks() {
+    let Some(out) = BATCH.outcome("mce") else { return };
+    assert!(!out.contains("not ok"), "a guest check failed: {out}");
+    assert!(out.has_line("1..18"), "expected 18 TAP results: {out}");
+    assert_eq!(out.exit_code, 0, "{out}");
+    let delivered =
+        out.console.lines().filter(|l| l.contains("machine check for a load from poisoned pmem")).count();
+    assert_eq!(delivered, 2, "one machine check in the kernel's copy, one in the process: {out}");
 }
 
 #[test]

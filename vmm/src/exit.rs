@@ -2,10 +2,14 @@
 //! from a test) and says whether the vCPU goes on or the run stops, routing port and MMIO accesses to
 //! the device buses on the way.
 
+use std::sync::Arc;
+
 use daxvmm_devices::bus::Bus;
 use daxvmm_devices::fault::FaultDevice;
 use daxvmm_devices::layout::{FAULT_INJECTOR_BASE, FAULT_INJECTOR_LEN};
 use kvm_ioctls::VcpuExit;
+
+use crate::pmem::holes::{Access, PoisonHoles};
 
 /// The port and MMIO buses the vCPUs share.
 #[derive(Debug, Default)]
@@ -17,6 +21,8 @@ pub struct Buses {
     /// The fault injector's window. Not on `mmio`: its sync reads hold the calling vCPU, which must not
     /// happen under a bus lock that the other vCPUs need to get through.
     pub fault: Option<FaultDevice>,
+    /// The poisoned pmem pages, which no memory slot maps (only when the guest can take machine checks).
+    pub pmem: Option<Arc<PoisonHoles>>,
 }
 
 impl Buses {
@@ -107,6 +113,9 @@ pub enum Stop {
 pub enum Action {
     /// Enter the guest again.
     Continue,
+    /// The vCPU loaded from poisoned pmem at this guest-physical address: it takes a machine check,
+    /// then enters the guest again.
+    MachineCheck(u64),
     /// Stop the run.
     Stop(Stop),
 }
@@ -135,6 +144,10 @@ pub fn handle_exit(exit: Exit<'_>, buses: &Buses, cpu: u8) -> Action {
         Exit::MmioRead { addr, data } => {
             if let Some((fault, offset)) = buses.fault_window(addr) {
                 fault.mmio_read(Some(cpu), offset, data);
+            } else if let Some(access) = buses.pmem.as_ref().and_then(|p| p.read(addr, data)) {
+                if access == Access::Poisoned {
+                    return Action::MachineCheck(addr);
+                }
             } else if !buses.mmio.read(addr, data) {
                 data.fill(0xff);
                 log::debug!("vCPU {cpu}: MMIO read at {addr:#x} unclaimed");
@@ -144,6 +157,8 @@ pub fn handle_exit(exit: Exit<'_>, buses: &Buses, cpu: u8) -> Action {
         Exit::MmioWrite { addr, data } => {
             if let Some((fault, offset)) = buses.fault_window(addr) {
                 fault.mmio_write(Some(cpu), offset, data);
+            } else if buses.pmem.as_ref().is_some_and(|p| p.write(addr, data)) {
+                // A store into a poisoned page: in the backing now, the poison kept.
             } else if !buses.mmio.write(addr, data) {
                 log::debug!("vCPU {cpu}: MMIO write at {addr:#x} unclaimed");
             }
@@ -183,6 +198,7 @@ mod tests {
     use daxvmm_devices::power::AcpiPm;
 
     use super::*;
+    use crate::pmem::holes::{HoleRegion, SlotTable};
 
     fn buses_with_pm() -> (Buses, EventQueue) {
         let (sink, rx) = events::channel().unwrap();
@@ -253,6 +269,36 @@ mod tests {
         let a = handle_exit(Exit::MmioRead { addr: FAULT_INJECTOR_BASE, data: &mut m }, &b, 0);
         assert_eq!(a, Action::Continue);
         assert_eq!(m, [0xff; 8]);
+    }
+
+    struct NoSlots;
+    impl SlotTable for NoSlots {
+        unsafe fn set(&self, _: u32, _: u64, _: u64, _: u64) -> Result<(), kvm_ioctls::Error> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_load_from_poisoned_pmem_is_a_machine_check_and_a_store_reaches_the_backing() {
+        let mut mem = vec![0x11u8; 0x4000];
+        let gpa = 0x2_0000_0000;
+        let region = HoleRegion { index: 0, gpa, size: 0x4000, host: mem.as_mut_ptr() as u64, slot: 2 };
+        // SAFETY: `mem` outlives the buses, which are dropped at the end of the test.
+        let holes = unsafe { PoisonHoles::new(Box::new(NoSlots), vec![region], 5, 10) };
+        holes.update(&[(gpa + 0x1000, 512)]).unwrap();
+        let b = Buses { pmem: Some(Arc::new(holes)), ..Buses::default() };
+        let mut d = [0u8; 8];
+        let poisoned = Exit::MmioRead { addr: gpa + 0x1100, data: &mut d };
+        assert_eq!(handle_exit(poisoned, &b, 0), Action::MachineCheck(gpa + 0x1100));
+        assert_eq!(handle_exit(Exit::MmioRead { addr: gpa + 0x1200, data: &mut d }, &b, 0), Action::Continue);
+        assert_eq!(d, [0x11; 8], "the clean part of a poisoned page reads the backing");
+        let store = Exit::MmioWrite { addr: gpa + 0x1000, data: &[0x22; 4] };
+        assert_eq!(handle_exit(store, &b, 1), Action::Continue);
+        let mut m = [0u8; 4];
+        assert_eq!(handle_exit(Exit::MmioRead { addr: gpa + 0x4000, data: &mut m }, &b, 0), Action::Continue);
+        assert_eq!(m, [0xff; 4], "past the region: unclaimed");
+        drop(b);
+        assert_eq!(mem[0x1000..0x1004], [0x22; 4]);
     }
 
     #[test]

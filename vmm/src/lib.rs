@@ -16,6 +16,7 @@ mod kvm_host;
 pub mod logging;
 mod machine;
 mod main_loop;
+mod mce;
 mod memory;
 mod pmem;
 pub mod privileges;

@@ -18,7 +18,9 @@ use daxvmm_devices::pci_host::PciHostBridge;
 use daxvmm_devices::power::{AcpiPm, I8042};
 use daxvmm_devices::pvpanic::PvPanic;
 use daxvmm_devices::serial::SerialDevice;
-use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
+use std::os::fd::AsRawFd;
+
+use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
@@ -29,7 +31,9 @@ use crate::boot::regs;
 use crate::console;
 use crate::exit::Buses;
 use crate::kvm_host;
+use crate::mce::{self, MceSupport};
 use crate::memory;
+use crate::pmem::holes::PoisonHoles;
 use crate::pmem::view::PmemView;
 use crate::pmem::{self, PmemRegion};
 use crate::seccomp::Filters;
@@ -121,8 +125,8 @@ impl Machine {
 
         step("VM created");
         let gm = self.memory.insert(memory::create(cfg.mem)?);
-        let next_slot = memory::register(vm, gm, 0)?;
-        pmem::register(vm, &self.pmem, next_slot)?;
+        let pmem_slot = memory::register(vm, gm, 0)?;
+        pmem::register(vm, &self.pmem, pmem_slot)?;
         step("memory and pmem mapped");
         regs::write_boot_tables(gm)?;
         let virtio_pmem = pmem::virtio_regions(&self.pmem);
@@ -153,6 +157,7 @@ impl Machine {
         // while any vCPU can still reach the device.
         let mut dsm =
             NvdimmDsm::new(gm.clone(), pmem::label_stores(&self.pmem), pmem::dimm_ranges(&self.pmem));
+        let holes = poison_holes(kvm, vm, &self.pmem, pmem_slot)?;
         for (address, length) in pmem::host_poison(&self.pmem) {
             // The spec was checked against the region's size; a refusal here would be a daxvmm bug.
             if !dsm.inject(address, length) {
@@ -165,6 +170,19 @@ impl Machine {
                 "NVDIMM poison from the start: {poisoned} range(s), reported by the guest's first scrub"
             );
         }
+        if let Some((holes, _)) = &holes {
+            if let Err(e) = holes.update(&dsm.poison()) {
+                log::warn!("{e}");
+            }
+            let h = holes.clone();
+            dsm.on_poison_change(Box::new(move |poison: &[(u64, u64)]| {
+                if let Err(e) = h.update(poison) {
+                    log::warn!("{e}");
+                }
+            }));
+            buses.pmem = Some(holes.clone());
+        }
+        let mce = holes.map(|(_, support)| support);
         buses.pio.insert(
             Arc::new(Mutex::new(dsm)),
             u64::from(NVDIMM_DSM_PORT),
@@ -172,7 +190,7 @@ impl Machine {
         )?;
         self.injector = Some(wiring.injector.clone());
         let fds = (0..cfg.cpus)
-            .map(|cpu| vcpu::create(kvm, vm, cpu, cfg.cpus, boot.entry.0, cfg.xsave))
+            .map(|cpu| vcpu::create(kvm, vm, (cpu, cfg.cpus), boot.entry.0, cfg.xsave, mce))
             .collect::<Result<Vec<VcpuFd>, _>>()?;
         step("vCPUs configured");
         self.pending = Some((fds, Arc::new(buses), sink.clone()));
@@ -230,6 +248,8 @@ impl Drop for Machine {
         }
         // The virtio workers are joined when their devices go.
         self.virtio = None;
+        // Buses of a machine never started: their poison holes hold a handle on the VM.
+        self.pending = None;
         // The vCPU fds closed with their threads; closing the VM's lets KVM drop the memory slots.
         self.vm = None;
         self.kvm = None;
@@ -247,6 +267,51 @@ impl Drop for Machine {
             ManuallyDrop::drop(&mut self.pmem);
         }
     }
+}
+
+/// The poison holes of the NFIT regions (registered from `first_slot` on) and the machine checks the
+/// vCPUs get, when there are NFIT regions and the guest can take machine checks ([`mce::probe`]).
+fn poison_holes(
+    kvm: &Kvm,
+    vm: &VmFd,
+    regions: &[PmemRegion],
+    first_slot: u32,
+) -> Result<Option<(Arc<PoisonHoles>, MceSupport)>, VmError> {
+    let nfit = pmem::hole_regions(regions, first_slot);
+    if nfit.is_empty() {
+        return Ok(None);
+    }
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| VmError::Ioctl("KVM_GET_SUPPORTED_CPUID", e))?;
+    let support = match mce::probe(kvm, cpuid.as_slice()) {
+        Ok(s) => s,
+        Err(why) => {
+            log::info!("a guest load from poisoned NVDIMM memory reads its bytes: no machine checks ({why})");
+            return Ok(None);
+        }
+    };
+    // The holes' own handle on the VM, so that vCPU threads (where the root device's calls run) can
+    // change slots.
+    // SAFETY: dup() touches no memory; it returns a new descriptor or -1.
+    let fd = unsafe { libc::dup(vm.as_raw_fd()) };
+    if fd < 0 {
+        return Err(VmError::Host("duplicating the VM descriptor", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is a fresh duplicate of the VM's descriptor that nothing else owns.
+    let table = unsafe { kvm.create_vmfd_from_rawfd(fd) }.map_err(|e| {
+        // SAFETY: `fd` was not taken over; closing it here is its only close.
+        unsafe { libc::close(fd) };
+        VmError::Ioctl("KVM_GET_VCPU_MMAP_SIZE", e)
+    })?;
+    let limit = u32::try_from(kvm.get_nr_memslots()).unwrap_or(u32::MAX);
+    let first_spare = first_slot + regions.len() as u32;
+    // SAFETY: the regions' mappings are owned by the Machine, which unmaps them only after every
+    // vCPU thread (the only users of the holes besides the root device on those threads) has been
+    // joined and the buses holding the holes are dropped.
+    let holes = unsafe { PoisonHoles::new(Box::new(table), nfit, first_spare, limit) };
+    log::debug!("poisoned NVDIMM pages become holes; loads from poison are machine checks");
+    Ok(Some((Arc::new(holes), support)))
 }
 
 /// The serial port, power and debug ports, pvpanic and the fault injector, on their buses.

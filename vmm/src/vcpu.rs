@@ -16,6 +16,7 @@ use vmm_sys_util::signal::Killable;
 use crate::boot::cpuid::{apply_xsave_policy, patch_cpuid, XsavePolicy};
 use crate::boot::regs::{self, RegsError};
 use crate::exit::{handle_exit, Action, Buses, Stop};
+use crate::mce::{self, MceError, MceSupport};
 use crate::seccomp::{Filters, ThreadKind};
 use crate::signals;
 use crate::vcpu_end::{ExitCounter, VcpuEnd};
@@ -36,27 +37,37 @@ pub enum VcpuError {
     /// Register setup failed.
     #[error(transparent)]
     Regs(#[from] RegsError),
+    /// The machine-check banks could not be set up.
+    #[error("vCPU {0}: {1}")]
+    Mce(u8, MceError),
     /// The thread could not be started.
     #[error("cannot start the thread for vCPU {0}: {1}")]
     Thread(u8, std::io::Error),
 }
 
 /// Creates vCPU `cpu` of `cpus` with its CPUID, MSRs and LAPIC set; the boot vCPU (0) also gets the
-/// registers that enter the kernel at `entry`. The others wait for the guest's INIT/SIPI.
+/// registers that enter the kernel at `entry`. The others wait for the guest's INIT/SIPI. With `mce`,
+/// the vCPU gets machine-check banks and is told it can recover from uncorrected errors.
 pub fn create(
     kvm: &Kvm,
     vm: &VmFd,
-    cpu: u8,
-    cpus: u8,
+    (cpu, cpus): (u8, u8),
     entry: u64,
     xsave: XsavePolicy,
+    mce: Option<MceSupport>,
 ) -> Result<VcpuFd, VcpuError> {
     let err = |what| move |source| VcpuError::Kvm { what, cpu, source };
     let vcpu = vm.create_vcpu(u64::from(cpu)).map_err(err("KVM_CREATE_VCPU"))?;
     let mut cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(err("KVM_GET_SUPPORTED_CPUID"))?;
     patch_cpuid(cpuid.as_mut_slice(), cpu, cpus, kvm.check_extension(Cap::TscDeadlineTimer));
     apply_xsave_policy(cpuid.as_mut_slice(), xsave);
+    if mce.is_some() {
+        mce::advertise(cpuid.as_mut_slice());
+    }
     vcpu.set_cpuid2(&cpuid).map_err(err("KVM_SET_CPUID2"))?;
+    if let Some(support) = mce {
+        mce::setup(&vcpu, support).map_err(|e| VcpuError::Mce(cpu, e))?;
+    }
     regs::setup_msrs(&vcpu, cpu)?;
     regs::setup_lapic(&vcpu, cpu)?;
     if cpu == 0 {
@@ -188,7 +199,17 @@ fn run_loop(
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Action::Continue,
             Err(e) => Action::Stop(Stop::Fatal(format!("KVM_RUN failed: {e}"))),
         };
-        let Action::Stop(why) = action else { continue };
+        let why = match action {
+            Action::Continue => continue,
+            Action::MachineCheck(gpa) => match mce::deliver(&mut vcpu, gpa) {
+                Ok(()) => {
+                    log::info!("vCPU {cpu}: machine check for a load from poisoned pmem at {gpa:#x}");
+                    continue;
+                }
+                Err(e) => Stop::Fatal(format!("machine check for poisoned pmem at {gpa:#x}: {e}")),
+            },
+            Action::Stop(why) => why,
+        };
         let event = match why {
             Stop::Reset => GuestEvent::Reset,
             Stop::PowerOff => GuestEvent::PowerOff,

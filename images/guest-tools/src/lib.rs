@@ -5,6 +5,7 @@
 //! - [`dax`]: `daxvmm-dax-check`, DAX probes (statx flag, MAP_SYNC, memcpy bandwidth).
 //! - [`blk`]: `daxvmm-dax-check blk`, O_DIRECT throughput of a raw disk for the block benchmark.
 //! - [`devdax`]: `daxvmm-dax-check devdax`, whether a device-dax instance maps with 2 MiB pages.
+//! - [`poison_load`]: `daxvmm-dax-check poison-load`, a load from a mapped DAX page poisoned under it.
 //! - [`timer`]: `daxvmm-boot-timer`, which times a VMM from spawn to a console marker line.
 //!
 //! The ports and their meaning are defined in docs/guest-interface.md.
@@ -13,5 +14,6 @@ pub mod blk;
 pub mod cli;
 pub mod dax;
 pub mod devdax;
+pub mod poison_load;
 pub mod port;
 pub mod timer;

@@ -5,6 +5,7 @@
 
 pub mod backing;
 pub mod file;
+pub mod holes;
 pub mod hugetlb;
 pub mod labels;
 pub mod spec;
@@ -219,6 +220,19 @@ pub fn register(vm: &VmFd, regions: &[PmemRegion], first_slot: u32) -> Result<()
         unsafe { vm.set_user_memory_region(mr) }.map_err(|err| PmemError::Register { index, err })?;
     }
     Ok(())
+}
+
+/// The NFIT regions as [`holes::PoisonHoles`] sees them, registered from `first_slot` on by [`register`].
+pub fn hole_regions(regions: &[PmemRegion], first_slot: u32) -> Vec<holes::HoleRegion> {
+    let nfit = regions.iter().enumerate().filter(|(_, r)| r.kind == PmemKind::Nfit);
+    nfit.map(|(index, r)| holes::HoleRegion {
+        index,
+        gpa: r.gpa,
+        size: r.mapping.size(),
+        host: r.mapping.host_addr(),
+        slot: first_slot + index as u32,
+    })
+    .collect()
 }
 
 /// How the ACPI tables describe the NFIT regions (an e820 region is in the e820 map instead; the others

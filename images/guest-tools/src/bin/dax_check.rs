@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use daxvmm_guest_tools::blk::{self, BlkArgs, BlkError};
 use daxvmm_guest_tools::dax::{bandwidth, statx_dax, touch, BwTarget, DaxError};
-use daxvmm_guest_tools::devdax;
+use daxvmm_guest_tools::{devdax, poison_load};
 use thiserror::Error;
 
 const USAGE: &str = "usage: daxvmm-dax-check statx FILE            exit 0 if FILE has STATX_ATTR_DAX
@@ -14,7 +14,10 @@ const USAGE: &str = "usage: daxvmm-dax-check statx FILE            exit 0 if FIL
        daxvmm-dax-check bw FILE|--anon|--hugetlb MIB [PASSES]   memcpy bandwidth (MB/s)
        daxvmm-dax-check devdax DEVICE MARKER    exit 0 if DEVICE maps 2 MiB with one fault and refuses 4 KiB
        daxvmm-dax-check blk DEVICE MIB [RAND_OPS]   O_DIRECT sequential 1 MiB and random 4 KiB I/O
-                                                over DEVICE's first MIB MiB (overwrites it!)";
+                                                over DEVICE's first MIB MiB (overwrites it!)
+       daxvmm-dax-check poison-load FILE        exit 0 if a process that maps FILE's first page dies of
+                                                SIGBUS BUS_MCEERR_AR when the page is poisoned under it
+                                                (through /dev/ndctl0's error injection) and read again";
 
 /// Why a check gave no answer (exit code 1).
 #[derive(Debug, Error)]
@@ -25,6 +28,9 @@ enum CheckError {
     /// The block measurement failed.
     #[error(transparent)]
     Blk(#[from] BlkError),
+    /// The poisoning process could not be started.
+    #[error("poison-load: {0}")]
+    PoisonLoad(#[from] std::io::Error),
     /// MIB was not a positive whole number.
     #[error("bad size '{0}': give a positive number of MiB")]
     Size(String),
@@ -81,6 +87,10 @@ fn main() -> ExitCode {
                 _ => Err(CheckError::SizeOrPasses { size: size.to_string() }),
             }
         }
+        ["poison-load", file] => poison_load::run(file).map_err(CheckError::from).map(|end| {
+            println!("poison-load: the process mapping {file} {}", end.describe());
+            end == poison_load::End::ArAtPage
+        }),
         ["blk", rest @ ..] => match BlkArgs::parse(rest) {
             Some(args) => args.and_then(|a| blk::run(&a)).map_err(CheckError::from).map(|figures| {
                 println!("{figures}");
