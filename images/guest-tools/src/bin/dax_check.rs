@@ -87,9 +87,12 @@ fn main() -> ExitCode {
                 _ => Err(CheckError::SizeOrPasses { size: size.to_string() }),
             }
         }
-        ["poison-load", file] => poison_load::run(file).map_err(CheckError::from).map(|end| {
-            println!("poison-load: the process mapping {file} {}", end.describe());
-            end == poison_load::End::ArAtPage
+        ["poison-load", file] => poison_load::run(file).map_err(CheckError::from).map(|out| {
+            if let Some(phys) = out.phys {
+                println!("poison-load: {file}: page at physical {phys:#x} (pfn {:#x})", phys >> 12);
+            }
+            println!("poison-load: the process mapping {file} {}", out.end.describe());
+            out.end == poison_load::End::ArAtPage
         }),
         ["blk", rest @ ..] => match BlkArgs::parse(rest) {
             Some(args) => args.and_then(|a| blk::run(&a)).map_err(CheckError::from).map(|figures| {
