@@ -10,7 +10,8 @@
 # 2. In user space: on xfs -o dax (reverse-mapping btree), a process maps a file's page, which is then
 #    poisoned under it, and reads it again: it must die of SIGBUS BUS_MCEERR_AR at that address with its
 #    signal context at the load instruction (not past it), memory failure must log the DAX page as
-#    Recovered, and read() of the file must fail with EIO.
+#    Recovered, xfs's notify_failure must have reported the lost data (a fanotify FAN_FS_ERROR event,
+#    which the generic path does not send), and read() of the file must fail with EIO.
 # Prints TAP; the exit status is the number of failed checks.
 dev=/dev/pmem0 ns=namespace0.0 mnt=/mnt/pmem0
 . /tests/lib.sh
@@ -51,10 +52,13 @@ check "a 4 KiB file written" sh -c "echo poison-me > $mnt/f && dd if=/dev/zero b
 dmesg -c >/dev/null
 check "the process loading from its mapped page after the poison dies of SIGBUS BUS_MCEERR_AR at the load" \
 	daxvmm-dax-check poison-load $mnt/f
-sed -n 's/^/#   /p' /tmp/check.out
-pfn=$(sed -n 's/.*(pfn \(0x[0-9a-f]*\)).*/\1/p' /tmp/check.out)
+cp /tmp/check.out /tmp/poison-load.out
+sed -n 's/^/#   /p' /tmp/poison-load.out
+pfn=$(sed -n 's/.*(pfn \(0x[0-9a-f]*\)).*/\1/p' /tmp/poison-load.out)
 dmesg | grep -i -e 'hardware error' -e 'memory failure' | head -n 6 | sed 's/^/#   /'
 check "memory failure recovered the DAX page $pfn" sh -c "dmesg | grep -q '$pfn: recovery action for dax page: Recovered'"
+check "xfs's notify_failure handled it (the lost data came as a filesystem error event, EIO)" \
+	grep -q -E 'the filesystem reported [0-9]+ error event\(s\), errno 5' /tmp/poison-load.out
 check "badblocks name the page" test -n "$(badblocks)"
 check "read() of the file fails with EIO" sh -c \
 	"! cat $mnt/f >/dev/null 2>/tmp/cat.err; cat /tmp/cat.err; grep -q -i -e 'I/O error' -e 'input/output error' /tmp/cat.err"

@@ -489,12 +489,13 @@ fn injected_errors_are_scrubbed_into_badblocks_fail_reads_and_clear_on_write() {
 
 /// A load from poison is a machine check (AMD's recoverable DRAM ECC error, delivered through KVM with the
 /// vCPU back at the load): in the pmem driver's machine-check-safe copy it ends in EIO and badblocks, in a
-/// process that maps the page (xfs -o dax) in SIGBUS BUS_MCEERR_AR and memory failure's "Recovered".
+/// process that maps the page (xfs -o dax) in SIGBUS BUS_MCEERR_AR, memory failure's "Recovered" and
+/// xfs's notify_failure (its FAN_FS_ERROR event).
 #[test]
 fn loads_from_poison_are_machine_checks() {
     let Some(out) = BATCH.outcome("mce") else { return };
     assert!(!out.contains("not ok"), "a guest check failed: {out}");
-    assert!(out.has_line("1..18"), "expected 18 TAP results: {out}");
+    assert!(out.has_line("1..19"), "expected 19 TAP results: {out}");
     assert_eq!(out.exit_code, 0, "{out}");
     let delivered =
         out.console.lines().filter(|l| l.contains("machine check for a load from poisoned pmem")).count();

@@ -56,9 +56,11 @@ fn cases() -> Vec<Case> {
     );
     cases.push(
         Case::daxvmm("race_poison_reports", ["--version"])
-            .with_setup(
-                &POISON_NOTES.map(|(s, note)| format!("{{ {} ; }}", poison_note(s, note))).join(" && "),
-            )
+            .with_setup(&format!(
+                "{} && {}",
+                POISON_NOTES.map(|(s, note)| format!("{{ {} ; }}", poison_note(s, note))).join(" && "),
+                poison_paths()
+            ))
             .needing("race_ext4")
             .needing("race_xfs")
             .without_boot(),
@@ -88,6 +90,30 @@ const POISON_NOTES: [(&str, &str); 6] = [
     ("truncate-poison-busy", "hard_offline_page took the page"),
     ("truncate-poison-busy", "memory failure: recovery action for dax page: Recovered"),
 ];
+
+/// Which memory-failure path each filesystem's poison takes, as the guest notes it in every poison
+/// scenario: xfs (made with the reverse-mapping btree) its notify_failure, which reports the lost data as
+/// a filesystem error event; ext4 the generic path, which reports none.
+const POISON_PATHS: [(&str, &str); 2] = [
+    (
+        "xfs",
+        "the filesystem reported the lost data (error event, errno 5): its notify_failure handled the poison",
+    ),
+    ("ext4", "no filesystem error event: the generic memory-failure path handled the poison"),
+];
+
+/// A shell check that every poison scenario's run on each filesystem noted its path of [`POISON_PATHS`].
+fn poison_paths() -> String {
+    let scenarios = ["truncate-poison-mapped", "truncate-poison-load", "truncate-poison-busy"];
+    let checks = scenarios.iter().flat_map(|s| {
+        POISON_PATHS.map(|(fs, note)| {
+            format!(
+                "{{ grep -A15 ' - {s} {fs} run ' {{tmp}}/race-{fs}/results.tap | grep -qF '# {note}' ; }}"
+            )
+        })
+    });
+    checks.collect::<Vec<_>>().join(" && ")
+}
 
 /// A shell check that scenario `s`'s run on ext4 and on xfs noted `note`.
 fn poison_note(s: &str, note: &str) -> String {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use daxvmm_guest_tools::blk::{self, BlkArgs, BlkError};
 use daxvmm_guest_tools::dax::{bandwidth, statx_dax, touch, BwTarget, DaxError};
+use daxvmm_guest_tools::fs_error::FsErrorWatch;
 use daxvmm_guest_tools::{devdax, poison_load};
 use thiserror::Error;
 
@@ -17,7 +18,11 @@ const USAGE: &str = "usage: daxvmm-dax-check statx FILE            exit 0 if FIL
                                                 over DEVICE's first MIB MiB (overwrites it!)
        daxvmm-dax-check poison-load FILE        exit 0 if a process that maps FILE's first page dies of
                                                 SIGBUS BUS_MCEERR_AR when the page is poisoned under it
-                                                (through /dev/ndctl0's error injection) and read again";
+                                                (through /dev/ndctl0's error injection) and read again;
+                                                says whether the filesystem reported an error (fanotify)";
+
+/// How long poison-load waits for the filesystem's error event (the kernel reports it from a worker).
+const FS_ERROR_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a check gave no answer (exit code 1).
 #[derive(Debug, Error)]
@@ -87,13 +92,25 @@ fn main() -> ExitCode {
                 _ => Err(CheckError::SizeOrPasses { size: size.to_string() }),
             }
         }
-        ["poison-load", file] => poison_load::run(file).map_err(CheckError::from).map(|out| {
-            if let Some(phys) = out.phys {
-                println!("poison-load: {file}: page at physical {phys:#x} (pfn {:#x})", phys >> 12);
-            }
-            println!("poison-load: the process mapping {file} {}", out.end.describe());
-            out.end == poison_load::End::ArAtPage
-        }),
+        ["poison-load", file] => {
+            let watch = FsErrorWatch::new(file);
+            poison_load::run(file).map_err(CheckError::from).map(|out| {
+                if let Some(phys) = out.phys {
+                    println!("poison-load: {file}: page at physical {phys:#x} (pfn {:#x})", phys >> 12);
+                }
+                println!("poison-load: the process mapping {file} {}", out.end.describe());
+                match watch.and_then(|w| w.wait(FS_ERROR_WAIT)) {
+                    Ok(events) if events.is_empty() => println!("poison-load: no filesystem error event"),
+                    Ok(events) => println!(
+                        "poison-load: the filesystem reported {} error event(s), errno {}",
+                        events.len(),
+                        events[0].error
+                    ),
+                    Err(e) => println!("poison-load: filesystem error events not watched: {e}"),
+                }
+                out.end == poison_load::End::ArAtPage
+            })
+        }
         ["blk", rest @ ..] => match BlkArgs::parse(rest) {
             Some(args) => args.and_then(|a| blk::run(&a)).map_err(CheckError::from).map(|figures| {
                 println!("{figures}");
