@@ -50,6 +50,7 @@ pub const MUTANTS: [Mutant; 11] = [
             ScenarioId::PunchOdirectBusy,
             ScenarioId::TruncatePoisonMapped,
             ScenarioId::TruncatePoisonBusy,
+            ScenarioId::TruncatePoisonLoad,
         ],
         schedule_dependent: true,
         shows: HANG,

@@ -4,6 +4,7 @@
 //! the memory mapped (leaked, never reused by daxvmm) rather than let the guest reach freed host memory.
 
 use std::mem::ManuallyDrop;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,6 @@ use daxvmm_devices::pci_host::PciHostBridge;
 use daxvmm_devices::power::{AcpiPm, I8042};
 use daxvmm_devices::pvpanic::PvPanic;
 use daxvmm_devices::serial::SerialDevice;
-use std::os::fd::AsRawFd;
-
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
