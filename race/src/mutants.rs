@@ -50,7 +50,6 @@ pub const MUTANTS: [Mutant; 11] = [
             ScenarioId::PunchOdirectBusy,
             ScenarioId::TruncatePoisonMapped,
             ScenarioId::TruncatePoisonBusy,
-            ScenarioId::TruncatePoisonLoad,
         ],
         schedule_dependent: true,
         shows: HANG,

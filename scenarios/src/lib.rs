@@ -115,9 +115,6 @@ pub enum ScenarioId {
     /// The pinned, unmapped page is poisoned by physical address (as a machine check reports it) while
     /// truncate is held after its busy scan found it; then the pin is released.
     TruncatePoisonBusy,
-    /// As [`Self::TruncatePoisonMapped`], but the platform raises the machine check: the page is poisoned
-    /// through the NVDIMM bus under a second process's mapping, and that process loads from it.
-    TruncatePoisonLoad,
 }
 
 /// Sync point every scenario thread passes just before its operation (truncate, unpin, ...).
@@ -209,8 +206,7 @@ impl ScenarioId {
                 | Self::TruncateOdirectBusy
                 | Self::PunchOdirectBusy
                 | Self::TruncatePoisonMapped
-                | Self::TruncatePoisonBusy
-                | Self::TruncatePoisonLoad,
+                | Self::TruncatePoisonBusy,
                 0,
             ) => bit(BUSY) | bit(WOKEN) | bit(BROKEN),
             (Self::PunchPmdSubpage, 1) => bit(PMD_INSERT) | bit(GUP),
@@ -235,7 +231,7 @@ impl ScenarioId {
     }
 
     /// Every scenario, in run order.
-    pub const ALL: [Self; 36] = [
+    pub const ALL: [Self; 35] = [
         Self::TruncateUnpin,
         Self::PunchUnpin,
         Self::PinMunmapTruncate,
@@ -271,7 +267,6 @@ impl ScenarioId {
         Self::TruncateUnpinStraddle,
         Self::TruncatePoisonMapped,
         Self::TruncatePoisonBusy,
-        Self::TruncatePoisonLoad,
     ];
 
     /// The name both sides use.
@@ -312,7 +307,6 @@ impl ScenarioId {
             Self::TruncateUnpinStraddle => "truncate-unpin-straddle",
             Self::TruncatePoisonMapped => "truncate-poison-mapped",
             Self::TruncatePoisonBusy => "truncate-poison-busy",
-            Self::TruncatePoisonLoad => "truncate-poison-load",
         }
     }
 
@@ -342,8 +336,7 @@ impl ScenarioId {
             | Self::TruncateForkCow
             | Self::TruncateMremapPmd
             | Self::TruncatePoisonMapped
-            | Self::TruncatePoisonBusy
-            | Self::TruncatePoisonLoad => 3,
+            | Self::TruncatePoisonBusy => 3,
             _ => 2,
         }
     }
@@ -373,7 +366,7 @@ mod tests {
         for (i, s) in ScenarioId::ALL.iter().enumerate() {
             assert_eq!(*s as usize, i);
         }
-        assert_eq!(ScenarioId::ALL.len(), ScenarioId::TruncatePoisonLoad as usize + 1);
+        assert_eq!(ScenarioId::ALL.len(), ScenarioId::TruncatePoisonBusy as usize + 1);
         assert!(ScenarioId::ALL.iter().all(|s| (2..=3).contains(&s.threads())));
     }
 }

@@ -96,7 +96,7 @@ pub fn late_fault(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceEr
     let dev = held_device(ctx)?;
     let t = TwoPages::new(ctx, dev, dir, "fault")?;
     let ptr = t.map.addr();
-    let p = Pinned { dev, file: &t.file, len: TwoPages::LEN, pin: t.pin, op: Op::Punch, write: true };
+    let p = Pinned { dev, file: &t.file, len: TwoPages::LEN, pin: t.pin, op: Op::Punch };
     // SAFETY: ptr is the start of `t.map`, a live writable mapping of two pages until after the race.
     three_threads(ctx, dir, id, &p, |_| unsafe { std::ptr::write_volatile(ptr as *mut u8, INSIDE) });
     write_reaches_file(ctx, &t.file, TwoPages::LEN, (&t.map, 0), 0, "the mapping the fault made");
@@ -149,7 +149,7 @@ pub fn fork_cow(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceErro
     // SAFETY: PAGE < len, inside the private mapping; the write gives it an anonymous copy of that page.
     unsafe { std::ptr::write_volatile(private.ptr.add(PAGE), INSIDE) };
     let ptr = private.addr();
-    let p = Pinned { dev, file: &t.file, len, pin: t.pin, op: Op::Truncate, write: true };
+    let p = Pinned { dev, file: &t.file, len, pin: t.pin, op: Op::Truncate };
     match three_threads(ctx, dir, id, &p, |_| fork_and_cow(ptr)) {
         Ok(0) => {}
         // Without holds the truncate may come first; under the forced schedule the page is inside the
@@ -255,7 +255,7 @@ pub fn mremap_pmd(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceEr
     let mut to = map_file_aligned(-1, PMD, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS)?;
     let (src, dst) = (from.addr() + PMD, to.addr());
     let pin = PinnedPage { handle: pf.handle, pfn: pf.pfn };
-    let p = Pinned { dev, file: f, len, pin, op: Op::Truncate, write: true };
+    let p = Pinned { dev, file: f, len, pin, op: Op::Truncate };
     let moved = three_threads(ctx, dir, id, &p, |_| {
         // Faults the second half of `from` in with a PMD; EFAULT (possible only without holds) when
         // truncate already cut it off, and then the mapping moves unpopulated.

@@ -1,13 +1,9 @@
 //! The poison races: memory failure on a page the driver pins, then truncate over it. In
 //! truncate-poison-mapped a child process maps the page and poisons it with madvise(MADV_HWPOISON),
 //! which enters memory failure at the page's user address as a machine check in user mode does; in
-//! truncate-poison-load the platform does it: the page is poisoned through the NVDIMM bus's error
-//! injection under a child's mapping, and the child's next load from it is a machine check; in
 //! truncate-poison-busy the page, mapped by nobody, is poisoned by physical address
 //! (`hard_offline_page`) while truncate is held after its busy scan found it. Thread 0 truncates,
-//! thread 1 writes through the pin (not after a machine check: its recovery takes the page out of the
-//! kernel's mapping, so the driver's store through it would fault in the kernel, as on hardware) and
-//! releases it, thread 2 poisons. The host's oracle judges ordering
+//! thread 1 writes through the pin and releases it, thread 2 poisons. The host's oracle judges ordering
 //! and new files as in the other pinned races; the guest reports what only it sees: how the mapping
 //! process ended, and the kernel's memory-failure verdict for the page.
 
@@ -17,7 +13,6 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use daxvmm_guest_tools::fs_error::FsErrorWatch;
-use daxvmm_guest_tools::poison_load::{self, End, Outcome};
 use daxvmm_refcount_test::sys::{ename, PAGE};
 use daxvmm_scenarios::ScenarioId;
 
@@ -73,40 +68,6 @@ pub fn mapped(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError>
     })
 }
 
-/// truncate-poison-load: a child process maps the pinned page, which is then poisoned through the
-/// NVDIMM bus, and loads from it: the platform's machine check must make memory failure kill it with
-/// SIGBUS BUS_MCEERR_AR at that address (its context at the load), and the pin must survive. A platform
-/// that raises no machine check is noted, not a finding (the load then reads the page).
-pub fn load(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError> {
-    poisoned_race(ctx, dir, id, Poison::Load, |_, _, path| match poison_load::run(path) {
-        Ok(out) if out.end == End::ArAtPage => {
-            note(
-                ctx.run,
-                "a machine check on the load killed the process mapping the page with SIGBUS BUS_MCEERR_AR at the page, its context at the load",
-            );
-            true
-        }
-        Ok(out) if out.end == End::NotKilled => {
-            note(ctx.run, "the load from the poisoned page raised no machine check on this platform");
-            false
-        }
-        // No NVDIMM bus with error injection (virtio-pmem has none): nothing was poisoned.
-        Ok(Outcome { end: End::SetupFailed(step), .. }) => {
-            note(ctx.run, &format!("the page could not be poisoned under a mapping: {step} failed"));
-            false
-        }
-        Ok(out) => {
-            let how = out.end.describe();
-            finding(ctx.run, &format!("the process loading from its poisoned, mapped page {how}"));
-            true
-        }
-        Err(e) => {
-            note(ctx.run, &format!("could not start the poisoning process: {e}"));
-            false
-        }
-    })
-}
-
 /// truncate-poison-busy: the unmapped pinned page is poisoned by physical address while truncate is held
 /// after its busy scan found it.
 pub fn busy(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError> {
@@ -125,15 +86,13 @@ pub fn busy(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError> {
 enum Poison {
     /// madvise(MADV_HWPOISON) through a mapping.
     Madvise,
-    /// A machine check on a load through a mapping.
-    Load,
     /// By physical address, the page unmapped first.
     Physical,
 }
 
 /// A one-page file pinned through the driver (its mapping removed first for [`Poison::Physical`]),
-/// raced by thread 0's truncate, thread 1's release of the pin (written through first, except after a
-/// machine check) and thread 2's `poison(pfn, address of the mapping, path of the file)`, which says
+/// raced by thread 0's truncate, thread 1's release of the pin (written through first) and thread 2's
+/// `poison(pfn, address of the mapping, path of the file)`, which says
 /// whether memory failure ran; then which path handled it (xfs's notify_failure reports the lost data
 /// as a filesystem error event, the generic path does not) and the kernel's memory-failure verdict for
 /// the page, which must be "Recovered".
@@ -157,7 +116,7 @@ fn poisoned_race(
     let mut failed = false;
     if let Some(file) = pf.file.as_ref() {
         let pin = PinnedPage { handle: pf.handle, pfn };
-        let p = Pinned { dev, file, len: PAGE, pin, op: Op::Truncate, write: how != Poison::Load };
+        let p = Pinned { dev, file, len: PAGE, pin, op: Op::Truncate };
         failed = three_threads(ctx, dir, id, &p, |_| poison(pfn, addr, &pf.path));
     }
     if !failed {

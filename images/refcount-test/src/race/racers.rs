@@ -84,7 +84,7 @@ pub fn pinned_three(
     // pin_file always opens the file; only eviction races close it.
     if let Some(file) = pf.file.as_ref() {
         let pin = PinnedPage { handle: pf.handle, pfn: pf.pfn };
-        let p = Pinned { dev, file, len: PAGE, pin, op, write: true };
+        let p = Pinned { dev, file, len: PAGE, pin, op };
         three_threads(ctx, dir, id, &p, |progress| third(progress, addr));
     }
     remove(std::slice::from_ref(&pf.path));
@@ -99,12 +99,10 @@ pub struct Pinned<'a> {
     pub len: usize,
     pub pin: PinnedPage,
     pub op: Op,
-    /// Whether thread 1 writes through the pin before it releases it (as a device still would).
-    pub write: bool,
 }
 
 /// Runs thread 0 (`op` on the file, then new files, tagged for its kernel points of `id`), thread 1
-/// (writes through the pin unless `p.write` is off, and releases it) and thread 2 (`third` between its sync points [`BEFORE`]
+/// (writes through the pin and releases it) and thread 2 (`third` between its sync points [`BEFORE`]
 /// and [`AFTER`], tagged for its kernel points of `id`, given the watchdog), and returns what `third`
 /// returned.
 pub fn three_threads<T: Send>(
@@ -121,7 +119,7 @@ pub fn three_threads<T: Send>(
         s.spawn(|| {
             operate(ctx, progress, Some(id), p.op, p.pin.pfn, dir, &made, || over(p.file, p.op, p.len))
         });
-        s.spawn(|| unpinner(ctx, p.dev, progress, Some(id), 1, p.pin, p.write));
+        s.spawn(|| unpinner(ctx, p.dev, progress, Some(id), 1, p.pin, true));
         let third = s.spawn(move || {
             ctx.place(2);
             ctx.sync(2, BEFORE);

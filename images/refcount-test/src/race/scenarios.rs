@@ -90,7 +90,6 @@ pub fn run(ctx: &Ctx<'_>, id: ScenarioId, dir: &str, raw: Option<&str>) -> Resul
         ScenarioId::PunchOdirectBusy => crate::refs::odirect_held(ctx, dir, raw, id, Op::Punch),
         ScenarioId::TruncatePoisonMapped => crate::poison::mapped(ctx, dir, id),
         ScenarioId::TruncatePoisonBusy => crate::poison::busy(ctx, dir, id),
-        ScenarioId::TruncatePoisonLoad => crate::poison::load(ctx, dir, id),
     }
 }
 
