@@ -1,4 +1,4 @@
-//! `daxvmm-dax-check poison-load` (and the race scenario truncate-poison-load): a load from a DAX page
+//! `daxvmm-dax-check poison-load`: a load from a DAX page
 //! that is poisoned while a process maps it, which is what makes the platform raise a machine check in
 //! user mode. A child process maps the first page of a file, reads it (so the page is mapped before the
 //! poison), looks up its physical address in /proc/self/pagemap, poisons it through the NVDIMM bus's

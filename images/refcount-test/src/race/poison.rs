@@ -53,75 +53,55 @@ static POISONED: AtomicUsize = AtomicUsize::new(0);
 /// truncate-poison-mapped: a child process maps the pinned page and poisons it; it must die of SIGBUS
 /// BUS_MCEERR_AR at that address, and the pin must survive the poison (truncate still waits for it).
 pub fn mapped(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError> {
-    poisoned_race(ctx, dir, id, Poison::Madvise, |_, addr, _| {
-        match poison_in_child(addr) {
-            Ok(end::AR_AT_PAGE) => note(
-                ctx.run,
-                "the process mapping the page died of SIGBUS BUS_MCEERR_AR at the address of the page",
-            ),
-            Ok(status) => {
-                finding(ctx.run, &format!("the process that poisoned its mapped page {}", child_end(status)))
-            }
-            Err(e) => note(ctx.run, &format!("could not start the poisoning process: {}", ename(e))),
+    poisoned_race(ctx, dir, id, false, |_, addr| match poison_in_child(addr) {
+        Ok(end::AR_AT_PAGE) => note(
+            ctx.run,
+            "the process mapping the page died of SIGBUS BUS_MCEERR_AR at the address of the page",
+        ),
+        Ok(status) => {
+            finding(ctx.run, &format!("the process that poisoned its mapped page {}", child_end(status)))
         }
-        true
+        Err(e) => note(ctx.run, &format!("could not start the poisoning process: {}", ename(e))),
     })
 }
 
 /// truncate-poison-busy: the unmapped pinned page is poisoned by physical address while truncate is held
 /// after its busy scan found it.
 pub fn busy(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceError> {
-    poisoned_race(ctx, dir, id, Poison::Physical, |pfn, _, _| {
+    poisoned_race(ctx, dir, id, true, |pfn, _| {
         let path = "/sys/devices/system/memory/hard_offline_page";
         match std::fs::write(path, format!("{:#x}", pfn << 12)) {
             Ok(()) => note(ctx.run, "hard_offline_page took the page"),
             Err(e) => finding(ctx.run, &format!("hard_offline_page of the pinned page failed: {e}")),
         }
-        true
     })
 }
 
-/// How a poison race poisons its page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Poison {
-    /// madvise(MADV_HWPOISON) through a mapping.
-    Madvise,
-    /// By physical address, the page unmapped first.
-    Physical,
-}
-
-/// A one-page file pinned through the driver (its mapping removed first for [`Poison::Physical`]),
-/// raced by thread 0's truncate, thread 1's release of the pin (written through first) and thread 2's
-/// `poison(pfn, address of the mapping, path of the file)`, which says
-/// whether memory failure ran; then which path handled it (xfs's notify_failure reports the lost data
-/// as a filesystem error event, the generic path does not) and the kernel's memory-failure verdict for
-/// the page, which must be "Recovered".
+/// A one-page file pinned through the driver (its mapping removed first if `unmap`), raced by thread 0's
+/// truncate, thread 1's release of the pin and thread 2's `poison(pfn, address of the mapping)`; then
+/// which path handled the poison (xfs's notify_failure reports the lost data as a filesystem error
+/// event, the generic path does not) and the kernel's memory-failure verdict for the page, which must be
+/// "Recovered".
 fn poisoned_race(
     ctx: &Ctx<'_>,
     dir: &str,
     id: ScenarioId,
-    how: Poison,
-    poison: impl FnOnce(u64, usize, &str) -> bool + Send,
+    unmap: bool,
+    poison: impl FnOnce(u64, usize) + Send,
 ) -> Result<(), RaceError> {
     let dev = held_device(ctx)?;
     let mut pf = pin_file(dev, dir, &format!("poison-{}", ctx.run), PAGE, PAGE)?;
     ctx.event(code::PIN, 1, pf.pfn, 0);
     let (pfn, addr) = (pf.pfn, pf.map.addr());
-    if how == Poison::Physical {
+    if unmap {
         pf.map.unmap();
         ctx.event(code::MUNMAP, 1, pfn, 0);
     }
     let kmsg = Kmsg::open();
     let watch = FsErrorWatch::new(dir);
-    let mut failed = false;
     if let Some(file) = pf.file.as_ref() {
-        let pin = PinnedPage { handle: pf.handle, pfn };
-        let p = Pinned { dev, file, len: PAGE, pin, op: Op::Truncate };
-        failed = three_threads(ctx, dir, id, &p, |_| poison(pfn, addr, &pf.path));
-    }
-    if !failed {
-        remove(std::slice::from_ref(&pf.path));
-        return Ok(());
+        let p = Pinned { dev, file, len: PAGE, pin: PinnedPage { handle: pf.handle, pfn }, op: Op::Truncate };
+        three_threads(ctx, dir, id, &p, |_| poison(pfn, addr));
     }
     match watch.and_then(|w| w.wait(FS_ERROR_WAIT)) {
         Ok(events) if events.is_empty() => {
