@@ -1,7 +1,7 @@
 //! The virtio-blk benchmark (`bench blk`, scripts/bench-blk.sh): O_DIRECT I/O on a raw disk in a guest
 //! (`daxvmm-dax-check blk`, images/guest-tools/src/blk.rs) under daxvmm (`--disk IMG`, virtio-mmio) and
 //! under QEMU (`-drive ...,if=none -device virtio-blk-pci`, QEMU's default cache mode, which goes through
-//! the host page cache as daxvmm's buffered pread/pwrite does), with the same kernel, initramfs, memory
+//! the host page cache as daxvmm's preadv/pwritev into guest memory do), with the same kernel, initramfs, memory
 //! and vCPUs, on one host in one run (one test host VM when nested). Each case makes its own sparse
 //! image (truncate) and removes it afterwards, so neither side starts with the other's cached pages.
 

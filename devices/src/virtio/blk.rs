@@ -20,17 +20,11 @@
 //! FLUSH ignores data buffers and GET_ID fills what it is given up to 20 bytes, as Linux never sends
 //! either with more, and refusing them would gain nothing.
 //!
-//! Data moves through a bounce buffer of at most [`BLK_CHUNK`] bytes (one per thread, reused), so a
-//! request as long as a chain may be (4 GiB) is served in pieces rather than refused or buffered whole.
-//! The pieces are written to guest memory as they are read, so a read still running when the driver
-//! resets the device may land data in buffers the driver owns again; the status byte and the used ring
-//! never are (the completion is dropped). A caller that can should not start executing requests from a
-//! stale epoch.
-
-use std::cell::RefCell;
-use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
+//! Data moves between the backend and the guest's buffers directly (a file: one `preadv`/`pwritev`
+//! into guest memory, see [`super::blk_backend`]), so a read still running when the driver resets the
+//! device may land data in buffers the driver owns again; the status byte and the used ring never are
+//! (the completion is dropped). A caller that can should not start executing requests from a stale
+//! epoch.
 
 use log::warn;
 use thiserror::Error;
@@ -41,8 +35,9 @@ use virtio_bindings::virtio_blk::{
 };
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::desc::split::Descriptor;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
+pub use super::blk_backend::{BlkBackend, BLK_CHUNK};
 use super::chain;
 use super::mmio::MmioTransport;
 use super::queue::QueueCtx;
@@ -59,8 +54,6 @@ pub const BLK_REQUEST_QUEUE: usize = 0;
 pub const BLK_SEG_MAX: u32 = BLK_QUEUE_SIZE as u32 - 2;
 /// Bytes of the device id a GET_ID request returns.
 pub const BLK_ID_BYTES: usize = VIRTIO_BLK_ID_BYTES as usize;
-/// Largest bounce buffer one request holds at a time; bigger requests move in pieces of this size.
-pub const BLK_CHUNK: usize = 1 << 20;
 /// VIRTIO_BLK_S_OK as the status byte.
 pub const BLK_S_OK: u8 = VIRTIO_BLK_S_OK as u8;
 /// VIRTIO_BLK_S_IOERR as the status byte.
@@ -87,50 +80,6 @@ const CONFIG_BLK_SIZE: usize = 20;
 const CONFIG_MAX_DISCARD_SECTORS: usize = 36;
 const CONFIG_MAX_DISCARD_SEG: usize = 40;
 const CONFIG_DISCARD_ALIGNMENT: usize = 44;
-
-/// Where the disk's contents live. Offsets and lengths are in bytes and always inside the capacity the
-/// device was created with; the VMM implements it on the backing file.
-pub trait BlkBackend: Send {
-    /// Fills `buf` from the disk at `offset`.
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
-    /// Writes `buf` to the disk at `offset`.
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()>;
-    /// Makes every completed write durable.
-    fn flush(&mut self) -> io::Result<()>;
-    /// Forgets `len` bytes at `offset`: they read as zeros afterwards. A backend that cannot answers an
-    /// error, which reaches the guest as VIRTIO_BLK_S_IOERR.
-    fn discard(&mut self, _offset: u64, _len: u64) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "this disk backend cannot discard"))
-    }
-}
-
-impl BlkBackend for File {
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        FileExt::read_exact_at(self, buf, offset)
-    }
-
-    fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
-        FileExt::write_all_at(self, buf, offset)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.sync_data()
-    }
-
-    /// Punches a hole, keeping the file's size: the blocks go back to the host filesystem.
-    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "discard range past 2^63"));
-        };
-        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        // SAFETY: fallocate on a descriptor this File owns; it changes no memory of ours.
-        if unsafe { libc::fallocate(self.as_raw_fd(), mode, offset, len) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-}
 
 /// Errors describing a block device.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -512,84 +461,43 @@ fn status_byte(mem: &GuestMemoryMmap, descs: &[Descriptor]) -> Option<GuestAddre
     GuestMemoryBackend::address_in_range(mem, at).then_some(at)
 }
 
-/// `data` cut into runs of at most [`BLK_CHUNK`] bytes, each a list of guest ranges.
-fn chunks(data: &[(GuestAddress, usize)]) -> Vec<Segments> {
-    let mut out = Vec::new();
-    let mut current = Vec::new();
-    let mut room = BLK_CHUNK;
-    for &(mut addr, mut len) in data {
-        while len > 0 {
-            let n = len.min(room);
-            current.push((addr, n));
-            addr = GuestAddress(addr.0.wrapping_add(n as u64));
-            len -= n;
-            room -= n;
-            if room == 0 {
-                out.push(std::mem::take(&mut current));
-                room = BLK_CHUNK;
-            }
+/// The guest buffers of `data` as slices of guest memory, cut where memory regions end; `None` if a
+/// range is no longer all in guest memory.
+fn guest_slices<'m>(
+    mem: &'m GuestMemoryMmap,
+    data: &[(GuestAddress, usize)],
+) -> Option<Vec<VolatileSlice<'m>>> {
+    let mut out = Vec::with_capacity(data.len());
+    for &(addr, len) in data {
+        for s in mem.get_slices(addr, len) {
+            out.push(s.ok()?);
         }
     }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
+    Some(out)
 }
 
-thread_local! {
-    /// This thread's bounce buffer, kept from one request to the next: a fresh one per request cost a
-    /// 1 MiB allocation, which malloc serves with mmap, 256 page faults to zero it, and an munmap, for
-    /// every large request.
-    static BOUNCE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` on this thread's bounce buffer, at least as long as `data` up to [`BLK_CHUNK`] (its bytes
-/// are whatever the last request left: every use fills what it then reads).
-fn with_bounce<R>(data: &[(GuestAddress, usize)], f: impl FnOnce(&mut [u8]) -> R) -> R {
-    let len = data.iter().map(|&(_, n)| n).sum::<usize>().min(BLK_CHUNK);
-    BOUNCE.with(|b| {
-        let mut b = b.borrow_mut();
-        if b.len() < len {
-            b.resize(len, 0);
-        }
-        f(&mut b)
-    })
-}
-
-/// Reads the disk at `offset` into `data`; returns the status and how many bytes reached the guest.
+/// Reads the disk at `offset` into `data`; returns the status and how many bytes reached the guest
+/// (none are counted when the read fails part way).
 fn read(
     mem: &GuestMemoryMmap,
     backend: &mut dyn BlkBackend,
     offset: u64,
     data: &[(GuestAddress, usize)],
 ) -> (u8, usize) {
-    with_bounce(data, |buf| read_through(mem, backend, offset, data, buf))
-}
-
-fn read_through(
-    mem: &GuestMemoryMmap,
-    backend: &mut dyn BlkBackend,
-    offset: u64,
-    data: &[(GuestAddress, usize)],
-    buf: &mut [u8],
-) -> (u8, usize) {
-    let mut done = 0;
-    for chunk in chunks(data) {
-        let n = chunk.iter().map(|&(_, n)| n).sum::<usize>();
-        let at = offset + done as u64;
-        if let Err(e) = backend.read_at(at, &mut buf[..n]) {
+    let Some(bufs) = guest_slices(mem, data) else {
+        warn!("virtio-blk: the guest's read buffer is no longer in guest memory");
+        return (BLK_S_IOERR, 0);
+    };
+    let len = bufs.iter().map(VolatileSlice::len).sum::<usize>();
+    match backend.read_to_guest(offset, &bufs) {
+        Ok(()) => (BLK_S_OK, len),
+        Err(e) => {
             warn!(
-                "virtio-blk: read of {n} bytes at {at:#x} failed, reporting an I/O error to the guest: {e}"
+                "virtio-blk: read of {len} bytes at {offset:#x} failed, reporting an I/O error to the guest: {e}"
             );
-            return (BLK_S_IOERR, done);
+            (BLK_S_IOERR, 0)
         }
-        if !chain::write_segments(mem, &chunk, &buf[..n]) {
-            warn!("virtio-blk: the guest's read buffer is no longer in guest memory");
-            return (BLK_S_IOERR, done);
-        }
-        done += n;
     }
-    (BLK_S_OK, done)
 }
 
 /// Writes `data` to the disk at `offset`; returns the status.
@@ -599,33 +507,20 @@ fn write(
     offset: u64,
     data: &[(GuestAddress, usize)],
 ) -> u8 {
-    with_bounce(data, |buf| write_through(mem, backend, offset, data, buf))
-}
-
-fn write_through(
-    mem: &GuestMemoryMmap,
-    backend: &mut dyn BlkBackend,
-    offset: u64,
-    data: &[(GuestAddress, usize)],
-    buf: &mut [u8],
-) -> u8 {
-    let mut done = 0;
-    for chunk in chunks(data) {
-        let n = chunk.iter().map(|&(_, n)| n).sum::<usize>();
-        if !chain::read_segments(mem, &chunk, &mut buf[..n]) {
-            warn!("virtio-blk: the guest's write buffer is no longer in guest memory");
-            return BLK_S_IOERR;
-        }
-        let at = offset + done as u64;
-        if let Err(e) = backend.write_at(at, &buf[..n]) {
+    let Some(bufs) = guest_slices(mem, data) else {
+        warn!("virtio-blk: the guest's write buffer is no longer in guest memory");
+        return BLK_S_IOERR;
+    };
+    match backend.write_from_guest(offset, &bufs) {
+        Ok(()) => BLK_S_OK,
+        Err(e) => {
+            let len = bufs.iter().map(VolatileSlice::len).sum::<usize>();
             warn!(
-                "virtio-blk: write of {n} bytes at {at:#x} failed, reporting an I/O error to the guest: {e}"
+                "virtio-blk: write of {len} bytes at {offset:#x} failed, reporting an I/O error to the guest: {e}"
             );
-            return BLK_S_IOERR;
+            BLK_S_IOERR
         }
-        done += n;
     }
-    BLK_S_OK
 }
 
 /// Writes the status byte and returns the chain with `written` data bytes plus the status; length 0 if

@@ -14,6 +14,7 @@
 //!   outside the transport).
 
 pub mod blk;
+pub mod blk_backend;
 pub mod chain;
 pub mod mmio;
 pub mod pmem;

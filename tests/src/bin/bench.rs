@@ -113,7 +113,7 @@ enum Cmd {
     /// RAND_OPS random 4 KiB writes and reads over the same span (seeded, so both sides get the same
     /// offsets); no flush is timed. daxvmm gets the image as `--disk IMG` (virtio-mmio); QEMU as
     /// `-drive file=IMG,if=none,id=d0,format=raw -device virtio-blk-pci,drive=d0` in its default cache
-    /// mode (writeback: through the host page cache, as daxvmm's buffered pread/pwrite). Same kernel,
+    /// mode (writeback: through the host page cache, as daxvmm's preadv/pwritev into guest memory). Same kernel,
     /// initramfs, memory (512M) and vCPUs (1); each case makes a fresh sparse image (truncate) and
     /// removes it after. Both run on one host in one run (one test host VM when nested: the numbers are
     /// emulated, only the ratios carry over). Prints each side and the ratio daxvmm/qemu per metric

@@ -56,6 +56,9 @@ const MAIN: &[i64] = &[
     libc::SYS_readv,
     libc::SYS_pread64,
     libc::SYS_pwrite64,
+    // Filters stack: a virtio thread's disk I/O must pass this filter too.
+    libc::SYS_preadv,
+    libc::SYS_pwritev,
     libc::SYS_lseek,
     libc::SYS_stat,
     libc::SYS_fstat,
@@ -148,8 +151,8 @@ pub(super) fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError
         }
         ThreadKind::Virtio => {
             // The worker's event loop (epoll on the queue notification and the stop); a virtio-pmem
-            // flush's msync of the region; a disk's positioned reads and writes of its image and a
-            // flush's fdatasync.
+            // flush's msync of the region; a disk's positioned reads and writes between its image and
+            // guest memory (preadv, pwritev) and a flush's fdatasync.
             for call in [
                 libc::SYS_epoll_create1,
                 libc::SYS_epoll_ctl,
@@ -158,8 +161,8 @@ pub(super) fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError
                 // Rust's debug builds check a descriptor with F_GETFD before closing it (the loop's).
                 libc::SYS_fcntl,
                 libc::SYS_msync,
-                libc::SYS_pread64,
-                libc::SYS_pwrite64,
+                libc::SYS_preadv,
+                libc::SYS_pwritev,
                 libc::SYS_fdatasync,
                 // A discard punches a hole in the image.
                 libc::SYS_fallocate,
@@ -220,5 +223,17 @@ mod tests {
     fn the_main_thread_may_lock_a_disk_image() {
         // Disk::open runs after the main filter is in place; without flock every --disk run stopped.
         assert!(rules(ThreadKind::Main).unwrap().contains_key(&libc::SYS_flock));
+    }
+
+    #[test]
+    fn what_a_vcpu_or_virtio_thread_may_call_the_main_filter_allows() {
+        // The main thread's filter is inherited by every thread it creates and the thread's own filter
+        // is stacked on it, so a call missing from the main list traps although the thread's list has it.
+        let main = rules(ThreadKind::Main).unwrap();
+        for kind in [ThreadKind::Vcpu, ThreadKind::Virtio] {
+            for call in rules(kind).unwrap().keys() {
+                assert!(main.contains_key(call), "system call {call} of {} threads", kind.name());
+            }
+        }
     }
 }
