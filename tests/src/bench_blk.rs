@@ -34,7 +34,10 @@ pub fn batch(o: &BlkOpts, p: &Paths) -> String {
     let img = |vmm: &str| shell_quote(&format!("{}/bench-blk-{vmm}.img", o.img_dir));
     let case = |vmm: &str, run: String| {
         let img = img(vmm);
-        format!("{vmm}\trm -f {img}; truncate -s {}M {img} && {run}; s=$?; rm -f {img}; exit $s\n", o.mib)
+        format!(
+            "{vmm}\t{}rm -f {img}; truncate -s {}M {img} && {run}; s=$?; rm -f {img}; exit $s\n",
+            p.before_vmm, o.mib
+        )
     };
     let mut s = case(
         "daxvmm",
@@ -167,14 +170,15 @@ mod tests {
         let b = batch(&opts(), &Paths::nested(""));
         assert_eq!(crate::test_host::check_batch(&b).expect("a valid batch"), 2);
         let lines: Vec<&str> = b.lines().collect();
+        let launder = crate::bench::launder(crate::bench::LAUNDER_MIB);
         assert_eq!(
-            lines[0],
+            lines[0].replacen(&launder, "", 1),
             "daxvmm\trm -f /tmp/bench-blk-daxvmm.img; truncate -s 256M /tmp/bench-blk-daxvmm.img && /bin/daxvmm \
              --kernel /guest/bzImage --initrd /guest/initrd.cpio.lz4 --cpus 1 --mem 512M --timeout 20m \
              --disk /tmp/bench-blk-daxvmm.img --cmdline 'quiet -- daxvmm-dax-check blk /dev/vda 256 4096'; \
              s=$?; rm -f /tmp/bench-blk-daxvmm.img; exit $s"
         );
-        assert!(lines[1].starts_with(
+        assert!(lines[1].replacen(&launder, "", 1).starts_with(
             "qemu\trm -f /tmp/bench-blk-qemu.img; truncate -s 256M /tmp/bench-blk-qemu.img && qemu-system-x86_64 \
              -machine pc -enable-kvm -cpu host -smp 1 -m 512M -drive file=/tmp/bench-blk-qemu.img,if=none,id=d0,\
              format=raw -device virtio-blk-pci,drive=d0 -kernel /guest/bzImage"
@@ -183,6 +187,10 @@ mod tests {
             "-append 'console=ttyS0 noxsave reboot=k panic=1 quiet -- daxvmm-dax-check blk /dev/vda 256 4096'"
         ));
         assert!(lines[1].ends_with("; s=$?; rm -f /tmp/bench-blk-qemu.img; exit $s"));
+        assert!(
+            lines.iter().all(|l| l.contains(&format!("\t{launder}rm -f"))),
+            "both sides launder first: {b}"
+        );
     }
 
     #[test]

@@ -324,6 +324,7 @@ fn paths(place: Where, art: &Artifacts, tool: Option<&Path>) -> Paths {
                 kernel: s(&art.kernel),
                 initrd: s(&art.initrd),
                 tool: tool.map(s).unwrap_or_default(),
+                before_vmm: String::new(),
             }
         }
     }
