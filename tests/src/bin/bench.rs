@@ -162,6 +162,12 @@ struct Common {
     /// The guest initramfs (default: $DAXVMM_GUEST_INITRD, else scripts/build-initramfs.sh's).
     #[arg(long, value_name = "PATH")]
     initrd: Option<PathBuf>,
+    /// boot, pmem and blk: inside a test host VM, MiB of zeros written into a tmpfs file and removed
+    /// before each measured VMM case, untimed; 0 writes nothing. A guest booted into memory an earlier guest used runs about
+    /// half as fast there (an emulator effect, docs/boot-time.md), which favours whichever side runs
+    /// first; this takes it out for both. Ignored on a host with hardware KVM.
+    #[arg(long, value_name = "MIB", default_value_t = bench::LAUNDER_MIB)]
+    launder_mib: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -312,11 +318,15 @@ fn build_guest_tool(bin: &str) -> Result<PathBuf, BenchError> {
     Ok(target_dir().join(MUSL).join("release").join(bin))
 }
 
-/// The paths the batch's commands use where they run.
-fn paths(place: Where, art: &Artifacts, tool: Option<&Path>) -> Paths {
+/// The paths the batch's commands use where they run, with `launder_mib` MiB of memory written over
+/// before each VMM case when nested (see [`bench::launder`]; 0 for none).
+fn paths(place: Where, art: &Artifacts, tool: Option<&Path>, launder_mib: u32) -> Paths {
     let name = tool.and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     match place {
-        Where::Nested => Paths::nested(&name),
+        Where::Nested => {
+            let before_vmm = if launder_mib == 0 { String::new() } else { bench::launder(launder_mib) };
+            Paths { before_vmm, ..Paths::nested(&name) }
+        }
         Where::Direct => {
             let s = |p: &Path| p.display().to_string();
             Paths {
@@ -446,6 +456,7 @@ fn file_name(p: &Path) -> String {
 fn boot(a: BootArgs) -> Result<(), BenchError> {
     need_qemu()?;
     let timer = build_guest_tool("daxvmm-boot-timer")?;
+    let launder = a.common.launder_mib;
     let (place, art) = setup(a.common)?;
     let machine = match a.qemu_machine {
         Machine::Pc => "pc",
@@ -471,7 +482,7 @@ fn boot(a: BootArgs) -> Result<(), BenchError> {
         vmlinux: vmlinux_at,
     };
     let sides = bench_boot::sides(&opts);
-    let batch = bench_boot::boot_batch(&opts, &paths(place, &art, Some(&timer)));
+    let batch = bench_boot::boot_batch(&opts, &paths(place, &art, Some(&timer), launder));
     log(&format!(
         "benchmark: 2 warm-up boots, then {} boots each of {} (qemu -machine {machine}), {} vCPU(s), {}, {}",
         opts.runs,
@@ -499,10 +510,11 @@ fn boot(a: BootArgs) -> Result<(), BenchError> {
 
 fn pmem(a: PmemArgs) -> Result<(), BenchError> {
     need_qemu()?;
+    let launder = a.common.launder_mib;
     let (place, art) = setup(a.common)?;
     let check = build_guest_tool("daxvmm-dax-check")?;
     let opts = PmemOpts { mib: a.mib, passes: a.passes };
-    let batch = bench::pmem_batch(&opts, &paths(place, &art, Some(&check)));
+    let batch = bench::pmem_batch(&opts, &paths(place, &art, Some(&check), launder));
     log(&format!(
         "benchmark: memcpy bandwidth of a {} MiB DAX file, {} passes; host, daxvmm and qemu on NFIT and on \
          virtio-pmem ({})",
@@ -525,13 +537,14 @@ fn pmem(a: PmemArgs) -> Result<(), BenchError> {
 
 fn blk(a: BlkArgs) -> Result<(), BenchError> {
     need_qemu()?;
+    let launder = a.common.launder_mib;
     let (place, art) = setup(a.common)?;
     let img_dir = match place {
         Where::Direct => std::env::temp_dir().display().to_string(),
         Where::Nested => "/tmp".into(),
     };
     let opts = BlkOpts { mib: a.mib, rand_ops: a.rand_ops, img_dir };
-    let batch = bench_blk::batch(&opts, &paths(place, &art, None));
+    let batch = bench_blk::batch(&opts, &paths(place, &art, None, launder));
     log(&format!(
         "benchmark: O_DIRECT I/O on a {} MiB virtio-blk disk, {} random requests each way; daxvmm, qemu ({})",
         opts.mib,
@@ -572,7 +585,7 @@ fn race(a: RaceArgs) -> Result<(), BenchError> {
         }
         Where::Nested => "/tmp/bench-race".into(),
     };
-    let batch = bench_race::batch(a.baseline_runs as usize, &out_dir, &paths(place, &art, None));
+    let batch = bench_race::batch(a.baseline_runs as usize, &out_dir, &paths(place, &art, None, 0));
     log(&format!(
         "benchmark: {} mutants on ext4, forced schedules vs {} sleep-driven runs vs the sequential checks ({})",
         daxvmm_race::MUTANTS.len(),
@@ -633,7 +646,7 @@ fn suites(a: SuitesArgs) -> Result<(), BenchError> {
         ndctl: a.ndctl.into_iter().filter(|t| !t.is_empty()).collect(),
         image_size,
     };
-    let p = paths(place, &art, None);
+    let p = paths(place, &art, None, 0);
     let rootfs = daxvmm_tests::run::added_path(place, &a.rootfs);
     let out = match place {
         Where::Direct => target_dir().join("bench-suites").display().to_string(),
