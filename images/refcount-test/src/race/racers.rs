@@ -44,7 +44,7 @@ pub fn late_pin(ctx: &Ctx<'_>, dir: &str, id: ScenarioId) -> Result<(), RaceErro
     std::thread::scope(|s| {
         s.spawn(|| progress.watch(ctx.run, 2, Op::Truncate.name()));
         s.spawn(|| operate(ctx, progress, Some(id), Op::Truncate, first.pfn, dir, &made, || f.truncate(0)));
-        s.spawn(|| unpinner(ctx, dev, progress, Some(id), 1, first, true));
+        s.spawn(|| unpinner(ctx, dev, progress, Some(id), 1, first));
         // A sleep-based run can pin after truncate removed the page: then there is no pin.
         s.spawn(|| pinner(ctx, dev, progress, id, 2, addr, "late PIN"));
     });
@@ -119,7 +119,7 @@ pub fn three_threads<T: Send>(
         s.spawn(|| {
             operate(ctx, progress, Some(id), p.op, p.pin.pfn, dir, &made, || over(p.file, p.op, p.len))
         });
-        s.spawn(|| unpinner(ctx, p.dev, progress, Some(id), 1, p.pin, true));
+        s.spawn(|| unpinner(ctx, p.dev, progress, Some(id), 1, p.pin));
         let third = s.spawn(move || {
             ctx.place(2);
             ctx.sync(2, BEFORE);

@@ -189,7 +189,7 @@ fn releases_after_sleep(id: ScenarioId) -> bool {
 /// How long a releasing thread waits for thread 0 to fall asleep ([`releases_after_sleep`]).
 const ASLEEP_WITHIN: Duration = Duration::from_secs(5);
 
-/// A releasing thread: between its sync points, writes [`STALE`] through `pin` (if `write`) and unpins
+/// A releasing thread: between its sync points, writes [`STALE`] through `pin` and unpins
 /// it, tagged for its kernel points of `held`, and tells the watchdog.
 pub fn unpinner(
     ctx: &Ctx<'_>,
@@ -198,11 +198,10 @@ pub fn unpinner(
     held: Option<ScenarioId>,
     thread: u8,
     pin: PinnedPage,
-    write: bool,
 ) {
     ctx.place(thread);
     ctx.sync(thread, BEFORE);
-    tagged(ctx, held, thread, || write_and_unpin(ctx, dev, thread, pin.handle, pin.pfn, write));
+    tagged(ctx, held, thread, || write_and_unpin(ctx, dev, thread, pin.handle, pin.pfn, true));
     progress.released();
     ctx.sync(thread, AFTER);
 }
@@ -290,7 +289,7 @@ fn pinned_race_with(
             ctx.sync(1, AFTER);
         });
         if let Some(p) = second {
-            s.spawn(move || unpinner(ctx, dev, progress, held, 2, p, true));
+            s.spawn(move || unpinner(ctx, dev, progress, held, 2, p));
         }
     });
     if op == Op::Umount {
