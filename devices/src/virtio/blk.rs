@@ -389,8 +389,8 @@ impl PendingBlk {
     /// [`MmioTransport::complete_requests`]. A backend error is logged and becomes VIRTIO_BLK_S_IOERR.
     pub fn execute(&self, mem: &GuestMemoryMmap, backend: &mut dyn BlkBackend) -> BlkDone {
         let (code, written) = match &self.op {
-            Op::Read { offset, data } => read(mem, backend, *offset, data),
-            Op::Write { offset, data } => (write(mem, backend, *offset, data), 0),
+            Op::Read { offset, data } => transfer(mem, backend, *offset, data, false),
+            Op::Write { offset, data } => transfer(mem, backend, *offset, data, true),
             Op::Flush => match backend.flush() {
                 Ok(()) => (BLK_S_OK, 0),
                 Err(e) => {
@@ -476,49 +476,31 @@ fn guest_slices<'m>(
     Some(out)
 }
 
-/// Reads the disk at `offset` into `data`; returns the status and how many bytes reached the guest
-/// (none are counted when the read fails part way).
-fn read(
+/// Moves a read's (`write` false) or a write's data between the disk at `offset` and the guest
+/// buffers `data`; returns the status and how many bytes reached the guest (a read's, when it
+/// succeeded; none are counted when it fails part way).
+fn transfer(
     mem: &GuestMemoryMmap,
     backend: &mut dyn BlkBackend,
     offset: u64,
     data: &[(GuestAddress, usize)],
+    write: bool,
 ) -> (u8, usize) {
+    let what = if write { "write" } else { "read" };
     let Some(bufs) = guest_slices(mem, data) else {
-        warn!("virtio-blk: the guest's read buffer is no longer in guest memory");
+        warn!("virtio-blk: the guest's {what} buffer is no longer in guest memory");
         return (BLK_S_IOERR, 0);
     };
     let len = bufs.iter().map(VolatileSlice::len).sum::<usize>();
-    match backend.read_to_guest(offset, &bufs) {
-        Ok(()) => (BLK_S_OK, len),
+    let moved =
+        if write { backend.write_from_guest(offset, &bufs) } else { backend.read_to_guest(offset, &bufs) };
+    match moved {
+        Ok(()) => (BLK_S_OK, if write { 0 } else { len }),
         Err(e) => {
             warn!(
-                "virtio-blk: read of {len} bytes at {offset:#x} failed, reporting an I/O error to the guest: {e}"
+                "virtio-blk: {what} of {len} bytes at {offset:#x} failed, reporting an I/O error to the guest: {e}"
             );
             (BLK_S_IOERR, 0)
-        }
-    }
-}
-
-/// Writes `data` to the disk at `offset`; returns the status.
-fn write(
-    mem: &GuestMemoryMmap,
-    backend: &mut dyn BlkBackend,
-    offset: u64,
-    data: &[(GuestAddress, usize)],
-) -> u8 {
-    let Some(bufs) = guest_slices(mem, data) else {
-        warn!("virtio-blk: the guest's write buffer is no longer in guest memory");
-        return BLK_S_IOERR;
-    };
-    match backend.write_from_guest(offset, &bufs) {
-        Ok(()) => BLK_S_OK,
-        Err(e) => {
-            let len = bufs.iter().map(VolatileSlice::len).sum::<usize>();
-            warn!(
-                "virtio-blk: write of {len} bytes at {offset:#x} failed, reporting an I/O error to the guest: {e}"
-            );
-            BLK_S_IOERR
         }
     }
 }

@@ -193,29 +193,27 @@ fn positioned(file: &File, mut offset: u64, bufs: &[VolatileSlice<'_>], dir: Dir
     Ok(())
 }
 
+/// A new, already unlinked file of `len` bytes for tests, its name starting with `name`.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub(crate) fn scratch_file(name: &str, len: u64) -> File {
+    let path = std::env::temp_dir().join(format!(
+        "daxvmm-{name}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    file.set_len(len).unwrap();
+    file
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
-
-    fn scratch(len: u64) -> File {
-        let path = std::env::temp_dir().join(format!(
-            "daxvmm-blk-backend-{}-{len}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        std::fs::remove_file(&path).unwrap();
-        file.set_len(len).unwrap();
-        file
-    }
 
     /// Two 64 KiB regions with a gap between them.
     fn memory() -> GuestMemoryMmap {
@@ -236,7 +234,7 @@ mod tests {
         let pattern: Vec<u8> = (0..0x3000u32).map(|i| (i * 7 % 253) as u8).collect();
         mem.write_slice(&pattern[..0x1000], GuestAddress(0xf000)).unwrap();
         mem.write_slice(&pattern[0x1000..], GuestAddress(0x20000)).unwrap();
-        let mut file = scratch(1 << 20);
+        let mut file = scratch_file("blk-backend", 1 << 20);
         let file: &mut dyn BlkBackend = &mut file;
         // One guest range that a region boundary cuts in two (get_slices does), written at 4 KiB.
         let out = slices(&mem, &[(0xf000, 0x1000), (0x20000, 0x2000)]);
@@ -260,7 +258,7 @@ mod tests {
         // 3000 one-byte buffers: three preadv calls.
         let ranges: Vec<_> = (0..3000u64).map(|i| (i * 2, 1)).collect();
         let bufs = slices(&mem, &ranges);
-        let mut file = scratch(8192);
+        let mut file = scratch_file("blk-backend", 8192);
         let file: &mut dyn BlkBackend = &mut file;
         let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8 + 1).collect();
         file.write_at(100, &data).unwrap();
@@ -277,7 +275,7 @@ mod tests {
     #[test]
     fn a_read_past_the_end_of_the_image_is_an_error() {
         let mem = memory();
-        let mut file = scratch(4096);
+        let mut file = scratch_file("blk-backend", 4096);
         let file: &mut dyn BlkBackend = &mut file;
         let bufs = slices(&mem, &[(0, 1024)]);
         let e = file.read_to_guest(4096 - 512, &bufs).unwrap_err();

@@ -14,6 +14,7 @@ use super::driver::*;
 use crate::virtio::blk::{
     Blk, BlkBackend, BlkError, BLK_CHUNK, BLK_SEG_MAX, BLK_S_IOERR, BLK_S_OK, BLK_S_UNSUPP,
 };
+use crate::virtio::blk_backend::scratch_file;
 use crate::virtio::mmio::{status, MMIO_CONFIG_OFFSET};
 use crate::virtio::VIRTIO_F_VERSION_1;
 
@@ -572,11 +573,7 @@ fn nothing_is_served_while_not_live() {
 
 #[test]
 fn file_backend() {
-    let path = std::env::temp_dir().join(format!("daxvmm-blk-test-{}", std::process::id()));
-    let mut file =
-        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
-    file.set_len(4096).unwrap();
-    std::fs::remove_file(&path).unwrap();
+    let mut file = scratch_file("blk-test", 4096);
     let backend: &mut dyn BlkBackend = &mut file;
     backend.write_at(512, &[7; 512]).unwrap();
     backend.flush().unwrap();
@@ -593,12 +590,8 @@ fn file_backend() {
 
 #[test]
 fn a_file_disk_serves_scattered_requests_and_reports_a_short_image() {
-    let path = std::env::temp_dir().join(format!("daxvmm-blk-test-chain-{}", std::process::id()));
-    let mut file =
-        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
-    std::fs::remove_file(&path).unwrap();
     // The device believes in 64 KiB; the file has 16 KiB (an image truncated behind daxvmm's back).
-    file.set_len(16384).unwrap();
+    let mut file = scratch_file("blk-test-chain", 16384);
     let mut d = live(false);
     let guest: Vec<u8> = (0..3072u32).map(|i| (i % 241) as u8).collect();
     d.put_bytes(BUF, &guest[..1024]);
