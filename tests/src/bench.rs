@@ -21,8 +21,8 @@ pub struct Paths {
     pub initrd: String,
     /// The benchmark's helper program (daxvmm-boot-timer, daxvmm-dax-check), if it has one.
     pub tool: String,
-    /// A shell command (ending in `; `) each measured VMM case runs first, outside what it measures:
-    /// [`launder`] in a test host VM, empty elsewhere.
+    /// A shell command (ending in `; `) each measured VMM case runs first, outside what it measures
+    /// (the pmem benchmark's host memcpy case too): [`launder`] in a test host VM, empty elsewhere.
     pub before_vmm: String,
 }
 
@@ -49,9 +49,10 @@ pub const LAUNDER_MIB: u32 = 768;
 /// Inside the test host VM a guest booted right after another one runs its own boot about half as fast
 /// as one booted into memory nothing ran in, whichever VMM boots either (2026-12-04, one test host VM,
 /// by hand: the 512 MiB guest's initramfs unpacking took 2.2-2.7 s right after another guest and
-/// 0.6-0.8 s after 300-2800 MiB were written this way; QEMU microvm 2.4 s against 0.6 s). That is the
-/// emulator's (QEMU TCG keeps state for memory a guest ran code in; which part of it costs is not
-/// measured), so benchmarks take it out the same way for both sides.
+/// 0.57-0.81 s after 300-1921 MiB were written this way; QEMU microvm 2.4 s against 0.6 s). It does not
+/// depend on the VMM; why that memory is slower is not measured (a candidate: the emulator's, QEMU
+/// TCG's, tracking of memory that held translated code). Benchmarks take it out the same way for both
+/// sides.
 pub fn launder(mib: u32) -> String {
     format!(
         "dd if=/dev/zero of=/tmp/daxvmm-launder bs=1M count={mib} 2>/dev/null; rm -f /tmp/daxvmm-launder; "

@@ -164,7 +164,7 @@ struct Common {
     initrd: Option<PathBuf>,
     /// boot, pmem and blk: inside a test host VM, MiB of zeros written into a tmpfs file and removed
     /// before each measured VMM case, untimed; 0 writes nothing. A guest booted into memory an earlier guest used runs about
-    /// half as fast there (an emulator effect, docs/boot-time.md), which favours whichever side runs
+    /// half as fast there (an effect of the test host VM, docs/boot-time.md), which favours whichever side runs
     /// first; this takes it out for both. Ignored on a host with hardware KVM.
     #[arg(long, value_name = "MIB", default_value_t = bench::LAUNDER_MIB)]
     launder_mib: u32,
