@@ -420,8 +420,7 @@ pub fn run_nested(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Outc
     let mut todo = cases.to_vec();
     for attempt in 1..=plan.attempts {
         for (name, res) in run_nested_once(&todo, art, plan)? {
-            // A needed case that finished before keeps that result if the new VM fails too.
-            if res.is_ok() || !matches!(out.get(&name), Some(Ok(_))) {
+            if replaces(out.get(&name), &res) {
                 out.insert(name, res);
             }
         }
@@ -463,6 +462,17 @@ pub fn run_nested(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Outc
 }
 
 const EMULATION_FAULT: &str = "emulation fault in its output";
+
+/// Whether a case's result from a new test host VM replaces the one an earlier VM gave. A needed case
+/// that finished before keeps that result if the new VM fails too; a case that was running when an
+/// earlier VM died keeps that error over a later VM's that never reached it (one that wedged while
+/// booting), because only the first says anything about the case.
+fn replaces(old: Option<&Result<Outcome, RunError>>, new: &Result<Outcome, RunError>) -> bool {
+    !matches!(
+        (old, new),
+        (Some(Ok(_)), Err(_)) | (Some(Err(RunError::Stopped { .. })), Err(RunError::NeverRan { .. }))
+    )
+}
 
 /// Why a case must run again in a new test host VM, if it must.
 fn rerun_reason(c: &Case, res: Option<&Result<Outcome, RunError>>) -> Option<&'static str> {
@@ -603,6 +613,29 @@ mod tests {
         assert_eq!(out.race_row_on("truncate-unpin", "xfs", "virtio"), None);
         assert_eq!(out.stale_windows("truncate-unpin", "xfs"), Some(3));
         assert_eq!(out.race_row("total", ""), None);
+    }
+
+    #[test]
+    fn a_rerun_keeps_the_result_that_says_more_about_the_case() {
+        let ok = || {
+            Ok(Outcome { exit_code: 0, console: String::new(), wall: Duration::ZERO, place: Where::Nested })
+        };
+        let vm = || VmEnd {
+            fault: None,
+            elapsed: Duration::ZERO,
+            console_log: "/c".into(),
+            outside: String::new(),
+        };
+        let stopped = || Err(RunError::Stopped { vm: vm(), partial: String::new() });
+        let never = || Err(RunError::NeverRan { vm: vm() });
+        assert!(replaces(None, &never()));
+        assert!(replaces(Some(&never()), &stopped()));
+        assert!(replaces(Some(&stopped()), &ok()));
+        assert!(replaces(Some(&stopped()), &stopped()));
+        assert!(replaces(Some(&ok()), &ok()));
+        assert!(!replaces(Some(&ok()), &stopped()));
+        assert!(!replaces(Some(&ok()), &never()));
+        assert!(!replaces(Some(&stopped()), &never()));
     }
 
     #[test]
