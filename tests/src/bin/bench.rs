@@ -116,8 +116,9 @@ enum Cmd {
     /// mode (writeback: through the host page cache, as daxvmm's preadv/pwritev into guest memory). Same kernel,
     /// initramfs, memory (512M) and vCPUs (1); each case makes a fresh sparse image (truncate) and
     /// removes it after. Both run on one host in one run (one test host VM when nested: the numbers are
-    /// emulated, only the ratios carry over). Prints each side and the ratio daxvmm/qemu per metric
-    /// (goal >= 1).
+    /// emulated, only the ratios carry over). Runs --rounds rounds of both, the side that goes first
+    /// alternating, and prints per metric each side's median, the median of the rounds' daxvmm/qemu
+    /// ratios (goal >= 1) and every round's ratio.
     Blk(BlkArgs),
     /// Mutant kills: forced schedules against sleeps and sequential checks (scripts/bench-race.sh).
     ///
@@ -218,6 +219,9 @@ struct BlkArgs {
     /// Random 4 KiB requests each way.
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     rand_ops: u64,
+    /// Rounds of one case per side, the side that goes first alternating; the table shows medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     #[command(flatten)]
     common: Common,
 }
@@ -543,29 +547,39 @@ fn blk(a: BlkArgs) -> Result<(), BenchError> {
         Where::Direct => std::env::temp_dir().display().to_string(),
         Where::Nested => "/tmp".into(),
     };
-    let opts = BlkOpts { mib: a.mib, rand_ops: a.rand_ops, img_dir };
+    let opts = BlkOpts { mib: a.mib, rand_ops: a.rand_ops, img_dir, rounds: a.rounds };
     let batch = bench_blk::batch(&opts, &paths(place, &art, None, launder));
     log(&format!(
-        "benchmark: O_DIRECT I/O on a {} MiB virtio-blk disk, {} random requests each way; daxvmm, qemu ({})",
+        "benchmark: O_DIRECT I/O on a {} MiB virtio-blk disk, {} random requests each way; {} rounds of \
+         daxvmm and qemu ({})",
         opts.mib,
         opts.rand_ops,
+        opts.rounds,
         place.name()
     ));
     // The images live in the test host VM's RAM (its root is an initramfs), one at a time.
     let vm = Vm {
         mem: format!("{}G", (a.mib + 3072).div_ceil(1024)),
-        timeout: 3600,
+        timeout: 600 + 1200 * u64::from(opts.rounds),
         case_timeout: 1500,
         with_qemu: true,
         adds: Vec::new(),
     };
     let out = run(place, &art, batch, vm)?;
-    let side = |name: &str| bench_blk::BlkFigures::parse(output(&out, name));
-    let report = bench_blk::Report { place, daxvmm: side("daxvmm"), qemu: side("qemu"), opts };
+    let side =
+        |name: &str, round| bench_blk::BlkFigures::parse(output(&out, &bench_blk::case_name(name, round)));
+    let rounds = (1..=opts.rounds)
+        .map(|r| bench_blk::Round { daxvmm: side("daxvmm", r), qemu: side("qemu", r) })
+        .collect();
+    let report = bench_blk::Report { place, rounds, opts };
     print!("{}", report.table());
     if !report.complete() {
-        for name in ["daxvmm", "qemu"] {
-            show_tail(&out, name, 20);
+        for (r, round) in (1..).zip(&report.rounds) {
+            for (name, figures) in [("daxvmm", round.daxvmm), ("qemu", round.qemu)] {
+                if figures.is_none() {
+                    show_tail(&out, &bench_blk::case_name(name, r), 20);
+                }
+            }
         }
         return Err(BenchError::NoMeasurement);
     }
