@@ -32,6 +32,7 @@ pub mod batch_file;
 pub mod bench;
 pub mod bench_blk;
 pub mod bench_boot;
+pub mod bench_pmem;
 pub mod bench_race;
 pub mod bench_suites;
 pub mod case;

@@ -4,7 +4,7 @@
 //!
 //! - `bench boot`: boot time of daxvmm against QEMU, medians and their ratio.
 //! - `bench pmem`: memcpy bandwidth of a DAX file in a daxvmm guest and a QEMU guest, against the host's,
-//!   on an NFIT NVDIMM and on virtio-pmem.
+//!   on an NFIT NVDIMM and on virtio-pmem (`daxvmm_tests::bench_pmem`).
 //! - `bench blk`: O_DIRECT sequential and random I/O on a virtio-blk disk, daxvmm against QEMU
 //!   (`daxvmm_tests::bench_blk`).
 //! - `bench race`: per mutant of the guest kernel, killed by forced schedules, by sleep-driven runs, by
@@ -20,9 +20,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use daxvmm_tests::batch_file::{self, target_dir, BatchFileError};
-use daxvmm_tests::bench::{self, Paths, PmemOpts, PmemReport};
+use daxvmm_tests::bench::{self, Paths};
 use daxvmm_tests::bench_blk::{self, BlkOpts};
 use daxvmm_tests::bench_boot::{self, BootOpts, BootReport};
+use daxvmm_tests::bench_pmem::{self, PmemOpts, PmemReport};
 use daxvmm_tests::bench_race;
 use daxvmm_tests::bench_suites::{self, Side, SuitePaths, SuitesOpts};
 use daxvmm_tests::console::CaseLog;
@@ -104,7 +105,8 @@ enum Cmd {
     /// hugetlb memory measured by the same program (daxvmm-dax-check). All five run on one host in one
     /// run: directly on a hardware-KVM host, or inside ONE test host VM elsewhere (then the numbers are
     /// emulated; only the ratios carry over). Goals (issue tracker): guest/host >= 0.9, daxvmm >= QEMU
-    /// on each transport, daxvmm's virtio-pmem within 5% of its NFIT.
+    /// on each transport, daxvmm's virtio-pmem within 5% of its NFIT. Runs --rounds rounds of the five,
+    /// every other one in reverse order, and prints medians and every round's ratios.
     Pmem(PmemArgs),
     /// virtio-blk I/O of daxvmm against QEMU (scripts/bench-blk.sh).
     ///
@@ -207,6 +209,9 @@ struct PmemArgs {
     /// memcpy passes each way.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
     passes: u64,
+    /// Rounds of the five cases, every other one in reverse order; the table shows medians.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    rounds: u32,
     #[command(flatten)]
     common: Common,
 }
@@ -517,22 +522,33 @@ fn pmem(a: PmemArgs) -> Result<(), BenchError> {
     let launder = a.common.launder_mib;
     let (place, art) = setup(a.common)?;
     let check = build_guest_tool("daxvmm-dax-check")?;
-    let opts = PmemOpts { mib: a.mib, passes: a.passes };
-    let batch = bench::pmem_batch(&opts, &paths(place, &art, Some(&check), launder));
+    let opts = PmemOpts { mib: a.mib, passes: a.passes, rounds: a.rounds };
+    let batch = bench_pmem::batch(&opts, &paths(place, &art, Some(&check), launder));
     log(&format!(
-        "benchmark: memcpy bandwidth of a {} MiB DAX file, {} passes; host, daxvmm and qemu on NFIT and on \
-         virtio-pmem ({})",
+        "benchmark: memcpy bandwidth of a {} MiB DAX file, {} passes; {} rounds of host, daxvmm and qemu on \
+         NFIT and on virtio-pmem ({})",
         opts.mib,
         opts.passes,
+        opts.rounds,
         place.name()
     ));
-    let vm = Vm { mem: opts.vm_mem(), timeout: 3600, case_timeout: 1500, with_qemu: true, adds: vec![check] };
+    let vm = Vm {
+        mem: opts.vm_mem(),
+        timeout: 600 + 1800 * u64::from(opts.rounds),
+        case_timeout: 1500,
+        with_qemu: true,
+        adds: vec![check],
+    };
     let out = run(place, &art, batch, vm)?;
-    let report = PmemReport::from_cases(place, opts, |name| bench::bandwidth(output(&out, name)));
+    let report = PmemReport::from_cases(place, opts, |name| bench_pmem::bandwidth(output(&out, name)));
     print!("{}", report.table());
     if !report.complete() {
-        for (name, _) in bench::PMEM_CASES {
-            show_tail(&out, name, 20);
+        for (r, round) in (1..).zip(&report.rounds) {
+            for ((case, _), bw) in bench_pmem::PMEM_CASES.iter().zip(round) {
+                if bw.is_none() {
+                    show_tail(&out, &bench_pmem::case_name(case, r), 20);
+                }
+            }
         }
         return Err(BenchError::NoMeasurement);
     }
