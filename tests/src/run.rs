@@ -583,6 +583,14 @@ mod tests {
         assert_eq!(rerun_reason(&plain, Some(&out("vCPU 2: triple fault"))), None);
         assert_eq!(rerun_reason(&marked, Some(&out("clean"))), None);
         assert!(rerun_reason(&marked, Some(&out("vCPU 2: triple fault"))).is_some());
+        // The guest kernel's line when its other CPU took no NMI (CI, 2026-12-04).
+        let stuck = "[   25.235038] After 10 seconds, these CPUS still haven't responded to the NMI: 1";
+        let emulated = Case::daxvmm("c", ["x"]).rerun_nested_on_emulation_faults();
+        assert!(rerun_reason(&emulated, Some(&out(stuck))).is_some());
+        assert_eq!(
+            rerun_reason(&emulated, Some(&out("[   25.2] rcu: INFO: rcu_sched detected stalls"))),
+            None
+        );
     }
 
     /// The race table as `daxvmm test` prints it (daxvmm_race::report::table) is what race_row reads.
