@@ -49,7 +49,10 @@ pub mod suite_cases;
 pub mod summary;
 pub mod test_host;
 
-pub use case::{Case, Vmm, NMI_UNANSWERED, NO_VCPU_EXIT, RACE_NEVER_STARTED, TRIPLE_FAULT};
+pub use case::{
+    Case, Vmm, ALWAYS_EMULATION_FAULTS, NMI_UNANSWERED, NO_VCPU_EXIT, RACE_NEVER_STARTED, TRIPLE_FAULT,
+    VCPU_NOT_KICKED,
+};
 pub use host::{Artifacts, Where};
 pub use record::Skip;
 pub use run::{run_batch, Batch, Outcome};

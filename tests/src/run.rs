@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::case::{check_needs, rerun_set, Case, Vmm};
+use crate::case::{check_needs, rerun_set, Case, Vmm, ALWAYS_EMULATION_FAULTS};
 use crate::console::CaseLog;
 use crate::host::{self, Artifacts, Where};
 use crate::markers;
@@ -357,8 +357,8 @@ fn direct_tmp() -> PathBuf {
 /// each real test host VM hang costs this much.
 const L1_STALL: Duration = Duration::from_secs(270);
 
-/// How many test host VMs a nested batch of the tests may use: the first, and new ones for the cases
-/// the earlier ones left without a result (or with an emulation fault, [`Case::nested_fault`]).
+/// How many test host VMs of a nested batch of the tests may end without one more case done (see
+/// [`Nested::attempts`]).
 const L1_ATTEMPTS: usize = 3;
 
 /// Where the console of a nested run goes as it arrives, besides the parser.
@@ -375,7 +375,9 @@ pub enum Echo {
 /// How a nested batch runs.
 #[derive(Debug, Clone)]
 pub struct Nested {
-    /// Test host VMs it may use in all.
+    /// Test host VMs that may end without one more case done. A VM after which fewer cases lack a
+    /// result (or show an emulation fault, [`Case::nested_fault`]) than before it does not count, so a
+    /// long batch whose VMs each get some way survives more faults; twice this many VMs in all at most.
     pub attempts: usize,
     /// The limit on each case inside the VM.
     pub case_timeout: Duration,
@@ -412,13 +414,14 @@ impl Nested {
 /// Runs the cases in one test host VM. When that VM dies before the batch is done (its own kernel stops
 /// running user space, panics on a watchdog or resets: rare faults of QEMU TCG's nested SVM that no
 /// in-VM timeout can catch), or a case shows its emulation-fault text, those cases run again in a new
-/// one with the cases linked to them by [`Case::needs`] ([`rerun_set`]), up to [`Nested::attempts`] VMs
-/// in all. `Err` when no VM could run the batch (bad input, KVM could not be set up): a new one would
-/// fail the same way.
+/// one with the cases linked to them by [`Case::needs`] ([`rerun_set`]), until [`Nested::attempts`] VMs
+/// have ended without one more case done, or twice that many in all. `Err` when no VM could run the
+/// batch (bad input, KVM could not be set up): a new one would fail the same way.
 pub fn run_nested(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Outcomes, Skip> {
     let mut out = Outcomes::new();
     let mut todo = cases.to_vec();
-    for attempt in 1..=plan.attempts {
+    let mut budget = Budget::new(plan.attempts, cases.len());
+    loop {
         for (name, res) in run_nested_once(&todo, art, plan)? {
             if replaces(out.get(&name), &res) {
                 out.insert(name, res);
@@ -431,7 +434,7 @@ pub fn run_nested(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Outc
             }
         }
         todo = rerun_set(cases, |c| why(c).is_some());
-        if todo.is_empty() || attempt == plan.attempts {
+        if !budget.another(cases.iter().filter(|c| why(c).is_some()).count()) {
             break;
         }
         let reasons: Vec<String> =
@@ -446,10 +449,9 @@ pub fn run_nested(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Outc
             }
         }
         progress(&format!(
-            "nested: running {} cases again in a new test host VM ({} of {}): {}{}",
+            "nested: running {} cases again in a new test host VM ({}): {}{}",
             todo.len(),
-            attempt + 1,
-            plan.attempts,
+            budget,
             reasons.join(", "),
             if needed.is_empty() {
                 String::new()
@@ -459,6 +461,46 @@ pub fn run_nested(cases: &[Case], art: &Artifacts, plan: &Nested) -> Result<Outc
         ));
     }
     Ok(out)
+}
+
+/// How many more test host VMs a nested batch may use (see [`Nested::attempts`]).
+#[derive(Debug)]
+struct Budget {
+    /// VMs that may end with no case done.
+    attempts: usize,
+    /// VMs so far.
+    vms: usize,
+    /// VMs so far that ended with no case done.
+    fruitless: usize,
+    /// Cases that still needed a VM after the last one.
+    left: usize,
+}
+
+impl Budget {
+    fn new(attempts: usize, cases: usize) -> Budget {
+        Budget { attempts, vms: 0, fruitless: 0, left: cases }
+    }
+
+    /// Counts one more VM, after which `pending` cases still need one; whether another may run.
+    fn another(&mut self, pending: usize) -> bool {
+        self.vms += 1;
+        self.fruitless += usize::from(pending >= self.left);
+        self.left = pending;
+        pending > 0 && self.fruitless < self.attempts && self.vms < 2 * self.attempts
+    }
+}
+
+impl fmt::Display for Budget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "VM {} of at most {}; {} of the {} that may end with no case done have",
+            self.vms + 1,
+            2 * self.attempts,
+            self.fruitless,
+            self.attempts
+        )
+    }
 }
 
 const EMULATION_FAULT: &str = "emulation fault in its output";
@@ -477,7 +519,10 @@ fn replaces(old: Option<&Result<Outcome, RunError>>, new: &Result<Outcome, RunEr
 /// Why a case must run again in a new test host VM, if it must.
 fn rerun_reason(c: &Case, res: Option<&Result<Outcome, RunError>>) -> Option<&'static str> {
     match res {
-        Some(Ok(o)) => c.nested_fault.iter().any(|t| o.contains(t)).then_some(EMULATION_FAULT),
+        Some(Ok(o)) => {
+            let mut faults = c.nested_fault.iter().map(String::as_str).chain(ALWAYS_EMULATION_FAULTS);
+            faults.any(|t| o.contains(t)).then_some(EMULATION_FAULT)
+        }
         _ => Some("no result: its test host VM died"),
     }
 }
@@ -583,14 +628,16 @@ mod tests {
         assert_eq!(rerun_reason(&plain, Some(&out("vCPU 2: triple fault"))), None);
         assert_eq!(rerun_reason(&marked, Some(&out("clean"))), None);
         assert!(rerun_reason(&marked, Some(&out("vCPU 2: triple fault"))).is_some());
-        // The guest kernel's line when its other CPU took no NMI (CI, 2026-12-04).
+        // Every case, marked or not: the guest kernel's line when its other CPU took no NMI, and
+        // daxvmm's when a vCPU could not be kicked out of the guest (CI, 2026-12-04).
         let stuck = "[   25.235038] After 10 seconds, these CPUS still haven't responded to the NMI: 1";
-        let emulated = Case::daxvmm("c", ["x"]).rerun_nested_on_emulation_faults();
-        assert!(rerun_reason(&emulated, Some(&out(stuck))).is_some());
-        assert_eq!(
-            rerun_reason(&emulated, Some(&out("[   25.2] rcu: INFO: rcu_sched detected stalls"))),
-            None
-        );
+        let unkicked = "daxvmm: error: vCPU 1 did not leave the guest within 10 s of the run's end";
+        let stall = "[   25.2] rcu: INFO: rcu_sched detected stalls";
+        for case in [&plain, &marked] {
+            assert!(rerun_reason(case, Some(&out(stuck))).is_some());
+            assert!(rerun_reason(case, Some(&out(unkicked))).is_some());
+            assert_eq!(rerun_reason(case, Some(&out(stall))), None);
+        }
     }
 
     /// The race table as `daxvmm test` prints it (daxvmm_race::report::table) is what race_row reads.
@@ -621,6 +668,27 @@ mod tests {
         assert_eq!(out.race_row_on("truncate-unpin", "xfs", "virtio"), None);
         assert_eq!(out.stale_windows("truncate-unpin", "xfs"), Some(3));
         assert_eq!(out.race_row("total", ""), None);
+    }
+
+    #[test]
+    fn vms_that_get_some_way_do_not_use_up_the_attempts() {
+        // Three VMs in a row die with nothing done: the batch stops after the third.
+        let mut b = Budget::new(3, 35);
+        assert!(b.another(35) && b.another(35));
+        assert_eq!(b.to_string(), "VM 3 of at most 6; 2 of the 3 that may end with no case done have");
+        assert!(!b.another(35));
+        // Two die at once, the third finishes five cases before it dies: a fourth runs, and a batch
+        // that keeps getting some way still stops at six.
+        let mut b = Budget::new(3, 35);
+        assert!(b.another(35) && b.another(35) && b.another(30));
+        assert!(b.another(20) && b.another(10));
+        assert!(!b.another(5));
+        // Done: no more VMs.
+        assert!(!Budget::new(3, 35).another(0));
+        // A crash every time (harness_retry): the first VM finishes the others, then three more try.
+        let mut b = Budget::new(3, 3);
+        assert!(b.another(1) && b.another(1) && b.another(1));
+        assert!(!b.another(1));
     }
 
     #[test]

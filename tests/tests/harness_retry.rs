@@ -1,7 +1,7 @@
 //! The harness survives a test host VM that dies in the middle of a batch (QEMU TCG's nested SVM rarely
 //! hangs or resets the test host VM): the cases without a result, and the earlier cases whose files
-//! they need, run again in a new test host VM (up to three in all), while finished cases keep their
-//! results.
+//! they need, run again in a new test host VM (until three of them got no case done), while finished
+//! cases keep their results.
 //!
 //! The test crashes the test host kernel on purpose (sysrq `c`), so it runs only nested; with hardware
 //! KVM on this host it skips. No guest boots here: the cases run shell snippets and `daxvmm --version`.
