@@ -203,13 +203,11 @@ impl PmemReport {
         let two = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}"));
         let mid = |v: &[Option<f64>]| median(&v.iter().flatten().copied().collect::<Vec<_>>());
         for (c, (_, row)) in PMEM_CASES.iter().enumerate() {
-            let _ = write!(s, "  {row:<14}");
-            for (way, f) in WAYS {
-                let _ = write!(s, " {way} {:>9} ", num(self.median_of(c, f)));
-            }
+            let [w, r] = WAYS.map(|(_, f)| num(self.median_of(c, f)));
+            let _ = write!(s, "  {row:<14} write {w:>9}  read {r:>9}");
             if c != HOST {
                 let [w, r] = WAYS.map(|(_, f)| two(mid(&self.ratios(c, HOST, f))));
-                let _ = write!(s, "  guest/host: write {w}, read {r}");
+                let _ = write!(s, "   guest/host: write {w}, read {r}");
             }
             s.push('\n');
         }
@@ -344,7 +342,7 @@ mod tests {
         let t = r.table();
         assert!(t.contains("a 1024 MiB file, 3 passes each way (MB/s); 3 rounds, every other one"), "{t}");
         assert!(t.contains("in the same run (direct); medians over the rounds\n"), "{t}");
-        assert!(t.contains("  host           write     10000  read     12000 \n"), "{t}");
+        assert!(t.contains("  host           write     10000  read     12000\n"), "{t}");
         // guest/host per round: write 0.90 0.95 0.825, read 0.95 1.00 1.00.
         assert!(
             t.contains(
