@@ -2,7 +2,7 @@
 # Sets a fresh Debian 12 machine up for daxvmm and boots a guest: installs what is missing, builds the
 # static daxvmm, the guest kernel (Linux 7.2, ~6 minutes the first time) and the guest initramfs, then
 # boots the guest with 2 vCPUs and runs a command in it; then runs the truncate-vs-unpin race scenario on
-# ext4 under all 10 of its schedules (`daxvmm test`, one more guest boot) and prints the result table.
+# ext4 under all 6 of its schedules (`daxvmm test`, one more guest boot) and prints the result table.
 # On a host with hardware KVM daxvmm runs directly; where /dev/kvm cannot boot an ordinary guest (kvm-pvm)
 # or is missing, it runs inside the test host VM. Exits 0 when both worked (the guest ran the command and
 # powered off; the race runs found no violation), else with the first non-zero daxvmm exit code. Inside
