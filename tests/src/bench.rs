@@ -77,12 +77,24 @@ pub fn median(values: &[f64]) -> Option<f64> {
     }
 }
 
+/// The median of the values present, or `None` for none.
+pub fn median_present(values: &[Option<f64>]) -> Option<f64> {
+    median(&values.iter().flatten().copied().collect::<Vec<_>>())
+}
+
+/// `v` with two decimals, `n/a` when missing.
+pub fn two_decimals(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}"))
+}
+
 /// `a / b` with two decimals, `n/a` when either is missing or `b` is 0.
 pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b != 0.0 => format!("{:.2}", a / b),
-        _ => "n/a".into(),
-    }
+    two_decimals(a.zip(b).filter(|&(_, b)| b != 0.0).map(|(a, b)| a / b))
+}
+
+/// The name of case `case` in round `round` (from 1) of a benchmark that runs its cases in rounds.
+pub fn round_case(case: &str, round: u32) -> String {
+    format!("{case}-{round}")
 }
 
 /// The text after `key` in `line`, up to the first character `stop` rejects.
@@ -104,5 +116,8 @@ mod tests {
         assert_eq!(ratio(Some(1.0), Some(3.0)), "0.33");
         assert_eq!(ratio(Some(1.0), Some(0.0)), "n/a");
         assert_eq!(ratio(None, Some(1.0)), "n/a");
+        assert_eq!(median_present(&[None, Some(4.0), Some(2.0), None]), Some(3.0));
+        assert_eq!(median_present(&[None]), None);
+        assert_eq!(round_case("qemu_virtio", 2), "qemu_virtio-2");
     }
 }

@@ -11,7 +11,7 @@
 
 use std::fmt::Write as _;
 
-use crate::bench::{median, place_note, value_after, Paths};
+use crate::bench::{median, median_present, place_note, round_case, two_decimals as two, value_after, Paths};
 use crate::case::shell_quote;
 use crate::host::Where;
 
@@ -34,11 +34,6 @@ const CPUS: u32 = 1;
 
 /// The sides, in the order of the odd rounds.
 pub const SIDES: [&str; 2] = ["daxvmm", "qemu"];
-
-/// The name of `side`'s case in round `round` (from 1).
-pub fn case_name(side: &str, round: u32) -> String {
-    format!("{side}-{round}")
-}
 
 /// The batch: per round one case per side (daxvmm first in odd rounds, qemu first in even ones), each
 /// creating its image, running the guest, removing the image and exiting with the VMM's status.
@@ -63,7 +58,7 @@ pub fn batch(o: &BlkOpts, p: &Paths) -> String {
         let img = img(vmm);
         format!(
             "{}\t{}rm -f {img}; truncate -s {}M {img} && {run}; s=$?; rm -f {img}; exit $s\n",
-            case_name(vmm, round),
+            round_case(vmm, round),
             p.before_vmm,
             o.mib
         )
@@ -182,7 +177,6 @@ impl Report {
             "(medians)", "daxvmm", "qemu", "daxvmm/qemu"
         );
         let num = |v: Option<f64>| v.map_or_else(|| "none".into(), |v| format!("{v:.0}"));
-        let two = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}"));
         for (n, (_, row)) in METRICS.iter().enumerate() {
             let side = |f: fn(&Round) -> Option<BlkFigures>| {
                 median(&self.rounds.iter().filter_map(|r| f(r).map(|f| f.values()[n])).collect::<Vec<_>>())
@@ -194,7 +188,7 @@ impl Report {
                 "  {row:<16} {:>9} {:>9}   {:<11}  {}",
                 num(side(|r| r.daxvmm)),
                 num(side(|r| r.qemu)),
-                two(median(&ratios.iter().flatten().copied().collect::<Vec<_>>())),
+                two(median_present(&ratios)),
                 each.join(" ")
             );
         }

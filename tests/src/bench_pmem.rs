@@ -9,7 +9,9 @@
 
 use std::fmt::Write as _;
 
-use crate::bench::{median, place_note, value_after, Paths};
+use crate::bench::{
+    median, median_present as mid, place_note, round_case, two_decimals as two, value_after, Paths,
+};
 use crate::case::shell_quote;
 use crate::host::Where;
 
@@ -54,11 +56,6 @@ const DAXVMM: usize = 1;
 const QEMU: usize = 2;
 const DAXVMM_VIRTIO: usize = 3;
 const QEMU_VIRTIO: usize = 4;
-
-/// The name of case `case` in round `round` (from 1).
-pub fn case_name(case: &str, round: u32) -> String {
-    format!("{case}-{round}")
-}
 
 /// The batch: per round `host` (daxvmm-dax-check, `paths.tool`, on hugetlb memory), `daxvmm` (--pmem on
 /// 2M hugetlb) and `qemu` (-device nvdimm on a 2M hugetlb memfd), then the same two as virtio-pmem:
@@ -107,7 +104,7 @@ pub fn batch(o: &PmemOpts, p: &Paths) -> String {
             order.reverse();
         }
         for c in order {
-            let _ = writeln!(s, "{}\t{grow}; {}", case_name(PMEM_CASES[c].0, round), runs[c]);
+            let _ = writeln!(s, "{}\t{grow}; {}", round_case(PMEM_CASES[c].0, round), runs[c]);
         }
     }
     s
@@ -152,9 +149,10 @@ const WAYS: [(&str, Way); 2] = [("write", |b| b.write), ("read", |b| b.read)];
 
 impl PmemReport {
     /// The report of `opts.rounds` rounds from each case's bandwidth, looked up by case name
-    /// ([`case_name`]).
+    /// ([`round_case`]).
     pub fn from_cases(place: Where, opts: PmemOpts, bw: impl Fn(&str) -> Option<Bandwidth>) -> PmemReport {
-        let rounds = (1..=opts.rounds).map(|r| PMEM_CASES.map(|(case, _)| bw(&case_name(case, r)))).collect();
+        let rounds =
+            (1..=opts.rounds).map(|r| PMEM_CASES.map(|(case, _)| bw(&round_case(case, r)))).collect();
         PmemReport { place, opts, rounds }
     }
 
@@ -200,8 +198,6 @@ impl PmemReport {
             place_note(self.place, "inside one test host VM")
         );
         let num = |v: Option<f64>| v.map_or_else(|| "none".into(), |v| format!("{v:.0}"));
-        let two = |v: Option<f64>| v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}"));
-        let mid = |v: &[Option<f64>]| median(&v.iter().flatten().copied().collect::<Vec<_>>());
         for (c, (_, row)) in PMEM_CASES.iter().enumerate() {
             let [w, r] = WAYS.map(|(_, f)| num(self.median_of(c, f)));
             let _ = write!(s, "  {row:<14} write {w:>9}  read {r:>9}");

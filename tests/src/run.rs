@@ -395,8 +395,8 @@ pub struct Nested {
 }
 
 impl Nested {
-    /// The integration tests': three VMs, the stall limit [`L1_STALL`], `DAXVMM_TEST_CASE_TIMEOUT`,
-    /// recorded, echoed with `DAXVMM_TEST_VERBOSE`.
+    /// The integration tests': three VMs that may end with no case done (six in all), the stall limit
+    /// [`L1_STALL`], `DAXVMM_TEST_CASE_TIMEOUT`, recorded, echoed with `DAXVMM_TEST_VERBOSE`.
     pub fn tests() -> Nested {
         let verbose = std::env::var_os("DAXVMM_TEST_VERBOSE").is_some_and(|v| v != "0");
         Nested {

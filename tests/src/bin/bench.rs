@@ -546,7 +546,7 @@ fn pmem(a: PmemArgs) -> Result<(), BenchError> {
         for (r, round) in (1..).zip(&report.rounds) {
             for ((case, _), bw) in bench_pmem::PMEM_CASES.iter().zip(round) {
                 if bw.is_none() {
-                    show_tail(&out, &bench_pmem::case_name(case, r), 20);
+                    show_tail(&out, &bench::round_case(case, r), 20);
                 }
             }
         }
@@ -583,7 +583,7 @@ fn blk(a: BlkArgs) -> Result<(), BenchError> {
     };
     let out = run(place, &art, batch, vm)?;
     let side =
-        |name: &str, round| bench_blk::BlkFigures::parse(output(&out, &bench_blk::case_name(name, round)));
+        |name: &str, round| bench_blk::BlkFigures::parse(output(&out, &bench::round_case(name, round)));
     let rounds = (1..=opts.rounds)
         .map(|r| bench_blk::Round { daxvmm: side("daxvmm", r), qemu: side("qemu", r) })
         .collect();
@@ -593,7 +593,7 @@ fn blk(a: BlkArgs) -> Result<(), BenchError> {
         for (r, round) in (1..).zip(&report.rounds) {
             for (name, figures) in [("daxvmm", round.daxvmm), ("qemu", round.qemu)] {
                 if figures.is_none() {
-                    show_tail(&out, &bench_blk::case_name(name, r), 20);
+                    show_tail(&out, &bench::round_case(name, r), 20);
                 }
             }
         }
