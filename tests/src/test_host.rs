@@ -93,13 +93,39 @@ pub struct Config {
     /// An experiment, off by default: the static daxvmm-kvm-hold (images/test-host-tools), which /init
     /// then runs to keep one idle KVM VM open, so that no case's VM is the first or the last one.
     pub kvm_hold: Option<PathBuf>,
-    /// Extra test host kernel arguments (e.g. `idle=poll`).
+    /// How the test host kernel's idle CPUs wait: [`L1Idle::Poll`] unless `DAXVMM_L1_IDLE` says otherwise.
+    pub idle: L1Idle,
+    /// Extra test host kernel arguments (e.g. `nosmt`).
     pub append: String,
+}
+
+/// How the test host kernel's idle CPUs wait for work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum L1Idle {
+    /// `idle=poll`: they spin and never halt. The default: under QEMU TCG a halted CPU is sometimes
+    /// never woken (a soft-lockup panic ~300 s in), and with `idle=poll` a full suite run saw one
+    /// emulation fault in 87 nested boots against 21 in 146 without it (docs/test-host-vm.md).
+    Poll,
+    /// The kernel's default: they halt.
+    Halt,
+    /// A value of `DAXVMM_L1_IDLE` that is neither; [`Config::check`] refuses it.
+    Unknown(String),
+}
+
+impl L1Idle {
+    /// `poll` or `halt` (`None` or empty: the default, poll).
+    pub fn parse(given: Option<&str>) -> L1Idle {
+        match given.map(str::trim) {
+            None | Some("") | Some("poll") => L1Idle::Poll,
+            Some("halt") => L1Idle::Halt,
+            Some(other) => L1Idle::Unknown(other.to_string()),
+        }
+    }
 }
 
 impl Config {
     /// The defaults: 4G, 2 vCPUs, 900 s in all, 300 s per case, a stall after the case timeout + 60 s;
-    /// `DAXVMM_KVM_HOLD` and `DAXVMM_L1_APPEND` from the environment.
+    /// `DAXVMM_KVM_HOLD`, `DAXVMM_L1_IDLE` and `DAXVMM_L1_APPEND` from the environment.
     pub fn new(batch: String, kernel: PathBuf, initrd: PathBuf) -> Config {
         let env = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
         Config {
@@ -115,6 +141,7 @@ impl Config {
             with_qemu: false,
             adds: Vec::new(),
             kvm_hold: env("DAXVMM_KVM_HOLD").filter(|h| h != "none").map(PathBuf::from),
+            idle: L1Idle::parse(env("DAXVMM_L1_IDLE").as_deref()),
             append: env("DAXVMM_L1_APPEND").unwrap_or_default(),
         }
     }
@@ -130,6 +157,9 @@ impl Config {
         }
         if self.cpus == 0 {
             return Err(TestHostError::NoCpus);
+        }
+        if let L1Idle::Unknown(given) = &self.idle {
+            return Err(TestHostError::Idle { given: given.clone() });
         }
         let files = [("guest kernel", Some(&self.kernel)), ("guest initramfs", Some(&self.initrd))];
         let more = [("daxvmm binary", self.daxvmm.as_ref()), ("--kvm-hold", self.kvm_hold.as_ref())];
@@ -254,10 +284,11 @@ pub fn run(cfg: &Config, on_line: OnLine<'_>) -> Result<Run, TestHostError> {
 
     let _slot = Slot::acquire(&cache, slot_count(host_cpus(), cfg.cpus))?;
     log(&format!(
-        "booting the test host VM ({} vCPUs, {}, timeout {}s, {cases} cases)",
+        "booting the test host VM ({} vCPUs, {}, timeout {}s, {cases} cases; kernel arguments added: {})",
         cfg.cpus,
         cfg.mem,
-        cfg.timeout.as_secs()
+        cfg.timeout.as_secs(),
+        added_args(cfg).unwrap_or_else(|| "none".into())
     ));
     let console_log = new_console_log(&cache.join("logs"))?;
     let args = qemu_args(cfg, &base.join("vmlinuz"), &initramfs, dir.path());
@@ -305,6 +336,13 @@ pub fn run(cfg: &Config, on_line: OnLine<'_>) -> Result<Run, TestHostError> {
     Ok(Run { end, console: std::mem::take(&mut watch.parser), console_log, elapsed })
 }
 
+/// The test host kernel arguments that [`Config::idle`] and [`Config::append`] add, if any.
+fn added_args(cfg: &Config) -> Option<String> {
+    let idle = (cfg.idle == L1Idle::Poll).then_some("idle=poll");
+    let words: Vec<&str> = idle.into_iter().chain(cfg.append.split_whitespace()).collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
 /// The QEMU command line (without the program).
 pub fn qemu_args(cfg: &Config, l1_kernel: &Path, initramfs: &Path, run_dir: &Path) -> Vec<String> {
     // panic=-1 with -no-reboot: a test host kernel panic ends QEMU. loglevel=5 keeps chatter off the
@@ -312,8 +350,8 @@ pub fn qemu_args(cfg: &Config, l1_kernel: &Path, initramfs: &Path, run_dir: &Pat
     let mut append = "console=ttyS0 panic=-1 quiet loglevel=5 softlockup_panic=1 hung_task_panic=1 \
                       sysctl.kernel.panic_on_rcu_stall=1 nokaslr"
         .to_string();
-    if !cfg.append.trim().is_empty() {
-        append = format!("{append} {}", cfg.append.trim());
+    if let Some(more) = added_args(cfg) {
+        append = format!("{append} {more}");
     }
     let p = |p: &Path| p.display().to_string();
     let mut v: Vec<String> = ["-accel", "tcg,thread=multi", "-cpu", "max", "-smp"].map(String::from).into();
@@ -453,6 +491,7 @@ mod tests {
     fn config() -> Config {
         let mut c = Config::new("a\ttrue\n".into(), "/k/bzImage".into(), "/i/initrd".into());
         c.append = String::new();
+        c.idle = L1Idle::Poll;
         c
     }
 
@@ -461,7 +500,7 @@ mod tests {
         let mut c = config();
         c.cpus = 3;
         c.mem = "3072M".into();
-        c.append = " idle=poll ".into();
+        c.append = " nosmt  mitigations=off ".into();
         let args = qemu_args(&c, Path::new("/b/vmlinuz"), Path::new("/r/l1.cpio"), Path::new("/r"));
         let after = |flag: &str| args[args.iter().position(|a| a == flag).expect(flag) + 1].as_str();
         assert_eq!(after("-accel"), "tcg,thread=multi");
@@ -471,7 +510,7 @@ mod tests {
         assert_eq!(
             after("-append"),
             "console=ttyS0 panic=-1 quiet loglevel=5 softlockup_panic=1 hung_task_panic=1 \
-             sysctl.kernel.panic_on_rcu_stall=1 nokaslr idle=poll"
+             sysctl.kernel.panic_on_rcu_stall=1 nokaslr idle=poll nosmt mitigations=off"
         );
         assert_eq!((after("-d"), after("-D")), ("cpu_reset", "/r/qemu-debug.log"));
         assert_eq!(after("-monitor"), "unix:/r/monitor.sock,server=on,wait=off");
@@ -479,7 +518,22 @@ mod tests {
         assert!(args.iter().any(|a| a == "-no-reboot"));
         c.append = String::new();
         let args = qemu_args(&c, Path::new("/b/vmlinuz"), Path::new("/r/l1.cpio"), Path::new("/r"));
+        assert!(args.iter().any(|a| a.ends_with("panic_on_rcu_stall=1 nokaslr idle=poll")));
+        c.idle = L1Idle::Halt;
+        let args = qemu_args(&c, Path::new("/b/vmlinuz"), Path::new("/r/l1.cpio"), Path::new("/r"));
         assert!(args.iter().any(|a| a.ends_with("panic_on_rcu_stall=1 nokaslr")));
+        assert!(!args.iter().any(|a| a.contains("idle=")));
+    }
+
+    #[test]
+    fn the_idle_setting_defaults_to_poll_and_refuses_unknown_values() {
+        assert_eq!(L1Idle::parse(None), L1Idle::Poll);
+        assert_eq!(L1Idle::parse(Some(" poll ")), L1Idle::Poll);
+        assert_eq!(L1Idle::parse(Some("halt")), L1Idle::Halt);
+        let mut c = config();
+        c.idle = L1Idle::parse(Some("hlt"));
+        let err = c.check().expect_err("unknown idle");
+        assert_eq!(err.to_string(), "DAXVMM_L1_IDLE wants poll or halt, got 'hlt'");
     }
 
     #[test]

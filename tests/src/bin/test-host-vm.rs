@@ -21,7 +21,7 @@ use daxvmm_tests::batch_file::{self, BatchFileError};
 use daxvmm_tests::case::{CaseError, NESTED_INITRD, NESTED_KERNEL};
 use daxvmm_tests::host::WhereArg;
 use daxvmm_tests::run::{run_nested, Echo, Nested, RunError};
-use daxvmm_tests::test_host::{self, log, End, Fault, TestHostError};
+use daxvmm_tests::test_host::{self, log, End, Fault, L1Idle, TestHostError};
 use daxvmm_tests::{Artifacts, Case, Skip};
 use thiserror::Error;
 
@@ -108,9 +108,13 @@ struct BatchArgs {
     /// Also pack qemu-system-x86_64 (its libraries and x86 firmware) to compare against.
     #[arg(long)]
     with_qemu: bool,
-    /// More words for the test host VM kernel's command line.
-    #[arg(long, default_value = "")]
-    append: String,
+    /// More words for the test host VM kernel's command line (default: $DAXVMM_L1_APPEND).
+    #[arg(long)]
+    append: Option<String>,
+    /// How the test host kernel's idle CPUs wait: poll (idle=poll: fewer emulation faults under QEMU
+    /// TCG) or halt (default: $DAXVMM_L1_IDLE, else poll).
+    #[arg(long, value_parser = ["poll", "halt"])]
+    idle: Option<String>,
     /// Copy FILE (a static binary) into the VM's /bin; repeatable.
     #[arg(long = "add", value_name = "FILE")]
     adds: Vec<PathBuf>,
@@ -174,7 +178,12 @@ fn batch(a: BatchArgs) -> Result<ExitCode, CliError> {
     cfg.case_timeout = Duration::from_secs(a.case_timeout);
     cfg.stall = Duration::from_secs(a.stall.unwrap_or(a.case_timeout + 60));
     cfg.with_qemu = a.with_qemu;
-    cfg.append = a.append;
+    if let Some(append) = a.append {
+        cfg.append = append;
+    }
+    if let Some(idle) = a.idle {
+        cfg.idle = L1Idle::parse(Some(&idle));
+    }
     cfg.adds = a.adds;
     if a.kvm_hold.is_some() {
         cfg.kvm_hold = a.kvm_hold;

@@ -27,6 +27,12 @@ pub enum TestHostError {
         /// What was given.
         mem: String,
     },
+    /// `DAXVMM_L1_IDLE` is neither `poll` nor `halt`.
+    #[error("DAXVMM_L1_IDLE wants poll or halt, got '{given}'")]
+    Idle {
+        /// What was given.
+        given: String,
+    },
     /// [`super::Config::cpus`] is zero.
     #[error("--cpus wants a positive number, got 0")]
     NoCpus,
