@@ -45,8 +45,10 @@ use super::{read_config_bytes, VirtioDevice};
 
 /// The unit of `capacity` and `sector`, whatever the block size.
 pub const SECTOR_SIZE: u64 = 512;
-/// Size of the request queue.
-pub const BLK_QUEUE_SIZE: u16 = 256;
+/// Size of the request queue (the most the driver may choose). A 1 MiB I/O on scattered 4 KiB pages is
+/// 256 data buffers: with a ring of 256 (254 buffers a request), Linux cut it into two requests sent
+/// one after the other, and the second waited for the ring to drain.
+pub const BLK_QUEUE_SIZE: u16 = 1024;
 /// Index of the request queue.
 pub const BLK_REQUEST_QUEUE: usize = 0;
 /// Most data buffers in one request: without indirect descriptors a request must fit in the ring with

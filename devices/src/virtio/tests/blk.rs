@@ -137,14 +137,14 @@ fn read_config_u32(d: &mut Driver<Blk>, offset: u64) -> u32 {
 fn config_space_and_features() {
     let mut d = Driver::with_device(Blk::new(DISK, false, ID).unwrap());
     assert_eq!(d.read32(reg::VIRTIO_MMIO_DEVICE_ID), 2);
-    assert_eq!(d.read32(reg::VIRTIO_MMIO_QUEUE_NUM_MAX), 256);
+    assert_eq!(d.read32(reg::VIRTIO_MMIO_QUEUE_NUM_MAX), 1024);
     let offered = 1 << VIRTIO_BLK_F_FLUSH | 1 << VIRTIO_BLK_F_SEG_MAX | 1 << VIRTIO_BLK_F_BLK_SIZE;
     assert_eq!(d.read32(reg::VIRTIO_MMIO_DEVICE_FEATURES), offered | 1 << VIRTIO_BLK_F_DISCARD);
     assert_eq!(read_config_u32(&mut d, 0), (DISK / 512) as u32, "capacity (low)");
     assert_eq!(read_config_u32(&mut d, 4), 0, "capacity (high)");
     assert_eq!(read_config_u32(&mut d, 8), 0, "size_max: not offered");
-    assert_eq!(read_config_u32(&mut d, 12), 254);
-    assert_eq!(BLK_SEG_MAX, 254);
+    assert_eq!(read_config_u32(&mut d, 12), 1022, "seg_max: a request of 1 MiB in 4 KiB pages fits");
+    assert_eq!(BLK_SEG_MAX, 1022);
     assert_eq!(read_config_u32(&mut d, 20), 512, "blk_size");
     assert_eq!(read_config_u32(&mut d, 32), 0, "writeback and num_queues read as zero");
     assert_eq!(read_config_u32(&mut d, 36), 1 << 22, "max_discard_sectors");
