@@ -82,6 +82,11 @@ pub fn median_present(values: &[Option<f64>]) -> Option<f64> {
     median(&values.iter().flatten().copied().collect::<Vec<_>>())
 }
 
+/// `v` rounded to a whole number, `none` when missing (a figure no run produced).
+pub fn no_decimals(v: Option<f64>) -> String {
+    v.map_or_else(|| "none".into(), |v| format!("{v:.0}"))
+}
+
 /// `v` with two decimals, `n/a` when missing.
 pub fn two_decimals(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".into(), |v| format!("{v:.2}"))
@@ -119,5 +124,6 @@ mod tests {
         assert_eq!(median_present(&[None, Some(4.0), Some(2.0), None]), Some(3.0));
         assert_eq!(median_present(&[None]), None);
         assert_eq!(round_case("qemu_virtio", 2), "qemu_virtio-2");
+        assert_eq!((no_decimals(Some(2632.4)), no_decimals(None)), ("2632".into(), "none".into()));
     }
 }

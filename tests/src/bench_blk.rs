@@ -11,7 +11,10 @@
 
 use std::fmt::Write as _;
 
-use crate::bench::{median, median_present, place_note, round_case, two_decimals as two, value_after, Paths};
+use crate::bench::{
+    median, median_present, no_decimals as num, place_note, round_case, two_decimals as two, value_after,
+    Paths,
+};
 use crate::case::shell_quote;
 use crate::host::Where;
 
@@ -176,7 +179,6 @@ impl Report {
             "  {:<16} {:>9} {:>9}   {:<11}  each round's daxvmm/qemu (goal: median >= 1)",
             "(medians)", "daxvmm", "qemu", "daxvmm/qemu"
         );
-        let num = |v: Option<f64>| v.map_or_else(|| "none".into(), |v| format!("{v:.0}"));
         for (n, (_, row)) in METRICS.iter().enumerate() {
             let side = |f: fn(&Round) -> Option<BlkFigures>| {
                 median(&self.rounds.iter().filter_map(|r| f(r).map(|f| f.values()[n])).collect::<Vec<_>>())

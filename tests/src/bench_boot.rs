@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::bench::{median, place_note, ratio, value_after, Paths};
+use crate::bench::{median, no_decimals, place_note, ratio, value_after, Paths};
 use crate::case::shell_quote;
 use crate::host::Where;
 
@@ -248,8 +248,7 @@ impl Boots {
     }
 
     fn runs(&self) -> String {
-        let one = |b: &Boot| b.total.map_or_else(|| "none".into(), |v| format!("{v:.0}"));
-        self.0.iter().map(one).collect::<Vec<_>>().join(" ")
+        self.0.iter().map(|b| no_decimals(b.total)).collect::<Vec<_>>().join(" ")
     }
 }
 
@@ -333,7 +332,7 @@ impl BootReport {
         let _ =
             writeln!(s, "warm-up, the test host VM's first boots (not in the medians): {}", warm.join(", "));
         for (side, boots) in &self.sides {
-            let med = boots.median().map_or_else(|| "none".into(), |m| format!("{m:.0}"));
+            let med = no_decimals(boots.median());
             let (n, near) = boots.spread();
             let _ = writeln!(
                 s,

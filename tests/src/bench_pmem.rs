@@ -10,7 +10,8 @@
 use std::fmt::Write as _;
 
 use crate::bench::{
-    median, median_present as mid, place_note, round_case, two_decimals as two, value_after, Paths,
+    median, median_present as mid, no_decimals as num, place_note, round_case, two_decimals as two,
+    value_after, Paths,
 };
 use crate::case::shell_quote;
 use crate::host::Where;
@@ -197,7 +198,6 @@ impl PmemReport {
             "all measured on the same host in the same run ({}); medians over the rounds",
             place_note(self.place, "inside one test host VM")
         );
-        let num = |v: Option<f64>| v.map_or_else(|| "none".into(), |v| format!("{v:.0}"));
         for (c, (_, row)) in PMEM_CASES.iter().enumerate() {
             let [w, r] = WAYS.map(|(_, f)| num(self.median_of(c, f)));
             let _ = write!(s, "  {row:<14} write {w:>9}  read {r:>9}");
