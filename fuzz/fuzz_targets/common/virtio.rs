@@ -1,6 +1,7 @@
 //! What the virtio fuzz targets share: reading the fuzz input, two guest memory regions with a hole
-//! between them, Linux's bring-up of a virtio-mmio device, and the check that a synchronous run writes
-//! only the used ring and device-writable buffers. Included by each target with `#[path]`.
+//! between them, Linux's bring-up of a virtio-mmio device, fuzzed descriptor chains made available as a
+//! driver would, and the checks that a synchronous run writes only the used ring and device-writable
+//! buffers and adds used entries naming heads inside the queue. Included by each target with `#[path]`.
 #![allow(dead_code)]
 
 use daxvmm_devices::bus::BusDevice;
@@ -177,4 +178,111 @@ pub fn shared_op<D: VirtioDevice>(
         _ => {}
     }
     Some(())
+}
+
+/// A descriptor as the targets write it: address, length, flags, next.
+pub type Desc = (u64, u32, u16, u16);
+
+/// `shape % 4 + 1` fuzzed descriptors for a chain at `head` of a `size`-entry queue: each a fuzzed
+/// address, a length from `lens` (the lengths that matter to the device) or, for the eighth pick, a raw
+/// one, and fuzzed NEXT/WRITE/INDIRECT bits; the links follow the chain unless the flags byte's top bit
+/// asks for the input's own.
+pub fn fuzzed_descs(
+    input: &mut Input<'_>,
+    shape: u8,
+    head: u16,
+    size: u16,
+    lens: [u32; 7],
+) -> Option<Vec<Desc>> {
+    let count = u16::from(shape % 4 + 1);
+    let mut descs = Vec::new();
+    for i in 0..count {
+        let (addr, len_pick, flags, next) = (input.u16()?, input.u8()?, input.u8()?, input.u8()?);
+        let len = match lens.get(usize::from(len_pick % 8)) {
+            Some(&len) => len,
+            None => input.u32()?,
+        };
+        let mut f = u16::from(flags & 0x6);
+        let mut n = u16::from(next);
+        if flags & 0x80 == 0 {
+            if i + 1 < count {
+                f |= 1;
+                n = head.wrapping_add(i + 1) % size;
+            }
+        } else {
+            f |= u16::from(flags & 1);
+        }
+        descs.push((u64::from(addr), len, f, n));
+    }
+    Some(descs)
+}
+
+/// Writes `descs` into queue 0's descriptor table from `head` on (wrapping) and makes `head` available.
+pub fn publish_chain<D: VirtioDevice>(
+    t: &MmioTransport<D>,
+    mem: &GuestMemoryMmap,
+    head: u16,
+    descs: Vec<Desc>,
+) -> Option<()> {
+    let q = t.queue(0)?.state();
+    let size = q.size.max(1);
+    for (i, (addr, len, flags, next)) in descs.into_iter().enumerate() {
+        let index = head.wrapping_add(i as u16) % size;
+        let at = q.desc_table.wrapping_add(u64::from(index) * 16);
+        let _ = mem.write_obj(addr, GuestAddress(at));
+        let _ = mem.write_obj(len, GuestAddress(at.wrapping_add(8)));
+        let _ = mem.write_obj(flags, GuestAddress(at.wrapping_add(12)));
+        let _ = mem.write_obj(next, GuestAddress(at.wrapping_add(14)));
+    }
+    let idx_at = GuestAddress(q.avail_ring.wrapping_add(2));
+    let idx: u16 = mem.read_obj(idx_at).ok()?;
+    let slot = q.avail_ring.wrapping_add(4 + u64::from(idx % size) * 2);
+    let _ = mem.write_obj(head, GuestAddress(slot));
+    let _ = mem.write_obj(idx.wrapping_add(1), idx_at);
+    Some(())
+}
+
+/// Runs queue 0 in place with `run` and, when the guest's rings and buffers do not alias the descriptor
+/// table or the used ring (aliasing lets the device's own writes rewrite the request), checks that it
+/// changed guest bytes only inside the used ring and device-writable buffers and that every used entry
+/// it added names a head inside the queue with a length `len_ok` accepts (given the length and the
+/// queue's size).
+pub fn checked_sync_run<D: VirtioDevice, R>(
+    t: &mut MmioTransport<D>,
+    mem: &GuestMemoryMmap,
+    run: impl FnOnce(&mut MmioTransport<D>) -> R,
+    len_ok: impl Fn(u32, u16) -> bool,
+) -> R {
+    let (allowed, aliased) = writable_ranges(t, mem);
+    let used_before = t.queue(0).map(|q| q.state().next_used);
+    let before = snapshot(mem);
+    let result = run(t);
+    if !aliased {
+        check_sync_writes(&before, &snapshot(mem), &allowed);
+        if let (Some(q), Some(mut i)) = (t.queue(0), used_before) {
+            let state = q.state();
+            while i != state.next_used {
+                let at = state.used_ring + 4 + u64::from(i % state.size) * 8;
+                let id: u32 = mem.read_obj(GuestAddress(at)).unwrap();
+                let len: u32 = mem.read_obj(GuestAddress(at + 4)).unwrap();
+                assert!(
+                    id < u32::from(state.size),
+                    "used entry names head {id} of a {}-entry queue",
+                    state.size
+                );
+                assert!(len_ok(len, state.size), "used length {len}");
+                i = i.wrapping_add(1);
+            }
+        }
+    }
+    result
+}
+
+/// The identity registers (magic, version 2, `device_id`) never change, and the status register only
+/// ever holds defined bits.
+pub fn check_registers<D: VirtioDevice>(t: &mut MmioTransport<D>, device_id: u32) {
+    assert_eq!(read32(t, 0), 0x7472_6976);
+    assert_eq!(read32(t, 4), 2);
+    assert_eq!(read32(t, 8), device_id);
+    assert_eq!(read32(t, 0x70) & !DEFINED_STATUS, 0, "undefined status bits");
 }
