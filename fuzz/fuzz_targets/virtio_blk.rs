@@ -151,8 +151,8 @@ fuzz_target!(|data: &[u8]| {
 fn add_chain(t: &MmioTransport<Blk>, mem: &GuestMemoryMmap, input: &mut Input<'_>) -> Option<()> {
     let q = t.queue(0)?.state();
     let shape = input.u8()?;
-    let head = u16::from(input.u8()?) % q.size.max(1);
     let size = q.size.max(1);
+    let head = u16::from(input.u8()?) % size;
     let descs = if shape & 0x80 == 0 {
         let (req, buf, status) = (
             u64::from(input.u16()? & 0x7ff0),

@@ -109,14 +109,15 @@ fuzz_target!(|data: &[u8]| {
 fn add_chain(t: &MmioTransport<Pmem>, mem: &GuestMemoryMmap, input: &mut Input<'_>) -> Option<()> {
     let q = t.queue(0)?.state();
     let shape = input.u8()?;
-    let head = u16::from(input.u8()?) % q.size.max(1);
+    let size = q.size.max(1);
+    let head = u16::from(input.u8()?) % size;
     let descs = if shape & 0x80 == 0 {
         let (req, resp) = (u64::from(input.u16()? & 0x7ffc), u64::from(input.u16()? & 0x7ffc));
         let kind = if shape & 0x40 == 0 { 0 } else { input.u32()? };
         let _ = mem.write_obj(kind, GuestAddress(req));
-        vec![(req, 4, 1, head.wrapping_add(1) % q.size.max(1)), (resp, 4, 2, 0)]
+        vec![(req, 4, 1, head.wrapping_add(1) % size), (resp, 4, 2, 0)]
     } else {
-        fuzzed_descs(input, shape, head, q.size.max(1), [0, 1, 3, 4, 4, 8, 0xffff_ffff])?
+        fuzzed_descs(input, shape, head, size, [0, 1, 3, 4, 4, 8, 0xffff_ffff])?
     };
     publish_chain(t, mem, head, descs)
 }
