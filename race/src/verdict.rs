@@ -220,11 +220,7 @@ pub fn combine(
 
 /// The run's fault log, one line per entry, then where each step of its schedule stood.
 fn fault_log(record: &RunRecord) -> Vec<String> {
-    let mut lines: Vec<String> = record
-        .entries
-        .iter()
-        .map(|e| format!("#{} +{:.3}s vcpu {:?}: {:?}", e.seq, e.at.as_secs_f64(), e.vcpu, e.record))
-        .collect();
+    let mut lines: Vec<String> = record.entries.iter().map(ToString::to_string).collect();
     if record.dropped > 0 {
         lines.push(format!("({} entries did not fit in the log)", record.dropped));
     }

@@ -3,6 +3,7 @@
 //! counts the rest as dropped; sequence numbers keep counting, so a reader sees where the gap is. The
 //! earliest entries are the ones kept: the start of a run is what explains it.
 
+use std::fmt;
 use std::time::Duration;
 
 use super::protocol::{Event, SyncOutcome};
@@ -60,6 +61,24 @@ impl From<Note> for Record {
     }
 }
 
+/// One line of a repro file's fault log: `0.s3 arrived`, `deviation: ...`, `schedule 2 armed: ...`.
+impl fmt::Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Event(e) => write!(f, "event {e}"),
+            Self::Arrive { thread, point } => write!(f, "{} arrived", Step::sync(*thread, *point)),
+            Self::Released(step) => write!(f, "{step} released"),
+            Self::EventMatched(step) => write!(f, "{step} passed"),
+            Self::Proceed { thread, point, outcome } => {
+                write!(f, "{} proceeds: {outcome}", Step::sync(*thread, *point))
+            }
+            Self::Deviation(d) => write!(f, "deviation: {d}"),
+            Self::Armed { generation, schedule } => write!(f, "schedule {generation} armed: {schedule}"),
+            Self::Disarmed { generation } => write!(f, "schedule {generation} disarmed"),
+        }
+    }
+}
+
 /// One log entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
@@ -71,6 +90,17 @@ pub struct LogEntry {
     pub vcpu: Option<u8>,
     /// What happened.
     pub record: Record,
+}
+
+/// `#7 +0.125s vcpu 1: 0.s3 arrived` (no vCPU part when the caller did not say which).
+impl fmt::Display for LogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{} +{:.3}s", self.seq, self.at.as_secs_f64())?;
+        if let Some(v) = self.vcpu {
+            write!(f, " vcpu {v}")?;
+        }
+        write!(f, ": {}", self.record)
+    }
 }
 
 /// What [`EventLog::take`] hands out.
@@ -163,5 +193,41 @@ mod tests {
         let snap = log.take();
         assert_eq!((snap.entries[0].seq, snap.dropped), (10, 0), "seq continues across the gap");
         assert_eq!(log.dropped_total(), 7);
+    }
+
+    #[test]
+    fn entries_read_as_sentences_without_rust_syntax() {
+        use crate::fault::protocol::{EventCode, THREAD_ANY};
+        let pin = Event::new(EventCode::PinTaken, 1, 0x1234).expect("a valid event");
+        let hook = Event::new(EventCode::Unpin, THREAD_ANY, 7).expect("a valid event");
+        let lines = [
+            (Some(1), Record::Event(pin), "#0 +0.000s vcpu 1: event pin from thread 1, arg 0x1234"),
+            (None, Record::Event(hook), "#1 +0.001s: event unpin from a kernel hook, arg 0x7"),
+            (Some(0), Record::Arrive { thread: 0, point: 3 }, "#2 +0.002s vcpu 0: 0.s3 arrived"),
+            (None, Record::Released(Step::sync(1, 2)), "#3 +0.003s: 1.s2 released"),
+            (
+                Some(0),
+                Record::Proceed { thread: 0, point: 3, outcome: SyncOutcome::TimedOut },
+                "#4 +0.004s vcpu 0: 0.s3 proceeds: timed out",
+            ),
+            (
+                None,
+                Record::Deviation(Deviation::Unscheduled { thread: 2, point: 9 }),
+                "#5 +0.005s: deviation: 2.s9 arrived, which the schedule does not name: let through",
+            ),
+            (
+                None,
+                Record::Armed { generation: 2, schedule: "0.s1 1.s1".into() },
+                "#6 +0.006s: schedule 2 armed: 0.s1 1.s1",
+            ),
+            (None, Record::Disarmed { generation: 2 }, "#7 +0.007s: schedule 2 disarmed"),
+        ];
+        let mut log = EventLog::new(16);
+        for (i, (vcpu, record, _)) in lines.iter().enumerate() {
+            log.push(Duration::from_millis(i as u64), *vcpu, record.clone());
+        }
+        let shown: Vec<String> = log.take().entries.iter().map(ToString::to_string).collect();
+        let want: Vec<&str> = lines.iter().map(|l| l.2).collect();
+        assert_eq!(shown, want);
     }
 }

@@ -304,12 +304,11 @@ impl FaultInjector {
         let mut st = lock(&self.state);
         let count = st.stats.protocol_errors.entry(err.kind()).or_insert(0);
         *count += 1;
+        let from = vcpu.map_or("the guest".to_string(), |v| format!("vCPU {v}"));
         if *count == 1 {
-            log::warn!(
-                "fault injector: protocol error from vCPU {vcpu:?}: {err} (further ones at debug level)"
-            );
+            log::warn!("fault injector: protocol error from {from}: {err} (further ones at debug level)");
         } else {
-            log::debug!("fault injector: protocol error from vCPU {vcpu:?}: {err}");
+            log::debug!("fault injector: protocol error from {from}: {err}");
         }
     }
 

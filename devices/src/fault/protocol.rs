@@ -279,6 +279,19 @@ impl SyncOutcome {
     }
 }
 
+/// The outcome as the fault log and repro files name it.
+impl std::fmt::Display for SyncOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Released => "released",
+            Self::TimedOut => "timed out",
+            Self::NotArmed => "no schedule armed",
+            Self::Unscheduled => "not in the schedule",
+            Self::Retry => "still held, read again",
+        })
+    }
+}
+
 macro_rules! event_codes {
     ($($(#[$doc:meta])* $name:ident = $code:literal, $text:literal;)*) => {
         /// What an event announces (bits 63:56 of the event register).
@@ -486,6 +499,18 @@ impl Event {
             return Err(ProtocolError::BadThread { thread });
         }
         Ok(Self { code, thread, arg: raw & ((1 << ARG_BITS) - 1) })
+    }
+}
+
+/// `pin from thread 1, arg 0x1234` (`from a kernel hook` for [`THREAD_ANY`]), as the fault log shows it.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code.name())?;
+        match self.thread {
+            THREAD_ANY => f.write_str(" from a kernel hook")?,
+            t => write!(f, " from thread {t}")?,
+        }
+        write!(f, ", arg {:#x}", self.arg)
     }
 }
 
