@@ -162,13 +162,34 @@ pub fn tap(results: &[RunResult]) -> String {
                 let _ = writeln!(s, "not ok {n} - {}", run_name(r));
                 s.push_str("  ---\n  findings:\n");
                 for f in &r.findings {
-                    let _ = writeln!(s, "    - {:?}", f.to_string());
+                    let _ = writeln!(s, "    - {}", yaml_quote(&f.to_string()));
                 }
                 s.push_str("  ...\n");
             }
         }
     }
     s
+}
+
+/// A YAML double-quoted scalar: findings may quote guest console text, control characters included,
+/// and TAP consumers parse the diagnostics block as YAML.
+fn yaml_quote(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            '\t' => o.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(o, "\\u{:04x}", u32::from(c));
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
 }
 
 fn xml_escape(s: &str) -> String {
@@ -351,6 +372,17 @@ mod tests {
         assert!(t.contains("not ok 2 - truncate-unpin ext4 run 1"));
         assert!(t.contains("ordering: truncate <returned> early"));
         assert!(t.contains("ok 3 - truncate-unpin xfs run 2 [0.s1 1.s1 0.s2 1.s2] # SKIP needs 3 CPUs"));
+    }
+
+    #[test]
+    fn tap_findings_are_yaml_double_quoted() {
+        assert_eq!(yaml_quote("plain: text"), r#""plain: text""#);
+        assert_eq!(yaml_quote("a \"b\" c\\d"), r#""a \"b\" c\\d""#);
+        assert_eq!(yaml_quote("l1\nl2\tx\u{1b}[0m\r\u{85}é"), r#""l1\nl2\tx\u001b[0m\u000d\u0085é""#);
+        let mut results = sample();
+        results[1].findings = vec![Finding::new(FindingKind::Crash, "console: \u{1b}[1m\"Oops\"")];
+        let t = tap(&results);
+        assert!(t.contains("    - \"crash: console: \\u001b[1m\\\"Oops\\\"\"\n"), "{t}");
     }
 
     #[test]

@@ -282,12 +282,12 @@ fn test_session(vm: &impl GuestVm, a: &TestOptions) -> Result<(u8, String), Race
     let cpus = a.cpus.unwrap_or_else(|| entries.iter().map(|e| e.threads()).max().unwrap_or(2).max(2) as u8);
     let (kernel, initrd) = images(vm, &a.boot)?;
     log::info!(
-        "daxvmm test: {} runs ({} scenarios x {} filesystems{}), {cpus} vCPUs, hold bound {:?}{}",
+        "daxvmm test: {} runs ({} scenarios x {} filesystems{}), {cpus} vCPUs, hold bound {} ms{}",
         plan.len(),
         entries.len(),
         a.fs.len(),
         a.shard.map_or(String::new(), |s| format!(", shard {s} of {} runs", whole.len())),
-        a.hold_bound,
+        a.hold_bound.as_millis(),
         if a.sleeps { ", baseline (sleeps, no schedules)" } else { "" }
     );
     let started = Instant::now();
@@ -585,7 +585,7 @@ fn boot(
         GuestEnd::GuestFailed(s) => Some(format!("the guest program failed (status {s})")),
         GuestEnd::Panic(_) => Some("the guest kernel panicked".to_string()),
         GuestEnd::Reset => Some("the guest reset".to_string()),
-        GuestEnd::Timeout => Some(format!("--timeout {:?} expired (a hang?)", b.timeout)),
+        GuestEnd::Timeout => Some(format!("--timeout of {} s expired (a hang?)", b.timeout.as_secs_f64())),
         GuestEnd::Signal(s) => Some(format!("daxvmm was stopped by signal {s}")),
     };
     let results = verdict::combine(plan, g.transport, &session.records(), &guest, stopped.as_deref());
