@@ -543,11 +543,7 @@ fn completion_after_reset_is_dropped() {
     submit(&mut d, VIRTIO_BLK_T_OUT, 0, &[(HDR, 16, R), (BUF, 512, R), (STATUS, 1, W)]);
     let stale = d.t.take_requests();
     assert_eq!(stale.len(), 1);
-    d.write32(reg::VIRTIO_MMIO_STATUS, 0);
-    d.negotiate(VIRTIO_F_VERSION_1);
-    d.setup_queue(0, QSIZE, DESC, AVAIL + 0x400, USED + 0x400);
-    d.set_status(status::DRIVER_OK);
-    assert!(d.t.is_live());
+    d.restart_on_new_rings();
     let mem = d.t.mem().clone();
     let done: Vec<_> = stale.iter().map(|p| p.execute(&mem, &mut disk)).collect();
     assert_eq!(d.t.complete_requests(done), 0);

@@ -115,6 +115,16 @@ impl<D: VirtioDevice> Driver<D> {
         d
     }
 
+    /// Resets the device and brings it up again with queue 0 on rings other than the first ones, as a
+    /// driver recovering from an error does while the device may still hold requests from before.
+    pub fn restart_on_new_rings(&mut self) {
+        self.write32(reg::VIRTIO_MMIO_STATUS, 0);
+        self.negotiate(VIRTIO_F_VERSION_1);
+        self.setup_queue(0, QSIZE, DESC, AVAIL + 0x400, USED + 0x400);
+        self.set_status(status::DRIVER_OK);
+        assert!(self.t.is_live());
+    }
+
     pub fn read32(&mut self, offset: u32) -> u32 {
         let mut b = [0u8; 4];
         self.t.read(u64::from(offset), &mut b);

@@ -99,11 +99,7 @@ fn completion_after_reset_is_dropped() {
     let stale = d.t.take_flushes();
     assert_eq!(stale.len(), 1);
     // The driver resets and brings the device up again, on new rings, before the flush finishes.
-    d.write32(reg::VIRTIO_MMIO_STATUS, 0);
-    d.negotiate(VIRTIO_F_VERSION_1);
-    d.setup_queue(0, QSIZE, DESC, AVAIL + 0x400, USED + 0x400);
-    d.set_status(status::DRIVER_OK);
-    assert!(d.t.is_live());
+    d.restart_on_new_rings();
     for p in stale {
         assert!(!d.t.complete_flush(p, Ok(())));
     }
