@@ -111,9 +111,10 @@ enum Cmd {
     /// virtio-blk I/O of daxvmm against QEMU (scripts/bench-blk.sh).
     ///
     /// Block benchmark: in a guest, `daxvmm-dax-check blk /dev/vda MIB RAND_OPS` does O_DIRECT I/O on
-    /// the raw disk with 4 KiB-aligned buffers: sequential 1 MiB writes then reads over MIB MiB, then
-    /// RAND_OPS random 4 KiB writes and reads over the same span (seeded, so both sides get the same
-    /// offsets); no flush is timed. daxvmm gets the image as `--disk IMG` (virtio-mmio); QEMU as
+    /// the raw disk with 4 KiB-aligned buffers: sequential 1 MiB writes over MIB MiB (the first into
+    /// the sparse image, so the host allocates every block; then the same again, the rewrite), reads
+    /// over them, then RAND_OPS random 4 KiB writes and reads over the same span (seeded, so both sides
+    /// get the same offsets); no flush is timed. daxvmm gets the image as `--disk IMG` (virtio-mmio); QEMU as
     /// `-drive file=IMG,if=none,id=d0,format=raw -device virtio-blk-pci,drive=d0` in its default cache
     /// mode (writeback: through the host page cache, as daxvmm's preadv/pwritev into guest memory). Same kernel,
     /// initramfs, memory (512M) and vCPUs (1); each case makes a fresh sparse image (truncate) and
