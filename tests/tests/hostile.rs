@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use daxvmm_tests::{Case, Outcome, SharedBatch, TRIPLE_FAULT};
+use daxvmm_tests::{Case, Outcome, SharedBatch};
 
 const INIT_REACHED: &str = "daxvmm-guest: init reached";
 /// How late daxvmm may end a run after its deadline or a signal.
@@ -24,9 +24,9 @@ fn flood(name: &str, port: &str, byte: &str, timeout: &str) -> Case {
     guest(name, &cmdline, timeout)
 }
 
-/// A guest case; a guest triple fault (QEMU TCG's nested SVM, see TRIPLE_FAULT) runs it again nested.
+/// A guest case with one vCPU.
 fn guest(name: &str, cmdline: &str, timeout: &str) -> Case {
-    Case::guest(name, &["--cpus", "1"], cmdline, timeout).rerun_nested_on(TRIPLE_FAULT)
+    Case::guest(name, &["--cpus", "1"], cmdline, timeout)
 }
 
 fn cases() -> Vec<Case> {
