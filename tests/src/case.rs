@@ -94,6 +94,22 @@ pub const VCPU_NOT_KICKED: &str = "did not leave the guest within";
 /// ([`Case::rerun_nested_on`]): no test makes any of them on purpose, and a fault of the code under
 /// test that makes one makes it again in every rerun, so the case still fails.
 pub const ALWAYS_EMULATION_FAULTS: [&str; 3] = [TRIPLE_FAULT, NMI_UNANSWERED, VCPU_NOT_KICKED];
+/// What daxvmm logs when it enters a guest's kernel, once per boot.
+pub const KERNEL_ENTERED: &str = "entering the guest kernel";
+/// What daxvmm logs when that guest's init has started (the init marker on its debug port).
+pub const INIT_STARTED: &str = "guest userspace init started";
+
+/// Whether the last guest in `console` went silent for a minute ([`NO_VCPU_EXIT`]) before its init
+/// started. A guest kernel between daxvmm's entry and its init exits far more often than that, and no
+/// test hangs a boot on purpose; in the test host VM it has been the guest no longer run, its clock
+/// frozen, with no RCU stall warning (a mutants case's sequential run, whose mutant is not on the boot
+/// path). A kernel that really hung while booting does so in every rerun, so the case still fails.
+pub fn stalled_boot(console: &str) -> bool {
+    let Some(silent) = console.rfind(NO_VCPU_EXIT) else { return false };
+    let before = &console[..silent];
+    before.rfind(KERNEL_ENTERED).is_some_and(|boot| !before[boot..].contains(INIT_STARTED))
+}
+
 /// What `daxvmm test` and `repro` print when the guest reset before its init started the race program.
 /// In the test host VM that has been a guest kernel oops at boot, in code the tests do not touch (an
 /// instruction fetched from the middle of a just-patched jump).

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::case::{check_needs, rerun_set, Case, Vmm, ALWAYS_EMULATION_FAULTS};
+use crate::case::{check_needs, rerun_set, stalled_boot, Case, Vmm, ALWAYS_EMULATION_FAULTS};
 use crate::console::CaseLog;
 use crate::host::{self, Artifacts, Where};
 use crate::markers;
@@ -521,7 +521,7 @@ fn rerun_reason(c: &Case, res: Option<&Result<Outcome, RunError>>) -> Option<&'s
     match res {
         Some(Ok(o)) => {
             let mut faults = c.nested_fault.iter().map(String::as_str).chain(ALWAYS_EMULATION_FAULTS);
-            faults.any(|t| o.contains(t)).then_some(EMULATION_FAULT)
+            (faults.any(|t| o.contains(t)) || stalled_boot(&o.console)).then_some(EMULATION_FAULT)
         }
         _ => Some("no result: its test host VM died"),
     }
@@ -640,6 +640,19 @@ mod tests {
             assert!(rerun_reason(case, Some(&out(stuck))).is_some());
             assert!(rerun_reason(case, Some(&out(unkicked))).is_some());
             assert_eq!(rerun_reason(case, Some(&out(stall))), None);
+        }
+        // A guest silent for a minute before its init started (a mutants case's sequential run in CI,
+        // 2026-12-05), for every case; after its init it stays a failure unless the case says otherwise.
+        let entered = "daxvmm: entering the guest kernel 300 ms after start\n";
+        let init = "daxvmm: guest userspace init started 2137 ms after start\n";
+        let silent = "daxvmm: warning: no vCPU exited to daxvmm in the last 239 s of the run: ...\n";
+        for case in [&plain, &marked] {
+            assert!(rerun_reason(case, Some(&out(&format!("{entered}{silent}")))).is_some());
+            assert_eq!(rerun_reason(case, Some(&out(&format!("{entered}{init}{silent}")))), None);
+            // `--repeat` and replays boot again: only the last boot before the silence counts.
+            let again = format!("{entered}{init}{entered}{silent}");
+            assert!(rerun_reason(case, Some(&out(&again))).is_some());
+            assert_eq!(rerun_reason(case, Some(&out(silent))), None);
         }
     }
 
