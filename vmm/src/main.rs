@@ -6,6 +6,8 @@ use std::time::Instant;
 use daxvmm::cli::{Cli, Command};
 use daxvmm::{console, kernel_tree, logging, privileges, race, run, seccomp, signals, suites};
 
+mod allocator;
+
 fn main() {
     let started = Instant::now();
     // In every thread from the start: a termination signal waits for a run's main loop to read it.
