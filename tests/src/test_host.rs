@@ -37,7 +37,7 @@ use crate::console::{CaseLog, ConsoleParser};
 use crate::host;
 use error::io_err;
 pub use error::TestHostError;
-use pack::{base_piece, prune, qemu_piece, run_piece};
+use pack::{base_piece, perf_piece, prune, qemu_piece, run_piece};
 pub use pack::{concat_padded, read_pin};
 use watch::Watch;
 pub use watch::{is_register_line, parse_stat, reset_lines};
@@ -88,6 +88,8 @@ pub struct Config {
     pub initrd: PathBuf,
     /// Also pack qemu-system-x86_64 (its libraries and x86 firmware).
     pub with_qemu: bool,
+    /// Also pack the host's perf (and its libraries), to profile the test host from a case.
+    pub with_perf: bool,
     /// Static binaries copied into /bin.
     pub adds: Vec<PathBuf>,
     /// An experiment, off by default: the static daxvmm-kvm-hold (images/test-host-tools), which /init
@@ -139,6 +141,7 @@ impl Config {
             kernel,
             initrd,
             with_qemu: false,
+            with_perf: false,
             adds: Vec::new(),
             kvm_hold: env("DAXVMM_KVM_HOLD").filter(|h| h != "none").map(PathBuf::from),
             idle: L1Idle::parse(env("DAXVMM_L1_IDLE").as_deref()),
@@ -274,6 +277,9 @@ pub fn run(cfg: &Config, on_line: OnLine<'_>) -> Result<Run, TestHostError> {
     if cfg.with_qemu {
         pieces.push(qemu_piece(&cache, &qemu)?);
     }
+    if cfg.with_perf {
+        pieces.push(perf_piece(&cache, &find_perf(std::env::var_os("PATH"))?)?);
+    }
     // Pieces of older inputs go after a day unused (each QEMU piece is ~50 MB).
     let _ = Command::new("touch").args(&pieces).arg(&base).status();
     prune(&cache, Duration::from_secs(86400));
@@ -368,11 +374,17 @@ pub fn qemu_args(cfg: &Config, l1_kernel: &Path, initramfs: &Path, run_dir: &Pat
 }
 
 fn find_qemu() -> Result<PathBuf, TestHostError> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("qemu-system-x86_64"))
-        .find(|p| p.is_file())
-        .ok_or(TestHostError::NoQemu)
+    on_path("qemu-system-x86_64", std::env::var_os("PATH")).ok_or(TestHostError::NoQemu)
+}
+
+/// The first file called `program` in the directories of `path` (as $PATH).
+fn on_path(program: &str, path: Option<std::ffi::OsString>) -> Option<PathBuf> {
+    std::env::split_paths(&path.unwrap_or_default()).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+/// The host's `perf`, for `--with-perf`.
+fn find_perf(path: Option<std::ffi::OsString>) -> Result<PathBuf, TestHostError> {
+    on_path("perf", path).ok_or(TestHostError::NoPerf)
 }
 
 /// The host's CPUs this process may use (as `nproc`).
@@ -486,6 +498,18 @@ mod tests {
         let r = root();
         assert!(r.components().all(|c| c != std::path::Component::ParentDir), "{}", r.display());
         assert!(r.join("scripts/build-guest-kernel.sh").is_file(), "{}", r.display());
+    }
+
+    #[test]
+    fn perf_is_found_on_the_path_or_the_error_names_the_package() {
+        let (empty, with) =
+            (TempDir::new("daxvmm-perf-none").expect("tmp"), TempDir::new("daxvmm-perf").expect("tmp"));
+        let perf = with.path().join("perf");
+        fs::write(&perf, "#!/bin/sh\n").expect("write");
+        let path = |dirs: &[&Path]| std::env::join_paths(dirs).ok();
+        let missing = find_perf(path(&[empty.path()])).expect_err("no perf there");
+        assert!(missing.to_string().contains("apt-get install linux-perf"), "{missing}");
+        assert_eq!(find_perf(path(&[empty.path(), with.path()])).expect("found"), perf);
     }
 
     fn config() -> Config {

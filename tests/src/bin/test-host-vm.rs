@@ -108,6 +108,11 @@ struct BatchArgs {
     /// Also pack qemu-system-x86_64 (its libraries and x86 firmware) to compare against.
     #[arg(long)]
     with_qemu: bool,
+    /// Also pack this host's perf (and its libraries) as /usr/bin/perf, to profile the test host from a
+    /// case, e.g. `perf record -a -g -o /tmp/p.data -- CMD; perf report -i /tmp/p.data --stdio`
+    /// (docs/test-host-vm.md).
+    #[arg(long)]
+    with_perf: bool,
     /// More words for the test host VM kernel's command line (default: $DAXVMM_L1_APPEND).
     #[arg(long)]
     append: Option<String>,
@@ -178,6 +183,7 @@ fn batch(a: BatchArgs) -> Result<ExitCode, CliError> {
     cfg.case_timeout = Duration::from_secs(a.case_timeout);
     cfg.stall = Duration::from_secs(a.stall.unwrap_or(a.case_timeout + 60));
     cfg.with_qemu = a.with_qemu;
+    cfg.with_perf = a.with_perf;
     if let Some(append) = a.append {
         cfg.append = append;
     }

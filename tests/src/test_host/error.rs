@@ -62,6 +62,9 @@ pub enum TestHostError {
     /// qemu-system-x86_64 is not on the PATH.
     #[error("qemu-system-x86_64 not found; run scripts/setup-host.sh")]
     NoQemu,
+    /// `--with-perf` and no perf on PATH.
+    #[error("perf not found on PATH; install it (Debian: apt-get install linux-perf) for --with-perf")]
+    NoPerf,
     /// A file or directory operation failed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {

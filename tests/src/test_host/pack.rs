@@ -173,25 +173,41 @@ fn qemu_firmware() -> Vec<PathBuf> {
 
 /// Piece 2, cached, optional: QEMU with its libraries and the x86 firmware it loads.
 pub(super) fn qemu_piece(cache: &Path, qemu: &Path) -> Result<PathBuf, TestHostError> {
-    let real = fs::canonicalize(qemu).map_err(io_err("resolve", qemu))?;
-    let firmware = qemu_firmware();
+    program_piece(cache, "qemu", qemu, &qemu_firmware())
+}
+
+/// Piece 2b, cached, optional: the host's perf with its libraries, for profiling the test host kernel
+/// and its processes from a case (`perf record -a`). Debian's perf matches the test host's 6.1 kernel.
+pub(super) fn perf_piece(cache: &Path, perf: &Path) -> Result<PathBuf, TestHostError> {
+    program_piece(cache, "perf", perf, &[])
+}
+
+/// `PREFIX-KEY.cpio` in the cache: the dynamic `program` with its libraries, reachable as
+/// /usr/bin/NAME, and `files` at their host paths; packed again when any of them changes.
+fn program_piece(
+    cache: &Path,
+    prefix: &str,
+    program: &Path,
+    files: &[PathBuf],
+) -> Result<PathBuf, TestHostError> {
+    let real = fs::canonicalize(program).map_err(io_err("resolve", program))?;
     let libs: Vec<PathBuf> = pack_sh("shared_libs \"$1\"", &[&real])?.lines().map(PathBuf::from).collect();
     let mut inputs = vec![real.clone(), root().join("images/pack.sh")];
     inputs.extend(libs);
-    inputs.extend(firmware.iter().filter_map(|f| fs::canonicalize(f).ok()));
-    let piece = cache.join(format!("qemu-{}.cpio", content_key(&inputs, &[])?));
+    inputs.extend(files.iter().filter_map(|f| fs::canonicalize(f).ok()));
+    let piece = cache.join(format!("{prefix}-{}.cpio", content_key(&inputs, &[])?));
     if piece.is_file() {
         return Ok(piece);
     }
-    log(&format!("packing QEMU for the test host VM ({})", piece.display()));
-    let work = TempDir::new("daxvmm-l1q")?;
+    log(&format!("packing {} for the test host VM ({})", program.display(), piece.display()));
+    let work = TempDir::new("daxvmm-l1p")?;
     pack_sh("stage_dynamic \"$1\" \"$2\"", &[work.path(), &real])?;
     let usr_bin = work.path().join("usr/bin");
-    if real != Path::new("/usr/bin/qemu-system-x86_64") {
+    if let Some(name) = program.file_name().filter(|n| real != Path::new("/usr/bin").join(n)) {
         fs::create_dir_all(&usr_bin).map_err(io_err("create", &usr_bin))?;
-        let _ = std::os::unix::fs::symlink(&real, usr_bin.join("qemu-system-x86_64"));
+        let _ = std::os::unix::fs::symlink(&real, usr_bin.join(name));
     }
-    for f in &firmware {
+    for f in files {
         let dest = work.path().join(f.strip_prefix("/").unwrap_or(f));
         if let Some(d) = dest.parent() {
             fs::create_dir_all(d).map_err(io_err("create", d))?;
@@ -207,12 +223,13 @@ pub(super) fn qemu_piece(cache: &Path, qemu: &Path) -> Result<PathBuf, TestHostE
     Ok(piece)
 }
 
-/// Removes cached pieces (`base-*`, `qemu-*.cpio`) unused for `age`.
+/// Removes cached pieces (`base-*`, `qemu-*.cpio`, `perf-*.cpio`) unused for `age`.
 pub(super) fn prune(cache: &Path, age: Duration) {
     let Ok(rd) = fs::read_dir(cache) else { return };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let piece = name.starts_with("base-") || (name.starts_with("qemu-") && name.ends_with(".cpio"));
+        let piece = name.starts_with("base-")
+            || ((name.starts_with("qemu-") || name.starts_with("perf-")) && name.ends_with(".cpio"));
         let old = e
             .metadata()
             .and_then(|m| m.modified())
