@@ -5,8 +5,8 @@
 //! virtio-blk request allocates several such blocks (its descriptors, data segments and iovecs), so the
 //! disk thread called `munmap` for every request. An unmap in a process whose vCPU threads are running
 //! interrupts their CPUs to flush the TLB (a VM exit when they are in the guest) and waits for them.
-//! dlmalloc keeps freed blocks for reuse and gives memory back to the kernel only for blocks of
-//! 256 KiB and more and for more than 2 MiB free at the top of its heap.
+//! dlmalloc keeps freed blocks for reuse and gives memory back to the kernel only when more than 2 MiB
+//! at the top of its heap, or a whole segment of it, is free.
 
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
